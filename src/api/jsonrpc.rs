@@ -1,0 +1,192 @@
+//! The A2A JSON-RPC binding at `POST /`: the envelope (parse, validate, dispatch) and the
+//! four push-config methods of A2A 1.0.
+
+use a2a::{A2AError, JsonRpcId, JsonRpcResponse, error_code, methods};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::errors::{invalid_params, to_a2a};
+use super::requested_version;
+use crate::a2a::errors::jsonrpc_error;
+use crate::a2a::params::Params;
+use crate::a2a::push_config::{config_address, config_input, list_request, render, render_list};
+use crate::a2a::version::{WireVersion, negotiate};
+use crate::domain::{DomainError, HubState, push_configs};
+
+/// A2A methods that exist but that this hub answers only in gateway mode.
+const AGENT_METHODS: [&str; 7] = [
+    methods::SEND_MESSAGE,
+    methods::SEND_STREAMING_MESSAGE,
+    methods::GET_TASK,
+    methods::LIST_TASKS,
+    methods::CANCEL_TASK,
+    methods::SUBSCRIBE_TO_TASK,
+    methods::GET_EXTENDED_AGENT_CARD,
+];
+
+fn reply(status: StatusCode, response: JsonRpcResponse) -> Response {
+    (status, Json(response)).into_response()
+}
+
+fn fail(id: JsonRpcId, error: A2AError) -> Response {
+    reply(StatusCode::OK, jsonrpc_error(id, &error))
+}
+
+pub async fn handle(
+    State(state): State<HubState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let error = A2AError::invalid_request(format!(
+                "request body is larger than the limit of {} bytes",
+                state.settings.limits.max_body_bytes
+            ));
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                jsonrpc_error(JsonRpcId::Null, &error),
+            );
+        }
+        Err(rejection) => {
+            return fail(
+                JsonRpcId::Null,
+                A2AError::invalid_request(rejection.body_text()),
+            );
+        }
+    };
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return fail(
+                JsonRpcId::Null,
+                A2AError::parse_error(format!("request is not valid JSON: {e}")),
+            );
+        }
+    };
+    let (id, method, params) = match envelope(request) {
+        Ok(parts) => parts,
+        Err((id, error)) => return fail(id, error),
+    };
+    let requested = requested_version(&headers, query.as_deref());
+    let version = match negotiate(requested.as_deref()) {
+        Ok(version) => version,
+        Err(unsupported) => {
+            return fail(
+                id,
+                A2AError::new(error_code::VERSION_NOT_SUPPORTED, unsupported.to_string()),
+            );
+        }
+    };
+    match dispatch(&state, &method, params, version).await {
+        Ok(result) => reply(StatusCode::OK, JsonRpcResponse::success(id, result)),
+        Err(error) => fail(id, error),
+    }
+}
+
+/// Checks the JSON-RPC 2.0 envelope and splits it into id, method and params.
+fn envelope(request: Value) -> Result<(JsonRpcId, String, Option<Value>), (JsonRpcId, A2AError)> {
+    let invalid =
+        |id: JsonRpcId, message: &str| (id, A2AError::invalid_request(message.to_string()));
+    let mut object = match request {
+        Value::Object(object) => object,
+        Value::Array(_) => {
+            return Err(invalid(
+                JsonRpcId::Null,
+                "batch requests are not supported; send one request per HTTP call",
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                JsonRpcId::Null,
+                "a JSON-RPC request must be a JSON object",
+            ));
+        }
+    };
+    let id = match object.remove("id") {
+        Some(Value::String(s)) => JsonRpcId::String(s),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(n) => JsonRpcId::Number(n),
+            None => {
+                return Err(invalid(
+                    JsonRpcId::Null,
+                    "`id` must be a string or a whole number",
+                ));
+            }
+        },
+        Some(Value::Null) => JsonRpcId::Null,
+        None => {
+            return Err(invalid(
+                JsonRpcId::Null,
+                "`id` is required (notifications are not supported)",
+            ));
+        }
+        Some(_) => {
+            return Err(invalid(
+                JsonRpcId::Null,
+                "`id` must be a string or a whole number",
+            ));
+        }
+    };
+    if object.get("jsonrpc") != Some(&json!("2.0")) {
+        return Err(invalid(id, "`jsonrpc` must be \"2.0\""));
+    }
+    let method = match object.remove("method") {
+        Some(Value::String(method)) => method,
+        Some(_) => return Err(invalid(id, "`method` must be a string")),
+        None => return Err(invalid(id, "`method` is required")),
+    };
+    Ok((id, method, object.remove("params")))
+}
+
+async fn dispatch(
+    state: &HubState,
+    method: &str,
+    params: Option<Value>,
+    version: WireVersion,
+) -> Result<Value, A2AError> {
+    let params = Params::from_value(params).map_err(|e| invalid_params(&e))?;
+    let domain = |e: DomainError| to_a2a(&e);
+    let field = |e| invalid_params(&e);
+    match method {
+        methods::CREATE_PUSH_CONFIG => {
+            let input = config_input(&params).map_err(field)?;
+            let config = push_configs::create(state, None, None, input, version)
+                .await
+                .map_err(domain)?;
+            Ok(json!(render(&config)))
+        }
+        methods::GET_PUSH_CONFIG => {
+            let address = config_address(&params).map_err(field)?;
+            let config = push_configs::get(state, None, address)
+                .await
+                .map_err(domain)?;
+            Ok(json!(render(&config)))
+        }
+        methods::LIST_PUSH_CONFIGS => {
+            let request = list_request(&params).map_err(field)?;
+            let page = push_configs::list(state, None, request)
+                .await
+                .map_err(domain)?;
+            Ok(render_list(&page.configs, page.next_page_token.as_deref()))
+        }
+        methods::DELETE_PUSH_CONFIG => {
+            let address = config_address(&params).map_err(field)?;
+            push_configs::delete(state, None, address)
+                .await
+                .map_err(domain)?;
+            Ok(Value::Null)
+        }
+        other if AGENT_METHODS.contains(&other) => Err(A2AError::unsupported_operation(format!(
+            "{other} is an agent method; this hub serves only the push-notification config methods unless it runs in gateway mode in front of an agent"
+        ))),
+        other => Err(A2AError::method_not_found(other)),
+    }
+}

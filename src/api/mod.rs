@@ -1,0 +1,44 @@
+//! HTTP routers: the public listener (A2A JSON-RPC and HTTP+JSON push-config methods) and
+//! the admin listener (event API, task view, health). Handlers stay thin: extract, call a
+//! `crate::domain` function, map the result to the binding's answer.
+
+// Early returns of a ready `Response` are the axum idiom; boxing them buys nothing here.
+#![allow(clippy::result_large_err)]
+
+mod admin;
+mod errors;
+mod jsonrpc;
+mod rest;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use tower_http::trace::TraceLayer;
+
+use crate::domain::HubState;
+
+/// Routes of the public listener.
+pub fn public_router(state: HubState) -> Router {
+    Router::new()
+        .route("/", axum::routing::post(jsonrpc::handle))
+        .merge(rest::routes())
+        .fallback(rest::not_found)
+        .with_state(state)
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Routes of the admin listener.
+pub fn admin_router(state: HubState) -> Router {
+    admin::routes(state).layer(TraceLayer::new_for_http())
+}
+
+/// The `A2A-Version` a request asks for: the header, else the `A2A-Version` query parameter.
+fn requested_version<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<String> {
+    if let Some(value) = headers.get("a2a-version") {
+        return Some(value.to_str().unwrap_or("<not text>").to_string());
+    }
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| key.eq_ignore_ascii_case("a2a-version"))
+        .map(|(_, value)| value.to_string())
+}

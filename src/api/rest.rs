@@ -1,0 +1,200 @@
+//! The A2A HTTP+JSON (REST) binding of the push-config methods, at
+//! `/tasks/{taskId}/pushNotificationConfigs[/{configId}]` and under a `/{tenant}` prefix.
+
+use std::collections::HashMap;
+
+use a2a::{A2AError, error_code};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use super::errors::{invalid_params, rest_response, to_a2a};
+use super::requested_version;
+use crate::a2a::params::{InvalidField, Params};
+use crate::a2a::push_config::{ConfigAddress, config_input, list_request, render, render_list};
+use crate::a2a::version::{WireVersion, negotiate};
+use crate::domain::{HubState, push_configs};
+
+pub fn routes() -> Router<HubState> {
+    let collection = get(list).post(create);
+    let item = get(get_one).delete(delete);
+    Router::new()
+        .route(
+            "/tasks/{task_id}/pushNotificationConfigs",
+            collection.clone(),
+        )
+        .route(
+            "/tasks/{task_id}/pushNotificationConfigs/{config_id}",
+            item.clone(),
+        )
+        .route(
+            "/{tenant}/tasks/{task_id}/pushNotificationConfigs",
+            collection,
+        )
+        .route(
+            "/{tenant}/tasks/{task_id}/pushNotificationConfigs/{config_id}",
+            item,
+        )
+}
+
+/// Path parameters of every route; `tenant` and `config_id` only where the route has them.
+#[derive(serde::Deserialize)]
+pub struct PathParams {
+    tenant: Option<String>,
+    task_id: String,
+    config_id: Option<String>,
+}
+
+fn version(headers: &HeaderMap, query: Option<&str>) -> Result<WireVersion, Response> {
+    negotiate(requested_version(headers, query).as_deref()).map_err(|unsupported| {
+        rest_response(
+            &A2AError::new(error_code::VERSION_NOT_SUPPORTED, unsupported.to_string()),
+            None,
+        )
+    })
+}
+
+fn field_error(error: InvalidField) -> Response {
+    rest_response(&invalid_params(&error), None)
+}
+
+fn domain_error(error: crate::domain::DomainError) -> Response {
+    let a2a = to_a2a(&error);
+    let status = matches!(error, crate::domain::DomainError::Store(_))
+        .then_some(StatusCode::SERVICE_UNAVAILABLE);
+    rest_response(&a2a, status)
+}
+
+async fn create(
+    State(state): State<HubState>,
+    Path(path): Path<PathParams>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let version = match version(&headers, query.as_deref()) {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let error = A2AError::invalid_request(format!(
+                "request body is larger than the limit of {} bytes",
+                state.settings.limits.max_body_bytes
+            ));
+            return rest_response(&error, Some(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+        Err(rejection) => {
+            return rest_response(&A2AError::invalid_request(rejection.body_text()), None);
+        }
+    };
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return rest_response(
+                &A2AError::parse_error(format!("request body is not valid JSON: {e}")),
+                None,
+            );
+        }
+    };
+    let input = match Params::from_value(Some(value)).and_then(|p| config_input(&p)) {
+        Ok(input) => input,
+        Err(e) => return field_error(e),
+    };
+    match push_configs::create(
+        &state,
+        path.tenant.as_deref(),
+        Some(&path.task_id),
+        input,
+        version,
+    )
+    .await
+    {
+        Ok(config) => Json(render(&config)).into_response(),
+        Err(e) => domain_error(e),
+    }
+}
+
+async fn get_one(
+    State(state): State<HubState>,
+    Path(path): Path<PathParams>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(response) = version(&headers, query.as_deref()) {
+        return response;
+    }
+    let address = ConfigAddress {
+        tenant: None,
+        task_id: path.task_id,
+        id: path.config_id.unwrap_or_default(),
+    };
+    match push_configs::get(&state, path.tenant.as_deref(), address).await {
+        Ok(config) => Json(render(&config)).into_response(),
+        Err(e) => domain_error(e),
+    }
+}
+
+async fn list(
+    State(state): State<HubState>,
+    Path(path): Path<PathParams>,
+    headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(response) = version(&headers, raw_query.as_deref()) {
+        return response;
+    }
+    let mut fields: Map<String, Value> = query
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    fields.insert("taskId".to_string(), json!(path.task_id));
+    fields.remove("task_id");
+    let request =
+        match Params::from_value(Some(Value::Object(fields))).and_then(|p| list_request(&p)) {
+            Ok(request) => request,
+            Err(e) => return field_error(e),
+        };
+    match push_configs::list(&state, path.tenant.as_deref(), request).await {
+        Ok(page) => {
+            Json(render_list(&page.configs, page.next_page_token.as_deref())).into_response()
+        }
+        Err(e) => domain_error(e),
+    }
+}
+
+async fn delete(
+    State(state): State<HubState>,
+    Path(path): Path<PathParams>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(response) = version(&headers, query.as_deref()) {
+        return response;
+    }
+    let address = ConfigAddress {
+        tenant: None,
+        task_id: path.task_id,
+        id: path.config_id.unwrap_or_default(),
+    };
+    match push_configs::delete(&state, path.tenant.as_deref(), address).await {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => domain_error(e),
+    }
+}
+
+/// Anything else on the public listener.
+pub async fn not_found() -> Response {
+    let error = A2AError::new(
+        error_code::METHOD_NOT_FOUND,
+        "no such endpoint: this hub serves JSON-RPC at POST / and push-notification configs at /tasks/{taskId}/pushNotificationConfigs",
+    );
+    rest_response(&error, Some(StatusCode::NOT_FOUND))
+}

@@ -1,0 +1,447 @@
+//! Settings: the contract of DESIGN §9, loaded from defaults, then a TOML file, then
+//! `A2A_PUSH_HUB_<SECTION>__<KEY>` environment variables, then command-line flags.
+//!
+//! This module only parses and checks values; it never opens sockets or files other than the
+//! settings file itself.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Every setting of the hub. Field names are the TOML contract of DESIGN §9.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub delivery: DeliverySettings,
+    pub security: SecuritySettings,
+    pub limits: LimitSettings,
+    pub gateway: GatewaySettings,
+    pub retention: RetentionSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub public_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// How peers reach the public listener; empty means `http://{public_listen}`.
+    pub public_base_url: String,
+    /// Non-empty: the admin API requires `Authorization: Bearer <admin_token>`.
+    pub admin_token: Secret,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            public_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            public_base_url: String::new(),
+            admin_token: Secret::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Folder of the embedded store.
+    pub path: PathBuf,
+    /// `postgres://…` selects PostgreSQL (not built yet: refused with a clear error).
+    pub url: Secret,
+    /// Encrypts secrets at rest when set (not built yet: refused with a clear error).
+    pub encryption_key: Secret,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            path: PathBuf::from("./a2a-push-hub-data"),
+            url: Secret::default(),
+            encryption_key: Secret::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    pub timeout: HumanDuration,
+    pub retry_schedule: Vec<HumanDuration>,
+    pub jitter: f64,
+    pub max_in_flight: usize,
+    pub max_in_flight_per_origin: usize,
+    pub content_type: String,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        let schedule = [
+            "1s", "5s", "30s", "2m", "10m", "30m", "1h", "3h", "6h", "12h", "24h",
+        ];
+        DeliverySettings {
+            timeout: HumanDuration(Duration::from_secs(15)),
+            retry_schedule: schedule
+                .iter()
+                .map(|s| HumanDuration(parse_duration(s).expect("default schedule parses")))
+                .collect(),
+            jitter: 0.2,
+            max_in_flight: 512,
+            max_in_flight_per_origin: 32,
+            content_type: "application/a2a+json".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    pub allow_private_networks: bool,
+    pub allowed_subnets: Vec<IpNet>,
+    pub https_only: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    pub max_body_bytes: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// The agent's A2A URL; empty = no gateway (not built yet: refused with a clear error).
+    pub upstream: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    pub finished_tasks: HumanDuration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            finished_tasks: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value alone.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub public_listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub upstream: Option<String>,
+    pub allow_private_networks: bool,
+}
+
+/// Why settings could not be loaded; says which source and which key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("settings file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid settings: {0}")]
+    Parse(String),
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Settings {
+    /// Loads defaults → `file` → environment → `overrides`, then checks every value.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(SettingsError::MissingFile {
+                    path: path.to_path_buf(),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("A2A_PUSH_HUB_").split("__"));
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|e| SettingsError::Parse(e.to_string()))?;
+        settings.apply(overrides);
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn apply(&mut self, overrides: &Overrides) {
+        if let Some(addr) = overrides.public_listen {
+            self.server.public_listen = addr;
+        }
+        if let Some(addr) = overrides.admin_listen {
+            self.server.admin_listen = addr;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            self.store.path = dir.clone();
+        }
+        if let Some(upstream) = &overrides.upstream {
+            self.gateway.upstream = upstream.clone();
+        }
+        if overrides.allow_private_networks {
+            self.security.allow_private_networks = true;
+        }
+    }
+
+    /// Checks ranges and refuses settings for features this build does not have yet, so that
+    /// an operator never believes a feature is on when it is not.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let timeout = self.delivery.timeout.0;
+        if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(60) {
+            return Err(SettingsError::Invalid {
+                key: "delivery.timeout",
+                reason: format!("must be between 1s and 60s, got {}", self.delivery.timeout),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.delivery.jitter) {
+            return Err(SettingsError::Invalid {
+                key: "delivery.jitter",
+                reason: format!("must be between 0 and 1, got {}", self.delivery.jitter),
+            });
+        }
+        if self.delivery.retry_schedule.len() > 100 {
+            return Err(SettingsError::Invalid {
+                key: "delivery.retry_schedule",
+                reason: "at most 100 retries".to_string(),
+            });
+        }
+        if self.delivery.max_in_flight == 0 || self.delivery.max_in_flight_per_origin == 0 {
+            return Err(SettingsError::Invalid {
+                key: "delivery.max_in_flight",
+                reason: "limits must be at least 1".to_string(),
+            });
+        }
+        let content_type = self.delivery.content_type.as_str();
+        if content_type != "application/a2a+json" && content_type != "application/json" {
+            return Err(SettingsError::Invalid {
+                key: "delivery.content_type",
+                reason: format!(
+                    "must be \"application/a2a+json\" or \"application/json\", got {content_type:?}"
+                ),
+            });
+        }
+        if self.limits.max_body_bytes < 1024 || self.limits.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(SettingsError::Invalid {
+                key: "limits.max_body_bytes",
+                reason: format!(
+                    "must be between 1024 and 67108864, got {}",
+                    self.limits.max_body_bytes
+                ),
+            });
+        }
+        if !self.server.public_base_url.is_empty() {
+            url::Url::parse(&self.server.public_base_url).map_err(|e| SettingsError::Invalid {
+                key: "server.public_base_url",
+                reason: format!("not a URL: {e}"),
+            })?;
+        }
+        if !self.store.url.is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "store.url",
+                reason: "the PostgreSQL store is not available in this version; leave it empty to use the embedded store".to_string(),
+            });
+        }
+        if !self.store.encryption_key.is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "store.encryption_key",
+                reason: "encryption at rest is not available in this version; leave it empty"
+                    .to_string(),
+            });
+        }
+        if !self.gateway.upstream.is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "gateway.upstream",
+                reason: "gateway mode is not available in this version; leave it empty".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The base URL peers use to reach the public listener.
+    pub fn public_base_url(&self) -> String {
+        if self.server.public_base_url.is_empty() {
+            format!("http://{}", self.server.public_listen)
+        } else {
+            self.server
+                .public_base_url
+                .trim_end_matches('/')
+                .to_string()
+        }
+    }
+}
+
+/// A secret setting: readable by the code that needs it, never printed by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"<redacted>\"")
+        }
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+/// A duration written as in the settings file: `"250ms"`, `"15s"`, `"2m"`, `"3h"`, `"7d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        let units = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+        ];
+        for (size, unit) in units {
+            if ms >= size && ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `<whole number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} needs a unit: ms, s, m, h or d"))?;
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("duration {text:?} must start with a whole number"))?;
+    let millis_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "duration {text:?} has unknown unit {unit:?}: use ms, s, m, h or d"
+            ));
+        }
+    };
+    value
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit_and_print_back() {
+        for (text, ms) in [
+            ("250ms", 250),
+            ("15s", 15_000),
+            ("2m", 120_000),
+            ("3h", 10_800_000),
+            ("7d", 604_800_000),
+        ] {
+            let parsed = parse_duration(text).unwrap();
+            assert_eq!(parsed, Duration::from_millis(ms));
+            assert_eq!(HumanDuration(parsed).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_wrong() {
+        assert!(parse_duration("15").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("1.5s").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("s").unwrap_err().contains("whole number"));
+        assert!(parse_duration("5w").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_design() {
+        let settings = Settings::default();
+        settings.validate().unwrap();
+        assert_eq!(settings.server.public_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.server.admin_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(settings.delivery.retry_schedule.len(), 11);
+        assert_eq!(settings.public_base_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn secrets_are_not_printed_by_debug() {
+        let mut settings = Settings::default();
+        settings.server.admin_token = Secret::new("hunter2");
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn out_of_range_timeout_names_the_key() {
+        let mut settings = Settings::default();
+        settings.delivery.timeout = HumanDuration(Duration::from_secs(120));
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("delivery.timeout"), "{err}");
+    }
+}

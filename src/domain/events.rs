@@ -1,0 +1,79 @@
+//! Publishing task events: validate every event of a request, then store them together with
+//! their deliveries in one durable transaction (all or nothing).
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::{DomainError, HubState};
+use crate::a2a::event::parse_event;
+use crate::a2a::params::InvalidField;
+use crate::store::{NewEvent, PublishedEvent};
+
+/// Most events in one batch request.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+/// Publishes one event given as raw JSON bytes.
+pub async fn publish_one(
+    state: &HubState,
+    tenant: &str,
+    body: &[u8],
+) -> Result<PublishedEvent, DomainError> {
+    let raw: Box<RawValue> = serde_json::from_slice(body)
+        .map_err(|e| InvalidField::new("body", format!("is not valid JSON: {e}")))?;
+    let event = validate(tenant, raw, "")?;
+    let mut published = state.store.publish(vec![event]).await?;
+    published.pop().ok_or_else(|| {
+        DomainError::Store(crate::store::StoreError::Storage(
+            "publish returned nothing".to_string(),
+        ))
+    })
+}
+
+/// Publishes a JSON array of events atomically: one invalid event rejects the whole batch.
+pub async fn publish_batch(
+    state: &HubState,
+    tenant: &str,
+    body: &[u8],
+) -> Result<Vec<PublishedEvent>, DomainError> {
+    let items: Vec<Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
+        InvalidField::new(
+            "body",
+            format!("must be a JSON array of A2A StreamResponse events: {e}"),
+        )
+    })?;
+    if items.is_empty() {
+        return Err(InvalidField::new("body", "must contain at least one event").into());
+    }
+    if items.len() > MAX_BATCH_EVENTS {
+        return Err(InvalidField::new(
+            "body",
+            format!(
+                "holds {} events; at most {MAX_BATCH_EVENTS} per batch",
+                items.len()
+            ),
+        )
+        .into());
+    }
+    let events = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| validate(tenant, raw, &format!("[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(state.store.publish(events).await?)
+}
+
+fn validate(tenant: &str, raw: Box<RawValue>, at: &str) -> Result<NewEvent, InvalidField> {
+    let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
+        InvalidField::new(
+            if at.is_empty() { "body" } else { at },
+            format!("is not valid JSON: {e}"),
+        )
+    })?;
+    let parsed = parse_event(&value, at)?;
+    Ok(NewEvent {
+        tenant: tenant.to_string(),
+        task_id: parsed.task_id,
+        event: parsed.event,
+        body: raw,
+    })
+}

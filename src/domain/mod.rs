@@ -1,0 +1,26 @@
+//! What the hub does, independent of how it is asked: push-config management, publishing
+//! events, reading a task's state. Handlers in `crate::api` call these functions; these call
+//! the store. Nothing here knows HTTP or JSON-RPC.
+
+pub mod error;
+pub mod events;
+pub mod push_configs;
+pub mod tasks;
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::ssrf::Policy;
+use crate::store::Store;
+
+pub use error::DomainError;
+
+/// What every domain operation needs: the store, the settings, the SSRF policy.
+#[derive(Clone)]
+pub struct HubState {
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<Settings>,
+    pub policy: Arc<Policy>,
+    /// The base URL peers use to reach the public listener (resolved after binding).
+    pub public_base_url: Arc<str>,
+}

@@ -1,0 +1,153 @@
+//! Push-config management: create (with URL policy and id assignment), get, list with
+//! pagination, idempotent delete. Scoped by tenant; without an upstream agent, a config may
+//! be registered for a task the hub has not seen yet.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use uuid::Uuid;
+
+use super::{DomainError, HubState};
+use crate::a2a::params::{InvalidField, check_id};
+use crate::a2a::push_config::{ConfigAddress, ConfigInput, ListRequest};
+use crate::a2a::version::WireVersion;
+use crate::store::{ConfigRecord, ConfigState, now_ms};
+
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const MAX_PAGE_SIZE: usize = 100;
+
+/// The tenant a request addresses: the path's when given, else the params', else the
+/// default tenant `""`.
+pub fn resolve_tenant(
+    path_tenant: Option<&str>,
+    param_tenant: Option<&str>,
+) -> Result<String, InvalidField> {
+    let tenant = path_tenant.or(param_tenant).unwrap_or_default();
+    if !tenant.is_empty() {
+        check_id("tenant", tenant)?;
+    }
+    Ok(tenant.to_string())
+}
+
+/// Creates or replaces a config. The path's task id (REST) wins over the body's.
+pub async fn create(
+    state: &HubState,
+    path_tenant: Option<&str>,
+    path_task_id: Option<&str>,
+    input: ConfigInput,
+    wire_version: WireVersion,
+) -> Result<ConfigRecord, DomainError> {
+    let tenant = resolve_tenant(path_tenant, input.tenant.as_deref())?;
+    let task_id = path_task_id
+        .map(str::to_string)
+        .or(input.task_id)
+        .ok_or_else(|| InvalidField::new("taskId", "is required"))?;
+    check_id("taskId", &task_id)?;
+    state
+        .policy
+        .check_url(&input.url)
+        .await
+        .map_err(|refusal| InvalidField::new("url", format!("is refused: it {refusal}")))?;
+    let now = now_ms();
+    let config = ConfigRecord {
+        tenant,
+        task_id,
+        id: input.id.unwrap_or_else(|| Uuid::new_v4().to_string()),
+        url: input.url,
+        token: input.token.map(crate::config::Secret::new),
+        authentication: input.authentication,
+        wire_version,
+        state: ConfigState::Active,
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    state.store.put_config(config.clone()).await?;
+    tracing::info!(tenant = %config.tenant, task_id = %config.task_id, config_id = %config.id, "push config stored");
+    Ok(config)
+}
+
+pub async fn get(
+    state: &HubState,
+    path_tenant: Option<&str>,
+    address: ConfigAddress,
+) -> Result<ConfigRecord, DomainError> {
+    let tenant = resolve_tenant(path_tenant, address.tenant.as_deref())?;
+    state
+        .store
+        .get_config(tenant, address.task_id.clone(), address.id.clone())
+        .await?
+        .ok_or_else(|| {
+            DomainError::TaskNotFound(format!(
+                "no push notification config {:?} for task {:?}",
+                address.id, address.task_id
+            ))
+        })
+}
+
+/// One page of configs and the token of the next page (`None` on the last page).
+pub struct Page {
+    pub configs: Vec<ConfigRecord>,
+    pub next_page_token: Option<String>,
+}
+
+pub async fn list(
+    state: &HubState,
+    path_tenant: Option<&str>,
+    request: ListRequest,
+) -> Result<Page, DomainError> {
+    let tenant = resolve_tenant(path_tenant, request.tenant.as_deref())?;
+    let page_size = match request.page_size {
+        None | Some(0) => DEFAULT_PAGE_SIZE,
+        Some(n) if n < 0 => {
+            return Err(InvalidField::new("pageSize", "must not be negative").into());
+        }
+        Some(n) => (n as usize).min(MAX_PAGE_SIZE),
+    };
+    let after = match request.page_token.as_deref() {
+        None => None,
+        Some(token) => Some(decode_page_token(token)?),
+    };
+    let mut configs = state
+        .store
+        .list_configs(tenant, request.task_id, after, page_size + 1)
+        .await?;
+    let next_page_token = if configs.len() > page_size {
+        configs.truncate(page_size);
+        configs
+            .last()
+            .map(|c| URL_SAFE_NO_PAD.encode(c.id.as_bytes()))
+    } else {
+        None
+    };
+    Ok(Page {
+        configs,
+        next_page_token,
+    })
+}
+
+fn decode_page_token(token: &str) -> Result<String, InvalidField> {
+    let invalid = || {
+        InvalidField::new(
+            "pageToken",
+            "is not a page token issued by this hub; start again without it",
+        )
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    String::from_utf8(bytes).map_err(|_| invalid())
+}
+
+/// Deletes a config; deleting one that does not exist succeeds (the operation is idempotent).
+pub async fn delete(
+    state: &HubState,
+    path_tenant: Option<&str>,
+    address: ConfigAddress,
+) -> Result<(), DomainError> {
+    let tenant = resolve_tenant(path_tenant, address.tenant.as_deref())?;
+    let existed = state
+        .store
+        .delete_config(tenant, address.task_id.clone(), address.id.clone())
+        .await?;
+    if existed {
+        tracing::info!(task_id = %address.task_id, config_id = %address.id, "push config deleted");
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! a2a-push-hub: reliable, signed and observable A2A task push notifications.
+//!
+//! The library exposes [`Hub`], which starts the same server the `a2a-push-hub serve`
+//! command runs (the binary is only a thin CLI over it), and [`Settings`].
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), a2a_push_hub::StartError> {
+//! let mut settings = a2a_push_hub::Settings::default();
+//! settings.server.public_listen = "127.0.0.1:0".parse().unwrap();
+//! settings.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+//! let hub = a2a_push_hub::Hub::builder(settings).start().await?;
+//! println!("A2A endpoint: {}", hub.public_base_url());
+//! hub.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod a2a;
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod ssrf;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Settings;
+use domain::HubState;
+use store::{RedbStore, Store, StoreError};
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid settings: {0}")]
+    Settings(#[from] config::SettingsError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr} ({listener}): {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Configures a hub before starting it.
+pub struct HubBuilder {
+    settings: Settings,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl HubBuilder {
+    /// Uses `store` instead of opening the embedded store at `store.path`.
+    pub fn store(mut self, store: Arc<dyn Store>) -> HubBuilder {
+        self.store = Some(store);
+        self
+    }
+
+    /// Opens the store, binds both listeners and starts serving.
+    pub async fn start(self) -> Result<Hub, StartError> {
+        let settings = self.settings;
+        settings.validate()?;
+        let store: Arc<dyn Store> = match self.store {
+            Some(store) => store,
+            None => {
+                let path = settings.store.path.clone();
+                let opened = tokio::task::spawn_blocking(move || RedbStore::open(&path))
+                    .await
+                    .map_err(|e| StoreError::Storage(format!("store open task failed: {e}")))??;
+                Arc::new(opened)
+            }
+        };
+        let bind = |listener: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    listener,
+                    addr,
+                    source,
+                })
+        };
+        let public = bind("public", settings.server.public_listen).await?;
+        let admin = bind("admin", settings.server.admin_listen).await?;
+        let public_addr = public.local_addr().map_err(|source| StartError::Bind {
+            listener: "public",
+            addr: settings.server.public_listen,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+            listener: "admin",
+            addr: settings.server.admin_listen,
+            source,
+        })?;
+        let public_base_url: Arc<str> = if settings.server.public_base_url.is_empty() {
+            format!("http://{public_addr}").into()
+        } else {
+            settings.public_base_url().into()
+        };
+        let body_limit = DefaultBodyLimit::max(settings.limits.max_body_bytes);
+        let state = HubState {
+            store: store.clone(),
+            policy: Arc::new(ssrf::Policy::from_settings(&settings.security)),
+            settings: Arc::new(settings),
+            public_base_url,
+        };
+        let shutdown = CancellationToken::new();
+        let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                let result = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(listener = name, error = %e, "listener failed");
+                }
+            })
+        };
+        let servers = vec![
+            serve(
+                public,
+                api::public_router(state.clone()).layer(body_limit),
+                "public",
+            ),
+            serve(
+                admin,
+                api::admin_router(state.clone()).layer(body_limit),
+                "admin",
+            ),
+        ];
+        tracing::info!(%public_addr, %admin_addr, public_base_url = %state.public_base_url, "a2a-push-hub serving");
+        Ok(Hub {
+            public_addr,
+            admin_addr,
+            state,
+            shutdown,
+            servers,
+        })
+    }
+}
+
+/// A running hub: both listeners bound and serving.
+pub struct Hub {
+    public_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    state: HubState,
+    shutdown: CancellationToken,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Hub {
+    pub fn builder(settings: Settings) -> HubBuilder {
+        HubBuilder {
+            settings,
+            store: None,
+        }
+    }
+
+    /// The bound address of the public (A2A) listener.
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    /// The bound address of the admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// How peers reach the public listener.
+    pub fn public_base_url(&self) -> &str {
+        &self.state.public_base_url
+    }
+
+    /// Stops accepting connections, finishes in-flight requests, then flushes and closes the
+    /// store.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for server in self.servers {
+            let _ = server.await;
+        }
+        self.state.store.close().await;
+        tracing::info!("a2a-push-hub stopped");
+    }
+}
