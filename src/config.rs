@@ -176,7 +176,13 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("A2A_PUSH_HUB_").split("__"));
+        // Only `SECTION__KEY` variables are settings; others with the prefix (such as
+        // A2A_PUSH_HUB_CONFIG, the settings file of the CLI) are not.
+        figment = figment.merge(
+            Env::prefixed("A2A_PUSH_HUB_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         let mut settings: Settings = figment
             .extract()
             .map_err(|e| SettingsError::Parse(e.to_string()))?;

@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use a2a_push_hub::{Hub, Settings};
@@ -212,5 +216,87 @@ where
             "timed out after {deadline:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The real `a2a-push-hub` binary, started as a child process.
+pub struct HubProcess {
+    pub child: Child,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl HubProcess {
+    /// `serve` on ephemeral ports with the store in `data_dir` and 127.0.0.0/8 allowed.
+    pub fn spawn_on(data_dir: &Path) -> HubProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"));
+        command
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--public-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env(
+                "A2A_PUSH_HUB_SECURITY__ALLOWED_SUBNETS",
+                "[\"127.0.0.0/8\"]",
+            );
+        HubProcess::spawn(command).expect("the hub starts")
+    }
+
+    /// Starts `command` (the binary with its arguments) and reads the bound addresses from
+    /// its JSON log; on failure returns what the process wrote to standard error.
+    pub fn spawn(mut command: Command) -> Result<HubProcess, String> {
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the hub binary runs");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut seen = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                let fields = &entry["fields"];
+                if fields["message"] == "a2a-push-hub serving" {
+                    let _ = tx.send(Ok((
+                        fields["public_addr"].as_str().unwrap().parse().unwrap(),
+                        fields["admin_addr"].as_str().unwrap().parse().unwrap(),
+                    )));
+                }
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            let _ = tx.send(Err(seen));
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok((public, admin))) => Ok(HubProcess {
+                child,
+                public,
+                admin,
+            }),
+            Ok(Err(stderr)) => {
+                let status = child.wait().ok();
+                Err(format!("exit {status:?}: {stderr}"))
+            }
+            Err(_) => {
+                let _ = child.kill();
+                Err("the hub did not log its addresses within 30s".to_string())
+            }
+        }
     }
 }
