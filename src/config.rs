@@ -79,6 +79,13 @@ pub struct DeliverySettings {
     pub max_in_flight: usize,
     pub max_in_flight_per_origin: usize,
     pub content_type: String,
+    /// Least wait after a 429 or a timeout, whatever the schedule says.
+    pub throttle_backoff: HumanDuration,
+    /// Consecutive failures of an origin that open its circuit.
+    pub circuit_threshold: u32,
+    /// First cool-down of an open circuit; doubles after each failed probe.
+    pub circuit_cooldown: HumanDuration,
+    pub circuit_max_cooldown: HumanDuration,
 }
 
 impl Default for DeliverySettings {
@@ -96,6 +103,10 @@ impl Default for DeliverySettings {
             max_in_flight: 512,
             max_in_flight_per_origin: 32,
             content_type: "application/a2a+json".to_string(),
+            throttle_backoff: HumanDuration(Duration::from_secs(30)),
+            circuit_threshold: 5,
+            circuit_cooldown: HumanDuration(Duration::from_secs(5)),
+            circuit_max_cooldown: HumanDuration(Duration::from_secs(300)),
         }
     }
 }
@@ -235,6 +246,20 @@ impl Settings {
             return Err(SettingsError::Invalid {
                 key: "delivery.max_in_flight",
                 reason: "limits must be at least 1".to_string(),
+            });
+        }
+        if self.delivery.circuit_threshold == 0 {
+            return Err(SettingsError::Invalid {
+                key: "delivery.circuit_threshold",
+                reason: "must be at least 1".to_string(),
+            });
+        }
+        if self.delivery.circuit_cooldown.0 > self.delivery.circuit_max_cooldown.0
+            || self.delivery.circuit_cooldown.0.is_zero()
+        {
+            return Err(SettingsError::Invalid {
+                key: "delivery.circuit_cooldown",
+                reason: "must be above zero and at most delivery.circuit_max_cooldown".to_string(),
             });
         }
         let content_type = self.delivery.content_type.as_str();

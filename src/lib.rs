@@ -17,7 +17,9 @@
 pub mod a2a;
 pub mod api;
 pub mod config;
+pub mod delivery;
 pub mod domain;
+pub mod metrics;
 pub mod ssrf;
 pub mod store;
 
@@ -102,11 +104,24 @@ impl HubBuilder {
             settings.public_base_url().into()
         };
         let body_limit = DefaultBodyLimit::max(settings.limits.max_body_bytes);
+        let policy = Arc::new(ssrf::Policy::from_settings(&settings.security));
+        let metrics = Arc::new(metrics::Metrics::default());
+        let delivery_shutdown = CancellationToken::new();
+        let delivery = delivery::start(
+            &settings,
+            store.clone(),
+            policy.clone(),
+            metrics.clone(),
+            delivery_shutdown.clone(),
+        )
+        .await?;
         let state = HubState {
             store: store.clone(),
-            policy: Arc::new(ssrf::Policy::from_settings(&settings.security)),
+            policy,
             settings: Arc::new(settings),
             public_base_url,
+            scheduler: delivery.handle,
+            metrics,
         };
         let shutdown = CancellationToken::new();
         let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
@@ -139,6 +154,8 @@ impl HubBuilder {
             state,
             shutdown,
             servers,
+            delivery_shutdown,
+            delivery: delivery.task,
         })
     }
 }
@@ -150,6 +167,8 @@ pub struct Hub {
     state: HubState,
     shutdown: CancellationToken,
     servers: Vec<JoinHandle<()>>,
+    delivery_shutdown: CancellationToken,
+    delivery: JoinHandle<()>,
 }
 
 impl Hub {
@@ -175,13 +194,15 @@ impl Hub {
         &self.state.public_base_url
     }
 
-    /// Stops accepting connections, finishes in-flight requests, then flushes and closes the
-    /// store.
+    /// Stops accepting connections, finishes in-flight requests and delivery attempts (the
+    /// latter bounded by the delivery timeout), then flushes and closes the store.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         for server in self.servers {
             let _ = server.await;
         }
+        self.delivery_shutdown.cancel();
+        let _ = self.delivery.await;
         self.state.store.close().await;
         tracing::info!("a2a-push-hub stopped");
     }

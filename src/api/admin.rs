@@ -14,14 +14,20 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::errors::{problem, problem_for};
+use crate::a2a::params::{InvalidField, Params};
 use crate::domain::push_configs::resolve_tenant;
-use crate::domain::{HubState, events, tasks};
+use crate::domain::{HubState, deliveries, events, tasks};
+use crate::store::{DeliveryFilter, DeliveryState};
 
 pub fn routes(state: HubState) -> Router {
     let api = Router::new()
         .route("/api/v1/events", post(publish_one))
         .route("/api/v1/events:batch", post(publish_batch))
         .route("/api/v1/tasks/{task_id}", get(task_view))
+        .route("/api/v1/deliveries", get(list_deliveries))
+        .route("/api/v1/deliveries:replay", post(replay_matching))
+        .route("/api/v1/deliveries/{delivery_id}", get(show_delivery))
+        .route("/api/v1/deliveries/{delivery_id}/replay", post(replay_one))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_token,
@@ -30,6 +36,7 @@ pub fn routes(state: HubState) -> Router {
         .merge(api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             problem(
                 StatusCode::NOT_FOUND,
@@ -165,4 +172,132 @@ async fn readyz(State(state): State<HubState>) -> Response {
             None,
         ),
     }
+}
+
+fn field_problem(field: InvalidField) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        field.to_string(),
+        Some(&field.field),
+    )
+}
+
+/// Reads a delivery filter from query or body params (`taskId`, `configId`, `state`,
+/// `createdAfter`, `createdBefore`); `default_state` applies when `state` is absent.
+fn delivery_filter(
+    tenant: String,
+    params: &Params,
+    default_state: Option<DeliveryState>,
+) -> Result<DeliveryFilter, InvalidField> {
+    let state = match params.string("state")? {
+        Some(text) => Some(deliveries::parse_state("state", &text)?),
+        None => default_state,
+    };
+    let time = |name: &str| -> Result<Option<u64>, InvalidField> {
+        params
+            .string(name)?
+            .map(|t| deliveries::parse_time(name, &t))
+            .transpose()
+    };
+    Ok(DeliveryFilter {
+        tenant,
+        task_id: params.string("taskId")?,
+        config_id: params.string("configId")?,
+        state,
+        created_after_ms: time("createdAfter")?,
+        created_before_ms: time("createdBefore")?,
+    })
+}
+
+fn query_params(query: std::collections::HashMap<String, String>) -> Params {
+    let fields = query
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    Params::from_value(Some(serde_json::Value::Object(fields))).unwrap_or_default()
+}
+
+async fn list_deliveries(
+    State(state): State<HubState>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let params = query_params(query);
+    let parsed = (|| {
+        let tenant = resolve_tenant(None, params.string("tenant")?.as_deref())?;
+        let filter = delivery_filter(tenant, &params, None)?;
+        let limit = params
+            .integer("limit")?
+            .map(|n| usize::try_from(n).unwrap_or(0));
+        Ok::<_, InvalidField>((filter, params.string("after")?, limit))
+    })();
+    let (filter, after, limit) = match parsed {
+        Ok(parsed) => parsed,
+        Err(field) => return field_problem(field),
+    };
+    match deliveries::list(&state, filter, after, limit).await {
+        Ok(page) => Json(page).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn show_delivery(State(state): State<HubState>, Path(delivery_id): Path<String>) -> Response {
+    match deliveries::show(&state, &delivery_id).await {
+        Ok(detail) => Json(detail).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn replay_one(State(state): State<HubState>, Path(delivery_id): Path<String>) -> Response {
+    match deliveries::replay_one(&state, &delivery_id).await {
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"deliveryId": id, "state": "pending"})),
+        )
+            .into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn replay_matching(
+    State(state): State<HubState>,
+    Query(query): Query<TenantQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (tenant, body) = match (tenant_or_problem(&query), body_or_problem(&state, body)) {
+        (Ok(tenant), Ok(body)) => (tenant, body),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    let value = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(value) => value,
+            Err(e) => {
+                return field_problem(InvalidField::new("body", format!("is not valid JSON: {e}")));
+            }
+        }
+    };
+    let filter = Params::from_value(Some(value))
+        .and_then(|params| delivery_filter(tenant, &params, Some(DeliveryState::Dead)));
+    let filter = match filter {
+        Ok(filter) => filter,
+        Err(field) => return field_problem(field),
+    };
+    match deliveries::replay_matching(&state, filter).await {
+        Ok(outcome) => (StatusCode::ACCEPTED, Json(outcome)).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn metrics(State(state): State<HubState>) -> Response {
+    let stats = state.scheduler.stats().await;
+    let text = state.metrics.render(&stats);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

@@ -28,6 +28,7 @@ pub fn to_a2a(error: &DomainError) -> A2AError {
         DomainError::TaskNotFound(message) | DomainError::NotFound(message) => {
             A2AError::new(error_code::TASK_NOT_FOUND, message.clone())
         }
+        DomainError::Conflict(message) => A2AError::invalid_request(message.clone()),
         DomainError::Store(StoreError::Busy) => {
             A2AError::internal("the hub is overloaded; retry shortly")
         }
@@ -84,6 +85,7 @@ pub fn problem_for(error: &DomainError) -> Response {
         DomainError::TaskNotFound(message) | DomainError::NotFound(message) => {
             problem(StatusCode::NOT_FOUND, message.clone(), None)
         }
+        DomainError::Conflict(message) => problem(StatusCode::CONFLICT, message.clone(), None),
         DomainError::Store(StoreError::Busy) => problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "the store's write queue is full; nothing was stored, retry shortly",

@@ -15,6 +15,9 @@ pub enum DomainError {
     /// An admin resource does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The request contradicts the resource's state (e.g. replaying a pending delivery).
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

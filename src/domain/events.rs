@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use super::{DomainError, HubState};
 use crate::a2a::event::parse_event;
 use crate::a2a::params::InvalidField;
-use crate::store::{NewEvent, PublishedEvent};
+use crate::store::{NewEvent, PublishedEvent, now_ms};
 
 /// Most events in one batch request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -59,7 +59,25 @@ pub async fn publish_batch(
         .enumerate()
         .map(|(i, raw)| validate(tenant, raw, &format!("[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(state.store.publish(events).await?)
+    store_and_schedule(state, tenant, events).await
+}
+
+/// Stores the events durably, then hands their deliveries to the scheduler.
+async fn store_and_schedule(
+    state: &HubState,
+    tenant: &str,
+    events: Vec<NewEvent>,
+) -> Result<Vec<PublishedEvent>, DomainError> {
+    let published = state.store.publish(events).await?;
+    let now = now_ms();
+    state.metrics.events_published(published.len() as u64);
+    state.scheduler.enqueue(
+        published
+            .iter()
+            .flat_map(|event| event.pending(tenant, now))
+            .collect(),
+    );
+    Ok(published)
 }
 
 fn validate(tenant: &str, raw: Box<RawValue>, at: &str) -> Result<NewEvent, InvalidField> {

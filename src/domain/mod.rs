@@ -2,6 +2,7 @@
 //! events, reading a task's state. Handlers in `crate::api` call these functions; these call
 //! the store. Nothing here knows HTTP or JSON-RPC.
 
+pub mod deliveries;
 pub mod error;
 pub mod events;
 pub mod push_configs;
@@ -10,6 +11,8 @@ pub mod tasks;
 use std::sync::Arc;
 
 use crate::config::Settings;
+use crate::delivery::SchedulerHandle;
+use crate::metrics::Metrics;
 use crate::ssrf::Policy;
 use crate::store::Store;
 
@@ -23,4 +26,7 @@ pub struct HubState {
     pub policy: Arc<Policy>,
     /// The base URL peers use to reach the public listener (resolved after binding).
     pub public_base_url: Arc<str>,
+    /// Takes newly pending deliveries (published or replayed).
+    pub scheduler: SchedulerHandle,
+    pub metrics: Arc<Metrics>,
 }

@@ -120,6 +120,27 @@ pub struct PublishedEvent {
 pub struct CreatedDelivery {
     pub delivery_id: String,
     pub config_id: String,
+    /// The config's webhook URL, for the scheduler; not part of any answer.
+    #[serde(skip)]
+    pub url: String,
+}
+
+impl PublishedEvent {
+    /// The deliveries this event created, as the scheduler takes them.
+    pub fn pending(&self, tenant: &str, now_ms: u64) -> Vec<PendingDelivery> {
+        self.deliveries
+            .iter()
+            .map(|d| PendingDelivery {
+                tenant: tenant.to_string(),
+                task_id: self.task_id.clone(),
+                config_id: d.config_id.clone(),
+                delivery_id: d.delivery_id.clone(),
+                sequence: self.sequence,
+                next_attempt_at_ms: now_ms,
+                url: d.url.clone(),
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,8 +168,114 @@ pub struct DeliveryRecord {
     pub attempts: u32,
     pub next_attempt_at_ms: u64,
     pub last_error: Option<String>,
+    /// Set by a manual replay: the next attempt is the only one (no retries).
+    #[serde(default)]
+    pub manual: bool,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+}
+
+/// One attempt to deliver, as kept in the attempt log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// 1 for the first attempt of the delivery, then 2, 3, …
+    pub number: u32,
+    pub started_at_ms: u64,
+    pub duration_ms: u64,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// `success`, `http_status`, `timeout`, `connect`, `refused`, `invalid_url`, `redirect`.
+    pub error_class: String,
+    pub error: Option<String>,
+    /// The first bytes of the receiver's answer (lossy UTF-8).
+    pub response_snippet: Option<String>,
+}
+
+/// What an attempt decided for its delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryUpdate {
+    Delivered,
+    /// Failed; attempt again at this time.
+    Retry {
+        next_attempt_at_ms: u64,
+        error: String,
+    },
+    /// Failed for good (retries exhausted, refused URL, failed manual replay).
+    Dead {
+        error: String,
+    },
+    /// The receiver answered 410 Gone: this delivery and every pending one of its lane are
+    /// dead, and the config is disabled.
+    DisableConfig {
+        error: String,
+    },
+}
+
+/// A pending delivery as the scheduler needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDelivery {
+    pub tenant: String,
+    pub task_id: String,
+    pub config_id: String,
+    pub delivery_id: String,
+    pub sequence: u64,
+    pub next_attempt_at_ms: u64,
+    /// The config's webhook URL (the scheduler groups lanes by origin).
+    pub url: String,
+}
+
+/// Everything one attempt needs, read in one transaction.
+#[derive(Debug, Clone)]
+pub struct AttemptContext {
+    pub delivery: DeliveryRecord,
+    /// `None` when the config was deleted.
+    pub config: Option<ConfigRecord>,
+    pub event: EventRecord,
+}
+
+/// Which deliveries to list or replay.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub tenant: String,
+    pub task_id: Option<String>,
+    pub config_id: Option<String>,
+    pub state: Option<DeliveryState>,
+    pub created_after_ms: Option<u64>,
+    pub created_before_ms: Option<u64>,
+}
+
+impl DeliveryFilter {
+    pub fn matches(&self, delivery: &DeliveryRecord) -> bool {
+        delivery.tenant == self.tenant
+            && self.task_id.as_ref().is_none_or(|t| *t == delivery.task_id)
+            && self
+                .config_id
+                .as_ref()
+                .is_none_or(|c| *c == delivery.config_id)
+            && self.state.is_none_or(|s| s == delivery.state)
+            && self
+                .created_after_ms
+                .is_none_or(|t| delivery.created_at_ms >= t)
+            && self
+                .created_before_ms
+                .is_none_or(|t| delivery.created_at_ms < t)
+    }
+}
+
+/// Why a delivery could not be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayRefusal {
+    #[error("delivery {0} does not exist")]
+    NotFound(String),
+    #[error("delivery {0} is already pending")]
+    AlreadyPending(String),
+    #[error("delivery {0} cannot be replayed: its push config was deleted")]
+    ConfigDeleted(String),
+    #[error(
+        "delivery {0} cannot be replayed: its push config is disabled (the receiver answered 410 Gone); register the config again first"
+    )]
+    ConfigDisabled(String),
 }
 
 /// Deliveries of one task by state.
@@ -207,6 +334,37 @@ pub trait Store: Send + Sync + 'static {
         tenant: String,
         task_id: String,
     ) -> Result<DeliveryCounts, StoreError>;
+    /// Every pending delivery, grouped by lane and in sequence order within a lane (the
+    /// scheduler's state at start).
+    async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError>;
+    /// The delivery, its config and its event, or `None` if the delivery does not exist.
+    async fn attempt_context(
+        &self,
+        delivery_id: String,
+    ) -> Result<Option<AttemptContext>, StoreError>;
+    /// Appends to the attempt log (bounded per delivery) and applies `update`, atomically.
+    /// Returns the ids of other deliveries it made dead (410 Gone kills the whole lane).
+    async fn record_attempt(
+        &self,
+        delivery_id: String,
+        attempt: AttemptRecord,
+        update: DeliveryUpdate,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The attempt log of a delivery, oldest first.
+    async fn attempts(&self, delivery_id: String) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// Deliveries matching `filter`, oldest first, starting after delivery id `after`.
+    async fn list_deliveries(
+        &self,
+        filter: DeliveryFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Makes each delivery pending again for one manual attempt. Per id: the pending
+    /// delivery, or why it was not replayed.
+    async fn replay(
+        &self,
+        delivery_ids: Vec<String>,
+    ) -> Result<Vec<Result<PendingDelivery, ReplayRefusal>>, StoreError>;
     /// Cheap round trip through the store, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Finishes queued writes and closes the store; later calls fail with `Closed`.

@@ -24,6 +24,13 @@ const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
 const DELIVERIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deliveries");
 /// (tenant, task, config, sequence) → delivery id: each lane's deliveries in order.
 const LANES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lanes");
+/// The same key, for pending deliveries only: what the scheduler loads at start.
+const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
+/// (delivery id, attempt number) → attempt record.
+const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attempts");
+
+/// Attempts kept per delivery; older ones are dropped from the log.
+const MAX_ATTEMPTS_LOGGED: u32 = 50;
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 512;
@@ -65,7 +72,7 @@ impl RedbStore {
             StoreError::Storage(format!("cannot open store file {}: {e}", path.display()))
         })?;
         let txn = db.begin_write().map_err(StoreError::storage)?;
-        for table in [CONFIGS, TASKS, EVENTS, DELIVERIES, LANES] {
+        for table in [CONFIGS, TASKS, EVENTS, DELIVERIES, LANES, PENDING, ATTEMPTS] {
             txn.open_table(table).map_err(StoreError::storage)?;
         }
         txn.commit().map_err(StoreError::storage)?;
@@ -220,6 +227,193 @@ fn scan_prefix<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(())
 }
 
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Removes and returns every (key, value) whose key starts with `prefix`.
+fn take_prefix(
+    table: &mut ::redb::Table<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+) -> Result<Entries, StoreError> {
+    let mut found = Vec::new();
+    scan_prefix(&*table, prefix, prefix, |key, value| {
+        found.push((key.to_vec(), value.to_vec()));
+        Ok(true)
+    })?;
+    for (key, _) in &found {
+        table.remove(key.as_slice()).map_err(StoreError::storage)?;
+    }
+    Ok(found)
+}
+
+/// Reads, changes and writes back one delivery; `None` if it does not exist.
+fn update_delivery(
+    deliveries: &mut ::redb::Table<&'static [u8], &'static [u8]>,
+    delivery_id: &[u8],
+    change: impl FnOnce(&mut DeliveryRecord),
+) -> Result<Option<DeliveryRecord>, StoreError> {
+    let Some(bytes) = deliveries.get(delivery_id).map_err(StoreError::storage)? else {
+        return Ok(None);
+    };
+    let mut delivery: DeliveryRecord = decode(bytes.value())?;
+    drop(bytes);
+    change(&mut delivery);
+    deliveries
+        .insert(delivery_id, encode(&delivery)?.as_slice())
+        .map_err(StoreError::storage)?;
+    Ok(Some(delivery))
+}
+
+fn lane_key(delivery: &DeliveryRecord) -> Vec<u8> {
+    with_sequence(
+        config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id),
+        delivery.sequence,
+    )
+}
+
+fn attempt_key(delivery_id: &str, number: u32) -> Vec<u8> {
+    let mut key = text_key(&[delivery_id]);
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match table.get(key).map_err(StoreError::storage)? {
+        Some(bytes) => Ok(Some(decode(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn record_attempt_in(
+    txn: &WriteTransaction,
+    delivery_id: &str,
+    attempt: AttemptRecord,
+    update: DeliveryUpdate,
+) -> Result<Vec<String>, StoreError> {
+    let now = now_ms();
+    let mut attempts = txn.open_table(ATTEMPTS).map_err(StoreError::storage)?;
+    let number = attempt.number;
+    attempts
+        .insert(
+            attempt_key(delivery_id, number).as_slice(),
+            encode(&attempt)?.as_slice(),
+        )
+        .map_err(StoreError::storage)?;
+    if number > MAX_ATTEMPTS_LOGGED {
+        attempts
+            .remove(attempt_key(delivery_id, number - MAX_ATTEMPTS_LOGGED).as_slice())
+            .map_err(StoreError::storage)?;
+    }
+    drop(attempts);
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(StoreError::storage)?;
+    let mut pending = txn.open_table(PENDING).map_err(StoreError::storage)?;
+    let Some(current) = get_json::<DeliveryRecord>(&deliveries, delivery_id.as_bytes())? else {
+        return Ok(Vec::new());
+    };
+    let still_pending = current.state == DeliveryState::Pending;
+    update_delivery(&mut deliveries, delivery_id.as_bytes(), |delivery| {
+        delivery.attempts = delivery.attempts.max(number);
+        delivery.manual = false;
+        delivery.updated_at_ms = now;
+        if !still_pending {
+            // Canceled while the attempt was in flight: keep the log, not the outcome.
+            return;
+        }
+        match &update {
+            DeliveryUpdate::Delivered => {
+                delivery.state = DeliveryState::Delivered;
+                delivery.last_error = None;
+            }
+            DeliveryUpdate::Retry {
+                next_attempt_at_ms,
+                error,
+            } => {
+                delivery.next_attempt_at_ms = *next_attempt_at_ms;
+                delivery.last_error = Some(error.clone());
+            }
+            DeliveryUpdate::Dead { error } | DeliveryUpdate::DisableConfig { error } => {
+                delivery.state = DeliveryState::Dead;
+                delivery.last_error = Some(error.clone());
+            }
+        }
+    })?;
+    if !still_pending {
+        return Ok(Vec::new());
+    }
+    if !matches!(update, DeliveryUpdate::Retry { .. }) {
+        pending
+            .remove(lane_key(&current).as_slice())
+            .map_err(StoreError::storage)?;
+    }
+    let DeliveryUpdate::DisableConfig { error } = update else {
+        return Ok(Vec::new());
+    };
+    let ckey = config_key(&current.tenant, &current.task_id, &current.config_id);
+    let mut killed = Vec::new();
+    for (_, other) in take_prefix(&mut pending, &ckey)? {
+        update_delivery(&mut deliveries, &other, |delivery| {
+            delivery.state = DeliveryState::Dead;
+            delivery.last_error = Some(format!("its push config was disabled: {error}"));
+            delivery.updated_at_ms = now;
+        })?;
+        killed.push(String::from_utf8_lossy(&other).into_owned());
+    }
+    drop(deliveries);
+    drop(pending);
+    let mut configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
+    if let Some(mut config) = get_json::<ConfigRecord>(&configs, &ckey)? {
+        config.state = ConfigState::Disabled;
+        config.updated_at_ms = now;
+        configs
+            .insert(ckey.as_slice(), encode(&config)?.as_slice())
+            .map_err(StoreError::storage)?;
+    }
+    Ok(killed)
+}
+
+fn replay_in(
+    txn: &WriteTransaction,
+    delivery_id: &str,
+    now: u64,
+) -> Result<Result<PendingDelivery, ReplayRefusal>, StoreError> {
+    let mut deliveries = txn.open_table(DELIVERIES).map_err(StoreError::storage)?;
+    let configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
+    let Some(delivery) = get_json::<DeliveryRecord>(&deliveries, delivery_id.as_bytes())? else {
+        return Ok(Err(ReplayRefusal::NotFound(delivery_id.to_string())));
+    };
+    if delivery.state == DeliveryState::Pending {
+        return Ok(Err(ReplayRefusal::AlreadyPending(delivery_id.to_string())));
+    }
+    let ckey = config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id);
+    let Some(config) = get_json::<ConfigRecord>(&configs, &ckey)? else {
+        return Ok(Err(ReplayRefusal::ConfigDeleted(delivery_id.to_string())));
+    };
+    if config.state != ConfigState::Active {
+        return Ok(Err(ReplayRefusal::ConfigDisabled(delivery_id.to_string())));
+    }
+    update_delivery(&mut deliveries, delivery_id.as_bytes(), |d| {
+        d.state = DeliveryState::Pending;
+        d.manual = true;
+        d.next_attempt_at_ms = now;
+        d.updated_at_ms = now;
+    })?;
+    let mut pending = txn.open_table(PENDING).map_err(StoreError::storage)?;
+    pending
+        .insert(lane_key(&delivery).as_slice(), delivery_id.as_bytes())
+        .map_err(StoreError::storage)?;
+    Ok(Ok(PendingDelivery {
+        tenant: delivery.tenant,
+        task_id: delivery.task_id,
+        config_id: delivery.config_id,
+        delivery_id: delivery.id,
+        sequence: delivery.sequence,
+        next_attempt_at_ms: now,
+        url: config.url,
+    }))
+}
+
 fn publish_one(
     txn: &WriteTransaction,
     new: NewEvent,
@@ -229,6 +423,7 @@ fn publish_one(
     let mut events = txn.open_table(EVENTS).map_err(StoreError::storage)?;
     let mut deliveries = txn.open_table(DELIVERIES).map_err(StoreError::storage)?;
     let mut lanes = txn.open_table(LANES).map_err(StoreError::storage)?;
+    let mut pending = txn.open_table(PENDING).map_err(StoreError::storage)?;
     let configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
 
     let tkey = task_key(&new.tenant, &new.task_id);
@@ -270,12 +465,12 @@ fn publish_one(
     scan_prefix(&configs, &tkey, &tkey, |_, value| {
         let config: ConfigRecord = decode(value)?;
         if config.state == ConfigState::Active {
-            active.push(config.id);
+            active.push((config.id, config.url));
         }
         Ok(true)
     })?;
     let mut created = Vec::with_capacity(active.len());
-    for config_id in active {
+    for (config_id, url) in active {
         let delivery = DeliveryRecord {
             id: Uuid::now_v7().to_string(),
             tenant: new.tenant.clone(),
@@ -287,6 +482,7 @@ fn publish_one(
             attempts: 0,
             next_attempt_at_ms: now,
             last_error: None,
+            manual: false,
             created_at_ms: now,
             updated_at_ms: now,
         };
@@ -297,9 +493,13 @@ fn publish_one(
         lanes
             .insert(lane.as_slice(), delivery.id.as_bytes())
             .map_err(StoreError::storage)?;
+        pending
+            .insert(lane.as_slice(), delivery.id.as_bytes())
+            .map_err(StoreError::storage)?;
         created.push(CreatedDelivery {
             delivery_id: delivery.id,
             config_id,
+            url,
         });
     }
     Ok(PublishedEvent {
@@ -389,32 +589,15 @@ impl Store for RedbStore {
                 .map_err(StoreError::storage)?
                 .is_some();
             drop(configs);
-            let lanes = txn.open_table(LANES).map_err(StoreError::storage)?;
-            let mut undelivered = Vec::new();
-            scan_prefix(&lanes, &key, &key, |_, delivery_id| {
-                undelivered.push(delivery_id.to_vec());
-                Ok(true)
-            })?;
-            drop(lanes);
-            let mut deliveries = txn.open_table(DELIVERIES).map_err(StoreError::storage)?;
             let now = now_ms();
-            for delivery_id in undelivered {
-                let Some(bytes) = deliveries
-                    .get(delivery_id.as_slice())
-                    .map_err(StoreError::storage)?
-                else {
-                    continue;
-                };
-                let mut delivery: DeliveryRecord = decode(bytes.value())?;
-                drop(bytes);
-                if delivery.state == DeliveryState::Pending {
+            let mut pending = txn.open_table(PENDING).map_err(StoreError::storage)?;
+            let mut deliveries = txn.open_table(DELIVERIES).map_err(StoreError::storage)?;
+            for (_, delivery_id) in take_prefix(&mut pending, &key)? {
+                update_delivery(&mut deliveries, &delivery_id, |delivery| {
                     delivery.state = DeliveryState::Canceled;
                     delivery.last_error = Some("its push config was deleted".to_string());
                     delivery.updated_at_ms = now;
-                    deliveries
-                        .insert(delivery_id.as_slice(), encode(&delivery)?.as_slice())
-                        .map_err(StoreError::storage)?;
-                }
+                })?;
             }
             Ok(existed)
         })
@@ -501,6 +684,184 @@ impl Store for RedbStore {
                 Ok(true)
             })?;
             Ok(counts)
+        })
+        .await
+    }
+
+    async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.read(|txn| {
+            let pending = txn.open_table(PENDING).map_err(StoreError::storage)?;
+            let deliveries = txn.open_table(DELIVERIES).map_err(StoreError::storage)?;
+            let configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
+            let mut found = Vec::new();
+            let mut url_of_lane: Option<(Vec<u8>, String)> = None;
+            for entry in pending.iter().map_err(StoreError::storage)? {
+                let (_, delivery_id) = entry.map_err(StoreError::storage)?;
+                let Some(delivery) = get_json::<DeliveryRecord>(&deliveries, delivery_id.value())?
+                else {
+                    continue;
+                };
+                let ckey = config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id);
+                let url = match &url_of_lane {
+                    Some((key, url)) if *key == ckey => url.clone(),
+                    _ => {
+                        let Some(config) = get_json::<ConfigRecord>(&configs, &ckey)? else {
+                            continue;
+                        };
+                        url_of_lane = Some((ckey, config.url.clone()));
+                        config.url
+                    }
+                };
+                found.push(PendingDelivery {
+                    tenant: delivery.tenant,
+                    task_id: delivery.task_id,
+                    config_id: delivery.config_id,
+                    delivery_id: delivery.id,
+                    sequence: delivery.sequence,
+                    next_attempt_at_ms: delivery.next_attempt_at_ms,
+                    url,
+                });
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn attempt_context(
+        &self,
+        delivery_id: String,
+    ) -> Result<Option<AttemptContext>, StoreError> {
+        self.read(move |txn| {
+            let deliveries = txn.open_table(DELIVERIES).map_err(StoreError::storage)?;
+            let Some(delivery) = get_json::<DeliveryRecord>(&deliveries, delivery_id.as_bytes())?
+            else {
+                return Ok(None);
+            };
+            let configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
+            let config = get_json(
+                &configs,
+                &config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id),
+            )?;
+            let events = txn.open_table(EVENTS).map_err(StoreError::storage)?;
+            let event_key = with_sequence(
+                task_key(&delivery.tenant, &delivery.task_id),
+                delivery.sequence,
+            );
+            let event = get_json(&events, &event_key)?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "event {} of delivery {} is missing",
+                    delivery.sequence, delivery.id
+                ))
+            })?;
+            Ok(Some(AttemptContext {
+                delivery,
+                config,
+                event,
+            }))
+        })
+        .await
+    }
+
+    async fn record_attempt(
+        &self,
+        delivery_id: String,
+        attempt: AttemptRecord,
+        update: DeliveryUpdate,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write(move |txn| record_attempt_in(txn, &delivery_id, attempt, update))
+            .await
+    }
+
+    async fn attempts(&self, delivery_id: String) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.read(move |txn| {
+            let attempts = txn.open_table(ATTEMPTS).map_err(StoreError::storage)?;
+            let prefix = text_key(&[&delivery_id]);
+            let mut found = Vec::new();
+            scan_prefix(&attempts, &prefix, &prefix, |_, value| {
+                found.push(decode(value)?);
+                Ok(true)
+            })?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        filter: DeliveryFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.read(move |txn| {
+            let deliveries = txn.open_table(DELIVERIES).map_err(StoreError::storage)?;
+            let mut found: Vec<DeliveryRecord> = Vec::new();
+            if let Some(task_id) = &filter.task_id {
+                // A task's deliveries through the lane index, then in id (creation) order.
+                let lanes = txn.open_table(LANES).map_err(StoreError::storage)?;
+                let prefix = match &filter.config_id {
+                    Some(config_id) => config_key(&filter.tenant, task_id, config_id),
+                    None => task_key(&filter.tenant, task_id),
+                };
+                let mut ids = Vec::new();
+                scan_prefix(&lanes, &prefix, &prefix, |_, id| {
+                    ids.push(id.to_vec());
+                    Ok(true)
+                })?;
+                ids.sort();
+                for id in ids {
+                    if after
+                        .as_ref()
+                        .is_some_and(|after| id.as_slice() <= after.as_bytes())
+                    {
+                        continue;
+                    }
+                    if let Some(delivery) = get_json::<DeliveryRecord>(&deliveries, &id)? {
+                        if filter.matches(&delivery) {
+                            found.push(delivery);
+                            if found.len() >= limit {
+                                break;
+                            }
+                        }
+                    }
+                }
+                return Ok(found);
+            }
+            let start: Vec<u8> = match &after {
+                Some(after) => {
+                    let mut key = after.as_bytes().to_vec();
+                    key.push(0);
+                    key
+                }
+                None => Vec::new(),
+            };
+            for entry in deliveries
+                .range::<&[u8]>(start.as_slice()..)
+                .map_err(StoreError::storage)?
+            {
+                let (_, value) = entry.map_err(StoreError::storage)?;
+                let delivery: DeliveryRecord = decode(value.value())?;
+                if filter.matches(&delivery) {
+                    found.push(delivery);
+                    if found.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn replay(
+        &self,
+        delivery_ids: Vec<String>,
+    ) -> Result<Vec<Result<PendingDelivery, ReplayRefusal>>, StoreError> {
+        self.write(move |txn| {
+            let now = now_ms();
+            delivery_ids
+                .iter()
+                .map(|id| replay_in(txn, id, now))
+                .collect()
         })
         .await
     }

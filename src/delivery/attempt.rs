@@ -1,0 +1,289 @@
+//! One delivery attempt: read what to send, send it through the guarded client, classify the
+//! answer, let the retry policy decide, and record attempt and decision in one store write.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use tracing::Instrument;
+
+use super::client::{GuardedClient, refusal_in};
+use super::request;
+use super::retry::{Decision, Outcome, RetryPolicy, parse_retry_after};
+use crate::metrics::{DeliveryOutcome, Metrics};
+use crate::store::{AttemptRecord, ConfigState, DeliveryState, DeliveryUpdate, Store, now_ms};
+
+/// Most response bytes read from a receiver; the rest is not read.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Response bytes kept in the attempt log.
+const SNIPPET_BYTES: usize = 512;
+/// When the store cannot record an attempt, try the lane again after this long.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// Everything attempts share.
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub client: GuardedClient,
+    pub policy: RetryPolicy,
+    pub content_type: HeaderValue,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the lane does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaneStep {
+    /// The head is finished (delivered, dead, or no longer pending): move on.
+    Advance,
+    /// Attempt the head again at this time (ms since the epoch).
+    RetryAt(u64),
+    /// The config is disabled: the lane is over.
+    Close,
+}
+
+/// The result of one attempt, for the scheduler.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub step: LaneStep,
+    /// `Some(false)` when the origin failed (opens its circuit), `Some(true)` when it answered.
+    pub origin_healthy: Option<bool>,
+}
+
+struct Answer {
+    outcome: Outcome,
+    status: Option<u16>,
+    snippet: Option<String>,
+}
+
+pub async fn run(engine: &Engine, delivery_id: &str) -> Report {
+    let span = tracing::info_span!(
+        "delivery_attempt",
+        delivery_id,
+        task_id = tracing::field::Empty,
+        sequence = tracing::field::Empty,
+        attempt = tracing::field::Empty
+    );
+    attempt(engine, delivery_id, span.clone())
+        .instrument(span)
+        .await
+}
+
+async fn attempt(engine: &Engine, delivery_id: &str, span: tracing::Span) -> Report {
+    let retry_soon = || Report {
+        step: LaneStep::RetryAt(now_ms() + STORE_RETRY.as_millis() as u64),
+        origin_healthy: None,
+    };
+    let context = match engine.store.attempt_context(delivery_id.to_string()).await {
+        Ok(Some(context)) => context,
+        Ok(None) => {
+            return Report {
+                step: LaneStep::Advance,
+                origin_healthy: None,
+            };
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the delivery; trying again shortly");
+            return retry_soon();
+        }
+    };
+    let delivery = context.delivery;
+    let Some(config) = context.config.filter(|c| c.state == ConfigState::Active) else {
+        return Report {
+            step: LaneStep::Advance,
+            origin_healthy: None,
+        };
+    };
+    if delivery.state != DeliveryState::Pending {
+        return Report {
+            step: LaneStep::Advance,
+            origin_healthy: None,
+        };
+    }
+    let number = delivery.attempts + 1;
+    span.record("task_id", delivery.task_id.as_str());
+    span.record("sequence", delivery.sequence);
+    span.record("attempt", number);
+
+    let started_at_ms = now_ms();
+    let started = Instant::now();
+    let answer = send(
+        engine,
+        &config,
+        &delivery,
+        context.event.body.get().as_bytes(),
+        started_at_ms / 1000,
+    )
+    .await;
+    let duration = started.elapsed();
+    let decision = engine
+        .policy
+        .decide(number, delivery.manual, &answer.outcome);
+    let error = answer.outcome.describe(engine.policy.timeout);
+    let (update, step, outcome) = match &decision {
+        Decision::Delivered => (
+            DeliveryUpdate::Delivered,
+            LaneStep::Advance,
+            DeliveryOutcome::Delivered,
+        ),
+        Decision::RetryIn(delay) => {
+            let at = now_ms() + delay.as_millis() as u64;
+            let update = DeliveryUpdate::Retry {
+                next_attempt_at_ms: at,
+                error: error.clone().unwrap_or_default(),
+            };
+            (update, LaneStep::RetryAt(at), DeliveryOutcome::Retry)
+        }
+        Decision::Dead(reason) => (
+            DeliveryUpdate::Dead {
+                error: reason.clone(),
+            },
+            LaneStep::Advance,
+            DeliveryOutcome::Dead,
+        ),
+        Decision::Disable(reason) => (
+            DeliveryUpdate::DisableConfig {
+                error: reason.clone(),
+            },
+            LaneStep::Close,
+            DeliveryOutcome::Dead,
+        ),
+    };
+    let record = AttemptRecord {
+        number,
+        started_at_ms,
+        duration_ms: duration.as_millis() as u64,
+        status: answer.status,
+        error_class: answer.outcome.class().to_string(),
+        error,
+        response_snippet: answer.snippet,
+    };
+    match engine
+        .store
+        .record_attempt(delivery_id.to_string(), record, update)
+        .await
+    {
+        Ok(killed) => {
+            engine
+                .metrics
+                .attempt(answer.outcome.class(), duration, outcome);
+            engine.metrics.dead_without_attempt(killed.len() as u64);
+        }
+        Err(e) => {
+            // The receiver may have the event already; sending it again is the at-least-once
+            // contract, and the stable webhook-id lets it de-duplicate.
+            tracing::warn!(error = %e, "cannot record the attempt; the delivery will be attempted again");
+            return retry_soon();
+        }
+    }
+    match &decision {
+        Decision::Delivered => tracing::info!(
+            status = answer.status,
+            duration_ms = duration.as_millis() as u64,
+            "delivered"
+        ),
+        Decision::RetryIn(delay) => tracing::info!(
+            class = answer.outcome.class(),
+            status = answer.status,
+            retry_in_ms = delay.as_millis() as u64,
+            "attempt failed; will retry"
+        ),
+        Decision::Dead(reason) => tracing::warn!(reason, "delivery is dead"),
+        Decision::Disable(reason) => tracing::warn!(reason, "config disabled"),
+    }
+    Report {
+        step,
+        origin_healthy: answer.outcome.origin_healthy(),
+    }
+}
+
+async fn send(
+    engine: &Engine,
+    config: &crate::store::ConfigRecord,
+    delivery: &crate::store::DeliveryRecord,
+    body: &[u8],
+    timestamp_s: u64,
+) -> Answer {
+    let refused = |outcome| Answer {
+        outcome,
+        status: None,
+        snippet: None,
+    };
+    let url = match engine.client.check_destination(&config.url) {
+        Ok(url) => url,
+        Err(refusal) => return refused(Outcome::Refused(refusal.to_string())),
+    };
+    let headers = match request::headers(config, delivery, &engine.content_type, timestamp_s) {
+        Ok(headers) => headers,
+        Err(reason) => return refused(Outcome::Unusable(reason)),
+    };
+    let sent = engine
+        .client
+        .http()
+        .post(url)
+        .headers(headers)
+        .body(body.to_vec())
+        .timeout(engine.policy.timeout)
+        .send()
+        .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(error) => return refused(classify_error(&error)),
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let mut kept = Vec::new();
+    let mut read = 0usize;
+    let mut timed_out = false;
+    while read < MAX_RESPONSE_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                let room = SNIPPET_BYTES.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(error) => {
+                timed_out = error.is_timeout();
+                break;
+            }
+        }
+    }
+    let snippet = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
+    let outcome = match status {
+        200..=299 => Outcome::Success(status),
+        _ if timed_out => Outcome::Timeout,
+        410 => Outcome::Gone,
+        300..=399 => Outcome::Redirect(status),
+        _ => Outcome::Status {
+            status,
+            retry_after,
+        },
+    };
+    Answer {
+        outcome,
+        status: Some(status),
+        snippet,
+    }
+}
+
+fn classify_error(error: &reqwest::Error) -> Outcome {
+    if let Some(refusal) = refusal_in(error) {
+        return Outcome::Refused(refusal.to_string());
+    }
+    if error.is_timeout() {
+        return Outcome::Timeout;
+    }
+    if error.is_builder() {
+        return Outcome::Unusable(error.to_string());
+    }
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        reason = format!("{reason}: {inner}");
+        source = inner.source();
+    }
+    Outcome::Connect(reason)
+}

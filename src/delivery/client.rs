@@ -1,0 +1,125 @@
+//! The SSRF-guarded HTTP client, used for every outbound request the hub makes.
+//!
+//! - IP-literal hosts are checked before the request (`check_destination`);
+//! - host names go through [`GuardedResolver`], which drops every refused address, so the
+//!   address the connection is made to is always one that passed the policy (a name that
+//!   resolves somewhere else later — DNS rebinding — is caught at that later connect);
+//! - redirects are never followed and environment proxies are ignored.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::Url;
+
+use crate::ssrf::{Policy, Refusal};
+
+/// The error the resolver reports when every address of a name is refused; found again in
+/// the error chain to classify the attempt as `refused`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RefusedDestination(pub Refusal);
+
+struct GuardedResolver {
+    policy: Arc<Policy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let lookup = tokio::net::lookup_host((host.as_str(), 0));
+            let resolved: Vec<SocketAddr> = tokio::time::timeout(Duration::from_secs(5), lookup)
+                .await
+                .map_err(|_| format!("resolving {host} timed out after 5s"))??
+                .collect();
+            let mut first_refusal = None;
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|addr| match policy.check_ip(addr.ip()) {
+                    Ok(()) => true,
+                    Err(refusal) => {
+                        first_refusal.get_or_insert(refusal);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let refusal = first_refusal.unwrap_or(Refusal::Unresolvable {
+                    host,
+                    reason: "no addresses".to_string(),
+                });
+                return Err(Box::new(RefusedDestination(refusal))
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// A `reqwest::Client` bound to the SSRF policy.
+#[derive(Clone)]
+pub struct GuardedClient {
+    http: reqwest::Client,
+    policy: Arc<Policy>,
+}
+
+impl GuardedClient {
+    pub fn new(policy: Arc<Policy>, user_agent: &str) -> Result<GuardedClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(user_agent)
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(GuardedClient { http, policy })
+    }
+
+    /// Checks what can be checked before connecting: scheme, credentials, IP literals.
+    pub fn check_destination(&self, url: &str) -> Result<Url, Refusal> {
+        self.policy.check_url_syntax(url)
+    }
+
+    /// The client itself, for building requests to destinations already checked.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// The policy refusal inside a request error, if that is why it failed.
+pub fn refusal_in(error: &reqwest::Error) -> Option<&Refusal> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(refused) = current.downcast_ref::<RefusedDestination>() {
+            return Some(&refused.0);
+        }
+        source = current.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_resolving_to_loopback_is_refused_at_connect() {
+        let client = GuardedClient::new(Arc::new(Policy::default()), "test").unwrap();
+        let error = client
+            .http()
+            .get("http://localhost:9/")
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap_err();
+        let refusal = refusal_in(&error).expect("refused by the policy");
+        assert!(refusal.to_string().contains("loopback"), "{refusal}");
+    }
+}

@@ -1,0 +1,67 @@
+//! Delivery: turns the pending deliveries created by the event API into HTTP requests that
+//! arrive — ordered lanes, retries with backoff, dead-letter, per-origin circuit breakers and
+//! concurrency limits, all through the SSRF-guarded client.
+//!
+//! It reads and writes delivery state only through the `Store` trait and never touches the
+//! HTTP API.
+
+pub mod attempt;
+pub mod circuit;
+pub mod client;
+pub mod request;
+pub mod retry;
+pub mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use scheduler::SchedulerHandle;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::ssrf::Policy;
+use crate::store::{Store, StoreError};
+
+/// The running delivery engine.
+pub struct Delivery {
+    pub handle: SchedulerHandle,
+    pub task: JoinHandle<()>,
+}
+
+/// Loads the pending deliveries and starts the scheduler.
+pub async fn start(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    policy: Arc<Policy>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<Delivery, StoreError> {
+    let client = client::GuardedClient::new(policy, request::USER_AGENT)
+        .map_err(|e| StoreError::Storage(format!("cannot build the HTTP client: {e}")))?;
+    let delivery = &settings.delivery;
+    let engine = Arc::new(attempt::Engine {
+        store: store.clone(),
+        client,
+        policy: retry::RetryPolicy::from_settings(delivery),
+        content_type: HeaderValue::from_str(&delivery.content_type)
+            .unwrap_or(HeaderValue::from_static("application/a2a+json")),
+        metrics,
+    });
+    let limits = scheduler::Limits {
+        max_in_flight: delivery.max_in_flight,
+        max_in_flight_per_origin: delivery.max_in_flight_per_origin,
+        circuit: circuit::CircuitSettings {
+            threshold: delivery.circuit_threshold,
+            cooldown: delivery.circuit_cooldown.0,
+            max_cooldown: delivery.circuit_max_cooldown.0,
+        },
+        drain_timeout: delivery.timeout.0 + Duration::from_secs(5),
+    };
+    let pending = store.pending_deliveries().await?;
+    let (handle, task) = scheduler::start(engine, limits, pending, shutdown);
+    Ok(Delivery { handle, task })
+}

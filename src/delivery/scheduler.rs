@@ -1,0 +1,468 @@
+//! The scheduler: one task that owns every lane and decides which delivery is attempted when.
+//!
+//! A lane is (tenant, task, config) and holds its pending deliveries in sequence order. Only
+//! the head is ever attempted, and at most one attempt per lane is in flight, so event n+1
+//! is never attempted before event n is delivered or dead. Lanes are independent: each
+//! attempt is its own task, bounded by a global and a per-origin limit, and an origin whose
+//! circuit is open parks only its own lanes. The scheduler sleeps until the next due time or
+//! until new work arrives; an idle hub uses no CPU. Its state is rebuilt from the store at
+//! start, so attempts in flight at a crash are attempted again.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::{self, Engine, LaneStep, Report};
+use super::circuit::{Admission, Circuit, CircuitSettings};
+use crate::metrics::SchedulerStats;
+use crate::store::{PendingDelivery, now_ms};
+
+/// Limits the scheduler enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_in_flight: usize,
+    pub max_in_flight_per_origin: usize,
+    pub circuit: CircuitSettings,
+    /// How long shutdown waits for attempts in flight.
+    pub drain_timeout: Duration,
+}
+
+enum Command {
+    Enqueue(Vec<PendingDelivery>),
+    Stats(oneshot::Sender<SchedulerStats>),
+}
+
+/// How the rest of the hub talks to the scheduler.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl SchedulerHandle {
+    /// Hands over deliveries that are durably stored as pending.
+    pub fn enqueue(&self, deliveries: Vec<PendingDelivery>) {
+        if !deliveries.is_empty() {
+            // After shutdown nothing is lost: the deliveries are in the store and the next
+            // start picks them up.
+            let _ = self.commands.send(Command::Enqueue(deliveries));
+        }
+    }
+
+    pub async fn stats(&self) -> SchedulerStats {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Stats(reply)).is_err() {
+            return SchedulerStats::default();
+        }
+        answer.await.unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LaneKey {
+    tenant: String,
+    task_id: String,
+    config_id: String,
+}
+
+struct Queued {
+    delivery_id: String,
+    due_ms: u64,
+}
+
+struct Lane {
+    /// Pending deliveries by sequence number.
+    queue: BTreeMap<u64, Queued>,
+    origin: String,
+    /// Sequence number of the attempt in flight.
+    in_flight: Option<u64>,
+    /// Waiting for its origin (limit or open circuit).
+    parked: bool,
+    /// Token of the lane's current entry in the timer heap; older entries are stale.
+    wake: u64,
+}
+
+struct Origin {
+    in_flight: usize,
+    circuit: Circuit,
+    parked: VecDeque<LaneKey>,
+    wake_scheduled: bool,
+}
+
+enum Wake {
+    Lane(LaneKey),
+    Origin(String),
+}
+
+struct Running {
+    lane: LaneKey,
+    origin: String,
+}
+
+struct Scheduler {
+    engine: Arc<Engine>,
+    limits: Limits,
+    lanes: HashMap<LaneKey, Lane>,
+    origins: HashMap<String, Origin>,
+    timers: BinaryHeap<Reverse<(u64, u64)>>,
+    wakes: HashMap<u64, Wake>,
+    next_token: u64,
+    pending: u64,
+    tasks: JoinSet<Report>,
+    running: HashMap<tokio::task::Id, Running>,
+}
+
+/// The origin (scheme, host, port) that limits and circuits are kept for.
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| url.to_string())
+}
+
+/// Starts the scheduler with the pending deliveries found in the store.
+pub fn start(
+    engine: Arc<Engine>,
+    limits: Limits,
+    initial: Vec<PendingDelivery>,
+    shutdown: CancellationToken,
+) -> (SchedulerHandle, JoinHandle<()>) {
+    let (commands, receiver) = mpsc::unbounded_channel();
+    let mut scheduler = Scheduler {
+        engine,
+        limits,
+        lanes: HashMap::new(),
+        origins: HashMap::new(),
+        timers: BinaryHeap::new(),
+        wakes: HashMap::new(),
+        next_token: 0,
+        pending: 0,
+        tasks: JoinSet::new(),
+        running: HashMap::new(),
+    };
+    if !initial.is_empty() {
+        tracing::info!(pending = initial.len(), "resuming pending deliveries");
+    }
+    scheduler.enqueue(initial);
+    let task = tokio::spawn(scheduler.run(receiver, shutdown));
+    (SchedulerHandle { commands }, task)
+}
+
+impl Scheduler {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            self.dispatch(now_ms());
+            let next_wake = if self.running.len() >= self.limits.max_in_flight {
+                None
+            } else {
+                self.timers.peek().map(|Reverse((due, _))| *due)
+            };
+            let sleep = async {
+                match next_wake {
+                    Some(due) => {
+                        tokio::time::sleep(Duration::from_millis(due.saturating_sub(now_ms())))
+                            .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(finished) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(finished),
+                command = commands.recv() => match command {
+                    Some(Command::Enqueue(items)) => self.enqueue(items),
+                    Some(Command::Stats(reply)) => { let _ = reply.send(self.stats(now_ms())); }
+                    None => break,
+                },
+                _ = sleep => {}
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Waits (bounded) for the attempts in flight, so their outcomes are recorded.
+    async fn drain(mut self) {
+        if self.tasks.is_empty() {
+            return;
+        }
+        tracing::info!(
+            in_flight = self.tasks.len(),
+            "waiting for delivery attempts in flight"
+        );
+        let wait_all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.limits.drain_timeout, wait_all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "attempts still in flight at shutdown will be attempted again at the next start"
+            );
+            self.tasks.abort_all();
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn enqueue(&mut self, items: Vec<PendingDelivery>) {
+        for item in items {
+            let key = LaneKey {
+                tenant: item.tenant,
+                task_id: item.task_id,
+                config_id: item.config_id,
+            };
+            let lane = self.lanes.entry(key.clone()).or_insert_with(|| Lane {
+                queue: BTreeMap::new(),
+                origin: origin_of(&item.url),
+                in_flight: None,
+                parked: false,
+                wake: 0,
+            });
+            if lane.queue.contains_key(&item.sequence) {
+                continue;
+            }
+            let head_before = lane.queue.keys().next().copied();
+            lane.queue.insert(
+                item.sequence,
+                Queued {
+                    delivery_id: item.delivery_id,
+                    due_ms: item.next_attempt_at_ms,
+                },
+            );
+            self.pending += 1;
+            if head_before.is_none_or(|head| item.sequence < head) {
+                self.schedule(&key);
+            }
+        }
+    }
+
+    /// Puts the lane's head on the timer heap, unless the lane is busy or parked; forgets
+    /// lanes with nothing left.
+    fn schedule(&mut self, key: &LaneKey) {
+        let token = self.token();
+        let Some(lane) = self.lanes.get_mut(key) else {
+            return;
+        };
+        if lane.in_flight.is_some() || lane.parked {
+            return;
+        }
+        let Some(head) = lane.queue.values().next() else {
+            self.lanes.remove(key);
+            return;
+        };
+        lane.wake = token;
+        self.timers.push(Reverse((head.due_ms, token)));
+        self.wakes.insert(token, Wake::Lane(key.clone()));
+    }
+
+    fn wake_origin_at(&mut self, origin: &str, at_ms: u64) {
+        let token = self.token();
+        let Some(state) = self.origins.get_mut(origin) else {
+            return;
+        };
+        if state.wake_scheduled {
+            return;
+        }
+        state.wake_scheduled = true;
+        self.timers.push(Reverse((at_ms, token)));
+        self.wakes.insert(token, Wake::Origin(origin.to_string()));
+    }
+
+    fn dispatch(&mut self, now: u64) {
+        while self.running.len() < self.limits.max_in_flight {
+            let Some(Reverse((due, token))) = self.timers.peek().copied() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            match self.wakes.remove(&token) {
+                Some(Wake::Lane(key))
+                    if self.lanes.get(&key).is_some_and(|lane| lane.wake == token) =>
+                {
+                    self.try_start(key, now);
+                }
+                Some(Wake::Origin(origin)) => {
+                    if let Some(state) = self.origins.get_mut(&origin) {
+                        state.wake_scheduled = false;
+                    }
+                    self.unpark(&origin);
+                }
+                Some(Wake::Lane(_)) | None => {}
+            }
+        }
+    }
+
+    fn park(&mut self, key: LaneKey, origin: &str) {
+        if let Some(lane) = self.lanes.get_mut(&key) {
+            lane.parked = true;
+        }
+        if let Some(state) = self.origins.get_mut(origin) {
+            state.parked.push_back(key);
+        }
+    }
+
+    /// Lets parked lanes of `origin` compete again, as many as it has room for.
+    fn unpark(&mut self, origin: &str) {
+        let Some(state) = self.origins.get_mut(origin) else {
+            return;
+        };
+        let room = if state.circuit.is_open() {
+            usize::from(state.in_flight == 0)
+        } else {
+            self.limits
+                .max_in_flight_per_origin
+                .saturating_sub(state.in_flight)
+        };
+        let released: Vec<LaneKey> = (0..room).map_while(|_| state.parked.pop_front()).collect();
+        for key in released {
+            if let Some(lane) = self.lanes.get_mut(&key) {
+                lane.parked = false;
+                self.schedule(&key);
+            }
+        }
+    }
+
+    fn try_start(&mut self, key: LaneKey, now: u64) {
+        let Some(lane) = self.lanes.get(&key) else {
+            return;
+        };
+        let origin = lane.origin.clone();
+        let circuit_settings = self.limits.circuit;
+        let state = self
+            .origins
+            .entry(origin.clone())
+            .or_insert_with(|| Origin {
+                in_flight: 0,
+                circuit: Circuit::new(&circuit_settings),
+                parked: VecDeque::new(),
+                wake_scheduled: false,
+            });
+        if state.in_flight >= self.limits.max_in_flight_per_origin {
+            self.park(key, &origin);
+            return;
+        }
+        match state.circuit.admit(now) {
+            Admission::Allow | Admission::Probe => {}
+            Admission::Wait(until) => {
+                self.park(key, &origin);
+                if let Some(until) = until {
+                    self.wake_origin_at(&origin, until);
+                }
+                return;
+            }
+        }
+        state.in_flight += 1;
+        let Some(lane) = self.lanes.get_mut(&key) else {
+            return;
+        };
+        let Some((&sequence, head)) = lane.queue.iter().next() else {
+            return;
+        };
+        lane.in_flight = Some(sequence);
+        let engine = self.engine.clone();
+        let delivery_id = head.delivery_id.clone();
+        let handle = self
+            .tasks
+            .spawn(async move { attempt::run(&engine, &delivery_id).await });
+        self.running
+            .insert(handle.id(), Running { lane: key, origin });
+    }
+
+    fn finished(&mut self, result: Result<(tokio::task::Id, Report), tokio::task::JoinError>) {
+        let now = now_ms();
+        let (id, report) = match result {
+            Ok((id, report)) => (id, report),
+            Err(error) => {
+                tracing::error!(%error, "a delivery attempt failed unexpectedly; retrying it shortly");
+                let report = Report {
+                    step: LaneStep::RetryAt(now + 1_000),
+                    origin_healthy: None,
+                };
+                (error.id(), report)
+            }
+        };
+        let Some(Running { lane: key, origin }) = self.running.remove(&id) else {
+            return;
+        };
+        let circuit_settings = self.limits.circuit;
+        if let Some(state) = self.origins.get_mut(&origin) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+            match report.origin_healthy {
+                Some(true) => state.circuit.on_success(&circuit_settings),
+                Some(false) => {
+                    if let Some(until) = state.circuit.on_failure(now, &circuit_settings) {
+                        tracing::warn!(
+                            origin,
+                            reopen_in_ms = until - now,
+                            "circuit open: the origin keeps failing"
+                        );
+                        self.wake_origin_at(&origin, until);
+                    }
+                }
+                None => state.circuit.on_inconclusive(),
+            }
+        }
+        if let Some(lane) = self.lanes.get_mut(&key) {
+            let sequence = lane.in_flight.take();
+            match report.step {
+                LaneStep::Advance => {
+                    if sequence.and_then(|s| lane.queue.remove(&s)).is_some() {
+                        self.pending -= 1;
+                    }
+                }
+                LaneStep::RetryAt(at) => {
+                    if let Some(head) = sequence.and_then(|s| lane.queue.get_mut(&s)) {
+                        head.due_ms = at;
+                    }
+                }
+                LaneStep::Close => {
+                    self.pending -= lane.queue.len() as u64;
+                    lane.queue.clear();
+                }
+            }
+            self.schedule(&key);
+        }
+        self.unpark(&origin);
+        if let Some(state) = self.origins.get(&origin) {
+            if state.in_flight == 0
+                && state.parked.is_empty()
+                && !state.circuit.is_open()
+                && !state.wake_scheduled
+            {
+                self.origins.remove(&origin);
+            }
+        }
+    }
+
+    fn stats(&self, now: u64) -> SchedulerStats {
+        let mut stats = SchedulerStats {
+            pending: self.pending,
+            in_flight: self.running.len() as u64,
+            open_circuits: self
+                .origins
+                .values()
+                .filter(|o| o.circuit.is_open())
+                .count() as u64,
+            ..SchedulerStats::default()
+        };
+        for lane in self.lanes.values().filter(|lane| lane.in_flight.is_none()) {
+            if let Some(head) = lane.queue.values().next().filter(|head| head.due_ms <= now) {
+                stats.due += 1;
+                stats.oldest_due_age_ms = stats.oldest_due_age_ms.max(now - head.due_ms);
+            }
+        }
+        stats
+    }
+}

@@ -1,0 +1,204 @@
+//! Prometheus metrics of one hub, kept in atomics and rendered in the text exposition format.
+//! Per hub rather than global, so that several hubs in one process (tests) never mix counts.
+//! Names follow `a2a_push_hub_<noun>_<unit>`; no label ever carries a secret or an id.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What the scheduler reports at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    /// Deliveries waiting in lanes (due or not).
+    pub pending: u64,
+    /// Lanes whose head is due now but not yet attempted.
+    pub due: u64,
+    /// Age of the oldest due, unattempted head, in milliseconds (0 when none).
+    pub oldest_due_age_ms: u64,
+    pub in_flight: u64,
+    pub open_circuits: u64,
+}
+
+const ATTEMPT_CLASSES: [&str; 7] = [
+    "success",
+    "http_status",
+    "redirect",
+    "timeout",
+    "connect",
+    "refused",
+    "invalid_url",
+];
+const OUTCOMES: [&str; 3] = ["delivered", "retry", "dead"];
+const DURATION_BOUNDS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    events_published: AtomicU64,
+    outcomes: [AtomicU64; OUTCOMES.len()],
+    attempts: [AtomicU64; ATTEMPT_CLASSES.len()],
+    duration_buckets: [AtomicU64; DURATION_BOUNDS.len()],
+    duration_count: AtomicU64,
+    duration_sum_us: AtomicU64,
+}
+
+/// What became of a delivery after an attempt.
+#[derive(Debug, Clone, Copy)]
+pub enum DeliveryOutcome {
+    Delivered,
+    Retry,
+    Dead,
+}
+
+impl Metrics {
+    pub fn events_published(&self, count: u64) {
+        self.events_published.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub fn attempt(&self, class: &str, duration: Duration, outcome: DeliveryOutcome) {
+        if let Some(i) = ATTEMPT_CLASSES.iter().position(|c| *c == class) {
+            self.attempts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        let seconds = duration.as_secs_f64();
+        for (bound, bucket) in DURATION_BOUNDS.iter().zip(&self.duration_buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+        self.duration_sum_us
+            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Deliveries made dead without an attempt of their own (410 Gone kills the whole lane).
+    pub fn dead_without_attempt(&self, count: u64) {
+        self.outcomes[DeliveryOutcome::Dead as usize].fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, stats: &SchedulerStats) -> String {
+        let mut out = String::new();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP a2a_push_hub_events_published_total Task events accepted by the event API."
+        );
+        let _ = writeln!(out, "# TYPE a2a_push_hub_events_published_total counter");
+        let _ = writeln!(
+            out,
+            "a2a_push_hub_events_published_total {}",
+            load(&self.events_published)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP a2a_push_hub_deliveries_total Delivery attempts by what they decided: delivered, retry (failed, will be retried) or dead."
+        );
+        let _ = writeln!(out, "# TYPE a2a_push_hub_deliveries_total counter");
+        for (name, value) in OUTCOMES.iter().zip(&self.outcomes) {
+            let _ = writeln!(
+                out,
+                "a2a_push_hub_deliveries_total{{outcome=\"{name}\"}} {}",
+                load(value)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP a2a_push_hub_attempts_total Delivery attempts by result class."
+        );
+        let _ = writeln!(out, "# TYPE a2a_push_hub_attempts_total counter");
+        for (name, value) in ATTEMPT_CLASSES.iter().zip(&self.attempts) {
+            let _ = writeln!(
+                out,
+                "a2a_push_hub_attempts_total{{class=\"{name}\"}} {}",
+                load(value)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP a2a_push_hub_attempt_duration_seconds Time from sending a delivery to its answer."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE a2a_push_hub_attempt_duration_seconds histogram"
+        );
+        for (bound, bucket) in DURATION_BOUNDS.iter().zip(&self.duration_buckets) {
+            let _ = writeln!(
+                out,
+                "a2a_push_hub_attempt_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                load(bucket)
+            );
+        }
+        let count = load(&self.duration_count);
+        let _ = writeln!(
+            out,
+            "a2a_push_hub_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "a2a_push_hub_attempt_duration_seconds_sum {}",
+            load(&self.duration_sum_us) as f64 / 1e6
+        );
+        let _ = writeln!(out, "a2a_push_hub_attempt_duration_seconds_count {count}");
+        let gauges = [
+            (
+                "a2a_push_hub_deliveries_pending",
+                "Deliveries waiting in their lanes.",
+                stats.pending as f64,
+            ),
+            (
+                "a2a_push_hub_deliveries_due",
+                "Lanes whose next delivery is due and not yet attempted.",
+                stats.due as f64,
+            ),
+            (
+                "a2a_push_hub_delivery_lag_seconds",
+                "Age of the oldest due delivery not yet attempted.",
+                stats.oldest_due_age_ms as f64 / 1000.0,
+            ),
+            (
+                "a2a_push_hub_attempts_in_flight",
+                "Delivery attempts in flight.",
+                stats.in_flight as f64,
+            ),
+            (
+                "a2a_push_hub_circuits_open",
+                "Origins whose circuit breaker is open or probing.",
+                stats.open_circuits as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_histogram_render_in_prometheus_text_format() {
+        let metrics = Metrics::default();
+        metrics.events_published(3);
+        metrics.attempt(
+            "success",
+            Duration::from_millis(20),
+            DeliveryOutcome::Delivered,
+        );
+        metrics.attempt("timeout", Duration::from_secs(15), DeliveryOutcome::Retry);
+        let text = metrics.render(&SchedulerStats {
+            pending: 4,
+            ..Default::default()
+        });
+        assert!(text.contains("a2a_push_hub_events_published_total 3\n"));
+        assert!(text.contains("a2a_push_hub_deliveries_total{outcome=\"delivered\"} 1\n"));
+        assert!(text.contains("a2a_push_hub_attempts_total{class=\"timeout\"} 1\n"));
+        assert!(text.contains("a2a_push_hub_attempt_duration_seconds_bucket{le=\"0.025\"} 1\n"));
+        assert!(text.contains("a2a_push_hub_attempt_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("a2a_push_hub_deliveries_pending 4\n"));
+    }
+}
