@@ -15,6 +15,7 @@
 //! ```
 
 pub mod a2a;
+pub mod admin_client;
 pub mod api;
 pub mod config;
 pub mod delivery;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use a2a_push_hub::admin_client::AdminClient;
 use a2a_push_hub::config::Overrides;
 use a2a_push_hub::{Hub, Settings};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -51,6 +52,154 @@ enum Command {
         #[arg(long)]
         allow_private_networks: bool,
     },
+    /// Inspect and replay deliveries through a running hub's admin API.
+    Deliveries {
+        /// The admin listener's URL.
+        #[arg(
+            long,
+            env = "A2A_PUSH_HUB_ADMIN_URL",
+            default_value = "http://127.0.0.1:8081",
+            global = true
+        )]
+        admin_url: String,
+        /// The admin token, when the hub has one (server.admin_token).
+        #[arg(
+            long,
+            env = "A2A_PUSH_HUB_ADMIN_TOKEN",
+            hide_env_values = true,
+            global = true
+        )]
+        admin_token: Option<String>,
+        #[command(subcommand)]
+        action: DeliveriesAction,
+    },
+}
+
+/// Filters shared by `list` and `replay`.
+#[derive(clap::Args)]
+struct DeliveryFilterArgs {
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long)]
+    task_id: Option<String>,
+    #[arg(long)]
+    config_id: Option<String>,
+    /// pending, delivered, dead or canceled.
+    #[arg(long)]
+    state: Option<String>,
+    /// Only deliveries created at or after this RFC 3339 time.
+    #[arg(long)]
+    created_after: Option<String>,
+    /// Only deliveries created before this RFC 3339 time.
+    #[arg(long)]
+    created_before: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DeliveriesAction {
+    /// List deliveries, oldest first.
+    List {
+        #[command(flatten)]
+        filter: DeliveryFilterArgs,
+        #[arg(long)]
+        limit: Option<usize>,
+        /// The `nextCursor` of the previous page.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show one delivery with its attempt log.
+    Show { delivery_id: String },
+    /// Replay one delivery, or (without an id) every delivery matching the filters; by
+    /// default the dead ones.
+    Replay {
+        delivery_id: Option<String>,
+        #[command(flatten)]
+        filter: DeliveryFilterArgs,
+    },
+}
+
+impl DeliveryFilterArgs {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        [
+            ("tenant", &self.tenant),
+            ("taskId", &self.task_id),
+            ("configId", &self.config_id),
+            ("state", &self.state),
+            ("createdAfter", &self.created_after),
+            ("createdBefore", &self.created_before),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+async fn deliveries(
+    admin_url: &str,
+    admin_token: Option<String>,
+    action: DeliveriesAction,
+) -> ExitCode {
+    let client = AdminClient::new(admin_url, admin_token);
+    let result = match action {
+        DeliveriesAction::List {
+            filter,
+            limit,
+            after,
+        } => {
+            let mut query = filter.pairs();
+            query.extend(limit.map(|l| ("limit", l.to_string())));
+            query.extend(after.map(|a| ("after", a)));
+            client.get("/api/v1/deliveries", &query).await
+        }
+        DeliveriesAction::Show { delivery_id } => {
+            client
+                .get(&format!("/api/v1/deliveries/{delivery_id}"), &[])
+                .await
+        }
+        DeliveriesAction::Replay {
+            delivery_id: Some(id),
+            ..
+        } => {
+            client
+                .post(&format!("/api/v1/deliveries/{id}/replay"), &[], None)
+                .await
+        }
+        DeliveriesAction::Replay {
+            delivery_id: None,
+            filter,
+        } => {
+            let mut query: Vec<(&str, String)> = filter.pairs();
+            let tenant = query
+                .iter()
+                .position(|(k, _)| *k == "tenant")
+                .map(|i| query.remove(i).1);
+            let body: serde_json::Map<String, serde_json::Value> = query
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+                .collect();
+            let tenant: Vec<(&str, String)> = tenant.map(|t| ("tenant", t)).into_iter().collect();
+            client
+                .post(
+                    "/api/v1/deliveries:replay",
+                    &tenant,
+                    Some(serde_json::Value::Object(body)),
+                )
+                .await
+        }
+    };
+    match result {
+        Ok(answer) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -126,5 +275,10 @@ async fn main() -> ExitCode {
             hub.shutdown().await;
             ExitCode::SUCCESS
         }
+        Command::Deliveries {
+            admin_url,
+            admin_token,
+            action,
+        } => deliveries(&admin_url, admin_token, action).await,
     }
 }

@@ -52,6 +52,11 @@ impl Circuit {
         !matches!(self.state, State::Closed)
     }
 
+    /// Closed with no failure counted: nothing worth remembering about the origin.
+    pub fn is_pristine(&self) -> bool {
+        self.state == State::Closed && self.failures == 0
+    }
+
     /// May an attempt start now?
     pub fn admit(&mut self, now_ms: u64) -> Admission {
         match self.state {

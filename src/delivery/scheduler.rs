@@ -438,7 +438,7 @@ impl Scheduler {
         if let Some(state) = self.origins.get(&origin) {
             if state.in_flight == 0
                 && state.parked.is_empty()
-                && !state.circuit.is_open()
+                && state.circuit.is_pristine()
                 && !state.wake_scheduled
             {
                 self.origins.remove(&origin);

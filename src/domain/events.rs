@@ -21,7 +21,7 @@ pub async fn publish_one(
     let raw: Box<RawValue> = serde_json::from_slice(body)
         .map_err(|e| InvalidField::new("body", format!("is not valid JSON: {e}")))?;
     let event = validate(tenant, raw, "")?;
-    let mut published = state.store.publish(vec![event]).await?;
+    let mut published = store_and_schedule(state, tenant, vec![event]).await?;
     published.pop().ok_or_else(|| {
         DomainError::Store(crate::store::StoreError::Storage(
             "publish returned nothing".to_string(),

@@ -1,0 +1,576 @@
+//! Delivery over real HTTP to real receivers: order, retries, independence of lanes,
+//! Retry-After, 410, redirects, timeouts, dead-letter, replay, circuit breaking, metrics.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Receiver, Reply, TestHub, fast_delivery, status_event, wait_until};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn delivery_state(hub: &TestHub, id: &str) -> Value {
+    let (status, body) = hub.admin_get(&format!("/api/v1/deliveries/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn wait_for_state(hub: &TestHub, id: &str, state: &str) -> Value {
+    wait_until(
+        WAIT,
+        &format!("delivery {id} to be {state}"),
+        || async move {
+            let body = delivery_state(hub, id).await;
+            (body["state"] == state).then_some(body)
+        },
+    )
+    .await
+}
+
+fn delivery_id(published: &Value) -> String {
+    published["deliveries"][0]["deliveryId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn every_event_arrives_in_order_with_the_exact_body_and_every_header() {
+    let receiver = Receiver::start().await;
+    let hub = TestHub::start_with(fast_delivery).await;
+    hub.rpc_ok(
+        "CreateTaskPushNotificationConfig",
+        json!({"taskId": "t1", "id": "c1", "url": receiver.url("/hook"), "token": "tok-1",
+            "authentication": {"scheme": "Bearer", "credentials": "cred-1"}}),
+    )
+    .await;
+    let bodies = [
+        r#"{"statusUpdate": {"taskId": "t1", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}}}"#,
+        r#"{"artifactUpdate":{"taskId":"t1","contextId":"c","artifact":{"artifactId":"a","parts":[{"text":"42"}]},"lastChunk":true}}"#,
+        r#"{"statusUpdate": {"taskId": "t1", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}, "metadata": {"z": 1, "a": 2}}}"#,
+    ];
+    let mut ids = Vec::new();
+    for body in bodies {
+        let (status, _, published) = hub.admin_post("/api/v1/events", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        ids.push(delivery_id(&published));
+    }
+    let received = receiver.wait_for(3, WAIT).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (i, request) in received.iter().enumerate() {
+        assert_eq!(request.path, "/hook");
+        assert_eq!(
+            request.body,
+            bodies[i].as_bytes(),
+            "the body is the event exactly as published"
+        );
+        assert_eq!(request.sequence(), i as u64 + 1);
+        assert_eq!(request.header("webhook-id"), ids[i]);
+        assert_eq!(request.header("content-type"), "application/a2a+json");
+        assert_eq!(request.header("a2a-version"), "1.0");
+        assert_eq!(request.header("authorization"), "Bearer cred-1");
+        assert_eq!(request.header("x-a2a-notification-token"), "tok-1");
+        assert_eq!(request.header("a2a-notification-token"), "tok-1");
+        assert_eq!(
+            request.header("user-agent"),
+            concat!("a2a-push-hub/", env!("CARGO_PKG_VERSION"))
+        );
+        let timestamp: u64 = request.header("webhook-timestamp").parse().unwrap();
+        assert!(
+            timestamp.abs_diff(now) < 60,
+            "webhook-timestamp is the attempt time"
+        );
+    }
+    wait_until(WAIT, "3 delivered", || async {
+        let (_, view) = hub.admin_get("/api/v1/tasks/t1").await;
+        (view["deliveries"]["delivered"] == 3).then_some(())
+    })
+    .await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn event_two_is_retried_and_still_arrives_before_event_three() {
+    let receiver = Receiver::start().await;
+    receiver.script(|r| {
+        if r.sequence() == 2 && r.attempt <= 2 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let hub = TestHub::start_with(fast_delivery).await;
+    hub.create_config("t1", &receiver.url("/hook")).await;
+    let mut ids = Vec::new();
+    for state in [
+        "TASK_STATE_WORKING",
+        "TASK_STATE_INPUT_REQUIRED",
+        "TASK_STATE_COMPLETED",
+    ] {
+        ids.push(delivery_id(&hub.publish(status_event("t1", state)).await));
+    }
+    let received = receiver.wait_for(5, WAIT).await;
+    let order: Vec<u64> = received.iter().map(|r| r.sequence()).collect();
+    assert_eq!(order, [1, 2, 2, 2, 3]);
+    let second: Vec<&str> = received[1..4]
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    assert_eq!(
+        second,
+        [ids[1].as_str(); 3],
+        "one webhook-id across retries"
+    );
+    let detail = wait_for_state(&hub, &ids[1], "delivered").await;
+    let statuses: Vec<Value> = detail["attemptLog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].clone())
+        .collect();
+    assert_eq!(statuses, [json!(500), json!(500), json!(200)]);
+    assert_eq!(detail["attempts"], 3);
+    wait_for_state(&hub, &ids[2], "delivered").await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_webhook_does_not_delay_another_lane() {
+    let hanging = Receiver::start().await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    hanging.script(move |r| {
+        if r.sequence() == 1 && r.attempt == 1 {
+            Reply::ok().hold(held.clone())
+        } else {
+            Reply::ok()
+        }
+    });
+    let healthy = Receiver::start_on("127.0.0.2").await;
+    let hub = TestHub::start_with(fast_delivery).await;
+    hub.create_config("t1", &hanging.url("/a")).await;
+    hub.create_config("t1", &healthy.url("/b")).await;
+    for _ in 0..5 {
+        hub.publish(status_event("t1", "TASK_STATE_WORKING")).await;
+    }
+    let got = healthy.wait_for(5, WAIT).await;
+    assert_eq!(
+        got.iter().map(|r| r.sequence()).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    let stuck = hanging.received();
+    assert_eq!(
+        stuck.len(),
+        1,
+        "lane A is still on its first attempt, held open"
+    );
+    release.notify_one();
+    hanging.wait_for(5, WAIT).await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let receiver = Receiver::start().await;
+    receiver.script(|r| {
+        if r.attempt == 1 {
+            Reply::status(503).header("retry-after", "1")
+        } else {
+            Reply::ok()
+        }
+    });
+    let hub = TestHub::start_with(fast_delivery).await;
+    hub.create_config("t1", &receiver.url("/hook")).await;
+    hub.publish(status_event("t1", "TASK_STATE_WORKING")).await;
+    let received = receiver.wait_for(2, WAIT).await;
+    let gap = received[1].at - received[0].at;
+    // The schedule says 100 ms; Retry-After asks 1 s, within [100 ms, 10 × 100 ms].
+    assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn gone_disables_the_config_and_it_gets_nothing_more() {
+    let gone = Receiver::start().await;
+    gone.script(|_| Reply::status(410));
+    let sentinel = Receiver::start().await;
+    let hub = TestHub::start_with(fast_delivery).await;
+    let gone_config = hub.create_config("t1", &gone.url("/gone")).await;
+    hub.create_config("t1", &sentinel.url("/ok")).await;
+    let first = hub.publish(status_event("t1", "TASK_STATE_WORKING")).await;
+    let gone_delivery = first["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["configId"] == gone_config.as_str())
+        .unwrap()["deliveryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let detail = wait_for_state(&hub, &gone_delivery, "dead").await;
+    assert!(
+        detail["lastError"].as_str().unwrap().contains("410"),
+        "{detail}"
+    );
+    let (_, view) = hub.admin_get("/api/v1/tasks/t1").await;
+    let config = view["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == gone_config.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(config["state"], "disabled");
+    let later = hub
+        .publish(status_event("t1", "TASK_STATE_COMPLETED"))
+        .await;
+    let targets: Vec<&str> = later["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["configId"].as_str().unwrap())
+        .collect();
+    assert!(
+        !targets.contains(&gone_config.as_str()),
+        "a disabled config gets no new deliveries"
+    );
+    sentinel.wait_for(2, WAIT).await;
+    assert_eq!(gone.received().len(), 1);
+    let replay = hub
+        .admin_post(&format!("/api/v1/deliveries/{gone_delivery}/replay"), "")
+        .await;
+    assert_eq!(replay.0, StatusCode::CONFLICT, "{}", replay.2);
+    assert!(replay.2["detail"].as_str().unwrap().contains("disabled"));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_redirect_to_a_refused_address_is_not_followed() {
+    let target = Receiver::start_on("127.0.0.3").await;
+    let redirecting = Receiver::start_on("127.0.0.2").await;
+    let location = target.url("/stolen");
+    redirecting.script(move |_| Reply::status(302).header("location", &location));
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.security.allowed_subnets = vec!["127.0.0.2/32".parse().unwrap()];
+    })
+    .await;
+    let refused = hub
+        .rpc(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": "t1", "url": target.url("/direct")}),
+        )
+        .await;
+    assert_eq!(
+        refused["error"]["code"], -32602,
+        "127.0.0.3 is not allowed: {refused}"
+    );
+    let refused = hub
+        .rpc(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": "t1", "url": format!("http://localhost:{}/", target.addr.port())}),
+        )
+        .await;
+    assert_eq!(
+        refused["error"]["code"], -32602,
+        "a name resolving to loopback is refused: {refused}"
+    );
+    hub.create_config("t1", &redirecting.url("/hook")).await;
+    let id = delivery_id(&hub.publish(status_event("t1", "TASK_STATE_WORKING")).await);
+    let attempts = redirecting.wait_for(2, WAIT).await;
+    assert_eq!(attempts[1].attempt, 2, "a 3xx is a failure and is retried");
+    let detail = delivery_state(&hub, &id).await;
+    assert_eq!(
+        detail["attemptLog"][0]["errorClass"], "redirect",
+        "{detail}"
+    );
+    assert_eq!(detail["attemptLog"][0]["status"], 302);
+    assert!(
+        target.received().is_empty(),
+        "the redirect target never got a request"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_timeout_is_classified_and_retried() {
+    let receiver = Receiver::start().await;
+    receiver.script(|r| {
+        if r.attempt == 1 {
+            Reply::ok().delay(Duration::from_secs(5))
+        } else {
+            Reply::ok()
+        }
+    });
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.delivery.timeout = a2a_push_hub::config::HumanDuration(Duration::from_secs(1));
+    })
+    .await;
+    hub.create_config("t1", &receiver.url("/slow")).await;
+    let id = delivery_id(&hub.publish(status_event("t1", "TASK_STATE_WORKING")).await);
+    let detail = wait_for_state(&hub, &id, "delivered").await;
+    assert_eq!(detail["attemptLog"][0]["errorClass"], "timeout", "{detail}");
+    assert!(detail["attemptLog"][0]["status"].is_null());
+    assert_eq!(detail["attemptLog"][1]["errorClass"], "success");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn an_exhausted_delivery_is_dead_the_lane_moves_on_and_a_replay_arrives() {
+    let receiver = Receiver::start().await;
+    let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healed.clone();
+    receiver.script(move |r| {
+        if r.sequence() == 1 && !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let hub = TestHub::start_with(fast_delivery).await;
+    hub.create_config("t1", &receiver.url("/hook")).await;
+    let first = delivery_id(&hub.publish(status_event("t1", "TASK_STATE_WORKING")).await);
+    let second = delivery_id(
+        &hub.publish(status_event("t1", "TASK_STATE_COMPLETED"))
+            .await,
+    );
+    let dead = wait_for_state(&hub, &first, "dead").await;
+    assert_eq!(dead["attempts"], 4, "the first attempt and three retries");
+    assert!(
+        dead["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 4 attempts"),
+        "{dead}"
+    );
+    wait_for_state(&hub, &second, "delivered").await;
+    let order: Vec<u64> = receiver.received().iter().map(|r| r.sequence()).collect();
+    assert_eq!(
+        order,
+        [1, 1, 1, 1, 2],
+        "event 2 only after event 1 was dead"
+    );
+
+    let (status, page) = hub
+        .admin_get("/api/v1/deliveries?taskId=t1&state=dead")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(page["deliveries"][0]["id"], first.as_str());
+
+    healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, _, answer) = hub
+        .admin_post(&format!("/api/v1/deliveries/{first}/replay"), "")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let replayed = wait_for_state(&hub, &first, "delivered").await;
+    assert_eq!(replayed["attempts"], 5);
+    let last = receiver.received().last().unwrap().clone();
+    assert_eq!(
+        last.header("webhook-id"),
+        first,
+        "a replay keeps the delivery id"
+    );
+    assert_eq!(last.sequence(), 1);
+
+    let (status, _, problem) = hub
+        .admin_post(&format!("/api/v1/deliveries/{second}/replay"), "")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "a delivered delivery can be sent again: {problem}"
+    );
+    let (status, _, problem) = hub
+        .admin_post("/api/v1/deliveries/no-such-delivery/replay", "")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_manual_replay_is_not_retried_and_replay_by_filter_covers_a_task() {
+    let receiver = Receiver::start().await;
+    receiver.script(|_| Reply::status(500));
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.delivery.retry_schedule.clear();
+    })
+    .await;
+    hub.create_config("t1", &receiver.url("/hook")).await;
+    let a = delivery_id(&hub.publish(status_event("t1", "TASK_STATE_WORKING")).await);
+    let b = delivery_id(
+        &hub.publish(status_event("t1", "TASK_STATE_COMPLETED"))
+            .await,
+    );
+    wait_for_state(&hub, &a, "dead").await;
+    wait_for_state(&hub, &b, "dead").await;
+    let (status, _, outcome) = hub
+        .admin_post(
+            "/api/v1/deliveries:replay",
+            json!({"taskId": "t1"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{outcome}");
+    assert_eq!(outcome["replayed"].as_array().unwrap().len(), 2);
+    receiver.wait_for(4, WAIT).await;
+    let detail = wait_until(WAIT, "the replay to fail once", || async {
+        let detail = delivery_state(&hub, &b).await;
+        (detail["state"] == "dead" && detail["attempts"] == 2).then_some(detail)
+    })
+    .await;
+    assert!(
+        detail["lastError"].as_str().unwrap().contains("once"),
+        "{detail}"
+    );
+    let (status, _, problem) = hub
+        .admin_post(
+            "/api/v1/deliveries:replay",
+            json!({"state": "bogus"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["field"], "state");
+    assert_eq!(
+        receiver.received().len(),
+        4,
+        "each replay was attempted once"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_origin_opens_its_circuit_and_recovers() {
+    let receiver = Receiver::start().await;
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healthy.clone();
+    receiver.script(move |_| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::ok()
+        } else {
+            Reply::status(503)
+        }
+    });
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.delivery.circuit_threshold = 3;
+        s.delivery.circuit_cooldown =
+            a2a_push_hub::config::HumanDuration(Duration::from_millis(300));
+        s.delivery.retry_schedule =
+            vec![a2a_push_hub::config::HumanDuration(Duration::from_millis(50)); 50];
+    })
+    .await;
+    for task in ["a", "b", "c", "d"] {
+        hub.create_config(task, &receiver.url(&format!("/{task}")))
+            .await;
+        hub.publish(status_event(task, "TASK_STATE_WORKING")).await;
+    }
+    let metric = |name: &'static str| {
+        let hub = &hub;
+        async move {
+            let text = hub
+                .http
+                .get(format!("{}/metrics", hub.admin))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)
+                        .map(|v| v.trim().parse::<f64>().unwrap())
+                })
+                .unwrap()
+        }
+    };
+    wait_until(WAIT, "the circuit to open", || async {
+        (metric("a2a_push_hub_circuits_open ").await >= 1.0).then_some(())
+    })
+    .await;
+    let opened_at = Instant::now();
+    let during = receiver.received().len();
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_until(WAIT, "every lane delivered", || async {
+        (metric("a2a_push_hub_deliveries_total{outcome=\"delivered\"}").await == 4.0).then_some(())
+    })
+    .await;
+    assert!(
+        opened_at.elapsed() >= Duration::from_millis(200),
+        "lanes waited for the cool-down"
+    );
+    assert!(
+        during < 4 * 50,
+        "an open circuit stops the retry storm ({during} requests)"
+    );
+    assert_eq!(metric("a2a_push_hub_circuits_open ").await, 0.0);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_operator_api_lists_filters_and_shows_deliveries() {
+    let receiver = Receiver::start().await;
+    let hub = TestHub::start_with(fast_delivery).await;
+    let c1 = hub.create_config("t1", &receiver.url("/1")).await;
+    hub.create_config("t1", &receiver.url("/2")).await;
+    for _ in 0..3 {
+        hub.publish(status_event("t1", "TASK_STATE_WORKING")).await;
+    }
+    hub.publish(status_event("t2", "TASK_STATE_WORKING")).await;
+    receiver.wait_for(6, WAIT).await;
+    let (_, all) = hub.admin_get("/api/v1/deliveries?taskId=t1").await;
+    assert_eq!(all["deliveries"].as_array().unwrap().len(), 6);
+    let (_, one_config) = hub
+        .admin_get(&format!("/api/v1/deliveries?taskId=t1&configId={c1}"))
+        .await;
+    let sequences: Vec<u64> = one_config["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, [1, 2, 3]);
+    let (_, page) = hub.admin_get("/api/v1/deliveries?limit=4").await;
+    assert_eq!(page["deliveries"].as_array().unwrap().len(), 4);
+    let cursor = page["nextCursor"].as_str().unwrap();
+    let (_, rest) = hub
+        .admin_get(&format!("/api/v1/deliveries?limit=4&after={cursor}"))
+        .await;
+    assert_eq!(rest["deliveries"].as_array().unwrap().len(), 2);
+    assert!(rest["nextCursor"].is_null());
+    let id = all["deliveries"][0]["id"].as_str().unwrap();
+    let detail = wait_for_state(&hub, id, "delivered").await;
+    assert_eq!(detail["attemptLog"][0]["status"], 200);
+    assert!(detail["attemptLog"][0]["durationMs"].is_u64());
+    let (status, problem) = hub.admin_get("/api/v1/deliveries?state=lost").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["field"], "state");
+    let (status, _) = hub.admin_get("/api/v1/deliveries/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let text = hub
+        .http
+        .get(format!("{}/metrics", hub.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("a2a_push_hub_events_published_total 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a2a_push_hub_attempt_duration_seconds_count"),
+        "{text}"
+    );
+    hub.stop().await;
+}
