@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::{HubProcess, http_client, status_event};
 use reqwest::StatusCode;
@@ -96,4 +97,99 @@ fn a_busy_port_is_reported_with_the_listener_and_address() {
         stderr.contains("public") && stderr.contains(&addr),
         "{stderr}"
     );
+}
+
+async fn cli(args: &[&str]) -> (bool, serde_json::Value, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    (
+        output.status.success(),
+        serde_json::from_str(&stdout).unwrap_or_default(),
+        stderr,
+    )
+}
+
+#[tokio::test]
+async fn the_deliveries_commands_list_show_and_replay_through_the_admin_api() {
+    use common::{Receiver, Reply, TestHub, fast_delivery, wait_until};
+    let receiver = Receiver::start().await;
+    let healed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healed.clone();
+    receiver.script(move |_| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::ok()
+        } else {
+            Reply::status(500)
+        }
+    });
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.delivery.retry_schedule.clear();
+        s.server.admin_token = a2a_push_hub::config::Secret::new("cli-token");
+    })
+    .await;
+    hub.create_config("t1", &receiver.url("/hook")).await;
+    let response = hub
+        .http
+        .post(format!("{}/api/v1/events", hub.admin))
+        .bearer_auth("cli-token")
+        .body(status_event("t1", "TASK_STATE_WORKING").to_string())
+        .send()
+        .await
+        .unwrap();
+    let published: serde_json::Value = response.json().await.unwrap();
+    let id = published["deliveries"][0]["deliveryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin = hub.admin.clone();
+    let base = [
+        "deliveries",
+        "--admin-url",
+        admin.as_str(),
+        "--admin-token",
+        "cli-token",
+    ];
+
+    let dead = wait_until(Duration::from_secs(20), "the delivery to die", || async {
+        let (ok, list, _) =
+            cli(&[&base[..], &["list", "--task-id", "t1", "--state", "dead"]].concat()).await;
+        (ok && list["deliveries"].as_array().is_some_and(|d| d.len() == 1)).then_some(list)
+    })
+    .await;
+    assert_eq!(dead["deliveries"][0]["id"], id.as_str());
+
+    let (ok, shown, stderr) = cli(&[&base[..], &["show", &id]].concat()).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(shown["attemptLog"][0]["status"], 500);
+
+    healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, replayed, stderr) = cli(&[&base[..], &["replay", &id]].concat()).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(replayed["state"], "pending");
+    receiver.wait_for(2, Duration::from_secs(20)).await;
+
+    let (ok, _, stderr) = cli(&[
+        "deliveries",
+        "--admin-url",
+        admin.as_str(),
+        "--admin-token",
+        "wrong",
+        "list",
+    ])
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("401"), "{stderr}");
+    let (ok, _, stderr) = cli(&[&base[..], &["show", "no-such-delivery"]].concat()).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("404") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    hub.stop().await;
 }

@@ -574,3 +574,28 @@ async fn the_operator_api_lists_filters_and_shows_deliveries() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_content_type_can_be_plain_json_and_configs_without_secrets_send_no_auth_headers() {
+    let receiver = Receiver::start().await;
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.delivery.content_type = "application/json".to_string();
+    })
+    .await;
+    hub.create_config("t1", &receiver.url("/plain")).await;
+    hub.publish(status_event("t1", "TASK_STATE_WORKING")).await;
+    let received = receiver.wait_for(1, WAIT).await;
+    assert_eq!(received[0].header("content-type"), "application/json");
+    for absent in [
+        "authorization",
+        "x-a2a-notification-token",
+        "a2a-notification-token",
+    ] {
+        assert!(
+            received[0].headers.get(absent).is_none(),
+            "{absent} must not be sent"
+        );
+    }
+    hub.stop().await;
+}

@@ -1,5 +1,6 @@
 //! Interop with the official A2A Python SDK (`a2a-sdk==1.3.0`): its client creates, gets,
-//! lists and deletes configs on a running hub over JSON-RPC and HTTP+JSON.
+//! lists and deletes configs on a running hub over JSON-RPC and HTTP+JSON, and a receiver
+//! built on it parses every delivery with the SDK's own parser.
 //!
 //! Needs a Python with the SDK installed; `.ci/run` builds that venv and runs
 //! `cargo test --test interop_python -- --ignored` with `A2A_INTEROP_PYTHON` pointing at it.
@@ -10,6 +11,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::TestHub;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn python() -> String {
     std::env::var("A2A_INTEROP_PYTHON")
@@ -44,5 +47,79 @@ async fn the_python_sdk_client_manages_configs_over_both_bindings() {
         "the Python client failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("interop: all checks passed"), "{stdout}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the Python SDK venv; run by .ci/run"]
+async fn a_receiver_built_on_the_python_sdk_parses_every_delivery() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python/webhook_receiver.py"
+    );
+    let mut receiver = tokio::process::Command::new(python())
+        .args([script, "tok-interop", "Bearer cred-interop"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the Python receiver starts");
+    let mut lines = BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let next_line = async |lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>| {
+        tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the Python receiver answers within 60s")
+            .unwrap()
+            .expect("the Python receiver is running")
+    };
+    let listening = next_line(&mut lines).await;
+    let port: u16 = listening
+        .strip_prefix("LISTENING ")
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let hub = TestHub::start().await;
+    hub.rpc_ok(
+        "CreateTaskPushNotificationConfig",
+        json!({"taskId": "py-task", "url": format!("http://127.0.0.1:{port}/hook"), "token": "tok-interop",
+            "authentication": {"scheme": "Bearer", "credentials": "cred-interop"}}),
+    )
+    .await;
+    let events = [
+        json!({"task": {"id": "py-task", "contextId": "ctx", "status": {"state": "TASK_STATE_SUBMITTED"},
+            "history": [{"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "hello"}]}]}}),
+        json!({"statusUpdate": {"taskId": "py-task", "contextId": "ctx", "status": {"state": "TASK_STATE_WORKING",
+            "timestamp": "2026-11-28T03:03:35.125841Z",
+            "message": {"messageId": "m2", "role": "ROLE_AGENT", "parts": [{"text": "working"}]}}}}),
+        json!({"artifactUpdate": {"taskId": "py-task", "contextId": "ctx", "lastChunk": true,
+            "artifact": {"artifactId": "a1", "name": "answer", "parts": [{"text": "42", "mediaType": "text/plain"}]}}}),
+        json!({"statusUpdate": {"taskId": "py-task", "contextId": "ctx", "status": {"state": "TASK_STATE_COMPLETED"},
+            "metadata": {"source": "interop"}}}),
+    ];
+    for event in &events {
+        hub.publish(event.clone()).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..events.len() {
+        let record: Value = serde_json::from_str(&next_line(&mut lines).await).unwrap();
+        assert_eq!(
+            record["ok"], true,
+            "the SDK receiver refused a delivery: {record}"
+        );
+        assert_eq!(record["taskId"], "py-task");
+        seen.push((
+            record["sequence"].as_u64().unwrap(),
+            record["kind"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            (1, "task".to_string()),
+            (2, "status_update".to_string()),
+            (3, "artifact_update".to_string()),
+            (4, "status_update".to_string())
+        ]
+    );
     hub.stop().await;
 }

@@ -1,0 +1,95 @@
+//! Restart safety: the real binary is SIGKILLed while the receiver holds its requests open;
+//! after a restart on the same store, every delivery completes, in order per lane.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{HubProcess, Receiver, Reply, http_client, status_event, wait_until};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn attempts_in_flight_at_a_crash_are_made_again_after_restart() {
+    let receiver = Receiver::start().await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    receiver.script(move |_| Reply::ok().hold(held.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("store");
+    let http = http_client();
+
+    let mut hub = HubProcess::spawn_on(&data_dir);
+    let tasks = ["r1", "r2", "r3"];
+    for task in tasks {
+        let created: Value = http
+            .post(format!("http://{}/", hub.public))
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
+                "params": {"taskId": task, "url": receiver.url(&format!("/{task}"))}}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(created.get("result").is_some(), "{created}");
+        for state in [
+            "TASK_STATE_WORKING",
+            "TASK_STATE_INPUT_REQUIRED",
+            "TASK_STATE_COMPLETED",
+        ] {
+            let response = http
+                .post(format!("http://{}/api/v1/events", hub.admin))
+                .body(status_event(task, state).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+        }
+    }
+    // Each lane's first delivery is in flight and held open by the receiver.
+    let held_requests = receiver.wait_for(3, Duration::from_secs(20)).await;
+    assert!(held_requests.iter().all(|r| r.sequence() == 1));
+    hub.child.kill().unwrap();
+    hub.child.wait().unwrap();
+    drop(hub);
+
+    receiver.script(|_| Reply::ok());
+    release.notify_waiters();
+    let restarted = HubProcess::spawn_on(&data_dir);
+    for task in tasks {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("every delivery of {task}"),
+            || {
+                let (http, admin) = (http.clone(), restarted.admin);
+                async move {
+                    let view: Value = http
+                        .get(format!("http://{admin}/api/v1/tasks/{task}"))
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()?;
+                    (view["deliveries"]["delivered"] == 3).then_some(())
+                }
+            },
+        )
+        .await;
+        let path = format!("/{task}");
+        let order: Vec<u64> = receiver
+            .received()
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.sequence())
+            .collect();
+        assert_eq!(
+            order,
+            [1, 1, 2, 3],
+            "{task}: the held attempt, its repeat after restart, then the rest in order"
+        );
+    }
+}
