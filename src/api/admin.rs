@@ -112,14 +112,23 @@ fn tenant_or_problem(query: &TenantQuery) -> Result<String, Response> {
     })
 }
 
+/// The `?tenant=` and the body of a write request, or the problem answer for either.
+fn tenant_and_body(
+    state: &HubState,
+    query: &TenantQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, Bytes), Response> {
+    Ok((tenant_or_problem(query)?, body_or_problem(state, body)?))
+}
+
 async fn publish_one(
     State(state): State<HubState>,
     Query(query): Query<TenantQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (tenant, body) = match (tenant_or_problem(&query), body_or_problem(&state, body)) {
-        (Ok(tenant), Ok(body)) => (tenant, body),
-        (Err(response), _) | (_, Err(response)) => return response,
+    let (tenant, body) = match tenant_and_body(&state, &query, body) {
+        Ok(parts) => parts,
+        Err(response) => return response,
     };
     match events::publish_one(&state, &tenant, &body).await {
         Ok(published) => (StatusCode::ACCEPTED, Json(published)).into_response(),
@@ -132,9 +141,9 @@ async fn publish_batch(
     Query(query): Query<TenantQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (tenant, body) = match (tenant_or_problem(&query), body_or_problem(&state, body)) {
-        (Ok(tenant), Ok(body)) => (tenant, body),
-        (Err(response), _) | (_, Err(response)) => return response,
+    let (tenant, body) = match tenant_and_body(&state, &query, body) {
+        Ok(parts) => parts,
+        Err(response) => return response,
     };
     match events::publish_batch(&state, &tenant, &body).await {
         Ok(published) => {
@@ -263,9 +272,9 @@ async fn replay_matching(
     Query(query): Query<TenantQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (tenant, body) = match (tenant_or_problem(&query), body_or_problem(&state, body)) {
-        (Ok(tenant), Ok(body)) => (tenant, body),
-        (Err(response), _) | (_, Err(response)) => return response,
+    let (tenant, body) = match tenant_and_body(&state, &query, body) {
+        Ok(parts) => parts,
+        Err(response) => return response,
     };
     let value = if body.iter().all(u8::is_ascii_whitespace) {
         serde_json::Value::Null
