@@ -25,6 +25,23 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub gateway: GatewaySettings,
     pub retention: RetentionSettings,
+    pub signing: SigningSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningSettings {
+    /// How long keys replaced by a rotation stay in the JWKS (and Ed25519 keys keep
+    /// co-signing) before they retire.
+    pub rotation_grace: HumanDuration,
+}
+
+impl Default for SigningSettings {
+    fn default() -> Self {
+        SigningSettings {
+            rotation_grace: HumanDuration(Duration::from_secs(24 * 3600)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

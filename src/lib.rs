@@ -21,6 +21,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod metrics;
+pub mod signing;
 pub mod ssrf;
 pub mod store;
 
@@ -43,6 +44,8 @@ pub enum StartError {
     Settings(#[from] config::SettingsError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("signing keys are unusable: {0}")]
+    Signing(#[from] signing::SigningError),
     #[error("cannot listen on {addr} ({listener}): {source}")]
     Bind {
         listener: &'static str,
@@ -107,12 +110,19 @@ impl HubBuilder {
         let body_limit = DefaultBodyLimit::max(settings.limits.max_body_bytes);
         let policy = Arc::new(ssrf::Policy::from_settings(&settings.security));
         let metrics = Arc::new(metrics::Metrics::default());
+        let keyring = Arc::new(
+            signing::Keyring::open(store.clone(), settings.signing.rotation_grace.0).await?,
+        );
         let delivery_shutdown = CancellationToken::new();
         let delivery = delivery::start(
             &settings,
-            store.clone(),
-            policy.clone(),
-            metrics.clone(),
+            delivery::Shared {
+                store: store.clone(),
+                policy: policy.clone(),
+                metrics: metrics.clone(),
+                keyring: keyring.clone(),
+                issuer: public_base_url.to_string(),
+            },
             delivery_shutdown.clone(),
         )
         .await?;
@@ -123,6 +133,7 @@ impl HubBuilder {
             public_base_url,
             scheduler: delivery.handle,
             metrics,
+            keyring,
         };
         let shutdown = CancellationToken::new();
         let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {

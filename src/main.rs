@@ -52,6 +52,55 @@ enum Command {
         #[arg(long)]
         allow_private_networks: bool,
     },
+    /// List or rotate the hub's signing keys through a running hub's admin API.
+    Keys {
+        /// The admin listener's URL.
+        #[arg(
+            long,
+            env = "A2A_PUSH_HUB_ADMIN_URL",
+            default_value = "http://127.0.0.1:8081",
+            global = true
+        )]
+        admin_url: String,
+        /// The admin token, when the hub has one (server.admin_token).
+        #[arg(
+            long,
+            env = "A2A_PUSH_HUB_ADMIN_TOKEN",
+            hide_env_values = true,
+            global = true
+        )]
+        admin_token: Option<String>,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Check a captured delivery (headers and body) against the hub's keys or a secret, and
+    /// say which checks passed. Exit code 0 when every check passed.
+    Verify {
+        /// The captured HTTP request: optional request line, headers, blank line, body.
+        #[arg(long)]
+        request: PathBuf,
+        /// The JWKS (URL or file) to check `v1a` signatures and the JWT against.
+        #[arg(long)]
+        jwks: Option<String>,
+        /// A Standard Webhooks secret (whsec_...) to check the `v1` signature.
+        #[arg(long)]
+        secret: Option<String>,
+        /// An Ed25519 public key (whpk_...) to check `v1a` signatures; repeatable.
+        #[arg(long)]
+        public_key: Vec<String>,
+        /// The JWT's expected `aud`: the webhook URL the request was sent to.
+        #[arg(long)]
+        audience: Option<String>,
+        /// The JWT's expected `iss`: the hub's public base URL.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Accepted age (and clock skew) of `webhook-timestamp`.
+        #[arg(long, default_value = "300s")]
+        tolerance: String,
+        /// Allow fetching the JWKS from loopback or private addresses.
+        #[arg(long)]
+        allow_private_networks: bool,
+    },
     /// Inspect and replay deliveries through a running hub's admin API.
     Deliveries {
         /// The admin listener's URL.
@@ -96,6 +145,14 @@ struct DeliveryFilterArgs {
 }
 
 #[derive(Subcommand)]
+enum KeysAction {
+    /// List the keys in force (never private material).
+    List,
+    /// Sign with new keys from now on; the old ones stay valid for `signing.rotation_grace`.
+    Rotate,
+}
+
+#[derive(Subcommand)]
 enum DeliveriesAction {
     /// List deliveries, oldest first.
     List {
@@ -132,6 +189,119 @@ impl DeliveryFilterArgs {
         .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
         .collect()
     }
+}
+
+fn print_answer(
+    result: Result<serde_json::Value, a2a_push_hub::admin_client::AdminError>,
+) -> ExitCode {
+    match result {
+        Ok(answer) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn keys(admin_url: &str, admin_token: Option<String>, action: KeysAction) -> ExitCode {
+    let client = AdminClient::new(admin_url, admin_token);
+    print_answer(match action {
+        KeysAction::List => client.get("/api/v1/keys", &[]).await,
+        KeysAction::Rotate => client.post("/api/v1/keys:rotate", &[], None).await,
+    })
+}
+
+struct VerifyArgs {
+    request: PathBuf,
+    jwks: Option<String>,
+    secret: Option<String>,
+    public_key: Vec<String>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    tolerance: String,
+    allow_private_networks: bool,
+}
+
+async fn verify(args: VerifyArgs) -> Result<bool, String> {
+    use a2a_push_hub::signing::verify::{CapturedRequest, VerifyOptions, verify_request};
+    use a2a_push_hub::signing::webhooks;
+    let raw = std::fs::read(&args.request)
+        .map_err(|e| format!("cannot read {}: {e}", args.request.display()))?;
+    let request = CapturedRequest::parse(&raw).map_err(|e| {
+        format!(
+            "{} is not a captured HTTP request: {e}",
+            args.request.display()
+        )
+    })?;
+    let tolerance = a2a_push_hub::config::parse_duration(&args.tolerance)
+        .map_err(|e| format!("--tolerance: {e}"))?;
+    let secret = match &args.secret {
+        None => None,
+        Some(s) => {
+            Some(webhooks::parse_secret(s).ok_or("--secret must be whsec_ followed by base64")?)
+        }
+    };
+    let public_keys = args
+        .public_key
+        .iter()
+        .map(|k| {
+            webhooks::parse_public_key(k).ok_or_else(|| {
+                format!("--public-key {k:?} must be whpk_ followed by the base64 of 32 bytes")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let jwks = match &args.jwks {
+        None => None,
+        Some(source) if source.starts_with("http://") || source.starts_with("https://") => {
+            let security = a2a_push_hub::config::SecuritySettings {
+                allow_private_networks: args.allow_private_networks,
+                ..Default::default()
+            };
+            let policy = std::sync::Arc::new(a2a_push_hub::ssrf::Policy::from_settings(&security));
+            let client = a2a_push_hub::delivery::client::GuardedClient::new(
+                policy,
+                a2a_push_hub::delivery::request::USER_AGENT,
+            )
+            .map_err(|e| e.to_string())?;
+            Some(client.fetch_json(source, 1024 * 1024).await?)
+        }
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            Some(serde_json::from_slice(&text).map_err(|e| format!("{path} is not JSON: {e}"))?)
+        }
+    };
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let options = VerifyOptions {
+        secret,
+        public_keys,
+        jwks,
+        audience: args.audience,
+        issuer: args.issuer,
+        tolerance_s: tolerance.as_secs() as i64,
+        now_s,
+    };
+    let checks = verify_request(&request, &options);
+    if checks.is_empty() {
+        return Err("nothing to verify against: give --secret, --public-key or --jwks (and the request must carry what they check)".to_string());
+    }
+    for check in &checks {
+        println!(
+            "{} {}: {}",
+            if check.passed { "PASS" } else { "FAIL" },
+            check.name,
+            check.detail
+        );
+    }
+    Ok(checks.iter().all(|c| c.passed))
 }
 
 async fn deliveries(
@@ -187,19 +357,7 @@ async fn deliveries(
                 .await
         }
     };
-    match result {
-        Ok(answer) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&answer).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    print_answer(result)
 }
 
 fn init_logging(format: LogFormat) {
@@ -280,5 +438,39 @@ async fn main() -> ExitCode {
             admin_token,
             action,
         } => deliveries(&admin_url, admin_token, action).await,
+        Command::Keys {
+            admin_url,
+            admin_token,
+            action,
+        } => keys(&admin_url, admin_token, action).await,
+        Command::Verify {
+            request,
+            jwks,
+            secret,
+            public_key,
+            audience,
+            issuer,
+            tolerance,
+            allow_private_networks,
+        } => {
+            let args = VerifyArgs {
+                request,
+                jwks,
+                secret,
+                public_key,
+                audience,
+                issuer,
+                tolerance,
+                allow_private_networks,
+            };
+            match verify(args).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }

@@ -58,6 +58,14 @@ pub fn config_input(params: &Params) -> Result<ConfigInput, InvalidField> {
     let token = params.string("token")?;
     if let Some(token) = &token {
         check_header_safe("token".to_string(), token)?;
+        if token.starts_with(crate::signing::webhooks::SECRET_PREFIX)
+            && crate::signing::webhooks::parse_secret(token).is_none()
+        {
+            return Err(InvalidField::new(
+                "token",
+                "starts with whsec_ but is not a Standard Webhooks secret (whsec_ followed by base64)",
+            ));
+        }
     }
     let authentication = match params.object("authentication")? {
         None => None,

@@ -28,6 +28,8 @@ pub fn routes(state: HubState) -> Router {
         .route("/api/v1/deliveries:replay", post(replay_matching))
         .route("/api/v1/deliveries/{delivery_id}", get(show_delivery))
         .route("/api/v1/deliveries/{delivery_id}/replay", post(replay_one))
+        .route("/api/v1/keys", get(list_keys))
+        .route("/api/v1/keys:rotate", post(rotate_keys))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_token,
@@ -309,4 +311,22 @@ async fn metrics(State(state): State<HubState>) -> Response {
         text,
     )
         .into_response()
+}
+
+async fn list_keys(State(state): State<HubState>) -> Response {
+    Json(json!({"keys": state.keyring.current().info(crate::store::now_ms())})).into_response()
+}
+
+async fn rotate_keys(State(state): State<HubState>) -> Response {
+    match state.keyring.rotate().await {
+        Ok(keys) => Json(json!({"keys": keys})).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "key rotation failed");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("key rotation failed; the old keys stay in force: {e}"),
+                None,
+            )
+        }
+    }
 }

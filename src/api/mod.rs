@@ -20,10 +20,25 @@ use crate::domain::HubState;
 pub fn public_router(state: HubState) -> Router {
     Router::new()
         .route("/", axum::routing::post(jsonrpc::handle))
+        .route("/.well-known/jwks.json", axum::routing::get(jwks))
         .merge(rest::routes())
         .fallback(rest::not_found)
         .with_state(state)
         .layer(TraceLayer::new_for_http())
+}
+
+/// The hub's public signing keys. Clients may cache it briefly; after a rotation the old keys
+/// stay listed for the grace period, so a cached copy keeps verifying.
+async fn jwks(
+    axum::extract::State(state): axum::extract::State<HubState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let document = state.keyring.current().jwks(crate::store::now_ms());
+    (
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=60")],
+        axum::Json(document),
+    )
+        .into_response()
 }
 
 /// Routes of the admin listener.

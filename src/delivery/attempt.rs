@@ -11,6 +11,7 @@ use super::client::{GuardedClient, refusal_in};
 use super::request;
 use super::retry::{Decision, Outcome, RetryPolicy, parse_retry_after};
 use crate::metrics::{DeliveryOutcome, Metrics};
+use crate::signing::Keyring;
 use crate::store::{AttemptRecord, ConfigState, DeliveryState, DeliveryUpdate, Store, now_ms};
 
 /// Most response bytes read from a receiver; the rest is not read.
@@ -27,6 +28,9 @@ pub struct Engine {
     pub policy: RetryPolicy,
     pub content_type: HeaderValue,
     pub metrics: Arc<Metrics>,
+    pub keyring: Arc<Keyring>,
+    /// The `iss` of the hub's JWTs.
+    pub issuer: String,
 }
 
 /// What the lane does next.
@@ -105,14 +109,14 @@ async fn attempt(engine: &Engine, delivery_id: &str, span: tracing::Span) -> Rep
 
     let started_at_ms = now_ms();
     let started = Instant::now();
-    let answer = send(
-        engine,
-        &config,
-        &delivery,
-        context.event.body.get().as_bytes(),
-        started_at_ms / 1000,
-    )
-    .await;
+    let attempt = request::Attempt {
+        number,
+        timestamp_s: started_at_ms / 1000,
+        now_ms: started_at_ms,
+        issuer: &engine.issuer,
+    };
+    let body = context.event.body.get().as_bytes();
+    let answer = send(engine, &config, &delivery, body, &attempt).await;
     let duration = started.elapsed();
     let decision = engine
         .policy
@@ -200,7 +204,7 @@ async fn send(
     config: &crate::store::ConfigRecord,
     delivery: &crate::store::DeliveryRecord,
     body: &[u8],
-    timestamp_s: u64,
+    attempt: &request::Attempt<'_>,
 ) -> Answer {
     let refused = |outcome| Answer {
         outcome,
@@ -211,10 +215,12 @@ async fn send(
         Ok(url) => url,
         Err(refusal) => return refused(Outcome::Refused(refusal.to_string())),
     };
-    let headers = match request::headers(config, delivery, &engine.content_type, timestamp_s) {
-        Ok(headers) => headers,
-        Err(reason) => return refused(Outcome::Unusable(reason)),
-    };
+    let keys = engine.keyring.current();
+    let headers =
+        match request::headers(config, delivery, &engine.content_type, body, &keys, attempt) {
+            Ok(headers) => headers,
+            Err(reason) => return refused(Outcome::Unusable(reason)),
+        };
     let sent = engine
         .client
         .http()

@@ -93,6 +93,44 @@ impl GuardedClient {
     }
 }
 
+impl GuardedClient {
+    /// GETs a JSON document (a JWKS, say) of at most `max_bytes`, through the policy.
+    pub async fn fetch_json(
+        &self,
+        url: &str,
+        max_bytes: usize,
+    ) -> Result<serde_json::Value, String> {
+        let url = self
+            .check_destination(url)
+            .map_err(|refusal| format!("{url} is refused: it {refusal}"))?;
+        let mut response = self
+            .http
+            .get(url.clone())
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| match refusal_in(&e) {
+                Some(refusal) => format!("{url} is refused: it {refusal}"),
+                None => format!("cannot fetch {url}: {e}"),
+            })?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("cannot read {url}: {e}"))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > max_bytes {
+                return Err(format!("{url} sent more than {max_bytes} bytes"));
+            }
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{url} did not send JSON: {e}"))
+    }
+}
+
 /// The policy refusal inside a request error, if that is why it failed.
 pub fn refusal_in(error: &reqwest::Error) -> Option<&Refusal> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);

@@ -23,8 +23,19 @@ pub use scheduler::SchedulerHandle;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::signing::Keyring;
 use crate::ssrf::Policy;
 use crate::store::{Store, StoreError};
+
+/// What the delivery engine shares with the rest of the hub.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub policy: Arc<Policy>,
+    pub metrics: Arc<Metrics>,
+    pub keyring: Arc<Keyring>,
+    /// The hub's public base URL, the `iss` of its JWTs.
+    pub issuer: String,
+}
 
 /// The running delivery engine.
 pub struct Delivery {
@@ -35,11 +46,16 @@ pub struct Delivery {
 /// Loads the pending deliveries and starts the scheduler.
 pub async fn start(
     settings: &Settings,
-    store: Arc<dyn Store>,
-    policy: Arc<Policy>,
-    metrics: Arc<Metrics>,
+    shared: Shared,
     shutdown: CancellationToken,
 ) -> Result<Delivery, StoreError> {
+    let Shared {
+        store,
+        policy,
+        metrics,
+        keyring,
+        issuer,
+    } = shared;
     let client = client::GuardedClient::new(policy, request::USER_AGENT)
         .map_err(|e| StoreError::Storage(format!("cannot build the HTTP client: {e}")))?;
     let delivery = &settings.delivery;
@@ -50,6 +66,8 @@ pub async fn start(
         content_type: HeaderValue::from_str(&delivery.content_type)
             .unwrap_or(HeaderValue::from_static("application/a2a+json")),
         metrics,
+        keyring,
+        issuer,
     });
     let limits = scheduler::Limits {
         max_in_flight: delivery.max_in_flight,

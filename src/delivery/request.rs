@@ -3,21 +3,41 @@
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
+use crate::signing::{JwtInput, KeySet, SigningInput, sign_delivery, webhooks};
 use crate::store::{ConfigRecord, DeliveryRecord};
 
 pub const USER_AGENT: &str = concat!("a2a-push-hub/", env!("CARGO_PKG_VERSION"));
 
-/// Headers of one attempt. Fails when a stored value cannot be an HTTP header (the config is
-/// then unusable; registration refuses such values, so this guards old or foreign data).
+/// The attempt being rendered.
+pub struct Attempt<'a> {
+    /// 1 for the first attempt of the delivery.
+    pub number: u32,
+    /// `webhook-timestamp`, `iat`.
+    pub timestamp_s: u64,
+    pub now_ms: u64,
+    /// The hub's public base URL (`iss`).
+    pub issuer: &'a str,
+}
+
+/// Headers of one attempt, signatures included. Fails when a stored value cannot be an HTTP
+/// header (registration refuses such values, so this guards old or foreign data).
 pub fn headers(
     config: &ConfigRecord,
     delivery: &DeliveryRecord,
     content_type: &HeaderValue,
-    timestamp_s: u64,
+    body: &[u8],
+    keys: &KeySet,
+    attempt: &Attempt<'_>,
 ) -> Result<HeaderMap, String> {
     let value = |what: &str, text: &str| {
         HeaderValue::from_str(text)
             .map_err(|_| format!("the {what} is not a valid HTTP header value"))
+    };
+    let sensitive = |what: &str, text: &str| {
+        value(what, text).map(|mut header| {
+            header.set_sensitive(true);
+            header
+        })
     };
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, content_type.clone());
@@ -25,24 +45,46 @@ pub fn headers(
         HeaderName::from_static("a2a-version"),
         HeaderValue::from_static("1.0"),
     );
-    if let Some(auth) = &config.authentication {
-        if let Some(credentials) = &auth.credentials {
-            let mut header = value(
-                "authentication",
-                &format!("{} {}", auth.scheme, credentials.expose()),
-            )?;
-            header.set_sensitive(true);
-            headers.insert(AUTHORIZATION, header);
-        }
-    }
-    if let Some(token) = &config.token {
-        let mut header = value("token", token.expose())?;
-        header.set_sensitive(true);
+    let token = config.token.as_ref().map(|t| t.expose());
+    // A `whsec_` token is a Standard Webhooks secret: it signs (`v1`) and is never sent.
+    let hmac_secret = token.and_then(webhooks::parse_secret);
+    if let (Some(token), None) = (token, &hmac_secret) {
+        let header = sensitive("token", token)?;
         headers.insert(
             HeaderName::from_static("x-a2a-notification-token"),
             header.clone(),
         );
         headers.insert(HeaderName::from_static("a2a-notification-token"), header);
+    }
+    let mut wants_jwt = false;
+    if let Some(auth) = &config.authentication {
+        match &auth.credentials {
+            Some(credentials) => {
+                let header = sensitive(
+                    "authentication",
+                    &format!("{} {}", auth.scheme, credentials.expose()),
+                )?;
+                headers.insert(AUTHORIZATION, header);
+            }
+            None => wants_jwt = auth.scheme.eq_ignore_ascii_case("bearer"),
+        }
+    }
+    let input = SigningInput {
+        webhook_id: &delivery.id,
+        timestamp_s: attempt.timestamp_s,
+        body,
+        hmac_secret: hmac_secret.as_deref(),
+        jwt: wants_jwt.then(|| JwtInput {
+            issuer: attempt.issuer,
+            audience: &config.url,
+            task_id: &delivery.task_id,
+            jti: format!("{}.{}", delivery.id, attempt.number),
+        }),
+    };
+    let signed =
+        sign_delivery(keys, &input, attempt.now_ms).map_err(|e| format!("signing failed: {e}"))?;
+    if let Some(authorization) = signed.authorization {
+        headers.insert(AUTHORIZATION, sensitive("JWT", &authorization)?);
     }
     headers.insert(
         HeaderName::from_static("webhook-id"),
@@ -50,8 +92,14 @@ pub fn headers(
     );
     headers.insert(
         HeaderName::from_static("webhook-timestamp"),
-        HeaderValue::from(timestamp_s),
+        HeaderValue::from(attempt.timestamp_s),
     );
+    if !signed.signature.is_empty() {
+        headers.insert(
+            HeaderName::from_static("webhook-signature"),
+            value("signature", &signed.signature)?,
+        );
+    }
     headers.insert(
         HeaderName::from_static("x-a2a-push-sequence"),
         HeaderValue::from(delivery.sequence),
@@ -64,6 +112,7 @@ mod tests {
     use super::*;
     use crate::a2a::version::WireVersion;
     use crate::config::Secret;
+    use crate::signing::keys::{ALG_ED25519, ALG_ES256, generate};
     use crate::store::{Authentication, ConfigState, DeliveryState};
 
     fn config(token: Option<&str>, auth: Option<(&str, Option<&str>)>) -> ConfigRecord {
@@ -102,16 +151,24 @@ mod tests {
         }
     }
 
+    fn render(config: &ConfigRecord) -> HeaderMap {
+        let keys = KeySet::new(vec![
+            generate(ALG_ED25519, 0).unwrap(),
+            generate(ALG_ES256, 0).unwrap(),
+        ]);
+        let attempt = Attempt {
+            number: 1,
+            timestamp_s: 1_700_000_000,
+            now_ms: 1_700_000_000_000,
+            issuer: "https://hub",
+        };
+        let ct = HeaderValue::from_static("application/a2a+json");
+        headers(config, &delivery(), &ct, b"{}", &keys, &attempt).unwrap()
+    }
+
     #[test]
     fn every_header_of_the_design_is_present() {
-        let ct = HeaderValue::from_static("application/a2a+json");
-        let h = headers(
-            &config(Some("tok"), Some(("Bearer", Some("cred")))),
-            &delivery(),
-            &ct,
-            1700000000,
-        )
-        .unwrap();
+        let h = render(&config(Some("tok"), Some(("Bearer", Some("cred")))));
         assert_eq!(h["content-type"], "application/a2a+json");
         assert_eq!(h["a2a-version"], "1.0");
         assert_eq!(h["authorization"], "Bearer cred");
@@ -120,13 +177,31 @@ mod tests {
         assert_eq!(h["webhook-id"], "01a2-delivery");
         assert_eq!(h["webhook-timestamp"], "1700000000");
         assert_eq!(h["x-a2a-push-sequence"], "7");
+        assert!(h["webhook-signature"].to_str().unwrap().starts_with("v1a,"));
     }
 
     #[test]
-    fn authorization_needs_both_scheme_and_credentials() {
-        let ct = HeaderValue::from_static("application/json");
-        let h = headers(&config(None, Some(("Bearer", None))), &delivery(), &ct, 1).unwrap();
+    fn a_bearer_scheme_without_credentials_gets_a_jwt_and_other_schemes_nothing() {
+        let h = render(&config(None, Some(("Bearer", None))));
+        let auth = h["authorization"].to_str().unwrap();
+        assert!(
+            auth.starts_with("Bearer ey") && auth.matches('.').count() == 2,
+            "{auth}"
+        );
+        let h = render(&config(None, Some(("Basic", None))));
         assert!(h.get("authorization").is_none());
         assert!(h.get("x-a2a-notification-token").is_none());
+    }
+
+    #[test]
+    fn a_whsec_token_signs_v1_and_is_never_sent() {
+        let h = render(&config(
+            Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            None,
+        ));
+        assert!(h.get("x-a2a-notification-token").is_none());
+        assert!(h.get("a2a-notification-token").is_none());
+        let signature = h["webhook-signature"].to_str().unwrap();
+        assert!(signature.contains(" v1,"), "{signature}");
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::config::Settings;
 use crate::delivery::SchedulerHandle;
 use crate::metrics::Metrics;
+use crate::signing::Keyring;
 use crate::ssrf::Policy;
 use crate::store::Store;
 
@@ -29,4 +30,5 @@ pub struct HubState {
     /// Takes newly pending deliveries (published or replayed).
     pub scheduler: SchedulerHandle,
     pub metrics: Arc<Metrics>,
+    pub keyring: Arc<Keyring>,
 }

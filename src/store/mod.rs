@@ -287,6 +287,21 @@ pub struct DeliveryCounts {
     pub canceled: u64,
 }
 
+/// A signing key of the hub. The private key is PKCS#8, base64.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub kid: String,
+    /// `EdDSA` (Ed25519, Standard Webhooks `v1a`) or `ES256` (JWT).
+    pub alg: String,
+    pub private_pkcs8: Secret,
+    /// Raw public key, base64url without padding (32 bytes for Ed25519, the 65-byte
+    /// uncompressed point for P-256).
+    pub public_key: String,
+    pub created_at_ms: u64,
+    /// Set by a rotation: the key still verifies (and Ed25519 keys still co-sign) until then.
+    pub retire_at_ms: Option<u64>,
+}
+
 /// The storage seam. Every method is safe to call from async code: implementations never
 /// block a runtime worker thread.
 #[async_trait::async_trait]
@@ -365,6 +380,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         delivery_ids: Vec<String>,
     ) -> Result<Vec<Result<PendingDelivery, ReplayRefusal>>, StoreError>;
+    /// Every signing key that has not retired.
+    async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Inserts or replaces keys (by kid), and deletes `retired` ones, atomically.
+    async fn put_signing_keys(
+        &self,
+        keys: Vec<KeyRecord>,
+        retired: Vec<String>,
+    ) -> Result<(), StoreError>;
     /// Cheap round trip through the store, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Finishes queued writes and closes the store; later calls fail with `Closed`.

@@ -29,6 +29,9 @@ const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
 /// (delivery id, attempt number) → attempt record.
 const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attempts");
 
+/// kid → signing key.
+const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("signing_keys");
+
 /// Attempts kept per delivery; older ones are dropped from the log.
 const MAX_ATTEMPTS_LOGGED: u32 = 50;
 
@@ -72,7 +75,9 @@ impl RedbStore {
             StoreError::Storage(format!("cannot open store file {}: {e}", path.display()))
         })?;
         let txn = db.begin_write().map_err(StoreError::storage)?;
-        for table in [CONFIGS, TASKS, EVENTS, DELIVERIES, LANES, PENDING, ATTEMPTS] {
+        for table in [
+            CONFIGS, TASKS, EVENTS, DELIVERIES, LANES, PENDING, ATTEMPTS, KEYS,
+        ] {
             txn.open_table(table).map_err(StoreError::storage)?;
         }
         txn.commit().map_err(StoreError::storage)?;
@@ -862,6 +867,38 @@ impl Store for RedbStore {
                 .iter()
                 .map(|id| replay_in(txn, id, now))
                 .collect()
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.read(|txn| {
+            let keys = txn.open_table(KEYS).map_err(StoreError::storage)?;
+            let mut found = Vec::new();
+            for entry in keys.iter().map_err(StoreError::storage)? {
+                let (_, value) = entry.map_err(StoreError::storage)?;
+                found.push(decode(value.value())?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn put_signing_keys(
+        &self,
+        records: Vec<KeyRecord>,
+        retired: Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            let mut keys = txn.open_table(KEYS).map_err(StoreError::storage)?;
+            for record in &records {
+                keys.insert(record.kid.as_bytes(), encode(record)?.as_slice())
+                    .map_err(StoreError::storage)?;
+            }
+            for kid in &retired {
+                keys.remove(kid.as_bytes()).map_err(StoreError::storage)?;
+            }
+            Ok(())
         })
         .await
     }

@@ -1,0 +1,152 @@
+//! The hub's JWT profile: `Authorization: Bearer <JWT>`, ES256 with `kid`, claims `iss`,
+//! `aud`, `iat`, `exp`, `jti`, `taskId`, `request_body_sha256`. Signed by hand with a cached
+//! key (re-parsing the key per token would cost more than the signature), verified against a
+//! JWKS with only ES256 accepted — the `alg` of a token never chooses the algorithm.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, EcdsaKeyPair, UnparsedPublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{SigningError, VerifyError};
+
+/// A token's lifetime.
+pub const LIFETIME_S: i64 = 300;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    #[serde(rename = "taskId")]
+    pub task_id: String,
+    pub request_body_sha256: String,
+}
+
+/// Hex SHA-256 of the raw body bytes.
+pub fn body_sha256(body: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sign(key: &EcdsaKeyPair, kid: &str, claims: &Claims) -> Result<String, SigningError> {
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": kid});
+    let claims = serde_json::to_vec(claims).map_err(|e| SigningError::Crypto(e.to_string()))?;
+    let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
+    token.push('.');
+    token.push_str(&URL_SAFE_NO_PAD.encode(claims));
+    let signature = key
+        .sign(&SystemRandom::new(), token.as_bytes())
+        .map_err(|_| SigningError::Crypto("ES256 signing failed".into()))?;
+    token.push('.');
+    token.push_str(&URL_SAFE_NO_PAD.encode(signature.as_ref()));
+    Ok(token)
+}
+
+/// What a receiver expects of a token.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations<'a> {
+    /// The webhook URL the token must be for (`aud`); `None` skips the check.
+    pub audience: Option<&'a str>,
+    /// The hub's public base URL (`iss`); `None` skips the check.
+    pub issuer: Option<&'a str>,
+    /// Accepted clock difference, seconds.
+    pub leeway_s: i64,
+}
+
+/// The P-256 public point (uncompressed) of the JWK with `kid` in a JWKS document.
+fn p256_key(jwks: &Value, kid: &str) -> Result<Vec<u8>, VerifyError> {
+    let key = jwks["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == kid))
+        .ok_or_else(|| VerifyError::UnknownKey(kid.to_string()))?;
+    if key["kty"] != "EC" || key["crv"] != "P-256" {
+        return Err(VerifyError::BadToken(format!(
+            "key {kid} is not a P-256 key"
+        )));
+    }
+    let coordinate = |name: &str| {
+        key[name]
+            .as_str()
+            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+            .filter(|v| v.len() == 32)
+            .ok_or_else(|| VerifyError::BadToken(format!("key {kid} has no valid `{name}`")))
+    };
+    let mut point = vec![4u8];
+    point.extend(coordinate("x")?);
+    point.extend(coordinate("y")?);
+    Ok(point)
+}
+
+/// Verifies a token of the hub's profile against a JWKS document and the raw body.
+pub fn verify(
+    token: &str,
+    jwks: &Value,
+    expect: &Expectations,
+    body: &[u8],
+    now_s: i64,
+) -> Result<Claims, VerifyError> {
+    let bad = |why: &str| VerifyError::BadToken(why.to_string());
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("not a compact JWS (three dot-separated parts)"));
+    };
+    let header: Value = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .ok()
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .ok_or_else(|| bad("the header is not base64url JSON"))?;
+    let alg = header["alg"].as_str().unwrap_or_default();
+    if alg != "ES256" {
+        return Err(VerifyError::AlgorithmNotAllowed(alg.to_string()));
+    }
+    let kid = header["kid"]
+        .as_str()
+        .ok_or_else(|| bad("the header has no `kid`"))?;
+    let public = p256_key(jwks, kid)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(|_| bad("the signature is not base64url"))?;
+    let signed = &token[..header_b64.len() + 1 + claims_b64.len()];
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &public)
+        .verify(signed.as_bytes(), &signature)
+        .map_err(|_| VerifyError::NoValidSignature)?;
+    let claims: Claims = URL_SAFE_NO_PAD
+        .decode(claims_b64)
+        .ok()
+        .and_then(|c| serde_json::from_slice(&c).ok())
+        .ok_or_else(|| bad("the claims are not base64url JSON with every claim of the profile"))?;
+    if claims.exp < now_s - expect.leeway_s {
+        return Err(VerifyError::Expired {
+            expired_s_ago: now_s - claims.exp,
+        });
+    }
+    if claims.iat > now_s + expect.leeway_s {
+        return Err(VerifyError::FromTheFuture {
+            ahead_s: claims.iat - now_s,
+        });
+    }
+    if let Some(audience) = expect.audience {
+        if claims.aud != audience {
+            return Err(VerifyError::WrongAudience(claims.aud));
+        }
+    }
+    if let Some(issuer) = expect.issuer {
+        if claims.iss != issuer {
+            return Err(VerifyError::WrongIssuer(claims.iss));
+        }
+    }
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        claims.request_body_sha256.as_bytes(),
+        body_sha256(body).as_bytes(),
+    )) {
+        return Err(VerifyError::BodyHashMismatch);
+    }
+    Ok(claims)
+}
