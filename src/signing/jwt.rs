@@ -150,3 +150,131 @@ pub fn verify(
     }
     Ok(claims)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::keys::{ALG_ES256, Signer, generate, jwk};
+
+    fn setup() -> (EcdsaKeyPair, String, Value) {
+        let key = generate(ALG_ES256, 0).unwrap();
+        let jwks = serde_json::json!({"keys": [jwk(&key.record)]});
+        let kid = key.record.kid.clone();
+        let Signer::Es256(pair) = key.signer else {
+            unreachable!()
+        };
+        (pair, kid, jwks)
+    }
+
+    fn claims(body: &[u8]) -> Claims {
+        Claims {
+            iss: "https://hub.example".into(),
+            aud: "https://receiver.example/hook".into(),
+            iat: 1_000,
+            exp: 1_300,
+            jti: "d1.1".into(),
+            task_id: "t1".into(),
+            request_body_sha256: body_sha256(body),
+        }
+    }
+
+    fn expect() -> Expectations<'static> {
+        Expectations {
+            audience: Some("https://receiver.example/hook"),
+            issuer: Some("https://hub.example"),
+            leeway_s: 0,
+        }
+    }
+
+    #[test]
+    fn a_signed_token_verifies_with_its_claims() {
+        let (pair, kid, jwks) = setup();
+        let token = sign(&pair, &kid, &claims(b"body")).unwrap();
+        assert_eq!(
+            verify(&token, &jwks, &expect(), b"body", 1_100).unwrap(),
+            claims(b"body")
+        );
+    }
+
+    #[test]
+    fn every_tampering_is_refused_with_its_reason() {
+        let (pair, kid, jwks) = setup();
+        let token = sign(&pair, &kid, &claims(b"body")).unwrap();
+        assert_eq!(
+            verify(&token, &jwks, &expect(), b"other body", 1_100),
+            Err(VerifyError::BodyHashMismatch)
+        );
+        assert_eq!(
+            verify(&token, &jwks, &expect(), b"body", 1_301),
+            Err(VerifyError::Expired { expired_s_ago: 1 })
+        );
+        assert_eq!(
+            verify(&token, &jwks, &expect(), b"body", 999),
+            Err(VerifyError::FromTheFuture { ahead_s: 1 })
+        );
+        let elsewhere = Expectations {
+            audience: Some("https://other.example/"),
+            ..expect()
+        };
+        assert!(matches!(
+            verify(&token, &jwks, &elsewhere, b"body", 1_100),
+            Err(VerifyError::WrongAudience(_))
+        ));
+        let impostor = Expectations {
+            issuer: Some("https://evil.example"),
+            ..expect()
+        };
+        assert!(matches!(
+            verify(&token, &jwks, &impostor, b"body", 1_100),
+            Err(VerifyError::WrongIssuer(_))
+        ));
+        let (_, _, other_jwks) = setup();
+        assert!(matches!(
+            verify(&token, &other_jwks, &expect(), b"body", 1_100),
+            Err(VerifyError::UnknownKey(_))
+        ));
+
+        // The same key id in another key set: the signature does not match.
+        let (other_pair, _, _) = setup();
+        let forged = sign(&other_pair, &kid, &claims(b"body")).unwrap();
+        assert_eq!(
+            verify(&forged, &jwks, &expect(), b"body", 1_100),
+            Err(VerifyError::NoValidSignature)
+        );
+
+        // A changed claim breaks the signature.
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut changed = claims(b"body");
+        changed.task_id = "t2".into();
+        let altered = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&changed).unwrap()),
+            parts[2]
+        );
+        assert_eq!(
+            verify(&altered, &jwks, &expect(), b"body", 1_100),
+            Err(VerifyError::NoValidSignature)
+        );
+    }
+
+    #[test]
+    fn an_alg_swap_is_refused_before_any_key_is_used() {
+        let (pair, kid, jwks) = setup();
+        let token = sign(&pair, &kid, &claims(b"body")).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        for alg in ["none", "HS256", "RS256", "EdDSA"] {
+            let header =
+                URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": alg, "kid": kid}).to_string());
+            let swapped = format!("{header}.{}.{}", parts[1], parts[2]);
+            assert_eq!(
+                verify(&swapped, &jwks, &expect(), b"body", 1_100),
+                Err(VerifyError::AlgorithmNotAllowed(alg.to_string()))
+            );
+        }
+        assert!(matches!(
+            verify("a.b", &jwks, &expect(), b"body", 1_100),
+            Err(VerifyError::BadToken(_))
+        ));
+    }
+}

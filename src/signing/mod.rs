@@ -313,3 +313,82 @@ pub fn sign_delivery(
         authorization,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RedbStore;
+
+    async fn keyring(dir: &std::path::Path, grace: Duration) -> (Arc<dyn Store>, Keyring) {
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir).unwrap());
+        let keyring = Keyring::open(store.clone(), grace).await.unwrap();
+        (store, keyring)
+    }
+
+    #[tokio::test]
+    async fn keys_are_generated_once_and_kept_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, first) = keyring(dir.path(), Duration::from_secs(60)).await;
+        let kids: Vec<String> = first
+            .current()
+            .info(now_ms())
+            .into_iter()
+            .map(|k| k.kid)
+            .collect();
+        assert_eq!(kids.len(), 2);
+        drop(first);
+        let again = Keyring::open(store.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let again_kids: Vec<String> = again
+            .current()
+            .info(now_ms())
+            .into_iter()
+            .map(|k| k.kid)
+            .collect();
+        assert_eq!(kids, again_kids);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn rotation_co_signs_during_the_grace_period_then_retires_the_old_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, keyring) = keyring(dir.path(), Duration::from_millis(300)).await;
+        let old = keyring.current();
+        let old_jwt_kid = old.jwt_signer().unwrap().record.kid.clone();
+        let info = keyring.rotate().await.unwrap();
+        assert_eq!(info.iter().filter(|k| k.state == "active").count(), 2);
+        assert_eq!(info.iter().filter(|k| k.state == "retiring").count(), 2);
+        let now = now_ms();
+        let keys = keyring.current();
+        assert_eq!(
+            keys.v1a_signers(now).count(),
+            2,
+            "old and new Ed25519 keys co-sign"
+        );
+        assert_ne!(
+            keys.jwt_signer().unwrap().record.kid,
+            old_jwt_kid,
+            "the new ES256 key signs JWTs"
+        );
+        assert_eq!(keys.jwks(now)["keys"].as_array().unwrap().len(), 4);
+        let later = now + 1_000;
+        assert_eq!(
+            keys.v1a_signers(later).count(),
+            1,
+            "after the grace period only the new key signs"
+        );
+        assert_eq!(keys.jwks(later)["keys"].as_array().unwrap().len(), 2);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let reopened = Keyring::open(store.clone(), Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(
+            reopened.current().info(now_ms()).len(),
+            2,
+            "retired keys are forgotten"
+        );
+        assert_eq!(store.signing_keys().await.unwrap().len(), 2);
+        store.close().await;
+    }
+}

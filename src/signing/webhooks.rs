@@ -236,3 +236,57 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod ed25519_tests {
+    use super::*;
+    use crate::signing::keys::{ALG_ED25519, Signer, generate};
+    use aws_lc_rs::signature::KeyPair;
+
+    fn pair() -> Ed25519KeyPair {
+        let Signer::Ed25519(pair) = generate(ALG_ED25519, 0).unwrap().signer else {
+            unreachable!()
+        };
+        pair
+    }
+
+    #[test]
+    fn v1a_verifies_with_the_signing_key_only() {
+        let (signer, stranger) = (pair(), pair());
+        let sig = sign_v1a(
+            &signer,
+            &signed_content("id", "1000", b"\xff\xfe raw bytes"),
+        );
+        let keys = |pair: &Ed25519KeyPair| WebhookKeys {
+            secret: None,
+            public_keys: vec![pair.public_key().as_ref().to_vec()],
+        };
+        let check = |keys: &WebhookKeys, body: &[u8]| {
+            verify(Some("id"), Some("1000"), Some(&sig), body, keys, 1000, 300)
+        };
+        assert_eq!(
+            check(&keys(&signer), b"\xff\xfe raw bytes"),
+            Ok(Matched::Ed25519(0))
+        );
+        assert_eq!(
+            check(&keys(&stranger), b"\xff\xfe raw bytes"),
+            Err(VerifyError::NoValidSignature)
+        );
+        assert_eq!(
+            check(&keys(&signer), b"\xff\xfe raw byteS"),
+            Err(VerifyError::NoValidSignature)
+        );
+        let both = WebhookKeys {
+            secret: None,
+            public_keys: vec![
+                stranger.public_key().as_ref().to_vec(),
+                signer.public_key().as_ref().to_vec(),
+            ],
+        };
+        assert_eq!(
+            check(&both, b"\xff\xfe raw bytes"),
+            Ok(Matched::Ed25519(1)),
+            "any listed key may match"
+        );
+    }
+}
