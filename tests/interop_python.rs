@@ -123,3 +123,68 @@ async fn a_receiver_built_on_the_python_sdk_parses_every_delivery() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the Python SDK venv; run by .ci/run"]
+async fn independent_python_verifiers_accept_every_signature_across_a_rotation() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let hub = TestHub::start().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python/signature_verifier.py"
+    );
+    let jwks_url = format!("{}/.well-known/jwks.json", hub.public);
+    let mut verifier = tokio::process::Command::new(python())
+        .args([script, SECRET, &jwks_url, &hub.public])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the Python verifier starts");
+    let mut lines = BufReader::new(verifier.stdout.take().unwrap()).lines();
+    let next_line = async |lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>| {
+        tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the Python verifier answers within 60s")
+            .unwrap()
+            .expect("the Python verifier is running")
+    };
+    let port: u16 = next_line(&mut lines)
+        .await
+        .strip_prefix("LISTENING ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/hooks/a2a");
+    hub.rpc_ok(
+        "CreateTaskPushNotificationConfig",
+        json!({"taskId": "signed", "url": url, "token": SECRET, "authentication": {"scheme": "Bearer"}}),
+    )
+    .await;
+    let mut records = Vec::new();
+    for (i, state) in ["TASK_STATE_WORKING", "TASK_STATE_INPUT_REQUIRED"]
+        .into_iter()
+        .enumerate()
+    {
+        hub.publish(common::status_event("signed", state)).await;
+        let record: Value = serde_json::from_str(&next_line(&mut lines).await).unwrap();
+        assert_eq!(record["sequence"], i as u64 + 1, "{record}");
+        records.push(record);
+    }
+    let (status, _, _) = hub.admin_post("/api/v1/keys:rotate", "").await;
+    assert_eq!(status, 200);
+    for state in ["TASK_STATE_WORKING", "TASK_STATE_COMPLETED"] {
+        hub.publish(common::status_event("signed", state)).await;
+        records.push(serde_json::from_str(&next_line(&mut lines).await).unwrap());
+    }
+    for record in &records {
+        assert_eq!(
+            record["ok"], true,
+            "an independent verifier refused a delivery: {record}"
+        );
+    }
+    assert_eq!(
+        records[3]["v1aSignatures"], 2,
+        "after the rotation both keys co-sign"
+    );
+    hub.stop().await;
+}
