@@ -70,6 +70,12 @@ impl RedbStore {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Storage(format!("cannot create store folder {}: {e}", dir.display()))
         })?;
+        // The store holds secrets (tokens, credentials, signing keys): only the hub's user.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
         let path = dir.join("hub.redb");
         let db = Database::create(&path).map_err(|e| {
             StoreError::Storage(format!("cannot open store file {}: {e}", path.display()))
