@@ -193,3 +193,32 @@ async fn the_deliveries_commands_list_show_and_replay_through_the_admin_api() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_keys_commands_list_and_rotate() {
+    let hub = common::TestHub::start().await;
+    let admin = hub.admin.clone();
+    let (ok, before, stderr) = cli(&["keys", "--admin-url", &admin, "list"]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(before["keys"].as_array().unwrap().len(), 2);
+    let (ok, after, stderr) = cli(&["keys", "--admin-url", &admin, "rotate"]).await;
+    assert!(ok, "{stderr}");
+    let keys = after["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 4);
+    let old: Vec<&str> = before["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    for key in keys {
+        let expected = if old.contains(&key["kid"].as_str().unwrap()) {
+            "retiring"
+        } else {
+            "active"
+        };
+        assert_eq!(key["state"], expected, "{key}");
+    }
+    assert!(!after.to_string().to_lowercase().contains("pkcs8"));
+    hub.stop().await;
+}
