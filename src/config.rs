@@ -73,7 +73,7 @@ pub struct StoreSettings {
     pub path: PathBuf,
     /// `postgres://…` selects PostgreSQL (not built yet: refused with a clear error).
     pub url: Secret,
-    /// Encrypts secrets at rest when set (not built yet: refused with a clear error).
+    /// Encrypts the records holding secrets (configs, signing keys) at rest when set.
     pub encryption_key: Secret,
 }
 
@@ -309,11 +309,11 @@ impl Settings {
                 reason: "the PostgreSQL store is not available in this version; leave it empty to use the embedded store".to_string(),
             });
         }
-        if !self.store.encryption_key.is_empty() {
+        let encryption_key = self.store.encryption_key.expose();
+        if !encryption_key.is_empty() && encryption_key.len() < 32 {
             return Err(SettingsError::Invalid {
                 key: "store.encryption_key",
-                reason: "encryption at rest is not available in this version; leave it empty"
-                    .to_string(),
+                reason: "must be at least 32 characters of random text (for example `openssl rand -base64 32`)".to_string(),
             });
         }
         if !self.gateway.upstream.is_empty() {

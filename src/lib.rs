@@ -75,101 +75,119 @@ impl HubBuilder {
             Some(store) => store,
             None => {
                 let path = settings.store.path.clone();
-                let opened = tokio::task::spawn_blocking(move || RedbStore::open(&path))
-                    .await
-                    .map_err(|e| StoreError::Storage(format!("store open task failed: {e}")))??;
+                let sealing = match settings.store.encryption_key.expose() {
+                    "" => store::Sealing::none(),
+                    key => store::Sealing::with_key(key),
+                };
+                let opened =
+                    tokio::task::spawn_blocking(move || RedbStore::open_sealed(&path, sealing))
+                        .await
+                        .map_err(|e| {
+                            StoreError::Storage(format!("store open task failed: {e}"))
+                        })??;
                 Arc::new(opened)
             }
         };
-        let bind = |listener: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    listener,
-                    addr,
-                    source,
-                })
-        };
-        let public = bind("public", settings.server.public_listen).await?;
-        let admin = bind("admin", settings.server.admin_listen).await?;
-        let public_addr = public.local_addr().map_err(|source| StartError::Bind {
-            listener: "public",
-            addr: settings.server.public_listen,
-            source,
-        })?;
-        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
-            listener: "admin",
-            addr: settings.server.admin_listen,
-            source,
-        })?;
-        let public_base_url: Arc<str> = if settings.server.public_base_url.is_empty() {
-            format!("http://{public_addr}").into()
-        } else {
-            settings.public_base_url().into()
-        };
-        let body_limit = DefaultBodyLimit::max(settings.limits.max_body_bytes);
-        let policy = Arc::new(ssrf::Policy::from_settings(&settings.security));
-        let metrics = Arc::new(metrics::Metrics::default());
-        let keyring = Arc::new(
-            signing::Keyring::open(store.clone(), settings.signing.rotation_grace.0).await?,
-        );
-        let delivery_shutdown = CancellationToken::new();
-        let delivery = delivery::start(
-            &settings,
-            delivery::Shared {
-                store: store.clone(),
-                policy: policy.clone(),
-                metrics: metrics.clone(),
-                keyring: keyring.clone(),
-                issuer: public_base_url.to_string(),
-            },
-            delivery_shutdown.clone(),
-        )
-        .await?;
-        let state = HubState {
-            store: store.clone(),
-            policy,
-            settings: Arc::new(settings),
-            public_base_url,
-            scheduler: delivery.handle,
-            metrics,
-            keyring,
-        };
-        let shutdown = CancellationToken::new();
-        let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
-            let token = shutdown.clone();
-            tokio::spawn(async move {
-                let result = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { token.cancelled().await })
-                    .await;
-                if let Err(e) = result {
-                    tracing::error!(listener = name, error = %e, "listener failed");
-                }
-            })
-        };
-        let servers = vec![
-            serve(
-                public,
-                api::public_router(state.clone()).layer(body_limit),
-                "public",
-            ),
-            serve(
-                admin,
-                api::admin_router(state.clone()).layer(body_limit),
-                "admin",
-            ),
-        ];
-        tracing::info!(%public_addr, %admin_addr, public_base_url = %state.public_base_url, "a2a-push-hub serving");
-        Ok(Hub {
-            public_addr,
-            admin_addr,
-            state,
-            shutdown,
-            servers,
-            delivery_shutdown,
-            delivery: delivery.task,
-        })
+        match serve(settings, store.clone()).await {
+            Ok(hub) => Ok(hub),
+            Err(e) => {
+                // Release the store (its file lock, its writer thread) before reporting.
+                store.close().await;
+                Err(e)
+            }
+        }
     }
+}
+
+/// Binds the listeners and starts everything on an open store.
+async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartError> {
+    let bind = |listener: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                listener,
+                addr,
+                source,
+            })
+    };
+    let public = bind("public", settings.server.public_listen).await?;
+    let admin = bind("admin", settings.server.admin_listen).await?;
+    let public_addr = public.local_addr().map_err(|source| StartError::Bind {
+        listener: "public",
+        addr: settings.server.public_listen,
+        source,
+    })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+        listener: "admin",
+        addr: settings.server.admin_listen,
+        source,
+    })?;
+    let public_base_url: Arc<str> = if settings.server.public_base_url.is_empty() {
+        format!("http://{public_addr}").into()
+    } else {
+        settings.public_base_url().into()
+    };
+    let body_limit = DefaultBodyLimit::max(settings.limits.max_body_bytes);
+    let policy = Arc::new(ssrf::Policy::from_settings(&settings.security));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let keyring =
+        Arc::new(signing::Keyring::open(store.clone(), settings.signing.rotation_grace.0).await?);
+    let delivery_shutdown = CancellationToken::new();
+    let delivery = delivery::start(
+        &settings,
+        delivery::Shared {
+            store: store.clone(),
+            policy: policy.clone(),
+            metrics: metrics.clone(),
+            keyring: keyring.clone(),
+            issuer: public_base_url.to_string(),
+        },
+        delivery_shutdown.clone(),
+    )
+    .await?;
+    let state = HubState {
+        store: store.clone(),
+        policy,
+        settings: Arc::new(settings),
+        public_base_url,
+        scheduler: delivery.handle,
+        metrics,
+        keyring,
+    };
+    let shutdown = CancellationToken::new();
+    let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let result = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(listener = name, error = %e, "listener failed");
+            }
+        })
+    };
+    let servers = vec![
+        serve(
+            public,
+            api::public_router(state.clone()).layer(body_limit),
+            "public",
+        ),
+        serve(
+            admin,
+            api::admin_router(state.clone()).layer(body_limit),
+            "admin",
+        ),
+    ];
+    tracing::info!(%public_addr, %admin_addr, public_base_url = %state.public_base_url, "a2a-push-hub serving");
+    Ok(Hub {
+        public_addr,
+        admin_addr,
+        state,
+        shutdown,
+        servers,
+        delivery_shutdown,
+        delivery: delivery.task,
+    })
 }
 
 /// A running hub: both listeners bound and serving.

@@ -222,3 +222,60 @@ async fn the_keys_commands_list_and_rotate() {
     assert!(!after.to_string().to_lowercase().contains("pkcs8"));
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn secrets_are_encrypted_at_rest_and_need_the_same_key_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "k".repeat(40);
+    let start = |encryption_key: String| {
+        let store = dir.path().join("store");
+        async move {
+            common::TestHub::start_with(move |s| {
+                s.store.path = store;
+                s.store.encryption_key = a2a_push_hub::config::Secret::new(encryption_key);
+            })
+            .await
+        }
+    };
+    let hub = start(key.clone()).await;
+    hub.rpc_ok(
+        "CreateTaskPushNotificationConfig",
+        serde_json::json!({"taskId": "t", "id": "c", "url": "http://127.0.0.1:9/h", "token": "PLAINTEXT-TOKEN-123"}),
+    )
+    .await;
+    hub.stop().await;
+    let file = std::fs::read(dir.path().join("store/hub.redb")).unwrap();
+    assert!(
+        !file.windows(19).any(|w| w == b"PLAINTEXT-TOKEN-123"),
+        "the token is not stored in clear"
+    );
+
+    let hub = start(key.clone()).await;
+    let got = hub
+        .rpc_ok(
+            "GetTaskPushNotificationConfig",
+            serde_json::json!({"taskId": "t", "id": "c"}),
+        )
+        .await;
+    assert_eq!(got["url"], "http://127.0.0.1:9/h");
+    hub.stop().await;
+
+    let mut settings = a2a_push_hub::Settings::default();
+    settings.server.public_listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+    settings.store.path = dir.path().join("store");
+    settings.store.encryption_key = a2a_push_hub::config::Secret::new("w".repeat(40));
+    let error = a2a_push_hub::Hub::builder(settings.clone())
+        .start()
+        .await
+        .err()
+        .expect("a wrong key stops the start");
+    assert!(error.to_string().contains("encryption_key"), "{error}");
+    settings.store.encryption_key = a2a_push_hub::config::Secret::default();
+    let error = a2a_push_hub::Hub::builder(settings)
+        .start()
+        .await
+        .err()
+        .expect("no key stops the start");
+    assert!(error.to_string().contains("encryption_key"), "{error}");
+}

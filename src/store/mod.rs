@@ -6,6 +6,7 @@
 
 mod keys;
 mod redb_store;
+mod sealing;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub use self::redb_store::RedbStore;
+pub use self::sealing::Sealing;
 use crate::a2a::version::WireVersion;
 use crate::config::Secret;
 

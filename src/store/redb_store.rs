@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::keys::{text_key, with_sequence};
+use super::sealing::Sealing;
 use super::*;
 use crate::a2a::fold;
 
@@ -52,6 +53,7 @@ enum Command {
 
 pub struct RedbStore {
     db: Arc<Database>,
+    sealing: Arc<Sealing>,
     writer: mpsc::Sender<Command>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -67,6 +69,11 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
 impl RedbStore {
     /// Opens (or creates) the store in `dir`. Blocking: call before serving requests.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        RedbStore::open_sealed(dir, Sealing::none())
+    }
+
+    /// Opens the store with secret-bearing records sealed by `sealing`.
+    pub fn open_sealed(dir: &Path, sealing: Sealing) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Storage(format!("cannot create store folder {}: {e}", dir.display()))
         })?;
@@ -96,6 +103,7 @@ impl RedbStore {
             .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(RedbStore {
             db,
+            sealing: Arc::new(sealing),
             writer,
             thread: std::sync::Mutex::new(Some(thread)),
         })
@@ -287,6 +295,28 @@ fn attempt_key(delivery_id: &str, number: u32) -> Vec<u8> {
     key
 }
 
+fn encode_sealed<T: Serialize>(sealing: &Sealing, value: &T) -> Result<Vec<u8>, StoreError> {
+    sealing.seal(encode(value)?)
+}
+
+fn decode_sealed<T: serde::de::DeserializeOwned>(
+    sealing: &Sealing,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    decode(&sealing.open(bytes)?)
+}
+
+fn get_sealed<T: serde::de::DeserializeOwned>(
+    sealing: &Sealing,
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match table.get(key).map_err(StoreError::storage)? {
+        Some(bytes) => Ok(Some(decode_sealed(sealing, bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
 fn get_json<T: serde::de::DeserializeOwned>(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     key: &[u8],
@@ -298,6 +328,7 @@ fn get_json<T: serde::de::DeserializeOwned>(
 }
 
 fn record_attempt_in(
+    sealing: &Sealing,
     txn: &WriteTransaction,
     delivery_id: &str,
     attempt: AttemptRecord,
@@ -374,17 +405,18 @@ fn record_attempt_in(
     drop(deliveries);
     drop(pending);
     let mut configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
-    if let Some(mut config) = get_json::<ConfigRecord>(&configs, &ckey)? {
+    if let Some(mut config) = get_sealed::<ConfigRecord>(sealing, &configs, &ckey)? {
         config.state = ConfigState::Disabled;
         config.updated_at_ms = now;
         configs
-            .insert(ckey.as_slice(), encode(&config)?.as_slice())
+            .insert(ckey.as_slice(), encode_sealed(sealing, &config)?.as_slice())
             .map_err(StoreError::storage)?;
     }
     Ok(killed)
 }
 
 fn replay_in(
+    sealing: &Sealing,
     txn: &WriteTransaction,
     delivery_id: &str,
     now: u64,
@@ -398,7 +430,7 @@ fn replay_in(
         return Ok(Err(ReplayRefusal::AlreadyPending(delivery_id.to_string())));
     }
     let ckey = config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id);
-    let Some(config) = get_json::<ConfigRecord>(&configs, &ckey)? else {
+    let Some(config) = get_sealed::<ConfigRecord>(sealing, &configs, &ckey)? else {
         return Ok(Err(ReplayRefusal::ConfigDeleted(delivery_id.to_string())));
     };
     if config.state != ConfigState::Active {
@@ -426,6 +458,7 @@ fn replay_in(
 }
 
 fn publish_one(
+    sealing: &Sealing,
     txn: &WriteTransaction,
     new: NewEvent,
     now: u64,
@@ -474,7 +507,7 @@ fn publish_one(
 
     let mut active = Vec::new();
     scan_prefix(&configs, &tkey, &tkey, |_, value| {
-        let config: ConfigRecord = decode(value)?;
+        let config: ConfigRecord = decode_sealed(sealing, value)?;
         if config.state == ConfigState::Active {
             active.push((config.id, config.url));
         }
@@ -524,16 +557,17 @@ fn publish_one(
 #[async_trait::async_trait]
 impl Store for RedbStore {
     async fn put_config(&self, config: ConfigRecord) -> Result<(), StoreError> {
+        let sealing = self.sealing.clone();
         self.write(move |txn| {
             let mut configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
             let key = config_key(&config.tenant, &config.task_id, &config.id);
             let mut config = config;
             if let Some(existing) = configs.get(key.as_slice()).map_err(StoreError::storage)? {
-                let existing: ConfigRecord = decode(existing.value())?;
+                let existing: ConfigRecord = decode_sealed(&sealing, existing.value())?;
                 config.created_at_ms = existing.created_at_ms;
             }
             configs
-                .insert(key.as_slice(), encode(&config)?.as_slice())
+                .insert(key.as_slice(), encode_sealed(&sealing, &config)?.as_slice())
                 .map_err(StoreError::storage)?;
             Ok(())
         })
@@ -546,13 +580,10 @@ impl Store for RedbStore {
         task_id: String,
         id: String,
     ) -> Result<Option<ConfigRecord>, StoreError> {
+        let sealing = self.sealing.clone();
         self.read(move |txn| {
             let configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
-            let key = config_key(&tenant, &task_id, &id);
-            match configs.get(key.as_slice()).map_err(StoreError::storage)? {
-                Some(bytes) => Ok(Some(decode(bytes.value())?)),
-                None => Ok(None),
-            }
+            get_sealed(&sealing, &configs, &config_key(&tenant, &task_id, &id))
         })
         .await
     }
@@ -564,6 +595,7 @@ impl Store for RedbStore {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<ConfigRecord>, StoreError> {
+        let sealing = self.sealing.clone();
         self.read(move |txn| {
             let configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
             let prefix = task_key(&tenant, &task_id);
@@ -578,7 +610,7 @@ impl Store for RedbStore {
             };
             let mut found = Vec::new();
             scan_prefix(&configs, &prefix, &start, |_, value| {
-                found.push(decode(value)?);
+                found.push(decode_sealed(&sealing, value)?);
                 Ok(found.len() < limit)
             })?;
             Ok(found)
@@ -616,11 +648,12 @@ impl Store for RedbStore {
     }
 
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<PublishedEvent>, StoreError> {
+        let sealing = self.sealing.clone();
         self.write(move |txn| {
             let now = now_ms();
             events
                 .into_iter()
-                .map(|event| publish_one(txn, event, now))
+                .map(|event| publish_one(&sealing, txn, event, now))
                 .collect()
         })
         .await
@@ -700,7 +733,8 @@ impl Store for RedbStore {
     }
 
     async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
-        self.read(|txn| {
+        let sealing = self.sealing.clone();
+        self.read(move |txn| {
             let pending = txn.open_table(PENDING).map_err(StoreError::storage)?;
             let deliveries = txn.open_table(DELIVERIES).map_err(StoreError::storage)?;
             let configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
@@ -716,7 +750,8 @@ impl Store for RedbStore {
                 let url = match &url_of_lane {
                     Some((key, url)) if *key == ckey => url.clone(),
                     _ => {
-                        let Some(config) = get_json::<ConfigRecord>(&configs, &ckey)? else {
+                        let Some(config) = get_sealed::<ConfigRecord>(&sealing, &configs, &ckey)?
+                        else {
                             continue;
                         };
                         url_of_lane = Some((ckey, config.url.clone()));
@@ -742,6 +777,7 @@ impl Store for RedbStore {
         &self,
         delivery_id: String,
     ) -> Result<Option<AttemptContext>, StoreError> {
+        let sealing = self.sealing.clone();
         self.read(move |txn| {
             let deliveries = txn.open_table(DELIVERIES).map_err(StoreError::storage)?;
             let Some(delivery) = get_json::<DeliveryRecord>(&deliveries, delivery_id.as_bytes())?
@@ -749,7 +785,8 @@ impl Store for RedbStore {
                 return Ok(None);
             };
             let configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
-            let config = get_json(
+            let config = get_sealed(
+                &sealing,
                 &configs,
                 &config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id),
             )?;
@@ -779,7 +816,8 @@ impl Store for RedbStore {
         attempt: AttemptRecord,
         update: DeliveryUpdate,
     ) -> Result<Vec<String>, StoreError> {
-        self.write(move |txn| record_attempt_in(txn, &delivery_id, attempt, update))
+        let sealing = self.sealing.clone();
+        self.write(move |txn| record_attempt_in(&sealing, txn, &delivery_id, attempt, update))
             .await
     }
 
@@ -867,23 +905,25 @@ impl Store for RedbStore {
         &self,
         delivery_ids: Vec<String>,
     ) -> Result<Vec<Result<PendingDelivery, ReplayRefusal>>, StoreError> {
+        let sealing = self.sealing.clone();
         self.write(move |txn| {
             let now = now_ms();
             delivery_ids
                 .iter()
-                .map(|id| replay_in(txn, id, now))
+                .map(|id| replay_in(&sealing, txn, id, now))
                 .collect()
         })
         .await
     }
 
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        self.read(|txn| {
+        let sealing = self.sealing.clone();
+        self.read(move |txn| {
             let keys = txn.open_table(KEYS).map_err(StoreError::storage)?;
             let mut found = Vec::new();
             for entry in keys.iter().map_err(StoreError::storage)? {
                 let (_, value) = entry.map_err(StoreError::storage)?;
-                found.push(decode(value.value())?);
+                found.push(decode_sealed(&sealing, value.value())?);
             }
             Ok(found)
         })
@@ -895,11 +935,15 @@ impl Store for RedbStore {
         records: Vec<KeyRecord>,
         retired: Vec<String>,
     ) -> Result<(), StoreError> {
+        let sealing = self.sealing.clone();
         self.write(move |txn| {
             let mut keys = txn.open_table(KEYS).map_err(StoreError::storage)?;
             for record in &records {
-                keys.insert(record.kid.as_bytes(), encode(record)?.as_slice())
-                    .map_err(StoreError::storage)?;
+                keys.insert(
+                    record.kid.as_bytes(),
+                    encode_sealed(&sealing, record)?.as_slice(),
+                )
+                .map_err(StoreError::storage)?;
             }
             for kid in &retired {
                 keys.remove(kid.as_bytes()).map_err(StoreError::storage)?;
