@@ -26,6 +26,25 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     pub retention: RetentionSettings,
     pub signing: SigningSettings,
+    pub inbound: InboundSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundSettings {
+    /// Sustained requests per second one subscription may send; beyond it, 429.
+    pub rate_limit_per_second: f64,
+    /// Requests one subscription may send in a burst.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for InboundSettings {
+    fn default() -> Self {
+        InboundSettings {
+            rate_limit_per_second: 50.0,
+            rate_limit_burst: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -277,6 +296,13 @@ impl Settings {
             return Err(SettingsError::Invalid {
                 key: "delivery.circuit_cooldown",
                 reason: "must be above zero and at most delivery.circuit_max_cooldown".to_string(),
+            });
+        }
+        let rate = self.inbound.rate_limit_per_second;
+        if rate.is_nan() || rate <= 0.0 || self.inbound.rate_limit_burst == 0 {
+            return Err(SettingsError::Invalid {
+                key: "inbound.rate_limit_per_second",
+                reason: "the rate and the burst must be above zero".to_string(),
             });
         }
         let content_type = self.delivery.content_type.as_str();

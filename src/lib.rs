@@ -20,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod inbound;
 pub mod metrics;
 pub mod signing;
 pub mod ssrf;
@@ -130,6 +131,11 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
     let body_limit = DefaultBodyLimit::max(settings.limits.max_body_bytes);
     let policy = Arc::new(ssrf::Policy::from_settings(&settings.security));
     let metrics = Arc::new(metrics::Metrics::default());
+    let inbound = Arc::new(inbound::Inbound::new(
+        delivery::client::GuardedClient::new(policy.clone(), delivery::request::USER_AGENT)
+            .map_err(|e| StoreError::Storage(format!("cannot build the HTTP client: {e}")))?,
+        settings.inbound.clone(),
+    ));
     let keyring =
         Arc::new(signing::Keyring::open(store.clone(), settings.signing.rotation_grace.0).await?);
     let delivery_shutdown = CancellationToken::new();
@@ -145,6 +151,7 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
         delivery_shutdown.clone(),
     )
     .await?;
+    let shutdown = CancellationToken::new();
     let state = HubState {
         store: store.clone(),
         policy,
@@ -153,8 +160,9 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
         scheduler: delivery.handle,
         metrics,
         keyring,
+        inbound,
+        shutdown: shutdown.clone(),
     };
-    let shutdown = CancellationToken::new();
     let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
         let token = shutdown.clone();
         tokio::spawn(async move {

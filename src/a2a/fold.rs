@@ -152,3 +152,44 @@ mod tests {
         assert!(task.history.is_none());
     }
 }
+
+/// What the hub remembers of a task's inbound pushes, to judge the order of the next one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub events: u64,
+    pub terminal: bool,
+    pub last_push_sequence: Option<u64>,
+}
+
+/// Conformance notes on `event` arriving after `progress`, and the progress after it.
+pub fn progress_notes(
+    progress: &Progress,
+    event: &StreamResponse,
+    push_sequence: Option<u64>,
+) -> (Vec<String>, Progress) {
+    let mut notes = Vec::new();
+    let state = match event {
+        StreamResponse::Task(task) => Some(&task.status.state),
+        StreamResponse::StatusUpdate(update) => Some(&update.status.state),
+        _ => None,
+    };
+    if progress.terminal {
+        notes.push("order: event after the task had reached a terminal state".to_string());
+    }
+    if let (Some(previous), Some(current)) = (progress.last_push_sequence, push_sequence) {
+        if current != previous + 1 {
+            notes.push(format!(
+                "order: push sequence {current} follows {previous} (a gap or a reordering)"
+            ));
+        }
+    }
+    if progress.events == 0 {
+        notes.push("order: first event of the task".to_string());
+    }
+    let next = Progress {
+        events: progress.events + 1,
+        terminal: progress.terminal || state.is_some_and(|s| s.is_terminal()),
+        last_push_sequence: push_sequence.or(progress.last_push_sequence),
+    };
+    (notes, next)
+}

@@ -10,4 +10,5 @@ pub mod event;
 pub mod fold;
 pub mod params;
 pub mod push_config;
+pub mod v03;
 pub mod version;

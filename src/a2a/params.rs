@@ -135,6 +135,18 @@ impl Params {
         }
     }
 
+    /// An optional array, as raw values.
+    pub fn raw_array(&self, camel: &str) -> Result<Option<Vec<Value>>, InvalidField> {
+        match self.raw(camel)? {
+            None => Ok(None),
+            Some(Value::Array(items)) => Ok(Some(items.clone())),
+            Some(other) => Err(InvalidField::new(
+                self.qualified(camel),
+                format!("must be an array, got {}", kind_of(other)),
+            )),
+        }
+    }
+
     /// An optional nested object.
     pub fn object(&self, camel: &str) -> Result<Option<Params>, InvalidField> {
         match self.raw(camel)? {

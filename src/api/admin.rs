@@ -17,6 +17,7 @@ use super::errors::{problem, problem_for};
 use crate::a2a::params::{InvalidField, Params};
 use crate::domain::push_configs::resolve_tenant;
 use crate::domain::{HubState, deliveries, events, tasks};
+use crate::inbound::subscriptions;
 use crate::store::{DeliveryFilter, DeliveryState};
 
 pub fn routes(state: HubState) -> Router {
@@ -29,6 +30,22 @@ pub fn routes(state: HubState) -> Router {
         .route("/api/v1/deliveries/{delivery_id}", get(show_delivery))
         .route("/api/v1/deliveries/{delivery_id}/replay", post(replay_one))
         .route("/api/v1/keys", get(list_keys))
+        .route(
+            "/api/v1/subscriptions",
+            post(create_subscription).get(list_subscriptions),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}",
+            get(show_subscription).delete(delete_subscription),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}/events",
+            get(subscription_events),
+        )
+        .route(
+            "/api/v1/subscriptions/{id}/receipts",
+            get(subscription_receipts),
+        )
         .route("/api/v1/keys:rotate", post(rotate_keys))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -328,5 +345,107 @@ async fn rotate_keys(State(state): State<HubState>) -> Response {
                 None,
             )
         }
+    }
+}
+
+async fn create_subscription(
+    State(state): State<HubState>,
+    Query(query): Query<TenantQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (tenant, body) = match tenant_and_body(&state, &query, body) {
+        Ok(parts) => parts,
+        Err(response) => return response,
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return field_problem(InvalidField::new("body", format!("is not valid JSON: {e}")));
+        }
+    };
+    let tenant = (!tenant.is_empty()).then_some(tenant);
+    match subscriptions::create(&state, tenant.as_deref(), value).await {
+        Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn list_subscriptions(State(state): State<HubState>) -> Response {
+    match subscriptions::list(&state).await {
+        Ok(all) => Json(json!({ "subscriptions": all })).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn show_subscription(State(state): State<HubState>, Path(id): Path<String>) -> Response {
+    match subscriptions::get(&state, &id).await {
+        Ok(subscription) => Json(subscriptions::view(&state, &subscription)).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn delete_subscription(State(state): State<HubState>, Path(id): Path<String>) -> Response {
+    match subscriptions::delete(&state, &id).await {
+        Ok(deleted) => Json(deleted).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn subscription_receipts(
+    State(state): State<HubState>,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Response {
+    if let Err(e) = subscriptions::get(&state, &id).await {
+        return problem_for(&e);
+    }
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    match state
+        .store
+        .receipts(id, page.after.unwrap_or(0), limit)
+        .await
+    {
+        Ok(receipts) => Json(json!({ "receipts": receipts })).into_response(),
+        Err(e) => problem_for(&e.into()),
+    }
+}
+
+/// Accepted events as JSON (`?after=`), or as a Server-Sent Events stream with
+/// `Accept: text/event-stream` (resumable with `Last-Event-ID`).
+async fn subscription_events(
+    State(state): State<HubState>,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Err(e) = subscriptions::get(&state, &id).await {
+        return problem_for(&e);
+    }
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let after = last_event_id.or(page.after).unwrap_or(0);
+    if wants_stream {
+        return super::sse::events(state, id, after).await.into_response();
+    }
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    match state.store.inbound_events(id, after, limit).await {
+        Ok(events) => {
+            let next_after = events.last().map_or(after, |e| e.sequence);
+            let events: Vec<_> = events.iter().map(super::sse::event_json).collect();
+            Json(json!({ "events": events, "nextAfter": next_after })).into_response()
+        }
+        Err(e) => problem_for(&e.into()),
     }
 }

@@ -29,6 +29,7 @@ pub fn to_a2a(error: &DomainError) -> A2AError {
             A2AError::new(error_code::TASK_NOT_FOUND, message.clone())
         }
         DomainError::Conflict(message) => A2AError::invalid_request(message.clone()),
+        DomainError::Upstream(message) => A2AError::internal(message.clone()),
         DomainError::Store(StoreError::Busy) => {
             A2AError::internal("the hub is overloaded; retry shortly")
         }
@@ -86,6 +87,7 @@ pub fn problem_for(error: &DomainError) -> Response {
             problem(StatusCode::NOT_FOUND, message.clone(), None)
         }
         DomainError::Conflict(message) => problem(StatusCode::CONFLICT, message.clone(), None),
+        DomainError::Upstream(message) => problem(StatusCode::BAD_GATEWAY, message.clone(), None),
         DomainError::Store(StoreError::Busy) => problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "the store's write queue is full; nothing was stored, retry shortly",

@@ -7,8 +7,10 @@
 
 mod admin;
 mod errors;
+mod inbound;
 mod jsonrpc;
 mod rest;
+mod sse;
 
 use axum::Router;
 use axum::http::HeaderMap;
@@ -21,6 +23,7 @@ pub fn public_router(state: HubState) -> Router {
     Router::new()
         .route("/", axum::routing::post(jsonrpc::handle))
         .route("/.well-known/jwks.json", axum::routing::get(jwks))
+        .route("/inbound/{id}", axum::routing::post(inbound::receive))
         .merge(rest::routes())
         .fallback(rest::not_found)
         .with_state(state)

@@ -93,41 +93,87 @@ impl GuardedClient {
     }
 }
 
+/// A JSON answer from a peer.
+#[derive(Debug, Clone)]
+pub struct JsonAnswer {
+    pub status: u16,
+    pub body: serde_json::Value,
+    /// `Cache-Control: max-age`, seconds, when the answer had one.
+    pub max_age: Option<u64>,
+}
+
+fn max_age(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::CACHE_CONTROL)?
+        .to_str()
+        .ok()?
+        .split(',')
+        .find_map(|directive| directive.trim().strip_prefix("max-age=")?.parse().ok())
+}
+
 impl GuardedClient {
-    /// GETs a JSON document (a JWKS, say) of at most `max_bytes`, through the policy.
-    pub async fn fetch_json(
+    /// Sends a request with an optional JSON body and reads a JSON answer of at most
+    /// `max_bytes` (an empty body reads as `null`), through the policy, within 10 s.
+    pub async fn exchange_json(
         &self,
+        method: reqwest::Method,
         url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
         max_bytes: usize,
-    ) -> Result<serde_json::Value, String> {
-        let url = self
+    ) -> Result<JsonAnswer, String> {
+        let checked = self
             .check_destination(url)
             .map_err(|refusal| format!("{url} is refused: it {refusal}"))?;
-        let mut response = self
+        let mut request = self
             .http
-            .get(url.clone())
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| match refusal_in(&e) {
-                Some(refusal) => format!("{url} is refused: it {refusal}"),
-                None => format!("cannot fetch {url}: {e}"),
-            })?;
-        if !response.status().is_success() {
-            return Err(format!("{url} answered {}", response.status()));
+            .request(method, checked)
+            .timeout(Duration::from_secs(10));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
-        let mut body = Vec::new();
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let mut response = request.send().await.map_err(|e| match refusal_in(&e) {
+            Some(refusal) => format!("{url} is refused: it {refusal}"),
+            None => format!("cannot reach {url}: {e}"),
+        })?;
+        let status = response.status().as_u16();
+        let max_age = max_age(response.headers());
+        let mut bytes = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| format!("cannot read {url}: {e}"))?
+            .map_err(|e| format!("cannot read the answer of {url}: {e}"))?
         {
-            body.extend_from_slice(&chunk);
-            if body.len() > max_bytes {
-                return Err(format!("{url} sent more than {max_bytes} bytes"));
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > max_bytes {
+                return Err(format!("{url} answered more than {max_bytes} bytes"));
             }
         }
-        serde_json::from_slice(&body).map_err(|e| format!("{url} did not send JSON: {e}"))
+        let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{url} did not answer JSON ({status}): {e}"))?
+        };
+        Ok(JsonAnswer {
+            status,
+            body,
+            max_age,
+        })
+    }
+
+    /// GETs a JSON document (a JWKS, say) that must come with a 2xx status.
+    pub async fn fetch_json(&self, url: &str, max_bytes: usize) -> Result<JsonAnswer, String> {
+        let answer = self
+            .exchange_json(reqwest::Method::GET, url, &[], None, max_bytes)
+            .await?;
+        if !(200..300).contains(&answer.status) {
+            return Err(format!("{url} answered {}", answer.status));
+        }
+        Ok(answer)
     }
 }
 

@@ -15,6 +15,9 @@ pub enum DomainError {
     /// An admin resource does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A remote agent refused or failed what the hub asked of it.
+    #[error("{0}")]
+    Upstream(String),
     /// The request contradicts the resource's state (e.g. replaying a pending delivery).
     #[error("{0}")]
     Conflict(String),

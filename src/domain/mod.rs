@@ -31,4 +31,7 @@ pub struct HubState {
     pub scheduler: SchedulerHandle,
     pub metrics: Arc<Metrics>,
     pub keyring: Arc<Keyring>,
+    pub inbound: Arc<crate::inbound::Inbound>,
+    /// Cancelled when the hub shuts down: long-lived responses (SSE) end with it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -214,6 +214,9 @@ pub enum DeliveryUpdate {
     },
 }
 
+/// The id of the config that forwards a subscription's accepted events.
+pub const FORWARD_CONFIG_ID: &str = "forward";
+
 /// A pending delivery as the scheduler needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingDelivery {
@@ -304,6 +307,107 @@ pub struct KeyRecord {
     pub retire_at_ms: Option<u64>,
 }
 
+/// The A2A agent a subscription registered the hub with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteAgent {
+    pub url: String,
+    /// `JSONRPC` or `HTTP+JSON`.
+    pub binding: String,
+    /// The config id the agent assigned, to delete it there later.
+    pub remote_config_id: Option<String>,
+}
+
+/// What the hub expects from one peer (or one task) pushing to `/inbound/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    pub id: String,
+    pub tenant: String,
+    /// Accept only pushes for this task.
+    pub task_id: Option<String>,
+    /// Expected in `X-A2A-Notification-Token` / `A2A-Notification-Token`.
+    pub token: Option<Secret>,
+    /// Expected `Authorization: {scheme} {credentials}`, exactly.
+    pub authentication: Option<Authentication>,
+    /// A JWT (the hub's profile) is required, verified against this JWKS.
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    /// Standard Webhooks `v1` is required, with this secret.
+    pub webhook_secret: Option<Secret>,
+    /// Standard Webhooks `v1a` is required, with one of these keys (`whpk_…`).
+    pub webhook_public_keys: Vec<String>,
+    pub tolerance_s: u64,
+    /// Accepted events are delivered here through the outbound engine.
+    pub forward_to: Option<String>,
+    pub agent: Option<RemoteAgent>,
+    pub created_at_ms: u64,
+}
+
+/// One accepted inbound event, normalised to an A2A 1.0 `StreamResponse`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboundEventRecord {
+    /// Per subscription: 1, 2, … (the SSE event id).
+    pub sequence: u64,
+    pub received_at_ms: u64,
+    pub task_id: String,
+    pub event: Box<RawValue>,
+}
+
+/// The result of one check of an inbound request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Every inbound request, with its verdict: what a conformance harness reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptRecord {
+    /// Per subscription: 1, 2, …
+    pub number: u64,
+    pub received_at_ms: u64,
+    /// `accepted`, `duplicate`, `unauthorized`, `malformed`, `rate_limited`, `too_large`.
+    pub verdict: String,
+    pub status: u16,
+    pub checks: Vec<CheckResult>,
+    /// Request headers, with secret values masked.
+    pub headers: Vec<(String, String)>,
+    pub notes: Vec<String>,
+    pub task_id: Option<String>,
+    pub event_sequence: Option<u64>,
+}
+
+/// An event that passed verification, to accept.
+pub struct InboundAccept {
+    pub subscription_id: String,
+    /// `webhook-id`, JWT `jti` or a body hash, prefixed by its kind.
+    pub replay_key: String,
+    pub replay_window_ms: u64,
+    pub task_id: String,
+    /// The peer's `X-A2A-Push-Sequence`, when it sent one.
+    pub push_sequence: Option<u64>,
+    pub event: StreamResponse,
+    /// The event as a 1.0 `StreamResponse`, as stored and forwarded.
+    pub body: Box<RawValue>,
+    /// Forward through the outbound engine: (tenant, url).
+    pub forward: Option<(String, String)>,
+    pub receipt: ReceiptRecord,
+}
+
+/// What accepting decided.
+#[derive(Debug, Clone)]
+pub enum InboundOutcome {
+    Accepted {
+        sequence: u64,
+        forwarded: Option<PublishedEvent>,
+        receipt: ReceiptRecord,
+    },
+    /// Seen within its window: acknowledged, not routed again.
+    Duplicate { receipt: ReceiptRecord },
+}
+
 /// The storage seam. Every method is safe to call from async code: implementations never
 /// block a runtime worker thread.
 #[async_trait::async_trait]
@@ -390,6 +494,34 @@ pub trait Store: Send + Sync + 'static {
         keys: Vec<KeyRecord>,
         retired: Vec<String>,
     ) -> Result<(), StoreError>;
+    async fn put_subscription(&self, subscription: SubscriptionRecord) -> Result<(), StoreError>;
+    async fn get_subscription(&self, id: String) -> Result<Option<SubscriptionRecord>, StoreError>;
+    async fn list_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// Removes a subscription with its events, receipts and replay cache.
+    async fn delete_subscription(&self, id: String) -> Result<bool, StoreError>;
+    /// In one transaction: the replay check, the event, its forwarding deliveries, the receipt
+    /// (numbered here, with order notes added).
+    async fn accept_inbound(&self, accept: InboundAccept) -> Result<InboundOutcome, StoreError>;
+    /// Records a refused request; returns the receipt as numbered.
+    async fn add_receipt(
+        &self,
+        subscription_id: String,
+        receipt: ReceiptRecord,
+    ) -> Result<ReceiptRecord, StoreError>;
+    /// Accepted events after `after`, oldest first.
+    async fn inbound_events(
+        &self,
+        subscription_id: String,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboundEventRecord>, StoreError>;
+    /// Receipts after number `after`, oldest first.
+    async fn receipts(
+        &self,
+        subscription_id: String,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ReceiptRecord>, StoreError>;
     /// Cheap round trip through the store, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Finishes queued writes and closes the store; later calls fail with `Closed`.

@@ -33,6 +33,26 @@ const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attempts")
 /// kid → signing key.
 const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("signing_keys");
 
+/// Subscription id → subscription (sealed: it holds the secrets peers must present).
+const SUBSCRIPTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("subscriptions");
+/// (subscription, sequence) → accepted inbound event.
+const INBOUND_EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inbound_events");
+/// (subscription, receipt number) → receipt.
+const RECEIPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("receipts");
+/// (subscription) → counters: last event sequence, last receipt number.
+const INBOUND_COUNTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inbound_counters");
+/// (subscription, task) → the task's inbound progress, for order notes.
+const INBOUND_TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inbound_tasks");
+/// (subscription, replay key) → first seen (ms); and (subscription, ms, replay key) → () to
+/// expire them in time order.
+const REPLAY: TableDefinition<&[u8], u64> = TableDefinition::new("replay");
+const REPLAY_BY_TIME: TableDefinition<&[u8], &[u8]> = TableDefinition::new("replay_by_time");
+
+/// Receipts kept per subscription; older ones are dropped.
+const MAX_RECEIPTS: u64 = 1000;
+/// Expired replay entries removed per accepted request (bounds the work of one request).
+const REPLAY_PRUNE_BATCH: usize = 64;
+
 /// Attempts kept per delivery; older ones are dropped from the log.
 const MAX_ATTEMPTS_LOGGED: u32 = 50;
 
@@ -89,10 +109,24 @@ impl RedbStore {
         })?;
         let txn = db.begin_write().map_err(StoreError::storage)?;
         for table in [
-            CONFIGS, TASKS, EVENTS, DELIVERIES, LANES, PENDING, ATTEMPTS, KEYS,
+            CONFIGS,
+            TASKS,
+            EVENTS,
+            DELIVERIES,
+            LANES,
+            PENDING,
+            ATTEMPTS,
+            KEYS,
+            SUBSCRIPTIONS,
+            INBOUND_EVENTS,
+            RECEIPTS,
+            INBOUND_COUNTERS,
+            INBOUND_TASKS,
+            REPLAY_BY_TIME,
         ] {
             txn.open_table(table).map_err(StoreError::storage)?;
         }
+        txn.open_table(REPLAY).map_err(StoreError::storage)?;
         txn.commit().map_err(StoreError::storage)?;
         let db = Arc::new(db);
         let (writer, jobs) = mpsc::channel(QUEUE_CAPACITY);
@@ -455,6 +489,206 @@ fn replay_in(
         next_attempt_at_ms: now,
         url: config.url,
     }))
+}
+
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct InboundCounters {
+    last_event: u64,
+    last_receipt: u64,
+}
+
+fn counters(txn: &WriteTransaction, subscription_id: &str) -> Result<InboundCounters, StoreError> {
+    let table = txn
+        .open_table(INBOUND_COUNTERS)
+        .map_err(StoreError::storage)?;
+    Ok(get_json(&table, subscription_id.as_bytes())?.unwrap_or_default())
+}
+
+fn save_counters(
+    txn: &WriteTransaction,
+    subscription_id: &str,
+    counters: &InboundCounters,
+) -> Result<(), StoreError> {
+    let mut table = txn
+        .open_table(INBOUND_COUNTERS)
+        .map_err(StoreError::storage)?;
+    table
+        .insert(subscription_id.as_bytes(), encode(counters)?.as_slice())
+        .map_err(StoreError::storage)?;
+    Ok(())
+}
+
+/// Numbers and stores a receipt, dropping the oldest beyond `MAX_RECEIPTS`.
+fn insert_receipt(
+    txn: &WriteTransaction,
+    subscription_id: &str,
+    counters: &mut InboundCounters,
+    mut receipt: ReceiptRecord,
+) -> Result<ReceiptRecord, StoreError> {
+    counters.last_receipt += 1;
+    receipt.number = counters.last_receipt;
+    let mut receipts = txn.open_table(RECEIPTS).map_err(StoreError::storage)?;
+    let prefix = text_key(&[subscription_id]);
+    receipts
+        .insert(
+            with_sequence(prefix.clone(), receipt.number).as_slice(),
+            encode(&receipt)?.as_slice(),
+        )
+        .map_err(StoreError::storage)?;
+    if receipt.number > MAX_RECEIPTS {
+        receipts
+            .remove(with_sequence(prefix, receipt.number - MAX_RECEIPTS).as_slice())
+            .map_err(StoreError::storage)?;
+    }
+    Ok(receipt)
+}
+
+/// Records the replay key; `Some(first seen)` when it was already seen within the window.
+fn replay_check(
+    txn: &WriteTransaction,
+    subscription_id: &str,
+    key: &str,
+    window_ms: u64,
+    now: u64,
+) -> Result<Option<u64>, StoreError> {
+    let mut replay = txn.open_table(REPLAY).map_err(StoreError::storage)?;
+    let mut by_time = txn
+        .open_table(REPLAY_BY_TIME)
+        .map_err(StoreError::storage)?;
+    let prefix = text_key(&[subscription_id]);
+    let expired_before = now.saturating_sub(window_ms);
+    let mut expired = Vec::new();
+    scan_prefix(&by_time, &prefix, &prefix, |time_key, replay_key| {
+        let at = u64::from_be_bytes(
+            time_key[prefix.len()..prefix.len() + 8]
+                .try_into()
+                .unwrap_or_default(),
+        );
+        if at >= expired_before || expired.len() >= REPLAY_PRUNE_BATCH {
+            return Ok(false);
+        }
+        expired.push((time_key.to_vec(), replay_key.to_vec()));
+        Ok(true)
+    })?;
+    for (time_key, replay_key) in expired {
+        by_time
+            .remove(time_key.as_slice())
+            .map_err(StoreError::storage)?;
+        replay
+            .remove(replay_key.as_slice())
+            .map_err(StoreError::storage)?;
+    }
+    let replay_key = text_key(&[subscription_id, key]);
+    if let Some(first) = replay
+        .get(replay_key.as_slice())
+        .map_err(StoreError::storage)?
+    {
+        let first = first.value();
+        if first >= expired_before {
+            return Ok(Some(first));
+        }
+    }
+    replay
+        .insert(replay_key.as_slice(), now)
+        .map_err(StoreError::storage)?;
+    let mut time_key = with_sequence(prefix, now);
+    time_key.extend_from_slice(key.as_bytes());
+    by_time
+        .insert(time_key.as_slice(), replay_key.as_slice())
+        .map_err(StoreError::storage)?;
+    Ok(None)
+}
+
+fn accept_inbound_in(
+    sealing: &Sealing,
+    txn: &WriteTransaction,
+    accept: InboundAccept,
+) -> Result<InboundOutcome, StoreError> {
+    let now = now_ms();
+    let id = accept.subscription_id.clone();
+    let mut counters = counters(txn, &id)?;
+    let mut receipt = accept.receipt;
+    receipt.task_id = Some(accept.task_id.clone());
+    if replay_check(txn, &id, &accept.replay_key, accept.replay_window_ms, now)?.is_some() {
+        receipt.verdict = "duplicate".to_string();
+        receipt
+            .notes
+            .push("already accepted within its window: acknowledged, not routed again".to_string());
+        let receipt = insert_receipt(txn, &id, &mut counters, receipt)?;
+        save_counters(txn, &id, &counters)?;
+        return Ok(InboundOutcome::Duplicate { receipt });
+    }
+    let task_key = text_key(&[&id, &accept.task_id]);
+    let mut tasks = txn.open_table(INBOUND_TASKS).map_err(StoreError::storage)?;
+    let progress: fold::Progress = get_json(&tasks, &task_key)?.unwrap_or_default();
+    let (notes, progress) = fold::progress_notes(&progress, &accept.event, accept.push_sequence);
+    tasks
+        .insert(task_key.as_slice(), encode(&progress)?.as_slice())
+        .map_err(StoreError::storage)?;
+    drop(tasks);
+    receipt.notes.extend(notes);
+    counters.last_event += 1;
+    let sequence = counters.last_event;
+    receipt.event_sequence = Some(sequence);
+    let record = InboundEventRecord {
+        sequence,
+        received_at_ms: now,
+        task_id: accept.task_id.clone(),
+        event: accept.body.clone(),
+    };
+    let mut events = txn
+        .open_table(INBOUND_EVENTS)
+        .map_err(StoreError::storage)?;
+    events
+        .insert(
+            with_sequence(text_key(&[&id]), sequence).as_slice(),
+            encode(&record)?.as_slice(),
+        )
+        .map_err(StoreError::storage)?;
+    drop(events);
+    let forwarded = match accept.forward {
+        None => None,
+        Some((tenant, url)) => {
+            let mut configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
+            let ckey = config_key(&tenant, &accept.task_id, FORWARD_CONFIG_ID);
+            if configs
+                .get(ckey.as_slice())
+                .map_err(StoreError::storage)?
+                .is_none()
+            {
+                let config = ConfigRecord {
+                    tenant: tenant.clone(),
+                    task_id: accept.task_id.clone(),
+                    id: FORWARD_CONFIG_ID.to_string(),
+                    url,
+                    token: None,
+                    authentication: None,
+                    wire_version: crate::a2a::version::WireVersion::V1_0,
+                    state: ConfigState::Active,
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                };
+                configs
+                    .insert(ckey.as_slice(), encode_sealed(sealing, &config)?.as_slice())
+                    .map_err(StoreError::storage)?;
+            }
+            drop(configs);
+            let event = NewEvent {
+                tenant,
+                task_id: accept.task_id.clone(),
+                event: accept.event,
+                body: accept.body,
+            };
+            Some(publish_one(sealing, txn, event, now)?)
+        }
+    };
+    let receipt = insert_receipt(txn, &id, &mut counters, receipt)?;
+    save_counters(txn, &id, &counters)?;
+    Ok(InboundOutcome::Accepted {
+        sequence,
+        forwarded,
+        receipt,
+    })
 }
 
 fn publish_one(
@@ -949,6 +1183,140 @@ impl Store for RedbStore {
                 keys.remove(kid.as_bytes()).map_err(StoreError::storage)?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_subscription(&self, subscription: SubscriptionRecord) -> Result<(), StoreError> {
+        let sealing = self.sealing.clone();
+        self.write(move |txn| {
+            let mut table = txn.open_table(SUBSCRIPTIONS).map_err(StoreError::storage)?;
+            table
+                .insert(
+                    subscription.id.as_bytes(),
+                    encode_sealed(&sealing, &subscription)?.as_slice(),
+                )
+                .map_err(StoreError::storage)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_subscription(&self, id: String) -> Result<Option<SubscriptionRecord>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read(move |txn| {
+            let table = txn.open_table(SUBSCRIPTIONS).map_err(StoreError::storage)?;
+            get_sealed(&sealing, &table, id.as_bytes())
+        })
+        .await
+    }
+
+    async fn list_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read(move |txn| {
+            let table = txn.open_table(SUBSCRIPTIONS).map_err(StoreError::storage)?;
+            let mut found = Vec::new();
+            for entry in table.iter().map_err(StoreError::storage)? {
+                let (_, value) = entry.map_err(StoreError::storage)?;
+                found.push(decode_sealed(&sealing, value.value())?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: String) -> Result<bool, StoreError> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(SUBSCRIPTIONS).map_err(StoreError::storage)?;
+            let existed = table
+                .remove(id.as_bytes())
+                .map_err(StoreError::storage)?
+                .is_some();
+            drop(table);
+            let prefix = text_key(&[&id]);
+            for name in [INBOUND_EVENTS, RECEIPTS, INBOUND_TASKS, REPLAY_BY_TIME] {
+                let mut table = txn.open_table(name).map_err(StoreError::storage)?;
+                take_prefix(&mut table, &prefix)?;
+            }
+            let mut replay = txn.open_table(REPLAY).map_err(StoreError::storage)?;
+            let keys: Vec<Vec<u8>> = replay
+                .range::<&[u8]>(prefix.as_slice()..)
+                .map_err(StoreError::storage)?
+                .map_while(|entry| entry.ok().map(|(k, _)| k.value().to_vec()))
+                .take_while(|k| k.starts_with(&prefix))
+                .collect();
+            for key in keys {
+                replay.remove(key.as_slice()).map_err(StoreError::storage)?;
+            }
+            let mut counters = txn
+                .open_table(INBOUND_COUNTERS)
+                .map_err(StoreError::storage)?;
+            counters
+                .remove(id.as_bytes())
+                .map_err(StoreError::storage)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn accept_inbound(&self, accept: InboundAccept) -> Result<InboundOutcome, StoreError> {
+        let sealing = self.sealing.clone();
+        self.write(move |txn| accept_inbound_in(&sealing, txn, accept))
+            .await
+    }
+
+    async fn add_receipt(
+        &self,
+        subscription_id: String,
+        receipt: ReceiptRecord,
+    ) -> Result<ReceiptRecord, StoreError> {
+        self.write(move |txn| {
+            let mut counters = counters(txn, &subscription_id)?;
+            let receipt = insert_receipt(txn, &subscription_id, &mut counters, receipt)?;
+            save_counters(txn, &subscription_id, &counters)?;
+            Ok(receipt)
+        })
+        .await
+    }
+
+    async fn inbound_events(
+        &self,
+        subscription_id: String,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboundEventRecord>, StoreError> {
+        self.read(move |txn| {
+            let events = txn
+                .open_table(INBOUND_EVENTS)
+                .map_err(StoreError::storage)?;
+            let prefix = text_key(&[&subscription_id]);
+            let start = with_sequence(prefix.clone(), after.saturating_add(1));
+            let mut found = Vec::new();
+            scan_prefix(&events, &prefix, &start, |_, value| {
+                found.push(decode(value)?);
+                Ok(found.len() < limit)
+            })?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn receipts(
+        &self,
+        subscription_id: String,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ReceiptRecord>, StoreError> {
+        self.read(move |txn| {
+            let receipts = txn.open_table(RECEIPTS).map_err(StoreError::storage)?;
+            let prefix = text_key(&[&subscription_id]);
+            let start = with_sequence(prefix.clone(), after.saturating_add(1));
+            let mut found = Vec::new();
+            scan_prefix(&receipts, &prefix, &start, |_, value| {
+                found.push(decode(value)?);
+                Ok(found.len() < limit)
+            })?;
+            Ok(found)
         })
         .await
     }

@@ -1,0 +1,43 @@
+//! `POST /inbound/{subscriptionId}` on the public listener: pushes from peer agents.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::domain::HubState;
+use crate::inbound::intake::intake;
+use crate::signing::verify::CapturedRequest;
+
+pub async fn receive(
+    State(state): State<HubState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let too_large =
+        matches!(&body, Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE);
+    let request = CapturedRequest {
+        headers: headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.map(|b| b.to_vec()).unwrap_or_default(),
+    };
+    let answer = intake(&state, &id, request, too_large).await;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(answer.body)).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}

@@ -1,0 +1,441 @@
+//! `POST /inbound/{id}`: the verification chain of DESIGN §7, in order — subscription, size,
+//! rate, token (both header names, constant time), Authorization or JWT, Standard Webhooks
+//! signature and timestamp, replay, body shape, task — then a durable accept and routing.
+//! Every request gets a receipt; a caller that fails verification learns nothing but 401.
+
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::subscriptions::inbound_url;
+use crate::a2a::event::parse_event;
+use crate::a2a::v03;
+use crate::domain::HubState;
+use crate::signing::verify::{CapturedRequest, ed25519_keys};
+use crate::signing::{jwt, webhooks};
+use crate::store::{
+    CheckResult, InboundAccept, InboundOutcome, ReceiptRecord, SubscriptionRecord, now_ms,
+};
+
+/// The answer to the pushing peer.
+#[derive(Debug, Clone)]
+pub struct IntakeAnswer {
+    pub status: u16,
+    pub body: Value,
+}
+
+fn answer(status: u16, body: Value) -> IntakeAnswer {
+    IntakeAnswer { status, body }
+}
+
+const SECRET_HEADERS: [&str; 5] = [
+    "authorization",
+    "x-a2a-notification-token",
+    "a2a-notification-token",
+    "cookie",
+    "proxy-authorization",
+];
+const MAX_RECEIPT_HEADERS: usize = 64;
+const MAX_HEADER_VALUE: usize = 512;
+
+/// Headers for a receipt: secret values masked (the Authorization scheme is kept), long
+/// values cut.
+fn masked_headers(request: &CapturedRequest) -> Vec<(String, String)> {
+    request
+        .headers
+        .iter()
+        .take(MAX_RECEIPT_HEADERS)
+        .map(|(name, value)| {
+            let lower = name.to_ascii_lowercase();
+            let shown = if SECRET_HEADERS.contains(&lower.as_str()) {
+                match (lower.as_str(), value.split_once(' ')) {
+                    ("authorization", Some((scheme, _))) => format!("{scheme} ****"),
+                    _ => "****".to_string(),
+                }
+            } else {
+                value.chars().take(MAX_HEADER_VALUE).collect()
+            };
+            (lower, shown)
+        })
+        .collect()
+}
+
+fn check(name: &str, passed: bool, detail: impl Into<String>) -> CheckResult {
+    CheckResult {
+        name: name.to_string(),
+        passed,
+        detail: detail.into(),
+    }
+}
+
+fn equal(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+fn now_s() -> i64 {
+    (now_ms() / 1000) as i64
+}
+
+/// Runs the authentication checks. Returns the checks, notes, and the JWT id if one verified.
+async fn authenticate(
+    state: &HubState,
+    sub: &SubscriptionRecord,
+    request: &CapturedRequest,
+) -> (Vec<CheckResult>, Vec<String>, Option<String>) {
+    let mut checks = Vec::new();
+    let mut notes = Vec::new();
+    let mut identity_expected = false;
+    let mut identity_shown = false;
+    if let Some(expected) = &sub.token {
+        identity_expected = true;
+        let presented = ["x-a2a-notification-token", "a2a-notification-token"]
+            .into_iter()
+            .find_map(|name| request.header(name).map(|value| (name, value)));
+        match presented {
+            Some((name, value)) => {
+                let ok = equal(value, expected.expose());
+                identity_shown |= ok;
+                checks.push(check(
+                    "token",
+                    ok,
+                    if ok {
+                        format!("{name} matches")
+                    } else {
+                        format!("{name} does not match")
+                    },
+                ));
+                let sdk = if name == "x-a2a-notification-token" {
+                    "Python, JS and Java SDKs"
+                } else {
+                    "Go and Rust SDKs"
+                };
+                notes.push(format!("token sent as {name} (as the {sdk} do)"));
+            }
+            None => notes.push(
+                "no token header (the JS SDK sends only Authorization when both are configured)"
+                    .to_string(),
+            ),
+        }
+    }
+    if let Some(auth) = &sub.authentication {
+        identity_expected = true;
+        let expected = auth
+            .credentials
+            .as_ref()
+            .map(|c| c.expose())
+            .unwrap_or_default();
+        match request.header("authorization") {
+            Some(value) => {
+                let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+                let ok = scheme.eq_ignore_ascii_case(&auth.scheme) && equal(credentials, expected);
+                identity_shown |= ok;
+                checks.push(check(
+                    "authorization",
+                    ok,
+                    if ok {
+                        "Authorization matches"
+                    } else {
+                        "Authorization does not match"
+                    },
+                ));
+                if ok && scheme != auth.scheme {
+                    notes.push(format!(
+                        "Authorization scheme {scheme:?} differs in case from the configured {:?}",
+                        auth.scheme
+                    ));
+                }
+            }
+            None => notes.push("no Authorization header".to_string()),
+        }
+    }
+    if identity_expected && !identity_shown && checks.iter().all(|c| c.passed) {
+        checks.push(check(
+            "credentials",
+            false,
+            "neither the token nor the Authorization header was presented",
+        ));
+    }
+    let mut jwks_document = None;
+    let mut jti = None;
+    if let Some(jwks_url) = &sub.jwks_url {
+        let token = request.header("authorization").and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+        let result = match token {
+            None => Err("no Authorization: Bearer JWT".to_string()),
+            Some(token) => {
+                let kid = token
+                    .split('.')
+                    .next()
+                    .and_then(|h| {
+                        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h)
+                            .ok()
+                    })
+                    .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+                    .and_then(|h| h["kid"].as_str().map(str::to_string));
+                match state.inbound.jwks.get(jwks_url, kid.as_deref()).await {
+                    Err(e) => Err(format!("the peer's JWKS is unavailable: {e}")),
+                    Ok(document) => {
+                        let audience = inbound_url(state, &sub.id);
+                        let expect = jwt::Expectations {
+                            audience: Some(&audience),
+                            issuer: sub.issuer.as_deref(),
+                            leeway_s: 60,
+                        };
+                        let verified =
+                            jwt::verify(token, &document, &expect, &request.body, now_s())
+                                .map_err(|e| e.to_string());
+                        jwks_document = Some(document);
+                        verified.map(|claims| claims.jti)
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(id) => {
+                checks.push(check(
+                    "jwt",
+                    true,
+                    "ES256 JWT valid: key, audience, issuer, lifetime and body hash",
+                ));
+                jti = Some(id);
+            }
+            Err(reason) => checks.push(check("jwt", false, reason)),
+        }
+    }
+    let mut public_keys: Vec<Vec<u8>> = sub
+        .webhook_public_keys
+        .iter()
+        .filter_map(|k| webhooks::parse_public_key(k))
+        .collect();
+    let required = sub.webhook_secret.is_some() || !public_keys.is_empty();
+    if let Some(document) = &jwks_document {
+        public_keys.extend(ed25519_keys(document));
+    }
+    let signed = request.header("webhook-signature").is_some();
+    if required || (signed && !public_keys.is_empty()) {
+        let keys = webhooks::WebhookKeys {
+            secret: sub
+                .webhook_secret
+                .as_ref()
+                .and_then(|s| webhooks::parse_secret(s.expose())),
+            public_keys,
+        };
+        let result = webhooks::verify(
+            request.header("webhook-id"),
+            request.header("webhook-timestamp"),
+            request.header("webhook-signature"),
+            &request.body,
+            &keys,
+            now_s(),
+            sub.tolerance_s as i64,
+        );
+        checks.push(match result {
+            Ok(matched) => check(
+                "webhook-signature",
+                true,
+                format!("valid ({matched:?}), timestamp within {}s", sub.tolerance_s),
+            ),
+            Err(e) => check("webhook-signature", false, e.to_string()),
+        });
+    }
+    (checks, notes, jti)
+}
+
+/// Reads the body as an A2A 1.0 `StreamResponse`, or a 0.3 Task/event normalised to one.
+fn parse_body(
+    body: &[u8],
+    notes: &mut Vec<String>,
+) -> Result<
+    (
+        String,
+        a2a::StreamResponse,
+        Box<serde_json::value::RawValue>,
+    ),
+    String,
+> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let (value, shape) = match v03::to_stream_response(&value) {
+        Some(converted) => (
+            converted.map_err(|e| format!("the body is not a valid A2A 0.3 push: {e}"))?,
+            "A2A 0.3",
+        ),
+        None => (value, "A2A 1.0 StreamResponse"),
+    };
+    let parsed =
+        parse_event(&value, "").map_err(|e| format!("the body is not a valid {shape}: {e}"))?;
+    let kind = value
+        .as_object()
+        .and_then(|o| o.keys().next().cloned())
+        .unwrap_or_default();
+    notes.push(format!("body: {shape} ({kind})"));
+    let raw = serde_json::value::to_raw_value(&value).map_err(|e| e.to_string())?;
+    Ok((parsed.task_id, parsed.event, raw))
+}
+
+fn receipt(
+    request: &CapturedRequest,
+    verdict: &str,
+    status: u16,
+    checks: Vec<CheckResult>,
+    notes: Vec<String>,
+) -> ReceiptRecord {
+    ReceiptRecord {
+        number: 0,
+        received_at_ms: now_ms(),
+        verdict: verdict.to_string(),
+        status,
+        checks,
+        headers: masked_headers(request),
+        notes,
+        task_id: None,
+        event_sequence: None,
+    }
+}
+
+async fn refuse(state: &HubState, id: &str, receipt: ReceiptRecord, body: Value) -> IntakeAnswer {
+    let status = receipt.status;
+    if let Err(e) = state.store.add_receipt(id.to_string(), receipt).await {
+        tracing::warn!(subscription_id = id, error = %e, "could not record a receipt");
+    }
+    answer(status, body)
+}
+
+/// Handles one push. `too_large` is set when the body exceeded the limit (and is empty).
+pub async fn intake(
+    state: &HubState,
+    id: &str,
+    request: CapturedRequest,
+    too_large: bool,
+) -> IntakeAnswer {
+    let subscription = match state.store.get_subscription(id.to_string()).await {
+        Ok(Some(subscription)) => subscription,
+        Ok(None) => return answer(404, json!({"error": "unknown subscription"})),
+        Err(e) => {
+            tracing::error!(error = %e, "store failure at intake");
+            return answer(503, json!({"error": "temporarily unavailable; retry"}));
+        }
+    };
+    if !state.inbound.allow(id).await {
+        return answer(429, json!({"error": "rate limited; retry later"}));
+    }
+    if too_large {
+        let limit = state.settings.limits.max_body_bytes;
+        let notes = vec![format!(
+            "body larger than limits.max_body_bytes ({limit} bytes)"
+        )];
+        return refuse(
+            state,
+            id,
+            receipt(&request, "too_large", 413, vec![], notes),
+            json!({"error": "body too large"}),
+        )
+        .await;
+    }
+    let mut notes = Vec::new();
+    match request.header("content-type").map(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    }) {
+        Some(ct) if ct == "application/json" || ct == "application/a2a+json" => {
+            notes.push(format!("content-type {ct}"))
+        }
+        Some(ct) => notes.push(format!(
+            "content-type {ct:?} is neither application/json nor application/a2a+json"
+        )),
+        None => notes.push("no content-type".to_string()),
+    }
+    let (checks, auth_notes, jti) = authenticate(state, &subscription, &request).await;
+    notes.extend(auth_notes);
+    if checks.iter().any(|c| !c.passed) {
+        tracing::info!(
+            subscription_id = id,
+            "inbound push refused: verification failed"
+        );
+        return refuse(
+            state,
+            id,
+            receipt(&request, "unauthorized", 401, checks, notes),
+            json!({"error": "unauthorized"}),
+        )
+        .await;
+    }
+    let (task_id, event, body) = match parse_body(&request.body, &mut notes) {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            notes.push(reason.clone());
+            return refuse(
+                state,
+                id,
+                receipt(&request, "malformed", 400, checks, notes),
+                json!({"error": reason}),
+            )
+            .await;
+        }
+    };
+    if let Some(expected) = &subscription.task_id {
+        if *expected != task_id {
+            let reason = format!(
+                "the event is for task {task_id:?}, this subscription accepts only {expected:?}"
+            );
+            notes.push(reason.clone());
+            return refuse(
+                state,
+                id,
+                receipt(&request, "malformed", 400, checks, notes),
+                json!({"error": reason}),
+            )
+            .await;
+        }
+    }
+    let replay_key = match (request.header("webhook-id"), jti) {
+        (Some(webhook_id), _) => format!("webhook-id:{webhook_id}"),
+        (None, Some(jti)) => format!("jti:{jti}"),
+        (None, None) => format!("sha256:{}", jwt::body_sha256(&request.body)),
+    };
+    let accept = InboundAccept {
+        subscription_id: id.to_string(),
+        replay_key,
+        replay_window_ms: subscription.tolerance_s * 1000,
+        task_id: task_id.clone(),
+        push_sequence: request
+            .header("x-a2a-push-sequence")
+            .and_then(|v| v.parse().ok()),
+        event,
+        body,
+        forward: subscription
+            .forward_to
+            .clone()
+            .map(|url| (forward_tenant(id), url)),
+        receipt: receipt(&request, "accepted", 200, checks, notes),
+    };
+    match state.store.accept_inbound(accept).await {
+        Ok(InboundOutcome::Accepted {
+            sequence,
+            forwarded,
+            ..
+        }) => {
+            if let Some(published) = forwarded {
+                state
+                    .scheduler
+                    .enqueue(published.pending(&forward_tenant(id), now_ms()));
+            }
+            state.inbound.notify(id, sequence).await;
+            answer(200, json!({"status": "accepted", "sequence": sequence}))
+        }
+        Ok(InboundOutcome::Duplicate { .. }) => answer(200, json!({"status": "duplicate"})),
+        Err(e) => {
+            tracing::error!(error = %e, "could not store an inbound event");
+            answer(503, json!({"error": "temporarily unavailable; retry"}))
+        }
+    }
+}
+
+/// The tenant under which a subscription's forwarded deliveries live.
+pub fn forward_tenant(subscription_id: &str) -> String {
+    format!("inbound:{subscription_id}")
+}

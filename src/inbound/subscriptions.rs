@@ -1,0 +1,313 @@
+//! Subscriptions: what the hub expects from one peer (or one task), created, listed, shown
+//! (secrets masked) and deleted — with the registration at the remote agent when asked.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::remote::{self, HTTP_JSON, JSONRPC, Registration};
+use crate::a2a::params::{InvalidField, Params, check_id};
+use crate::config::Secret;
+use crate::domain::push_configs::resolve_tenant;
+use crate::domain::{DomainError, HubState};
+use crate::signing::webhooks;
+use crate::store::{Authentication, RemoteAgent, SubscriptionRecord, now_ms};
+
+const DEFAULT_TOLERANCE_S: u64 = 300;
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The inbound URL peers push to.
+pub fn inbound_url(state: &HubState, id: &str) -> String {
+    format!("{}/inbound/{id}", state.public_base_url)
+}
+
+/// A subscription as the admin API shows it: secrets masked.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionView {
+    pub id: String,
+    pub tenant: String,
+    pub url: String,
+    pub task_id: Option<String>,
+    pub has_token: bool,
+    pub authentication_scheme: Option<String>,
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub has_webhook_secret: bool,
+    pub webhook_public_keys: Vec<String>,
+    pub tolerance_seconds: u64,
+    pub forward_to: Option<String>,
+    pub agent: Option<RemoteAgent>,
+    pub created_at_ms: u64,
+}
+
+pub fn view(state: &HubState, s: &SubscriptionRecord) -> SubscriptionView {
+    SubscriptionView {
+        id: s.id.clone(),
+        tenant: s.tenant.clone(),
+        url: inbound_url(state, &s.id),
+        task_id: s.task_id.clone(),
+        has_token: s.token.is_some(),
+        authentication_scheme: s.authentication.as_ref().map(|a| a.scheme.clone()),
+        jwks_url: s.jwks_url.clone(),
+        issuer: s.issuer.clone(),
+        has_webhook_secret: s.webhook_secret.is_some(),
+        webhook_public_keys: s.webhook_public_keys.clone(),
+        tolerance_seconds: s.tolerance_s,
+        forward_to: s.forward_to.clone(),
+        agent: s.agent.clone(),
+        created_at_ms: s.created_at_ms,
+    }
+}
+
+/// The answer to a create: the settings, and what to give the remote agent (with secrets,
+/// once).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    #[serde(flatten)]
+    pub subscription: SubscriptionView,
+    pub push_notification_config: Value,
+}
+
+async fn checked_url(
+    state: &HubState,
+    field: &str,
+    url: Option<String>,
+) -> Result<Option<String>, InvalidField> {
+    match url {
+        None => Ok(None),
+        Some(url) => {
+            state
+                .policy
+                .check_url(&url)
+                .await
+                .map_err(|refusal| InvalidField::new(field, format!("is refused: it {refusal}")))?;
+            Ok(Some(url))
+        }
+    }
+}
+
+/// Creates a subscription from the admin API's JSON body.
+pub async fn create(
+    state: &HubState,
+    tenant: Option<&str>,
+    body: Value,
+) -> Result<Created, DomainError> {
+    let params = Params::from_value(Some(body))?;
+    let tenant = resolve_tenant(tenant, params.string("tenant")?.as_deref())?;
+    let task_id = params.string("taskId")?;
+    if let Some(task_id) = &task_id {
+        check_id("taskId", task_id)?;
+    }
+    let token = params.string("token")?.unwrap_or_else(random_secret);
+    let authentication = match params.object("authentication")? {
+        None => None,
+        Some(auth) => {
+            let scheme = auth.required_string("scheme")?;
+            let credentials = auth.string("credentials")?.unwrap_or_else(random_secret);
+            Some(Authentication {
+                scheme,
+                credentials: Some(Secret::new(credentials)),
+            })
+        }
+    };
+    let jwks_url = checked_url(state, "jwksUrl", params.string("jwksUrl")?).await?;
+    if jwks_url.is_some() && authentication.is_some() {
+        return Err(InvalidField::new(
+            "authentication",
+            "cannot be combined with jwksUrl: both define the Authorization header; choose one",
+        )
+        .into());
+    }
+    let webhook_secret = params.string("webhookSecret")?;
+    if let Some(secret) = &webhook_secret {
+        webhooks::parse_secret(secret).ok_or_else(|| {
+            InvalidField::new("webhookSecret", "must be whsec_ followed by base64")
+        })?;
+    }
+    let webhook_public_keys = match params.raw_array("webhookPublicKeys")? {
+        None => Vec::new(),
+        Some(keys) => keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                key.as_str()
+                    .filter(|k| webhooks::parse_public_key(k).is_some())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        InvalidField::new(
+                            format!("webhookPublicKeys[{i}]"),
+                            "must be whpk_ followed by the base64 of a 32-byte Ed25519 key",
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let tolerance_s = match params.integer("toleranceSeconds")? {
+        None => DEFAULT_TOLERANCE_S,
+        Some(n) if (1..=3600).contains(&n) => n as u64,
+        Some(_) => {
+            return Err(InvalidField::new("toleranceSeconds", "must be between 1 and 3600").into());
+        }
+    };
+    let forward_to = checked_url(state, "forwardTo", params.string("forwardTo")?).await?;
+    let agent = match params.object("agent")? {
+        None => None,
+        Some(agent) => {
+            let url = checked_url(state, "agent.url", Some(agent.required_string("url")?))
+                .await?
+                .unwrap_or_default();
+            let binding = agent
+                .string("binding")?
+                .unwrap_or_else(|| JSONRPC.to_string());
+            if binding != JSONRPC && binding != HTTP_JSON {
+                return Err(
+                    InvalidField::new("agent.binding", "must be JSONRPC or HTTP+JSON").into(),
+                );
+            }
+            if task_id.is_none() {
+                return Err(InvalidField::new(
+                    "taskId",
+                    "is required to register at a remote agent",
+                )
+                .into());
+            }
+            Some(RemoteAgent {
+                url,
+                binding,
+                remote_config_id: None,
+            })
+        }
+    };
+    let mut subscription = SubscriptionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant,
+        task_id,
+        token: Some(Secret::new(token)),
+        authentication,
+        jwks_url,
+        issuer: params.string("issuer")?,
+        webhook_secret: webhook_secret.map(Secret::new),
+        webhook_public_keys,
+        tolerance_s,
+        forward_to,
+        agent,
+        created_at_ms: now_ms(),
+    };
+    let url = inbound_url(state, &subscription.id);
+    // Stored first, so the agent's first push (it may come at once) finds the subscription.
+    state.store.put_subscription(subscription.clone()).await?;
+    if let Some(agent) = subscription.agent.clone() {
+        let registration = Registration {
+            agent_url: &agent.url,
+            binding: &agent.binding,
+            task_id: subscription.task_id.as_deref().unwrap_or_default(),
+            config_id: &format!("a2a-push-hub-{}", subscription.id),
+            url: &url,
+            token: subscription.token.as_ref().map(|t| t.expose()),
+            authorization: subscription.authentication.as_ref().and_then(|a| {
+                a.credentials
+                    .as_ref()
+                    .map(|c| (a.scheme.as_str(), c.expose()))
+            }),
+        };
+        match remote::register(&state.inbound.client, &registration).await {
+            Ok(remote_id) => {
+                subscription.agent = Some(RemoteAgent {
+                    remote_config_id: Some(remote_id),
+                    ..agent
+                });
+                state.store.put_subscription(subscription.clone()).await?;
+            }
+            Err(reason) => {
+                state
+                    .store
+                    .delete_subscription(subscription.id.clone())
+                    .await?;
+                return Err(DomainError::Upstream(format!(
+                    "registration at the remote agent failed; nothing was kept: {reason}"
+                )));
+            }
+        }
+    }
+    tracing::info!(subscription_id = %subscription.id, "subscription created");
+    let mut config = serde_json::json!({"url": url});
+    if let Some(token) = &subscription.token {
+        config["token"] = Value::String(token.expose().to_string());
+    }
+    if let Some(auth) = &subscription.authentication {
+        config["authentication"] = serde_json::json!({"scheme": auth.scheme, "credentials": auth.credentials.as_ref().map(|c| c.expose())});
+    }
+    Ok(Created {
+        subscription: view(state, &subscription),
+        push_notification_config: config,
+    })
+}
+
+pub async fn get(state: &HubState, id: &str) -> Result<SubscriptionRecord, DomainError> {
+    state
+        .store
+        .get_subscription(id.to_string())
+        .await?
+        .ok_or_else(|| DomainError::NotFound(format!("subscription {id:?} does not exist")))
+}
+
+pub async fn list(state: &HubState) -> Result<Vec<SubscriptionView>, DomainError> {
+    let all = state.store.list_subscriptions().await?;
+    Ok(all.iter().map(|s| view(state, s)).collect())
+}
+
+/// What deleting did at the remote agent, if there was one.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deleted {
+    pub deleted: bool,
+    pub remote: Option<String>,
+}
+
+pub async fn delete(state: &HubState, id: &str) -> Result<Deleted, DomainError> {
+    let Some(subscription) = state.store.get_subscription(id.to_string()).await? else {
+        return Ok(Deleted {
+            deleted: false,
+            remote: None,
+        });
+    };
+    let remote = match (&subscription.agent, &subscription.task_id) {
+        (Some(agent), Some(task_id)) => {
+            let config_id = agent.remote_config_id.clone().unwrap_or_default();
+            Some(
+                match remote::unregister(
+                    &state.inbound.client,
+                    &agent.url,
+                    &agent.binding,
+                    task_id,
+                    &config_id,
+                )
+                .await
+                {
+                    Ok(()) => "the registration at the remote agent was deleted".to_string(),
+                    Err(reason) => {
+                        tracing::warn!(subscription_id = id, %reason, "could not delete the registration at the remote agent");
+                        format!(
+                            "the registration at the remote agent could not be deleted: {reason}"
+                        )
+                    }
+                },
+            )
+        }
+        _ => None,
+    };
+    state.store.delete_subscription(id.to_string()).await?;
+    state.inbound.forget(id).await;
+    Ok(Deleted {
+        deleted: true,
+        remote,
+    })
+}

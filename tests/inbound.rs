@@ -1,0 +1,605 @@
+//! The inbound role over real HTTP: subscriptions, the verification chain, receipts,
+//! de-duplication, forwarding, pull and SSE, and hub-to-hub verification.
+
+mod common;
+
+use std::time::Duration;
+
+use a2a_push_hub::signing::webhooks;
+use common::{
+    Receiver, SseReader, TestHub, create_subscription, fast_delivery, push, status_event,
+    wait_until,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn event(task: &str, state: &str) -> String {
+    status_event(task, state).to_string()
+}
+
+async fn receipts(hub: &TestHub, id: &str) -> Vec<Value> {
+    let (status, body) = hub
+        .admin_get(&format!("/api/v1/subscriptions/{id}/receipts"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["receipts"].as_array().unwrap().clone()
+}
+
+async fn events(hub: &TestHub, id: &str) -> Vec<Value> {
+    let (_, body) = hub
+        .admin_get(&format!("/api/v1/subscriptions/{id}/events"))
+        .await;
+    body["events"].as_array().unwrap().clone()
+}
+
+/// Standard Webhooks headers for `body`, signed with `secret` at `timestamp`.
+fn signed(secret: &str, id: &str, timestamp: u64, body: &str) -> Vec<(String, String)> {
+    let key = webhooks::parse_secret(secret).unwrap();
+    let ts = timestamp.to_string();
+    let signature = webhooks::sign_v1(&key, &webhooks::signed_content(id, &ts, body.as_bytes()));
+    vec![
+        ("webhook-id".into(), id.into()),
+        ("webhook-timestamp".into(), ts),
+        ("webhook-signature".into(), signature),
+        ("content-type".into(), "application/json".into()),
+    ]
+}
+
+/// (name, headers, body) of a forged or tampered push.
+type Attack = (&'static str, Vec<(String, String)>, String);
+
+fn refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_subscription_hands_out_what_the_peer_needs_and_masks_it_afterwards() {
+    let hub = TestHub::start().await;
+    let created = create_subscription(
+        &hub,
+        json!({"taskId": "t1", "authentication": {"scheme": "Bearer"}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let config = &created["pushNotificationConfig"];
+    assert_eq!(config["url"], format!("{}/inbound/{id}", hub.public));
+    assert!(
+        config["token"].as_str().unwrap().len() >= 32,
+        "a token is generated"
+    );
+    assert_eq!(config["authentication"]["scheme"], "Bearer");
+    assert!(
+        config["authentication"]["credentials"]
+            .as_str()
+            .unwrap()
+            .len()
+            >= 32,
+        "credentials are generated"
+    );
+    let (status, shown) = hub.admin_get(&format!("/api/v1/subscriptions/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !shown
+            .to_string()
+            .contains(config["token"].as_str().unwrap()),
+        "{shown}"
+    );
+    assert_eq!(shown["hasToken"], true);
+    let (_, listed) = hub.admin_get("/api/v1/subscriptions").await;
+    assert_eq!(listed["subscriptions"].as_array().unwrap().len(), 1);
+    let (status, _, problem) = hub
+        .admin_post(
+            "/api/v1/subscriptions",
+            json!({"forwardTo": "http://10.0.0.1/x"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["field"], "forwardTo");
+    let (status, _, problem) = hub
+        .admin_post(
+            "/api/v1/subscriptions",
+            json!({"webhookSecret": "nope"}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("webhookSecret"))
+    );
+    let response = hub
+        .http
+        .delete(format!("{}/api/v1/subscriptions/{id}", hub.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, _) = push(
+        &hub.http,
+        config["url"].as_str().unwrap(),
+        &[],
+        event("t1", "TASK_STATE_WORKING"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn pushes_in_every_sdk_style_are_accepted_and_recorded() {
+    let hub = TestHub::start().await;
+    let created = create_subscription(
+        &hub,
+        json!({"authentication": {"scheme": "Bearer", "credentials": "cred-1"}, "token": "tok-1"}),
+    )
+    .await;
+    let (id, url) = (
+        created["id"].as_str().unwrap(),
+        created["url"].as_str().unwrap(),
+    );
+    let styles: [(&str, Vec<(&str, &str)>); 3] = [
+        (
+            "python",
+            vec![
+                ("x-a2a-notification-token", "tok-1"),
+                ("authorization", "Bearer cred-1"),
+                ("content-type", "application/json"),
+            ],
+        ),
+        (
+            "go",
+            vec![
+                ("a2a-notification-token", "tok-1"),
+                ("content-type", "application/json"),
+            ],
+        ),
+        (
+            "js",
+            vec![
+                ("authorization", "Bearer cred-1"),
+                ("content-type", "application/a2a+json"),
+            ],
+        ),
+    ];
+    for (i, (style, headers)) in styles.iter().enumerate() {
+        let (status, body) = push(
+            &hub.http,
+            url,
+            headers,
+            event("t1", "TASK_STATE_WORKING").replace("ctx-1", style),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{style}: {body}");
+        assert_eq!(
+            body,
+            json!({"status": "accepted", "sequence": i + 1}),
+            "{style}"
+        );
+    }
+    let v03 =
+        json!({"kind": "task", "id": "t1", "contextId": "c", "status": {"state": "completed"}});
+    let (status, _) = push(
+        &hub.http,
+        url,
+        &[("x-a2a-notification-token", "tok-1")],
+        v03.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "a 0.3 Task body is accepted");
+    let stored = events(&hub, id).await;
+    assert_eq!(stored.len(), 4);
+    assert_eq!(
+        stored[3]["event"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "0.3 is normalised to 1.0"
+    );
+    let all = receipts(&hub, id).await;
+    assert!(all.iter().all(|r| r["verdict"] == "accepted"), "{all:?}");
+    let text = Value::Array(all.clone()).to_string();
+    assert!(
+        !text.contains("tok-1") && !text.contains("cred-1"),
+        "receipts mask secrets: {text}"
+    );
+    let notes = all[2]["notes"].to_string();
+    assert!(
+        notes.contains("application/a2a+json") && notes.contains("no token header"),
+        "{notes}"
+    );
+    assert!(
+        all[3]["notes"].to_string().contains("A2A 0.3"),
+        "{}",
+        all[3]
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn attacks_are_refused_with_401_and_recorded() {
+    let hub = TestHub::start().await;
+    let created = create_subscription(
+        &hub,
+        json!({"token": "tok-1", "webhookSecret": SECRET, "toleranceSeconds": 60}),
+    )
+    .await;
+    let (id, url) = (
+        created["id"].as_str().unwrap(),
+        created["url"].as_str().unwrap().to_string(),
+    );
+    let body = event("t1", "TASK_STATE_WORKING");
+    let now = now_s();
+    let good = signed(SECRET, "msg-1", now, &body);
+    let mut with_token = refs(&good);
+    with_token.push(("x-a2a-notification-token", "tok-1"));
+    let attacks: Vec<Attack> = vec![
+        ("no token", good.clone(), body.clone()),
+        (
+            "wrong token",
+            [
+                good.clone(),
+                vec![("x-a2a-notification-token".into(), "tok-2".into())],
+            ]
+            .concat(),
+            body.clone(),
+        ),
+        (
+            "altered body",
+            [
+                good.clone(),
+                vec![("x-a2a-notification-token".into(), "tok-1".into())],
+            ]
+            .concat(),
+            body.replace("WORKING", "COMPLETED"),
+        ),
+        (
+            "another key",
+            [
+                signed("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAA", "msg-1", now, &body),
+                vec![("x-a2a-notification-token".into(), "tok-1".into())],
+            ]
+            .concat(),
+            body.clone(),
+        ),
+        (
+            "stale timestamp",
+            [
+                signed(SECRET, "msg-1", now - 3600, &body),
+                vec![("x-a2a-notification-token".into(), "tok-1".into())],
+            ]
+            .concat(),
+            body.clone(),
+        ),
+        (
+            "from the future",
+            [
+                signed(SECRET, "msg-1", now + 3600, &body),
+                vec![("x-a2a-notification-token".into(), "tok-1".into())],
+            ]
+            .concat(),
+            body.clone(),
+        ),
+    ];
+    for (name, headers, payload) in &attacks {
+        let (status, answer) = push(&hub.http, &url, &refs(headers), payload.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}");
+        assert_eq!(
+            answer,
+            json!({"error": "unauthorized"}),
+            "{name}: no detail to the caller"
+        );
+    }
+    let recorded = receipts(&hub, id).await;
+    assert_eq!(recorded.len(), attacks.len());
+    for (receipt, (name, _, _)) in recorded.iter().zip(&attacks) {
+        assert_eq!(receipt["verdict"], "unauthorized", "{name}");
+        assert!(
+            receipt["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["passed"] == false),
+            "{name}: {receipt}"
+        );
+    }
+    assert!(
+        recorded[4]["checks"].to_string().contains("old"),
+        "{}",
+        recorded[4]
+    );
+    assert!(events(&hub, id).await.is_empty(), "nothing was accepted");
+
+    let (status, first) = push(&hub.http, &url, &with_token, body.clone()).await;
+    assert_eq!(
+        (status, &first["status"]),
+        (StatusCode::OK, &json!("accepted"))
+    );
+    let (status, again) = push(&hub.http, &url, &with_token, body.clone()).await;
+    assert_eq!(
+        (status, &again["status"]),
+        (StatusCode::OK, &json!("duplicate")),
+        "a duplicate within the window is acknowledged"
+    );
+    assert_eq!(events(&hub, id).await.len(), 1, "and not routed twice");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_replay_after_its_window_is_refused() {
+    let hub = TestHub::start().await;
+    let created = create_subscription(
+        &hub,
+        json!({"token": "tok-1", "webhookSecret": SECRET, "toleranceSeconds": 1}),
+    )
+    .await;
+    let url = created["url"].as_str().unwrap().to_string();
+    let body = event("t1", "TASK_STATE_WORKING");
+    let mut headers = signed(SECRET, "msg-1", now_s(), &body);
+    headers.push(("x-a2a-notification-token".into(), "tok-1".into()));
+    let (status, _) = push(&hub.http, &url, &refs(&headers), body.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    wait_until(
+        WAIT,
+        "the replay to be refused once the window passed",
+        || {
+            let (http, url, headers, body) =
+                (hub.http.clone(), url.clone(), headers.clone(), body.clone());
+            async move {
+                let (status, _) = push(&http, &url, &refs(&headers), body).await;
+                (status == StatusCode::UNAUTHORIZED).then_some(())
+            }
+        },
+    )
+    .await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_unknown_oversized_and_too_fast_pushes_get_their_status() {
+    let hub = TestHub::start_with(|s| {
+        s.limits.max_body_bytes = 2048;
+        s.inbound.rate_limit_burst = 3;
+        s.inbound.rate_limit_per_second = 0.01;
+    })
+    .await;
+    let created = create_subscription(&hub, json!({"token": "t", "taskId": "only-this"})).await;
+    let (id, url) = (
+        created["id"].as_str().unwrap(),
+        created["url"].as_str().unwrap(),
+    );
+    let token = [("x-a2a-notification-token", "t")];
+    let (status, body) = push(&hub.http, url, &token, "{\"bogus\": 1}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = push(
+        &hub.http,
+        url,
+        &token,
+        event("another-task", "TASK_STATE_WORKING"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("only-this"));
+    let (status, _) = push(&hub.http, url, &token, "x".repeat(4096)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = push(
+        &hub.http,
+        url,
+        &token,
+        event("only-this", "TASK_STATE_WORKING"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the burst of 3 is spent"
+    );
+    let (status, _) = push(
+        &hub.http,
+        url,
+        &token,
+        event("only-this", "TASK_STATE_WORKING"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "and stays spent");
+    let verdicts: Vec<String> = receipts(&hub, id)
+        .await
+        .iter()
+        .map(|r| r["verdict"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(verdicts, ["malformed", "malformed", "too_large"]);
+    let (status, _) = push(
+        &hub.http,
+        &format!("{}/inbound/nope", hub.public),
+        &token,
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn accepted_events_are_forwarded_reliably_and_streamed_exactly_once() {
+    let receiver = Receiver::start().await;
+    let hub = TestHub::start_with(fast_delivery).await;
+    let created = create_subscription(
+        &hub,
+        json!({"token": "t", "forwardTo": receiver.url("/local")}),
+    )
+    .await;
+    let (id, url) = (
+        created["id"].as_str().unwrap(),
+        created["url"].as_str().unwrap().to_string(),
+    );
+    let stream_url = format!("{}/api/v1/subscriptions/{id}/events", hub.admin);
+    let mut stream = SseReader::open(&hub.http, &stream_url, None).await;
+    let states = [
+        "TASK_STATE_SUBMITTED",
+        "TASK_STATE_WORKING",
+        "TASK_STATE_INPUT_REQUIRED",
+        "TASK_STATE_WORKING",
+        "TASK_STATE_COMPLETED",
+    ];
+    // Distinct bodies: a peer without ids is de-duplicated by body hash.
+    let body = |i: usize| {
+        let mut e = status_event("t1", states[i]);
+        e["statusUpdate"]["metadata"] = json!({"n": i});
+        e.to_string()
+    };
+    for i in 0..3 {
+        let (status, _) = push(
+            &hub.http,
+            &url,
+            &[("x-a2a-notification-token", "t")],
+            body(i),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(stream.next(WAIT).await);
+    }
+    drop(stream);
+    for i in 3..5 {
+        let (status, answer) = push(
+            &hub.http,
+            &url,
+            &[("x-a2a-notification-token", "t")],
+            body(i),
+        )
+        .await;
+        assert_eq!(answer["status"], "accepted", "{status}");
+    }
+    let last_id = seen.last().unwrap().0.clone();
+    let mut resumed = SseReader::open(&hub.http, &stream_url, Some(&last_id)).await;
+    for _ in 0..2 {
+        seen.push(resumed.next(WAIT).await);
+    }
+    let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["1", "2", "3", "4", "5"],
+        "every event exactly once across the reconnect"
+    );
+    let streamed: Vec<&str> = seen
+        .iter()
+        .map(|(_, e)| {
+            e["event"]["statusUpdate"]["status"]["state"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(streamed, states);
+
+    let forwarded = receiver.wait_for(5, WAIT).await;
+    let order: Vec<u64> = forwarded.iter().map(|r| r.sequence()).collect();
+    assert_eq!(
+        order,
+        [1, 2, 3, 4, 5],
+        "forwarded in order through the outbound engine"
+    );
+    assert!(
+        forwarded[0].header("webhook-signature").starts_with("v1a,"),
+        "forwarded deliveries are signed"
+    );
+    let (_, page) = hub
+        .admin_get(&format!("/api/v1/subscriptions/{id}/events?after=3"))
+        .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    assert_eq!(page["nextAfter"], 5);
+    tokio::time::timeout(Duration::from_secs(15), hub.stop())
+        .await
+        .expect("a shutdown ends open SSE streams");
+}
+
+#[tokio::test]
+async fn one_hubs_signed_deliveries_are_verified_by_another_hubs_inbound_role() {
+    let sender = TestHub::start_with(fast_delivery).await;
+    let receiving = TestHub::start().await;
+    let jwks_url = format!("{}/.well-known/jwks.json", sender.public);
+    let created = create_subscription(
+        &receiving,
+        json!({"jwksUrl": jwks_url, "issuer": sender.public}),
+    )
+    .await;
+    let (id, url) = (
+        created["id"].as_str().unwrap(),
+        created["url"].as_str().unwrap().to_string(),
+    );
+    let token = created["pushNotificationConfig"]["token"].as_str().unwrap();
+    sender
+        .rpc_ok(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": "t1", "url": url, "token": token, "authentication": {"scheme": "Bearer"}}),
+        )
+        .await;
+    for state in ["TASK_STATE_WORKING", "TASK_STATE_COMPLETED"] {
+        sender.publish(status_event("t1", state)).await;
+    }
+    let accepted = wait_until(WAIT, "both events accepted", || async {
+        let all = events(&receiving, id).await;
+        (all.len() == 2).then_some(all)
+    })
+    .await;
+    assert_eq!(
+        accepted[1]["event"]["statusUpdate"]["status"]["state"],
+        "TASK_STATE_COMPLETED"
+    );
+    let receipt = &receipts(&receiving, id).await[0];
+    let checks: Vec<(String, bool)> = receipt["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["passed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("token".to_string(), true),
+            ("jwt".to_string(), true),
+            ("webhook-signature".to_string(), true)
+        ]
+    );
+
+    // A JWT minted for another audience: a delivery captured at a plain receiver, replayed here.
+    let receiver = Receiver::start().await;
+    sender
+        .rpc_ok("CreateTaskPushNotificationConfig", json!({"taskId": "t2", "url": receiver.url("/elsewhere"), "token": token, "authentication": {"scheme": "Bearer"}}))
+        .await;
+    sender
+        .publish(status_event("t2", "TASK_STATE_WORKING"))
+        .await;
+    let captured = receiver.wait_for(1, WAIT).await.remove(0);
+    let headers: Vec<(String, String)> = captured
+        .headers
+        .iter()
+        .filter(|(n, _)| *n != "host" && *n != "content-length")
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    let (status, _) = push(
+        &receiving.http,
+        &url,
+        &refs(&headers),
+        captured.body.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let last = receipts(&receiving, id).await.last().unwrap().clone();
+    assert!(last["checks"].to_string().contains("audience"), "{last}");
+    sender.stop().await;
+    receiving.stop().await;
+}
