@@ -269,7 +269,13 @@ async fn verify(args: VerifyArgs) -> Result<bool, String> {
                 a2a_push_hub::delivery::request::USER_AGENT,
             )
             .map_err(|e| e.to_string())?;
-            Some(client.fetch_json(source, 1024 * 1024).await?.body)
+            Some(
+                client
+                    .fetch_json(source, 1024 * 1024)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .body,
+            )
         }
         Some(path) => {
             let text = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;

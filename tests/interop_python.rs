@@ -189,142 +189,36 @@ async fn independent_python_verifiers_accept_every_signature_across_a_rotation()
     hub.stop().await;
 }
 
-/// Starts a Python script that prints `LISTENING <port>` first; returns it with the port.
-async fn start_listening(script: &str, args: &[&str]) -> (tokio::process::Child, u16) {
-    let mut child = tokio::process::Command::new(python())
-        .arg(script)
-        .args(args)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the Python peer starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("the Python peer listens within 60s")
-        .unwrap()
-        .expect("the Python peer is running");
-    (
-        child,
-        line.strip_prefix("LISTENING ").unwrap().parse().unwrap(),
-    )
-}
-
-async fn python_agent_pushes_after_remote_registration(binding: &str) {
+#[tokio::test]
+#[ignore = "needs the Python SDK venv; run by .ci/run"]
+async fn a_python_sdk_agent_pushes_to_the_hub_registered_over_jsonrpc() {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/python/agent_server.py"
     );
-    let (_agent, port) = start_listening(script, &[]).await;
-    let agent = format!("http://127.0.0.1:{port}");
-    let forward = common::Receiver::start().await;
-    let hub = TestHub::start().await;
-    let started: Value = hub
-        .http
-        .post(format!("{agent}/"))
-        .header("A2A-Version", "1.0")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": "1", "method": "SendMessage", "params": {
-            "message": {"messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": "hello"}]},
-            "configuration": {"returnImmediately": true}}}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let task_id = started["result"]["task"]["id"]
-        .as_str()
-        .expect("the agent started a task")
-        .to_string();
-    let agent_url = if binding == "JSONRPC" {
-        format!("{agent}/")
-    } else {
-        format!("{agent}/rest")
-    };
-    let created = common::create_subscription(
-        &hub,
-        json!({"taskId": task_id, "agent": {"url": agent_url, "binding": binding},
-            "authentication": {"scheme": "Bearer"}, "forwardTo": forward.url("/local")}),
+    let mut agent = tokio::process::Command::new(python());
+    agent.arg(script);
+    common::agent_pushes_after_remote_registration(
+        agent,
+        "JSONRPC",
+        &[("token", true), ("authorization", true)],
     )
     .await;
-    let id = created["id"].as_str().unwrap();
-    assert!(created["agent"]["remoteConfigId"].is_string(), "{created}");
-    let stream_url = format!("{}/api/v1/subscriptions/{id}/events", hub.admin);
-    let mut stream = common::SseReader::open(&hub.http, &stream_url, None).await;
-    let first = stream.next(Duration::from_secs(30)).await.1;
-    let second = stream.next(Duration::from_secs(30)).await.1;
-    assert!(
-        first["event"]["artifactUpdate"]["artifact"]["parts"][0]["text"] == "42",
-        "{first}"
-    );
-    assert_eq!(
-        second["event"]["statusUpdate"]["status"]["state"], "TASK_STATE_COMPLETED",
-        "{second}"
-    );
-    drop(stream);
-    let (_, receipts) = hub
-        .admin_get(&format!("/api/v1/subscriptions/{id}/receipts"))
-        .await;
-    for receipt in receipts["receipts"].as_array().unwrap() {
-        assert_eq!(receipt["verdict"], "accepted", "{receipt}");
-        let checks: Vec<(&str, bool)> = receipt["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["name"].as_str().unwrap(), c["passed"].as_bool().unwrap()))
-            .collect();
-        assert_eq!(
-            checks,
-            [("token", true), ("authorization", true)],
-            "the SDK sends both, and both match"
-        );
-    }
-    let forwarded = forward.wait_for(2, Duration::from_secs(30)).await;
-    assert!(
-        forwarded[0].json()["artifactUpdate"].is_object()
-            && forwarded[1].json()["statusUpdate"].is_object()
-    );
-
-    let response = hub
-        .http
-        .delete(format!("{}/api/v1/subscriptions/{id}", hub.admin))
-        .send()
-        .await
-        .unwrap();
-    let deleted: Value = response.json().await.unwrap();
-    assert!(
-        deleted["remote"].as_str().unwrap().contains("was deleted"),
-        "{deleted}"
-    );
-    let listed: Value = hub
-        .http
-        .post(format!("{agent}/"))
-        .header("A2A-Version", "1.0")
-        .json(&json!({"jsonrpc": "2.0", "id": "2", "method": "ListTaskPushNotificationConfigs", "params": {"taskId": task_id}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let remaining = listed["result"]["configs"].as_array().map_or(0, Vec::len);
-    assert_eq!(
-        remaining, 0,
-        "the registration is gone at the agent: {listed}"
-    );
-    hub.stop().await;
-}
-
-#[tokio::test]
-#[ignore = "needs the Python SDK venv; run by .ci/run"]
-async fn a_python_sdk_agent_pushes_to_the_hub_registered_over_jsonrpc() {
-    python_agent_pushes_after_remote_registration("JSONRPC").await;
 }
 
 #[tokio::test]
 #[ignore = "needs the Python SDK venv; run by .ci/run"]
 async fn a_python_sdk_agent_pushes_to_the_hub_registered_over_http_json() {
-    python_agent_pushes_after_remote_registration("HTTP+JSON").await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python/agent_server.py"
+    );
+    let mut agent = tokio::process::Command::new(python());
+    agent.arg(script);
+    common::agent_pushes_after_remote_registration(
+        agent,
+        "HTTP+JSON",
+        &[("token", true), ("authorization", true)],
+    )
+    .await;
 }

@@ -285,11 +285,5 @@ fn classify_error(error: &reqwest::Error) -> Outcome {
     if error.is_builder() {
         return Outcome::Unusable(error.to_string());
     }
-    let mut reason = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        reason = format!("{reason}: {inner}");
-        source = inner.source();
-    }
-    Outcome::Connect(reason)
+    Outcome::Connect(super::client::error_chain(error))
 }

@@ -93,6 +93,20 @@ impl GuardedClient {
     }
 }
 
+/// Why a JSON exchange failed; the text says what and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeError {
+    /// The SSRF policy refused the destination.
+    #[error("{0}")]
+    Refused(String),
+    /// No answer: connection refused or reset, timeout. Worth one retry for idempotent calls.
+    #[error("{0}")]
+    Unreachable(String),
+    /// An answer that is too large or not JSON, or (for `fetch_json`) not a success.
+    #[error("{0}")]
+    BadAnswer(String),
+}
+
 /// A JSON answer from a peer.
 #[derive(Debug, Clone)]
 pub struct JsonAnswer {
@@ -121,10 +135,10 @@ impl GuardedClient {
         headers: &[(&str, &str)],
         body: Option<&serde_json::Value>,
         max_bytes: usize,
-    ) -> Result<JsonAnswer, String> {
+    ) -> Result<JsonAnswer, ExchangeError> {
         let checked = self
             .check_destination(url)
-            .map_err(|refusal| format!("{url} is refused: it {refusal}"))?;
+            .map_err(|refusal| ExchangeError::Refused(format!("{url} is refused: it {refusal}")))?;
         let mut request = self
             .http
             .request(method, checked)
@@ -136,27 +150,28 @@ impl GuardedClient {
             request = request.json(body);
         }
         let mut response = request.send().await.map_err(|e| match refusal_in(&e) {
-            Some(refusal) => format!("{url} is refused: it {refusal}"),
-            None => format!("cannot reach {url}: {e}"),
+            Some(refusal) => ExchangeError::Refused(format!("{url} is refused: it {refusal}")),
+            None => ExchangeError::Unreachable(format!("cannot reach {url}: {}", error_chain(&e))),
         })?;
         let status = response.status().as_u16();
         let max_age = max_age(response.headers());
         let mut bytes = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("cannot read the answer of {url}: {e}"))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            ExchangeError::Unreachable(format!("cannot read the answer of {url}: {e}"))
+        })? {
             bytes.extend_from_slice(&chunk);
             if bytes.len() > max_bytes {
-                return Err(format!("{url} answered more than {max_bytes} bytes"));
+                return Err(ExchangeError::BadAnswer(format!(
+                    "{url} answered more than {max_bytes} bytes"
+                )));
             }
         }
         let body = if bytes.iter().all(u8::is_ascii_whitespace) {
             serde_json::Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{url} did not answer JSON ({status}): {e}"))?
+            serde_json::from_slice(&bytes).map_err(|e| {
+                ExchangeError::BadAnswer(format!("{url} did not answer JSON ({status}): {e}"))
+            })?
         };
         Ok(JsonAnswer {
             status,
@@ -166,15 +181,34 @@ impl GuardedClient {
     }
 
     /// GETs a JSON document (a JWKS, say) that must come with a 2xx status.
-    pub async fn fetch_json(&self, url: &str, max_bytes: usize) -> Result<JsonAnswer, String> {
+    pub async fn fetch_json(
+        &self,
+        url: &str,
+        max_bytes: usize,
+    ) -> Result<JsonAnswer, ExchangeError> {
         let answer = self
             .exchange_json(reqwest::Method::GET, url, &[], None, max_bytes)
             .await?;
         if !(200..300).contains(&answer.status) {
-            return Err(format!("{url} answered {}", answer.status));
+            return Err(ExchangeError::BadAnswer(format!(
+                "{url} answered {}",
+                answer.status
+            )));
         }
         Ok(answer)
     }
+}
+
+/// An error with its causes, for messages ("error sending request" alone says little).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 /// The policy refusal inside a request error, if that is why it failed.

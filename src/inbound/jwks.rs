@@ -86,7 +86,7 @@ impl JwksCache {
                     entry.fetched_at = Instant::now();
                     Ok(entry.document.clone())
                 }
-                None => Err(error),
+                None => Err(error.to_string()),
             },
         }
     }

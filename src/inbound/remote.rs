@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::delivery::client::GuardedClient;
+use crate::delivery::client::{ExchangeError, GuardedClient, JsonAnswer};
 
 pub const JSONRPC: &str = "JSONRPC";
 pub const HTTP_JSON: &str = "HTTP+JSON";
@@ -21,6 +21,26 @@ pub struct Registration<'a> {
     pub url: &'a str,
     pub token: Option<&'a str>,
     pub authorization: Option<(&'a str, &'a str)>,
+}
+
+/// One exchange, retried once when no answer came (a peer may reset a pooled connection);
+/// safe because both calls are idempotent (the config id is fixed).
+async fn exchange(
+    client: &GuardedClient,
+    method: Method,
+    url: &str,
+    body: Option<&Value>,
+) -> Result<JsonAnswer, String> {
+    match client
+        .exchange_json(method.clone(), url, &HEADERS, body, MAX_ANSWER_BYTES)
+        .await
+    {
+        Err(ExchangeError::Unreachable(_)) => client
+            .exchange_json(method, url, &HEADERS, body, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| e.to_string()),
+        other => other.map_err(|e| e.to_string()),
+    }
 }
 
 fn rest_base(agent_url: &str) -> &str {
@@ -57,15 +77,8 @@ pub async fn register(
         JSONRPC => {
             let request = json!({"jsonrpc": "2.0", "id": uuid::Uuid::new_v4().to_string(),
                 "method": "CreateTaskPushNotificationConfig", "params": config});
-            let answer = client
-                .exchange_json(
-                    Method::POST,
-                    registration.agent_url,
-                    &HEADERS,
-                    Some(&request),
-                    MAX_ANSWER_BYTES,
-                )
-                .await?;
+            let answer =
+                exchange(client, Method::POST, registration.agent_url, Some(&request)).await?;
             jsonrpc_result(answer.body, "CreateTaskPushNotificationConfig")?
         }
         HTTP_JSON => {
@@ -74,15 +87,7 @@ pub async fn register(
                 rest_base(registration.agent_url),
                 registration.task_id
             );
-            let answer = client
-                .exchange_json(
-                    Method::POST,
-                    &url,
-                    &HEADERS,
-                    Some(&config),
-                    MAX_ANSWER_BYTES,
-                )
-                .await?;
+            let answer = exchange(client, Method::POST, &url, Some(&config)).await?;
             if !(200..300).contains(&answer.status) {
                 return Err(format!(
                     "the agent answered {}: {}",
@@ -111,15 +116,7 @@ pub async fn unregister(
         JSONRPC => {
             let request = json!({"jsonrpc": "2.0", "id": uuid::Uuid::new_v4().to_string(),
                 "method": "DeleteTaskPushNotificationConfig", "params": {"taskId": task_id, "id": config_id}});
-            let answer = client
-                .exchange_json(
-                    Method::POST,
-                    agent_url,
-                    &HEADERS,
-                    Some(&request),
-                    MAX_ANSWER_BYTES,
-                )
-                .await?;
+            let answer = exchange(client, Method::POST, agent_url, Some(&request)).await?;
             jsonrpc_result(answer.body, "DeleteTaskPushNotificationConfig").map(|_| ())
         }
         _ => {
@@ -127,9 +124,7 @@ pub async fn unregister(
                 "{}/tasks/{task_id}/pushNotificationConfigs/{config_id}",
                 rest_base(agent_url)
             );
-            let answer = client
-                .exchange_json(Method::DELETE, &url, &HEADERS, None, MAX_ANSWER_BYTES)
-                .await?;
+            let answer = exchange(client, Method::DELETE, &url, None).await?;
             if (200..300).contains(&answer.status) || answer.status == 404 {
                 Ok(())
             } else {

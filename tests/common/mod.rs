@@ -565,3 +565,132 @@ impl SseReader {
         .expect("an SSE event within the deadline")
     }
 }
+
+/// Starts a peer process that prints `LISTENING <port>` first; returns it with the port.
+pub async fn start_listening(mut command: tokio::process::Command) -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the peer starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the peer listens within 60s")
+        .unwrap()
+        .expect("the peer is running");
+    // Keep draining its output: a closed pipe would kill a peer that logs.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (
+        child,
+        line.strip_prefix("LISTENING ").unwrap().parse().unwrap(),
+    )
+}
+
+/// An SDK agent (started by `agent`, printing `LISTENING <port>`, serving JSON-RPC at `/` and,
+/// for HTTP+JSON, REST at `/rest`) runs a task that waits for a webhook; the hub registers
+/// itself there; every later push must be accepted with `expected_checks`, streamed, and
+/// forwarded; deleting the subscription removes the registration at the agent.
+pub async fn agent_pushes_after_remote_registration(
+    agent: tokio::process::Command,
+    binding: &str,
+    expected_checks: &[(&str, bool)],
+) {
+    let (_agent, port) = start_listening(agent).await;
+    let agent = format!("http://127.0.0.1:{port}");
+    let forward = Receiver::start().await;
+    let hub = TestHub::start().await;
+    let started: Value = hub
+        .http
+        .post(format!("{agent}/"))
+        .header("A2A-Version", "1.0")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": "1", "method": "SendMessage", "params": {
+            "message": {"messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": "hello"}]},
+            "configuration": {"returnImmediately": true}}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task_id = started["result"]["task"]["id"]
+        .as_str()
+        .expect("the agent started a task")
+        .to_string();
+    let agent_url = if binding == "JSONRPC" {
+        format!("{agent}/")
+    } else {
+        format!("{agent}/rest")
+    };
+    let created = create_subscription(
+        &hub,
+        json!({"taskId": task_id, "agent": {"url": agent_url, "binding": binding},
+            "authentication": {"scheme": "Bearer"}, "forwardTo": forward.url("/local")}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    assert!(created["agent"]["remoteConfigId"].is_string(), "{created}");
+    let stream_url = format!("{}/api/v1/subscriptions/{id}/events", hub.admin);
+    let mut stream = SseReader::open(&hub.http, &stream_url, None).await;
+    let first = stream.next(Duration::from_secs(30)).await.1;
+    let second = stream.next(Duration::from_secs(30)).await.1;
+    assert!(
+        first["event"]["artifactUpdate"]["artifact"]["parts"][0]["text"] == "42",
+        "{first}"
+    );
+    assert_eq!(
+        second["event"]["statusUpdate"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{second}"
+    );
+    drop(stream);
+    let (_, receipts) = hub
+        .admin_get(&format!("/api/v1/subscriptions/{id}/receipts"))
+        .await;
+    for receipt in receipts["receipts"].as_array().unwrap() {
+        assert_eq!(receipt["verdict"], "accepted", "{receipt}");
+        let checks: Vec<(&str, bool)> = receipt["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap(), c["passed"].as_bool().unwrap()))
+            .collect();
+        assert_eq!(checks, expected_checks, "{receipt}");
+    }
+    let forwarded = forward.wait_for(2, Duration::from_secs(30)).await;
+    assert!(
+        forwarded[0].json()["artifactUpdate"].is_object()
+            && forwarded[1].json()["statusUpdate"].is_object()
+    );
+
+    let response = hub
+        .http
+        .delete(format!("{}/api/v1/subscriptions/{id}", hub.admin))
+        .send()
+        .await
+        .unwrap();
+    let deleted: Value = response.json().await.unwrap();
+    assert!(
+        deleted["remote"].as_str().unwrap().contains("was deleted"),
+        "{deleted}"
+    );
+    let listed: Value = hub
+        .http
+        .post(format!("{agent}/"))
+        .header("A2A-Version", "1.0")
+        .json(&json!({"jsonrpc": "2.0", "id": "2", "method": "ListTaskPushNotificationConfigs", "params": {"taskId": task_id}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let remaining = listed["result"]["configs"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        remaining, 0,
+        "the registration is gone at the agent: {listed}"
+    );
+    hub.stop().await;
+}

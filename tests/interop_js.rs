@@ -1,0 +1,22 @@
+//! Interop with the official A2A JS SDK (`@a2a-js/sdk@1.3.0`): an agent built with it pushes
+//! to the hub after the hub registered itself there.
+//!
+//! Needs Node.js and `npm install` in `tests/interop/js`; `.ci/run` does that and runs
+//! `cargo test --test interop_js -- --ignored` with `A2A_INTEROP_NODE` set.
+
+mod common;
+
+#[tokio::test]
+#[ignore = "needs Node.js and tests/interop/js/node_modules; run by .ci/run"]
+async fn a_js_sdk_agent_pushes_to_the_hub_after_remote_registration() {
+    let node = std::env::var("A2A_INTEROP_NODE")
+        .expect("set A2A_INTEROP_NODE to a node binary (see .ci/run)");
+    let mut agent = tokio::process::Command::new(node);
+    agent.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/js/js_agent.mjs"
+    ));
+    // The JS SDK sends Authorization and, when authentication is set, no token header.
+    common::agent_pushes_after_remote_registration(agent, "JSONRPC", &[("authorization", true)])
+        .await;
+}
