@@ -54,22 +54,8 @@ enum Command {
     },
     /// List or rotate the hub's signing keys through a running hub's admin API.
     Keys {
-        /// The admin listener's URL.
-        #[arg(
-            long,
-            env = "A2A_PUSH_HUB_ADMIN_URL",
-            default_value = "http://127.0.0.1:8081",
-            global = true
-        )]
-        admin_url: String,
-        /// The admin token, when the hub has one (server.admin_token).
-        #[arg(
-            long,
-            env = "A2A_PUSH_HUB_ADMIN_TOKEN",
-            hide_env_values = true,
-            global = true
-        )]
-        admin_token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
         #[command(subcommand)]
         action: KeysAction,
     },
@@ -103,22 +89,8 @@ enum Command {
     },
     /// Inspect and replay deliveries through a running hub's admin API.
     Deliveries {
-        /// The admin listener's URL.
-        #[arg(
-            long,
-            env = "A2A_PUSH_HUB_ADMIN_URL",
-            default_value = "http://127.0.0.1:8081",
-            global = true
-        )]
-        admin_url: String,
-        /// The admin token, when the hub has one (server.admin_token).
-        #[arg(
-            long,
-            env = "A2A_PUSH_HUB_ADMIN_TOKEN",
-            hide_env_values = true,
-            global = true
-        )]
-        admin_token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
         #[command(subcommand)]
         action: DeliveriesAction,
     },
@@ -142,6 +114,33 @@ struct DeliveryFilterArgs {
     /// Only deliveries created before this RFC 3339 time.
     #[arg(long)]
     created_before: Option<String>,
+}
+
+/// Where the admin API of a running hub is.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin listener's URL.
+    #[arg(
+        long,
+        env = "A2A_PUSH_HUB_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    admin_url: String,
+    /// The admin token, when the hub has one (server.admin_token).
+    #[arg(
+        long,
+        env = "A2A_PUSH_HUB_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    admin_token: Option<String>,
+}
+
+impl AdminArgs {
+    fn client(self) -> AdminClient {
+        AdminClient::new(&self.admin_url, self.admin_token)
+    }
 }
 
 #[derive(Subcommand)]
@@ -209,8 +208,8 @@ fn print_answer(
     }
 }
 
-async fn keys(admin_url: &str, admin_token: Option<String>, action: KeysAction) -> ExitCode {
-    let client = AdminClient::new(admin_url, admin_token);
+async fn keys(admin: AdminArgs, action: KeysAction) -> ExitCode {
+    let client = admin.client();
     print_answer(match action {
         KeysAction::List => client.get("/api/v1/keys", &[]).await,
         KeysAction::Rotate => client.post("/api/v1/keys:rotate", &[], None).await,
@@ -310,12 +309,8 @@ async fn verify(args: VerifyArgs) -> Result<bool, String> {
     Ok(checks.iter().all(|c| c.passed))
 }
 
-async fn deliveries(
-    admin_url: &str,
-    admin_token: Option<String>,
-    action: DeliveriesAction,
-) -> ExitCode {
-    let client = AdminClient::new(admin_url, admin_token);
+async fn deliveries(admin: AdminArgs, action: DeliveriesAction) -> ExitCode {
+    let client = admin.client();
     let result = match action {
         DeliveriesAction::List {
             filter,
@@ -439,16 +434,8 @@ async fn main() -> ExitCode {
             hub.shutdown().await;
             ExitCode::SUCCESS
         }
-        Command::Deliveries {
-            admin_url,
-            admin_token,
-            action,
-        } => deliveries(&admin_url, admin_token, action).await,
-        Command::Keys {
-            admin_url,
-            admin_token,
-            action,
-        } => keys(&admin_url, admin_token, action).await,
+        Command::Deliveries { admin, action } => deliveries(admin, action).await,
+        Command::Keys { admin, action } => keys(admin, action).await,
         Command::Verify {
             request,
             jwks,

@@ -189,18 +189,17 @@ async fn independent_python_verifiers_accept_every_signature_across_a_rotation()
     hub.stop().await;
 }
 
-#[tokio::test]
-#[ignore = "needs the Python SDK venv; run by .ci/run"]
-async fn a_python_sdk_agent_pushes_to_the_hub_registered_over_jsonrpc() {
-    let script = concat!(
+/// The Python SDK agent, registered over `binding`; the Python SDK sends both the token and
+/// the Authorization header, and both must match.
+async fn python_agent_over(binding: &str) {
+    let mut agent = tokio::process::Command::new(python());
+    agent.arg(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/python/agent_server.py"
-    );
-    let mut agent = tokio::process::Command::new(python());
-    agent.arg(script);
+    ));
     common::agent_pushes_after_remote_registration(
         agent,
-        "JSONRPC",
+        binding,
         &[("token", true), ("authorization", true)],
     )
     .await;
@@ -208,17 +207,12 @@ async fn a_python_sdk_agent_pushes_to_the_hub_registered_over_jsonrpc() {
 
 #[tokio::test]
 #[ignore = "needs the Python SDK venv; run by .ci/run"]
+async fn a_python_sdk_agent_pushes_to_the_hub_registered_over_jsonrpc() {
+    python_agent_over("JSONRPC").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the Python SDK venv; run by .ci/run"]
 async fn a_python_sdk_agent_pushes_to_the_hub_registered_over_http_json() {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/python/agent_server.py"
-    );
-    let mut agent = tokio::process::Command::new(python());
-    agent.arg(script);
-    common::agent_pushes_after_remote_registration(
-        agent,
-        "HTTP+JSON",
-        &[("token", true), ("authorization", true)],
-    )
-    .await;
+    python_agent_over("HTTP+JSON").await;
 }
