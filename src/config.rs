@@ -172,7 +172,7 @@ impl Default for LimitSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySettings {
-    /// The agent's A2A URL; empty = no gateway (not built yet: refused with a clear error).
+    /// The agent's A2A URL; empty = no gateway.
     pub upstream: String,
 }
 
@@ -343,10 +343,18 @@ impl Settings {
             });
         }
         if !self.gateway.upstream.is_empty() {
-            return Err(SettingsError::Invalid {
-                key: "gateway.upstream",
-                reason: "gateway mode is not available in this version; leave it empty".to_string(),
-            });
+            let upstream =
+                url::Url::parse(&self.gateway.upstream).map_err(|e| SettingsError::Invalid {
+                    key: "gateway.upstream",
+                    reason: format!("not a URL: {e}"),
+                })?;
+            if !matches!(upstream.scheme(), "http" | "https") || upstream.host().is_none() {
+                return Err(SettingsError::Invalid {
+                    key: "gateway.upstream",
+                    reason: "must be the agent's http(s) URL, e.g. http://127.0.0.1:9999/"
+                        .to_string(),
+                });
+            }
         }
         Ok(())
     }

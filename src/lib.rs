@@ -20,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod gateway;
 pub mod inbound;
 pub mod metrics;
 pub mod signing;
@@ -45,6 +46,8 @@ pub enum StartError {
     Settings(#[from] config::SettingsError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Gateway(#[from] gateway::GatewayError),
     #[error("signing keys are unusable: {0}")]
     Signing(#[from] signing::SigningError),
     #[error("cannot listen on {addr} ({listener}): {source}")]
@@ -131,6 +134,10 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
     let body_limit = DefaultBodyLimit::max(settings.limits.max_body_bytes);
     let policy = Arc::new(ssrf::Policy::from_settings(&settings.security));
     let metrics = Arc::new(metrics::Metrics::default());
+    let gateway = match settings.gateway.upstream.as_str() {
+        "" => None,
+        upstream => Some(Arc::new(gateway::Gateway::new(upstream, &policy).await?)),
+    };
     let inbound = Arc::new(inbound::Inbound::new(
         delivery::client::GuardedClient::new(policy.clone(), delivery::request::USER_AGENT)
             .map_err(|e| StoreError::Storage(format!("cannot build the HTTP client: {e}")))?,
@@ -162,6 +169,7 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
         keyring,
         inbound,
         shutdown: shutdown.clone(),
+        gateway,
     };
     let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
         let token = shutdown.clone();

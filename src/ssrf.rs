@@ -51,6 +51,13 @@ impl Policy {
         }
     }
 
+    /// The same policy, with `addr` allowed as well (the operator-configured upstream agent).
+    pub fn allowing(&self, addr: IpAddr) -> Policy {
+        let mut policy = self.clone();
+        policy.allowed_subnets.push(IpNet::from(addr));
+        policy
+    }
+
     /// Checks one address; `Ok` means a request may connect to it.
     pub fn check_ip(&self, addr: IpAddr) -> Result<(), Refusal> {
         let Some(class) = refused_class(addr) else {

@@ -18,6 +18,14 @@ use crate::a2a::push_config::{config_address, config_input, list_request, render
 use crate::a2a::version::{WireVersion, negotiate};
 use crate::domain::{DomainError, HubState, push_configs};
 
+/// The push-config methods the hub answers itself, gateway or not.
+const PUSH_CONFIG_METHODS: [&str; 4] = [
+    methods::CREATE_PUSH_CONFIG,
+    methods::GET_PUSH_CONFIG,
+    methods::LIST_PUSH_CONFIGS,
+    methods::DELETE_PUSH_CONFIG,
+];
+
 /// A2A methods that exist but that this hub answers only in gateway mode.
 const AGENT_METHODS: [&str; 7] = [
     methods::SEND_MESSAGE,
@@ -85,6 +93,43 @@ pub async fn handle(
             );
         }
     };
+    if let Some(gateway) = state.gateway.clone() {
+        if !PUSH_CONFIG_METHODS.contains(&method.as_str()) {
+            let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+            return super::gateway::jsonrpc(&state, &gateway, &headers, body, request, id, &method)
+                .await;
+        }
+        let address = Params::from_value(params.clone()).ok();
+        let task_id = address
+            .as_ref()
+            .and_then(|p| p.string("taskId").ok().flatten());
+        let tenant = address
+            .as_ref()
+            .and_then(|p| p.string("tenant").ok().flatten())
+            .unwrap_or_default();
+        if let Some(task_id) = &task_id {
+            if let Err(error) =
+                super::gateway::before_config_method(&gateway, &headers, &tenant, task_id, None)
+                    .await
+            {
+                return fail(id, error);
+            }
+        }
+        let result = match dispatch(&state, &method, params, version).await {
+            Ok(result) => result,
+            Err(error) => return fail(id, error),
+        };
+        if let (methods::CREATE_PUSH_CONFIG, Some(task_id)) = (method.as_str(), &task_id) {
+            if let Err(error) = super::gateway::after_config_created(
+                &state, &gateway, &headers, &tenant, task_id, None,
+            )
+            .await
+            {
+                return fail(id, error);
+            }
+        }
+        return reply(StatusCode::OK, JsonRpcResponse::success(id, result));
+    }
     match dispatch(&state, &method, params, version).await {
         Ok(result) => reply(StatusCode::OK, JsonRpcResponse::success(id, result)),
         Err(error) => fail(id, error),

@@ -7,6 +7,7 @@
 
 mod admin;
 mod errors;
+mod gateway;
 mod inbound;
 mod jsonrpc;
 mod rest;
@@ -24,8 +25,12 @@ pub fn public_router(state: HubState) -> Router {
         .route("/", axum::routing::post(jsonrpc::handle))
         .route("/.well-known/jwks.json", axum::routing::get(jwks))
         .route("/inbound/{id}", axum::routing::post(inbound::receive))
+        .route(
+            "/.well-known/agent-card.json",
+            axum::routing::get(gateway::agent_card),
+        )
         .merge(rest::routes())
-        .fallback(rest::not_found)
+        .fallback(gateway::fallback)
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }

@@ -50,6 +50,39 @@ pub struct PathParams {
     config_id: Option<String>,
 }
 
+impl PathParams {
+    /// In gateway mode the path prefix is the agent interface's path (its tenant, if it has
+    /// one) and the hub keeps configs in the default tenant; otherwise it is the hub's tenant.
+    fn scope(&self, state: &HubState) -> (Option<String>, Option<String>) {
+        match state.gateway {
+            Some(_) => (
+                None,
+                Some(
+                    self.tenant
+                        .as_ref()
+                        .map(|t| format!("/{t}"))
+                        .unwrap_or_default(),
+                ),
+            ),
+            None => (self.tenant.clone(), None),
+        }
+    }
+}
+
+/// In gateway mode: the task must exist for the caller at the agent.
+async fn gateway_check(
+    state: &HubState,
+    headers: &HeaderMap,
+    path: &PathParams,
+) -> Result<(), Response> {
+    let (Some(gateway), (_, Some(prefix))) = (&state.gateway, path.scope(state)) else {
+        return Ok(());
+    };
+    super::gateway::before_config_method(gateway, headers, "", &path.task_id, Some(&prefix))
+        .await
+        .map_err(|error| rest_response(&error, None))
+}
+
 fn version(headers: &HeaderMap, query: Option<&str>) -> Result<WireVersion, Response> {
     negotiate(requested_version(headers, query).as_deref()).map_err(|unsupported| {
         rest_response(
@@ -107,18 +140,37 @@ async fn create(
         Ok(input) => input,
         Err(e) => return field_error(e),
     };
-    match push_configs::create(
+    if let Err(response) = gateway_check(&state, &headers, &path).await {
+        return response;
+    }
+    let (tenant, prefix) = path.scope(&state);
+    let config = match push_configs::create(
         &state,
-        path.tenant.as_deref(),
+        tenant.as_deref(),
         Some(&path.task_id),
         input,
         version,
     )
     .await
     {
-        Ok(config) => Json(render(&config)).into_response(),
-        Err(e) => domain_error(e),
+        Ok(config) => config,
+        Err(e) => return domain_error(e),
+    };
+    if let (Some(gateway), Some(prefix)) = (&state.gateway, prefix) {
+        if let Err(error) = super::gateway::after_config_created(
+            &state,
+            gateway,
+            &headers,
+            "",
+            &path.task_id,
+            Some(&prefix),
+        )
+        .await
+        {
+            return rest_response(&error, None);
+        }
     }
+    Json(render(&config)).into_response()
 }
 
 async fn get_one(
@@ -130,12 +182,16 @@ async fn get_one(
     if let Err(response) = version(&headers, query.as_deref()) {
         return response;
     }
+    if let Err(response) = gateway_check(&state, &headers, &path).await {
+        return response;
+    }
+    let (tenant, _) = path.scope(&state);
     let address = ConfigAddress {
         tenant: None,
         task_id: path.task_id,
         id: path.config_id.unwrap_or_default(),
     };
-    match push_configs::get(&state, path.tenant.as_deref(), address).await {
+    match push_configs::get(&state, tenant.as_deref(), address).await {
         Ok(config) => Json(render(&config)).into_response(),
         Err(e) => domain_error(e),
     }
@@ -151,6 +207,10 @@ async fn list(
     if let Err(response) = version(&headers, raw_query.as_deref()) {
         return response;
     }
+    if let Err(response) = gateway_check(&state, &headers, &path).await {
+        return response;
+    }
+    let (tenant, _) = path.scope(&state);
     let mut fields: Map<String, Value> = query
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
@@ -162,7 +222,7 @@ async fn list(
             Ok(request) => request,
             Err(e) => return field_error(e),
         };
-    match push_configs::list(&state, path.tenant.as_deref(), request).await {
+    match push_configs::list(&state, tenant.as_deref(), request).await {
         Ok(page) => {
             Json(render_list(&page.configs, page.next_page_token.as_deref())).into_response()
         }
@@ -179,12 +239,16 @@ async fn delete(
     if let Err(response) = version(&headers, query.as_deref()) {
         return response;
     }
+    if let Err(response) = gateway_check(&state, &headers, &path).await {
+        return response;
+    }
+    let (tenant, _) = path.scope(&state);
     let address = ConfigAddress {
         tenant: None,
         task_id: path.task_id,
         id: path.config_id.unwrap_or_default(),
     };
-    match push_configs::delete(&state, path.tenant.as_deref(), address).await {
+    match push_configs::delete(&state, tenant.as_deref(), address).await {
         Ok(()) => Json(json!({})).into_response(),
         Err(e) => domain_error(e),
     }

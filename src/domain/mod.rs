@@ -34,4 +34,6 @@ pub struct HubState {
     pub inbound: Arc<crate::inbound::Inbound>,
     /// Cancelled when the hub shuts down: long-lived responses (SSE) end with it.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Set in gateway mode: the agent behind the hub.
+    pub gateway: Option<Arc<crate::gateway::Gateway>>,
 }

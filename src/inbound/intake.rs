@@ -13,7 +13,8 @@ use crate::domain::HubState;
 use crate::signing::verify::{CapturedRequest, ed25519_keys};
 use crate::signing::{jwt, webhooks};
 use crate::store::{
-    CheckResult, InboundAccept, InboundOutcome, ReceiptRecord, SubscriptionRecord, now_ms,
+    CheckResult, InboundAccept, InboundOutcome, InboundRoute, ReceiptRecord, SubscriptionRecord,
+    now_ms,
 };
 
 /// The answer to the pushing peer.
@@ -392,6 +393,12 @@ pub async fn intake(
             .await;
         }
     }
+    if subscription.gateway.is_some() {
+        if let Err(e) = crate::gateway::intake::bind(state, &subscription, &task_id).await {
+            tracing::error!(error = %e, "could not store the client's config for a gateway task");
+            return answer(503, json!({"error": "temporarily unavailable; retry"}));
+        }
+    }
     let replay_key = match (request.header("webhook-id"), jti) {
         (Some(webhook_id), _) => format!("webhook-id:{webhook_id}"),
         (None, Some(jti)) => format!("jti:{jti}"),
@@ -407,10 +414,7 @@ pub async fn intake(
             .and_then(|v| v.parse().ok()),
         event,
         body,
-        forward: subscription
-            .forward_to
-            .clone()
-            .map(|url| (forward_tenant(id), url)),
+        route: route_of(&subscription),
         receipt: receipt(&request, "accepted", 200, checks, notes),
     };
     match state.store.accept_inbound(accept).await {
@@ -419,10 +423,14 @@ pub async fn intake(
             forwarded,
             ..
         }) => {
-            if let Some(published) = forwarded {
+            if let (
+                Some(published),
+                InboundRoute::Forward { tenant, .. } | InboundRoute::Publish { tenant },
+            ) = (forwarded, route_of(&subscription))
+            {
                 state
                     .scheduler
-                    .enqueue(published.pending(&forward_tenant(id), now_ms()));
+                    .enqueue(published.pending(&tenant, now_ms()));
             }
             state.inbound.notify(id, sequence).await;
             answer(200, json!({"status": "accepted", "sequence": sequence}))
@@ -432,6 +440,20 @@ pub async fn intake(
             tracing::error!(error = %e, "could not store an inbound event");
             answer(503, json!({"error": "temporarily unavailable; retry"}))
         }
+    }
+}
+
+/// Where a subscription's accepted events go.
+fn route_of(subscription: &SubscriptionRecord) -> InboundRoute {
+    match (&subscription.gateway, &subscription.forward_to) {
+        (Some(gateway), _) => InboundRoute::Publish {
+            tenant: gateway.tenant.clone(),
+        },
+        (None, Some(url)) => InboundRoute::Forward {
+            tenant: forward_tenant(&subscription.id),
+            url: url.clone(),
+        },
+        (None, None) => InboundRoute::Log,
     }
 }
 

@@ -199,6 +199,7 @@ pub async fn create(
         tolerance_s,
         forward_to,
         agent,
+        gateway: None,
         created_at_ms: now_ms(),
     };
     let url = inbound_url(state, &subscription.id);

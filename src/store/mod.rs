@@ -340,7 +340,20 @@ pub struct SubscriptionRecord {
     /// Accepted events are delivered here through the outbound engine.
     pub forward_to: Option<String>,
     pub agent: Option<RemoteAgent>,
+    /// Set for the gateway's intake subscriptions: accepted events are published as the
+    /// task's events under this tenant.
+    #[serde(default)]
+    pub gateway: Option<GatewayIntake>,
     pub created_at_ms: u64,
+}
+
+/// A gateway intake: where an upstream agent pushes one request's task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayIntake {
+    pub tenant: String,
+    /// The client's inline config, stored for the task when its first event arrives (its
+    /// `task_id` is filled in then).
+    pub client_config: Option<ConfigRecord>,
 }
 
 /// One accepted inbound event, normalised to an A2A 1.0 `StreamResponse`.
@@ -391,9 +404,21 @@ pub struct InboundAccept {
     pub event: StreamResponse,
     /// The event as a 1.0 `StreamResponse`, as stored and forwarded.
     pub body: Box<RawValue>,
-    /// Forward through the outbound engine: (tenant, url).
-    pub forward: Option<(String, String)>,
+    /// Where the accepted event goes besides the subscription's own log.
+    pub route: InboundRoute,
     pub receipt: ReceiptRecord,
+}
+
+/// Where an accepted inbound event goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundRoute {
+    /// Only the subscription's log (pull, SSE).
+    Log,
+    /// Also delivered to `url` through the outbound engine, under `tenant`.
+    Forward { tenant: String, url: String },
+    /// Also published as the task's event under `tenant`, to every config of the task (the
+    /// gateway: an upstream agent's pushes become the hub's deliveries).
+    Publish { tenant: String },
 }
 
 /// What accepting decided.

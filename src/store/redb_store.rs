@@ -646,9 +646,18 @@ fn accept_inbound_in(
         )
         .map_err(StoreError::storage)?;
     drop(events);
-    let forwarded = match accept.forward {
-        None => None,
-        Some((tenant, url)) => {
+    let forwarded = match accept.route {
+        InboundRoute::Log => None,
+        InboundRoute::Publish { tenant } => {
+            let event = NewEvent {
+                tenant,
+                task_id: accept.task_id.clone(),
+                event: accept.event,
+                body: accept.body,
+            };
+            Some(publish_one(sealing, txn, event, now)?)
+        }
+        InboundRoute::Forward { tenant, url } => {
             let mut configs = txn.open_table(CONFIGS).map_err(StoreError::storage)?;
             let ckey = config_key(&tenant, &accept.task_id, FORWARD_CONFIG_ID);
             if configs

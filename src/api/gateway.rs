@@ -1,0 +1,301 @@
+//! The public listener in gateway mode: the parts of the agent's interface the hub answers or
+//! rewrites, and the proxy for everything else.
+
+use a2a::{A2AError, JsonRpcId, error_code, methods};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::errors::{invalid_params, to_a2a};
+use crate::a2a::errors::jsonrpc_error;
+use crate::a2a::params::Params;
+use crate::a2a::push_config::config_input;
+use crate::domain::{DomainError, HubState, events};
+use crate::gateway::{Gateway, card, intake, upstream};
+use crate::store::PublishedEvent;
+
+fn rpc(id: JsonRpcId, error: A2AError) -> Response {
+    (StatusCode::OK, Json(jsonrpc_error(id, &error))).into_response()
+}
+
+fn unreachable(reason: &str) -> A2AError {
+    A2AError::internal(format!(
+        "the agent behind this hub is unreachable: {reason}"
+    ))
+}
+
+/// Proxies the request as it is.
+pub async fn forward(
+    gateway: &Gateway,
+    method: Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+) -> Response {
+    match upstream::proxy(gateway, method, path_and_query, headers, body).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::warn!(error = %e, "upstream agent unreachable");
+            let (status, body) = crate::a2a::errors::rest_error_with_status(
+                &unreachable(&e.to_string()),
+                upstream::unreachable_status().as_u16(),
+            );
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                Json(body),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Checks with the agent that the task exists for this caller.
+async fn task_for_caller(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    tenant: &str,
+    task_id: &str,
+    rest_prefix: Option<&str>,
+) -> Result<Value, A2AError> {
+    let found = match rest_prefix {
+        Some(prefix) => upstream::get_task_rest(gateway, headers, prefix, task_id).await,
+        None => upstream::get_task(gateway, headers, tenant, task_id).await,
+    };
+    match found {
+        Ok(Some(task)) => Ok(task),
+        Ok(None) => Err(A2AError::new(
+            error_code::TASK_NOT_FOUND,
+            format!("task {task_id:?} does not exist at the agent for this caller"),
+        )),
+        Err(e) => Err(unreachable(&e.to_string())),
+    }
+}
+
+/// Before a push-config method: the task must exist for the caller at the agent.
+pub async fn before_config_method(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    tenant: &str,
+    task_id: &str,
+    rest_prefix: Option<&str>,
+) -> Result<(), A2AError> {
+    task_for_caller(gateway, headers, tenant, task_id, rest_prefix)
+        .await
+        .map(|_| ())
+}
+
+/// After a config was created on an existing task: the agent is made to push the task to the
+/// hub, and the task's current snapshot is published, so the new config receives it first.
+pub async fn after_config_created(
+    state: &HubState,
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    tenant: &str,
+    task_id: &str,
+    rest_prefix: Option<&str>,
+) -> Result<(), A2AError> {
+    let publish = |task: Value| async move {
+        let snapshot = json!({"task": task}).to_string();
+        let published: Result<PublishedEvent, DomainError> =
+            events::publish_one(state, tenant, snapshot.as_bytes()).await;
+        published.map_err(|e| to_a2a(&e))
+    };
+    // The snapshot goes first, so the new config's lane starts with it…
+    let before = task_for_caller(gateway, headers, tenant, task_id, rest_prefix).await?;
+    let first = publish(before.clone()).await?;
+    intake::ensure_agent_pushes(state, gateway, headers, tenant, task_id)
+        .await
+        .map_err(|e| to_a2a(&e))?;
+    // …and if the task moved while the hub registered itself, and no push has told of it yet,
+    // a second snapshot closes the gap.
+    let after = task_for_caller(gateway, headers, tenant, task_id, rest_prefix).await?;
+    let newest = state
+        .store
+        .get_task(tenant.to_string(), task_id.to_string())
+        .await
+        .map_err(|e| to_a2a(&e.into()))?
+        .map_or(0, |t| t.last_sequence);
+    if after != before && newest == first.sequence {
+        publish(after).await?;
+    }
+    Ok(())
+}
+/// `SendMessage` / `SendStreamingMessage` (JSON-RPC) and `message:send|stream` (REST): the
+/// inline push config is swapped for an intake; the rest goes to the agent unchanged.
+pub async fn send(
+    state: &HubState,
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    path_and_query: &str,
+    mut body: Value,
+    tenant: &str,
+    jsonrpc_id: Option<JsonRpcId>,
+) -> Response {
+    let fail = |error: A2AError| match &jsonrpc_id {
+        Some(id) => rpc(id.clone(), error),
+        None => {
+            let (status, body) = crate::a2a::errors::rest_error(&error);
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                Json(body),
+            )
+                .into_response()
+        }
+    };
+    let params = if jsonrpc_id.is_some() {
+        &mut body["params"]
+    } else {
+        &mut body
+    };
+    let inline = params
+        .get_mut("configuration")
+        .and_then(|c| c.as_object_mut())
+        .and_then(|c| {
+            c.remove("taskPushNotificationConfig")
+                .or_else(|| c.remove("task_push_notification_config"))
+        });
+    let mut opened = None;
+    if let Some(inline) = inline {
+        let input = match Params::from_value(Some(inline)).and_then(|p| config_input(&p)) {
+            Ok(input) => input,
+            Err(field) => return fail(invalid_params(&field)),
+        };
+        let intake = match intake::open(state, tenant, None, Some(input)).await {
+            Ok(intake) => intake,
+            Err(e) => return fail(to_a2a(&e)),
+        };
+        params["configuration"]["taskPushNotificationConfig"] = intake.config(None);
+        opened = Some(intake.subscription_id);
+    }
+    let bytes = body.to_string().into_bytes();
+    let response = forward(gateway, Method::POST, path_and_query, headers, bytes).await;
+    let streaming = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let Some(subscription_id) = opened.filter(|_| !streaming && response.status().is_success())
+    else {
+        // Streams pass through as they stream; the intake binds the task at its first push.
+        return response;
+    };
+    // A non-streaming answer names the task: store the client's config for it now.
+    let (parts, answer) = response.into_parts();
+    let Ok(answer) = axum::body::to_bytes(answer, 64 * 1024 * 1024).await else {
+        return fail(unreachable("the agent's answer could not be read"));
+    };
+    if let Ok(value) = serde_json::from_slice::<Value>(&answer) {
+        let result = if jsonrpc_id.is_some() {
+            &value["result"]
+        } else {
+            &value
+        };
+        let task_id = result["task"]["id"]
+            .as_str()
+            .or_else(|| result["message"]["taskId"].as_str());
+        if let (Some(task_id), Ok(Some(subscription))) =
+            (task_id, state.store.get_subscription(subscription_id).await)
+        {
+            if let Err(e) = intake::bind(state, &subscription, task_id).await {
+                tracing::error!(error = %e, "could not store the client's inline config");
+            }
+        }
+    }
+    Response::from_parts(parts, axum::body::Body::from(answer))
+}
+
+/// `GET /.well-known/agent-card.json`: the agent's card, pointing at the hub.
+pub async fn agent_card(State(state): State<HubState>, headers: HeaderMap) -> Response {
+    let Some(gateway) = state.gateway.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let response = forward(
+        &gateway,
+        Method::GET,
+        "/.well-known/agent-card.json",
+        &headers,
+        Vec::new(),
+    )
+    .await;
+    if !response.status().is_success() {
+        return response;
+    }
+    let Ok(bytes) = axum::body::to_bytes(response.into_body(), 4 * 1024 * 1024).await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let Ok(card) = serde_json::from_slice::<Value>(&bytes) else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    Json(card::rewrite(
+        card,
+        gateway.upstream.as_str(),
+        &state.public_base_url,
+    ))
+    .into_response()
+}
+
+/// Everything the hub does not answer itself goes to the agent; REST message sends get their
+/// inline config swapped first.
+pub async fn fallback(State(state): State<HubState>, request: Request) -> Response {
+    let Some(gateway) = state.gateway.clone() else {
+        return super::rest::not_found().await;
+    };
+    let (parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let limit = state.settings.limits.max_body_bytes;
+    let Ok(bytes): Result<Bytes, _> = axum::body::to_bytes(body, limit).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"error": {"code": 413, "status": "INVALID_ARGUMENT", "message": format!("request body is larger than the limit of {limit} bytes")}}))).into_response();
+    };
+    let path = parts.uri.path();
+    let is_send = parts.method == Method::POST
+        && (path.ends_with("/message:send") || path.ends_with("/message:stream"));
+    if is_send {
+        if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
+            return send(
+                &state,
+                &gateway,
+                &parts.headers,
+                &path_and_query,
+                value,
+                "",
+                None,
+            )
+            .await;
+        }
+    }
+    forward(
+        &gateway,
+        parts.method,
+        &path_and_query,
+        &parts.headers,
+        bytes.to_vec(),
+    )
+    .await
+}
+
+/// JSON-RPC in gateway mode for the methods the hub does not answer itself.
+pub async fn jsonrpc(
+    state: &HubState,
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    raw: Bytes,
+    request: Value,
+    id: JsonRpcId,
+    method: &str,
+) -> Response {
+    if method == methods::SEND_MESSAGE || method == methods::SEND_STREAMING_MESSAGE {
+        let tenant = request["params"]["tenant"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        return send(state, gateway, headers, "", request, &tenant, Some(id)).await;
+    }
+    forward(gateway, Method::POST, "", headers, raw.to_vec()).await
+}

@@ -1,0 +1,72 @@
+//! Gateway mode (DESIGN §8): the hub in front of an existing A2A agent. It proxies the
+//! agent's interface unchanged, answers the push-config methods itself (after asking the
+//! agent whether the task exists for the caller), swaps inline push configs for its own intake,
+//! and turns the agent's best-effort pushes into the hub's reliable, signed deliveries.
+//!
+//! Calls to the agent go through the SSRF-guarded client with exactly the agent's addresses
+//! opened; nothing here knows axum.
+
+pub mod card;
+pub mod intake;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use url::Url;
+
+use crate::delivery::client::GuardedClient;
+use crate::ssrf::Policy;
+
+/// The agent behind the hub.
+pub struct Gateway {
+    pub upstream: Url,
+    pub client: GuardedClient,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("gateway.upstream {url}: {reason}")]
+pub struct GatewayError {
+    pub url: String,
+    pub reason: String,
+}
+
+impl Gateway {
+    /// Resolves the upstream once and opens the policy to its addresses (the operator chose
+    /// it; webhook URLs stay under the full policy).
+    pub async fn new(upstream: &str, policy: &Policy) -> Result<Gateway, GatewayError> {
+        let error = |reason: String| GatewayError {
+            url: upstream.to_string(),
+            reason,
+        };
+        let url = Url::parse(upstream).map_err(|e| error(e.to_string()))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| error("has no host".into()))?
+            .to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let addrs = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| error(format!("cannot be resolved: {e}")))?;
+        let mut opened = policy.clone();
+        for addr in addrs {
+            opened = opened.allowing(addr.ip());
+        }
+        let client = GuardedClient::new(Arc::new(opened), crate::delivery::request::USER_AGENT)
+            .map_err(|e| error(e.to_string()))?;
+        Ok(Gateway {
+            upstream: url,
+            client,
+        })
+    }
+
+    /// The upstream URL for a path and query of the hub's public listener.
+    pub fn url_for(&self, path_and_query: &str) -> String {
+        let base = self.upstream.as_str().trim_end_matches('/');
+        format!("{base}{path_and_query}")
+    }
+}
