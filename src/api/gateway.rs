@@ -27,29 +27,18 @@ fn unreachable(reason: &str) -> A2AError {
     ))
 }
 
-/// Proxies the request as it is.
-pub async fn forward(
-    gateway: &Gateway,
-    method: Method,
-    path_and_query: &str,
-    headers: &HeaderMap,
-    body: Vec<u8>,
-) -> Response {
-    match upstream::proxy(gateway, method, path_and_query, headers, body).await {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::warn!(error = %e, "upstream agent unreachable");
-            let (status, body) = crate::a2a::errors::rest_error_with_status(
-                &unreachable(&e.to_string()),
-                upstream::unreachable_status().as_u16(),
-            );
-            (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                Json(body),
-            )
-                .into_response()
-        }
-    }
+/// The REST-binding answer for an unreachable agent.
+fn unreachable_rest(error: &upstream::UpstreamError) -> Response {
+    tracing::warn!(%error, "upstream agent unreachable");
+    let (status, body) = crate::a2a::errors::rest_error_with_status(
+        &unreachable(&error.to_string()),
+        upstream::unreachable_status().as_u16(),
+    );
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        Json(body),
+    )
+        .into_response()
 }
 
 /// Checks with the agent that the task exists for this caller.
@@ -171,7 +160,14 @@ pub async fn send(
         opened = Some(intake.subscription_id);
     }
     let bytes = body.to_string().into_bytes();
-    let response = forward(gateway, Method::POST, path_and_query, headers, bytes).await;
+    let response =
+        match upstream::proxy(gateway, Method::POST, path_and_query, headers, bytes).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(%error, "upstream agent unreachable");
+                return fail(unreachable(&error.to_string()));
+            }
+        };
     let streaming = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -212,14 +208,18 @@ pub async fn agent_card(State(state): State<HubState>, headers: HeaderMap) -> Re
     let Some(gateway) = state.gateway.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let response = forward(
+    let response = match upstream::proxy(
         &gateway,
         Method::GET,
         "/.well-known/agent-card.json",
         &headers,
         Vec::new(),
     )
-    .await;
+    .await
+    {
+        Ok(response) => response,
+        Err(error) => return unreachable_rest(&error),
+    };
     if !response.status().is_success() {
         return response;
     }
@@ -270,7 +270,7 @@ pub async fn fallback(State(state): State<HubState>, request: Request) -> Respon
             .await;
         }
     }
-    forward(
+    upstream::proxy(
         &gateway,
         parts.method,
         &path_and_query,
@@ -278,6 +278,7 @@ pub async fn fallback(State(state): State<HubState>, request: Request) -> Respon
         bytes.to_vec(),
     )
     .await
+    .unwrap_or_else(|error| unreachable_rest(&error))
 }
 
 /// JSON-RPC in gateway mode for the methods the hub does not answer itself.
@@ -297,5 +298,11 @@ pub async fn jsonrpc(
             .to_string();
         return send(state, gateway, headers, "", request, &tenant, Some(id)).await;
     }
-    forward(gateway, Method::POST, "", headers, raw.to_vec()).await
+    match upstream::proxy(gateway, Method::POST, "", headers, raw.to_vec()).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, "upstream agent unreachable");
+            rpc(id, unreachable(&error.to_string()))
+        }
+    }
 }

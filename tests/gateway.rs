@@ -1,0 +1,240 @@
+//! Gateway mode against a scripted upstream agent over real HTTP: proxying, the swap of
+//! inline push configs for the hub's intake, task checks, the rewritten card, and an
+//! unreachable agent. (The official SDKs as real peers: `tests/interop_python.rs`.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Receiver, Reply, TestHub, fast_delivery, push};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn json_reply(body: Value) -> Reply {
+    let mut reply = Reply::ok().header("content-type", "application/json");
+    reply.body = body.to_string();
+    reply
+}
+
+/// An upstream agent: knows task `t1`, starts task `t-new` on SendMessage, echoes configs.
+async fn scripted_agent() -> Receiver {
+    let agent = Receiver::start_on("127.0.0.1").await;
+    let base = agent.url("");
+    agent.script(move |r| {
+        if r.path == "/.well-known/agent-card.json" {
+            return json_reply(json!({"name": "scripted", "capabilities": {"streaming": false},
+                "supportedInterfaces": [{"url": format!("{base}/"), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}]}));
+        }
+        if let Some(task) = r.path.strip_prefix("/tasks/") {
+            return match task {
+                "t1" => json_reply(json!({"id": "t1", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}})),
+                _ => Reply::status(404),
+            };
+        }
+        let request = r.json();
+        let id = request["id"].clone();
+        let result = match request["method"].as_str().unwrap_or_default() {
+            "GetTask" if request["params"]["id"] == "t1" => json!({"id": "t1", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}}),
+            "GetTask" => return json_reply(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32001, "message": "task not found"}})),
+            "SendMessage" => json!({"task": {"id": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_SUBMITTED"}}}),
+            "CreateTaskPushNotificationConfig" => request["params"].clone(),
+            _ => json!({"tasks": []}),
+        };
+        json_reply(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+    });
+    agent
+}
+
+#[tokio::test]
+async fn inline_configs_are_swapped_for_the_intake_and_the_agents_pushes_become_reliable_deliveries()
+ {
+    let agent = scripted_agent().await;
+    let receiver = Receiver::start().await;
+    receiver.script(|r| {
+        if r.attempt == 1 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let upstream = agent.url("/");
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.gateway.upstream = upstream;
+    })
+    .await;
+    let send = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+        "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
+        "configuration": {"returnImmediately": true, "taskPushNotificationConfig": {
+            "url": receiver.url("/client-hook"), "token": "client-token", "authentication": {"scheme": "Bearer", "credentials": "client-secret"}}}}});
+    let (status, answer) = hub
+        .rpc_raw(
+            send.to_string(),
+            &[("A2A-Version", "1.0"), ("authorization", "Bearer caller")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        answer["result"]["task"]["id"], "t-new",
+        "the agent's answer passes through: {answer}"
+    );
+
+    let forwarded = agent
+        .received()
+        .into_iter()
+        .find(|r| r.json()["method"] == "SendMessage")
+        .unwrap();
+    assert_eq!(
+        forwarded.header("authorization"),
+        "Bearer caller",
+        "the caller's own headers reach the agent"
+    );
+    let swapped = &forwarded.json()["params"]["configuration"]["taskPushNotificationConfig"];
+    let intake_url = swapped["url"].as_str().unwrap().to_string();
+    let intake_token = swapped["token"].as_str().unwrap().to_string();
+    assert!(
+        intake_url.starts_with(&format!("{}/inbound/", hub.public)),
+        "{swapped}"
+    );
+    assert!(
+        !forwarded.body.windows(13).any(|w| w == b"client-secret"),
+        "the client's credentials never reach the agent"
+    );
+    assert!(
+        !String::from_utf8_lossy(&forwarded.body).contains("client-hook"),
+        "nor its webhook URL"
+    );
+
+    // The agent pushes the way SDKs do: once, unsigned, with the token it was given.
+    let event = json!({"statusUpdate": {"taskId": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}}});
+    let (status, _) = push(
+        &hub.http,
+        &intake_url,
+        &[("x-a2a-notification-token", "wrong")],
+        event.to_string(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the intake requires its token"
+    );
+    let (status, _) = push(
+        &hub.http,
+        &intake_url,
+        &[("x-a2a-notification-token", intake_token.as_str())],
+        event.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let delivered = receiver.wait_for(2, WAIT).await;
+    let last = &delivered[1];
+    assert_eq!(last.path, "/client-hook");
+    assert_eq!(last.attempt, 2, "retried after the receiver failed");
+    assert_eq!(last.header("authorization"), "Bearer client-secret");
+    assert_eq!(last.header("x-a2a-notification-token"), "client-token");
+    assert_eq!(last.sequence(), 1);
+    assert!(last.header("webhook-signature").starts_with("v1a,"));
+    assert_eq!(last.json(), event);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn config_methods_check_the_task_with_the_agent_and_a_late_config_gets_the_snapshot_first() {
+    let agent = scripted_agent().await;
+    let receiver = Receiver::start().await;
+    let upstream = agent.url("/");
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.gateway.upstream = upstream;
+    })
+    .await;
+    let missing = hub
+        .rpc(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": "nope", "url": receiver.url("/x")}),
+        )
+        .await;
+    assert_eq!(missing["error"]["code"], -32001, "{missing}");
+    let (status, body) = hub
+        .rest(
+            reqwest::Method::GET,
+            "/tasks/nope/pushNotificationConfigs",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    hub.rpc_ok(
+        "CreateTaskPushNotificationConfig",
+        json!({"taskId": "t1", "id": "late", "url": receiver.url("/late")}),
+    )
+    .await;
+    let first = receiver.wait_for(1, WAIT).await.remove(0);
+    assert_eq!(
+        first.json()["task"]["status"]["state"],
+        "TASK_STATE_WORKING",
+        "the current snapshot first"
+    );
+    let registered = agent
+        .received()
+        .into_iter()
+        .find(|r| r.json()["method"] == "CreateTaskPushNotificationConfig")
+        .unwrap();
+    assert!(
+        registered.json()["params"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/inbound/", hub.public))
+    );
+    let listed = hub
+        .rpc_ok("ListTaskPushNotificationConfigs", json!({"taskId": "t1"}))
+        .await;
+    assert_eq!(listed["configs"][0]["id"], "late");
+
+    let (_, card) = hub
+        .rest(reqwest::Method::GET, "/.well-known/agent-card.json", None)
+        .await;
+    assert_eq!(card["capabilities"]["pushNotifications"], true);
+    assert_eq!(
+        card["supportedInterfaces"][0]["url"],
+        format!("{}/", hub.public)
+    );
+    let other = hub.rpc("ListTasks", json!({})).await;
+    assert_eq!(
+        other["result"],
+        json!({"tasks": []}),
+        "other methods are proxied: {other}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_agent_is_a_clear_error_in_each_binding() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let hub = TestHub::start_with(|s| s.gateway.upstream = format!("http://{closed}/")).await;
+    let answer = hub.rpc("GetTask", json!({"id": "t"})).await;
+    assert_eq!(answer["error"]["code"], -32603, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable")
+    );
+    let (status, body) = hub.rest(reqwest::Method::GET, "/tasks/t", None).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    let created = hub
+        .rpc(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": "t", "url": "http://127.0.0.1:9/x"}),
+        )
+        .await;
+    assert_eq!(created["error"]["code"], -32603, "{created}");
+    hub.stop().await;
+}
