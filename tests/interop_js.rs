@@ -20,3 +20,16 @@ async fn a_js_sdk_agent_pushes_to_the_hub_after_remote_registration() {
     common::agent_pushes_after_remote_registration(agent, "JSONRPC", &[("authorization", true)])
         .await;
 }
+
+#[tokio::test]
+#[ignore = "needs Node.js, tests/interop/js/node_modules and the Python SDK venv; run by .ci/run"]
+async fn the_gateway_makes_a_js_sdk_agents_pushes_reliable() {
+    let node = std::env::var("A2A_INTEROP_NODE").expect("set A2A_INTEROP_NODE (see .ci/run)");
+    let python = std::env::var("A2A_INTEROP_PYTHON").expect("set A2A_INTEROP_PYTHON (see .ci/run)");
+    let mut agent = tokio::process::Command::new(node);
+    agent.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/js/js_agent.mjs"
+    ));
+    common::gateway_in_front_of(agent, &python, "JSONRPC").await;
+}

@@ -694,3 +694,168 @@ pub async fn agent_pushes_after_remote_registration(
     );
     hub.stop().await;
 }
+
+/// The hub as a gateway in front of an SDK agent (started by `agent`, printing `LISTENING
+/// <port>`), driven by the Python SDK client (`python`) over `binding`: inline configs, a
+/// config created later, a streaming send; a receiver that fails twice still gets every event
+/// in order with the hub's headers; the agent never sees the client's webhooks.
+pub async fn gateway_in_front_of(agent: tokio::process::Command, python: &str, binding: &str) {
+    let (_agent, port) = start_listening(agent).await;
+    let upstream = format!("http://127.0.0.1:{port}/");
+    let receiver = Receiver::start().await;
+    // Every delivery fails twice before it is accepted.
+    receiver.script(|r| {
+        if r.attempt <= 2 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.gateway.upstream = upstream.clone();
+    })
+    .await;
+    let (_, card) = hub
+        .rest(reqwest::Method::GET, "/.well-known/agent-card.json", None)
+        .await;
+    assert_eq!(card["capabilities"]["pushNotifications"], true);
+    assert!(
+        card["supportedInterfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["url"].as_str().unwrap().starts_with(&hub.public)),
+        "{card}"
+    );
+
+    let hub_url = if binding == "JSONRPC" {
+        format!("{}/", hub.public)
+    } else {
+        format!("{}/rest", hub.public)
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python/gateway_client.py"
+    );
+    let run = tokio::process::Command::new(python)
+        .args([script, &hub_url, binding, &receiver.url("")])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the client finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tasks: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+
+    let kinds = |path: &str| {
+        let path = path.to_string();
+        let receiver = receiver.clone();
+        move || {
+            let accepted: Vec<Received> = receiver
+                .received()
+                .into_iter()
+                .filter(|r| r.path == path && r.attempt == 3)
+                .collect();
+            accepted
+        }
+    };
+    for (path, task) in [
+        ("/inline", &tasks["inline"]),
+        ("/stream", &tasks["stream"]),
+        ("/late", &tasks["late"]),
+    ] {
+        let delivered = kinds(path);
+        let got = wait_until(
+            Duration::from_secs(60),
+            &format!("every event of {path}"),
+            || {
+                let got = delivered();
+                let completed = |r: &Received| {
+                    let body = r.json();
+                    body["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
+                        || body["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+                };
+                async move { got.iter().any(completed).then(|| got.clone()) }
+            },
+        )
+        .await;
+        let sequences: Vec<u64> = got.iter().map(|r| r.sequence()).collect();
+        let mut sorted = sequences.clone();
+        sorted.sort();
+        assert_eq!(sequences, sorted, "{path}: in order");
+        for r in &got {
+            let body = r.json();
+            let task_id = body["task"]["id"]
+                .as_str()
+                .or(body["statusUpdate"]["taskId"].as_str())
+                .or(body["artifactUpdate"]["taskId"].as_str());
+            assert_eq!(task_id, task.as_str(), "{path}: {body}");
+            assert!(
+                r.header("webhook-signature").starts_with("v1a,"),
+                "{path}: the hub's headers"
+            );
+        }
+        if path == "/late" {
+            assert!(
+                got[0].json()["task"].is_object(),
+                "the snapshot comes first for a late config: {}",
+                got[0].json()
+            );
+            assert_eq!(got[0].header("x-a2a-notification-token"), "tok-late");
+        } else {
+            assert_eq!(
+                got[0].header("authorization"),
+                format!("Bearer cred-{}", &path[1..])
+            );
+            assert!(
+                got.iter().any(|r| r.json()["artifactUpdate"].is_object()),
+                "{path}: the artifact arrives"
+            );
+        }
+    }
+    // The agent never saw the client's webhooks or credentials: only the hub's intake.
+    for task in ["inline", "late", "stream"] {
+        let listed: Value = hub
+            .http
+            .post(&upstream)
+            .header("A2A-Version", "1.0")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ListTaskPushNotificationConfigs", "params": {"taskId": tasks[task]}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let configs = listed["result"]["configs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(!configs.is_empty(), "{listed}");
+        for config in configs {
+            assert!(
+                config["url"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{}/inbound/", hub.public)),
+                "{config}"
+            );
+            assert!(!config.to_string().contains("cred-"), "{config}");
+        }
+    }
+    // Config methods on a task the agent does not have: TaskNotFound.
+    let missing = hub
+        .rpc(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": "no-such-task", "url": receiver.url("/x")}),
+        )
+        .await;
+    assert_eq!(missing["error"]["code"], -32001, "{missing}");
+    hub.stop().await;
+}

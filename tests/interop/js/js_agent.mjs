@@ -16,7 +16,7 @@ import {
   InMemoryPushNotificationStore,
   InMemoryTaskStore,
 } from '@a2a-js/sdk/server';
-import { jsonRpcHandler, UserBuilder } from '@a2a-js/sdk/server/express';
+import { agentCardHandler, jsonRpcHandler, UserBuilder } from '@a2a-js/sdk/server/express';
 
 const text = (value) => ({ content: { $case: 'text', value }, metadata: undefined, filename: '', mediaType: 'text/plain' });
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -69,6 +69,7 @@ const server = app.listen(0, '127.0.0.1', () => {
   };
   const sender = new DefaultPushNotificationSender(pushStore, { timeout: 5000 });
   const handler = new DefaultRequestHandler(card, new InMemoryTaskStore(), new WaitsForAWebhook(), undefined, pushStore, sender);
+  app.use('/.well-known/agent-card.json', agentCardHandler({ agentCardProvider: handler }));
   app.use(jsonRpcHandler({ requestHandler: handler, userBuilder: UserBuilder.noAuthentication }));
   console.log(`LISTENING ${port}`);
 });
