@@ -93,3 +93,98 @@ async fn attempts_in_flight_at_a_crash_are_made_again_after_restart() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_gateways_accepted_pushes_are_delivered_after_a_crash() {
+    let agent = Receiver::start().await;
+    agent.script(|r| {
+        let id = r.json()["id"].clone();
+        let mut reply = Reply::ok().header("content-type", "application/json");
+        reply.body = json!({"jsonrpc": "2.0", "id": id, "result": {"task": {"id": "gw-task", "contextId": "c", "status": {"state": "TASK_STATE_SUBMITTED"}}}}).to_string();
+        reply
+    });
+    let receiver = Receiver::start().await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    receiver.script(move |_| Reply::ok().hold(held.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("store");
+    let http = http_client();
+    let spawn = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"));
+        command
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--public-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .args(["--upstream", &agent.url("/")])
+            .env(
+                "A2A_PUSH_HUB_SECURITY__ALLOWED_SUBNETS",
+                "[\"127.0.0.0/8\"]",
+            );
+        HubProcess::spawn(command).expect("the gateway starts")
+    };
+    let mut hub = spawn();
+    let send = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+        "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
+        "configuration": {"taskPushNotificationConfig": {"url": receiver.url("/hook")}}}});
+    let answer: Value = http
+        .post(format!("http://{}/", hub.public))
+        .json(&send)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["result"]["task"]["id"], "gw-task");
+    let swapped =
+        agent.received()[0].json()["params"]["configuration"]["taskPushNotificationConfig"].clone();
+    let (intake, token) = (
+        swapped["url"].as_str().unwrap().to_string(),
+        swapped["token"].as_str().unwrap().to_string(),
+    );
+    for state in ["TASK_STATE_WORKING", "TASK_STATE_COMPLETED"] {
+        let event = json!({"statusUpdate": {"taskId": "gw-task", "contextId": "c", "status": {"state": state}}});
+        let response = http
+            .post(&intake)
+            .header("x-a2a-notification-token", &token)
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    receiver.wait_for(1, Duration::from_secs(20)).await;
+    hub.child.kill().unwrap();
+    hub.child.wait().unwrap();
+    drop(hub);
+    receiver.script(|_| Reply::ok());
+    release.notify_waiters();
+    let _restarted = spawn();
+    let got = common::wait_until(
+        Duration::from_secs(30),
+        "both events delivered after the restart",
+        || {
+            let receiver = receiver.clone();
+            async move {
+                let sequences: Vec<u64> =
+                    receiver.received().iter().map(|r| r.sequence()).collect();
+                sequences.ends_with(&[1, 2]).then_some(sequences)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        got,
+        [1, 1, 2],
+        "the held attempt, its repeat after the restart, then the next event"
+    );
+}
