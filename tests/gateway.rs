@@ -24,7 +24,7 @@ async fn scripted_agent() -> Receiver {
     let base = agent.url("");
     agent.script(move |r| {
         if r.path == "/.well-known/agent-card.json" {
-            return json_reply(json!({"name": "scripted", "capabilities": {"streaming": false},
+            return json_reply(json!({"name": "scripted", "capabilities": {"streaming": false, "pushNotifications": true},
                 "supportedInterfaces": [{"url": format!("{base}/"), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}]}));
         }
         if let Some(task) = r.path.strip_prefix("/tasks/") {
@@ -236,5 +236,73 @@ async fn an_unreachable_agent_is_a_clear_error_in_each_binding() {
         )
         .await;
     assert_eq!(created["error"]["code"], -32603, "{created}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_without_push_support_is_followed_through_subscribe_to_task() {
+    let agent = Receiver::start_on("127.0.0.1").await;
+    agent.script(|r| {
+        if r.path == "/.well-known/agent-card.json" {
+            return json_reply(json!({"name": "no-push", "capabilities": {"streaming": true, "pushNotifications": false}}));
+        }
+        let request = r.json();
+        let id = request["id"].clone();
+        match request["method"].as_str().unwrap_or_default() {
+            "SubscribeToTask" => {
+                let events = [
+                    json!({"task": {"id": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}}}),
+                    json!({"artifactUpdate": {"taskId": "t-new", "contextId": "c", "artifact": {"artifactId": "a", "parts": [{"text": "42"}]}}}),
+                    json!({"statusUpdate": {"taskId": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}}),
+                ];
+                let mut reply = Reply::ok().header("content-type", "text/event-stream");
+                reply.body = events
+                    .iter()
+                    .map(|e| format!("data: {}\n\n", json!({"jsonrpc": "2.0", "id": id, "result": e})))
+                    .collect();
+                reply
+            }
+            _ => json_reply(json!({"jsonrpc": "2.0", "id": id, "result": {"task": {"id": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_SUBMITTED"}}}})),
+        }
+    });
+    let receiver = Receiver::start().await;
+    let upstream = agent.url("/");
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.gateway.upstream = upstream;
+    })
+    .await;
+    let send = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+        "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
+        "configuration": {"returnImmediately": true, "taskPushNotificationConfig": {"url": receiver.url("/hook")}}}});
+    let (_, answer) = hub.rpc_raw(send.to_string(), &[]).await;
+    assert_eq!(answer["result"]["task"]["id"], "t-new");
+    let forwarded = agent
+        .received()
+        .into_iter()
+        .find(|r| r.json()["method"] == "SendMessage")
+        .unwrap();
+    assert!(
+        forwarded.json()["params"]["configuration"]
+            .get("taskPushNotificationConfig")
+            .is_none(),
+        "no config goes to an agent that cannot push"
+    );
+    let got = receiver.wait_for(3, WAIT).await;
+    let kinds: Vec<String> = got
+        .iter()
+        .map(|r| r.json().as_object().unwrap().keys().next().unwrap().clone())
+        .collect();
+    assert_eq!(kinds, ["task", "artifactUpdate", "statusUpdate"]);
+    assert_eq!(
+        got.iter().map(|r| r.sequence()).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(
+        agent
+            .received()
+            .iter()
+            .any(|r| r.json()["method"] == "SubscribeToTask")
+    );
     hub.stop().await;
 }

@@ -98,6 +98,11 @@ async fn attempts_in_flight_at_a_crash_are_made_again_after_restart() {
 async fn a_gateways_accepted_pushes_are_delivered_after_a_crash() {
     let agent = Receiver::start().await;
     agent.script(|r| {
+        if r.path == "/.well-known/agent-card.json" {
+            let mut card = Reply::ok().header("content-type", "application/json");
+            card.body = json!({"name": "pushing", "capabilities": {"pushNotifications": true}}).to_string();
+            return card;
+        }
         let id = r.json()["id"].clone();
         let mut reply = Reply::ok().header("content-type", "application/json");
         reply.body = json!({"jsonrpc": "2.0", "id": id, "result": {"task": {"id": "gw-task", "contextId": "c", "status": {"state": "TASK_STATE_SUBMITTED"}}}}).to_string();
@@ -145,8 +150,12 @@ async fn a_gateways_accepted_pushes_are_delivered_after_a_crash() {
         .await
         .unwrap();
     assert_eq!(answer["result"]["task"]["id"], "gw-task");
-    let swapped =
-        agent.received()[0].json()["params"]["configuration"]["taskPushNotificationConfig"].clone();
+    let sent = agent
+        .received()
+        .into_iter()
+        .find(|r| r.json()["method"] == "SendMessage")
+        .unwrap();
+    let swapped = sent.json()["params"]["configuration"]["taskPushNotificationConfig"].clone();
     let (intake, token) = (
         swapped["url"].as_str().unwrap().to_string(),
         swapped["token"].as_str().unwrap().to_string(),

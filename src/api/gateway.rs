@@ -1,6 +1,8 @@
 //! The public listener in gateway mode: the parts of the agent's interface the hub answers or
 //! rewrites, and the proxy for everything else.
 
+use std::sync::Arc;
+
 use a2a::{A2AError, JsonRpcId, error_code, methods};
 use axum::Json;
 use axum::body::Bytes;
@@ -14,7 +16,7 @@ use crate::a2a::errors::jsonrpc_error;
 use crate::a2a::params::Params;
 use crate::a2a::push_config::config_input;
 use crate::domain::{DomainError, HubState, events};
-use crate::gateway::{Gateway, card, intake, upstream};
+use crate::gateway::{Gateway, card, follow, intake, upstream};
 use crate::store::PublishedEvent;
 
 fn rpc(id: JsonRpcId, error: A2AError) -> Response {
@@ -80,7 +82,7 @@ pub async fn before_config_method(
 /// hub, and the task's current snapshot is published, so the new config receives it first.
 pub async fn after_config_created(
     state: &HubState,
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
     headers: &HeaderMap,
     tenant: &str,
     task_id: &str,
@@ -95,6 +97,10 @@ pub async fn after_config_created(
     // The snapshot goes first, so the new config's lane starts with it…
     let before = task_for_caller(gateway, headers, tenant, task_id, rest_prefix).await?;
     let first = publish(before.clone()).await?;
+    if !gateway.agent_pushes().await {
+        follow::follow(state, gateway, headers, tenant, task_id).await;
+        return Ok(());
+    }
     intake::ensure_agent_pushes(state, gateway, headers, tenant, task_id)
         .await
         .map_err(|e| to_a2a(&e))?;
@@ -116,7 +122,7 @@ pub async fn after_config_created(
 /// inline push config is swapped for an intake; the rest goes to the agent unchanged.
 pub async fn send(
     state: &HubState,
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
     headers: &HeaderMap,
     path_and_query: &str,
     mut body: Value,
@@ -147,6 +153,7 @@ pub async fn send(
                 .or_else(|| c.remove("task_push_notification_config"))
         });
     let mut opened = None;
+    let pushes = inline.is_none() || gateway.agent_pushes().await;
     if let Some(inline) = inline {
         let input = match Params::from_value(Some(inline)).and_then(|p| config_input(&p)) {
             Ok(input) => input,
@@ -156,7 +163,10 @@ pub async fn send(
             Ok(intake) => intake,
             Err(e) => return fail(to_a2a(&e)),
         };
-        params["configuration"]["taskPushNotificationConfig"] = intake.config(None);
+        // An agent that pushes gets the intake instead; one that does not is followed.
+        if pushes {
+            params["configuration"]["taskPushNotificationConfig"] = intake.config(None);
+        }
         opened = Some(intake.subscription_id);
     }
     let bytes = body.to_string().into_bytes();
@@ -173,11 +183,17 @@ pub async fn send(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    let Some(subscription_id) = opened.filter(|_| !streaming && response.status().is_success())
-    else {
-        // Streams pass through as they stream; the intake binds the task at its first push.
+    let Some(subscription_id) = opened.filter(|_| response.status().is_success()) else {
         return response;
     };
+    if streaming {
+        // Streams pass through as they stream; the intake binds the task at its first push,
+        // or, for an agent that does not push, the stream's first event names it.
+        if pushes {
+            return response;
+        }
+        return sniff_task(state, gateway, headers, tenant, subscription_id, response);
+    }
     // A non-streaming answer names the task: store the client's config for it now.
     let (parts, answer) = response.into_parts();
     let Ok(answer) = axum::body::to_bytes(answer, 64 * 1024 * 1024).await else {
@@ -198,9 +214,72 @@ pub async fn send(
             if let Err(e) = intake::bind(state, &subscription, task_id).await {
                 tracing::error!(error = %e, "could not store the client's inline config");
             }
+            if !pushes {
+                follow::follow(state, gateway, headers, tenant, task_id).await;
+            }
         }
     }
     Response::from_parts(parts, axum::body::Body::from(answer))
+}
+
+/// The task id of the first event in a JSON-RPC or REST Server-Sent Events text, if any yet.
+fn first_task_id(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .find_map(|data| {
+            let value: Value = serde_json::from_str(data.trim()).ok()?;
+            let event = value.get("result").unwrap_or(&value);
+            event["task"]["id"]
+                .as_str()
+                .or(event["statusUpdate"]["taskId"].as_str())
+                .or(event["artifactUpdate"]["taskId"].as_str())
+                .or(event["message"]["taskId"].as_str())
+                .map(str::to_string)
+        })
+}
+
+/// Passes a streamed answer through untouched while reading its first event's task id, then
+/// stores the client's config for that task and follows it.
+fn sniff_task(
+    state: &HubState,
+    gateway: &Arc<Gateway>,
+    headers: &HeaderMap,
+    tenant: &str,
+    subscription_id: String,
+    response: Response,
+) -> Response {
+    use futures_util::StreamExt;
+    let (parts, body) = response.into_parts();
+    let (state, gateway, headers, tenant) = (
+        state.clone(),
+        gateway.clone(),
+        headers.clone(),
+        tenant.to_string(),
+    );
+    let mut seen = String::new();
+    let mut found = false;
+    let stream = body.into_data_stream().map(move |chunk| {
+        if let (Ok(bytes), false) = (&chunk, found) {
+            if seen.len() < 1024 * 1024 {
+                seen.push_str(&String::from_utf8_lossy(bytes));
+            }
+            if let Some(task_id) = first_task_id(&seen) {
+                found = true;
+                let (state, gateway, headers, tenant, subscription_id) =
+                    (state.clone(), gateway.clone(), headers.clone(), tenant.clone(), subscription_id.clone());
+                tokio::spawn(async move {
+                    if let Ok(Some(subscription)) = state.store.get_subscription(subscription_id).await {
+                        if let Err(e) = intake::bind(&state, &subscription, &task_id).await {
+                            tracing::error!(error = %e, "could not store the client's inline config");
+                        }
+                    }
+                    follow::follow(&state, &gateway, &headers, &tenant, &task_id).await;
+                });
+            }
+        }
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
 /// `GET /.well-known/agent-card.json`: the agent's card, pointing at the hub.
@@ -284,7 +363,7 @@ pub async fn fallback(State(state): State<HubState>, request: Request) -> Respon
 /// JSON-RPC in gateway mode for the methods the hub does not answer itself.
 pub async fn jsonrpc(
     state: &HubState,
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
     headers: &HeaderMap,
     raw: Bytes,
     request: Value,

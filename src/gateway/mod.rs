@@ -7,6 +7,7 @@
 //! opened; nothing here knows axum.
 
 pub mod card;
+pub mod follow;
 pub mod intake;
 pub mod upstream;
 
@@ -21,6 +22,9 @@ use crate::ssrf::Policy;
 pub struct Gateway {
     pub upstream: Url,
     pub client: GuardedClient,
+    pub followers: follow::Followers,
+    /// Whether the agent declares push support (from its card), with when that was learnt.
+    pushes: tokio::sync::Mutex<Option<(bool, std::time::Instant)>>,
 }
 
 /// Why the gateway could not start.
@@ -61,7 +65,31 @@ impl Gateway {
         Ok(Gateway {
             upstream: url,
             client,
+            followers: follow::Followers::default(),
+            pushes: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Whether the agent pushes (its card's `capabilities.pushNotifications`), re-read every
+    /// minute; when the card cannot be read the agent is assumed to push.
+    pub async fn agent_pushes(&self) -> bool {
+        let mut cached = self.pushes.lock().await;
+        if let Some((pushes, at)) = *cached {
+            if at.elapsed() < std::time::Duration::from_secs(60) {
+                return pushes;
+            }
+        }
+        let card = self
+            .client
+            .fetch_json(&self.url_for("/.well-known/agent-card.json"), 1024 * 1024)
+            .await;
+        let pushes = card.map_or(true, |card| {
+            card.body["capabilities"]["pushNotifications"]
+                .as_bool()
+                .unwrap_or(false)
+        });
+        *cached = Some((pushes, std::time::Instant::now()));
+        pushes
     }
 
     /// The upstream URL for a path and query of the hub's public listener.
