@@ -36,7 +36,9 @@ async fn scripted_agent() -> Receiver {
         let request = r.json();
         let id = request["id"].clone();
         let result = match request["method"].as_str().unwrap_or_default() {
-            "GetTask" if request["params"]["id"] == "t1" => json!({"id": "t1", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}}),
+            "GetTask" if request["params"]["id"] == "t1" && r.header("authorization") != "Bearer intruder" => {
+                json!({"id": "t1", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}})
+            }
             "GetTask" => return json_reply(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32001, "message": "task not found"}})),
             "SendMessage" => json!({"task": {"id": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_SUBMITTED"}}}),
             "CreateTaskPushNotificationConfig" => request["params"].clone(),
@@ -194,6 +196,14 @@ async fn config_methods_check_the_task_with_the_agent_and_a_late_config_gets_the
         .rpc_ok("ListTaskPushNotificationConfigs", json!({"taskId": "t1"}))
         .await;
     assert_eq!(listed["configs"][0]["id"], "late");
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "ListTaskPushNotificationConfigs", "params": {"taskId": "t1"}});
+    let (_, intruder) = hub
+        .rpc_raw(body.to_string(), &[("authorization", "Bearer intruder")])
+        .await;
+    assert_eq!(
+        intruder["error"]["code"], -32001,
+        "a task the agent does not show this caller is not found: {intruder}"
+    );
 
     let (_, card) = hub
         .rest(reqwest::Method::GET, "/.well-known/agent-card.json", None)
