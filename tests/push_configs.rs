@@ -574,7 +574,12 @@ async fn version_negotiation_refuses_versions_not_served() {
     );
     let (_, ok) = hub.rpc_raw(body.clone(), &[("A2A-Version", "1.0")]).await;
     assert!(ok.get("result").is_some(), "{ok}");
-    for version in ["0.3", "2.0"] {
+    let (_, mismatch) = hub.rpc_raw(body.clone(), &[("A2A-Version", "0.3")]).await;
+    assert_eq!(
+        mismatch["error"]["code"], -32601,
+        "a 1.0 method asked for as 0.3: {mismatch}"
+    );
+    for version in ["0.2", "2.0"] {
         let (_, refused) = hub.rpc_raw(body.clone(), &[("A2A-Version", version)]).await;
         assert_eq!(refused["error"]["code"], -32009, "{refused}");
         assert_eq!(rpc_reason(&refused), "VERSION_NOT_SUPPORTED");

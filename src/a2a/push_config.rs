@@ -88,6 +88,7 @@ pub fn config_input(params: &Params) -> Result<ConfigInput, InvalidField> {
             Some(Authentication {
                 scheme,
                 credentials: credentials.map(crate::config::Secret::new),
+                schemes_v03: Vec::new(),
             })
         }
     };

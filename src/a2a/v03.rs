@@ -185,6 +185,183 @@ pub fn to_stream_response(body: &Value) -> Option<Result<Value, InvalidField>> {
     Some(converted)
 }
 
+fn state_from_v1(state: &str) -> &'static str {
+    match state {
+        "TASK_STATE_SUBMITTED" => "submitted",
+        "TASK_STATE_WORKING" => "working",
+        "TASK_STATE_INPUT_REQUIRED" => "input-required",
+        "TASK_STATE_COMPLETED" => "completed",
+        "TASK_STATE_CANCELED" => "canceled",
+        "TASK_STATE_FAILED" => "failed",
+        "TASK_STATE_REJECTED" => "rejected",
+        "TASK_STATE_AUTH_REQUIRED" => "auth-required",
+        _ => "unknown",
+    }
+}
+
+fn part_from_v1(part: &Value) -> Value {
+    let mut out = Map::new();
+    if let Some(text) = part.get("text") {
+        out.insert("kind".into(), json!("text"));
+        out.insert("text".into(), text.clone());
+    } else if let Some(data) = part.get("data") {
+        out.insert("kind".into(), json!("data"));
+        out.insert("data".into(), data.clone());
+    } else {
+        let mut file = Map::new();
+        if let Some(url) = part.get("url") {
+            file.insert("uri".into(), url.clone());
+        }
+        if let Some(raw) = part.get("raw") {
+            file.insert("bytes".into(), raw.clone());
+        }
+        if let Some(media) = part.get("mediaType") {
+            file.insert("mimeType".into(), media.clone());
+        }
+        if let Some(name) = part.get("filename") {
+            file.insert("name".into(), name.clone());
+        }
+        out.insert("kind".into(), json!("file"));
+        out.insert("file".into(), Value::Object(file));
+    }
+    if let Some(metadata) = part.get("metadata") {
+        out.insert("metadata".into(), metadata.clone());
+    }
+    Value::Object(out)
+}
+
+fn parts_from_v1(parts: &Value) -> Value {
+    Value::Array(
+        parts
+            .as_array()
+            .map(|p| p.iter().map(part_from_v1).collect())
+            .unwrap_or_default(),
+    )
+}
+
+fn message_from_v1(message: &Value) -> Value {
+    let mut out = object_without(message, &[]);
+    out.insert("kind".into(), json!("message"));
+    let role = match message["role"].as_str() {
+        Some("ROLE_USER") => "user",
+        _ => "agent",
+    };
+    out.insert("role".into(), json!(role));
+    out.insert("parts".into(), parts_from_v1(&message["parts"]));
+    Value::Object(out)
+}
+
+/// A 1.0 `Task` as a 0.3 `Task` (what 0.3 webhooks receive on every trigger).
+pub fn task_from_v1(task: &Value) -> Value {
+    let mut out = object_without(task, &[]);
+    out.insert("kind".into(), json!("task"));
+    let mut status = object_without(&task["status"], &[]);
+    status.insert(
+        "state".into(),
+        json!(state_from_v1(
+            task["status"]["state"].as_str().unwrap_or_default()
+        )),
+    );
+    if let Some(message) = task["status"].get("message").filter(|m| m.is_object()) {
+        status.insert("message".into(), message_from_v1(message));
+    }
+    out.insert("status".into(), Value::Object(status));
+    if let Some(history) = task["history"].as_array() {
+        out.insert(
+            "history".into(),
+            Value::Array(history.iter().map(message_from_v1).collect()),
+        );
+    }
+    if let Some(artifacts) = task["artifacts"].as_array() {
+        let artifacts = artifacts
+            .iter()
+            .map(|a| {
+                let mut artifact = object_without(a, &[]);
+                artifact.insert("parts".into(), parts_from_v1(&a["parts"]));
+                Value::Object(artifact)
+            })
+            .collect();
+        out.insert("artifacts".into(), Value::Array(artifacts));
+    }
+    Value::Object(out)
+}
+
+/// Reads a 0.3 `PushNotificationConfig` (`{id?, url, token?, authentication?: {schemes,
+/// credentials?}}`) into the hub's create input.
+pub fn config_input(
+    task_id: Option<String>,
+    config: &super::params::Params,
+) -> Result<super::push_config::ConfigInput, InvalidField> {
+    let url = config.required_string("url")?;
+    let id = config.string("id")?;
+    if let Some(id) = &id {
+        super::params::check_id("pushNotificationConfig.id", id)?;
+    }
+    let token = config.string("token")?;
+    let authentication = match config.object("authentication")? {
+        None => None,
+        Some(auth) => {
+            let schemes: Vec<String> = auth
+                .raw_array("schemes")?
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect();
+            let scheme = schemes.first().cloned().ok_or_else(|| {
+                InvalidField::new(
+                    "pushNotificationConfig.authentication.schemes",
+                    "needs at least one scheme",
+                )
+            })?;
+            Some(crate::store::Authentication {
+                scheme,
+                credentials: auth.string("credentials")?.map(crate::config::Secret::new),
+                schemes_v03: schemes,
+            })
+        }
+    };
+    // Header safety and size limits are the same as for 1.0 configs.
+    let mut as_v1 = serde_json::json!({"url": url});
+    if let Some(id) = &id {
+        as_v1["id"] = json!(id);
+    }
+    if let Some(token) = &token {
+        as_v1["token"] = json!(token);
+    }
+    if let Some(auth) = &authentication {
+        as_v1["authentication"] = json!({"scheme": auth.scheme});
+    }
+    let mut input =
+        super::push_config::config_input(&super::params::Params::from_value(Some(as_v1))?)?;
+    input.task_id = task_id;
+    input.authentication = authentication;
+    Ok(input)
+}
+
+/// A stored config as a 0.3 `PushNotificationConfig`, secrets omitted.
+pub fn render_config(config: &crate::store::ConfigRecord) -> Value {
+    let mut out = json!({"id": config.id, "url": config.url});
+    if let Some(auth) = &config.authentication {
+        let schemes = if auth.schemes_v03.is_empty() {
+            vec![auth.scheme.clone()]
+        } else {
+            auth.schemes_v03.clone()
+        };
+        out["authentication"] = json!({"schemes": schemes});
+    }
+    out
+}
+
+/// `TaskPushNotificationConfig` of the 0.3 JSON-RPC binding.
+pub fn render_task_config(config: &crate::store::ConfigRecord) -> Value {
+    json!({"taskId": config.task_id, "pushNotificationConfig": render_config(config)})
+}
+
+/// `TaskPushNotificationConfig` of the 0.3 REST (proto JSON) binding.
+pub fn render_named_config(config: &crate::store::ConfigRecord) -> Value {
+    json!({"name": format!("tasks/{}/pushNotificationConfigs/{}", config.task_id, config.id), "pushNotificationConfig": render_config(config)})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +411,63 @@ mod tests {
         assert!(
             to_stream_response(&json!({"statusUpdate": {}})).is_none(),
             "1.0 bodies are not 0.3"
+        );
+    }
+
+    #[test]
+    fn a_10_task_becomes_the_03_task_and_back() {
+        let v1 = json!({"id": "t1", "contextId": "c1",
+            "status": {"state": "TASK_STATE_INPUT_REQUIRED", "timestamp": "2026-11-28T10:00:00Z",
+                "message": {"messageId": "m1", "role": "ROLE_AGENT", "parts": [{"text": "which one?"}]}},
+            "artifacts": [{"artifactId": "a", "parts": [{"url": "https://x/y.pdf", "mediaType": "application/pdf", "filename": "y.pdf"}, {"data": {"k": 1}}]}],
+            "history": [{"messageId": "m0", "role": "ROLE_USER", "parts": [{"text": "hi"}]}]});
+        let v03 = task_from_v1(&v1);
+        let golden = json!({"kind": "task", "id": "t1", "contextId": "c1",
+            "status": {"state": "input-required", "timestamp": "2026-11-28T10:00:00Z",
+                "message": {"kind": "message", "messageId": "m1", "role": "agent", "parts": [{"kind": "text", "text": "which one?"}]}},
+            "artifacts": [{"artifactId": "a", "parts": [{"kind": "file", "file": {"uri": "https://x/y.pdf", "mimeType": "application/pdf", "name": "y.pdf"}}, {"kind": "data", "data": {"k": 1}}]}],
+            "history": [{"kind": "message", "messageId": "m0", "role": "user", "parts": [{"kind": "text", "text": "hi"}]}]});
+        assert_eq!(v03, golden);
+        assert_eq!(
+            to_stream_response(&v03).unwrap().unwrap(),
+            json!({"task": v1}),
+            "the round trip is lossless"
+        );
+    }
+
+    #[test]
+    fn a_03_config_keeps_its_schemes_and_answers_without_secrets() {
+        let params = super::super::params::Params::from_value(Some(
+            json!({"id": "c", "url": "https://x/hook", "token": "tok",
+            "authentication": {"schemes": ["Bearer", "Basic"], "credentials": "cred"}}),
+        ))
+        .unwrap();
+        let input = config_input(Some("t".into()), &params).unwrap();
+        let auth = input.authentication.clone().unwrap();
+        assert_eq!(
+            (auth.scheme.as_str(), auth.schemes_v03.len()),
+            ("Bearer", 2)
+        );
+        let record = crate::store::ConfigRecord {
+            tenant: String::new(),
+            task_id: "t".into(),
+            id: "c".into(),
+            url: input.url.clone(),
+            token: None,
+            authentication: Some(auth),
+            wire_version: crate::a2a::version::WireVersion::V0_3,
+            state: crate::store::ConfigState::Active,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        assert_eq!(
+            render_task_config(&record),
+            json!({"taskId": "t", "pushNotificationConfig": {"id": "c", "url": "https://x/hook",
+            "authentication": {"schemes": ["Bearer", "Basic"]}}})
+        );
+        assert_eq!(
+            render_named_config(&record)["name"],
+            "tasks/t/pushNotificationConfigs/c"
         );
     }
 }

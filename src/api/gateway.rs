@@ -15,6 +15,7 @@ use super::errors::{invalid_params, to_a2a};
 use crate::a2a::errors::jsonrpc_error;
 use crate::a2a::params::Params;
 use crate::a2a::push_config::config_input;
+use crate::a2a::version::WireVersion;
 use crate::domain::{DomainError, HubState, events};
 use crate::gateway::{Gateway, card, follow, intake, upstream};
 use crate::store::PublishedEvent;
@@ -50,10 +51,11 @@ async fn task_for_caller(
     tenant: &str,
     task_id: &str,
     rest_prefix: Option<&str>,
+    version: WireVersion,
 ) -> Result<Value, A2AError> {
     let found = match rest_prefix {
         Some(prefix) => upstream::get_task_rest(gateway, headers, prefix, task_id).await,
-        None => upstream::get_task(gateway, headers, tenant, task_id).await,
+        None => upstream::get_task(gateway, headers, tenant, task_id, version).await,
     };
     match found {
         Ok(Some(task)) => Ok(task),
@@ -72,8 +74,9 @@ pub async fn before_config_method(
     tenant: &str,
     task_id: &str,
     rest_prefix: Option<&str>,
+    version: WireVersion,
 ) -> Result<(), A2AError> {
-    task_for_caller(gateway, headers, tenant, task_id, rest_prefix)
+    task_for_caller(gateway, headers, tenant, task_id, rest_prefix, version)
         .await
         .map(|_| ())
 }
@@ -87,6 +90,7 @@ pub async fn after_config_created(
     tenant: &str,
     task_id: &str,
     rest_prefix: Option<&str>,
+    version: WireVersion,
 ) -> Result<(), A2AError> {
     let publish = |task: Value| async move {
         let snapshot = json!({"task": task}).to_string();
@@ -95,7 +99,7 @@ pub async fn after_config_created(
         published.map_err(|e| to_a2a(&e))
     };
     // The snapshot goes first, so the new config's lane starts with it…
-    let before = task_for_caller(gateway, headers, tenant, task_id, rest_prefix).await?;
+    let before = task_for_caller(gateway, headers, tenant, task_id, rest_prefix, version).await?;
     let first = publish(before.clone()).await?;
     if !gateway.agent_pushes().await {
         follow::follow(state, gateway, headers, tenant, task_id).await;
@@ -106,7 +110,7 @@ pub async fn after_config_created(
         .map_err(|e| to_a2a(&e))?;
     // …and if the task moved while the hub registered itself, and no push has told of it yet,
     // a second snapshot closes the gap.
-    let after = task_for_caller(gateway, headers, tenant, task_id, rest_prefix).await?;
+    let after = task_for_caller(gateway, headers, tenant, task_id, rest_prefix, version).await?;
     let newest = state
         .store
         .get_task(tenant.to_string(), task_id.to_string())

@@ -14,8 +14,11 @@ use super::errors::{invalid_params, to_a2a};
 use super::requested_version;
 use crate::a2a::errors::jsonrpc_error;
 use crate::a2a::params::Params;
-use crate::a2a::push_config::{config_address, config_input, list_request, render, render_list};
-use crate::a2a::version::{WireVersion, negotiate};
+use crate::a2a::push_config::{
+    ConfigAddress, config_address, config_input, list_request, render, render_list,
+};
+use crate::a2a::v03;
+use crate::a2a::version::{WireVersion, negotiate, of_method};
 use crate::domain::{DomainError, HubState, push_configs};
 
 /// The push-config methods the hub answers itself, gateway or not.
@@ -25,6 +28,13 @@ const PUSH_CONFIG_METHODS: [&str; 4] = [
     methods::LIST_PUSH_CONFIGS,
     methods::DELETE_PUSH_CONFIG,
 ];
+
+const V03_SET: &str = "tasks/pushNotificationConfig/set";
+const V03_GET: &str = "tasks/pushNotificationConfig/get";
+const V03_LIST: &str = "tasks/pushNotificationConfig/list";
+const V03_DELETE: &str = "tasks/pushNotificationConfig/delete";
+/// The A2A 0.3 push-config methods.
+const V03_PUSH_CONFIG_METHODS: [&str; 4] = [V03_SET, V03_GET, V03_LIST, V03_DELETE];
 
 /// A2A methods that exist but that this hub answers only in gateway mode.
 const AGENT_METHODS: [&str; 7] = [
@@ -84,7 +94,7 @@ pub async fn handle(
         Err((id, error)) => return fail(id, error),
     };
     let requested = requested_version(&headers, query.as_deref());
-    let version = match negotiate(requested.as_deref()) {
+    let version = match negotiate(requested.as_deref(), of_method(&method)) {
         Ok(version) => version,
         Err(unsupported) => {
             return fail(
@@ -93,24 +103,45 @@ pub async fn handle(
             );
         }
     };
+    if of_method(&method) != version {
+        return fail(
+            id,
+            A2AError::new(
+                error_code::METHOD_NOT_FOUND,
+                format!(
+                    "{method} is an A2A {} method; the request asks for A2A {}",
+                    of_method(&method).as_str(),
+                    version.as_str()
+                ),
+            ),
+        );
+    }
     if let Some(gateway) = state.gateway.clone() {
-        if !PUSH_CONFIG_METHODS.contains(&method.as_str()) {
+        if !PUSH_CONFIG_METHODS.contains(&method.as_str())
+            && !V03_PUSH_CONFIG_METHODS.contains(&method.as_str())
+        {
             let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
             return super::gateway::jsonrpc(&state, &gateway, &headers, body, request, id, &method)
                 .await;
         }
         let address = Params::from_value(params.clone()).ok();
+        let task_field = if version == WireVersion::V0_3 && method != V03_SET {
+            "id"
+        } else {
+            "taskId"
+        };
         let task_id = address
             .as_ref()
-            .and_then(|p| p.string("taskId").ok().flatten());
+            .and_then(|p| p.string(task_field).ok().flatten());
         let tenant = address
             .as_ref()
             .and_then(|p| p.string("tenant").ok().flatten())
             .unwrap_or_default();
         if let Some(task_id) = &task_id {
-            if let Err(error) =
-                super::gateway::before_config_method(&gateway, &headers, &tenant, task_id, None)
-                    .await
+            if let Err(error) = super::gateway::before_config_method(
+                &gateway, &headers, &tenant, task_id, None, version,
+            )
+            .await
             {
                 return fail(id, error);
             }
@@ -119,9 +150,10 @@ pub async fn handle(
             Ok(result) => result,
             Err(error) => return fail(id, error),
         };
-        if let (methods::CREATE_PUSH_CONFIG, Some(task_id)) = (method.as_str(), &task_id) {
+        if let (methods::CREATE_PUSH_CONFIG | V03_SET, Some(task_id)) = (method.as_str(), &task_id)
+        {
             if let Err(error) = super::gateway::after_config_created(
-                &state, &gateway, &headers, &tenant, task_id, None,
+                &state, &gateway, &headers, &tenant, task_id, None, version,
             )
             .await
             {
@@ -197,6 +229,9 @@ async fn dispatch(
     params: Option<Value>,
     version: WireVersion,
 ) -> Result<Value, A2AError> {
+    if version == WireVersion::V0_3 {
+        return dispatch_v03(state, method, params).await;
+    }
     let params = Params::from_value(params).map_err(|e| invalid_params(&e))?;
     let domain = |e: DomainError| to_a2a(&e);
     let field = |e| invalid_params(&e);
@@ -233,5 +268,123 @@ async fn dispatch(
             "{other} is an agent method; this hub serves only the push-notification config methods unless it runs in gateway mode in front of an agent"
         ))),
         other => Err(A2AError::method_not_found(other)),
+    }
+}
+
+/// The A2A 0.3 push-config methods, with their 0.3 params and results.
+async fn dispatch_v03(
+    state: &HubState,
+    method: &str,
+    params: Option<Value>,
+) -> Result<Value, A2AError> {
+    let params = Params::from_value(params).map_err(|e| invalid_params(&e))?;
+    let domain = |e: DomainError| to_a2a(&e);
+    let field = |e| invalid_params(&e);
+    let tenant = params.string("tenant").map_err(field)?;
+    match method {
+        V03_SET => {
+            let task_id = params.required_string("taskId").map_err(field)?;
+            let config = params
+                .object("pushNotificationConfig")
+                .map_err(field)?
+                .ok_or_else(|| {
+                    invalid_params(&crate::a2a::params::InvalidField::new(
+                        "pushNotificationConfig",
+                        "is required",
+                    ))
+                })?;
+            let mut input = v03::config_input(Some(task_id), &config).map_err(field)?;
+            input.tenant = tenant;
+            let config = push_configs::create(state, None, None, input, WireVersion::V0_3)
+                .await
+                .map_err(domain)?;
+            Ok(v03::render_task_config(&config))
+        }
+        V03_GET => {
+            let task_id = params.required_string("id").map_err(field)?;
+            let config = match params.string("pushNotificationConfigId").map_err(field)? {
+                Some(config_id) => {
+                    let address = ConfigAddress {
+                        tenant,
+                        task_id,
+                        id: config_id,
+                    };
+                    push_configs::get(state, None, address)
+                        .await
+                        .map_err(domain)?
+                }
+                None => {
+                    // Without a config id: the config named like the task, else the first.
+                    let all = list_all(state, tenant, &task_id).await.map_err(domain)?;
+                    let chosen = all
+                        .iter()
+                        .find(|c| c.id == task_id)
+                        .or(all.first())
+                        .cloned();
+                    chosen.ok_or_else(|| {
+                        A2AError::new(
+                            error_code::TASK_NOT_FOUND,
+                            format!("task {task_id:?} has no push notification config"),
+                        )
+                    })?
+                }
+            };
+            Ok(v03::render_task_config(&config))
+        }
+        V03_LIST => {
+            let task_id = params.required_string("id").map_err(field)?;
+            let all = list_all(state, tenant, &task_id).await.map_err(domain)?;
+            Ok(Value::Array(
+                all.iter().map(v03::render_task_config).collect(),
+            ))
+        }
+        V03_DELETE => {
+            let task_id = params.required_string("id").map_err(field)?;
+            let config_id = params
+                .required_string("pushNotificationConfigId")
+                .map_err(field)?;
+            push_configs::delete(
+                state,
+                None,
+                ConfigAddress {
+                    tenant,
+                    task_id,
+                    id: config_id,
+                },
+            )
+            .await
+            .map_err(domain)?;
+            Ok(Value::Null)
+        }
+        "message/send" | "message/stream" | "tasks/get" | "tasks/cancel" | "tasks/resubscribe" => {
+            Err(A2AError::unsupported_operation(format!(
+                "{method} is an agent method; this hub serves only the push-notification config methods unless it runs in gateway mode in front of an agent"
+            )))
+        }
+        other => Err(A2AError::method_not_found(other)),
+    }
+}
+
+/// Every config of a task, page after page (0.3 `list` has no pagination).
+async fn list_all(
+    state: &HubState,
+    tenant: Option<String>,
+    task_id: &str,
+) -> Result<Vec<crate::store::ConfigRecord>, DomainError> {
+    let mut all = Vec::new();
+    let mut token = None;
+    loop {
+        let request = crate::a2a::push_config::ListRequest {
+            tenant: tenant.clone(),
+            task_id: task_id.to_string(),
+            page_size: Some(push_configs::MAX_PAGE_SIZE as i64),
+            page_token: token,
+        };
+        let page = push_configs::list(state, None, request).await?;
+        all.extend(page.configs);
+        match page.next_page_token {
+            Some(next) if all.len() < 10_000 => token = Some(next),
+            _ => return Ok(all),
+        }
     }
 }

@@ -30,6 +30,7 @@ pub fn public_router(state: HubState) -> Router {
             axum::routing::get(gateway::agent_card),
         )
         .merge(rest::routes())
+        .merge(rest::routes_v03())
         .fallback(gateway::fallback)
         .with_state(state)
         .layer(TraceLayer::new_for_http())

@@ -78,18 +78,35 @@ async fn gateway_check(
     let (Some(gateway), (_, Some(prefix))) = (&state.gateway, path.scope(state)) else {
         return Ok(());
     };
-    super::gateway::before_config_method(gateway, headers, "", &path.task_id, Some(&prefix))
-        .await
-        .map_err(|error| rest_response(&error, None))
+    super::gateway::before_config_method(
+        gateway,
+        headers,
+        "",
+        &path.task_id,
+        Some(&prefix),
+        WireVersion::V1_0,
+    )
+    .await
+    .map_err(|error| rest_response(&error, None))
 }
 
 fn version(headers: &HeaderMap, query: Option<&str>) -> Result<WireVersion, Response> {
-    negotiate(requested_version(headers, query).as_deref()).map_err(|unsupported| {
+    let refuse = |message: String| {
         rest_response(
-            &A2AError::new(error_code::VERSION_NOT_SUPPORTED, unsupported.to_string()),
+            &A2AError::new(error_code::VERSION_NOT_SUPPORTED, message),
             None,
         )
-    })
+    };
+    match negotiate(
+        requested_version(headers, query).as_deref(),
+        WireVersion::V1_0,
+    ) {
+        Ok(WireVersion::V1_0) => Ok(WireVersion::V1_0),
+        Ok(WireVersion::V0_3) => Err(refuse(
+            "these paths are the A2A 1.0 binding; A2A 0.3 is served under /v1/".to_string(),
+        )),
+        Err(unsupported) => Err(refuse(unsupported.to_string())),
+    }
 }
 
 fn field_error(error: InvalidField) -> Response {
@@ -164,6 +181,7 @@ async fn create(
             "",
             &path.task_id,
             Some(&prefix),
+            WireVersion::V1_0,
         )
         .await
         {
@@ -261,4 +279,211 @@ pub async fn not_found() -> Response {
         "no such endpoint: this hub serves JSON-RPC at POST / and push-notification configs at /tasks/{taskId}/pushNotificationConfigs",
     );
     rest_response(&error, Some(StatusCode::NOT_FOUND))
+}
+
+/// The A2A 0.3 HTTP+JSON binding under `/v1/` (proto JSON of `a2a.v1`).
+pub fn routes_v03() -> Router<HubState> {
+    Router::new()
+        .route(
+            "/v1/tasks/{task_id}/pushNotificationConfigs",
+            get(list_v03).post(create_v03),
+        )
+        .route(
+            "/v1/tasks/{task_id}/pushNotificationConfigs/{config_id}",
+            get(get_v03).delete(delete_v03),
+        )
+}
+
+#[derive(serde::Deserialize)]
+pub struct PathV03 {
+    task_id: String,
+    config_id: Option<String>,
+}
+
+/// The `/v1/` paths are 0.3; a header naming another version is refused.
+async fn check_v03(
+    state: &HubState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    task_id: &str,
+) -> Result<(), Response> {
+    match negotiate(
+        requested_version(headers, query).as_deref(),
+        WireVersion::V0_3,
+    ) {
+        Ok(WireVersion::V0_3) => {}
+        Ok(other) => {
+            let message = format!(
+                "the /v1/ paths are the A2A 0.3 binding; A2A {} is served without the /v1/ prefix",
+                other.as_str()
+            );
+            return Err(rest_response(
+                &A2AError::new(error_code::VERSION_NOT_SUPPORTED, message),
+                None,
+            ));
+        }
+        Err(unsupported) => {
+            return Err(rest_response(
+                &A2AError::new(error_code::VERSION_NOT_SUPPORTED, unsupported.to_string()),
+                None,
+            ));
+        }
+    }
+    if let Some(gateway) = &state.gateway {
+        super::gateway::before_config_method(
+            gateway,
+            headers,
+            "",
+            task_id,
+            Some("/v1"),
+            WireVersion::V0_3,
+        )
+        .await
+        .map_err(|error| rest_response(&error, None))?;
+    }
+    Ok(())
+}
+
+async fn create_v03(
+    State(state): State<HubState>,
+    Path(path): Path<PathV03>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(response) = check_v03(&state, &headers, query.as_deref(), &path.task_id).await {
+        return response;
+    }
+    let Ok(body) = body else {
+        return rest_response(
+            &A2AError::invalid_request("the request body could not be read (too large?)"),
+            Some(StatusCode::PAYLOAD_TOO_LARGE),
+        );
+    };
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return rest_response(
+                &A2AError::parse_error(format!("request body is not valid JSON: {e}")),
+                None,
+            );
+        }
+    };
+    // Both create bodies seen in the wild: {parent, configId, config: {name, pushNotificationConfig}}
+    // and the bare {name, pushNotificationConfig}.
+    let (outer, named) = if value.get("config").is_some() {
+        (Some(&value), &value["config"])
+    } else {
+        (None, &value)
+    };
+    let parsed = Params::from_value(Some(named.clone())).and_then(|p| {
+        let push = p
+            .object("pushNotificationConfig")?
+            .ok_or_else(|| InvalidField::new("pushNotificationConfig", "is required"))?;
+        let mut input = crate::a2a::v03::config_input(Some(path.task_id.clone()), &push)?;
+        if input.id.is_none() {
+            input.id = outer
+                .and_then(|o| o["configId"].as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
+        }
+        Ok(input)
+    });
+    let input = match parsed {
+        Ok(input) => input,
+        Err(e) => return field_error(e),
+    };
+    let config =
+        match push_configs::create(&state, None, Some(&path.task_id), input, WireVersion::V0_3)
+            .await
+        {
+            Ok(config) => config,
+            Err(e) => return domain_error(e),
+        };
+    if let Some(gateway) = &state.gateway {
+        if let Err(error) = super::gateway::after_config_created(
+            &state,
+            gateway,
+            &headers,
+            "",
+            &path.task_id,
+            Some("/v1"),
+            WireVersion::V0_3,
+        )
+        .await
+        {
+            return rest_response(&error, None);
+        }
+    }
+    Json(crate::a2a::v03::render_named_config(&config)).into_response()
+}
+
+async fn get_v03(
+    State(state): State<HubState>,
+    Path(path): Path<PathV03>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(response) = check_v03(&state, &headers, query.as_deref(), &path.task_id).await {
+        return response;
+    }
+    let address = ConfigAddress {
+        tenant: None,
+        task_id: path.task_id,
+        id: path.config_id.unwrap_or_default(),
+    };
+    match push_configs::get(&state, None, address).await {
+        Ok(config) => Json(crate::a2a::v03::render_named_config(&config)).into_response(),
+        Err(e) => domain_error(e),
+    }
+}
+
+async fn list_v03(
+    State(state): State<HubState>,
+    Path(path): Path<PathV03>,
+    headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(response) = check_v03(&state, &headers, raw_query.as_deref(), &path.task_id).await {
+        return response;
+    }
+    let mut fields: Map<String, Value> = query
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    fields.insert("taskId".to_string(), json!(path.task_id));
+    let request =
+        match Params::from_value(Some(Value::Object(fields))).and_then(|p| list_request(&p)) {
+            Ok(request) => request,
+            Err(e) => return field_error(e),
+        };
+    match push_configs::list(&state, None, request).await {
+        Ok(page) => Json(json!({
+            "configs": page.configs.iter().map(crate::a2a::v03::render_named_config).collect::<Vec<_>>(),
+            "nextPageToken": page.next_page_token.unwrap_or_default(),
+        }))
+        .into_response(),
+        Err(e) => domain_error(e),
+    }
+}
+
+async fn delete_v03(
+    State(state): State<HubState>,
+    Path(path): Path<PathV03>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(response) = check_v03(&state, &headers, query.as_deref(), &path.task_id).await {
+        return response;
+    }
+    let address = ConfigAddress {
+        tenant: None,
+        task_id: path.task_id,
+        id: path.config_id.unwrap_or_default(),
+    };
+    match push_configs::delete(&state, None, address).await {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => domain_error(e),
+    }
 }

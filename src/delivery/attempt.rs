@@ -115,7 +115,10 @@ async fn attempt(engine: &Engine, delivery_id: &str, span: tracing::Span) -> Rep
         now_ms: started_at_ms,
         issuer: &engine.issuer,
     };
-    let body = context.event.body.get().as_bytes();
+    let body = match &delivery.body_v03 {
+        Some(task) => task.as_bytes(),
+        None => context.event.body.get().as_bytes(),
+    };
     let answer = send(engine, &config, &delivery, body, &attempt).await;
     let duration = started.elapsed();
     let decision = engine

@@ -3,6 +3,7 @@
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
+use crate::a2a::version::WireVersion;
 use crate::signing::{JwtInput, KeySet, SigningInput, sign_delivery, webhooks};
 use crate::store::{ConfigRecord, DeliveryRecord};
 
@@ -40,10 +41,15 @@ pub fn headers(
         })
     };
     let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, content_type.clone());
+    // A 0.3 webhook gets what 0.3 SDKs send: plain JSON, version 0.3.
+    let (content_type, version) = match config.wire_version {
+        WireVersion::V0_3 => (HeaderValue::from_static("application/json"), "0.3"),
+        WireVersion::V1_0 => (content_type.clone(), "1.0"),
+    };
+    headers.insert(CONTENT_TYPE, content_type);
     headers.insert(
         HeaderName::from_static("a2a-version"),
-        HeaderValue::from_static("1.0"),
+        HeaderValue::from_static(version),
     );
     let token = config.token.as_ref().map(|t| t.expose());
     // A `whsec_` token is a Standard Webhooks secret: it signs (`v1`) and is never sent.
@@ -110,7 +116,6 @@ pub fn headers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::a2a::version::WireVersion;
     use crate::config::Secret;
     use crate::signing::keys::{ALG_ED25519, ALG_ES256, generate};
     use crate::store::{Authentication, ConfigState, DeliveryState};
@@ -125,6 +130,7 @@ mod tests {
             authentication: auth.map(|(scheme, credentials)| Authentication {
                 scheme: scheme.into(),
                 credentials: credentials.map(Secret::new),
+                schemes_v03: Vec::new(),
             }),
             wire_version: WireVersion::V1_0,
             state: ConfigState::Active,
@@ -146,6 +152,7 @@ mod tests {
             next_attempt_at_ms: 0,
             last_error: None,
             manual: false,
+            body_v03: None,
             created_at_ms: 0,
             updated_at_ms: 0,
         }

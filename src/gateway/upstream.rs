@@ -127,12 +127,17 @@ pub async fn get_task(
     headers: &HeaderMap,
     tenant: &str,
     task_id: &str,
+    version: crate::a2a::version::WireVersion,
 ) -> Result<Option<Value>, UpstreamError> {
     let mut params = json!({"id": task_id, "historyLength": 0});
     if !tenant.is_empty() {
         params["tenant"] = json!(tenant);
     }
-    Ok(call(gateway, headers, "GetTask", params).await?.ok())
+    let method = match version {
+        crate::a2a::version::WireVersion::V0_3 => "tasks/get",
+        crate::a2a::version::WireVersion::V1_0 => "GetTask",
+    };
+    Ok(call(gateway, headers, method, params).await?.ok())
 }
 
 /// The status code for a proxy failure: the agent could not be reached.

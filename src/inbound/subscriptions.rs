@@ -115,6 +115,7 @@ pub async fn create(
             Some(Authentication {
                 scheme,
                 credentials: Some(Secret::new(credentials)),
+                schemes_v03: Vec::new(),
             })
         }
     };

@@ -51,6 +51,10 @@ pub fn now_ms() -> u64 {
 pub struct Authentication {
     pub scheme: String,
     pub credentials: Option<Secret>,
+    /// Every scheme a 0.3 client gave (`schemes[]`), answered back on 0.3 reads; the first is
+    /// `scheme`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schemes_v03: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +177,10 @@ pub struct DeliveryRecord {
     /// Set by a manual replay: the next attempt is the only one (no retries).
     #[serde(default)]
     pub manual: bool,
+    /// The body for a config registered over A2A 0.3: the whole Task in 0.3 JSON as it stood
+    /// right after the event, fixed when the delivery is created. `None`: the event's bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_v03: Option<String>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }

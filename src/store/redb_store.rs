@@ -752,12 +752,20 @@ fn publish_one(
     scan_prefix(&configs, &tkey, &tkey, |_, value| {
         let config: ConfigRecord = decode_sealed(sealing, value)?;
         if config.state == ConfigState::Active {
-            active.push((config.id, config.url));
+            active.push((config.id, config.url, config.wire_version));
         }
         Ok(true)
     })?;
     let mut created = Vec::with_capacity(active.len());
-    for (config_id, url) in active {
+    // A 0.3 webhook gets the whole task, as it stands after this event, in 0.3 JSON.
+    let body_v03 = active
+        .iter()
+        .any(|(_, _, version)| *version == crate::a2a::version::WireVersion::V0_3)
+        .then(|| {
+            crate::a2a::v03::task_from_v1(&serde_json::to_value(&record.task).unwrap_or_default())
+                .to_string()
+        });
+    for (config_id, url, version) in active {
         let delivery = DeliveryRecord {
             id: Uuid::now_v7().to_string(),
             tenant: new.tenant.clone(),
@@ -770,6 +778,9 @@ fn publish_one(
             next_attempt_at_ms: now,
             last_error: None,
             manual: false,
+            body_v03: (version == crate::a2a::version::WireVersion::V0_3)
+                .then(|| body_v03.clone())
+                .flatten(),
             created_at_ms: now,
             updated_at_ms: now,
         };
