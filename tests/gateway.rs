@@ -316,3 +316,55 @@ async fn an_agent_without_push_support_is_followed_through_subscribe_to_task() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_03_inline_config_is_swapped_too_and_its_webhook_gets_03_tasks() {
+    let agent = scripted_agent().await;
+    let receiver = Receiver::start().await;
+    let upstream = agent.url("/");
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.gateway.upstream = upstream;
+    })
+    .await;
+    let send = json!({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {
+        "message": {"kind": "message", "messageId": "m", "role": "user", "parts": [{"kind": "text", "text": "hi"}]},
+        "configuration": {"blocking": false, "pushNotificationConfig": {"url": receiver.url("/old-client"), "token": "tok-03",
+            "authentication": {"schemes": ["Bearer"], "credentials": "cred-03"}}}}});
+    let (_, answer) = hub.rpc_raw(send.to_string(), &[]).await;
+    assert!(answer.get("result").is_some(), "{answer}");
+    let forwarded = agent
+        .received()
+        .into_iter()
+        .find(|r| r.json()["method"] == "message/send")
+        .unwrap();
+    let swapped = forwarded.json()["params"]["configuration"]["pushNotificationConfig"].clone();
+    assert!(
+        swapped["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/inbound/", hub.public)),
+        "{swapped}"
+    );
+    assert!(!forwarded.json().to_string().contains("cred-03"));
+    // A 0.3 agent pushes the whole Task in 0.3 JSON.
+    let pushed =
+        json!({"kind": "task", "id": "t-new", "contextId": "c", "status": {"state": "working"}});
+    let (status, _) = push(
+        &hub.http,
+        swapped["url"].as_str().unwrap(),
+        &[(
+            "x-a2a-notification-token",
+            swapped["token"].as_str().unwrap(),
+        )],
+        pushed.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].json()["kind"], "task");
+    assert_eq!(got[0].json()["status"]["state"], "working");
+    assert_eq!(got[0].header("authorization"), "Bearer cred-03");
+    assert_eq!(got[0].header("a2a-version"), "0.3");
+    hub.stop().await;
+}

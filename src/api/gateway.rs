@@ -122,17 +122,43 @@ pub async fn after_config_created(
     }
     Ok(())
 }
+/// How a send request came: where it goes at the agent, its tenant, its JSON-RPC id (`None`
+/// for HTTP+JSON) and its A2A version.
+pub struct Sent<'a> {
+    pub path_and_query: &'a str,
+    pub tenant: &'a str,
+    pub jsonrpc_id: Option<JsonRpcId>,
+    pub version: WireVersion,
+}
+
+/// Where a send request carries its inline push config, by version and binding (0.3 REST uses
+/// the proto field name `pushNotification`); the first is where the hub puts its intake.
+fn inline_keys(version: WireVersion, jsonrpc: bool) -> &'static [&'static str] {
+    match (version, jsonrpc) {
+        (WireVersion::V1_0, _) => &[
+            "taskPushNotificationConfig",
+            "task_push_notification_config",
+        ],
+        (WireVersion::V0_3, true) => &["pushNotificationConfig"],
+        (WireVersion::V0_3, false) => &["pushNotification", "pushNotificationConfig"],
+    }
+}
+
 /// `SendMessage` / `SendStreamingMessage` (JSON-RPC) and `message:send|stream` (REST): the
 /// inline push config is swapped for an intake; the rest goes to the agent unchanged.
 pub async fn send(
     state: &HubState,
     gateway: &Arc<Gateway>,
     headers: &HeaderMap,
-    path_and_query: &str,
     mut body: Value,
-    tenant: &str,
-    jsonrpc_id: Option<JsonRpcId>,
+    how: Sent<'_>,
 ) -> Response {
+    let Sent {
+        path_and_query,
+        tenant,
+        jsonrpc_id,
+        version,
+    } = how;
     let fail = |error: A2AError| match &jsonrpc_id {
         Some(id) => rpc(id.clone(), error),
         None => {
@@ -153,23 +179,29 @@ pub async fn send(
         .get_mut("configuration")
         .and_then(|c| c.as_object_mut())
         .and_then(|c| {
-            c.remove("taskPushNotificationConfig")
-                .or_else(|| c.remove("task_push_notification_config"))
+            inline_keys(version, jsonrpc_id.is_some())
+                .iter()
+                .find_map(|key| c.remove(*key))
         });
     let mut opened = None;
     let pushes = inline.is_none() || gateway.agent_pushes().await;
     if let Some(inline) = inline {
-        let input = match Params::from_value(Some(inline)).and_then(|p| config_input(&p)) {
+        let parsed = Params::from_value(Some(inline)).and_then(|p| match version {
+            WireVersion::V0_3 => crate::a2a::v03::config_input(None, &p),
+            WireVersion::V1_0 => config_input(&p),
+        });
+        let input = match parsed {
             Ok(input) => input,
             Err(field) => return fail(invalid_params(&field)),
         };
-        let intake = match intake::open(state, tenant, None, Some(input)).await {
+        let intake = match intake::open(state, tenant, None, Some((input, version))).await {
             Ok(intake) => intake,
             Err(e) => return fail(to_a2a(&e)),
         };
         // An agent that pushes gets the intake instead; one that does not is followed.
         if pushes {
-            params["configuration"]["taskPushNotificationConfig"] = intake.config(None);
+            params["configuration"][inline_keys(version, jsonrpc_id.is_some())[0]] =
+                intake.config(None);
         }
         opened = Some(intake.subscription_id);
     }
@@ -341,16 +373,19 @@ pub async fn fallback(State(state): State<HubState>, request: Request) -> Respon
         && (path.ends_with("/message:send") || path.ends_with("/message:stream"));
     if is_send {
         if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
-            return send(
-                &state,
-                &gateway,
-                &parts.headers,
-                &path_and_query,
-                value,
-                "",
-                None,
-            )
-            .await;
+            // `/v1/message:send` is the 0.3 REST binding.
+            let version = if path.starts_with("/v1/") {
+                WireVersion::V0_3
+            } else {
+                WireVersion::V1_0
+            };
+            let how = Sent {
+                path_and_query: &path_and_query,
+                tenant: "",
+                jsonrpc_id: None,
+                version,
+            };
+            return send(&state, &gateway, &parts.headers, value, how).await;
         }
     }
     upstream::proxy(
@@ -374,12 +409,31 @@ pub async fn jsonrpc(
     id: JsonRpcId,
     method: &str,
 ) -> Response {
+    if method == "message/send" || method == "message/stream" {
+        let tenant = request["params"]["tenant"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let how = Sent {
+            path_and_query: "",
+            tenant: &tenant,
+            jsonrpc_id: Some(id),
+            version: WireVersion::V0_3,
+        };
+        return send(state, gateway, headers, request, how).await;
+    }
     if method == methods::SEND_MESSAGE || method == methods::SEND_STREAMING_MESSAGE {
         let tenant = request["params"]["tenant"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        return send(state, gateway, headers, "", request, &tenant, Some(id)).await;
+        let how = Sent {
+            path_and_query: "",
+            tenant: &tenant,
+            jsonrpc_id: Some(id),
+            version: WireVersion::V1_0,
+        };
+        return send(state, gateway, headers, request, how).await;
     }
     match upstream::proxy(gateway, Method::POST, "", headers, raw.to_vec()).await {
         Ok(response) => response,

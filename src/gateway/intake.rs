@@ -49,11 +49,11 @@ pub async fn open(
     state: &HubState,
     tenant: &str,
     task_id: Option<&str>,
-    client: Option<ConfigInput>,
+    client: Option<(ConfigInput, WireVersion)>,
 ) -> Result<Intake, DomainError> {
     let client_config = match client {
         None => None,
-        Some(input) => {
+        Some((input, wire_version)) => {
             state
                 .policy
                 .check_url(&input.url)
@@ -72,7 +72,7 @@ pub async fn open(
                 url: input.url,
                 token: input.token.map(Secret::new),
                 authentication: input.authentication,
-                wire_version: WireVersion::V1_0,
+                wire_version,
                 state: ConfigState::Active,
                 created_at_ms: now,
                 updated_at_ms: now,
