@@ -38,7 +38,13 @@ async fn every_accepted_event_survives_random_crashes_and_a_flaky_receiver() {
     let rng = Arc::new(std::sync::Mutex::new(fastrand::Rng::with_seed(seed)));
     let receiver = Receiver::start().await;
     let coin = rng.clone();
-    receiver.script(move |_| if coin.lock().unwrap().f64() < 0.3 { Reply::status(503) } else { Reply::ok() });
+    receiver.script(move |_| {
+        if coin.lock().unwrap().f64() < 0.3 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("store");
     let http = http_client();
@@ -85,11 +91,17 @@ async fn every_accepted_event_survives_random_crashes_and_a_flaky_receiver() {
         }
         let body: Vec<Value> = batch
             .iter()
-            .map(|(task, n)| json!({"statusUpdate": {"taskId": format!("task-{task}"), "contextId": "c",
-                "status": {"state": "TASK_STATE_WORKING"}, "metadata": {"n": n}}}))
+            .map(|(task, n)| {
+                json!({"statusUpdate": {"taskId": format!("task-{task}"), "contextId": "c",
+                "status": {"state": "TASK_STATE_WORKING"}, "metadata": {"n": n}}})
+            })
             .collect();
         attempted.extend(batch.iter().map(|(_, n)| *n));
-        let sent = http.post(format!("http://{}/api/v1/events:batch", hub.admin)).json(&body).send().await;
+        let sent = http
+            .post(format!("http://{}/api/v1/events:batch", hub.admin))
+            .json(&body)
+            .send()
+            .await;
         if let Ok(response) = sent {
             if response.status() == 202 {
                 acked.extend(batch.iter().map(|(_, n)| *n));
@@ -106,16 +118,23 @@ async fn every_accepted_event_survives_random_crashes_and_a_flaky_receiver() {
             .filter_map(|r| r.json()["statusUpdate"]["metadata"]["n"].as_u64())
             .collect()
     };
-    wait_until(Duration::from_secs(90), "every acknowledged event to arrive", || {
-        let arrived = arrived_numbers(&receiver);
-        let missing = acked.iter().filter(|n| !arrived.contains(n)).count();
-        async move { (missing == 0).then_some(()) }
-    })
+    wait_until(
+        Duration::from_secs(90),
+        "every acknowledged event to arrive",
+        || {
+            let arrived = arrived_numbers(&receiver);
+            let missing = acked.iter().filter(|n| !arrived.contains(n)).count();
+            async move { (missing == 0).then_some(()) }
+        },
+    )
     .await;
 
     let received = receiver.received();
     let arrived = arrived_numbers(&receiver);
-    assert!(arrived.is_subset(&attempted), "nothing arrived that was never published");
+    assert!(
+        arrived.is_subset(&attempted),
+        "nothing arrived that was never published"
+    );
     // Per lane, first arrivals (by webhook-id) come in increasing sequence order.
     let mut first: HashMap<String, ()> = HashMap::new();
     let mut lanes: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -126,10 +145,16 @@ async fn every_accepted_event_survives_random_crashes_and_a_flaky_receiver() {
             duplicates += 1;
             continue;
         }
-        lanes.entry(request.path.clone()).or_default().push(request.sequence());
+        lanes
+            .entry(request.path.clone())
+            .or_default()
+            .push(request.sequence());
     }
     for (lane, sequences) in &lanes {
-        assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{lane}: {sequences:?}");
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "{lane}: {sequences:?}"
+        );
     }
     println!(
         "torture: {} published, {} acknowledged, {} arrived, {} requests of which {} repeated a webhook-id (retries after a 503 and repeats after a crash), 3 crashes",
