@@ -1,0 +1,420 @@
+//! hub-bench: measures the hub end to end against the loopback limit of the same run.
+//!
+//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,e]`
+//!
+//! Starts a sink (an HTTP server that timestamps arrivals) and the release hub binary beside
+//! this one (real store on disk, signing on), drives the event API, and prints one JSON
+//! document: per scenario the delivered rate at the sink, publish-to-arrival latency
+//! (p50/p90/p99/max), the hub's peak RSS and CPU seconds, and a baseline — the same load
+//! generator posting the same bodies straight to the sink — with the ratio hub ÷ baseline.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use serde_json::{Value, json};
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Counts arrivals and their latency (publish time is in the event's metadata).
+#[derive(Default)]
+struct Sink {
+    arrived: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+impl Sink {
+    fn reset(&self) {
+        self.arrived.store(0, Ordering::SeqCst);
+        self.latencies_us.lock().unwrap().clear();
+    }
+}
+
+async fn start_sink() -> (Arc<Sink>, SocketAddr) {
+    let sink = Arc::new(Sink::default());
+    let state = sink.clone();
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let sink = state.clone();
+        async move {
+            let arrived = now_us();
+            if let Ok(event) = serde_json::from_slice::<Value>(&body) {
+                let kind = event
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(sent) = kind["metadata"]["sentAtUs"].as_u64() {
+                    sink.latencies_us
+                        .lock()
+                        .unwrap()
+                        .push(arrived.saturating_sub(sent));
+                }
+            }
+            sink.arrived.fetch_add(1, Ordering::SeqCst);
+            axum::http::StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (sink, addr)
+}
+
+struct Hub {
+    child: Child,
+    public: SocketAddr,
+    admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Hub {
+    fn start() -> Hub {
+        let binary = std::env::current_exe()
+            .unwrap()
+            .with_file_name("a2a-push-hub");
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(&binary)
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--public-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("store"))
+            .env(
+                "A2A_PUSH_HUB_SECURITY__ALLOWED_SUBNETS",
+                "[\"127.0.0.0/8\"]",
+            )
+            .env("RUST_LOG", "warn,a2a_push_hub=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (build it with cargo build --release)",
+                    binary.display()
+                )
+            });
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (public, admin) = loop {
+            let line = lines.next().expect("the hub logs its addresses").unwrap();
+            let entry: Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["fields"]["message"] == "a2a-push-hub serving" {
+                break (
+                    entry["fields"]["public_addr"]
+                        .as_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
+                    entry["fields"]["admin_addr"]
+                        .as_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
+                );
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Hub {
+            child,
+            public,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    /// (peak RSS in MiB, CPU seconds) from /proc.
+    fn usage(&self) -> (f64, f64) {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss_kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields
+            .get(11)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        (rss_kb / 1024.0, ticks / 100.0)
+    }
+}
+
+fn event(task: &str, n: usize) -> Value {
+    json!({"statusUpdate": {"taskId": task, "contextId": "bench", "status": {"state": "TASK_STATE_WORKING"},
+        "metadata": {"n": n, "sentAtUs": now_us(), "pad": "x".repeat(200)}}})
+}
+
+fn percentiles(latencies: &mut [u64]) -> Value {
+    latencies.sort_unstable();
+    let at = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    json!({"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "max_ms": latencies.last().copied().unwrap_or(0) as f64 / 1000.0})
+}
+
+async fn wait_for(sink: &Sink, count: u64, deadline: Duration) -> bool {
+    let end = Instant::now() + deadline;
+    while sink.arrived.load(Ordering::SeqCst) < count {
+        if Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+async fn register(
+    http: &reqwest::Client,
+    hub: &Hub,
+    tasks: &[String],
+    configs_per_task: usize,
+    sink: SocketAddr,
+) {
+    let pairs: Vec<(String, usize)> = tasks
+        .iter()
+        .flat_map(|t| (0..configs_per_task).map(move |c| (t.clone(), c)))
+        .collect();
+    let chunks: Vec<Vec<(String, usize)>> = pairs
+        .chunks(pairs.len().div_ceil(16).max(1))
+        .map(|c| c.to_vec())
+        .collect();
+    let mut workers = Vec::new();
+    for chunk in chunks {
+        let (http, url) = (http.clone(), format!("http://{}/", hub.public));
+        workers.push(tokio::spawn(async move {
+            for (task, config) in chunk {
+                let request = json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
+                    "params": {"taskId": task, "id": format!("c{config}"), "url": format!("http://{sink}/hook/{task}/{config}")}});
+                http.post(&url).json(&request).send().await.unwrap();
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+}
+
+/// Posts `events` to `url` in batches (`batch` > 1: the hub's batch API) with `concurrency`
+/// workers; returns when all were accepted.
+async fn publish(
+    http: &reqwest::Client,
+    url: &str,
+    events: Vec<(String, usize)>,
+    batch: usize,
+    concurrency: usize,
+) {
+    let queue = Arc::new(Mutex::new(
+        events.chunks(batch).map(|c| c.to_vec()).collect::<Vec<_>>(),
+    ));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (http, url, queue) = (http.clone(), url.to_string(), queue.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Some(chunk) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                let body = if batch > 1 {
+                    Value::Array(chunk.iter().map(|(t, n)| event(t, *n)).collect())
+                } else {
+                    event(&chunk[0].0, chunk[0].1)
+                };
+                let response = http.post(&url).json(&body).send().await.unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+}
+
+/// The same bodies straight to the sink: the loopback limit of this machine, this run.
+async fn baseline(
+    http: &reqwest::Client,
+    sink: &Sink,
+    sink_addr: SocketAddr,
+    events: Vec<(String, usize)>,
+) -> Value {
+    sink.reset();
+    let count = events.len() as u64;
+    let started = Instant::now();
+    publish(http, &format!("http://{sink_addr}/direct"), events, 1, 64).await;
+    wait_for(sink, count, Duration::from_secs(120)).await;
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    json!({"delivered_per_s": rate.round(), "latency": percentiles(&mut sink.latencies_us.lock().unwrap())})
+}
+
+async fn throughput(
+    name: &str,
+    http: &reqwest::Client,
+    sink: &Arc<Sink>,
+    sink_addr: SocketAddr,
+    tasks: usize,
+    configs: usize,
+    events_per_task: usize,
+) -> Value {
+    let hub = Hub::start();
+    let task_ids: Vec<String> = (0..tasks).map(|t| format!("{name}-{t}")).collect();
+    register(http, &hub, &task_ids, configs, sink_addr).await;
+    let events: Vec<(String, usize)> = (0..events_per_task)
+        .flat_map(|n| task_ids.iter().map(move |t| (t.clone(), n)))
+        .collect();
+    let deliveries = (events.len() * configs) as u64;
+    sink.reset();
+    let (_, cpu_before) = hub.usage();
+    let started = Instant::now();
+    publish(
+        http,
+        &format!("http://{}/api/v1/events:batch", hub.admin),
+        events.clone(),
+        500,
+        4,
+    )
+    .await;
+    let complete = wait_for(sink, deliveries, Duration::from_secs(300)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (rss, cpu_after) = hub.usage();
+    let rate = sink.arrived.load(Ordering::SeqCst) as f64 / elapsed;
+    let hub_result = json!({"deliveries": deliveries, "complete": complete, "delivered_per_s": rate.round(),
+        "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "hub_peak_rss_mib": rss, "hub_cpu_s": cpu_after - cpu_before});
+    drop(hub);
+    // As many direct posts as the hub made deliveries (at most 50,000), with the same bodies.
+    let direct = events
+        .iter()
+        .cycle()
+        .take(deliveries.min(50_000) as usize)
+        .cloned()
+        .collect();
+    let base = baseline(http, sink, sink_addr, direct).await;
+    let ratio = rate / base["delivered_per_s"].as_f64().unwrap_or(1.0);
+    json!({"hub": hub_result, "baseline": base, "hub_over_baseline": (ratio * 1000.0).round() / 1000.0})
+}
+
+async fn fixed_rate(
+    http: &reqwest::Client,
+    sink: &Arc<Sink>,
+    sink_addr: SocketAddr,
+    per_second: usize,
+    seconds: u64,
+) -> Value {
+    let hub = Hub::start();
+    let tasks: Vec<String> = (0..1000).map(|t| format!("rate-{t}")).collect();
+    register(http, &hub, &tasks, 1, sink_addr).await;
+    sink.reset();
+    let (_, cpu_before) = hub.usage();
+    let ticks_per_s = 100;
+    let per_tick = per_second / ticks_per_s;
+    let url = format!("http://{}/api/v1/events:batch", hub.admin);
+    let mut interval = tokio::time::interval(Duration::from_millis(1000 / ticks_per_s as u64));
+    let mut sent = 0usize;
+    let mut inflight = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        interval.tick().await;
+        let body = Value::Array(
+            (0..per_tick)
+                .map(|i| event(&tasks[(sent + i) % tasks.len()], sent + i))
+                .collect(),
+        );
+        sent += per_tick;
+        let (http, url) = (http.clone(), url.clone());
+        inflight.push(tokio::spawn(async move {
+            http.post(&url)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+        }));
+    }
+    for request in inflight {
+        let _ = request.await;
+    }
+    let complete = wait_for(sink, sent as u64, Duration::from_secs(60)).await;
+    let (rss, cpu_after) = hub.usage();
+    json!({"events_per_s": per_second, "seconds": seconds, "deliveries": sent, "complete": complete,
+        "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "hub_peak_rss_mib": rss, "hub_cpu_s": cpu_after - cpu_before})
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let scenarios = args
+        .iter()
+        .position(|a| a == "--scenarios")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "a,b,e".to_string());
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(128)
+        .build()
+        .unwrap();
+    let (sink, sink_addr) = start_sink().await;
+    let mut report = serde_json::Map::new();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    report.insert("machine".into(), json!({"cores": cores, "quick": quick}));
+    for scenario in scenarios.split(',') {
+        let result = match scenario.trim() {
+            "a" => {
+                let tasks = if quick { 1_000 } else { 10_000 };
+                json!({"name": format!("throughput: {tasks} tasks x 1 config x 5 events, batch API"),
+                    "result": throughput("a", &http, &sink, sink_addr, tasks, 1, 5).await})
+            }
+            "b" => {
+                let seconds = if quick { 5 } else { 20 };
+                json!({"name": format!("latency: 5,000 events/s for {seconds} s"), "result": fixed_rate(&http, &sink, sink_addr, 5_000, seconds).await})
+            }
+            "e" => {
+                let events = if quick { 20 } else { 100 };
+                json!({"name": format!("fan-out: 1 task x 100 configs x {events} events"),
+                    "result": throughput("e", &http, &sink, sink_addr, 1, 100, events).await})
+            }
+            other => json!({"name": other, "result": "unknown scenario (a, b, e are implemented)"}),
+        };
+        eprintln!("{scenario}: {result}");
+        report.insert(scenario.trim().to_string(), result);
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&Value::Object(report)).unwrap()
+    );
+}
