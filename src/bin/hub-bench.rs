@@ -1,6 +1,6 @@
 //! hub-bench: measures the hub end to end against the loopback limit of the same run.
 //!
-//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,e]`
+//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e]`
 //!
 //! Starts a sink (an HTTP server that timestamps arrivals) and the release hub binary beside
 //! this one (real store on disk, signing on), drives the event API, and prints one JSON
@@ -39,7 +39,21 @@ impl Sink {
     }
 }
 
+/// A receiver that accepts requests and never answers: every delivery to it ends in the hub's
+/// timeout.
+async fn start_hanging_sink() -> SocketAddr {
+    let app = axum::Router::new().fallback(std::future::pending::<axum::http::StatusCode>);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 async fn start_sink() -> (Arc<Sink>, SocketAddr) {
+    start_sink_at("127.0.0.1:0".parse().unwrap()).await
+}
+
+async fn start_sink_at(bind: SocketAddr) -> (Arc<Sink>, SocketAddr) {
     let sink = Arc::new(Sink::default());
     let state = sink.clone();
     let app = axum::Router::new().fallback(move |body: Bytes| {
@@ -63,7 +77,7 @@ async fn start_sink() -> (Arc<Sink>, SocketAddr) {
             axum::http::StatusCode::OK
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (sink, addr)
@@ -73,7 +87,7 @@ struct Hub {
     child: Child,
     public: SocketAddr,
     admin: SocketAddr,
-    _dir: tempfile::TempDir,
+    _dir: Arc<tempfile::TempDir>,
 }
 
 impl Drop for Hub {
@@ -85,10 +99,15 @@ impl Drop for Hub {
 
 impl Hub {
     fn start() -> Hub {
+        Hub::start_in(Arc::new(tempfile::tempdir().unwrap()), &[])
+    }
+
+    /// Starts the hub on the store in `dir` (a restart when a hub ran there before), with extra
+    /// settings as environment variables.
+    fn start_in(dir: Arc<tempfile::TempDir>, settings: &[(&str, &str)]) -> Hub {
         let binary = std::env::current_exe()
             .unwrap()
             .with_file_name("a2a-push-hub");
-        let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(&binary)
             .args([
                 "--log-format",
@@ -105,6 +124,7 @@ impl Hub {
                 "A2A_PUSH_HUB_SECURITY__ALLOWED_SUBNETS",
                 "[\"127.0.0.0/8\"]",
             )
+            .envs(settings.iter().copied())
             .env("RUST_LOG", "warn,a2a_push_hub=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -220,7 +240,7 @@ async fn register(
         workers.push(tokio::spawn(async move {
             for (task, config) in chunk {
                 let request = json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
-                    "params": {"taskId": task, "id": format!("c{config}"), "url": format!("http://{sink}/hook/{task}/{config}")}});
+                    "params": {"taskId": task, "id": format!("c{config}-{}", sink.port()), "url": format!("http://{sink}/hook/{task}/{config}")}});
                 http.post(&url).json(&request).send().await.unwrap();
             }
         }));
@@ -333,10 +353,15 @@ async fn fixed_rate(
     sink_addr: SocketAddr,
     per_second: usize,
     seconds: u64,
+    hanging: Option<SocketAddr>,
 ) -> Value {
     let hub = Hub::start();
     let tasks: Vec<String> = (0..1000).map(|t| format!("rate-{t}")).collect();
     register(http, &hub, &tasks, 1, sink_addr).await;
+    if let Some(hanging) = hanging {
+        // A second config on 10 % of the tasks, at a receiver that never answers.
+        register(http, &hub, &tasks[..tasks.len() / 10], 1, hanging).await;
+    }
     sink.reset();
     let (_, cpu_before) = hub.usage();
     let ticks_per_s = 100;
@@ -372,6 +397,48 @@ async fn fixed_rate(
         "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "hub_peak_rss_mib": rss, "hub_cpu_s": cpu_after - cpu_before})
 }
 
+/// (d): `tasks` × `per_task` deliveries queued for a receiver that is down; the hub's RSS
+/// holding that backlog, then a SIGKILL and a restart with the receiver back: how long until
+/// the hub serves, until the first delivery arrives and until the backlog is drained.
+async fn backlog(http: &reqwest::Client, tasks: usize, per_task: usize) -> Value {
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver = down.local_addr().unwrap();
+    drop(down);
+    // A flat one-second retry schedule: whichever attempt a delivery is at, it is due again
+    // within a second of the receiver's return (the default schedule backs off to hours).
+    let schedule = format!("[{}]", vec!["\"1s\""; 100].join(","));
+    let settings = [("A2A_PUSH_HUB_DELIVERY__RETRY_SCHEDULE", schedule.as_str())];
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let hub = Hub::start_in(dir.clone(), &settings);
+    let task_ids: Vec<String> = (0..tasks).map(|t| format!("backlog-{t}")).collect();
+    register(http, &hub, &task_ids, 1, receiver).await;
+    let events: Vec<(String, usize)> = (0..per_task)
+        .flat_map(|n| task_ids.iter().map(move |t| (t.clone(), n)))
+        .collect();
+    let pending = events.len();
+    let started = Instant::now();
+    let url = format!("http://{}/api/v1/events:batch", hub.admin);
+    publish(http, &url, events, 500, 4).await;
+    let accepted_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss_with_backlog, _) = hub.usage();
+    drop(hub);
+
+    let (sink, _) = start_sink_at(receiver).await;
+    let restarted = Instant::now();
+    let hub = Hub::start_in(dir, &settings);
+    let serving_s = restarted.elapsed().as_secs_f64();
+    let resumed = wait_for(&sink, 1, Duration::from_secs(60)).await;
+    let resume_s = restarted.elapsed().as_secs_f64();
+    let drained = wait_for(&sink, pending as u64, Duration::from_secs(300)).await;
+    let drained_s = restarted.elapsed().as_secs_f64();
+    let (rss_peak, cpu_s) = hub.usage();
+    json!({"pending_deliveries": pending, "accepted_in_s": accepted_s, "hub_rss_with_backlog_mib": rss_with_backlog,
+        "restart": {"serving_after_s": serving_s, "resumed": resumed, "first_delivery_after_s": resume_s,
+            "drained": drained, "drained_after_s": drained_s, "arrived": sink.arrived.load(Ordering::SeqCst),
+            "hub_peak_rss_mib": rss_peak, "hub_cpu_s": cpu_s}})
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -380,7 +447,7 @@ async fn main() {
         .iter()
         .position(|a| a == "--scenarios")
         .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "a,b,e".to_string());
+        .unwrap_or_else(|| "a,b,c,d,e".to_string());
     let http = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(128)
@@ -401,14 +468,27 @@ async fn main() {
             }
             "b" => {
                 let seconds = if quick { 5 } else { 20 };
-                json!({"name": format!("latency: 5,000 events/s for {seconds} s"), "result": fixed_rate(&http, &sink, sink_addr, 5_000, seconds).await})
+                json!({"name": format!("latency: 5,000 events/s for {seconds} s"), "result": fixed_rate(&http, &sink, sink_addr, 5_000, seconds, None).await})
+            }
+            "c" => {
+                let seconds = if quick { 5 } else { 20 };
+                let hanging = start_hanging_sink().await;
+                json!({"name": format!("isolation: 5,000 events/s for {seconds} s, 10 % of tasks also push to a receiver that never answers"),
+                    "result": fixed_rate(&http, &sink, sink_addr, 5_000, seconds, Some(hanging)).await})
+            }
+            "d" => {
+                let per_task = if quick { 10 } else { 100 };
+                json!({"name": format!("backlog: 1,000 tasks x {per_task} events to a receiver that is down, then SIGKILL, receiver back, restart"),
+                    "result": backlog(&http, 1_000, per_task).await})
             }
             "e" => {
                 let events = if quick { 20 } else { 100 };
                 json!({"name": format!("fan-out: 1 task x 100 configs x {events} events"),
                     "result": throughput("e", &http, &sink, sink_addr, 1, 100, events).await})
             }
-            other => json!({"name": other, "result": "unknown scenario (a, b, e are implemented)"}),
+            other => {
+                json!({"name": other, "result": "unknown scenario (a, b, c, d, e are implemented)"})
+            }
         };
         eprintln!("{scenario}: {result}");
         report.insert(scenario.trim().to_string(), result);
