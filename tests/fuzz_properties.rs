@@ -59,8 +59,16 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// 512 cases per property in `cargo test`; `PROPTEST_CASES` asks for a longer run.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn request_params_never_panic(value in json_value()) {
