@@ -113,6 +113,7 @@ pub struct DeliverySettings {
     pub retry_schedule: Vec<HumanDuration>,
     pub jitter: f64,
     pub max_in_flight: usize,
+    /// Requests open at one scheme://host:port; a slot is free again once the receiver answered.
     pub max_in_flight_per_origin: usize,
     pub content_type: String,
     /// Least wait after a 429 or a timeout, whatever the schedule says.

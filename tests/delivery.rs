@@ -176,6 +176,57 @@ async fn a_hanging_webhook_does_not_delay_another_lane() {
 }
 
 #[tokio::test]
+async fn an_origin_never_has_more_requests_open_than_its_limit() {
+    let slow = Receiver::start().await;
+    let hold = Duration::from_millis(150);
+    slow.script(move |_| Reply::ok().delay(hold));
+    let hub = TestHub::start_with(|settings| {
+        fast_delivery(settings);
+        settings.delivery.max_in_flight_per_origin = 2;
+    })
+    .await;
+    let tasks: Vec<String> = (0..8).map(|t| format!("t{t}")).collect();
+    for task in &tasks {
+        hub.create_config(task, &slow.url(&format!("/{task}")))
+            .await;
+    }
+    for _ in 0..2 {
+        for task in &tasks {
+            hub.publish(status_event(task, "TASK_STATE_WORKING")).await;
+        }
+    }
+    let got = slow.wait_for(16, WAIT).await;
+    // Every request is held `hold` before its answer, so all that arrived within `hold` of
+    // each other were open at the same time.
+    let mut arrivals: Vec<Instant> = got.iter().map(|r| r.at).collect();
+    arrivals.sort();
+    let most_open = arrivals
+        .iter()
+        .map(|&at| {
+            arrivals
+                .iter()
+                .filter(|&&other| other <= at && at - other < hold)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        most_open <= 2,
+        "{most_open} requests open at once at one origin"
+    );
+    assert_eq!(most_open, 2, "the origin's two slots are used");
+    for task in &tasks {
+        let sequences: Vec<u64> = got
+            .iter()
+            .filter(|r| r.path == format!("/{task}"))
+            .map(|r| r.sequence())
+            .collect();
+        assert_eq!(sequences, [1, 2], "lane {task} in order");
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn retry_after_is_honoured() {
     let receiver = Receiver::start().await;
     receiver.script(|r| {

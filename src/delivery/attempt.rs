@@ -58,7 +58,9 @@ struct Answer {
     snippet: Option<String>,
 }
 
-pub async fn run(engine: &Engine, delivery_id: &str) -> Report {
+/// Runs one attempt of `delivery_id`; `answered` is called once the receiver's answer is read
+/// (or the request failed), before the outcome is recorded.
+pub async fn run(engine: &Engine, delivery_id: &str, answered: impl FnOnce()) -> Report {
     let span = tracing::info_span!(
         "delivery_attempt",
         delivery_id,
@@ -66,12 +68,17 @@ pub async fn run(engine: &Engine, delivery_id: &str) -> Report {
         sequence = tracing::field::Empty,
         attempt = tracing::field::Empty
     );
-    attempt(engine, delivery_id, span.clone())
+    attempt(engine, delivery_id, answered, span.clone())
         .instrument(span)
         .await
 }
 
-async fn attempt(engine: &Engine, delivery_id: &str, span: tracing::Span) -> Report {
+async fn attempt(
+    engine: &Engine,
+    delivery_id: &str,
+    answered: impl FnOnce(),
+    span: tracing::Span,
+) -> Report {
     let retry_soon = || Report {
         step: LaneStep::RetryAt(now_ms() + STORE_RETRY.as_millis() as u64),
         origin_healthy: None,
@@ -121,6 +128,7 @@ async fn attempt(engine: &Engine, delivery_id: &str, span: tracing::Span) -> Rep
     };
     let answer = send(engine, &config, &delivery, body, &attempt).await;
     let duration = started.elapsed();
+    answered();
     let decision = engine
         .policy
         .decide(number, delivery.manual, &answer.outcome);

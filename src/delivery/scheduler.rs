@@ -4,7 +4,9 @@
 //! the head is ever attempted, and at most one attempt per lane is in flight, so event n+1
 //! is never attempted before event n is delivered or dead. Lanes are independent: each
 //! attempt is its own task, bounded by a global and a per-origin limit, and an origin whose
-//! circuit is open parks only its own lanes. The scheduler sleeps until the next due time or
+//! circuit is open parks only its own lanes. The per-origin limit counts requests at the
+//! receiver: an attempt gives its origin slot back as soon as the answer is read, while its
+//! lane stays busy until the outcome is durably recorded. The scheduler sleeps until the next due time or
 //! until new work arrives; an idle hub uses no CPU. Its state is rebuilt from the store at
 //! start, so attempts in flight at a crash are attempted again.
 
@@ -101,6 +103,8 @@ enum Wake {
 struct Running {
     lane: LaneKey,
     origin: String,
+    /// The attempt has its answer and gave its origin slot back.
+    answered: bool,
 }
 
 struct Scheduler {
@@ -114,6 +118,8 @@ struct Scheduler {
     pending: u64,
     tasks: JoinSet<Report>,
     running: HashMap<tokio::task::Id, Running>,
+    /// Attempts that have their receiver's answer (they are still recording it).
+    answered_tx: mpsc::UnboundedSender<tokio::task::Id>,
 }
 
 /// The origin (scheme, host, port) that limits and circuits are kept for.
@@ -131,6 +137,7 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> (SchedulerHandle, JoinHandle<()>) {
     let (commands, receiver) = mpsc::unbounded_channel();
+    let (answered_tx, answered) = mpsc::unbounded_channel();
     let mut scheduler = Scheduler {
         engine,
         limits,
@@ -142,12 +149,13 @@ pub fn start(
         pending: 0,
         tasks: JoinSet::new(),
         running: HashMap::new(),
+        answered_tx,
     };
     if !initial.is_empty() {
         tracing::info!(pending = initial.len(), "resuming pending deliveries");
     }
     scheduler.enqueue(initial);
-    let task = tokio::spawn(scheduler.run(receiver, shutdown));
+    let task = tokio::spawn(scheduler.run(receiver, answered, shutdown));
     (SchedulerHandle { commands }, task)
 }
 
@@ -155,6 +163,7 @@ impl Scheduler {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
+        mut answered: mpsc::UnboundedReceiver<tokio::task::Id>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -177,6 +186,7 @@ impl Scheduler {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(finished) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(finished),
+                Some(id) = answered.recv() => self.answered(id),
                 command = commands.recv() => match command {
                     Some(Command::Enqueue(items)) => self.enqueue(items),
                     Some(Command::Stats(reply)) => { let _ = reply.send(self.stats(now_ms())); }
@@ -373,11 +383,37 @@ impl Scheduler {
         lane.in_flight = Some(sequence);
         let engine = self.engine.clone();
         let delivery_id = head.delivery_id.clone();
-        let handle = self
-            .tasks
-            .spawn(async move { attempt::run(&engine, &delivery_id).await });
-        self.running
-            .insert(handle.id(), Running { lane: key, origin });
+        let answered_tx = self.answered_tx.clone();
+        let handle = self.tasks.spawn(async move {
+            let id = tokio::task::id();
+            let answered = move || {
+                let _ = answered_tx.send(id);
+            };
+            attempt::run(&engine, &delivery_id, answered).await
+        });
+        self.running.insert(
+            handle.id(),
+            Running {
+                lane: key,
+                origin,
+                answered: false,
+            },
+        );
+    }
+
+    /// Gives the attempt's origin slot back: the receiver is done with it.
+    fn answered(&mut self, id: tokio::task::Id) {
+        let Some(running) = self.running.get_mut(&id) else {
+            return;
+        };
+        if std::mem::replace(&mut running.answered, true) {
+            return;
+        }
+        let origin = running.origin.clone();
+        if let Some(state) = self.origins.get_mut(&origin) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+        self.unpark(&origin);
     }
 
     fn finished(&mut self, result: Result<(tokio::task::Id, Report), tokio::task::JoinError>) {
@@ -393,12 +429,19 @@ impl Scheduler {
                 (error.id(), report)
             }
         };
-        let Some(Running { lane: key, origin }) = self.running.remove(&id) else {
+        let Some(Running {
+            lane: key,
+            origin,
+            answered,
+        }) = self.running.remove(&id)
+        else {
             return;
         };
         let circuit_settings = self.limits.circuit;
         if let Some(state) = self.origins.get_mut(&origin) {
-            state.in_flight = state.in_flight.saturating_sub(1);
+            if !answered {
+                state.in_flight = state.in_flight.saturating_sub(1);
+            }
             match report.origin_healthy {
                 Some(true) => state.circuit.on_success(&circuit_settings),
                 Some(false) => {
