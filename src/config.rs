@@ -94,6 +94,8 @@ pub struct StoreSettings {
     pub url: Secret,
     /// Encrypts the records holding secrets (configs, signing keys) at rest when set.
     pub encryption_key: Secret,
+    /// Memory the embedded store may use to cache its pages, in MiB.
+    pub cache_mib: usize,
 }
 
 impl Default for StoreSettings {
@@ -102,6 +104,7 @@ impl Default for StoreSettings {
             path: PathBuf::from("./a2a-push-hub-data"),
             url: Secret::default(),
             encryption_key: Secret::default(),
+            cache_mib: 64,
         }
     }
 }
@@ -283,6 +286,12 @@ impl Settings {
             return Err(SettingsError::Invalid {
                 key: "delivery.max_in_flight",
                 reason: "limits must be at least 1".to_string(),
+            });
+        }
+        if !(1..=65_536).contains(&self.store.cache_mib) {
+            return Err(SettingsError::Invalid {
+                key: "store.cache_mib",
+                reason: format!("must be between 1 and 65536, got {}", self.store.cache_mib),
             });
         }
         if self.delivery.circuit_threshold == 0 {

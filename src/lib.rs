@@ -79,16 +79,16 @@ impl HubBuilder {
             Some(store) => store,
             None => {
                 let path = settings.store.path.clone();
+                let cache_bytes = settings.store.cache_mib * 1024 * 1024;
                 let sealing = match settings.store.encryption_key.expose() {
                     "" => store::Sealing::none(),
                     key => store::Sealing::with_key(key),
                 };
-                let opened =
-                    tokio::task::spawn_blocking(move || RedbStore::open_sealed(&path, sealing))
-                        .await
-                        .map_err(|e| {
-                            StoreError::Storage(format!("store open task failed: {e}"))
-                        })??;
+                let opened = tokio::task::spawn_blocking(move || {
+                    RedbStore::open_sealed(&path, sealing, cache_bytes)
+                })
+                .await
+                .map_err(|e| StoreError::Storage(format!("store open task failed: {e}")))??;
                 Arc::new(opened)
             }
         };

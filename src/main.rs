@@ -9,6 +9,11 @@ use a2a_push_hub::config::Overrides;
 use a2a_push_hub::{Hub, Settings};
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Under load glibc's allocator took about an eighth of the hub's CPU; with mimalloc the same
+/// benchmark delivers about 12 % more per second (README, Performance).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "a2a-push-hub",

@@ -19,6 +19,9 @@ use super::sealing::Sealing;
 use super::*;
 use crate::a2a::fold;
 
+/// Page cache of a store opened without settings (the hub's own default is `store.cache_mib`).
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 const CONFIGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("configs");
 const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
@@ -89,11 +92,16 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
 impl RedbStore {
     /// Opens (or creates) the store in `dir`. Blocking: call before serving requests.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
-        RedbStore::open_sealed(dir, Sealing::none())
+        RedbStore::open_sealed(dir, Sealing::none(), DEFAULT_CACHE_BYTES)
     }
 
-    /// Opens the store with secret-bearing records sealed by `sealing`.
-    pub fn open_sealed(dir: &Path, sealing: Sealing) -> Result<RedbStore, StoreError> {
+    /// Opens the store with secret-bearing records sealed by `sealing`, caching at most
+    /// `cache_bytes` of its pages in memory.
+    pub fn open_sealed(
+        dir: &Path,
+        sealing: Sealing,
+        cache_bytes: usize,
+    ) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Storage(format!("cannot create store folder {}: {e}", dir.display()))
         })?;
@@ -104,9 +112,12 @@ impl RedbStore {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let path = dir.join("hub.redb");
-        let db = Database::create(&path).map_err(|e| {
-            StoreError::Storage(format!("cannot open store file {}: {e}", path.display()))
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| {
+                StoreError::Storage(format!("cannot open store file {}: {e}", path.display()))
+            })?;
         let txn = db.begin_write().map_err(StoreError::storage)?;
         for table in [
             CONFIGS,
