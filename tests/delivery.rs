@@ -567,6 +567,56 @@ async fn a_failing_origin_opens_its_circuit_and_recovers() {
 }
 
 #[tokio::test]
+async fn a_failing_origin_gets_no_more_than_its_limit_and_threshold_before_its_circuit_opens() {
+    let receiver = Receiver::start().await;
+    receiver.script(|_| Reply::status(503));
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.delivery.circuit_threshold = 3;
+        s.delivery.circuit_cooldown = a2a_push_hub::config::HumanDuration(Duration::from_secs(30));
+        s.delivery.max_in_flight_per_origin = 8;
+    })
+    .await;
+    for task in 0..40 {
+        hub.create_config(&format!("t{task}"), &receiver.url("/hook"))
+            .await;
+    }
+    for task in 0..40 {
+        hub.publish(status_event(&format!("t{task}"), "TASK_STATE_WORKING"))
+            .await;
+    }
+    let metrics = || async {
+        hub.http
+            .get(format!("{}/metrics", hub.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    wait_until(
+        WAIT,
+        "the circuit open and no attempt in flight",
+        || async {
+            let text = metrics().await;
+            (text.contains("a2a_push_hub_circuits_open 1")
+                && text.contains("a2a_push_hub_attempts_in_flight 0"))
+            .then_some(())
+        },
+    )
+    .await;
+    // Failures count toward the circuit as soon as the receiver answers: at most the origin's
+    // 8 slots, plus one more request for each of the first two failures, ever reach it.
+    let reached = receiver.received().len();
+    assert!(
+        (3..=10).contains(&reached),
+        "{reached} requests reached a failing origin before its circuit opened"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn the_operator_api_lists_filters_and_shows_deliveries() {
     let receiver = Receiver::start().await;
     let hub = TestHub::start_with(fast_delivery).await;

@@ -48,8 +48,6 @@ pub enum LaneStep {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub step: LaneStep,
-    /// `Some(false)` when the origin failed (opens its circuit), `Some(true)` when it answered.
-    pub origin_healthy: Option<bool>,
 }
 
 struct Answer {
@@ -58,9 +56,15 @@ struct Answer {
     snippet: Option<String>,
 }
 
-/// Runs one attempt of `delivery_id`; `answered` is called once the receiver's answer is read
-/// (or the request failed), before the outcome is recorded.
-pub async fn run(engine: &Engine, delivery_id: &str, answered: impl FnOnce()) -> Report {
+/// Runs one attempt of `delivery_id`. Once the receiver's answer is read (or the request
+/// failed), before the outcome is recorded, `answered` is told what the answer says of the
+/// origin: `Some(false)` failed (counts toward its circuit), `Some(true)` answered, `None`
+/// neither (the request never left).
+pub async fn run(
+    engine: &Engine,
+    delivery_id: &str,
+    answered: impl FnOnce(Option<bool>),
+) -> Report {
     let span = tracing::info_span!(
         "delivery_attempt",
         delivery_id,
@@ -76,19 +80,17 @@ pub async fn run(engine: &Engine, delivery_id: &str, answered: impl FnOnce()) ->
 async fn attempt(
     engine: &Engine,
     delivery_id: &str,
-    answered: impl FnOnce(),
+    answered: impl FnOnce(Option<bool>),
     span: tracing::Span,
 ) -> Report {
     let retry_soon = || Report {
         step: LaneStep::RetryAt(now_ms() + STORE_RETRY.as_millis() as u64),
-        origin_healthy: None,
     };
     let context = match engine.store.attempt_context(delivery_id.to_string()).await {
         Ok(Some(context)) => context,
         Ok(None) => {
             return Report {
                 step: LaneStep::Advance,
-                origin_healthy: None,
             };
         }
         Err(e) => {
@@ -100,13 +102,11 @@ async fn attempt(
     let Some(config) = context.config.filter(|c| c.state == ConfigState::Active) else {
         return Report {
             step: LaneStep::Advance,
-            origin_healthy: None,
         };
     };
     if delivery.state != DeliveryState::Pending {
         return Report {
             step: LaneStep::Advance,
-            origin_healthy: None,
         };
     }
     let number = delivery.attempts + 1;
@@ -128,7 +128,7 @@ async fn attempt(
     };
     let answer = send(engine, &config, &delivery, body, &attempt).await;
     let duration = started.elapsed();
-    answered();
+    answered(answer.outcome.origin_healthy());
     let decision = engine
         .policy
         .decide(number, delivery.manual, &answer.outcome);
@@ -204,10 +204,7 @@ async fn attempt(
         Decision::Dead(reason) => tracing::warn!(reason, "delivery is dead"),
         Decision::Disable(reason) => tracing::warn!(reason, "config disabled"),
     }
-    Report {
-        step,
-        origin_healthy: answer.outcome.origin_healthy(),
-    }
+    Report { step }
 }
 
 async fn send(

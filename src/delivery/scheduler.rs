@@ -118,8 +118,9 @@ struct Scheduler {
     pending: u64,
     tasks: JoinSet<Report>,
     running: HashMap<tokio::task::Id, Running>,
-    /// Attempts that have their receiver's answer (they are still recording it).
-    answered_tx: mpsc::UnboundedSender<tokio::task::Id>,
+    /// Attempts that have their receiver's answer (they are still recording it), with what the
+    /// answer says of the origin's health.
+    answered_tx: mpsc::UnboundedSender<(tokio::task::Id, Option<bool>)>,
 }
 
 /// The origin (scheme, host, port) that limits and circuits are kept for.
@@ -163,7 +164,7 @@ impl Scheduler {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut answered: mpsc::UnboundedReceiver<tokio::task::Id>,
+        mut answered: mpsc::UnboundedReceiver<(tokio::task::Id, Option<bool>)>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -186,7 +187,7 @@ impl Scheduler {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(finished) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(finished),
-                Some(id) = answered.recv() => self.answered(id),
+                Some((id, healthy)) = answered.recv() => self.answered(id, healthy),
                 command = commands.recv() => match command {
                     Some(Command::Enqueue(items)) => self.enqueue(items),
                     Some(Command::Stats(reply)) => { let _ = reply.send(self.stats(now_ms())); }
@@ -386,8 +387,8 @@ impl Scheduler {
         let answered_tx = self.answered_tx.clone();
         let handle = self.tasks.spawn(async move {
             let id = tokio::task::id();
-            let answered = move || {
-                let _ = answered_tx.send(id);
+            let answered = move |healthy| {
+                let _ = answered_tx.send((id, healthy));
             };
             attempt::run(&engine, &delivery_id, answered).await
         });
@@ -401,8 +402,9 @@ impl Scheduler {
         );
     }
 
-    /// Gives the attempt's origin slot back: the receiver is done with it.
-    fn answered(&mut self, id: tokio::task::Id) {
+    /// The receiver is done with the attempt: its origin gets the slot back and learns, for
+    /// its circuit, whether it answered well.
+    fn answered(&mut self, id: tokio::task::Id, healthy: Option<bool>) {
         let Some(running) = self.running.get_mut(&id) else {
             return;
         };
@@ -410,10 +412,29 @@ impl Scheduler {
             return;
         }
         let origin = running.origin.clone();
-        if let Some(state) = self.origins.get_mut(&origin) {
+        self.release_origin(&origin, healthy, now_ms());
+    }
+
+    fn release_origin(&mut self, origin: &str, healthy: Option<bool>, now: u64) {
+        let circuit_settings = self.limits.circuit;
+        if let Some(state) = self.origins.get_mut(origin) {
             state.in_flight = state.in_flight.saturating_sub(1);
+            match healthy {
+                Some(true) => state.circuit.on_success(&circuit_settings),
+                Some(false) => {
+                    if let Some(until) = state.circuit.on_failure(now, &circuit_settings) {
+                        tracing::warn!(
+                            origin,
+                            reopen_in_ms = until - now,
+                            "circuit open: the origin keeps failing"
+                        );
+                        self.wake_origin_at(origin, until);
+                    }
+                }
+                None => state.circuit.on_inconclusive(),
+            }
         }
-        self.unpark(&origin);
+        self.unpark(origin);
     }
 
     fn finished(&mut self, result: Result<(tokio::task::Id, Report), tokio::task::JoinError>) {
@@ -424,7 +445,6 @@ impl Scheduler {
                 tracing::error!(%error, "a delivery attempt failed unexpectedly; retrying it shortly");
                 let report = Report {
                     step: LaneStep::RetryAt(now + 1_000),
-                    origin_healthy: None,
                 };
                 (error.id(), report)
             }
@@ -437,25 +457,9 @@ impl Scheduler {
         else {
             return;
         };
-        let circuit_settings = self.limits.circuit;
-        if let Some(state) = self.origins.get_mut(&origin) {
-            if !answered {
-                state.in_flight = state.in_flight.saturating_sub(1);
-            }
-            match report.origin_healthy {
-                Some(true) => state.circuit.on_success(&circuit_settings),
-                Some(false) => {
-                    if let Some(until) = state.circuit.on_failure(now, &circuit_settings) {
-                        tracing::warn!(
-                            origin,
-                            reopen_in_ms = until - now,
-                            "circuit open: the origin keeps failing"
-                        );
-                        self.wake_origin_at(&origin, until);
-                    }
-                }
-                None => state.circuit.on_inconclusive(),
-            }
+        if !answered {
+            // It never reached the receiver (nothing to send, or it failed before sending).
+            self.release_origin(&origin, None, now);
         }
         if let Some(lane) = self.lanes.get_mut(&key) {
             let sequence = lane.in_flight.take();
