@@ -6,9 +6,9 @@
 //! attempt is its own task, bounded by a global and a per-origin limit, and an origin whose
 //! circuit is open parks only its own lanes. The per-origin limit counts requests at the
 //! receiver: an attempt gives its origin slot back as soon as the answer is read, while its
-//! lane stays busy until the outcome is durably recorded. The scheduler sleeps until the next due time or
-//! until new work arrives; an idle hub uses no CPU. Its state is rebuilt from the store at
-//! start, so attempts in flight at a crash are attempted again.
+//! lane stays busy until the outcome is durably recorded. The scheduler sleeps until the next
+//! due time or until new work arrives; an idle hub uses no CPU. Its state is rebuilt from the
+//! store at start, so attempts in flight at a crash are attempted again.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -186,8 +186,10 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(finished) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(finished),
+                // Before `finished`: an attempt reports its answer before it ends, and the
+                // answer must reach the circuit even when both are ready at once.
                 Some((id, healthy)) = answered.recv() => self.answered(id, healthy),
+                Some(finished) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(finished),
                 command = commands.recv() => match command {
                     Some(Command::Enqueue(items)) => self.enqueue(items),
                     Some(Command::Stats(reply)) => { let _ = reply.send(self.stats(now_ms())); }
