@@ -66,32 +66,7 @@ enum Command {
     },
     /// Check a captured delivery (headers and body) against the hub's keys or a secret, and
     /// say which checks passed. Exit code 0 when every check passed.
-    Verify {
-        /// The captured HTTP request: optional request line, headers, blank line, body.
-        #[arg(long)]
-        request: PathBuf,
-        /// The JWKS (URL or file) to check `v1a` signatures and the JWT against.
-        #[arg(long)]
-        jwks: Option<String>,
-        /// A Standard Webhooks secret (whsec_...) to check the `v1` signature.
-        #[arg(long)]
-        secret: Option<String>,
-        /// An Ed25519 public key (whpk_...) to check `v1a` signatures; repeatable.
-        #[arg(long)]
-        public_key: Vec<String>,
-        /// The JWT's expected `aud`: the webhook URL the request was sent to.
-        #[arg(long)]
-        audience: Option<String>,
-        /// The JWT's expected `iss`: the hub's public base URL.
-        #[arg(long)]
-        issuer: Option<String>,
-        /// Accepted age (and clock skew) of `webhook-timestamp`.
-        #[arg(long, default_value = "300s")]
-        tolerance: String,
-        /// Allow fetching the JWKS from loopback or private addresses.
-        #[arg(long)]
-        allow_private_networks: bool,
-    },
+    Verify(VerifyArgs),
     /// Inspect and replay deliveries through a running hub's admin API.
     Deliveries {
         #[command(flatten)]
@@ -221,14 +196,31 @@ async fn keys(admin: AdminArgs, action: KeysAction) -> ExitCode {
     })
 }
 
+#[derive(clap::Args)]
 struct VerifyArgs {
+    /// The captured HTTP request: optional request line, headers, blank line, body.
+    #[arg(long)]
     request: PathBuf,
+    /// The JWKS (URL or file) to check `v1a` signatures and the JWT against.
+    #[arg(long)]
     jwks: Option<String>,
+    /// A Standard Webhooks secret (whsec_...) to check the `v1` signature.
+    #[arg(long)]
     secret: Option<String>,
+    /// An Ed25519 public key (whpk_...) to check `v1a` signatures; repeatable.
+    #[arg(long)]
     public_key: Vec<String>,
+    /// The JWT's expected `aud`: the webhook URL the request was sent to.
+    #[arg(long)]
     audience: Option<String>,
+    /// The JWT's expected `iss`: the hub's public base URL.
+    #[arg(long)]
     issuer: Option<String>,
+    /// Accepted age (and clock skew) of `webhook-timestamp`.
+    #[arg(long, default_value = "300s")]
     tolerance: String,
+    /// Allow fetching the JWKS from loopback or private addresses.
+    #[arg(long)]
     allow_private_networks: bool,
 }
 
@@ -441,34 +433,13 @@ async fn main() -> ExitCode {
         }
         Command::Deliveries { admin, action } => deliveries(admin, action).await,
         Command::Keys { admin, action } => keys(admin, action).await,
-        Command::Verify {
-            request,
-            jwks,
-            secret,
-            public_key,
-            audience,
-            issuer,
-            tolerance,
-            allow_private_networks,
-        } => {
-            let args = VerifyArgs {
-                request,
-                jwks,
-                secret,
-                public_key,
-                audience,
-                issuer,
-                tolerance,
-                allow_private_networks,
-            };
-            match verify(args).await {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
+        Command::Verify(args) => match verify(args).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
             }
-        }
+        },
     }
 }

@@ -16,7 +16,9 @@ use serde_json::{Map, Value, json};
 use super::errors::{invalid_params, rest_response, to_a2a};
 use super::requested_version;
 use crate::a2a::params::{InvalidField, Params};
-use crate::a2a::push_config::{ConfigAddress, config_input, list_request, render, render_list};
+use crate::a2a::push_config::{
+    ConfigAddress, ListRequest, config_input, list_request, render, render_list,
+};
 use crate::a2a::version::{WireVersion, negotiate};
 use crate::domain::{HubState, push_configs};
 
@@ -191,6 +193,32 @@ async fn create(
     Json(render(&config)).into_response()
 }
 
+/// The config a path names, in the tenant the caller passes beside it.
+fn config_address(task_id: String, config_id: Option<String>) -> ConfigAddress {
+    ConfigAddress {
+        tenant: None,
+        task_id,
+        id: config_id.unwrap_or_default(),
+    }
+}
+
+/// A list request from the query string (`pageSize`, `pageToken`, in either spelling); the
+/// path's task id wins over one in the query.
+fn list_request_from_query(
+    task_id: &str,
+    query: HashMap<String, String>,
+) -> Result<ListRequest, Response> {
+    let mut fields: Map<String, Value> = query
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    fields.insert("taskId".to_string(), json!(task_id));
+    fields.remove("task_id");
+    Params::from_value(Some(Value::Object(fields)))
+        .and_then(|p| list_request(&p))
+        .map_err(field_error)
+}
+
 async fn get_one(
     State(state): State<HubState>,
     Path(path): Path<PathParams>,
@@ -204,11 +232,7 @@ async fn get_one(
         return response;
     }
     let (tenant, _) = path.scope(&state);
-    let address = ConfigAddress {
-        tenant: None,
-        task_id: path.task_id,
-        id: path.config_id.unwrap_or_default(),
-    };
+    let address = config_address(path.task_id, path.config_id);
     match push_configs::get(&state, tenant.as_deref(), address).await {
         Ok(config) => Json(render(&config)).into_response(),
         Err(e) => domain_error(e),
@@ -229,17 +253,10 @@ async fn list(
         return response;
     }
     let (tenant, _) = path.scope(&state);
-    let mut fields: Map<String, Value> = query
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    fields.insert("taskId".to_string(), json!(path.task_id));
-    fields.remove("task_id");
-    let request =
-        match Params::from_value(Some(Value::Object(fields))).and_then(|p| list_request(&p)) {
-            Ok(request) => request,
-            Err(e) => return field_error(e),
-        };
+    let request = match list_request_from_query(&path.task_id, query) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
     match push_configs::list(&state, tenant.as_deref(), request).await {
         Ok(page) => {
             Json(render_list(&page.configs, page.next_page_token.as_deref())).into_response()
@@ -261,11 +278,7 @@ async fn delete(
         return response;
     }
     let (tenant, _) = path.scope(&state);
-    let address = ConfigAddress {
-        tenant: None,
-        task_id: path.task_id,
-        id: path.config_id.unwrap_or_default(),
-    };
+    let address = config_address(path.task_id, path.config_id);
     match push_configs::delete(&state, tenant.as_deref(), address).await {
         Ok(()) => Json(json!({})).into_response(),
         Err(e) => domain_error(e),
@@ -427,11 +440,7 @@ async fn get_v03(
     if let Err(response) = check_v03(&state, &headers, query.as_deref(), &path.task_id).await {
         return response;
     }
-    let address = ConfigAddress {
-        tenant: None,
-        task_id: path.task_id,
-        id: path.config_id.unwrap_or_default(),
-    };
+    let address = config_address(path.task_id, path.config_id);
     match push_configs::get(&state, None, address).await {
         Ok(config) => Json(crate::a2a::v03::render_named_config(&config)).into_response(),
         Err(e) => domain_error(e),
@@ -448,16 +457,10 @@ async fn list_v03(
     if let Err(response) = check_v03(&state, &headers, raw_query.as_deref(), &path.task_id).await {
         return response;
     }
-    let mut fields: Map<String, Value> = query
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    fields.insert("taskId".to_string(), json!(path.task_id));
-    let request =
-        match Params::from_value(Some(Value::Object(fields))).and_then(|p| list_request(&p)) {
-            Ok(request) => request,
-            Err(e) => return field_error(e),
-        };
+    let request = match list_request_from_query(&path.task_id, query) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
     match push_configs::list(&state, None, request).await {
         Ok(page) => Json(json!({
             "configs": page.configs.iter().map(crate::a2a::v03::render_named_config).collect::<Vec<_>>(),
@@ -477,11 +480,7 @@ async fn delete_v03(
     if let Err(response) = check_v03(&state, &headers, query.as_deref(), &path.task_id).await {
         return response;
     }
-    let address = ConfigAddress {
-        tenant: None,
-        task_id: path.task_id,
-        id: path.config_id.unwrap_or_default(),
-    };
+    let address = config_address(path.task_id, path.config_id);
     match push_configs::delete(&state, None, address).await {
         Ok(()) => Json(json!({})).into_response(),
         Err(e) => domain_error(e),

@@ -67,9 +67,10 @@ pub async fn proxy(
         .map_err(|e| UpstreamError::Unreachable(e.to_string()))
 }
 
-/// The caller's end-to-end headers, for calls the hub makes on the caller's behalf.
+/// The caller's end-to-end headers, for calls the hub makes on the caller's behalf, with
+/// `A2A-Version: 1.0` unless the caller named a version.
 fn caller_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
+    let mut owned: Vec<(String, String)> = headers
         .iter()
         .filter(|(name, _)| {
             forwarded(name) && name.as_str() != "content-type" && name.as_str() != "accept"
@@ -80,7 +81,11 @@ fn caller_headers(headers: &HeaderMap) -> Vec<(String, String)> {
                 .ok()
                 .map(|v| (name.to_string(), v.to_string()))
         })
-        .collect()
+        .collect();
+    if !owned.iter().any(|(n, _)| n == "a2a-version") {
+        owned.push(("a2a-version".to_string(), "1.0".to_string()));
+    }
+    owned
 }
 
 /// Calls a JSON-RPC method at the agent with the caller's credentials; `Ok(Err(error))` when
@@ -93,13 +98,10 @@ pub async fn call(
 ) -> Result<Result<Value, Value>, UpstreamError> {
     let body = json!({"jsonrpc": "2.0", "id": uuid::Uuid::new_v4().to_string(), "method": method, "params": params});
     let owned = caller_headers(headers);
-    let mut all: Vec<(&str, &str)> = owned
+    let all: Vec<(&str, &str)> = owned
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    if !owned.iter().any(|(n, _)| n == "a2a-version") {
-        all.push(("a2a-version", "1.0"));
-    }
     let answer = gateway
         .client
         .exchange_json(
@@ -154,13 +156,10 @@ pub async fn get_task_rest(
 ) -> Result<Option<Value>, UpstreamError> {
     let url = gateway.url_for(&format!("{prefix}/tasks/{task_id}"));
     let owned = caller_headers(headers);
-    let mut all: Vec<(&str, &str)> = owned
+    let all: Vec<(&str, &str)> = owned
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    if !owned.iter().any(|(n, _)| n == "a2a-version") {
-        all.push(("a2a-version", "1.0"));
-    }
     let answer = gateway
         .client
         .exchange_json(reqwest::Method::GET, &url, &all, None, 8 * 1024 * 1024)
