@@ -50,6 +50,20 @@ pub struct Report {
     pub step: LaneStep,
 }
 
+/// What an attempt tells the scheduler as soon as the receiver has answered (or the request
+/// failed), before the outcome is recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered {
+    /// What the answer says of the origin: `Some(false)` failed (counts toward its circuit),
+    /// `Some(true)` answered, `None` neither (the request never left).
+    pub healthy: Option<bool>,
+    /// The delivery is over (delivered or dead), so its lane may move on while the outcome is
+    /// being recorded. Should the hub stop before that record is durable, the delivery is
+    /// still pending at the next start and is sent again: a repeat with the same webhook-id,
+    /// which at-least-once allows, never a reordering of first arrivals.
+    pub lane_free: bool,
+}
+
 struct Answer {
     outcome: Outcome,
     status: Option<u16>,
@@ -57,14 +71,10 @@ struct Answer {
 }
 
 /// Runs one attempt of `delivery_id`. Once the receiver's answer is read (or the request
-/// failed), before the outcome is recorded, `answered` is told what the answer says of the
-/// origin: `Some(false)` failed (counts toward its circuit), `Some(true)` answered, `None`
-/// neither (the request never left).
-pub async fn run(
-    engine: &Engine,
-    delivery_id: &str,
-    answered: impl FnOnce(Option<bool>),
-) -> Report {
+/// failed), before the outcome is recorded, `answered` is told what it means for the origin
+/// and the lane. If recording a finished delivery then fails, the report asks for the delivery
+/// to be attempted again (`RetryAt`) although its lane has moved on.
+pub async fn run(engine: &Engine, delivery_id: &str, answered: impl FnOnce(Answered)) -> Report {
     let span = tracing::info_span!(
         "delivery_attempt",
         delivery_id,
@@ -80,7 +90,7 @@ pub async fn run(
 async fn attempt(
     engine: &Engine,
     delivery_id: &str,
-    answered: impl FnOnce(Option<bool>),
+    answered: impl FnOnce(Answered),
     span: tracing::Span,
 ) -> Report {
     let retry_soon = || Report {
@@ -128,10 +138,13 @@ async fn attempt(
     };
     let answer = send(engine, &config, &delivery, body, &attempt).await;
     let duration = started.elapsed();
-    answered(answer.outcome.origin_healthy());
     let decision = engine
         .policy
         .decide(number, delivery.manual, &answer.outcome);
+    answered(Answered {
+        healthy: answer.outcome.origin_healthy(),
+        lane_free: matches!(decision, Decision::Delivered | Decision::Dead(_)),
+    });
     let error = answer.outcome.describe(engine.policy.timeout);
     let (update, step, outcome) = match &decision {
         Decision::Delivered => (
@@ -190,7 +203,9 @@ async fn attempt(
         }
     }
     match &decision {
-        Decision::Delivered => tracing::info!(
+        // One line per success would flood an operator's logs at thousands a second; the
+        // attempt log and the metrics keep every one of them.
+        Decision::Delivered => tracing::debug!(
             status = answer.status,
             duration_ms = duration.as_millis() as u64,
             "delivered"

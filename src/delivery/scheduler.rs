@@ -5,10 +5,12 @@
 //! is never attempted before event n is delivered or dead. Lanes are independent: each
 //! attempt is its own task, bounded by a global and a per-origin limit, and an origin whose
 //! circuit is open parks only its own lanes. The per-origin limit counts requests at the
-//! receiver: an attempt gives its origin slot back as soon as the answer is read, while its
-//! lane stays busy until the outcome is durably recorded. The scheduler sleeps until the next
-//! due time or until new work arrives; an idle hub uses no CPU. Its state is rebuilt from the
-//! store at start, so attempts in flight at a crash are attempted again.
+//! receiver: an attempt gives its origin slot back as soon as the answer is read. A delivered
+//! (or dead) head frees its lane at that moment too, while its outcome is being recorded; a
+//! head to retry keeps its lane until the retry is recorded. The scheduler sleeps until the
+//! next due time or until new work arrives; an idle hub uses no CPU. Its state is rebuilt from
+//! the store at start, so attempts in flight at a crash, and outcomes not yet durable, are
+//! attempted again.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -19,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{self, Engine, LaneStep, Report};
+use super::attempt::{self, Answered, Engine, LaneStep, Report};
 use super::circuit::{Admission, Circuit, CircuitSettings};
 use crate::metrics::SchedulerStats;
 use crate::store::{PendingDelivery, now_ms};
@@ -103,8 +105,12 @@ enum Wake {
 struct Running {
     lane: LaneKey,
     origin: String,
+    sequence: u64,
+    delivery_id: String,
     /// The attempt has its answer and gave its origin slot back.
     answered: bool,
+    /// The head was finished at the answer and the lane moved on.
+    lane_released: bool,
 }
 
 struct Scheduler {
@@ -120,7 +126,7 @@ struct Scheduler {
     running: HashMap<tokio::task::Id, Running>,
     /// Attempts that have their receiver's answer (they are still recording it), with what the
     /// answer says of the origin's health.
-    answered_tx: mpsc::UnboundedSender<(tokio::task::Id, Option<bool>)>,
+    answered_tx: mpsc::UnboundedSender<(tokio::task::Id, Answered)>,
 }
 
 /// The origin (scheme, host, port) that limits and circuits are kept for.
@@ -164,7 +170,7 @@ impl Scheduler {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut answered: mpsc::UnboundedReceiver<(tokio::task::Id, Option<bool>)>,
+        mut answered: mpsc::UnboundedReceiver<(tokio::task::Id, Answered)>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -188,7 +194,7 @@ impl Scheduler {
                 _ = shutdown.cancelled() => break,
                 // Before `finished`: an attempt reports its answer before it ends, and the
                 // answer must reach the circuit even when both are ready at once.
-                Some((id, healthy)) = answered.recv() => self.answered(id, healthy),
+                Some((id, answer)) = answered.recv() => self.answered(id, answer),
                 Some(finished) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(finished),
                 command = commands.recv() => match command {
                     Some(Command::Enqueue(items)) => self.enqueue(items),
@@ -234,28 +240,37 @@ impl Scheduler {
                 task_id: item.task_id,
                 config_id: item.config_id,
             };
-            let lane = self.lanes.entry(key.clone()).or_insert_with(|| Lane {
-                queue: BTreeMap::new(),
-                origin: origin_of(&item.url),
-                in_flight: None,
-                parked: false,
-                wake: 0,
-            });
-            if lane.queue.contains_key(&item.sequence) {
-                continue;
-            }
-            let head_before = lane.queue.keys().next().copied();
-            lane.queue.insert(
-                item.sequence,
-                Queued {
-                    delivery_id: item.delivery_id,
-                    due_ms: item.next_attempt_at_ms,
-                },
-            );
-            self.pending += 1;
-            if head_before.is_none_or(|head| item.sequence < head) {
-                self.schedule(&key);
-            }
+            let queued = Queued {
+                delivery_id: item.delivery_id,
+                due_ms: item.next_attempt_at_ms,
+            };
+            self.insert(key, || origin_of(&item.url), item.sequence, queued);
+        }
+    }
+
+    /// Adds a delivery to its lane (creating the lane), unless the lane has it already.
+    fn insert(
+        &mut self,
+        key: LaneKey,
+        origin: impl FnOnce() -> String,
+        sequence: u64,
+        queued: Queued,
+    ) {
+        let lane = self.lanes.entry(key.clone()).or_insert_with(|| Lane {
+            queue: BTreeMap::new(),
+            origin: origin(),
+            in_flight: None,
+            parked: false,
+            wake: 0,
+        });
+        if lane.queue.contains_key(&sequence) {
+            return;
+        }
+        let head_before = lane.queue.keys().next().copied();
+        lane.queue.insert(sequence, queued);
+        self.pending += 1;
+        if head_before.is_none_or(|head| sequence < head) {
+            self.schedule(&key);
         }
     }
 
@@ -387,34 +402,71 @@ impl Scheduler {
         let engine = self.engine.clone();
         let delivery_id = head.delivery_id.clone();
         let answered_tx = self.answered_tx.clone();
+        let attempted_id = delivery_id.clone();
         let handle = self.tasks.spawn(async move {
             let id = tokio::task::id();
-            let answered = move |healthy| {
-                let _ = answered_tx.send((id, healthy));
+            let answered = move |answer| {
+                let _ = answered_tx.send((id, answer));
             };
-            attempt::run(&engine, &delivery_id, answered).await
+            attempt::run(&engine, &attempted_id, answered).await
         });
         self.running.insert(
             handle.id(),
             Running {
                 lane: key,
                 origin,
+                sequence,
+                delivery_id,
                 answered: false,
+                lane_released: false,
             },
         );
     }
 
     /// The receiver is done with the attempt: its origin gets the slot back and learns, for
-    /// its circuit, whether it answered well.
-    fn answered(&mut self, id: tokio::task::Id, healthy: Option<bool>) {
+    /// its circuit, whether it answered well; a finished head frees its lane.
+    fn answered(&mut self, id: tokio::task::Id, answer: Answered) {
         let Some(running) = self.running.get_mut(&id) else {
             return;
         };
         if std::mem::replace(&mut running.answered, true) {
             return;
         }
-        let origin = running.origin.clone();
-        self.release_origin(&origin, healthy, now_ms());
+        running.lane_released = answer.lane_free;
+        let (origin, key, sequence) = (
+            running.origin.clone(),
+            running.lane.clone(),
+            running.sequence,
+        );
+        self.release_origin(&origin, answer.healthy, now_ms());
+        if answer.lane_free {
+            self.step_lane(&key, Some(sequence), LaneStep::Advance);
+        }
+    }
+
+    /// Applies an attempt's `step` to its lane and schedules the lane's next head.
+    fn step_lane(&mut self, key: &LaneKey, sequence: Option<u64>, step: LaneStep) {
+        let Some(lane) = self.lanes.get_mut(key) else {
+            return;
+        };
+        lane.in_flight = None;
+        match step {
+            LaneStep::Advance => {
+                if sequence.and_then(|s| lane.queue.remove(&s)).is_some() {
+                    self.pending -= 1;
+                }
+            }
+            LaneStep::RetryAt(at) => {
+                if let Some(head) = sequence.and_then(|s| lane.queue.get_mut(&s)) {
+                    head.due_ms = at;
+                }
+            }
+            LaneStep::Close => {
+                self.pending -= lane.queue.len() as u64;
+                lane.queue.clear();
+            }
+        }
+        self.schedule(key);
     }
 
     fn release_origin(&mut self, origin: &str, healthy: Option<bool>, now: u64) {
@@ -454,7 +506,10 @@ impl Scheduler {
         let Some(Running {
             lane: key,
             origin,
+            sequence,
+            delivery_id,
             answered,
+            lane_released,
         }) = self.running.remove(&id)
         else {
             return;
@@ -463,25 +518,19 @@ impl Scheduler {
             // It never reached the receiver (nothing to send, or it failed before sending).
             self.release_origin(&origin, None, now);
         }
-        if let Some(lane) = self.lanes.get_mut(&key) {
-            let sequence = lane.in_flight.take();
-            match report.step {
-                LaneStep::Advance => {
-                    if sequence.and_then(|s| lane.queue.remove(&s)).is_some() {
-                        self.pending -= 1;
-                    }
-                }
-                LaneStep::RetryAt(at) => {
-                    if let Some(head) = sequence.and_then(|s| lane.queue.get_mut(&s)) {
-                        head.due_ms = at;
-                    }
-                }
-                LaneStep::Close => {
-                    self.pending -= lane.queue.len() as u64;
-                    lane.queue.clear();
-                }
+        match (lane_released, report.step) {
+            // The outcome of a head the lane already left could not be recorded: the delivery
+            // is still pending in the store, so it goes back to its lane to be sent again.
+            (true, LaneStep::RetryAt(at)) => {
+                let queued = Queued {
+                    delivery_id,
+                    due_ms: at,
+                };
+                let lane_origin = origin.clone();
+                self.insert(key, move || lane_origin, sequence, queued);
             }
-            self.schedule(&key);
+            (true, _) => {}
+            (false, step) => self.step_lane(&key, Some(sequence), step),
         }
         self.unpark(&origin);
         if let Some(state) = self.origins.get(&origin) {

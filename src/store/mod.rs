@@ -498,6 +498,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<AttemptContext>, StoreError>;
     /// Appends to the attempt log (bounded per delivery) and applies `update`, atomically.
     /// Returns the ids of other deliveries it made dead (410 Gone kills the whole lane).
+    /// Nobody answers a client with it, so an implementation may hold it briefly to commit it
+    /// together with other writes.
     async fn record_attempt(
         &self,
         delivery_id: String,

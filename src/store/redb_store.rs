@@ -3,15 +3,20 @@
 //! Every write is a job sent to the writer thread. The thread takes every job that is queued
 //! (up to `MAX_BATCH`), runs them in one write transaction, commits once (redb's default
 //! durability fsyncs before `commit` returns), then answers each job. Under load a batch grows
-//! by itself, so the fsync cost is shared. Reads run on the blocking pool.
+//! by itself, so the fsync cost is shared. Attempt outcomes nobody waits on may linger up to
+//! `OUTCOME_LINGER` for the next write that someone does wait on (an event's intake, an API
+//! call), so they ride in its commit instead of costing one of their own. Reads run on the
+//! blocking pool.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc as sync_mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use a2a::TaskState;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::keys::{text_key, with_sequence};
@@ -63,21 +68,33 @@ const MAX_ATTEMPTS_LOGGED: u32 = 50;
 const MAX_BATCH: usize = 512;
 /// Jobs waiting for the writer; beyond this, writes fail fast with `Busy`.
 const QUEUE_CAPACITY: usize = 8192;
+/// Longest an attempt outcome waits for company before it is committed on its own.
+const OUTCOME_LINGER: Duration = Duration::from_millis(2);
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A write job: runs inside the batch transaction and returns whether it succeeded and how
 /// to answer its caller once the commit outcome is known.
 type Job = Box<dyn FnOnce(&WriteTransaction) -> (bool, Completion) + Send>;
 
+/// Whether a write may wait briefly to share a later commit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Urgency {
+    /// A caller is waiting to answer someone: commit as soon as possible.
+    Now,
+    /// Nobody is waiting on it (an attempt's outcome, whose lane has moved on): it may wait up
+    /// to `OUTCOME_LINGER` for another write.
+    Linger,
+}
+
 enum Command {
-    Write(Job),
+    Write(Job, Urgency),
     Stop(oneshot::Sender<()>),
 }
 
 pub struct RedbStore {
     db: Arc<Database>,
     sealing: Arc<Sealing>,
-    writer: mpsc::Sender<Command>,
+    writer: sync_mpsc::SyncSender<Command>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -140,7 +157,7 @@ impl RedbStore {
         txn.open_table(REPLAY).map_err(StoreError::storage)?;
         txn.commit().map_err(StoreError::storage)?;
         let db = Arc::new(db);
-        let (writer, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let (writer, jobs) = sync_mpsc::sync_channel(QUEUE_CAPACITY);
         let thread_db = db.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".to_string())
@@ -160,6 +177,14 @@ impl RedbStore {
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
+        self.write_with(Urgency::Now, f).await
+    }
+
+    async fn write_with<R, F>(&self, urgency: Urgency, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |txn| {
             let result = f(txn);
@@ -170,10 +195,10 @@ impl RedbStore {
             (ok, completion)
         });
         self.writer
-            .try_send(Command::Write(job))
+            .try_send(Command::Write(job, urgency))
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+                sync_mpsc::TrySendError::Full(_) => StoreError::Busy,
+                sync_mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
             })?;
         answer.await.map_err(|_| {
             StoreError::Storage("the write was not committed (see the hub's log)".to_string())
@@ -196,32 +221,43 @@ impl RedbStore {
     }
 }
 
-fn write_loop(db: &Database, mut commands: mpsc::Receiver<Command>) {
+fn write_loop(db: &Database, commands: sync_mpsc::Receiver<Command>) {
     let mut stop_reply = None;
     while stop_reply.is_none() {
-        let Some(first) = commands.blocking_recv() else {
+        let Ok(first) = commands.recv() else {
             break;
         };
         let mut batch = Vec::new();
-        match first {
-            Command::Write(job) => batch.push(job),
-            Command::Stop(reply) => stop_reply = Some(reply),
-        }
-        while batch.len() < MAX_BATCH && stop_reply.is_none() {
-            match commands.try_recv() {
-                Ok(Command::Write(job)) => batch.push(job),
-                Ok(Command::Stop(reply)) => stop_reply = Some(reply),
-                Err(_) => break,
+        let mut urgent = false;
+        let linger_until = Instant::now() + OUTCOME_LINGER;
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Write(job, urgency) => {
+                    batch.push(job);
+                    urgent |= urgency == Urgency::Now;
+                }
+                Command::Stop(reply) => stop_reply = Some(reply),
             }
+            if batch.len() >= MAX_BATCH || stop_reply.is_some() {
+                break;
+            }
+            next = match commands.try_recv() {
+                Ok(command) => Some(command),
+                // Only outcomes so far: wait a little for a write that will be committed anyway.
+                Err(sync_mpsc::TryRecvError::Empty) if !urgent => commands
+                    .recv_timeout(linger_until.saturating_duration_since(Instant::now()))
+                    .ok(),
+                Err(_) => None,
+            };
         }
         if !batch.is_empty() {
             commit_batch(db, batch);
         }
     }
-    commands.close();
     // Answer anything that raced the stop, so no caller waits forever.
     while let Ok(command) = commands.try_recv() {
-        if let Command::Write(job) = command {
+        if let Command::Write(job, _) = command {
             commit_batch(db, vec![job]);
         }
     }
@@ -1082,8 +1118,10 @@ impl Store for RedbStore {
         update: DeliveryUpdate,
     ) -> Result<Vec<String>, StoreError> {
         let sealing = self.sealing.clone();
-        self.write(move |txn| record_attempt_in(&sealing, txn, &delivery_id, attempt, update))
-            .await
+        self.write_with(Urgency::Linger, move |txn| {
+            record_attempt_in(&sealing, txn, &delivery_id, attempt, update)
+        })
+        .await
     }
 
     async fn attempts(&self, delivery_id: String) -> Result<Vec<AttemptRecord>, StoreError> {
@@ -1363,7 +1401,12 @@ impl Store for RedbStore {
 
     async fn close(&self) {
         let (reply, done) = oneshot::channel();
-        if self.writer.send(Command::Stop(reply)).await.is_ok() {
+        let writer = self.writer.clone();
+        // `send` waits for room in the queue, so it runs off the runtime.
+        let sent = tokio::task::spawn_blocking(move || writer.send(Command::Stop(reply)).is_ok())
+            .await
+            .unwrap_or(false);
+        if sent {
             let _ = done.await;
         }
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
