@@ -5,8 +5,10 @@
 //! state in one transaction and returns only after that transaction is on disk.
 
 mod keys;
+mod ops;
 mod redb_store;
 mod sealing;
+mod tables;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,0 +1,202 @@
+//! The seam between the store's operations and a storage engine: a fixed set of ordered
+//! tables from byte keys to byte values, read and written inside one transaction.
+//!
+//! Every operation of the hub's store (`ops.rs`) is written once against these traits; each
+//! engine (redb, PostgreSQL) only has to provide ordered tables and transactions. Keys compare
+//! as bytes (shorter first on a common prefix), which both engines do natively.
+
+use serde::Serialize;
+
+use super::sealing::Sealing;
+use super::{DeliveryRecord, StoreError};
+
+/// The tables of the store. Names are part of the on-disk and in-database format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// (tenant, task, config) → config (sealed: it holds the webhook's credentials).
+    Configs,
+    /// (tenant, task) → folded task.
+    Tasks,
+    /// (tenant, task, sequence) → event.
+    Events,
+    /// Delivery id → delivery.
+    Deliveries,
+    /// (tenant, task, config, sequence) → delivery id: each lane's deliveries in order.
+    Lanes,
+    /// The same key, for pending deliveries only: what the scheduler loads at start.
+    Pending,
+    /// (delivery id, attempt number) → attempt record.
+    Attempts,
+    /// kid → signing key (sealed).
+    Keys,
+    /// Subscription id → subscription (sealed: it holds the secrets peers must present).
+    Subscriptions,
+    /// (subscription, sequence) → accepted inbound event.
+    InboundEvents,
+    /// (subscription, receipt number) → receipt.
+    Receipts,
+    /// (subscription) → counters: last event sequence, last receipt number.
+    InboundCounters,
+    /// (subscription, task) → the task's inbound progress, for order notes.
+    InboundTasks,
+    /// (subscription, replay key) → first seen (ms since the epoch, 8 bytes big-endian).
+    Replay,
+    /// (subscription, ms, replay key) → replay key, to expire replay entries in time order.
+    ReplayByTime,
+}
+
+impl Table {
+    pub const ALL: [Table; 15] = [
+        Table::Configs,
+        Table::Tasks,
+        Table::Events,
+        Table::Deliveries,
+        Table::Lanes,
+        Table::Pending,
+        Table::Attempts,
+        Table::Keys,
+        Table::Subscriptions,
+        Table::InboundEvents,
+        Table::Receipts,
+        Table::InboundCounters,
+        Table::InboundTasks,
+        Table::Replay,
+        Table::ReplayByTime,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Configs => "configs",
+            Table::Tasks => "tasks",
+            Table::Events => "events",
+            Table::Deliveries => "deliveries",
+            Table::Lanes => "lanes",
+            Table::Pending => "pending",
+            Table::Attempts => "attempts",
+            Table::Keys => "signing_keys",
+            Table::Subscriptions => "subscriptions",
+            Table::InboundEvents => "inbound_events",
+            Table::Receipts => "receipts",
+            Table::InboundCounters => "inbound_counters",
+            Table::InboundTasks => "inbound_tasks",
+            Table::Replay => "replay",
+            Table::ReplayByTime => "replay_by_time",
+        }
+    }
+
+    /// Position in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// (key, value) pairs read out of a table.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Visitor of a scan: gets (key, value), returns whether to go on.
+pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>;
+
+/// Reading inside a transaction.
+pub trait Tables {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Visits, in key order from `start`, the entries whose keys start with `prefix`, until
+    /// `visit` returns `false`. `visit` may read (not write) other entries meanwhile.
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        visit: Visit<'_>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Writing inside a transaction; nothing is visible to others before the commit.
+pub trait TablesMut: Tables {
+    fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Removes the entry; whether it existed.
+    fn remove(&self, table: Table, key: &[u8]) -> Result<bool, StoreError>;
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub fn encode_sealed<T: Serialize>(sealing: &Sealing, value: &T) -> Result<Vec<u8>, StoreError> {
+    sealing.seal(encode(value)?)
+}
+
+pub fn decode_sealed<T: serde::de::DeserializeOwned>(
+    sealing: &Sealing,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    decode(&sealing.open(bytes)?)
+}
+
+pub fn get_json<T: serde::de::DeserializeOwned>(
+    tables: &dyn Tables,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    tables
+        .get(table, key)?
+        .map(|bytes| decode(&bytes))
+        .transpose()
+}
+
+pub fn get_sealed<T: serde::de::DeserializeOwned>(
+    sealing: &Sealing,
+    tables: &dyn Tables,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    tables
+        .get(table, key)?
+        .map(|bytes| decode_sealed(sealing, &bytes))
+        .transpose()
+}
+
+/// Every (key, value) whose key starts with `prefix`, in key order.
+pub fn collect_prefix(
+    tables: &dyn Tables,
+    table: Table,
+    prefix: &[u8],
+) -> Result<Entries, StoreError> {
+    let mut found = Vec::new();
+    tables.scan(table, prefix, prefix, &mut |key, value| {
+        found.push((key.to_vec(), value.to_vec()));
+        Ok(true)
+    })?;
+    Ok(found)
+}
+
+/// Removes and returns every (key, value) whose key starts with `prefix`.
+pub fn take_prefix(
+    tables: &dyn TablesMut,
+    table: Table,
+    prefix: &[u8],
+) -> Result<Entries, StoreError> {
+    let found = collect_prefix(tables, table, prefix)?;
+    for (key, _) in &found {
+        tables.remove(table, key)?;
+    }
+    Ok(found)
+}
+
+/// Reads, changes and writes back one delivery; `None` if it does not exist.
+pub fn update_delivery(
+    tables: &dyn TablesMut,
+    delivery_id: &[u8],
+    change: impl FnOnce(&mut DeliveryRecord),
+) -> Result<Option<DeliveryRecord>, StoreError> {
+    let Some(mut delivery) = get_json::<DeliveryRecord>(tables, Table::Deliveries, delivery_id)?
+    else {
+        return Ok(None);
+    };
+    change(&mut delivery);
+    tables.insert(Table::Deliveries, delivery_id, &encode(&delivery)?)?;
+    Ok(Some(delivery))
+}
