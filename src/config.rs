@@ -90,12 +90,16 @@ impl Default for ServerSettings {
 pub struct StoreSettings {
     /// Folder of the embedded store.
     pub path: PathBuf,
-    /// `postgres://…` selects PostgreSQL (not built yet: refused with a clear error).
+    /// `postgres://…` selects PostgreSQL instead of the embedded store.
     pub url: Secret,
     /// Encrypts the records holding secrets (configs, signing keys) at rest when set.
     pub encryption_key: Secret,
     /// Memory the embedded store may use to cache its pages, in MiB.
     pub cache_mib: usize,
+    /// PostgreSQL: connections for reads (the writer has one more of its own).
+    pub pool_size: usize,
+    /// PostgreSQL: how long connecting may take before the store counts as unavailable.
+    pub connect_timeout: HumanDuration,
 }
 
 impl Default for StoreSettings {
@@ -105,6 +109,8 @@ impl Default for StoreSettings {
             url: Secret::default(),
             encryption_key: Secret::default(),
             cache_mib: 64,
+            pool_size: 8,
+            connect_timeout: HumanDuration(Duration::from_secs(5)),
         }
     }
 }
@@ -202,6 +208,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub upstream: Option<String>,
     pub allow_private_networks: bool,
+    pub store_url: Option<String>,
 }
 
 /// Why settings could not be loaded; says which source and which key to fix.
@@ -257,6 +264,9 @@ impl Settings {
         }
         if overrides.allow_private_networks {
             self.security.allow_private_networks = true;
+        }
+        if let Some(url) = &overrides.store_url {
+            self.store.url = Secret::new(url.clone());
         }
     }
 
@@ -340,9 +350,29 @@ impl Settings {
             })?;
         }
         if !self.store.url.is_empty() {
+            crate::store::postgres_schema::parse_url(self.store.url.expose()).map_err(
+                |reason| SettingsError::Invalid {
+                    key: "store.url",
+                    reason,
+                },
+            )?;
+        }
+        if !(1..=256).contains(&self.store.pool_size) {
             return Err(SettingsError::Invalid {
-                key: "store.url",
-                reason: "the PostgreSQL store is not available in this version; leave it empty to use the embedded store".to_string(),
+                key: "store.pool_size",
+                reason: format!("must be between 1 and 256, got {}", self.store.pool_size),
+            });
+        }
+        let connect_timeout = self.store.connect_timeout.0;
+        if connect_timeout < Duration::from_millis(100)
+            || connect_timeout > Duration::from_secs(120)
+        {
+            return Err(SettingsError::Invalid {
+                key: "store.connect_timeout",
+                reason: format!(
+                    "must be between 100ms and 120s, got {}",
+                    self.store.connect_timeout
+                ),
             });
         }
         let encryption_key = self.store.encryption_key.expose();

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Settings;
 use domain::HubState;
-use store::{RedbStore, Store, StoreError};
+use store::{PostgresStore, RedbStore, Store, StoreError};
 
 /// Why the hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,18 +78,10 @@ impl HubBuilder {
         let store: Arc<dyn Store> = match self.store {
             Some(store) => store,
             None => {
-                let path = settings.store.path.clone();
-                let cache_bytes = settings.store.cache_mib * 1024 * 1024;
-                let sealing = match settings.store.encryption_key.expose() {
-                    "" => store::Sealing::none(),
-                    key => store::Sealing::with_key(key),
-                };
-                let opened = tokio::task::spawn_blocking(move || {
-                    RedbStore::open_sealed(&path, sealing, cache_bytes)
-                })
-                .await
-                .map_err(|e| StoreError::Storage(format!("store open task failed: {e}")))??;
-                Arc::new(opened)
+                let store_settings = settings.store.clone();
+                tokio::task::spawn_blocking(move || open_store(&store_settings))
+                    .await
+                    .map_err(|e| StoreError::Storage(format!("store open task failed: {e}")))??
             }
         };
         match serve(settings, store.clone()).await {
@@ -100,6 +92,36 @@ impl HubBuilder {
                 Err(e)
             }
         }
+    }
+}
+
+/// Opens the store the settings select: PostgreSQL when `store.url` is set, else the embedded
+/// store in `store.path`. Blocking.
+fn open_store(settings: &config::StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
+    let sealing = match settings.encryption_key.expose() {
+        "" => store::Sealing::none(),
+        key => store::Sealing::with_key(key),
+    };
+    if settings.url.is_empty() {
+        let cache_bytes = settings.cache_mib * 1024 * 1024;
+        let store = RedbStore::open_sealed(&settings.path, sealing, cache_bytes)?;
+        tracing::info!(path = %settings.path.display(), "embedded store open");
+        return Ok(Arc::new(store));
+    }
+    let store = PostgresStore::open(&postgres_settings(settings), sealing)?;
+    tracing::info!(
+        schema_version = store::postgres_schema::schema_version(),
+        "PostgreSQL store open"
+    );
+    Ok(Arc::new(store))
+}
+
+/// The PostgreSQL part of the store settings.
+pub fn postgres_settings(settings: &config::StoreSettings) -> store::PostgresSettings {
+    store::PostgresSettings {
+        url: settings.url.expose().to_string(),
+        pool_size: settings.pool_size,
+        connect_timeout: settings.connect_timeout.0,
     }
 }
 

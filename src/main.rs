@@ -56,6 +56,19 @@ enum Command {
         /// Allow webhooks on private and loopback networks (security.allow_private_networks).
         #[arg(long)]
         allow_private_networks: bool,
+        /// PostgreSQL instead of the embedded store (store.url). A password on the command
+        /// line is visible to other users of the machine: prefer A2A_PUSH_HUB_STORE__URL.
+        #[arg(long)]
+        store_url: Option<String>,
+    },
+    /// Bring the PostgreSQL schema up to this version's (`serve` does it too at start).
+    Migrate {
+        /// TOML settings file (also A2A_PUSH_HUB_CONFIG).
+        #[arg(long, env = "A2A_PUSH_HUB_CONFIG")]
+        config: Option<PathBuf>,
+        /// The database (store.url; prefer A2A_PUSH_HUB_STORE__URL for a password).
+        #[arg(long)]
+        store_url: Option<String>,
     },
     /// List or rotate the hub's signing keys through a running hub's admin API.
     Keys {
@@ -392,6 +405,35 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
+async fn migrate(settings: Settings) -> ExitCode {
+    if settings.store.url.is_empty() {
+        println!(
+            "the embedded store ({}) needs no migration: its tables are created when it opens; set store.url to migrate a PostgreSQL database",
+            settings.store.path.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let postgres = a2a_push_hub::postgres_settings(&settings.store);
+    let migrated = tokio::task::spawn_blocking(move || {
+        a2a_push_hub::store::postgres_schema::migrate(&postgres)
+    })
+    .await;
+    match migrated {
+        Ok(Ok(version)) => {
+            println!("the database schema is at version {version}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: the migration task failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -404,6 +446,7 @@ async fn main() -> ExitCode {
             data_dir,
             upstream,
             allow_private_networks,
+            store_url,
         } => {
             let overrides = Overrides {
                 public_listen,
@@ -411,6 +454,7 @@ async fn main() -> ExitCode {
                 data_dir,
                 upstream,
                 allow_private_networks,
+                store_url,
             };
             let settings = match Settings::load(config.as_deref(), &overrides) {
                 Ok(settings) => settings,
@@ -430,6 +474,19 @@ async fn main() -> ExitCode {
             tracing::info!("shutting down: finishing in-flight requests");
             hub.shutdown().await;
             ExitCode::SUCCESS
+        }
+        Command::Migrate { config, store_url } => {
+            let overrides = Overrides {
+                store_url,
+                ..Overrides::default()
+            };
+            match Settings::load(config.as_deref(), &overrides) {
+                Ok(settings) => migrate(settings).await,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Deliveries { admin, action } => deliveries(admin, action).await,
         Command::Keys { admin, action } => keys(admin, action).await,

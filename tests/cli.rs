@@ -245,9 +245,9 @@ async fn secrets_are_encrypted_at_rest_and_need_the_same_key_to_start() {
     )
     .await;
     hub.stop().await;
-    let file = std::fs::read(dir.path().join("store/hub.redb")).unwrap();
+    let stored = common::stored_bytes(&dir.path().join("store"));
     assert!(
-        !file.windows(19).any(|w| w == b"PLAINTEXT-TOKEN-123"),
+        !stored.windows(19).any(|w| w == b"PLAINTEXT-TOKEN-123"),
         "the token is not stored in clear"
     );
 
@@ -266,6 +266,7 @@ async fn secrets_are_encrypted_at_rest_and_need_the_same_key_to_start() {
     settings.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     settings.store.path = dir.path().join("store");
     settings.store.encryption_key = a2a_push_hub::config::Secret::new("w".repeat(40));
+    common::use_test_store(&mut settings);
     let error = a2a_push_hub::Hub::builder(settings.clone())
         .start()
         .await

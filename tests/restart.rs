@@ -116,24 +116,8 @@ async fn a_gateways_accepted_pushes_are_delivered_after_a_crash() {
     let data_dir = dir.path().join("store");
     let http = http_client();
     let spawn = || {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"));
-        command
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--public-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&data_dir)
-            .args(["--upstream", &agent.url("/")])
-            .env(
-                "A2A_PUSH_HUB_SECURITY__ALLOWED_SUBNETS",
-                "[\"127.0.0.0/8\"]",
-            );
+        let mut command = common::hub_command(&data_dir);
+        command.args(["--upstream", &agent.url("/")]);
         HubProcess::spawn(command).expect("the gateway starts")
     };
     let mut hub = spawn();

@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,11 +19,8 @@ const EVENTS_PER_TASK: usize = 10;
 const BATCH: usize = 50;
 
 fn spawn(data_dir: &Path) -> HubProcess {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"));
+    let mut command = common::hub_command(data_dir);
     command
-        .args(["--log-format", "json", "serve", "--public-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("A2A_PUSH_HUB_SECURITY__ALLOWED_SUBNETS", "[\"127.0.0.0/8\"]")
         .env("A2A_PUSH_HUB_DELIVERY__RETRY_SCHEDULE", "[\"50ms\",\"100ms\",\"200ms\",\"300ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\"]")
         .env("A2A_PUSH_HUB_DELIVERY__JITTER", "0")
         .env("A2A_PUSH_HUB_DELIVERY__CIRCUIT_THRESHOLD", "100000");

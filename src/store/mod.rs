@@ -6,9 +6,11 @@
 
 mod keys;
 mod ops;
+mod postgres_store;
 mod redb_store;
 mod sealing;
 mod tables;
+mod writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,7 +18,13 @@ use a2a::{StreamResponse, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use self::postgres_store::{PostgresSettings, PostgresStore};
 pub use self::redb_store::RedbStore;
+
+/// The PostgreSQL schema: applying migrations, and the version this build writes.
+pub mod postgres_schema {
+    pub use super::postgres_store::{migrate, parse_url, schema_version};
+}
 pub use self::sealing::Sealing;
 use crate::a2a::version::WireVersion;
 use crate::config::Secret;
@@ -30,6 +38,9 @@ pub enum StoreError {
     Closed,
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The database cannot be reached (PostgreSQL): nothing was stored; retry later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
 }

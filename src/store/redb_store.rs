@@ -1,50 +1,24 @@
-//! The embedded backend: one redb file, one writer thread with group commit.
-//!
-//! Every write is a job sent to the writer thread. The thread takes every job that is queued
-//! (up to `MAX_BATCH`), runs them in one write transaction, commits once (redb's default
-//! durability fsyncs before `commit` returns), then answers each job. Under load a batch grows
-//! by itself, so the fsync cost is shared. Attempt outcomes nobody waits on may linger up to
-//! `OUTCOME_LINGER` for the next write that someone does wait on (an event's intake, an API
-//! call), so they ride in its commit instead of costing one of their own. Reads run on the
+//! The embedded backend: one redb file. Writes go through the group-commit writer
+//! (`writer.rs`); redb's default durability fsyncs before a commit returns. Reads run on the
 //! blocking pool.
 
 use std::cell::{OnceCell, RefCell};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc as sync_mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use ::redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
 };
-use tokio::sync::oneshot;
 
 use super::StoreError;
 use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::sealing::Sealing;
 use super::tables::{Table, Tables, TablesMut, Visit};
+use super::writer::{self, Job, Writer};
 
 /// Page cache of a store opened without settings (the hub's own default is `store.cache_mib`).
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
-
-/// Most jobs committed together.
-const MAX_BATCH: usize = 512;
-/// Jobs waiting for the writer; beyond this, writes fail fast with `Busy`.
-const QUEUE_CAPACITY: usize = 8192;
-/// Longest an attempt outcome waits for company before it is committed on its own.
-const OUTCOME_LINGER: Duration = Duration::from_millis(2);
-
-type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// A write job: runs inside the batch transaction and returns whether it succeeded and how
-/// to answer its caller once the commit outcome is known.
-type Job = Box<dyn FnOnce(&dyn TablesMut) -> (bool, Completion) + Send>;
-
-enum Command {
-    Write(Job, Urgency),
-    Stop(oneshot::Sender<()>),
-}
 
 type Bytes = &'static [u8];
 
@@ -68,8 +42,7 @@ pub type RedbStore = TableStore<RedbBackend>;
 
 pub struct RedbBackend {
     db: Arc<Database>,
-    writer: sync_mpsc::SyncSender<Command>,
-    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    writer: Writer,
 }
 
 impl RedbStore {
@@ -121,17 +94,9 @@ impl RedbBackend {
         }
         txn.commit().map_err(StoreError::storage)?;
         let db = Arc::new(db);
-        let (writer, jobs) = sync_mpsc::sync_channel(QUEUE_CAPACITY);
-        let thread_db = db.clone();
-        let thread = std::thread::Builder::new()
-            .name("store-writer".to_string())
-            .spawn(move || write_loop(&thread_db, jobs))
-            .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
-        Ok(RedbBackend {
-            db,
-            writer,
-            thread: std::sync::Mutex::new(Some(thread)),
-        })
+        let writer_db = db.clone();
+        let writer = Writer::start("store-writer", move |batch| commit_batch(&writer_db, batch))?;
+        Ok(RedbBackend { db, writer })
     }
 }
 
@@ -152,40 +117,11 @@ impl Backend for RedbBackend {
         urgency: Urgency,
         job: WriteJob<R>,
     ) -> Result<R, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |tables| {
-            let result = job(tables);
-            let ok = result.is_ok();
-            let completion: Completion = Box::new(move |committed| {
-                let _ = reply.send(committed.and(result));
-            });
-            (ok, completion)
-        });
-        self.writer
-            .try_send(Command::Write(job, urgency))
-            .map_err(|e| match e {
-                sync_mpsc::TrySendError::Full(_) => StoreError::Busy,
-                sync_mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
-            })?;
-        answer.await.map_err(|_| {
-            StoreError::Storage("the write was not committed (see the hub's log)".to_string())
-        })?
+        self.writer.write(urgency, job).await
     }
 
     async fn close(&self) {
-        let (reply, done) = oneshot::channel();
-        let writer = self.writer.clone();
-        // `send` waits for room in the queue, so it runs off the runtime.
-        let sent = tokio::task::spawn_blocking(move || writer.send(Command::Stop(reply)).is_ok())
-            .await
-            .unwrap_or(false);
-        if sent {
-            let _ = done.await;
-        }
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        self.writer.stop().await;
     }
 }
 
@@ -392,51 +328,6 @@ impl TablesMut for RedbWrite<'_> {
     }
 }
 
-fn write_loop(db: &Database, commands: sync_mpsc::Receiver<Command>) {
-    let mut stop_reply = None;
-    while stop_reply.is_none() {
-        let Ok(first) = commands.recv() else {
-            break;
-        };
-        let mut batch = Vec::new();
-        let mut urgent = false;
-        let linger_until = Instant::now() + OUTCOME_LINGER;
-        let mut next = Some(first);
-        while let Some(command) = next.take() {
-            match command {
-                Command::Write(job, urgency) => {
-                    batch.push(job);
-                    urgent |= urgency == Urgency::Now;
-                }
-                Command::Stop(reply) => stop_reply = Some(reply),
-            }
-            if batch.len() >= MAX_BATCH || stop_reply.is_some() {
-                break;
-            }
-            next = match commands.try_recv() {
-                Ok(command) => Some(command),
-                // Only outcomes so far: wait a little for a write that will be committed anyway.
-                Err(sync_mpsc::TryRecvError::Empty) if !urgent => commands
-                    .recv_timeout(linger_until.saturating_duration_since(Instant::now()))
-                    .ok(),
-                Err(_) => None,
-            };
-        }
-        if !batch.is_empty() {
-            commit_batch(db, batch);
-        }
-    }
-    // Answer anything that raced the stop, so no caller waits forever.
-    while let Ok(command) = commands.try_recv() {
-        if let Command::Write(job, _) = command {
-            commit_batch(db, vec![job]);
-        }
-    }
-    if let Some(reply) = stop_reply {
-        let _ = reply.send(());
-    }
-}
-
 fn commit_batch(db: &Database, batch: Vec<Job>) {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
@@ -447,29 +338,12 @@ fn commit_batch(db: &Database, batch: Vec<Job>) {
             return;
         }
     };
-    let mut completions = Vec::with_capacity(batch.len());
-    let mut all_ok = true;
-    {
-        let tables = RedbWrite::new(&txn);
-        for job in batch {
-            let (ok, completion) = job(&tables);
-            all_ok &= ok;
-            completions.push(completion);
-        }
-    }
+    let (all_ok, completions) = writer::run_jobs(&RedbWrite::new(&txn), batch);
     let outcome = if all_ok {
         txn.commit().map_err(StoreError::storage)
     } else {
-        // A job hit a storage error part-way: nothing of this batch may become visible.
         let _ = txn.abort();
-        Err(StoreError::Storage(
-            "a write in the same commit batch failed; nothing was stored".to_string(),
-        ))
+        Err(writer::batch_failed())
     };
-    if let Err(e) = &outcome {
-        tracing::error!(error = %e, "store commit failed");
-    }
-    for completion in completions {
-        completion(outcome.clone());
-    }
+    writer::complete(completions, outcome);
 }

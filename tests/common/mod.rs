@@ -39,6 +39,52 @@ pub fn test_settings(dir: &TempDir) -> Settings {
     settings
 }
 
+/// Keeps the hub's state in PostgreSQL when the tests run on it (see `postgres_store_for`),
+/// in the schema that belongs to `settings.store.path`.
+pub fn use_test_store(settings: &mut Settings) {
+    if settings.store.url.is_empty() {
+        if let Some(url) = postgres_store_for(&settings.store.path) {
+            settings.store.url = a2a_push_hub::config::Secret::new(url);
+        }
+    }
+}
+
+/// The variable naming a PostgreSQL database for the tests: when set, every test hub keeps its
+/// state there (one schema per store folder) instead of in the embedded store.
+pub const POSTGRES_URL_VAR: &str = "A2A_PUSH_HUB_TEST_POSTGRES_URL";
+
+/// The store URL of a test hub whose store folder is `dir`, when the tests run on PostgreSQL:
+/// a schema of its own (created here), so tests never see each other's records, and the same
+/// schema again for a hub restarted on the same folder. The schema's name is returned too.
+pub fn postgres_store_for(dir: &Path) -> Option<String> {
+    let base = std::env::var(POSTGRES_URL_VAR)
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let digest = dir
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let schema = format!("t_{digest:016x}");
+    let admin_url = base.clone();
+    let create = schema.clone();
+    // The synchronous client runs its own runtime: not on a test's runtime thread.
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&admin_url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}: cannot connect: {e}"));
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {create}"))
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!(
+        "{base}{separator}options=-c%20search_path%3D{schema}"
+    ))
+}
+
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
@@ -56,6 +102,7 @@ impl TestHub {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = test_settings(&dir);
         adjust(&mut settings);
+        use_test_store(&mut settings);
         let hub = Hub::builder(settings).start().await.expect("hub starts");
         TestHub {
             public: format!("http://{}", hub.public_addr()),
@@ -234,27 +281,37 @@ impl Drop for HubProcess {
     }
 }
 
+/// The hub binary's `serve` on ephemeral loopback ports, with its store in `data_dir` (or in
+/// that folder's PostgreSQL schema when the tests run on PostgreSQL) and webhooks on
+/// 127.0.0.0/8 allowed; add arguments and variables before spawning it.
+pub fn hub_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"));
+    command
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--public-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env(
+            "A2A_PUSH_HUB_SECURITY__ALLOWED_SUBNETS",
+            "[\"127.0.0.0/8\"]",
+        );
+    if let Some(url) = postgres_store_for(data_dir) {
+        command.env("A2A_PUSH_HUB_STORE__URL", url);
+    }
+    command
+}
+
 impl HubProcess {
     /// `serve` on ephemeral ports with the store in `data_dir` and 127.0.0.0/8 allowed.
     pub fn spawn_on(data_dir: &Path) -> HubProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"));
-        command
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--public-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env(
-                "A2A_PUSH_HUB_SECURITY__ALLOWED_SUBNETS",
-                "[\"127.0.0.0/8\"]",
-            );
-        HubProcess::spawn(command).expect("the hub starts")
+        HubProcess::spawn(hub_command(data_dir)).expect("the hub starts")
     }
 
     /// Starts `command` (the binary with its arguments) and reads the bound addresses from
@@ -858,4 +915,40 @@ pub async fn gateway_in_front_of(agent: tokio::process::Command, python: &str, b
         .await;
     assert_eq!(missing["error"]["code"], -32001, "{missing}");
     hub.stop().await;
+}
+
+/// Every byte the store of the hub with store folder `store_path` holds: the redb file, or
+/// the keys and values of every table of its PostgreSQL schema.
+pub fn stored_bytes(store_path: &Path) -> Vec<u8> {
+    let Some(url) = postgres_store_for(store_path) else {
+        return std::fs::read(store_path.join("hub.redb")).unwrap();
+    };
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        // Every table of the store has a bytea key `k` and value `v`.
+        let tables: Vec<String> = client
+            .query(
+                "SELECT table_name::text FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND column_name = 'v'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert!(!tables.is_empty(), "the schema has the store's tables");
+        let mut bytes = Vec::new();
+        for table in tables {
+            for row in client
+                .query(&format!("SELECT k, v FROM {table}"), &[])
+                .unwrap()
+            {
+                bytes.extend_from_slice(row.get::<_, &[u8]>(0));
+                bytes.extend_from_slice(row.get::<_, &[u8]>(1));
+            }
+        }
+        bytes
+    })
+    .join()
+    .unwrap()
 }

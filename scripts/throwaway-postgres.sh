@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A throw-away PostgreSQL for the tests: a fresh cluster in a folder, on a free loopback port,
+# trusting local connections. Nothing is installed or changed outside that folder.
+#
+#   scripts/throwaway-postgres.sh start DIR   # prints the URL of database "hub_test"
+#   scripts/throwaway-postgres.sh stop DIR
+#
+# Needs the server binaries (Debian: the `postgresql` package). PostgreSQL refuses to run as
+# root, so as root the cluster runs as the `postgres` user the package creates.
+set -euo pipefail
+
+action="${1:?start or stop}"
+dir="$(mkdir -p "${2:?a folder}" && cd "$2" && pwd)"
+
+bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+if [ -z "$bindir" ] && command -v pg_ctl > /dev/null; then
+  bindir="$(dirname "$(command -v pg_ctl)")"
+fi
+[ -n "$bindir" ] || { echo "no PostgreSQL server binaries (install the postgresql package)" >&2; exit 1; }
+
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "$action" in
+  start)
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
+    as_owner "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync > "$dir/initdb.log" 2>&1
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' -c max_connections=300" \
+      start > /dev/null
+    as_owner "$bindir/createdb" -h 127.0.0.1 -p "$port" -U postgres hub_test
+    echo "postgres://postgres@127.0.0.1:$port/hub_test"
+    ;;
+  stop)
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -m immediate stop > /dev/null 2>&1 || true
+    ;;
+  *)
+    echo "usage: $0 start|stop DIR" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,571 @@
+//! The PostgreSQL backend: each of the store's tables is a table of the database with a
+//! `bytea` key and value, so that every operation is the same code as on the embedded store
+//! (`ops.rs`). Writes go through the group-commit writer (`writer.rs`) on one connection, and
+//! PostgreSQL's commit (with its default `synchronous_commit`) makes them durable. Reads run
+//! on the blocking pool, each in a read-only repeatable-read transaction on a pooled connection.
+//!
+//! The schema is versioned: `migrate` brings a database up to this build's version (serialised
+//! by an advisory lock, so nodes starting together do not race), and a database newer than the
+//! build is refused. Only one hub node may write to a schema at a time (a session advisory lock
+//! held by the writer's connection says so): lanes are not leased across nodes yet, and two
+//! nodes would deliver the same lane at once.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::config::SslMode;
+use postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
+use tokio::sync::Semaphore;
+
+use super::StoreError;
+use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
+use super::sealing::Sealing;
+use super::tables::{Table, Tables, TablesMut, Visit};
+use super::writer::{self, Job, Writer};
+
+/// Rows a scan reads per round trip.
+const SCAN_PAGE: i64 = 256;
+
+/// The schema versions this build knows, oldest first; each is applied in one transaction.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE hub_configs (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_tasks (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_events (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_deliveries (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_lanes (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_pending (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_attempts (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_signing_keys (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_subscriptions (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_inbound_events (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_receipts (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_inbound_counters (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_inbound_tasks (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_replay (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE hub_replay_by_time (k bytea PRIMARY KEY, v bytea NOT NULL);",
+)];
+
+/// The schema version this build writes.
+pub fn schema_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |(version, _)| *version)
+}
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// A `postgres://` URL or a `key=value` connection string (never logged: it may hold a
+    /// password).
+    pub url: String,
+    /// Connections for reads, besides the writer's one.
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+}
+
+/// Parses a connection URL; the error never repeats the URL (it may hold a password).
+pub fn parse_url(url: &str) -> Result<Config, String> {
+    let config =
+        Config::from_str(url).map_err(|e| format!("not a PostgreSQL connection URL ({e})"))?;
+    if matches!(config.get_ssl_mode(), SslMode::Require) {
+        return Err(
+            "TLS to PostgreSQL is not supported yet: use sslmode=disable or prefer, on a trusted network or a local socket"
+                .to_string(),
+        );
+    }
+    if config.get_hosts().is_empty() {
+        return Err("names no host".to_string());
+    }
+    Ok(config)
+}
+
+/// Where a connection goes, for messages: host and port, never credentials.
+fn describe(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "?".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+fn pg_error(e: postgres::Error) -> StoreError {
+    if e.is_closed() || e.as_db_error().is_none() {
+        StoreError::Unavailable(format!("the database connection failed: {e}"))
+    } else {
+        StoreError::Storage(format!("the database refused a statement: {e}"))
+    }
+}
+
+fn connect(config: &Config, timeout: Duration) -> Result<Client, StoreError> {
+    let mut config = config.clone();
+    config.connect_timeout(timeout);
+    config.application_name("a2a-push-hub");
+    config.connect(NoTls).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot reach the database at {}: {e}",
+            describe(&config)
+        ))
+    })
+}
+
+/// Brings the database's schema up to this build's version; returns the version.
+fn migrate_client(client: &mut Client) -> Result<i32, StoreError> {
+    client
+        .batch_execute(
+            // Quiet: "already exists, skipping" is the normal case.
+            "SET client_min_messages TO warning;
+             CREATE TABLE IF NOT EXISTS hub_schema_migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             RESET client_min_messages;",
+        )
+        .map_err(pg_error)?;
+    let mut txn = client.transaction().map_err(pg_error)?;
+    txn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('a2a-push-hub migrate ' || current_schema()))",
+        &[],
+    )
+    .map_err(pg_error)?;
+    let current: i32 = txn
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM hub_schema_migrations",
+            &[],
+        )
+        .map_err(pg_error)?
+        .get(0);
+    if current > schema_version() {
+        return Err(StoreError::Storage(format!(
+            "the database's schema is at version {current}, newer than this hub knows ({}); run a newer hub",
+            schema_version()
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        txn.batch_execute(sql).map_err(pg_error)?;
+        txn.execute(
+            "INSERT INTO hub_schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .map_err(pg_error)?;
+        tracing::info!(version, "database schema migrated");
+    }
+    txn.commit().map_err(pg_error)?;
+    Ok(schema_version())
+}
+
+/// Applies the migrations this build knows to the database at `settings.url`.
+pub fn migrate(settings: &PostgresSettings) -> Result<i32, StoreError> {
+    let config = parse_url(&settings.url).map_err(StoreError::Storage)?;
+    let mut client = connect(&config, settings.connect_timeout)?;
+    migrate_client(&mut client)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Op {
+    Get,
+    Put,
+    Delete,
+    ScanBounded,
+    ScanOpen,
+}
+
+fn sql(table: Table, op: Op) -> String {
+    let name = table.name();
+    match op {
+        Op::Get => format!("SELECT v FROM hub_{name} WHERE k = $1"),
+        Op::Put => format!(
+            "INSERT INTO hub_{name} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+        ),
+        Op::Delete => format!("DELETE FROM hub_{name} WHERE k = $1"),
+        Op::ScanBounded => format!(
+            "SELECT k, v FROM hub_{name} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT {SCAN_PAGE}"
+        ),
+        Op::ScanOpen => {
+            format!("SELECT k, v FROM hub_{name} WHERE k >= $1 ORDER BY k LIMIT {SCAN_PAGE}")
+        }
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`; `None` if there is none.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// A connection and the statements prepared on it.
+struct Connection {
+    client: Client,
+    statements: HashMap<(Table, Op), Statement>,
+}
+
+/// The tables inside one transaction of a connection.
+struct PgTables<'c> {
+    txn: RefCell<Transaction<'c>>,
+    statements: RefCell<&'c mut HashMap<(Table, Op), Statement>>,
+}
+
+impl<'c> PgTables<'c> {
+    fn new(txn: Transaction<'c>, statements: &'c mut HashMap<(Table, Op), Statement>) -> Self {
+        PgTables {
+            txn: RefCell::new(txn),
+            statements: RefCell::new(statements),
+        }
+    }
+
+    fn statement(&self, table: Table, op: Op) -> Result<Statement, StoreError> {
+        if let Some(statement) = self.statements.borrow().get(&(table, op)) {
+            return Ok(statement.clone());
+        }
+        let statement = self
+            .txn
+            .borrow_mut()
+            .prepare(&sql(table, op))
+            .map_err(pg_error)?;
+        self.statements
+            .borrow_mut()
+            .insert((table, op), statement.clone());
+        Ok(statement)
+    }
+
+    fn into_transaction(self) -> Transaction<'c> {
+        self.txn.into_inner()
+    }
+}
+
+impl Tables for PgTables<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let statement = self.statement(table, Op::Get)?;
+        let row = self
+            .txn
+            .borrow_mut()
+            .query_opt(&statement, &[&key])
+            .map_err(pg_error)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        visit: Visit<'_>,
+    ) -> Result<(), StoreError> {
+        let end = prefix_end(prefix);
+        let statement = self.statement(
+            table,
+            if end.is_some() {
+                Op::ScanBounded
+            } else {
+                Op::ScanOpen
+            },
+        )?;
+        let mut from = start.max(prefix).to_vec();
+        loop {
+            // One page at a time, read before visiting, so that `visit` may read meanwhile.
+            let rows = match &end {
+                Some(end) => self
+                    .txn
+                    .borrow_mut()
+                    .query(&statement, &[&from, end])
+                    .map_err(pg_error)?,
+                None => self
+                    .txn
+                    .borrow_mut()
+                    .query(&statement, &[&from])
+                    .map_err(pg_error)?,
+            };
+            let full = rows.len() as i64 == SCAN_PAGE;
+            for row in &rows {
+                let key: &[u8] = row.get(0);
+                let value: &[u8] = row.get(1);
+                if !visit(key, value)? {
+                    return Ok(());
+                }
+            }
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            if !full {
+                return Ok(());
+            }
+            from = last.get::<_, &[u8]>(0).to_vec();
+            from.push(0);
+        }
+    }
+}
+
+impl TablesMut for PgTables<'_> {
+    fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let statement = self.statement(table, Op::Put)?;
+        self.txn
+            .borrow_mut()
+            .execute(&statement, &[&key, &value])
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    fn remove(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
+        let statement = self.statement(table, Op::Delete)?;
+        let removed = self
+            .txn
+            .borrow_mut()
+            .execute(&statement, &[&key])
+            .map_err(pg_error)?;
+        Ok(removed > 0)
+    }
+}
+
+/// The writer thread's connection, opened again after it fails.
+struct WriterConnection {
+    config: Config,
+    timeout: Duration,
+    connection: Option<Connection>,
+}
+
+impl WriterConnection {
+    fn get(&mut self) -> Result<&mut Connection, StoreError> {
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.client.is_closed())
+        {
+            self.connection = None;
+        }
+        if self.connection.is_none() {
+            let mut client = connect(&self.config, self.timeout)?;
+            claim_writer(&mut client)?;
+            self.connection = Some(Connection {
+                client,
+                statements: HashMap::new(),
+            });
+        }
+        self.connection
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no database connection".to_string()))
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Job>) {
+        let connection = match self.get() {
+            Ok(connection) => connection,
+            Err(e) => {
+                // Dropping the jobs tells each caller that its write was not committed.
+                tracing::error!(error = %e, jobs = batch.len(), "store write transaction could not start");
+                return;
+            }
+        };
+        let Connection { client, statements } = connection;
+        let txn = match client.transaction() {
+            Ok(txn) => txn,
+            Err(e) => {
+                // A lost connection is noticed (`is_closed`) and opened again next time.
+                tracing::error!(error = %pg_error(e), jobs = batch.len(), "store write transaction could not start");
+                return;
+            }
+        };
+        let tables = PgTables::new(txn, statements);
+        let (all_ok, completions) = writer::run_jobs(&tables, batch);
+        let txn = tables.into_transaction();
+        let outcome = if all_ok {
+            txn.commit().map_err(pg_error)
+        } else {
+            let _ = txn.rollback();
+            Err(writer::batch_failed())
+        };
+        if matches!(outcome, Err(StoreError::Unavailable(_))) {
+            self.connection = None;
+        }
+        writer::complete(completions, outcome);
+    }
+}
+
+/// Takes the single-writer lock of the schema for this session; refuses when another hub node
+/// holds it.
+fn claim_writer(client: &mut Client) -> Result<(), StoreError> {
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtext('a2a-push-hub writer ' || current_schema())), current_schema()",
+            &[],
+        )
+        .map_err(pg_error)?;
+    let (claimed, schema): (bool, String) = (row.get(0), row.get(1));
+    if !claimed {
+        return Err(StoreError::Storage(format!(
+            "another hub node writes to schema {schema} of this database; one node per schema until lanes are leased across nodes"
+        )));
+    }
+    Ok(())
+}
+
+/// Connections for reads.
+struct ReadPool {
+    config: Config,
+    timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl ReadPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match idle {
+            Some(connection) if !connection.client.is_closed() => Ok(connection),
+            _ => Ok(Connection {
+                client: connect(&self.config, self.timeout)?,
+                statements: HashMap::new(),
+            }),
+        }
+    }
+
+    fn give_back(&self, connection: Connection) {
+        if !connection.client.is_closed() {
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.push(connection);
+            }
+        }
+    }
+}
+
+impl Drop for ReadPool {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().map(std::mem::take).unwrap_or_default();
+        // Closing a synchronous connection blocks on its own runtime, which must not happen
+        // on a thread that drives async tasks.
+        if !idle.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("store-close".to_string())
+                .spawn(move || drop(idle));
+        }
+    }
+}
+
+/// The hub's store on a PostgreSQL database.
+pub type PostgresStore = TableStore<PostgresBackend>;
+
+pub struct PostgresBackend {
+    reads: Arc<ReadPool>,
+    writer: Writer,
+}
+
+impl PostgresStore {
+    /// Connects, migrates the schema and claims the writer lock. Blocking: call before serving.
+    pub fn open(
+        settings: &PostgresSettings,
+        sealing: Sealing,
+    ) -> Result<PostgresStore, StoreError> {
+        let config = parse_url(&settings.url).map_err(StoreError::Storage)?;
+        let mut client = connect(&config, settings.connect_timeout)?;
+        migrate_client(&mut client)?;
+        claim_writer(&mut client)?;
+        let mut writer_connection = WriterConnection {
+            config: config.clone(),
+            timeout: settings.connect_timeout,
+            connection: Some(Connection {
+                client,
+                statements: HashMap::new(),
+            }),
+        };
+        let writer = Writer::start("store-writer", move |batch| {
+            writer_connection.commit_batch(batch)
+        })?;
+        let reads = Arc::new(ReadPool {
+            config,
+            timeout: settings.connect_timeout,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(settings.pool_size.max(1)),
+        });
+        Ok(TableStore {
+            backend: PostgresBackend { reads, writer },
+            sealing: Arc::new(sealing),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for PostgresBackend {
+    async fn read<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {
+        let _permit = self
+            .reads
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let reads = self.reads.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = reads.take()?;
+            let result = (|| {
+                let Connection { client, statements } = &mut connection;
+                let txn = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .map_err(pg_error)?;
+                let tables = PgTables::new(txn, statements);
+                let result = job(&tables);
+                tables.into_transaction().commit().map_err(pg_error)?;
+                result
+            })();
+            reads.give_back(connection);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
+    }
+
+    async fn write<R: Send + 'static>(
+        &self,
+        urgency: Urgency,
+        job: WriteJob<R>,
+    ) -> Result<R, StoreError> {
+        self.writer.write(urgency, job).await
+    }
+
+    async fn close(&self) {
+        self.writer.stop().await;
+        self.reads.permits.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_every_key_with_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+
+    #[test]
+    fn a_url_error_never_repeats_the_url() {
+        let error = parse_url("postgres://hub:s3cret@db:notaport/hub").unwrap_err();
+        assert!(!error.contains("s3cret"), "{error}");
+        let error = parse_url("postgres://hub:s3cret@db/hub?sslmode=require").unwrap_err();
+        assert!(error.contains("TLS"), "{error}");
+    }
+
+    #[test]
+    fn every_table_has_a_table_in_the_first_schema() {
+        for table in Table::ALL {
+            assert!(
+                MIGRATIONS[0]
+                    .1
+                    .contains(&format!("CREATE TABLE hub_{} ", table.name())),
+                "{}",
+                table.name()
+            );
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The group-commit writer both backends use: one thread that owns the write transactions.
+//!
+//! Every write is a job sent to the thread. It takes every job that is queued (up to
+//! `MAX_BATCH`), runs them in one write transaction, commits once, then answers each job.
+//! Under load a batch grows by itself, so the cost of a durable commit is shared. Attempt
+//! outcomes nobody waits on may linger up to `OUTCOME_LINGER` for the next write that someone
+//! does wait on (an event's intake, an API call), so they ride in its commit instead of costing
+//! one of their own.
+
+use std::sync::mpsc as sync_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::StoreError;
+use super::ops::{Urgency, WriteJob};
+use super::tables::TablesMut;
+
+/// Most jobs committed together.
+const MAX_BATCH: usize = 512;
+/// Jobs waiting for the writer; beyond this, writes fail fast with `Busy`.
+const QUEUE_CAPACITY: usize = 8192;
+/// Longest an attempt outcome waits for company before it is committed on its own.
+const OUTCOME_LINGER: Duration = Duration::from_millis(2);
+
+/// Answers a job's caller once the commit outcome is known.
+pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A write job: runs inside the batch transaction and returns whether it succeeded and how
+/// to answer its caller.
+pub type Job = Box<dyn FnOnce(&dyn TablesMut) -> (bool, Completion) + Send>;
+
+enum Command {
+    Write(Job, Urgency),
+    Stop(oneshot::Sender<()>),
+}
+
+pub struct Writer {
+    sender: sync_mpsc::SyncSender<Command>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    /// Starts the thread; `commit` runs one batch in one transaction (see `run_jobs`).
+    pub fn start(
+        name: &str,
+        mut commit: impl FnMut(Vec<Job>) + Send + 'static,
+    ) -> Result<Writer, StoreError> {
+        let (sender, commands) = sync_mpsc::sync_channel(QUEUE_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || write_loop(commands, &mut commit))
+            .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            sender,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Runs `job` in the next group commit and returns its result once the commit is durable.
+    pub async fn write<R: Send + 'static>(
+        &self,
+        urgency: Urgency,
+        job: WriteJob<R>,
+    ) -> Result<R, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |tables| {
+            let result = job(tables);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |committed| {
+                let _ = reply.send(committed.and(result));
+            });
+            (ok, completion)
+        });
+        self.sender
+            .try_send(Command::Write(job, urgency))
+            .map_err(|e| match e {
+                sync_mpsc::TrySendError::Full(_) => StoreError::Busy,
+                sync_mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
+            })?;
+        answer.await.map_err(|_| {
+            StoreError::Storage("the write was not committed (see the hub's log)".to_string())
+        })?
+    }
+
+    /// Commits what is queued, then ends the thread.
+    pub async fn stop(&self) {
+        let (reply, done) = oneshot::channel();
+        let sender = self.sender.clone();
+        // `send` waits for room in the queue, so it runs off the runtime.
+        let sent = tokio::task::spawn_blocking(move || sender.send(Command::Stop(reply)).is_ok())
+            .await
+            .unwrap_or(false);
+        if sent {
+            let _ = done.await;
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// Runs each job of a batch on `tables`; whether all succeeded, and their completions.
+pub fn run_jobs(tables: &dyn TablesMut, batch: Vec<Job>) -> (bool, Vec<Completion>) {
+    let mut completions = Vec::with_capacity(batch.len());
+    let mut all_ok = true;
+    for job in batch {
+        let (ok, completion) = job(tables);
+        all_ok &= ok;
+        completions.push(completion);
+    }
+    (all_ok, completions)
+}
+
+/// The outcome of a batch in which some job failed: nothing of it may become visible.
+pub fn batch_failed() -> StoreError {
+    StoreError::Storage("a write in the same commit batch failed; nothing was stored".to_string())
+}
+
+/// Answers every job of a batch with the commit's outcome.
+pub fn complete(completions: Vec<Completion>, outcome: Result<(), StoreError>) {
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "store commit failed");
+    }
+    for completion in completions {
+        completion(outcome.clone());
+    }
+}
+
+fn write_loop(commands: sync_mpsc::Receiver<Command>, commit: &mut impl FnMut(Vec<Job>)) {
+    let mut stop_reply = None;
+    while stop_reply.is_none() {
+        let Ok(first) = commands.recv() else {
+            break;
+        };
+        let mut batch = Vec::new();
+        let mut urgent = false;
+        let linger_until = Instant::now() + OUTCOME_LINGER;
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Write(job, urgency) => {
+                    batch.push(job);
+                    urgent |= urgency == Urgency::Now;
+                }
+                Command::Stop(reply) => stop_reply = Some(reply),
+            }
+            if batch.len() >= MAX_BATCH || stop_reply.is_some() {
+                break;
+            }
+            next = match commands.try_recv() {
+                Ok(command) => Some(command),
+                // Only outcomes so far: wait a little for a write that will be committed anyway.
+                Err(sync_mpsc::TryRecvError::Empty) if !urgent => commands
+                    .recv_timeout(linger_until.saturating_duration_since(Instant::now()))
+                    .ok(),
+                Err(_) => None,
+            };
+        }
+        if !batch.is_empty() {
+            commit(batch);
+        }
+    }
+    // Answer anything that raced the stop, so no caller waits forever.
+    while let Ok(command) = commands.try_recv() {
+        if let Command::Write(job, _) = command {
+            commit(vec![job]);
+        }
+    }
+    if let Some(reply) = stop_reply {
+        let _ = reply.send(());
+    }
+}
