@@ -100,6 +100,9 @@ pub struct StoreSettings {
     pub pool_size: usize,
     /// PostgreSQL: how long connecting may take before the store counts as unavailable.
     pub connect_timeout: HumanDuration,
+    /// PostgreSQL: how long a node holds a lane without renewing; a node that dies gives its
+    /// lanes to the others after this long.
+    pub lane_lease: HumanDuration,
 }
 
 impl Default for StoreSettings {
@@ -111,6 +114,7 @@ impl Default for StoreSettings {
             cache_mib: 64,
             pool_size: 8,
             connect_timeout: HumanDuration(Duration::from_secs(5)),
+            lane_lease: HumanDuration(Duration::from_secs(40)),
         }
     }
 }
@@ -361,6 +365,21 @@ impl Settings {
             return Err(SettingsError::Invalid {
                 key: "store.pool_size",
                 reason: format!("must be between 1 and 256, got {}", self.store.pool_size),
+            });
+        }
+        // A node starts an attempt only while its lease outlasts the attempt's timeout, and it
+        // renews a third of the way through: the lease must leave room for both.
+        let least_lease = timeout * 2 + Duration::from_secs(1);
+        if self.store.lane_lease.0 < least_lease
+            || self.store.lane_lease.0 > Duration::from_secs(3600)
+        {
+            return Err(SettingsError::Invalid {
+                key: "store.lane_lease",
+                reason: format!(
+                    "must be at least twice delivery.timeout plus 1s ({}) and at most 1h, got {}",
+                    HumanDuration(least_lease),
+                    self.store.lane_lease
+                ),
             });
         }
         let connect_timeout = self.store.connect_timeout.0;

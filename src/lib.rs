@@ -122,6 +122,10 @@ pub fn postgres_settings(settings: &config::StoreSettings) -> store::PostgresSet
         url: settings.url.expose().to_string(),
         pool_size: settings.pool_size,
         connect_timeout: settings.connect_timeout.0,
+        leases: store::LeaseSettings {
+            node: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            lease: settings.lane_lease.0,
+        },
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod attempt;
 pub mod circuit;
 pub mod client;
+pub mod leases;
 pub mod request;
 pub mod retry;
 pub mod scheduler;
@@ -79,7 +80,28 @@ pub async fn start(
         },
         drain_timeout: delivery.timeout.0 + Duration::from_secs(5),
     };
-    let pending = store.pending_deliveries().await?;
-    let (handle, task) = scheduler::start(engine, limits, pending, shutdown);
-    Ok(Delivery { handle, task })
+    if !store.shared() {
+        let pending = store.pending_deliveries().await?;
+        let window = scheduler::AttemptWindow::always();
+        let (handle, task) = scheduler::start(engine, limits, window, pending, shutdown);
+        return Ok(Delivery { handle, task });
+    }
+    // Several nodes share the store: this one delivers the lanes it holds, which the leases
+    // task takes and hands to the scheduler.
+    let window = scheduler::AttemptWindow::closed();
+    let (handle, task) =
+        scheduler::start(engine, limits, window.clone(), Vec::new(), shutdown.clone());
+    let (offers, offered) = tokio::sync::mpsc::unbounded_channel();
+    let keeper = leases::Leases {
+        store,
+        scheduler: handle.clone(),
+        window,
+        lease: settings.store.lane_lease.0,
+        attempt_timeout: delivery.timeout.0,
+    };
+    leases::start(keeper, offered, shutdown);
+    Ok(Delivery {
+        handle: handle.offering_to(offers),
+        task,
+    })
 }

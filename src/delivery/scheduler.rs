@@ -13,8 +13,9 @@
 //! attempted again.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -24,7 +25,11 @@ use tokio_util::sync::CancellationToken;
 use super::attempt::{self, Answered, Engine, LaneStep, Report};
 use super::circuit::{Admission, Circuit, CircuitSettings};
 use crate::metrics::SchedulerStats;
-use crate::store::{PendingDelivery, now_ms};
+use crate::store::{LaneId, PendingDelivery, now_ms};
+
+/// How long a lane waits before trying again when this node may not start attempts (its lane
+/// leases are not known to be valid long enough).
+const LEASE_WAIT_MS: u64 = 250;
 
 /// Limits the scheduler enforces.
 #[derive(Debug, Clone, Copy)]
@@ -36,24 +41,92 @@ pub struct Limits {
     pub drain_timeout: Duration,
 }
 
+/// Until when (ms since the epoch) this node may start attempts: always, on a store of one
+/// node; on a shared store, while its lane leases are known to outlast an attempt.
+#[derive(Clone)]
+pub struct AttemptWindow(Arc<AtomicU64>);
+
+impl AttemptWindow {
+    pub fn always() -> AttemptWindow {
+        AttemptWindow(Arc::new(AtomicU64::new(u64::MAX)))
+    }
+
+    pub fn closed() -> AttemptWindow {
+        AttemptWindow(Arc::new(AtomicU64::new(0)))
+    }
+
+    pub fn open_until(&self, at_ms: u64) {
+        self.0.store(at_ms, Ordering::Relaxed);
+    }
+
+    fn is_open(&self, now_ms: u64) -> bool {
+        now_ms < self.0.load(Ordering::Relaxed)
+    }
+}
+
 enum Command {
     Enqueue(Vec<PendingDelivery>),
     Stats(oneshot::Sender<SchedulerStats>),
+    Lanes(oneshot::Sender<Vec<LaneId>>),
+    Forget(Vec<LaneId>),
 }
 
 /// How the rest of the hub talks to the scheduler.
 #[derive(Clone)]
 pub struct SchedulerHandle {
     commands: mpsc::UnboundedSender<Command>,
+    /// On a shared store, new deliveries go to the lane leases first (`leases.rs`), which
+    /// passes on those of lanes this node holds.
+    offers: Option<mpsc::UnboundedSender<Vec<PendingDelivery>>>,
 }
 
 impl SchedulerHandle {
     /// Hands over deliveries that are durably stored as pending.
     pub fn enqueue(&self, deliveries: Vec<PendingDelivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        // After shutdown nothing is lost: the deliveries are in the store and the next
+        // start picks them up.
+        match &self.offers {
+            Some(offers) => {
+                let _ = offers.send(deliveries);
+            }
+            None => {
+                let _ = self.commands.send(Command::Enqueue(deliveries));
+            }
+        }
+    }
+
+    /// Sends new deliveries through `offers` instead of straight to the scheduler.
+    pub(crate) fn offering_to(
+        mut self,
+        offers: mpsc::UnboundedSender<Vec<PendingDelivery>>,
+    ) -> SchedulerHandle {
+        self.offers = Some(offers);
+        self
+    }
+
+    /// Hands over deliveries of lanes this node holds.
+    pub(crate) fn enqueue_held(&self, deliveries: Vec<PendingDelivery>) {
         if !deliveries.is_empty() {
-            // After shutdown nothing is lost: the deliveries are in the store and the next
-            // start picks them up.
             let _ = self.commands.send(Command::Enqueue(deliveries));
+        }
+    }
+
+    /// The lanes the scheduler has (queued or in flight).
+    pub(crate) async fn lanes(&self) -> Vec<LaneId> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Lanes(reply)).is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// Drops the queued deliveries of lanes this node no longer holds.
+    pub(crate) fn forget(&self, lanes: Vec<LaneId>) {
+        if !lanes.is_empty() {
+            let _ = self.commands.send(Command::Forget(lanes));
         }
     }
 
@@ -127,6 +200,10 @@ struct Scheduler {
     /// Attempts that have their receiver's answer (they are still recording it), with what the
     /// answer says of the origin's health.
     answered_tx: mpsc::UnboundedSender<(tokio::task::Id, Answered)>,
+    /// Deliveries whose lane moved on while their outcome is being recorded: still pending in
+    /// the store for a moment, not to be queued again.
+    recording: HashSet<String>,
+    window: AttemptWindow,
 }
 
 /// The origin (scheme, host, port) that limits and circuits are kept for.
@@ -140,6 +217,7 @@ fn origin_of(url: &str) -> String {
 pub fn start(
     engine: Arc<Engine>,
     limits: Limits,
+    window: AttemptWindow,
     initial: Vec<PendingDelivery>,
     shutdown: CancellationToken,
 ) -> (SchedulerHandle, JoinHandle<()>) {
@@ -157,13 +235,21 @@ pub fn start(
         tasks: JoinSet::new(),
         running: HashMap::new(),
         answered_tx,
+        recording: HashSet::new(),
+        window,
     };
     if !initial.is_empty() {
         tracing::info!(pending = initial.len(), "resuming pending deliveries");
     }
     scheduler.enqueue(initial);
     let task = tokio::spawn(scheduler.run(receiver, answered, shutdown));
-    (SchedulerHandle { commands }, task)
+    (
+        SchedulerHandle {
+            commands,
+            offers: None,
+        },
+        task,
+    )
 }
 
 impl Scheduler {
@@ -199,6 +285,8 @@ impl Scheduler {
                 command = commands.recv() => match command {
                     Some(Command::Enqueue(items)) => self.enqueue(items),
                     Some(Command::Stats(reply)) => { let _ = reply.send(self.stats(now_ms())); }
+                    Some(Command::Lanes(reply)) => { let _ = reply.send(self.lane_ids()); }
+                    Some(Command::Forget(lanes)) => self.forget(lanes),
                     None => break,
                 },
                 _ = sleep => {}
@@ -235,6 +323,9 @@ impl Scheduler {
 
     fn enqueue(&mut self, items: Vec<PendingDelivery>) {
         for item in items {
+            if self.recording.contains(&item.delivery_id) {
+                continue;
+            }
             let key = LaneKey {
                 tenant: item.tenant,
                 task_id: item.task_id,
@@ -362,7 +453,48 @@ impl Scheduler {
         }
     }
 
+    fn lane_ids(&self) -> Vec<LaneId> {
+        self.lanes
+            .keys()
+            .map(|key| LaneId {
+                tenant: key.tenant.clone(),
+                task_id: key.task_id.clone(),
+                config_id: key.config_id.clone(),
+            })
+            .collect()
+    }
+
+    /// Drops lanes another node holds now. An attempt in flight finishes (it started while
+    /// the lease was known to outlast it); what it decides for its lane is dropped with the
+    /// lane, because the lane's new holder reads the delivery's state from the store.
+    fn forget(&mut self, lanes: Vec<LaneId>) {
+        for lane in lanes {
+            let key = LaneKey {
+                tenant: lane.tenant,
+                task_id: lane.task_id,
+                config_id: lane.config_id,
+            };
+            if let Some(state) = self.lanes.remove(&key) {
+                self.pending -= state.queue.len() as u64;
+            }
+        }
+    }
+
+    /// Wakes the lane again at `at_ms`.
+    fn wake_lane_at(&mut self, key: &LaneKey, at_ms: u64) {
+        let token = self.token();
+        if let Some(lane) = self.lanes.get_mut(key) {
+            lane.wake = token;
+            self.timers.push(Reverse((at_ms, token)));
+            self.wakes.insert(token, Wake::Lane(key.clone()));
+        }
+    }
+
     fn try_start(&mut self, key: LaneKey, now: u64) {
+        if !self.window.is_open(now) {
+            self.wake_lane_at(&key, now + LEASE_WAIT_MS);
+            return;
+        }
         let Some(lane) = self.lanes.get(&key) else {
             return;
         };
@@ -433,6 +565,9 @@ impl Scheduler {
             return;
         }
         running.lane_released = answer.lane_free;
+        if answer.lane_free {
+            self.recording.insert(running.delivery_id.clone());
+        }
         let (origin, key, sequence) = (
             running.origin.clone(),
             running.lane.clone(),
@@ -518,6 +653,7 @@ impl Scheduler {
             // It never reached the receiver (nothing to send, or it failed before sending).
             self.release_origin(&origin, None, now);
         }
+        self.recording.remove(&delivery_id);
         match (lane_released, report.step) {
             // The outcome of a head the lane already left could not be recorded: the delivery
             // is still pending in the store, so it goes back to its lane to be sent again.

@@ -6,6 +6,7 @@
 
 mod keys;
 mod ops;
+mod postgres_lanes;
 mod postgres_store;
 mod redb_store;
 mod sealing;
@@ -18,6 +19,7 @@ use a2a::{StreamResponse, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use self::postgres_lanes::LeaseSettings;
 pub use self::postgres_store::{PostgresSettings, PostgresStore};
 pub use self::redb_store::RedbStore;
 
@@ -454,6 +456,41 @@ pub enum InboundOutcome {
     Duplicate { receipt: ReceiptRecord },
 }
 
+/// A lane: the deliveries of one task to one of its configs, attempted in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LaneId {
+    pub tenant: String,
+    pub task_id: String,
+    pub config_id: String,
+}
+
+impl LaneId {
+    /// The lane's key: the prefix of its entries in the lane and pending tables.
+    pub(crate) fn key(&self) -> Vec<u8> {
+        keys::text_key(&[&self.tenant, &self.task_id, &self.config_id])
+    }
+
+    pub(crate) fn from_key(key: &[u8]) -> Option<LaneId> {
+        let mut parts = keys::parse_text_key(key)?.into_iter();
+        let lane = LaneId {
+            tenant: parts.next()?,
+            task_id: parts.next()?,
+            config_id: parts.next()?,
+        };
+        parts.next().is_none().then_some(lane)
+    }
+}
+
+impl PendingDelivery {
+    pub fn lane(&self) -> LaneId {
+        LaneId {
+            tenant: self.tenant.clone(),
+            task_id: self.task_id.clone(),
+            config_id: self.config_id.clone(),
+        }
+    }
+}
+
 /// The storage seam. Every method is safe to call from async code: implementations never
 /// block a runtime worker thread.
 #[async_trait::async_trait]
@@ -572,6 +609,35 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ReceiptRecord>, StoreError>;
     /// Cheap round trip through the store, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Pending deliveries of these lanes, each lane in sequence order.
+    async fn pending_in_lanes(
+        &self,
+        lanes: Vec<LaneId>,
+    ) -> Result<Vec<PendingDelivery>, StoreError>;
+    /// Whether several hub nodes may share this store; they then deliver a lane only while
+    /// they hold its lease (the methods below). A store of one node holds every lane.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Takes `lanes` for this node, except those another node holds a live lease on; returns
+    /// the lanes taken (or renewed).
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        Ok(lanes)
+    }
+    /// Takes up to `limit` lanes with pending deliveries whose lease ran out (their node
+    /// stopped or died) or that nobody took.
+    async fn claim_abandoned_lanes(&self, _limit: usize) -> Result<Vec<LaneId>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Extends this node's leases on `lanes`; returns those it still holds.
+    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        Ok(lanes)
+    }
+    /// Lanes of this node that got new pending deliveries written by another node.
+    fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
+        None
+    }
     /// Finishes queued writes and closes the store; later calls fail with `Closed`.
     async fn close(&self);
 }

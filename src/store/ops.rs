@@ -49,6 +49,24 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<R, StoreError>;
     /// Finishes the writes in progress and releases the engine.
     async fn close(&self);
+
+    /// Lane leases, for a backend several nodes share (see `Store::shared`); a backend of
+    /// one node holds every lane.
+    fn shared(&self) -> bool {
+        false
+    }
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        Ok(lanes)
+    }
+    async fn claim_abandoned_lanes(&self, _limit: usize) -> Result<Vec<LaneId>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        Ok(lanes)
+    }
+    fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
+        None
+    }
 }
 
 /// The hub's store on a backend.
@@ -113,6 +131,45 @@ fn page<T: serde::de::DeserializeOwned>(
         found.push(decode_one(value)?);
         Ok(found.len() < limit)
     })?;
+    Ok(found)
+}
+
+/// The pending deliveries whose lane keys start with `prefix`, in lane and sequence order.
+fn pending_under(
+    sealing: &Sealing,
+    tables: &dyn Tables,
+    prefix: &[u8],
+) -> Result<Vec<PendingDelivery>, StoreError> {
+    let mut found = Vec::new();
+    let mut url_of_lane: Option<(Vec<u8>, String)> = None;
+    for (_, delivery_id) in collect_prefix(tables, Table::Pending, prefix)? {
+        let Some(delivery) = get_json::<DeliveryRecord>(tables, Table::Deliveries, &delivery_id)?
+        else {
+            continue;
+        };
+        let ckey = config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id);
+        let url = match &url_of_lane {
+            Some((key, url)) if *key == ckey => url.clone(),
+            _ => {
+                let Some(config) =
+                    get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)?
+                else {
+                    continue;
+                };
+                url_of_lane = Some((ckey, config.url.clone()));
+                config.url
+            }
+        };
+        found.push(PendingDelivery {
+            tenant: delivery.tenant,
+            task_id: delivery.task_id,
+            config_id: delivery.config_id,
+            delivery_id: delivery.id,
+            sequence: delivery.sequence,
+            next_attempt_at_ms: delivery.next_attempt_at_ms,
+            url,
+        });
+    }
     Ok(found)
 }
 
@@ -662,41 +719,8 @@ impl<B: Backend> Store for TableStore<B> {
 
     async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
         let sealing = self.sealing.clone();
-        self.read(move |tables| {
-            let mut found = Vec::new();
-            let mut url_of_lane: Option<(Vec<u8>, String)> = None;
-            for (_, delivery_id) in collect_prefix(tables, Table::Pending, &[])? {
-                let Some(delivery) =
-                    get_json::<DeliveryRecord>(tables, Table::Deliveries, &delivery_id)?
-                else {
-                    continue;
-                };
-                let ckey = config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id);
-                let url = match &url_of_lane {
-                    Some((key, url)) if *key == ckey => url.clone(),
-                    _ => {
-                        let Some(config) =
-                            get_sealed::<ConfigRecord>(&sealing, tables, Table::Configs, &ckey)?
-                        else {
-                            continue;
-                        };
-                        url_of_lane = Some((ckey, config.url.clone()));
-                        config.url
-                    }
-                };
-                found.push(PendingDelivery {
-                    tenant: delivery.tenant,
-                    task_id: delivery.task_id,
-                    config_id: delivery.config_id,
-                    delivery_id: delivery.id,
-                    sequence: delivery.sequence,
-                    next_attempt_at_ms: delivery.next_attempt_at_ms,
-                    url,
-                });
-            }
-            Ok(found)
-        })
-        .await
+        self.read(move |tables| pending_under(&sealing, tables, &[]))
+            .await
     }
 
     async fn attempt_context(
@@ -983,5 +1007,40 @@ impl<B: Backend> Store for TableStore<B> {
 
     async fn close(&self) {
         self.backend.close().await;
+    }
+
+    async fn pending_in_lanes(
+        &self,
+        lanes: Vec<LaneId>,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read(move |tables| {
+            let mut found = Vec::new();
+            for lane in &lanes {
+                found.extend(pending_under(&sealing, tables, &lane.key())?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    fn shared(&self) -> bool {
+        self.backend.shared()
+    }
+
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        self.backend.claim_lanes(lanes).await
+    }
+
+    async fn claim_abandoned_lanes(&self, limit: usize) -> Result<Vec<LaneId>, StoreError> {
+        self.backend.claim_abandoned_lanes(limit).await
+    }
+
+    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        self.backend.renew_lanes(lanes).await
+    }
+
+    fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
+        self.backend.lane_wakeups()
     }
 }

@@ -6,9 +6,9 @@
 //!
 //! The schema is versioned: `migrate` brings a database up to this build's version (serialised
 //! by an advisory lock, so nodes starting together do not race), and a database newer than the
-//! build is refused. Only one hub node may write to a schema at a time (a session advisory lock
-//! held by the writer's connection says so): lanes are not leased across nodes yet, and two
-//! nodes would deliver the same lane at once.
+//! build is refused. Several hub nodes may share a database: their write transactions take
+//! turns (`lock_for_writing`), and lanes are leased to one node at a time
+//! (`postgres_lanes.rs`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,8 +20,10 @@ use postgres::config::SslMode;
 use postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 use tokio::sync::Semaphore;
 
+use super::LaneId;
 use super::StoreError;
 use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
+use super::postgres_lanes::{Lanes, LeaseSettings};
 use super::sealing::Sealing;
 use super::tables::{Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
@@ -30,8 +32,9 @@ use super::writer::{self, Job, Writer};
 const SCAN_PAGE: i64 = 256;
 
 /// The schema versions this build knows, oldest first; each is applied in one transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
     "CREATE TABLE hub_configs (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE hub_tasks (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE hub_events (k bytea PRIMARY KEY, v bytea NOT NULL);
@@ -47,7 +50,39 @@ const MIGRATIONS: &[(i32, &str)] = &[(
      CREATE TABLE hub_inbound_tasks (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE hub_replay (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE hub_replay_by_time (k bytea PRIMARY KEY, v bytea NOT NULL);",
-)];
+    ),
+    (
+        2,
+        // Lane leases: a row per lane that has (or had) pending deliveries, made by a trigger
+        // in the transaction that adds them; `node` holds the lane until `expires_at` (ms,
+        // database clock). A pending delivery added to a lane another node holds wakes that
+        // node through NOTIFY. The trigger's FOR SHARE makes a claim and a publish of the same
+        // lane wait for each other, so a claim that reads the lane's pending deliveries sees
+        // every one committed before it, and a publish after it notifies the claimer.
+        "CREATE TABLE hub_lane_leases (
+             lane bytea PRIMARY KEY,
+             node text,
+             expires_at bigint NOT NULL DEFAULT 0);
+         CREATE INDEX hub_lane_leases_by_expiry ON hub_lane_leases (expires_at);
+         CREATE FUNCTION hub_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
+             AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+         CREATE FUNCTION hub_pending_added() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE
+             added bytea := substring(NEW.k FROM 1 FOR length(NEW.k) - 8);
+             holder text;
+         BEGIN
+             INSERT INTO hub_lane_leases (lane) VALUES (added) ON CONFLICT (lane) DO NOTHING;
+             SELECT l.node INTO holder FROM hub_lane_leases l
+                 WHERE l.lane = added AND l.expires_at > hub_now_ms() FOR SHARE;
+             IF holder IS NOT NULL THEN
+                 PERFORM pg_notify('hub_lanes_' || current_schema(), holder || ' ' || encode(added, 'hex'));
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER hub_pending_added AFTER INSERT ON hub_pending
+             FOR EACH ROW EXECUTE FUNCTION hub_pending_added();",
+    ),
+];
 
 /// The schema version this build writes.
 pub fn schema_version() -> i32 {
@@ -63,6 +98,8 @@ pub struct PostgresSettings {
     /// Connections for reads, besides the writer's one.
     pub pool_size: usize,
     pub connect_timeout: Duration,
+    /// This node's part in lane leasing.
+    pub leases: LeaseSettings,
 }
 
 /// Parses a connection URL; the error never repeats the URL (it may hold a password).
@@ -93,7 +130,7 @@ fn describe(config: &Config) -> String {
     format!("{host}:{port}")
 }
 
-fn pg_error(e: postgres::Error) -> StoreError {
+pub(super) fn pg_error(e: postgres::Error) -> StoreError {
     if e.is_closed() || e.as_db_error().is_none() {
         StoreError::Unavailable(format!("the database connection failed: {e}"))
     } else {
@@ -101,7 +138,7 @@ fn pg_error(e: postgres::Error) -> StoreError {
     }
 }
 
-fn connect(config: &Config, timeout: Duration) -> Result<Client, StoreError> {
+pub(super) fn connect(config: &Config, timeout: Duration) -> Result<Client, StoreError> {
     let mut config = config.clone();
     config.connect_timeout(timeout);
     config.application_name("a2a-push-hub");
@@ -237,6 +274,19 @@ impl<'c> PgTables<'c> {
         Ok(statement)
     }
 
+    /// Waits for the schema's write lock, held until this transaction ends. Writes of every
+    /// node take turns, so that each reads what the one before it wrote (a task's next
+    /// sequence number, a lane's bookkeeping) exactly as on the embedded store; a commit
+    /// carries a whole batch, so the turns are few.
+    fn lock_for_writing(&self) -> Result<(), StoreError> {
+        self.txn
+            .borrow_mut()
+            .batch_execute(
+                "SELECT pg_advisory_xact_lock(hashtext('a2a-push-hub write ' || current_schema()))",
+            )
+            .map_err(pg_error)
+    }
+
     fn into_transaction(self) -> Transaction<'c> {
         self.txn.into_inner()
     }
@@ -342,8 +392,7 @@ impl WriterConnection {
             self.connection = None;
         }
         if self.connection.is_none() {
-            let mut client = connect(&self.config, self.timeout)?;
-            claim_writer(&mut client)?;
+            let client = connect(&self.config, self.timeout)?;
             self.connection = Some(Connection {
                 client,
                 statements: HashMap::new(),
@@ -373,6 +422,10 @@ impl WriterConnection {
             }
         };
         let tables = PgTables::new(txn, statements);
+        if let Err(e) = tables.lock_for_writing() {
+            tracing::error!(error = %e, jobs = batch.len(), "store write transaction could not start");
+            return;
+        }
         let (all_ok, completions) = writer::run_jobs(&tables, batch);
         let txn = tables.into_transaction();
         let outcome = if all_ok {
@@ -386,24 +439,6 @@ impl WriterConnection {
         }
         writer::complete(completions, outcome);
     }
-}
-
-/// Takes the single-writer lock of the schema for this session; refuses when another hub node
-/// holds it.
-fn claim_writer(client: &mut Client) -> Result<(), StoreError> {
-    let row = client
-        .query_one(
-            "SELECT pg_try_advisory_lock(hashtext('a2a-push-hub writer ' || current_schema())), current_schema()",
-            &[],
-        )
-        .map_err(pg_error)?;
-    let (claimed, schema): (bool, String) = (row.get(0), row.get(1));
-    if !claimed {
-        return Err(StoreError::Storage(format!(
-            "another hub node writes to schema {schema} of this database; one node per schema until lanes are leased across nodes"
-        )));
-    }
-    Ok(())
 }
 
 /// Connections for reads.
@@ -454,6 +489,7 @@ pub type PostgresStore = TableStore<PostgresBackend>;
 pub struct PostgresBackend {
     reads: Arc<ReadPool>,
     writer: Writer,
+    lanes: Arc<Lanes>,
 }
 
 impl PostgresStore {
@@ -465,7 +501,6 @@ impl PostgresStore {
         let config = parse_url(&settings.url).map_err(StoreError::Storage)?;
         let mut client = connect(&config, settings.connect_timeout)?;
         migrate_client(&mut client)?;
-        claim_writer(&mut client)?;
         let mut writer_connection = WriterConnection {
             config: config.clone(),
             timeout: settings.connect_timeout,
@@ -477,6 +512,11 @@ impl PostgresStore {
         let writer = Writer::start("store-writer", move |batch| {
             writer_connection.commit_batch(batch)
         })?;
+        let lanes = Arc::new(Lanes::start(
+            config.clone(),
+            settings.connect_timeout,
+            settings.leases.clone(),
+        )?);
         let reads = Arc::new(ReadPool {
             config,
             timeout: settings.connect_timeout,
@@ -484,7 +524,11 @@ impl PostgresStore {
             permits: Semaphore::new(settings.pool_size.max(1)),
         });
         Ok(TableStore {
-            backend: PostgresBackend { reads, writer },
+            backend: PostgresBackend {
+                reads,
+                writer,
+                lanes,
+            },
             sealing: Arc::new(sealing),
         })
     }
@@ -534,6 +578,37 @@ impl Backend for PostgresBackend {
         self.writer.stop().await;
         self.reads.permits.close();
     }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        let leases = self.lanes.clone();
+        blocking(move || leases.claim(&lanes)).await
+    }
+
+    async fn claim_abandoned_lanes(&self, limit: usize) -> Result<Vec<LaneId>, StoreError> {
+        let leases = self.lanes.clone();
+        blocking(move || leases.claim_abandoned(limit)).await
+    }
+
+    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        let leases = self.lanes.clone();
+        blocking(move || leases.renew(&lanes)).await
+    }
+
+    fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
+        self.lanes.wakeups()
+    }
+}
+
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+) -> Result<R, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Storage(format!("store task failed: {e}")))?
 }
 
 #[cfg(test)]

@@ -303,7 +303,12 @@ pub fn hub_command(data_dir: &Path) -> Command {
             "[\"127.0.0.0/8\"]",
         );
     if let Some(url) = postgres_store_for(data_dir) {
-        command.env("A2A_PUSH_HUB_STORE__URL", url);
+        // A killed node's lanes go to the next one when its leases run out: short leases
+        // (which need short attempts) keep the crash tests quick.
+        command
+            .env("A2A_PUSH_HUB_STORE__URL", url)
+            .env("A2A_PUSH_HUB_DELIVERY__TIMEOUT", "2s")
+            .env("A2A_PUSH_HUB_STORE__LANE_LEASE", "5s");
     }
     command
 }

@@ -1,0 +1,169 @@
+//! Lane leases on a store several hub nodes share: this node delivers a lane only while it
+//! holds the lane's lease.
+//!
+//! One task keeps them. It takes the lanes of the deliveries this node accepted (another node
+//! may hold some: that node is woken by the store and delivers them), takes lanes whose node
+//! stopped renewing, loads the lanes the store wakes it for, and renews what the scheduler
+//! has. After each renewal it opens the scheduler's attempt window until the leases could run
+//! out minus an attempt's timeout, so an attempt never outlives the lease it started under: a
+//! node that cannot reach the store stops starting attempts before another node may take its
+//! lanes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::scheduler::{AttemptWindow, SchedulerHandle};
+use crate::store::{LaneId, PendingDelivery, Store, now_ms};
+
+/// How often a node looks for lanes whose node stopped.
+const ABANDONED_POLL: Duration = Duration::from_secs(1);
+/// Lanes taken per look.
+const CLAIM_BATCH: usize = 256;
+/// Room kept between the end of the attempt window and the end of the leases.
+const MARGIN: Duration = Duration::from_millis(500);
+
+pub struct Leases {
+    pub store: Arc<dyn Store>,
+    pub scheduler: SchedulerHandle,
+    pub window: AttemptWindow,
+    /// How long a lease lasts (`store.lane_lease`).
+    pub lease: Duration,
+    /// The longest an attempt takes (`delivery.timeout`).
+    pub attempt_timeout: Duration,
+}
+
+/// Starts keeping the leases; `offers` brings the deliveries this node accepted.
+pub fn start(
+    leases: Leases,
+    offers: mpsc::UnboundedReceiver<Vec<PendingDelivery>>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(leases.run(offers, shutdown))
+}
+
+impl Leases {
+    async fn run(
+        self,
+        mut offers: mpsc::UnboundedReceiver<Vec<PendingDelivery>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut wakeups = self.store.lane_wakeups();
+        // Lanes taken since the last renewal (the scheduler may not have them yet).
+        let mut taken: HashSet<LaneId> = HashSet::new();
+        let mut renew = tokio::time::interval(self.lease / 3);
+        let mut abandoned = tokio::time::interval(ABANDONED_POLL);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(first) = offers.recv() => {
+                    let mut batch = first;
+                    while let Ok(more) = offers.try_recv() {
+                        batch.extend(more);
+                    }
+                    self.take_offered(batch, &mut taken).await;
+                }
+                Some(lane) = recv_wakeup(&mut wakeups) => {
+                    let mut lanes = HashSet::from([lane]);
+                    if let Some(wakeups) = wakeups.as_mut() {
+                        while let Ok(more) = wakeups.try_recv() {
+                            lanes.insert(more);
+                        }
+                    }
+                    self.load(lanes.into_iter().collect()).await;
+                }
+                _ = renew.tick() => self.renew(&mut taken).await,
+                _ = abandoned.tick() => self.take_abandoned(&mut taken).await,
+            }
+        }
+    }
+
+    /// Takes the lanes of deliveries this node accepted and queues those it got.
+    async fn take_offered(&self, deliveries: Vec<PendingDelivery>, taken: &mut HashSet<LaneId>) {
+        let lanes: HashSet<LaneId> = deliveries.iter().map(PendingDelivery::lane).collect();
+        match self.store.claim_lanes(lanes.into_iter().collect()).await {
+            Ok(claimed) => {
+                let claimed: HashSet<LaneId> = claimed.into_iter().collect();
+                let held: Vec<PendingDelivery> = deliveries
+                    .into_iter()
+                    .filter(|d| claimed.contains(&d.lane()))
+                    .collect();
+                taken.extend(claimed);
+                self.scheduler.enqueue_held(held);
+            }
+            // They stay pending in the store; a node takes their lanes once their leases run
+            // out (or at once, when nobody holds them).
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take lanes of new deliveries; another look follows")
+            }
+        }
+    }
+
+    /// Queues the pending deliveries of lanes this node holds.
+    async fn load(&self, lanes: Vec<LaneId>) {
+        match self.store.pending_in_lanes(lanes).await {
+            Ok(pending) => self.scheduler.enqueue_held(pending),
+            Err(e) => tracing::warn!(error = %e, "cannot load the deliveries of held lanes"),
+        }
+    }
+
+    async fn take_abandoned(&self, taken: &mut HashSet<LaneId>) {
+        loop {
+            let claimed = match self.store.claim_abandoned_lanes(CLAIM_BATCH).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look for lanes without a node");
+                    return;
+                }
+            };
+            if claimed.is_empty() {
+                return;
+            }
+            tracing::info!(lanes = claimed.len(), "took lanes whose lease ran out");
+            let full = claimed.len() == CLAIM_BATCH;
+            taken.extend(claimed.iter().cloned());
+            self.load(claimed).await;
+            if !full {
+                return;
+            }
+        }
+    }
+
+    async fn renew(&self, taken: &mut HashSet<LaneId>) {
+        let mut lanes: HashSet<LaneId> = self.scheduler.lanes().await.into_iter().collect();
+        lanes.extend(taken.drain());
+        let asked = now_ms();
+        let wanted: Vec<LaneId> = lanes.iter().cloned().collect();
+        match self.store.renew_lanes(wanted).await {
+            Ok(held) => {
+                let held: HashSet<LaneId> = held.into_iter().collect();
+                let lost: Vec<LaneId> = lanes.difference(&held).cloned().collect();
+                if !lost.is_empty() {
+                    tracing::warn!(lanes = lost.len(), "lanes taken over by another node");
+                    self.scheduler.forget(lost);
+                }
+                let open_for = self
+                    .lease
+                    .saturating_sub(self.attempt_timeout + MARGIN)
+                    .as_millis() as u64;
+                self.window.open_until(asked + open_for);
+            }
+            Err(e) => {
+                // The window closes by itself when the leases could run out.
+                tracing::warn!(error = %e, "cannot renew lane leases");
+                taken.extend(lanes);
+            }
+        }
+    }
+}
+
+async fn recv_wakeup(wakeups: &mut Option<mpsc::UnboundedReceiver<LaneId>>) -> Option<LaneId> {
+    match wakeups {
+        Some(wakeups) => wakeups.recv().await,
+        None => std::future::pending().await,
+    }
+}

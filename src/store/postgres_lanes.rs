@@ -1,0 +1,287 @@
+//! Lane leases on PostgreSQL, so that several hub nodes share one database and each lane is
+//! delivered by one node at a time.
+//!
+//! Every lane with pending deliveries has a row in `hub_lane_leases` (a trigger adds it in the
+//! transaction that adds the deliveries). A node delivers a lane only while it holds the
+//! lease: it takes the lanes of the deliveries it accepted itself (`claim`), takes lanes whose
+//! lease ran out because their node stopped (`claim_abandoned`), and extends what it holds
+//! (`renew`). Claims use `FOR UPDATE SKIP LOCKED`, so nodes never wait for each other and never
+//! take the same lane. When a node writes a pending delivery into a lane another node holds,
+//! the trigger notifies that node (LISTEN/NOTIFY), which loads it without polling.
+//!
+//! Lease times come from the database's clock, so the nodes' clocks do not matter.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::{Client, Config, fallible_iterator::FallibleIterator};
+use tokio::sync::mpsc;
+
+use super::postgres_store::{connect, pg_error};
+use super::{LaneId, StoreError};
+
+/// How a node takes part in lane leasing.
+#[derive(Clone)]
+pub struct LeaseSettings {
+    /// This node's name in the lease table: unique per process.
+    pub node: String,
+    /// How long a lease lasts without renewal.
+    pub lease: Duration,
+}
+
+pub struct Lanes {
+    config: Config,
+    timeout: Duration,
+    settings: LeaseSettings,
+    /// One connection for lease statements, opened again after it fails.
+    connection: Mutex<Option<Client>>,
+    wakeups: Mutex<Option<mpsc::UnboundedReceiver<LaneId>>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn keys(lanes: &[LaneId]) -> Vec<Vec<u8>> {
+    lanes.iter().map(LaneId::key).collect()
+}
+
+fn lanes_of(rows: &[postgres::Row]) -> Vec<LaneId> {
+    rows.iter()
+        .filter_map(|row| LaneId::from_key(row.get::<_, &[u8]>(0)))
+        .collect()
+}
+
+impl Lanes {
+    /// Starts listening for this node's wakeups. Blocking.
+    pub fn start(
+        config: Config,
+        timeout: Duration,
+        settings: LeaseSettings,
+    ) -> Result<Lanes, StoreError> {
+        let mut client = connect(&config, timeout)?;
+        let schema: String = client
+            .query_one("SELECT current_schema()", &[])
+            .map_err(pg_error)?
+            .get(0);
+        let (wake, wakeups) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = Listener {
+            config: config.clone(),
+            timeout,
+            channel: format!("hub_lanes_{schema}"),
+            node: settings.node.clone(),
+            wake,
+            stop: stop.clone(),
+        };
+        std::thread::Builder::new()
+            .name("lane-wakeups".to_string())
+            .spawn(move || listener.run())
+            .map_err(|e| StoreError::Storage(format!("cannot start the listener: {e}")))?;
+        Ok(Lanes {
+            config,
+            timeout,
+            settings,
+            connection: Mutex::new(Some(client)),
+            wakeups: Mutex::new(Some(wakeups)),
+            stop,
+        })
+    }
+
+    pub fn wakeups(&self) -> Option<mpsc::UnboundedReceiver<LaneId>> {
+        self.wakeups.lock().ok().and_then(|mut w| w.take())
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.settings.lease.as_millis() as i64
+    }
+
+    /// Runs `f` on the lease connection (opening it when needed). Blocking.
+    fn with_client<R>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<R, postgres::Error>,
+    ) -> Result<R, StoreError> {
+        let mut slot = self
+            .connection
+            .lock()
+            .map_err(|_| StoreError::Storage("the lease connection is poisoned".to_string()))?;
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = Some(connect(&self.config, self.timeout)?);
+        }
+        let client = slot
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no lease connection".to_string()))?;
+        f(client).map_err(pg_error)
+    }
+
+    pub fn claim(&self, lanes: &[LaneId]) -> Result<Vec<LaneId>, StoreError> {
+        let (node, lease, keys) = (&self.settings.node, self.lease_ms(), keys(lanes));
+        self.with_client(|client| {
+            let rows = client.query(
+                "UPDATE hub_lane_leases SET node = $1, expires_at = hub_now_ms() + $2
+                 WHERE lane IN (
+                     SELECT lane FROM hub_lane_leases
+                     WHERE lane = ANY($3) AND (node IS NULL OR node = $1 OR expires_at <= hub_now_ms())
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING lane",
+                &[node, &lease, &keys],
+            )?;
+            Ok(lanes_of(&rows))
+        })
+    }
+
+    pub fn claim_abandoned(&self, limit: usize) -> Result<Vec<LaneId>, StoreError> {
+        let (node, lease, limit) = (&self.settings.node, self.lease_ms(), limit as i64);
+        self.with_client(|client| {
+            let mut txn = client.transaction()?;
+            let picked: Vec<Vec<u8>> = txn
+                .query(
+                    "SELECT lane FROM hub_lane_leases WHERE expires_at <= hub_now_ms()
+                     ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                    &[&limit],
+                )?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if picked.is_empty() {
+                txn.commit()?;
+                return Ok(Vec::new());
+            }
+            // A lane with nothing pending any more needs no lease: its row goes.
+            let idle: Vec<Vec<u8>> = txn
+                .query(
+                    "DELETE FROM hub_lane_leases l WHERE l.lane = ANY($1) AND NOT EXISTS (
+                         SELECT 1 FROM hub_pending p
+                         WHERE p.k > l.lane AND p.k <= l.lane || '\\xffffffffffffffff'::bytea)
+                     RETURNING l.lane",
+                    &[&picked],
+                )?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let rows = txn.query(
+                "UPDATE hub_lane_leases SET node = $1, expires_at = hub_now_ms() + $2
+                 WHERE lane = ANY($3) AND lane <> ALL($4) RETURNING lane",
+                &[node, &lease, &picked, &idle],
+            )?;
+            txn.commit()?;
+            Ok(lanes_of(&rows))
+        })
+    }
+
+    pub fn renew(&self, lanes: &[LaneId]) -> Result<Vec<LaneId>, StoreError> {
+        let (node, lease, keys) = (&self.settings.node, self.lease_ms(), keys(lanes));
+        self.with_client(|client| {
+            let mut txn = client.transaction()?;
+            // A lane locked right now is being written to by a publish; it is still ours and
+            // is extended at the next renewal.
+            txn.execute(
+                "UPDATE hub_lane_leases SET expires_at = hub_now_ms() + $2
+                 WHERE lane IN (
+                     SELECT lane FROM hub_lane_leases WHERE node = $1 AND lane = ANY($3)
+                     FOR UPDATE SKIP LOCKED)",
+                &[node, &lease, &keys],
+            )?;
+            let rows = txn.query(
+                "SELECT lane FROM hub_lane_leases WHERE node = $1 AND lane = ANY($2)",
+                &[node, &keys],
+            )?;
+            txn.commit()?;
+            Ok(lanes_of(&rows))
+        })
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let client = self.connection.get_mut().ok().and_then(Option::take);
+        // Closing a synchronous connection blocks on its own runtime: not on a runtime thread.
+        if let Some(client) = client {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("store-close".to_string())
+                    .spawn(move || drop(client));
+            }
+        }
+    }
+}
+
+/// Receives the notifications of lanes that got new pending deliveries while held by this
+/// node, on a connection of its own.
+struct Listener {
+    config: Config,
+    timeout: Duration,
+    channel: String,
+    node: String,
+    wake: mpsc::UnboundedSender<LaneId>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Listener {
+    fn run(self) {
+        let mut backoff = Duration::from_millis(100);
+        while !self.stop.load(Ordering::Relaxed) && !self.wake.is_closed() {
+            match self.listen() {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "lane wakeups interrupted; listening again shortly");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Listens until told to stop; an error when the connection fails.
+    fn listen(&self) -> Result<(), StoreError> {
+        let mut client = connect(&self.config, self.timeout)?;
+        let quoted = self.channel.replace('"', "\"\"");
+        client
+            .batch_execute(&format!("LISTEN \"{quoted}\""))
+            .map_err(pg_error)?;
+        let prefix = format!("{} ", self.node);
+        loop {
+            if self.stop.load(Ordering::Relaxed) || self.wake.is_closed() {
+                return Ok(());
+            }
+            {
+                let mut notifications = client.notifications();
+                let mut batch = notifications.timeout_iter(Duration::from_millis(500));
+                while let Some(notification) = batch.next().map_err(pg_error)? {
+                    let Some(hex) = notification.payload().strip_prefix(&prefix) else {
+                        continue;
+                    };
+                    if let Some(lane) = hex_bytes(hex).as_deref().and_then(LaneId::from_key) {
+                        let _ = self.wake.send(lane);
+                    }
+                }
+            }
+            if client.is_closed() {
+                return Err(StoreError::Unavailable(
+                    "the listening connection closed".to_string(),
+                ));
+            }
+        }
+    }
+}
+
+fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_decodes_what_postgres_encodes() {
+        assert_eq!(hex_bytes("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(hex_bytes("0"), None);
+        assert_eq!(hex_bytes("zz"), None);
+    }
+}
