@@ -53,6 +53,22 @@ pub fn use_test_store(settings: &mut Settings) {
 /// state there (one schema per store folder) instead of in the embedded store.
 pub const POSTGRES_URL_VAR: &str = "A2A_PUSH_HUB_TEST_POSTGRES_URL";
 
+/// Whether the tests run on PostgreSQL. A test that needs it says it is skipped when not, unless
+/// `A2A_PUSH_HUB_REQUIRE_POSTGRES` is set (CI sets it), in which case it fails.
+pub fn on_postgres(what: &str) -> bool {
+    if std::env::var(POSTGRES_URL_VAR).is_ok_and(|u| !u.is_empty()) {
+        return true;
+    }
+    assert!(
+        std::env::var("A2A_PUSH_HUB_REQUIRE_POSTGRES").is_err(),
+        "{what} needs {POSTGRES_URL_VAR} (scripts/throwaway-postgres.sh starts a database)"
+    );
+    eprintln!(
+        "skipped ({what}): set {POSTGRES_URL_VAR} to run it, see scripts/throwaway-postgres.sh"
+    );
+    false
+}
+
 /// The store URL of a test hub whose store folder is `dir`, when the tests run on PostgreSQL:
 /// a schema of its own (created here), so tests never see each other's records, and the same
 /// schema again for a hub restarted on the same folder. The schema's name is returned too.

@@ -1,0 +1,199 @@
+//! Several hub nodes on one PostgreSQL database: three nodes, a receiver failing a random
+//! 30 % of requests, one node SIGKILLed mid-run. Every accepted event reaches its webhook,
+//! per lane the first arrivals are in order, no lane ever has two attempts at the receiver at
+//! once, and the surviving nodes share the work. Runs when the tests run on PostgreSQL
+//! (`A2A_PUSH_HUB_TEST_POSTGRES_URL`).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{HubProcess, Receiver, Reply, http_client, wait_until};
+use serde_json::{Value, json};
+
+const TASKS: usize = 60;
+const EVENTS_PER_TASK: usize = 10;
+
+/// (round, group, events as (task, unique number)).
+type Batch = (usize, usize, Vec<(usize, u64)>);
+/// Every answer of the receiver takes this long, so two attempts of one lane in flight at
+/// once would arrive closer together than this.
+const ANSWER_DELAY: Duration = Duration::from_millis(15);
+
+fn node(data_dir: &std::path::Path) -> HubProcess {
+    let mut command = common::hub_command(data_dir);
+    command
+        .env(
+            "A2A_PUSH_HUB_DELIVERY__RETRY_SCHEDULE",
+            "[\"50ms\",\"100ms\",\"200ms\",\"300ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\"]",
+        )
+        .env("A2A_PUSH_HUB_DELIVERY__JITTER", "0")
+        .env("A2A_PUSH_HUB_DELIVERY__CIRCUIT_THRESHOLD", "100000");
+    HubProcess::spawn(command).expect("a node starts")
+}
+
+/// `a2a_push_hub_deliveries_total{outcome="delivered"}` of a node.
+async fn delivered_by(http: &reqwest::Client, node: &HubProcess) -> u64 {
+    let text = http
+        .get(format!("http://{}/metrics", node.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("a2a_push_hub_deliveries_total{outcome=\"delivered\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn three_nodes_share_the_lanes_and_one_dying_loses_nothing() {
+    if !common::on_postgres("three nodes on one database") {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let rng = Arc::new(Mutex::new(fastrand::Rng::with_seed(
+        std::env::var("CLUSTER_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| fastrand::u64(..)),
+    )));
+    let coin = rng.clone();
+    receiver.script(move |_| {
+        let status = if coin.lock().unwrap().f64() < 0.3 {
+            503
+        } else {
+            200
+        };
+        Reply::status(status).delay(ANSWER_DELAY)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("store");
+    let http = http_client();
+    let mut nodes = vec![node(&data_dir), node(&data_dir), node(&data_dir)];
+
+    for task in 0..TASKS {
+        let response: Value = http
+            .post(format!("http://{}/", nodes[task % 3].public))
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
+                "params": {"taskId": format!("task-{task}"), "id": "c", "url": receiver.url(&format!("/task-{task}"))}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(response.get("result").is_some(), "{response}");
+    }
+
+    // In the first round the events of the tasks ≡ g (mod 3) go to node g, so that each node
+    // takes the lanes of a third of the tasks; later rounds go to the next node each time, so
+    // nodes accept events of lanes another node holds (which that node is woken for). Halfway
+    // through, the last node dies with its lanes leased and attempts in flight.
+    let mut batches: Vec<Batch> = Vec::new();
+    for round in 0..EVENTS_PER_TASK {
+        for group in 0..3 {
+            let batch = (0..TASKS)
+                .filter(|task| task % 3 == group)
+                .map(|task| (task, (round * TASKS + task) as u64))
+                .collect();
+            batches.push((round, group, batch));
+        }
+    }
+    let kill_at = batches.len() / 2;
+    let mut attempted = HashSet::new();
+    let mut acked = HashSet::new();
+    for (index, (round, group, batch)) in batches.iter().enumerate() {
+        if index == kill_at {
+            let mut dead = nodes.pop().unwrap();
+            dead.child.kill().unwrap();
+            dead.child.wait().unwrap();
+        }
+        let body: Vec<Value> = batch
+            .iter()
+            .map(|(task, n)| {
+                json!({"statusUpdate": {"taskId": format!("task-{task}"), "contextId": "c",
+                "status": {"state": "TASK_STATE_WORKING"}, "metadata": {"n": n}}})
+            })
+            .collect();
+        attempted.extend(batch.iter().map(|(_, n)| *n));
+        let node = &nodes[(group + round) % nodes.len()];
+        let response = http
+            .post(format!("http://{}/api/v1/events:batch", node.admin))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "a live node accepts");
+        acked.extend(batch.iter().map(|(_, n)| *n));
+    }
+
+    let arrived_numbers = |receiver: &Receiver| -> HashSet<u64> {
+        receiver
+            .received()
+            .iter()
+            .filter_map(|r| r.json()["statusUpdate"]["metadata"]["n"].as_u64())
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(90),
+        "every accepted event to arrive",
+        || {
+            let arrived = arrived_numbers(&receiver);
+            let missing = acked.iter().filter(|n| !arrived.contains(n)).count();
+            async move { (missing == 0).then_some(()) }
+        },
+    )
+    .await;
+
+    let received = receiver.received();
+    assert!(arrived_numbers(&receiver).is_subset(&attempted));
+    let mut seen_ids = HashSet::new();
+    let mut first_arrivals: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut arrivals: HashMap<String, Vec<std::time::Instant>> = HashMap::new();
+    for request in &received {
+        arrivals
+            .entry(request.path.clone())
+            .or_default()
+            .push(request.at);
+        if seen_ids.insert(request.header("webhook-id").to_string()) {
+            first_arrivals
+                .entry(request.path.clone())
+                .or_default()
+                .push(request.sequence());
+        }
+    }
+    for (lane, sequences) in &first_arrivals {
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "{lane}: first arrivals out of order: {sequences:?}"
+        );
+    }
+    for (lane, times) in &arrivals {
+        for pair in times.windows(2) {
+            let gap = pair[1].duration_since(pair[0]);
+            assert!(
+                gap >= ANSWER_DELAY,
+                "{lane}: a request arrived {gap:?} after the previous one, before that one was answered: two attempts in flight at once"
+            );
+        }
+    }
+    let (first, second) = (
+        delivered_by(&http, &nodes[0]).await,
+        delivered_by(&http, &nodes[1]).await,
+    );
+    assert!(
+        first > 0 && second > 0,
+        "both surviving nodes delivered: {first} and {second}"
+    );
+    println!(
+        "cluster: {} events accepted, {} requests ({} repeats), survivors delivered {first} and {second}",
+        acked.len(),
+        received.len(),
+        received.len() - seen_ids.len()
+    );
+}
