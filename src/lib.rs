@@ -275,6 +275,10 @@ impl Hub {
         }
         self.delivery_shutdown.cancel();
         let _ = self.delivery.await;
+        // No attempt is in flight any more: other nodes may take this node's lanes at once.
+        if let Err(e) = self.state.store.release_lanes().await {
+            tracing::warn!(error = %e, "cannot give up lane leases; other nodes take them when they run out");
+        }
         self.state.store.close().await;
         tracing::info!("a2a-push-hub stopped");
     }

@@ -55,6 +55,8 @@ impl Leases {
         let mut wakeups = self.store.lane_wakeups();
         // Lanes taken since the last renewal (the scheduler may not have them yet).
         let mut taken: HashSet<LaneId> = HashSet::new();
+        // Offers whose lanes could not be taken because the store did not answer.
+        let mut unanswered: Vec<PendingDelivery> = Vec::new();
         let mut renew = tokio::time::interval(self.lease / 3);
         let mut abandoned = tokio::time::interval(ABANDONED_POLL);
         loop {
@@ -65,7 +67,9 @@ impl Leases {
                     while let Ok(more) = offers.try_recv() {
                         batch.extend(more);
                     }
-                    self.take_offered(batch, &mut taken).await;
+                    if let Err(batch) = self.take_offered(batch, &mut taken).await {
+                        unanswered.extend(batch);
+                    }
                 }
                 Some(lane) = recv_wakeup(&mut wakeups) => {
                     let mut lanes = HashSet::from([lane]);
@@ -77,13 +81,26 @@ impl Leases {
                     self.load(lanes.into_iter().collect()).await;
                 }
                 _ = renew.tick() => self.renew(&mut taken).await,
-                _ = abandoned.tick() => self.take_abandoned(&mut taken).await,
+                _ = abandoned.tick() => {
+                    if !unanswered.is_empty() {
+                        let batch = std::mem::take(&mut unanswered);
+                        if let Err(batch) = self.take_offered(batch, &mut taken).await {
+                            unanswered = batch;
+                        }
+                    }
+                    self.take_abandoned(&mut taken).await;
+                }
             }
         }
     }
 
-    /// Takes the lanes of deliveries this node accepted and queues those it got.
-    async fn take_offered(&self, deliveries: Vec<PendingDelivery>, taken: &mut HashSet<LaneId>) {
+    /// Takes the lanes of deliveries this node accepted and queues those it got; gives the
+    /// deliveries back when the store did not answer, to be offered again.
+    async fn take_offered(
+        &self,
+        deliveries: Vec<PendingDelivery>,
+        taken: &mut HashSet<LaneId>,
+    ) -> Result<(), Vec<PendingDelivery>> {
         let lanes: HashSet<LaneId> = deliveries.iter().map(PendingDelivery::lane).collect();
         match self.store.claim_lanes(lanes.into_iter().collect()).await {
             Ok(claimed) => {
@@ -94,11 +111,12 @@ impl Leases {
                     .collect();
                 taken.extend(claimed);
                 self.scheduler.enqueue_held(held);
+                Ok(())
             }
-            // They stay pending in the store; a node takes their lanes once their leases run
-            // out (or at once, when nobody holds them).
             Err(e) => {
-                tracing::warn!(error = %e, "cannot take lanes of new deliveries; another look follows")
+                // Their lanes may be this node's already, and then nobody else would wake it.
+                tracing::warn!(error = %e, "cannot take the lanes of new deliveries; trying again shortly");
+                Err(deliveries)
             }
         }
     }

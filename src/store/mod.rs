@@ -634,6 +634,10 @@ pub trait Store: Send + Sync + 'static {
     async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
         Ok(lanes)
     }
+    /// Gives up every lane this node holds (at shutdown, once no attempt is in flight).
+    async fn release_lanes(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Lanes of this node that got new pending deliveries written by another node.
     fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
         None

@@ -64,6 +64,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
         Ok(lanes)
     }
+    async fn release_lanes(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
         None
     }
@@ -1038,6 +1041,10 @@ impl<B: Backend> Store for TableStore<B> {
 
     async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
         self.backend.renew_lanes(lanes).await
+    }
+
+    async fn release_lanes(&self) -> Result<(), StoreError> {
+        self.backend.release_lanes().await
     }
 
     fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {

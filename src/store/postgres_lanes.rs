@@ -167,6 +167,19 @@ impl Lanes {
         })
     }
 
+    /// Gives up every lane of this node: nobody holds them, any node may take them now.
+    pub fn release_all(&self) -> Result<(), StoreError> {
+        let node = &self.settings.node;
+        self.with_client(|client| {
+            let released = client.execute(
+                "UPDATE hub_lane_leases SET node = NULL, expires_at = 0 WHERE node = $1",
+                &[node],
+            )?;
+            tracing::info!(lanes = released, "gave up lane leases");
+            Ok(())
+        })
+    }
+
     pub fn renew(&self, lanes: &[LaneId]) -> Result<Vec<LaneId>, StoreError> {
         let (node, lease, keys) = (&self.settings.node, self.lease_ms(), keys(lanes));
         self.with_client(|client| {

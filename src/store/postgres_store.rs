@@ -598,6 +598,11 @@ impl Backend for PostgresBackend {
         blocking(move || leases.renew(&lanes)).await
     }
 
+    async fn release_lanes(&self) -> Result<(), StoreError> {
+        let leases = self.lanes.clone();
+        blocking(move || leases.release_all()).await
+    }
+
     fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
         self.lanes.wakeups()
     }
