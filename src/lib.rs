@@ -129,6 +129,9 @@ pub fn postgres_settings(settings: &config::StoreSettings) -> store::PostgresSet
     }
 }
 
+/// How often a node sharing its store with others reloads the signing keys.
+const KEY_RELOAD: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Binds the listeners and starts everything on an open store.
 async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartError> {
     let bind = |listener: &'static str, addr: SocketAddr| async move {
@@ -172,6 +175,23 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
     let keyring =
         Arc::new(signing::Keyring::open(store.clone(), settings.signing.rotation_grace.0).await?);
     let delivery_shutdown = CancellationToken::new();
+    if store.shared() {
+        // Rotations made by other nodes reach this one within a reload.
+        let (keyring, stop) = (keyring.clone(), delivery_shutdown.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(KEY_RELOAD);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = every.tick() => {
+                        if let Err(e) = keyring.reload().await {
+                            tracing::warn!(error = %e, "cannot reload the signing keys");
+                        }
+                    }
+                }
+            }
+        });
+    }
     let delivery = delivery::start(
         &settings,
         delivery::Shared {

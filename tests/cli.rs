@@ -281,3 +281,44 @@ async fn secrets_are_encrypted_at_rest_and_need_the_same_key_to_start() {
         .expect("no key stops the start");
     assert!(error.to_string().contains("encryption_key"), "{error}");
 }
+
+#[test]
+fn migrate_on_the_embedded_store_says_there_is_nothing_to_do_and_a_bad_url_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"))
+        .args(["migrate"])
+        .env("A2A_PUSH_HUB_STORE__PATH", dir.path().join("store"))
+        .env_remove("A2A_PUSH_HUB_STORE__URL")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("needs no migration"));
+
+    let output = Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"))
+        .args([
+            "migrate",
+            "--store-url",
+            "postgres://hub:s3cret@db:notaport/hub",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("store.url"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret"),
+        "the password is never repeated: {stderr}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"))
+        .args(["migrate", "--store-url", "postgres://hub@127.0.0.1:1/hub"])
+        .env("A2A_PUSH_HUB_STORE__CONNECT_TIMEOUT", "1s")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach the database at 127.0.0.1:1"),
+        "{stderr}"
+    );
+}

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -196,4 +196,90 @@ async fn three_nodes_share_the_lanes_and_one_dying_loses_nothing() {
         received.len(),
         received.len() - seen_ids.len()
     );
+}
+
+async fn jwks_kids(http: &reqwest::Client, node: &HubProcess) -> BTreeSet<String> {
+    let document: Value = http
+        .get(format!("http://{}/.well-known/jwks.json", node.public))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    document["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn nodes_started_together_agree_on_their_keys_and_a_rotation_reaches_every_node() {
+    if !common::on_postgres("three nodes on one database") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("store");
+    // Started together on an empty database: each may generate keys before it sees the others'.
+    let spawning: Vec<_> = (0..3)
+        .map(|_| {
+            let data_dir = data_dir.clone();
+            std::thread::spawn(move || node(&data_dir))
+        })
+        .collect();
+    let nodes: Vec<HubProcess> = spawning.into_iter().map(|t| t.join().unwrap()).collect();
+    let http = http_client();
+    let agreed = wait_until(
+        Duration::from_secs(30),
+        "the same JWKS on every node",
+        || {
+            let (http, nodes) = (&http, &nodes);
+            async move {
+                let mut sets = Vec::new();
+                for node in nodes {
+                    sets.push(jwks_kids(http, node).await);
+                }
+                sets.windows(2)
+                    .all(|w| w[0] == w[1])
+                    .then(|| sets.remove(0))
+            }
+        },
+    )
+    .await;
+    assert!(agreed.len() >= 2, "{agreed:?}");
+
+    let rotated: Value = http
+        .post(format!("http://{}/api/v1/keys:rotate", nodes[0].admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_kids: BTreeSet<String> = rotated["keys"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{rotated}"))
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap().to_string())
+        .filter(|kid| !agreed.contains(kid))
+        .collect();
+    assert_eq!(new_kids.len(), 2, "{rotated}");
+    for node in &nodes[1..] {
+        wait_until(
+            Duration::from_secs(30),
+            "the rotated keys in another node's JWKS",
+            || {
+                let (http, new_kids) = (&http, &new_kids);
+                async move {
+                    jwks_kids(http, node)
+                        .await
+                        .is_superset(new_kids)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Receiver, Reply, TestHub, fast_delivery, status_event, wait_until};
+use common::{HubProcess, Receiver, Reply, TestHub, fast_delivery, status_event, wait_until};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -206,4 +206,57 @@ async fn an_unreachable_database_gets_503_and_nothing_refused_is_delivered() {
     let arrived: BTreeSet<u64> = numbers(&receiver).into_iter().collect();
     assert_eq!(arrived, accepted, "only accepted events arrive");
     hub.stop().await;
+}
+
+fn migrate(store_url: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"))
+        .args(["migrate"])
+        .env("A2A_PUSH_HUB_STORE__URL", store_url)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn migrate_brings_the_schema_up_once_and_a_newer_schema_is_refused() {
+    if !common::on_postgres("migrations") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::postgres_store_for(&dir.path().join("store")).unwrap();
+    for _ in 0..2 {
+        let output = migrate(&url);
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            format!(
+                "the database schema is at version {}",
+                a2a_push_hub::store::postgres_schema::schema_version()
+            )
+        );
+    }
+    let bump = url.clone();
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&bump, postgres::NoTls).unwrap();
+        client
+            .execute(
+                "INSERT INTO hub_schema_migrations (version) VALUES (999)",
+                &[],
+            )
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    let output = migrate(&url);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("version 999, newer than this hub knows"),
+        "{stderr}"
+    );
+    let mut command = common::hub_command(&dir.path().join("store"));
+    command.env("A2A_PUSH_HUB_STORE__URL", &url);
+    let refused = HubProcess::spawn(command)
+        .err()
+        .expect("serve refuses it too");
+    assert!(refused.contains("newer than this hub knows"), "{refused}");
 }

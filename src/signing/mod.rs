@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use self::keys::{ALG_ED25519, ALG_ES256, LoadedKey, Signer};
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{KeyRecord, Store, StoreError, now_ms};
 
 /// Why signing could not happen. Never carries key material.
 #[derive(Debug, thiserror::Error)]
@@ -180,15 +180,69 @@ impl Keyring {
             self_test(key)?;
         }
         let retired: Vec<String> = retired.into_iter().map(|r| r.kid).collect();
-        if !created.is_empty() || !retired.is_empty() {
+        let generated = !created.is_empty();
+        if generated || !retired.is_empty() {
             store.put_signing_keys(created, retired).await?;
         }
-        Ok(Keyring {
+        let keyring = Keyring {
             store,
             grace,
             current: RwLock::new(Arc::new(KeySet { keys: loaded })),
             rotation: tokio::sync::Mutex::new(()),
-        })
+        };
+        if keyring.store.shared() && generated {
+            keyring.settle_first_keys(now).await?;
+        }
+        Ok(keyring)
+    }
+
+    /// Nodes that started together on an empty database may each have generated keys: every
+    /// node keeps the oldest active key of each algorithm (the same one everywhere) and puts
+    /// the others into their grace period, then loads what the store holds.
+    async fn settle_first_keys(&self, now: u64) -> Result<(), SigningError> {
+        let records = self.store.signing_keys().await?;
+        let mut retiring = Vec::new();
+        for alg in [ALG_ED25519, ALG_ES256] {
+            let mut active: Vec<&KeyRecord> = records
+                .iter()
+                .filter(|r| r.alg == alg && r.retire_at_ms.is_none())
+                .collect();
+            active.sort_by(|a, b| (a.created_at_ms, &a.kid).cmp(&(b.created_at_ms, &b.kid)));
+            for loser in active.iter().skip(1) {
+                let mut record = (*loser).clone();
+                record.retire_at_ms = Some(now + self.grace.as_millis() as u64);
+                retiring.push(record);
+            }
+        }
+        if !retiring.is_empty() {
+            tracing::info!(
+                keys = retiring.len(),
+                "another node generated keys at the same time; keeping the oldest"
+            );
+            self.store.put_signing_keys(retiring, Vec::new()).await?;
+        }
+        self.reload().await
+    }
+
+    /// Loads the keys the store holds now: on a store several nodes share, a rotation made by
+    /// one node reaches the others this way.
+    pub async fn reload(&self) -> Result<(), SigningError> {
+        let now = now_ms();
+        let loaded = self
+            .store
+            .signing_keys()
+            .await?
+            .into_iter()
+            .filter(|r| r.retire_at_ms.is_none_or(|at| at > now))
+            .map(keys::load)
+            .collect::<Result<Vec<_>, _>>()?;
+        for key in &loaded {
+            self_test(key)?;
+        }
+        if let Ok(mut current) = self.current.write() {
+            *current = Arc::new(KeySet { keys: loaded });
+        }
+        Ok(())
     }
 
     /// The keys in force now.

@@ -152,20 +152,16 @@ pub(super) fn connect(config: &Config, timeout: Duration) -> Result<Client, Stor
 
 /// Brings the database's schema up to this build's version; returns the version.
 fn migrate_client(client: &mut Client) -> Result<i32, StoreError> {
-    client
-        .batch_execute(
-            // Quiet: "already exists, skipping" is the normal case.
-            "SET client_min_messages TO warning;
-             CREATE TABLE IF NOT EXISTS hub_schema_migrations (
-                 version integer PRIMARY KEY,
-                 applied_at timestamptz NOT NULL DEFAULT now());
-             RESET client_min_messages;",
-        )
-        .map_err(pg_error)?;
+    // One node at a time, from the first statement on (creating the same table at once races
+    // inside PostgreSQL). The transaction-scoped lock ends with the transaction, whatever
+    // happens in it.
     let mut txn = client.transaction().map_err(pg_error)?;
-    txn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('a2a-push-hub migrate ' || current_schema()))",
-        &[],
+    txn.batch_execute(
+        "SELECT pg_advisory_xact_lock(hashtext('a2a-push-hub migrate ' || current_schema()));
+         SET LOCAL client_min_messages TO warning;
+         CREATE TABLE IF NOT EXISTS hub_schema_migrations (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now());",
     )
     .map_err(pg_error)?;
     let current: i32 = txn

@@ -89,9 +89,17 @@ pub fn postgres_store_for(dir: &Path) -> Option<String> {
     std::thread::spawn(move || {
         let mut client = postgres::Client::connect(&admin_url, postgres::NoTls)
             .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}: cannot connect: {e}"));
-        client
-            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {create}"))
-            .unwrap();
+        // Hubs starting together may race to create it: what matters is that it exists.
+        if let Err(e) = client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {create}")) {
+            let exists = client
+                .query_one(
+                    "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+                    &[&create],
+                )
+                .map(|row| row.get::<_, i64>(0) == 1)
+                .unwrap_or(false);
+            assert!(exists, "cannot create schema {create}: {e}");
+        }
     })
     .join()
     .unwrap();
