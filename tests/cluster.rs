@@ -283,3 +283,97 @@ async fn nodes_started_together_agree_on_their_keys_and_a_rotation_reaches_every
         .await;
     }
 }
+
+/// A gauge or counter of a node's `/metrics`, 0 when absent.
+async fn metric(http: &reqwest::Client, node: &HubProcess, name: &str) -> f64 {
+    let text = http
+        .get(format!("http://{}/metrics", node.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_circuit_one_node_opens_spares_the_origin_on_every_node() {
+    if !common::on_postgres("three nodes on one database") {
+        return;
+    }
+    const COOLDOWN: Duration = Duration::from_secs(5);
+    let receiver = Receiver::start().await;
+    receiver.script(|_| Reply::status(503));
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("store");
+    let spawn = || {
+        let mut command = common::hub_command(&data_dir);
+        command
+            .env("A2A_PUSH_HUB_DELIVERY__CIRCUIT_THRESHOLD", "3")
+            .env("A2A_PUSH_HUB_DELIVERY__CIRCUIT_COOLDOWN", "5s")
+            .env(
+                "A2A_PUSH_HUB_DELIVERY__RETRY_SCHEDULE",
+                "[\"100ms\",\"100ms\",\"100ms\",\"100ms\"]",
+            )
+            .env("A2A_PUSH_HUB_DELIVERY__JITTER", "0");
+        HubProcess::spawn(command).expect("a node starts")
+    };
+    let (first, second) = (spawn(), spawn());
+    let http = http_client();
+    for (node, task) in [(&first, "a"), (&second, "b")] {
+        let response: Value = http
+            .post(format!("http://{}/", node.public))
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
+                "params": {"taskId": task, "id": "c", "url": receiver.url(&format!("/{task}"))}}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(response.get("result").is_some(), "{response}");
+    }
+    let publish = |node: &HubProcess, task: &str| {
+        let request = http
+            .post(format!("http://{}/api/v1/events", node.admin))
+            .body(common::status_event(task, "TASK_STATE_WORKING").to_string());
+        async move { assert_eq!(request.send().await.unwrap().status(), 202) }
+    };
+    // Three failures at the first node open its circuit for the receiver's origin.
+    publish(&first, "a").await;
+    let failures = receiver.wait_for(3, Duration::from_secs(10)).await;
+    let opened_at = failures[2].at;
+    // The second node learns it from the store.
+    wait_until(
+        Duration::from_secs(10),
+        "the second node to open the circuit too",
+        || {
+            let (http, second) = (&http, &second);
+            async move {
+                (metric(http, second, "a2a_push_hub_circuits_open").await >= 1.0).then_some(())
+            }
+        },
+    )
+    .await;
+    publish(&second, "b").await;
+    let b_first = wait_until(Duration::from_secs(20), "the second node's probe", || {
+        let found = receiver
+            .received()
+            .into_iter()
+            .find(|r| r.path == "/b")
+            .map(|r| r.at);
+        async move { found }
+    })
+    .await;
+    assert!(
+        b_first.duration_since(opened_at) >= COOLDOWN - Duration::from_millis(300),
+        "the second node waited for the circuit the first one opened: its first request came {:?} after the circuit opened",
+        b_first.duration_since(opened_at)
+    );
+}

@@ -96,6 +96,19 @@ impl Circuit {
     }
 
     /// A probe that ended without saying anything about the origin: let another probe go.
+    /// Another node found the origin failing: open until `until_ms` unless already open at
+    /// least that long. Whether it changed.
+    pub fn open_until(&mut self, until_ms: u64) -> bool {
+        match self.state {
+            State::Open { until_ms: current } if current >= until_ms => false,
+            State::HalfOpen { probing: true } => false,
+            _ => {
+                self.state = State::Open { until_ms };
+                true
+            }
+        }
+    }
+
     pub fn on_inconclusive(&mut self) {
         if self.state == (State::HalfOpen { probing: true }) {
             self.state = State::HalfOpen { probing: false };
@@ -112,6 +125,18 @@ mod tests {
         cooldown: Duration::from_secs(5),
         max_cooldown: Duration::from_secs(12),
     };
+
+    #[test]
+    fn another_nodes_open_circuit_opens_this_one_until_then() {
+        let mut c = Circuit::new(&SETTINGS);
+        assert!(c.open_until(9_000));
+        assert_eq!(c.admit(1_000), Admission::Wait(Some(9_000)));
+        assert!(!c.open_until(8_000), "an earlier end changes nothing");
+        assert_eq!(c.admit(9_000), Admission::Probe);
+        assert!(!c.open_until(20_000), "a probe in flight decides");
+        c.on_success(&SETTINGS);
+        assert!(c.is_pristine());
+    }
 
     #[test]
     fn consecutive_failures_open_then_one_probe_decides() {

@@ -8,7 +8,7 @@
 pub mod attempt;
 pub mod circuit;
 pub mod client;
-pub mod leases;
+pub mod cluster;
 pub mod request;
 pub mod retry;
 pub mod scheduler;
@@ -82,24 +82,28 @@ pub async fn start(
     };
     if !store.shared() {
         let pending = store.pending_deliveries().await?;
-        let window = scheduler::AttemptWindow::always();
-        let (handle, task) = scheduler::start(engine, limits, window, pending, shutdown);
+        let sharing = scheduler::Sharing::alone();
+        let (handle, task) = scheduler::start(engine, limits, sharing, pending, shutdown);
         return Ok(Delivery { handle, task });
     }
-    // Several nodes share the store: this one delivers the lanes it holds, which the leases
-    // task takes and hands to the scheduler.
+    // Several nodes share the store: this one delivers the lanes it holds, which the cluster
+    // task takes and hands to the scheduler, and shares its circuits with the others.
     let window = scheduler::AttemptWindow::closed();
-    let (handle, task) =
-        scheduler::start(engine, limits, window.clone(), Vec::new(), shutdown.clone());
+    let (circuit_changes, changed) = tokio::sync::mpsc::unbounded_channel();
+    let sharing = scheduler::Sharing {
+        window: window.clone(),
+        circuit_changes: Some(circuit_changes),
+    };
+    let (handle, task) = scheduler::start(engine, limits, sharing, Vec::new(), shutdown.clone());
     let (offers, offered) = tokio::sync::mpsc::unbounded_channel();
-    let keeper = leases::Leases {
+    let node = cluster::Node {
         store,
         scheduler: handle.clone(),
         window,
         lease: settings.store.lane_lease.0,
         attempt_timeout: delivery.timeout.0,
     };
-    leases::start(keeper, offered, shutdown);
+    cluster::start(node, offered, changed, shutdown);
     Ok(Delivery {
         handle: handle.offering_to(offers),
         task,

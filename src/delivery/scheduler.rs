@@ -41,6 +41,22 @@ pub struct Limits {
     pub drain_timeout: Duration,
 }
 
+/// What the scheduler shares with other nodes on a shared store.
+pub struct Sharing {
+    pub window: AttemptWindow,
+    pub circuit_changes: Option<mpsc::UnboundedSender<CircuitChange>>,
+}
+
+impl Sharing {
+    /// A node alone with its store.
+    pub fn alone() -> Sharing {
+        Sharing {
+            window: AttemptWindow::always(),
+            circuit_changes: None,
+        }
+    }
+}
+
 /// Until when (ms since the epoch) this node may start attempts: always, on a store of one
 /// node; on a shared store, while its lane leases are known to outlast an attempt.
 #[derive(Clone)]
@@ -69,7 +85,11 @@ enum Command {
     Stats(oneshot::Sender<SchedulerStats>),
     Lanes(oneshot::Sender<Vec<LaneId>>),
     Forget(Vec<LaneId>),
+    OpenCircuits(Vec<(String, u64)>),
 }
+
+/// A circuit of this node opened (until when) or closed (`None`), for the other nodes.
+pub type CircuitChange = (String, Option<u64>);
 
 /// How the rest of the hub talks to the scheduler.
 #[derive(Clone)]
@@ -121,6 +141,13 @@ impl SchedulerHandle {
             return Vec::new();
         }
         answer.await.unwrap_or_default()
+    }
+
+    /// Circuits other nodes found open: this node's lanes of those origins wait too.
+    pub(crate) fn open_circuits(&self, open: Vec<(String, u64)>) {
+        if !open.is_empty() {
+            let _ = self.commands.send(Command::OpenCircuits(open));
+        }
     }
 
     /// Drops the queued deliveries of lanes this node no longer holds.
@@ -204,6 +231,8 @@ struct Scheduler {
     /// the store for a moment, not to be queued again.
     recording: HashSet<String>,
     window: AttemptWindow,
+    /// Where circuit changes go when other nodes share them.
+    circuit_changes: Option<mpsc::UnboundedSender<CircuitChange>>,
 }
 
 /// The origin (scheme, host, port) that limits and circuits are kept for.
@@ -217,7 +246,7 @@ fn origin_of(url: &str) -> String {
 pub fn start(
     engine: Arc<Engine>,
     limits: Limits,
-    window: AttemptWindow,
+    sharing: Sharing,
     initial: Vec<PendingDelivery>,
     shutdown: CancellationToken,
 ) -> (SchedulerHandle, JoinHandle<()>) {
@@ -236,7 +265,8 @@ pub fn start(
         running: HashMap::new(),
         answered_tx,
         recording: HashSet::new(),
-        window,
+        window: sharing.window,
+        circuit_changes: sharing.circuit_changes,
     };
     if !initial.is_empty() {
         tracing::info!(pending = initial.len(), "resuming pending deliveries");
@@ -287,6 +317,7 @@ impl Scheduler {
                     Some(Command::Stats(reply)) => { let _ = reply.send(self.stats(now_ms())); }
                     Some(Command::Lanes(reply)) => { let _ = reply.send(self.lane_ids()); }
                     Some(Command::Forget(lanes)) => self.forget(lanes),
+                    Some(Command::OpenCircuits(open)) => self.open_circuits(open, now_ms()),
                     None => break,
                 },
                 _ = sleep => {}
@@ -606,10 +637,16 @@ impl Scheduler {
 
     fn release_origin(&mut self, origin: &str, healthy: Option<bool>, now: u64) {
         let circuit_settings = self.limits.circuit;
+        let mut change = None;
         if let Some(state) = self.origins.get_mut(origin) {
             state.in_flight = state.in_flight.saturating_sub(1);
             match healthy {
-                Some(true) => state.circuit.on_success(&circuit_settings),
+                Some(true) => {
+                    if state.circuit.is_open() {
+                        change = Some(None);
+                    }
+                    state.circuit.on_success(&circuit_settings);
+                }
                 Some(false) => {
                     if let Some(until) = state.circuit.on_failure(now, &circuit_settings) {
                         tracing::warn!(
@@ -617,13 +654,44 @@ impl Scheduler {
                             reopen_in_ms = until - now,
                             "circuit open: the origin keeps failing"
                         );
+                        change = Some(Some(until));
                         self.wake_origin_at(origin, until);
                     }
                 }
                 None => state.circuit.on_inconclusive(),
             }
         }
+        if let (Some(change), Some(changes)) = (change, &self.circuit_changes) {
+            let _ = changes.send((origin.to_string(), change));
+        }
         self.unpark(origin);
+    }
+
+    /// Opens the circuits other nodes found open, for as long as they said.
+    fn open_circuits(&mut self, open: Vec<(String, u64)>, now: u64) {
+        let circuit_settings = self.limits.circuit;
+        for (origin, until) in open {
+            if until <= now {
+                continue;
+            }
+            let state = self
+                .origins
+                .entry(origin.clone())
+                .or_insert_with(|| Origin {
+                    in_flight: 0,
+                    circuit: Circuit::new(&circuit_settings),
+                    parked: VecDeque::new(),
+                    wake_scheduled: false,
+                });
+            if state.circuit.open_until(until) {
+                tracing::info!(
+                    origin,
+                    reopen_in_ms = until - now,
+                    "circuit open: another node found the origin failing"
+                );
+                self.wake_origin_at(&origin, until);
+            }
+        }
     }
 
     fn finished(&mut self, result: Result<(tokio::task::Id, Report), tokio::task::JoinError>) {

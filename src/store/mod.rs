@@ -621,9 +621,10 @@ pub trait Store: Send + Sync + 'static {
         false
     }
     /// Takes `lanes` for this node, except those another node holds a live lease on; returns
-    /// the lanes taken (or renewed).
-    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
-        Ok(lanes)
+    /// the lanes taken, each with whether this node held it already (if not, it may have older
+    /// pending deliveries this node has not seen).
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<(LaneId, bool)>, StoreError> {
+        Ok(lanes.into_iter().map(|lane| (lane, true)).collect())
     }
     /// Takes up to `limit` lanes with pending deliveries whose lease ran out (their node
     /// stopped or died) or that nobody took.
@@ -634,6 +635,15 @@ pub trait Store: Send + Sync + 'static {
     async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
         Ok(lanes)
     }
+    /// Tells the nodes sharing this store that `origin`'s circuit is open until `open_until`
+    /// (ms since the epoch), or closed again (`None`).
+    async fn share_circuit(
+        &self,
+        origin: String,
+        open_until: Option<u64>,
+    ) -> Result<(), StoreError>;
+    /// The circuits some node reported open and that are still open, with until when.
+    async fn open_circuits(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Gives up every lane this node holds (at shutdown, once no attempt is in flight).
     async fn release_lanes(&self) -> Result<(), StoreError> {
         Ok(())

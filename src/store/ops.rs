@@ -55,8 +55,8 @@ pub trait Backend: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
-    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
-        Ok(lanes)
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<(LaneId, bool)>, StoreError> {
+        Ok(lanes.into_iter().map(|lane| (lane, true)).collect())
     }
     async fn claim_abandoned_lanes(&self, _limit: usize) -> Result<Vec<LaneId>, StoreError> {
         Ok(Vec::new())
@@ -1012,6 +1012,45 @@ impl<B: Backend> Store for TableStore<B> {
         self.backend.close().await;
     }
 
+    async fn share_circuit(
+        &self,
+        origin: String,
+        open_until: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.backend
+            .write(
+                Urgency::Linger,
+                Box::new(move |tables| match open_until {
+                    Some(until) => {
+                        tables.insert(Table::Circuits, origin.as_bytes(), &until.to_be_bytes())
+                    }
+                    None => tables
+                        .remove(Table::Circuits, origin.as_bytes())
+                        .map(|_| ()),
+                }),
+            )
+            .await
+    }
+
+    async fn open_circuits(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|tables| {
+            let now = now_ms();
+            let mut open = Vec::new();
+            for (origin, until) in collect_prefix(tables, Table::Circuits, &[])? {
+                let until = until
+                    .as_slice()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("a circuit entry is not a time".into()))?;
+                if until > now {
+                    open.push((String::from_utf8_lossy(&origin).into_owned(), until));
+                }
+            }
+            Ok(open)
+        })
+        .await
+    }
+
     async fn pending_in_lanes(
         &self,
         lanes: Vec<LaneId>,
@@ -1031,7 +1070,7 @@ impl<B: Backend> Store for TableStore<B> {
         self.backend.shared()
     }
 
-    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<(LaneId, bool)>, StoreError> {
         self.backend.claim_lanes(lanes).await
     }
 

@@ -43,10 +43,13 @@ pub enum Table {
     Replay,
     /// (subscription, ms, replay key) → replay key, to expire replay entries in time order.
     ReplayByTime,
+    /// Origin → until when its circuit is open (ms, 8 bytes big-endian), for the nodes that
+    /// share a store.
+    Circuits,
 }
 
 impl Table {
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 16] = [
         Table::Configs,
         Table::Tasks,
         Table::Events,
@@ -62,6 +65,7 @@ impl Table {
         Table::InboundTasks,
         Table::Replay,
         Table::ReplayByTime,
+        Table::Circuits,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +85,7 @@ impl Table {
             Table::InboundTasks => "inbound_tasks",
             Table::Replay => "replay",
             Table::ReplayByTime => "replay_by_time",
+            Table::Circuits => "circuits",
         }
     }
 

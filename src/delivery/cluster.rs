@@ -1,13 +1,16 @@
-//! Lane leases on a store several hub nodes share: this node delivers a lane only while it
-//! holds the lane's lease.
+//! What a node keeps in step with the others on a store several hub nodes share: lane leases
+//! (it delivers a lane only while it holds the lane's lease) and open circuits.
 //!
-//! One task keeps them. It takes the lanes of the deliveries this node accepted (another node
+//! One task keeps the leases. It takes the lanes of the deliveries this node accepted (another node
 //! may hold some: that node is woken by the store and delivers them), takes lanes whose node
 //! stopped renewing, loads the lanes the store wakes it for, and renews what the scheduler
 //! has. After each renewal it opens the scheduler's attempt window until the leases could run
 //! out minus an attempt's timeout, so an attempt never outlives the lease it started under: a
 //! node that cannot reach the store stops starting attempts before another node may take its
 //! lanes.
+//!
+//! The same task writes this node's circuit changes to the store and, once a second, opens
+//! here the circuits other nodes found open, so that a failing origin is spared by every node.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,17 +20,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::scheduler::{AttemptWindow, SchedulerHandle};
+use super::scheduler::{AttemptWindow, CircuitChange, SchedulerHandle};
 use crate::store::{LaneId, PendingDelivery, Store, now_ms};
 
-/// How often a node looks for lanes whose node stopped.
-const ABANDONED_POLL: Duration = Duration::from_secs(1);
+/// How often a node looks for lanes whose node stopped and for circuits others opened.
+const POLL: Duration = Duration::from_secs(1);
 /// Lanes taken per look.
 const CLAIM_BATCH: usize = 256;
 /// Room kept between the end of the attempt window and the end of the leases.
 const MARGIN: Duration = Duration::from_millis(500);
 
-pub struct Leases {
+pub struct Node {
     pub store: Arc<dyn Store>,
     pub scheduler: SchedulerHandle,
     pub window: AttemptWindow,
@@ -37,19 +40,22 @@ pub struct Leases {
     pub attempt_timeout: Duration,
 }
 
-/// Starts keeping the leases; `offers` brings the deliveries this node accepted.
+/// Starts keeping the node in step; `offers` brings the deliveries this node accepted,
+/// `circuit_changes` its circuits opening and closing.
 pub fn start(
-    leases: Leases,
+    node: Node,
     offers: mpsc::UnboundedReceiver<Vec<PendingDelivery>>,
+    circuit_changes: mpsc::UnboundedReceiver<CircuitChange>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(leases.run(offers, shutdown))
+    tokio::spawn(node.run(offers, circuit_changes, shutdown))
 }
 
-impl Leases {
+impl Node {
     async fn run(
         self,
         mut offers: mpsc::UnboundedReceiver<Vec<PendingDelivery>>,
+        mut circuit_changes: mpsc::UnboundedReceiver<CircuitChange>,
         shutdown: CancellationToken,
     ) {
         let mut wakeups = self.store.lane_wakeups();
@@ -58,7 +64,7 @@ impl Leases {
         // Offers whose lanes could not be taken because the store did not answer.
         let mut unanswered: Vec<PendingDelivery> = Vec::new();
         let mut renew = tokio::time::interval(self.lease / 3);
-        let mut abandoned = tokio::time::interval(ABANDONED_POLL);
+        let mut poll = tokio::time::interval(POLL);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -81,7 +87,12 @@ impl Leases {
                     self.load(lanes.into_iter().collect()).await;
                 }
                 _ = renew.tick() => self.renew(&mut taken).await,
-                _ = abandoned.tick() => {
+                Some((origin, open_until)) = circuit_changes.recv() => {
+                    if let Err(e) = self.store.share_circuit(origin, open_until).await {
+                        tracing::warn!(error = %e, "cannot share a circuit change");
+                    }
+                }
+                _ = poll.tick() => {
                     if !unanswered.is_empty() {
                         let batch = std::mem::take(&mut unanswered);
                         if let Err(batch) = self.take_offered(batch, &mut taken).await {
@@ -89,6 +100,10 @@ impl Leases {
                         }
                     }
                     self.take_abandoned(&mut taken).await;
+                    match self.store.open_circuits().await {
+                        Ok(open) => self.scheduler.open_circuits(open),
+                        Err(e) => tracing::warn!(error = %e, "cannot read the circuits other nodes opened"),
+                    }
                 }
             }
         }
@@ -104,13 +119,22 @@ impl Leases {
         let lanes: HashSet<LaneId> = deliveries.iter().map(PendingDelivery::lane).collect();
         match self.store.claim_lanes(lanes.into_iter().collect()).await {
             Ok(claimed) => {
-                let claimed: HashSet<LaneId> = claimed.into_iter().collect();
-                let held: Vec<PendingDelivery> = deliveries
+                // A lane this node did not hold may have older pending deliveries (left by a
+                // node that stopped): they come first, so the whole lane is read.
+                let (kept, new): (Vec<_>, Vec<_>) =
+                    claimed.into_iter().partition(|(_, mine)| *mine);
+                let kept: HashSet<LaneId> = kept.into_iter().map(|(lane, _)| lane).collect();
+                let new: Vec<LaneId> = new.into_iter().map(|(lane, _)| lane).collect();
+                let offered: Vec<PendingDelivery> = deliveries
                     .into_iter()
-                    .filter(|d| claimed.contains(&d.lane()))
+                    .filter(|d| kept.contains(&d.lane()))
                     .collect();
-                taken.extend(claimed);
-                self.scheduler.enqueue_held(held);
+                taken.extend(kept);
+                taken.extend(new.iter().cloned());
+                self.scheduler.enqueue_held(offered);
+                if !new.is_empty() {
+                    self.load(new).await;
+                }
                 Ok(())
             }
             Err(e) => {
