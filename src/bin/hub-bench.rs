@@ -1,6 +1,9 @@
 //! hub-bench: measures the hub end to end against the loopback limit of the same run.
 //!
-//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e]`
+//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e] [--store postgres://…]`
+//!
+//! With `--store`, each hub keeps its state in a schema of its own (`bench_…`, dropped at the
+//! end) of that PostgreSQL database instead of the embedded store.
 //!
 //! Starts a sink (an HTTP server that timestamps arrivals) and the release hub binary beside
 //! this one (real store on disk, signing on), drives the event API, and prints one JSON
@@ -12,11 +15,49 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use serde_json::{Value, json};
+
+/// The PostgreSQL database of `--store`, and the schemas made in it.
+static POSTGRES: OnceLock<(String, Mutex<Vec<String>>)> = OnceLock::new();
+
+/// Runs `sql` on the `--store` database, on a thread of its own (the synchronous client runs
+/// its own runtime).
+fn postgres_execute(url: &str, sql: String) {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("--store: cannot connect: {e}"));
+        client.batch_execute(&sql).unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+/// The store URL of a hub whose store folder is `dir`: a schema of its own, the same one
+/// again for a hub restarted on that folder.
+fn postgres_store_for(dir: &std::path::Path) -> Option<String> {
+    let (url, schemas) = POSTGRES.get()?;
+    let digest = dir
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let schema = format!("bench_{digest:016x}");
+    let mut made = schemas.lock().unwrap();
+    if !made.contains(&schema) {
+        postgres_execute(url, format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
+        made.push(schema.clone());
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some(format!(
+        "{url}{separator}options=-c%20search_path%3D{schema}"
+    ))
+}
 
 fn now_us() -> u64 {
     SystemTime::now()
@@ -125,6 +166,20 @@ impl Hub {
                 "[\"127.0.0.0/8\"]",
             )
             .envs(settings.iter().copied())
+            .envs(
+                postgres_store_for(dir.path())
+                    .map(|url| {
+                        // A node killed in (d) gives its lanes up when its leases run out: the
+                        // shortest lease the settings allow, with attempts of at most 2 s.
+                        [
+                            ("A2A_PUSH_HUB_STORE__URL", url),
+                            ("A2A_PUSH_HUB_DELIVERY__TIMEOUT", "2s".to_string()),
+                            ("A2A_PUSH_HUB_STORE__LANE_LEASE", "5s".to_string()),
+                        ]
+                        .to_vec()
+                    })
+                    .unwrap_or_default(),
+            )
             .env("RUST_LOG", "warn,a2a_push_hub=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -458,6 +513,13 @@ async fn main() {
         .position(|a| a == "--scenarios")
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "a,b,c,d,e".to_string());
+    let store = args
+        .iter()
+        .position(|a| a == "--store")
+        .and_then(|i| args.get(i + 1).cloned());
+    if let Some(url) = &store {
+        let _ = POSTGRES.set((url.clone(), Mutex::new(Vec::new())));
+    }
     let http = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(128)
@@ -468,7 +530,10 @@ async fn main() {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    report.insert("machine".into(), json!({"cores": cores, "quick": quick}));
+    report.insert(
+        "machine".into(),
+        json!({"cores": cores, "quick": quick, "store": if store.is_some() { "postgres" } else { "embedded" }}),
+    );
     for scenario in scenarios.split(',') {
         let result = match scenario.trim() {
             "a" => {
@@ -507,4 +572,9 @@ async fn main() {
         "{}",
         serde_json::to_string_pretty(&Value::Object(report)).unwrap()
     );
+    if let Some((url, schemas)) = POSTGRES.get() {
+        for schema in schemas.lock().unwrap().iter() {
+            postgres_execute(url, format!("DROP SCHEMA {schema} CASCADE"));
+        }
+    }
 }

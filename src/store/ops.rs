@@ -642,7 +642,8 @@ impl<B: Backend> Store for TableStore<B> {
     ) -> Result<bool, StoreError> {
         self.write(move |tables| {
             let key = config_key(&tenant, &task_id, &id);
-            let existed = tables.remove(Table::Configs, &key)?;
+            let existed = tables.get(Table::Configs, &key)?.is_some();
+            tables.remove(Table::Configs, &key)?;
             let now = now_ms();
             for (_, delivery_id) in take_prefix(tables, Table::Pending, &key)? {
                 update_delivery(tables, &delivery_id, |delivery| {
@@ -938,7 +939,8 @@ impl<B: Backend> Store for TableStore<B> {
 
     async fn delete_subscription(&self, id: String) -> Result<bool, StoreError> {
         self.write(move |tables| {
-            let existed = tables.remove(Table::Subscriptions, id.as_bytes())?;
+            let existed = tables.get(Table::Subscriptions, id.as_bytes())?.is_some();
+            tables.remove(Table::Subscriptions, id.as_bytes())?;
             let prefix = text_key(&[&id]);
             for table in [
                 Table::InboundEvents,
@@ -1024,9 +1026,7 @@ impl<B: Backend> Store for TableStore<B> {
                     Some(until) => {
                         tables.insert(Table::Circuits, origin.as_bytes(), &until.to_be_bytes())
                     }
-                    None => tables
-                        .remove(Table::Circuits, origin.as_bytes())
-                        .map(|_| ()),
+                    None => tables.remove(Table::Circuits, origin.as_bytes()),
                 }),
             )
             .await

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::config::SslMode;
-use postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
+use postgres::{Client, Config, GenericClient, NoTls, Statement};
 use tokio::sync::Semaphore;
 
 use super::LaneId;
@@ -142,16 +142,27 @@ pub(super) fn pg_error(e: postgres::Error) -> StoreError {
     }
 }
 
+/// Longest a statement may run (a lock wait included) before it fails: no store call waits
+/// for ever on a stuck database.
+const STATEMENT_TIMEOUT: &str = "30s";
+
 pub(super) fn connect(config: &Config, timeout: Duration) -> Result<Client, StoreError> {
     let mut config = config.clone();
-    config.connect_timeout(timeout);
-    config.application_name("a2a-push-hub");
-    config.connect(NoTls).map_err(|e| {
+    config
+        .connect_timeout(timeout)
+        .application_name("a2a-push-hub")
+        // A connection whose peer vanished is noticed within about a minute.
+        .keepalives_idle(Duration::from_secs(30));
+    let mut client = config.connect(NoTls).map_err(|e| {
         StoreError::Unavailable(format!(
             "cannot reach the database at {}: {e}",
             describe(&config)
         ))
-    })
+    })?;
+    client
+        .batch_execute(&format!("SET statement_timeout = '{STATEMENT_TIMEOUT}'"))
+        .map_err(pg_error)?;
+    Ok(client)
 }
 
 /// Brings the database's schema up to this build's version; returns the version.
@@ -204,8 +215,8 @@ pub fn migrate(settings: &PostgresSettings) -> Result<i32, StoreError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Op {
     Get,
-    Put,
-    Delete,
+    PutMany,
+    DeleteMany,
     ScanBounded,
     ScanOpen,
 }
@@ -214,10 +225,11 @@ fn sql(table: Table, op: Op) -> String {
     let name = table.name();
     match op {
         Op::Get => format!("SELECT v FROM hub_{name} WHERE k = $1"),
-        Op::Put => format!(
-            "INSERT INTO hub_{name} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+        Op::PutMany => format!(
+            "INSERT INTO hub_{name} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
+             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
         ),
-        Op::Delete => format!("DELETE FROM hub_{name} WHERE k = $1"),
+        Op::DeleteMany => format!("DELETE FROM hub_{name} WHERE k = ANY($1)"),
         Op::ScanBounded => format!(
             "SELECT k, v FROM hub_{name} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT {SCAN_PAGE}"
         ),
@@ -245,17 +257,32 @@ struct Connection {
     statements: HashMap<(Table, Op), Statement>,
 }
 
-/// The tables inside one transaction of a connection.
-struct PgTables<'c> {
-    txn: RefCell<Transaction<'c>>,
-    statements: RefCell<&'c mut HashMap<(Table, Op), Statement>>,
+/// What a transaction knows of one entry: its value (`None`: absent), and whether that is a
+/// write not yet sent to the database.
+struct Known {
+    value: Option<Vec<u8>>,
+    unsent: bool,
 }
 
-impl<'c> PgTables<'c> {
-    fn new(txn: Transaction<'c>, statements: &'c mut HashMap<(Table, Op), Statement>) -> Self {
+/// The tables inside one transaction of a connection.
+///
+/// Writes are kept here and sent together, a statement per table, before a scan of their
+/// table and at the end (`flush`); reads see them first. A transaction thus costs a round trip
+/// per read of an entry it has not seen, not one per statement the operations make.
+struct PgTables<'c, C> {
+    /// A transaction for writes; the client itself for reads, where each statement sees the
+    /// committed state of its moment (no read needs more, and it saves two round trips).
+    txn: RefCell<C>,
+    statements: RefCell<&'c mut HashMap<(Table, Op), Statement>>,
+    known: RefCell<HashMap<Table, HashMap<Vec<u8>, Known>>>,
+}
+
+impl<'c, C: GenericClient> PgTables<'c, C> {
+    fn new(txn: C, statements: &'c mut HashMap<(Table, Op), Statement>) -> Self {
         PgTables {
             txn: RefCell::new(txn),
             statements: RefCell::new(statements),
+            known: RefCell::new(HashMap::new()),
         }
     }
 
@@ -287,20 +314,82 @@ impl<'c> PgTables<'c> {
             .map_err(pg_error)
     }
 
-    fn into_transaction(self) -> Transaction<'c> {
+    fn write(&self, table: Table, key: &[u8], value: Option<Vec<u8>>) {
+        self.known.borrow_mut().entry(table).or_default().insert(
+            key.to_vec(),
+            Known {
+                value,
+                unsent: true,
+            },
+        );
+    }
+
+    /// Sends the writes of `table` not yet sent.
+    fn flush_table(&self, table: Table) -> Result<(), StoreError> {
+        let (mut put_keys, mut put_values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+        if let Some(entries) = self.known.borrow_mut().get_mut(&table) {
+            for (key, known) in entries.iter_mut().filter(|(_, k)| k.unsent) {
+                known.unsent = false;
+                match &known.value {
+                    Some(value) => {
+                        put_keys.push(key.clone());
+                        put_values.push(value.clone());
+                    }
+                    None => deleted.push(key.clone()),
+                }
+            }
+        }
+        if !put_keys.is_empty() {
+            let statement = self.statement(table, Op::PutMany)?;
+            self.txn
+                .borrow_mut()
+                .execute(&statement, &[&put_keys, &put_values])
+                .map_err(pg_error)?;
+        }
+        if !deleted.is_empty() {
+            let statement = self.statement(table, Op::DeleteMany)?;
+            self.txn
+                .borrow_mut()
+                .execute(&statement, &[&deleted])
+                .map_err(pg_error)?;
+        }
+        Ok(())
+    }
+
+    /// Sends every write not yet sent; then the transaction may commit.
+    fn flush(&self) -> Result<(), StoreError> {
+        let tables: Vec<Table> = self.known.borrow().keys().copied().collect();
+        for table in tables {
+            self.flush_table(table)?;
+        }
+        Ok(())
+    }
+
+    fn into_inner(self) -> C {
         self.txn.into_inner()
     }
 }
 
-impl Tables for PgTables<'_> {
+impl<C: GenericClient> Tables for PgTables<'_, C> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(known) = self.known.borrow().get(&table).and_then(|t| t.get(key)) {
+            return Ok(known.value.clone());
+        }
         let statement = self.statement(table, Op::Get)?;
-        let row = self
+        let value: Option<Vec<u8>> = self
             .txn
             .borrow_mut()
             .query_opt(&statement, &[&key])
-            .map_err(pg_error)?;
-        Ok(row.map(|row| row.get(0)))
+            .map_err(pg_error)?
+            .map(|row| row.get(0));
+        self.known.borrow_mut().entry(table).or_default().insert(
+            key.to_vec(),
+            Known {
+                value: value.clone(),
+                unsent: false,
+            },
+        );
+        Ok(value)
     }
 
     fn scan(
@@ -310,6 +399,7 @@ impl Tables for PgTables<'_> {
         start: &[u8],
         visit: Visit<'_>,
     ) -> Result<(), StoreError> {
+        self.flush_table(table)?;
         let end = prefix_end(prefix);
         let statement = self.statement(
             table,
@@ -354,24 +444,15 @@ impl Tables for PgTables<'_> {
     }
 }
 
-impl TablesMut for PgTables<'_> {
+impl<C: GenericClient> TablesMut for PgTables<'_, C> {
     fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let statement = self.statement(table, Op::Put)?;
-        self.txn
-            .borrow_mut()
-            .execute(&statement, &[&key, &value])
-            .map_err(pg_error)?;
+        self.write(table, key, Some(value.to_vec()));
         Ok(())
     }
 
-    fn remove(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
-        let statement = self.statement(table, Op::Delete)?;
-        let removed = self
-            .txn
-            .borrow_mut()
-            .execute(&statement, &[&key])
-            .map_err(pg_error)?;
-        Ok(removed > 0)
+    fn remove(&self, table: Table, key: &[u8]) -> Result<(), StoreError> {
+        self.write(table, key, None);
+        Ok(())
     }
 }
 
@@ -427,8 +508,12 @@ impl WriterConnection {
             return;
         }
         let (all_ok, completions) = writer::run_jobs(&tables, batch);
-        let txn = tables.into_transaction();
-        let outcome = if all_ok {
+        let flushed = if all_ok { tables.flush() } else { Ok(()) };
+        let txn = tables.into_inner();
+        let outcome = if let Err(e) = flushed {
+            let _ = txn.rollback();
+            Err(e)
+        } else if all_ok {
             txn.commit().map_err(pg_error)
         } else {
             let _ = txn.rollback();
@@ -545,21 +630,14 @@ impl Backend for PostgresBackend {
             .map_err(|_| StoreError::Closed)?;
         let reads = self.reads.clone();
         tokio::task::spawn_blocking(move || {
-            let mut connection = reads.take()?;
-            let result = (|| {
-                let Connection { client, statements } = &mut connection;
-                let txn = client
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .map_err(pg_error)?;
-                let tables = PgTables::new(txn, statements);
-                let result = job(&tables);
-                tables.into_transaction().commit().map_err(pg_error)?;
-                result
-            })();
-            reads.give_back(connection);
+            let Connection {
+                client,
+                mut statements,
+            } = reads.take()?;
+            let tables = PgTables::new(client, &mut statements);
+            let result = job(&tables);
+            let client = tables.into_inner();
+            reads.give_back(Connection { client, statements });
             result
         })
         .await

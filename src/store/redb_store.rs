@@ -312,19 +312,21 @@ impl TablesMut for RedbWrite<'_> {
         Ok(())
     }
 
-    fn remove(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
+    fn remove(&self, table: Table, key: &[u8]) -> Result<(), StoreError> {
         if table == Table::Replay {
             let mut open = self
                 .replay()?
                 .try_borrow_mut()
                 .map_err(|_| busy_table(table))?;
-            return Ok(open.remove(key).map_err(StoreError::storage)?.is_some());
+            open.remove(key).map_err(StoreError::storage)?;
+            return Ok(());
         }
         let mut open = self
             .bytes(table)?
             .try_borrow_mut()
             .map_err(|_| busy_table(table))?;
-        Ok(open.remove(key).map_err(StoreError::storage)?.is_some())
+        open.remove(key).map_err(StoreError::storage)?;
+        Ok(())
     }
 }
 

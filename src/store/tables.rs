@@ -118,8 +118,8 @@ pub trait Tables {
 /// Writing inside a transaction; nothing is visible to others before the commit.
 pub trait TablesMut: Tables {
     fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
-    /// Removes the entry; whether it existed.
-    fn remove(&self, table: Table, key: &[u8]) -> Result<bool, StoreError>;
+    /// Removes the entry, if there is one.
+    fn remove(&self, table: Table, key: &[u8]) -> Result<(), StoreError>;
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
