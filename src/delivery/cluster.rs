@@ -13,7 +13,7 @@
 //! here the circuits other nodes found open, so that a failing origin is spared by every node.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -25,6 +25,8 @@ use crate::store::{LaneId, PendingDelivery, Store, now_ms};
 
 /// How often a node looks for lanes whose node stopped and for circuits others opened.
 const POLL: Duration = Duration::from_secs(1);
+/// Reads of a lane's deliveries before it is left to its lease running out.
+const LOAD_ATTEMPTS: u32 = 5;
 /// Lanes taken per look.
 const CLAIM_BATCH: usize = 256;
 /// Room kept between the end of the attempt window and the end of the leases.
@@ -40,6 +42,9 @@ pub struct Node {
     pub attempt_timeout: Duration,
 }
 
+/// Lanes taken since the last renewal (the scheduler may not have them yet).
+type Taken = Arc<Mutex<HashSet<LaneId>>>;
+
 /// Starts keeping the node in step; `offers` brings the deliveries this node accepted,
 /// `circuit_changes` its circuits opening and closing.
 pub fn start(
@@ -48,22 +53,34 @@ pub fn start(
     circuit_changes: mpsc::UnboundedReceiver<CircuitChange>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(node.run(offers, circuit_changes, shutdown))
+    let node = Arc::new(node);
+    let taken = Taken::default();
+    // Renewal has a task of its own: nothing else this node does may delay it.
+    tokio::spawn(node.clone().renew_loop(taken.clone(), shutdown.clone()));
+    tokio::spawn(node.run(offers, circuit_changes, taken, shutdown))
 }
 
 impl Node {
+    async fn renew_loop(self: Arc<Self>, taken: Taken, shutdown: CancellationToken) {
+        let mut renew = tokio::time::interval(self.lease / 3);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = renew.tick() => self.renew(&taken).await,
+            }
+        }
+    }
+
     async fn run(
-        self,
+        self: Arc<Self>,
         mut offers: mpsc::UnboundedReceiver<Vec<PendingDelivery>>,
         mut circuit_changes: mpsc::UnboundedReceiver<CircuitChange>,
+        taken: Taken,
         shutdown: CancellationToken,
     ) {
         let mut wakeups = self.store.lane_wakeups();
-        // Lanes taken since the last renewal (the scheduler may not have them yet).
-        let mut taken: HashSet<LaneId> = HashSet::new();
         // Offers whose lanes could not be taken because the store did not answer.
         let mut unanswered: Vec<PendingDelivery> = Vec::new();
-        let mut renew = tokio::time::interval(self.lease / 3);
         let mut poll = tokio::time::interval(POLL);
         loop {
             tokio::select! {
@@ -73,7 +90,7 @@ impl Node {
                     while let Ok(more) = offers.try_recv() {
                         batch.extend(more);
                     }
-                    if let Err(batch) = self.take_offered(batch, &mut taken).await {
+                    if let Err(batch) = self.take_offered(batch, &taken).await {
                         unanswered.extend(batch);
                     }
                 }
@@ -84,9 +101,8 @@ impl Node {
                             lanes.insert(more);
                         }
                     }
-                    self.load(lanes.into_iter().collect()).await;
+                    self.load(lanes.into_iter().collect());
                 }
-                _ = renew.tick() => self.renew(&mut taken).await,
                 Some((origin, open_until)) = circuit_changes.recv() => {
                     if let Err(e) = self.store.share_circuit(origin, open_until).await {
                         tracing::warn!(error = %e, "cannot share a circuit change");
@@ -95,11 +111,11 @@ impl Node {
                 _ = poll.tick() => {
                     if !unanswered.is_empty() {
                         let batch = std::mem::take(&mut unanswered);
-                        if let Err(batch) = self.take_offered(batch, &mut taken).await {
+                        if let Err(batch) = self.take_offered(batch, &taken).await {
                             unanswered = batch;
                         }
                     }
-                    self.take_abandoned(&mut taken).await;
+                    self.take_abandoned(&taken).await;
                     match self.store.open_circuits().await {
                         Ok(open) => self.scheduler.open_circuits(open),
                         Err(e) => tracing::warn!(error = %e, "cannot read the circuits other nodes opened"),
@@ -112,28 +128,23 @@ impl Node {
     /// Takes the lanes of deliveries this node accepted and queues those it got; gives the
     /// deliveries back when the store did not answer, to be offered again.
     async fn take_offered(
-        &self,
+        self: &Arc<Self>,
         deliveries: Vec<PendingDelivery>,
-        taken: &mut HashSet<LaneId>,
+        taken: &Taken,
     ) -> Result<(), Vec<PendingDelivery>> {
         let lanes: HashSet<LaneId> = deliveries.iter().map(PendingDelivery::lane).collect();
         match self.store.claim_lanes(lanes.into_iter().collect()).await {
             Ok(claimed) => {
-                // A lane this node did not hold may have older pending deliveries (left by a
-                // node that stopped): they come first, so the whole lane is read.
-                let (kept, new): (Vec<_>, Vec<_>) =
-                    claimed.into_iter().partition(|(_, mine)| *mine);
-                let kept: HashSet<LaneId> = kept.into_iter().map(|(lane, _)| lane).collect();
-                let new: Vec<LaneId> = new.into_iter().map(|(lane, _)| lane).collect();
-                let offered: Vec<PendingDelivery> = deliveries
-                    .into_iter()
-                    .filter(|d| kept.contains(&d.lane()))
-                    .collect();
-                taken.extend(kept);
-                taken.extend(new.iter().cloned());
-                self.scheduler.enqueue_held(offered);
-                if !new.is_empty() {
-                    self.load(new).await;
+                // The lanes are read from the store rather than queued from the offer: another
+                // node may have written older deliveries to them (a node that stopped, or one
+                // whose wake-up is still on its way), and a read of a lane's committed pending
+                // deliveries has every one older than the offered ones, in order.
+                let lanes = claimed;
+                if let Ok(mut taken) = taken.lock() {
+                    taken.extend(lanes.iter().cloned());
+                }
+                if !lanes.is_empty() {
+                    self.load(lanes);
                 }
                 Ok(())
             }
@@ -145,15 +156,26 @@ impl Node {
         }
     }
 
-    /// Queues the pending deliveries of lanes this node holds.
-    async fn load(&self, lanes: Vec<LaneId>) {
-        match self.store.pending_in_lanes(lanes).await {
-            Ok(pending) => self.scheduler.enqueue_held(pending),
-            Err(e) => tracing::warn!(error = %e, "cannot load the deliveries of held lanes"),
-        }
+    /// Queues the pending deliveries of lanes this node holds, read meanwhile (a long backlog
+    /// takes a while to read; nothing waits for it). A read that keeps failing is given up:
+    /// the scheduler does not have those lanes, so their leases run out and a node (this one,
+    /// perhaps) takes and reads them again.
+    fn load(self: &Arc<Self>, lanes: Vec<LaneId>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            for attempt in 1..=LOAD_ATTEMPTS {
+                match node.store.pending_in_lanes(lanes.clone()).await {
+                    Ok(pending) => return node.scheduler.enqueue_held(pending),
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "cannot read the deliveries of held lanes")
+                    }
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        });
     }
 
-    async fn take_abandoned(&self, taken: &mut HashSet<LaneId>) {
+    async fn take_abandoned(self: &Arc<Self>, taken: &Taken) {
         loop {
             let claimed = match self.store.claim_abandoned_lanes(CLAIM_BATCH).await {
                 Ok(claimed) => claimed,
@@ -167,17 +189,21 @@ impl Node {
             }
             tracing::info!(lanes = claimed.len(), "took lanes whose lease ran out");
             let full = claimed.len() == CLAIM_BATCH;
-            taken.extend(claimed.iter().cloned());
-            self.load(claimed).await;
+            if let Ok(mut taken) = taken.lock() {
+                taken.extend(claimed.iter().cloned());
+            }
+            self.load(claimed);
             if !full {
                 return;
             }
         }
     }
 
-    async fn renew(&self, taken: &mut HashSet<LaneId>) {
+    async fn renew(&self, taken: &Taken) {
         let mut lanes: HashSet<LaneId> = self.scheduler.lanes().await.into_iter().collect();
-        lanes.extend(taken.drain());
+        if let Ok(mut taken) = taken.lock() {
+            lanes.extend(taken.drain());
+        }
         let asked = now_ms();
         let wanted: Vec<LaneId> = lanes.iter().cloned().collect();
         match self.store.renew_lanes(wanted).await {
@@ -197,7 +223,9 @@ impl Node {
             Err(e) => {
                 // The window closes by itself when the leases could run out.
                 tracing::warn!(error = %e, "cannot renew lane leases");
-                taken.extend(lanes);
+                if let Ok(mut taken) = taken.lock() {
+                    taken.extend(lanes);
+                }
             }
         }
     }

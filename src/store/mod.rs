@@ -621,10 +621,9 @@ pub trait Store: Send + Sync + 'static {
         false
     }
     /// Takes `lanes` for this node, except those another node holds a live lease on; returns
-    /// the lanes taken, each with whether this node held it already (if not, it may have older
-    /// pending deliveries this node has not seen).
-    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<(LaneId, bool)>, StoreError> {
-        Ok(lanes.into_iter().map(|lane| (lane, true)).collect())
+    /// the lanes taken (or renewed).
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        Ok(lanes)
     }
     /// Takes up to `limit` lanes with pending deliveries whose lease ran out (their node
     /// stopped or died) or that nobody took.

@@ -55,8 +55,8 @@ pub trait Backend: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
-    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<(LaneId, bool)>, StoreError> {
-        Ok(lanes.into_iter().map(|lane| (lane, true)).collect())
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        Ok(lanes)
     }
     async fn claim_abandoned_lanes(&self, _limit: usize) -> Result<Vec<LaneId>, StoreError> {
         Ok(Vec::new())
@@ -145,11 +145,16 @@ fn pending_under(
 ) -> Result<Vec<PendingDelivery>, StoreError> {
     let mut found = Vec::new();
     let mut url_of_lane: Option<(Vec<u8>, String)> = None;
-    for (_, delivery_id) in collect_prefix(tables, Table::Pending, prefix)? {
-        let Some(delivery) = get_json::<DeliveryRecord>(tables, Table::Deliveries, &delivery_id)?
-        else {
-            continue;
-        };
+    let ids: Vec<Vec<u8>> = collect_prefix(tables, Table::Pending, prefix)?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    for delivery in tables
+        .get_many(Table::Deliveries, &ids)?
+        .into_iter()
+        .flatten()
+    {
+        let delivery: DeliveryRecord = decode(&delivery)?;
         let ckey = config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id);
         let url = match &url_of_lane {
             Some((key, url)) if *key == ckey => url.clone(),
@@ -1070,7 +1075,7 @@ impl<B: Backend> Store for TableStore<B> {
         self.backend.shared()
     }
 
-    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<(LaneId, bool)>, StoreError> {
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
         self.backend.claim_lanes(lanes).await
     }
 

@@ -112,26 +112,20 @@ impl Lanes {
         f(client).map_err(pg_error)
     }
 
-    /// Takes the lanes nobody else holds; each with whether this node held it already.
-    pub fn claim(&self, lanes: &[LaneId]) -> Result<Vec<(LaneId, bool)>, StoreError> {
+    /// Takes the lanes nobody else holds (renewing those this node holds).
+    pub fn claim(&self, lanes: &[LaneId]) -> Result<Vec<LaneId>, StoreError> {
         let (node, lease, keys) = (&self.settings.node, self.lease_ms(), keys(lanes));
         self.with_client(|client| {
             let rows = client.query(
-                "UPDATE hub_lane_leases l SET node = $1, expires_at = hub_now_ms() + $2
-                 FROM (
-                     SELECT lane, node IS NOT DISTINCT FROM $1 AS mine FROM hub_lane_leases
+                "UPDATE hub_lane_leases SET node = $1, expires_at = hub_now_ms() + $2
+                 WHERE lane IN (
+                     SELECT lane FROM hub_lane_leases
                      WHERE lane = ANY($3) AND (node IS NULL OR node = $1 OR expires_at <= hub_now_ms())
-                     FOR UPDATE SKIP LOCKED) taken
-                 WHERE l.lane = taken.lane
-                 RETURNING l.lane, taken.mine",
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING lane",
                 &[node, &lease, &keys],
             )?;
-            Ok(rows
-                .iter()
-                .filter_map(|row| {
-                    LaneId::from_key(row.get::<_, &[u8]>(0)).map(|lane| (lane, row.get(1)))
-                })
-                .collect())
+            Ok(lanes_of(&rows))
         })
     }
 

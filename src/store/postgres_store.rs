@@ -58,7 +58,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
         // database clock). A pending delivery added to a lane another node holds wakes that
         // node through NOTIFY. The trigger's FOR SHARE makes a claim and a publish of the same
         // lane wait for each other, so a claim that reads the lane's pending deliveries sees
-        // every one committed before it, and a publish after it notifies the claimer.
+        // every one committed before it, and a publish after it notifies the claimer. A node's
+        // own writes (its writer names it in `a2a_push_hub.node`) do not notify it: it queues
+        // them itself.
         "CREATE TABLE hub_lane_leases (
              lane bytea PRIMARY KEY,
              node text,
@@ -74,7 +76,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
              INSERT INTO hub_lane_leases (lane) VALUES (added) ON CONFLICT (lane) DO NOTHING;
              SELECT l.node INTO holder FROM hub_lane_leases l
                  WHERE l.lane = added AND l.expires_at > hub_now_ms() FOR SHARE;
-             IF holder IS NOT NULL THEN
+             IF holder IS NOT NULL
+                 AND holder IS DISTINCT FROM current_setting('a2a_push_hub.node', true) THEN
                  PERFORM pg_notify('hub_lanes_' || current_schema(), holder || ' ' || encode(added, 'hex'));
              END IF;
              RETURN NULL;
@@ -215,6 +218,7 @@ pub fn migrate(settings: &PostgresSettings) -> Result<i32, StoreError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Op {
     Get,
+    GetMany,
     PutMany,
     DeleteMany,
     ScanBounded,
@@ -225,6 +229,7 @@ fn sql(table: Table, op: Op) -> String {
     let name = table.name();
     match op {
         Op::Get => format!("SELECT v FROM hub_{name} WHERE k = $1"),
+        Op::GetMany => format!("SELECT k, v FROM hub_{name} WHERE k = ANY($1)"),
         Op::PutMany => format!(
             "INSERT INTO hub_{name} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
              ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
@@ -275,7 +280,12 @@ struct PgTables<'c, C> {
     txn: RefCell<C>,
     statements: RefCell<&'c mut HashMap<(Table, Op), Statement>>,
     known: RefCell<HashMap<Table, HashMap<Vec<u8>, Known>>>,
+    /// Writes kept and not sent yet.
+    unsent: std::cell::Cell<usize>,
 }
+
+/// Writes a transaction keeps before it sends them: bounds its memory whatever the batch.
+const MAX_UNSENT: usize = 4096;
 
 impl<'c, C: GenericClient> PgTables<'c, C> {
     fn new(txn: C, statements: &'c mut HashMap<(Table, Op), Statement>) -> Self {
@@ -283,6 +293,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
             txn: RefCell::new(txn),
             statements: RefCell::new(statements),
             known: RefCell::new(HashMap::new()),
+            unsent: std::cell::Cell::new(0),
         }
     }
 
@@ -314,7 +325,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
             .map_err(pg_error)
     }
 
-    fn write(&self, table: Table, key: &[u8], value: Option<Vec<u8>>) {
+    fn write(&self, table: Table, key: &[u8], value: Option<Vec<u8>>) -> Result<(), StoreError> {
         self.known.borrow_mut().entry(table).or_default().insert(
             key.to_vec(),
             Known {
@@ -322,6 +333,11 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
                 unsent: true,
             },
         );
+        self.unsent.set(self.unsent.get() + 1);
+        if self.unsent.get() >= MAX_UNSENT {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Sends the writes of `table` not yet sent.
@@ -356,12 +372,15 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
         Ok(())
     }
 
-    /// Sends every write not yet sent; then the transaction may commit.
+    /// Sends every write not yet sent (then the transaction may commit) and forgets what it
+    /// read: the database has it all now.
     fn flush(&self) -> Result<(), StoreError> {
         let tables: Vec<Table> = self.known.borrow().keys().copied().collect();
         for table in tables {
             self.flush_table(table)?;
         }
+        self.known.borrow_mut().clear();
+        self.unsent.set(0);
         Ok(())
     }
 
@@ -390,6 +409,53 @@ impl<C: GenericClient> Tables for PgTables<'_, C> {
             },
         );
         Ok(value)
+    }
+
+    fn get_many(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let unknown: Vec<Vec<u8>> = {
+            let known = self.known.borrow();
+            let seen = known.get(&table);
+            keys.iter()
+                .filter(|key| seen.is_none_or(|t| !t.contains_key(*key)))
+                .cloned()
+                .collect()
+        };
+        if !unknown.is_empty() {
+            let statement = self.statement(table, Op::GetMany)?;
+            let rows = self
+                .txn
+                .borrow_mut()
+                .query(&statement, &[&unknown])
+                .map_err(pg_error)?;
+            let mut known = self.known.borrow_mut();
+            let entries = known.entry(table).or_default();
+            for key in unknown {
+                entries.entry(key).or_insert(Known {
+                    value: None,
+                    unsent: false,
+                });
+            }
+            for row in rows {
+                let key: Vec<u8> = row.get(0);
+                entries.insert(
+                    key,
+                    Known {
+                        value: Some(row.get(1)),
+                        unsent: false,
+                    },
+                );
+            }
+        }
+        let known = self.known.borrow();
+        let entries = known.get(&table);
+        Ok(keys
+            .iter()
+            .map(|key| {
+                entries
+                    .and_then(|t| t.get(key))
+                    .and_then(|k| k.value.clone())
+            })
+            .collect())
     }
 
     fn scan(
@@ -446,13 +512,11 @@ impl<C: GenericClient> Tables for PgTables<'_, C> {
 
 impl<C: GenericClient> TablesMut for PgTables<'_, C> {
     fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.write(table, key, Some(value.to_vec()));
-        Ok(())
+        self.write(table, key, Some(value.to_vec()))
     }
 
     fn remove(&self, table: Table, key: &[u8]) -> Result<(), StoreError> {
-        self.write(table, key, None);
-        Ok(())
+        self.write(table, key, None)
     }
 }
 
@@ -460,7 +524,17 @@ impl<C: GenericClient> TablesMut for PgTables<'_, C> {
 struct WriterConnection {
     config: Config,
     timeout: Duration,
+    /// This node's name, which its writes carry (see migration 2).
+    node: String,
     connection: Option<Connection>,
+}
+
+/// Names the node on a writer's connection.
+fn name_writer(client: &mut Client, node: &str) -> Result<(), StoreError> {
+    let quoted = node.replace('\'', "''");
+    client
+        .batch_execute(&format!("SET a2a_push_hub.node = '{quoted}'"))
+        .map_err(pg_error)
 }
 
 impl WriterConnection {
@@ -473,7 +547,8 @@ impl WriterConnection {
             self.connection = None;
         }
         if self.connection.is_none() {
-            let client = connect(&self.config, self.timeout)?;
+            let mut client = connect(&self.config, self.timeout)?;
+            name_writer(&mut client, &self.node)?;
             self.connection = Some(Connection {
                 client,
                 statements: HashMap::new(),
@@ -586,9 +661,11 @@ impl PostgresStore {
         let config = parse_url(&settings.url).map_err(StoreError::Storage)?;
         let mut client = connect(&config, settings.connect_timeout)?;
         migrate_client(&mut client)?;
+        name_writer(&mut client, &settings.leases.node)?;
         let mut writer_connection = WriterConnection {
             config: config.clone(),
             timeout: settings.connect_timeout,
+            node: settings.leases.node.clone(),
             connection: Some(Connection {
                 client,
                 statements: HashMap::new(),
@@ -661,7 +738,7 @@ impl Backend for PostgresBackend {
         true
     }
 
-    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<(LaneId, bool)>, StoreError> {
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
         let leases = self.lanes.clone();
         blocking(move || leases.claim(&lanes)).await
     }

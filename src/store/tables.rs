@@ -104,6 +104,10 @@ pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>
 /// Reading inside a transaction.
 pub trait Tables {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The values of `keys`, in their order.
+    fn get_many(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|key| self.get(table, key)).collect()
+    }
     /// Visits, in key order from `start`, the entries whose keys start with `prefix`, until
     /// `visit` returns `false`. `visit` may read (not write) other entries meanwhile.
     fn scan(
