@@ -12,7 +12,7 @@
 //! The same task writes this node's circuit changes to the store and, once a second, opens
 //! here the circuits other nodes found open, so that a failing origin is spared by every node.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,13 +33,35 @@ const CLAIM_BATCH: usize = 256;
 const MARGIN: Duration = Duration::from_millis(500);
 
 pub struct Node {
-    pub store: Arc<dyn Store>,
-    pub scheduler: SchedulerHandle,
-    pub window: AttemptWindow,
+    store: Arc<dyn Store>,
+    scheduler: SchedulerHandle,
+    window: AttemptWindow,
     /// How long a lease lasts (`store.lane_lease`).
-    pub lease: Duration,
+    lease: Duration,
     /// The longest an attempt takes (`delivery.timeout`).
-    pub attempt_timeout: Duration,
+    attempt_timeout: Duration,
+    /// Lanes being read, each with whether it must be read again when that read ends (new
+    /// deliveries arrived meanwhile): one read per lane at a time.
+    loading: Mutex<HashMap<LaneId, bool>>,
+}
+
+impl Node {
+    pub fn new(
+        store: Arc<dyn Store>,
+        scheduler: SchedulerHandle,
+        window: AttemptWindow,
+        lease: Duration,
+        attempt_timeout: Duration,
+    ) -> Node {
+        Node {
+            store,
+            scheduler,
+            window,
+            lease,
+            attempt_timeout,
+            loading: Mutex::default(),
+        }
+    }
 }
 
 /// Lanes taken since the last renewal (the scheduler may not have them yet).
@@ -157,22 +179,63 @@ impl Node {
     }
 
     /// Queues the pending deliveries of lanes this node holds, read meanwhile (a long backlog
-    /// takes a while to read; nothing waits for it). A read that keeps failing is given up:
-    /// the scheduler does not have those lanes, so their leases run out and a node (this one,
-    /// perhaps) takes and reads them again.
+    /// takes a while to read; nothing waits for it). A lane already being read is read again
+    /// once that read ends. A read that keeps failing is given up: the scheduler does not have
+    /// those lanes, so their leases run out and a node (this one, perhaps) takes and reads them
+    /// again.
     fn load(self: &Arc<Self>, lanes: Vec<LaneId>) {
+        let Ok(mut loading) = self.loading.lock() else {
+            return;
+        };
+        let lanes: Vec<LaneId> = lanes
+            .into_iter()
+            .filter(|lane| match loading.get_mut(lane) {
+                Some(again) => {
+                    *again = true;
+                    false
+                }
+                None => {
+                    loading.insert(lane.clone(), false);
+                    true
+                }
+            })
+            .collect();
+        drop(loading);
+        if lanes.is_empty() {
+            return;
+        }
         let node = self.clone();
         tokio::spawn(async move {
-            for attempt in 1..=LOAD_ATTEMPTS {
-                match node.store.pending_in_lanes(lanes.clone()).await {
-                    Ok(pending) => return node.scheduler.enqueue_held(pending),
-                    Err(e) => {
-                        tracing::warn!(error = %e, attempt, "cannot read the deliveries of held lanes")
+            let mut lanes = lanes;
+            while !lanes.is_empty() {
+                node.read_lanes(lanes.clone()).await;
+                let Ok(mut loading) = node.loading.lock() else {
+                    return;
+                };
+                lanes.retain(|lane| match loading.get_mut(lane) {
+                    Some(again) if *again => {
+                        *again = false;
+                        true
                     }
-                }
-                tokio::time::sleep(POLL).await;
+                    _ => {
+                        loading.remove(lane);
+                        false
+                    }
+                });
             }
         });
+    }
+
+    async fn read_lanes(&self, lanes: Vec<LaneId>) {
+        for attempt in 1..=LOAD_ATTEMPTS {
+            match self.store.pending_in_lanes(lanes.clone()).await {
+                Ok(pending) => return self.scheduler.enqueue_held(pending),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "cannot read the deliveries of held lanes")
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     async fn take_abandoned(self: &Arc<Self>, taken: &Taken) {

@@ -96,13 +96,13 @@ pub async fn start(
     };
     let (handle, task) = scheduler::start(engine, limits, sharing, Vec::new(), shutdown.clone());
     let (offers, offered) = tokio::sync::mpsc::unbounded_channel();
-    let node = cluster::Node {
+    let node = cluster::Node::new(
         store,
-        scheduler: handle.clone(),
+        handle.clone(),
         window,
-        lease: settings.store.lane_lease.0,
-        attempt_timeout: delivery.timeout.0,
-    };
+        settings.store.lane_lease.0,
+        delivery.timeout.0,
+    );
     cluster::start(node, offered, changed, shutdown);
     Ok(Delivery {
         handle: handle.offering_to(offers),
