@@ -41,10 +41,12 @@ pub type WriteJob<R> = Box<dyn FnOnce(&dyn TablesMut) -> Result<R, StoreError> +
 pub trait Backend: Send + Sync + 'static {
     /// Runs `job` in a read transaction, off the async runtime.
     async fn read<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError>;
-    /// Runs `job` in a write transaction and returns its result once the commit is durable.
+    /// Runs `job` in a write transaction and returns its result once the commit is durable;
+    /// `reads` are entries it will read (a hint: they may be fetched together first).
     async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
+        reads: Vec<Entry>,
         job: WriteJob<R>,
     ) -> Result<R, StoreError>;
     /// Finishes the writes in progress and releases the engine.
@@ -92,7 +94,9 @@ impl<B: Backend> TableStore<B> {
         R: Send + 'static,
         F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
     {
-        self.backend.write(Urgency::Now, Box::new(f)).await
+        self.backend
+            .write(Urgency::Now, Vec::new(), Box::new(f))
+            .await
     }
 }
 
@@ -664,14 +668,18 @@ impl<B: Backend> Store for TableStore<B> {
 
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<PublishedEvent>, StoreError> {
         let sealing = self.sealing.clone();
-        self.write(move |tables| {
+        let reads = events
+            .iter()
+            .map(|event| (Table::Tasks, task_key(&event.tenant, &event.task_id)))
+            .collect();
+        let job = move |tables: &dyn TablesMut| {
             let now = now_ms();
             events
                 .into_iter()
                 .map(|event| publish_one(&sealing, tables, event, now))
                 .collect()
-        })
-        .await
+        };
+        self.backend.write(Urgency::Now, reads, Box::new(job)).await
     }
 
     async fn get_task(
@@ -775,9 +783,11 @@ impl<B: Backend> Store for TableStore<B> {
         update: DeliveryUpdate,
     ) -> Result<Vec<String>, StoreError> {
         let sealing = self.sealing.clone();
+        let reads = vec![(Table::Deliveries, delivery_id.as_bytes().to_vec())];
         self.backend
             .write(
                 Urgency::Linger,
+                reads,
                 Box::new(move |tables| {
                     record_attempt_in(&sealing, tables, &delivery_id, attempt, update)
                 }),
@@ -1027,6 +1037,7 @@ impl<B: Backend> Store for TableStore<B> {
         self.backend
             .write(
                 Urgency::Linger,
+                Vec::new(),
                 Box::new(move |tables| match open_until {
                     Some(until) => {
                         tables.insert(Table::Circuits, origin.as_bytes(), &until.to_be_bytes())

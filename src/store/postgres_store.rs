@@ -25,7 +25,7 @@ use super::StoreError;
 use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::postgres_lanes::{Lanes, LeaseSettings};
 use super::sealing::Sealing;
-use super::tables::{Table, Tables, TablesMut, Visit};
+use super::tables::{Entry, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
 
 /// Rows a scan reads per round trip.
@@ -411,6 +411,17 @@ impl<C: GenericClient> Tables for PgTables<'_, C> {
         Ok(value)
     }
 
+    fn prefetch(&self, keys: &[Entry]) -> Result<(), StoreError> {
+        let mut by_table: HashMap<Table, Vec<Vec<u8>>> = HashMap::new();
+        for (table, key) in keys {
+            by_table.entry(*table).or_default().push(key.clone());
+        }
+        for (table, keys) in by_table {
+            self.get_many(table, &keys)?;
+        }
+        Ok(())
+    }
+
     fn get_many(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let unknown: Vec<Vec<u8>> = {
             let known = self.known.borrow();
@@ -724,9 +735,10 @@ impl Backend for PostgresBackend {
     async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
+        reads: Vec<Entry>,
         job: WriteJob<R>,
     ) -> Result<R, StoreError> {
-        self.writer.write(urgency, job).await
+        self.writer.write(urgency, reads, job).await
     }
 
     async fn close(&self) {

@@ -14,7 +14,7 @@ use ::redb::{
 use super::StoreError;
 use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::sealing::Sealing;
-use super::tables::{Table, Tables, TablesMut, Visit};
+use super::tables::{Entry, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
 
 /// Page cache of a store opened without settings (the hub's own default is `store.cache_mib`).
@@ -115,9 +115,10 @@ impl Backend for RedbBackend {
     async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
+        reads: Vec<Entry>,
         job: WriteJob<R>,
     ) -> Result<R, StoreError> {
-        self.writer.write(urgency, job).await
+        self.writer.write(urgency, reads, job).await
     }
 
     async fn close(&self) {

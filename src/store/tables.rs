@@ -98,12 +98,20 @@ impl Table {
 /// (key, value) pairs read out of a table.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// An entry of a table, by key.
+pub type Entry = (Table, Vec<u8>);
+
 /// Visitor of a scan: gets (key, value), returns whether to go on.
 pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>;
 
 /// Reading inside a transaction.
 pub trait Tables {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads ahead entries the transaction is about to read, where that saves round trips
+    /// (a database); a no-op elsewhere.
+    fn prefetch(&self, _keys: &[Entry]) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// The values of `keys`, in their order.
     fn get_many(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         keys.iter().map(|key| self.get(table, key)).collect()

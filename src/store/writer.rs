@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::StoreError;
 use super::ops::{Urgency, WriteJob};
-use super::tables::TablesMut;
+use super::tables::{Entry, TablesMut};
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 512;
@@ -26,9 +26,15 @@ const OUTCOME_LINGER: Duration = Duration::from_millis(2);
 
 /// Answers a job's caller once the commit outcome is known.
 pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// A write job: runs inside the batch transaction and returns whether it succeeded and how
-/// to answer its caller.
-pub type Job = Box<dyn FnOnce(&dyn TablesMut) -> (bool, Completion) + Send>;
+/// Runs a job inside the batch transaction: whether it succeeded, and how to answer its
+/// caller.
+type Run = Box<dyn FnOnce(&dyn TablesMut) -> (bool, Completion) + Send>;
+
+/// A write job; `reads` are the entries it will read, which a batch may fetch together first.
+pub struct Job {
+    reads: Vec<Entry>,
+    run: Run,
+}
 
 enum Command {
     Write(Job, Urgency),
@@ -61,17 +67,21 @@ impl Writer {
     pub async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
+        reads: Vec<Entry>,
         job: WriteJob<R>,
     ) -> Result<R, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |tables| {
-            let result = job(tables);
-            let ok = result.is_ok();
-            let completion: Completion = Box::new(move |committed| {
-                let _ = reply.send(committed.and(result));
-            });
-            (ok, completion)
-        });
+        let job = Job {
+            reads,
+            run: Box::new(move |tables| {
+                let result = job(tables);
+                let ok = result.is_ok();
+                let completion: Completion = Box::new(move |committed| {
+                    let _ = reply.send(committed.and(result));
+                });
+                (ok, completion)
+            }),
+        };
         self.sender
             .try_send(Command::Write(job, urgency))
             .map_err(|e| match e {
@@ -103,10 +113,15 @@ impl Writer {
 
 /// Runs each job of a batch on `tables`; whether all succeeded, and their completions.
 pub fn run_jobs(tables: &dyn TablesMut, batch: Vec<Job>) -> (bool, Vec<Completion>) {
+    let reads: Vec<Entry> = batch.iter().flat_map(|job| job.reads.clone()).collect();
+    // A failed read-ahead only costs the round trips it would have saved.
+    if let Err(e) = tables.prefetch(&reads) {
+        tracing::debug!(error = %e, "read-ahead of a write batch failed");
+    }
     let mut completions = Vec::with_capacity(batch.len());
     let mut all_ok = true;
     for job in batch {
-        let (ok, completion) = job(tables);
+        let (ok, completion) = (job.run)(tables);
         all_ok &= ok;
         completions.push(completion);
     }
