@@ -21,11 +21,7 @@ fn numbered(task: &str, n: u64) -> Value {
 }
 
 fn numbers(receiver: &Receiver) -> Vec<u64> {
-    receiver
-        .received()
-        .iter()
-        .filter_map(|r| r.json()["statusUpdate"]["metadata"]["n"].as_u64())
-        .collect()
+    common::event_numbers(&receiver.received())
 }
 
 #[tokio::test]
@@ -67,12 +63,12 @@ async fn a_long_lane_is_counted_and_resumed_in_order_after_a_restart() {
     })
     .await;
     let after_restart = |receiver: &Receiver| -> Vec<u64> {
-        receiver
+        let received: Vec<_> = receiver
             .received()
-            .iter()
+            .into_iter()
             .filter(|r| r.at >= restarted)
-            .filter_map(|r| r.json()["statusUpdate"]["metadata"]["n"].as_u64())
-            .collect()
+            .collect();
+        common::event_numbers(&received)
     };
     wait_until(Duration::from_secs(60), "all 600 delivered", || {
         let count = after_restart(&receiver).len() as u64;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,10 +20,7 @@ const BATCH: usize = 50;
 
 fn spawn(data_dir: &Path) -> HubProcess {
     let mut command = common::hub_command(data_dir);
-    command
-        .env("A2A_PUSH_HUB_DELIVERY__RETRY_SCHEDULE", "[\"50ms\",\"100ms\",\"200ms\",\"300ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\",\"500ms\"]")
-        .env("A2A_PUSH_HUB_DELIVERY__JITTER", "0")
-        .env("A2A_PUSH_HUB_DELIVERY__CIRCUIT_THRESHOLD", "100000");
+    common::crash_test_settings(&mut command);
     HubProcess::spawn(command).expect("the hub starts")
 }
 
@@ -47,17 +44,15 @@ async fn every_accepted_event_survives_random_crashes_and_a_flaky_receiver() {
     let mut hub = spawn(&data_dir);
 
     for task in 0..TASKS {
-        let response: Value = http
-            .post(format!("http://{}/", hub.public))
-            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
-                "params": {"taskId": format!("task-{task}"), "id": "c", "url": receiver.url(&format!("/task-{task}"))}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(response.get("result").is_some(), "{response}");
+        let task = format!("task-{task}");
+        common::create_config_at(
+            &http,
+            hub.public,
+            &task,
+            "c",
+            &receiver.url(&format!("/{task}")),
+        )
+        .await;
     }
 
     // Every event carries a unique number; `attempted` holds every number ever sent, `acked`
@@ -107,11 +102,8 @@ async fn every_accepted_event_survives_random_crashes_and_a_flaky_receiver() {
     assert_eq!(restarts.load(Ordering::Relaxed), 3);
 
     let arrived_numbers = |receiver: &Receiver| -> HashSet<u64> {
-        receiver
-            .received()
-            .iter()
-            .filter(|r| r.headers.get("webhook-id").is_some())
-            .filter_map(|r| r.json()["statusUpdate"]["metadata"]["n"].as_u64())
+        common::event_numbers(&receiver.received())
+            .into_iter()
             .collect()
     };
     wait_until(
@@ -132,26 +124,7 @@ async fn every_accepted_event_survives_random_crashes_and_a_flaky_receiver() {
         "nothing arrived that was never published"
     );
     // Per lane, first arrivals (by webhook-id) come in increasing sequence order.
-    let mut first: HashMap<String, ()> = HashMap::new();
-    let mut lanes: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut duplicates = 0;
-    for request in &received {
-        let id = request.header("webhook-id").to_string();
-        if first.insert(id, ()).is_some() {
-            duplicates += 1;
-            continue;
-        }
-        lanes
-            .entry(request.path.clone())
-            .or_default()
-            .push(request.sequence());
-    }
-    for (lane, sequences) in &lanes {
-        assert!(
-            sequences.windows(2).all(|w| w[0] < w[1]),
-            "{lane}: {sequences:?}"
-        );
-    }
+    let duplicates = common::assert_first_arrivals_in_order(&received);
     println!(
         "torture: {} published, {} acknowledged, {} arrived, {} requests of which {} repeated a webhook-id (retries after a 503 and repeats after a crash), 3 crashes",
         attempted.len(),

@@ -18,45 +18,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use a2a_push_hub::store::postgres_schema;
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
 /// The PostgreSQL database of `--store`, and the schemas made in it.
 static POSTGRES: OnceLock<(String, Mutex<Vec<String>>)> = OnceLock::new();
 
-/// Runs `sql` on the `--store` database, on a thread of its own (the synchronous client runs
-/// its own runtime).
-fn postgres_execute(url: &str, sql: String) {
-    let url = url.to_string();
-    std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("--store: cannot connect: {e}"));
-        client.batch_execute(&sql).unwrap();
-    })
-    .join()
-    .unwrap();
+/// Runs a blocking schema statement on a thread of its own (the synchronous client runs its
+/// own runtime).
+fn on_own_thread(f: impl FnOnce() -> Result<(), a2a_push_hub::store::StoreError> + Send + 'static) {
+    std::thread::spawn(f)
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("--store: {e}"));
 }
 
 /// The store URL of a hub whose store folder is `dir`: a schema of its own, the same one
 /// again for a hub restarted on that folder.
 fn postgres_store_for(dir: &std::path::Path) -> Option<String> {
     let (url, schemas) = POSTGRES.get()?;
-    let digest = dir
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-    let schema = format!("bench_{digest:016x}");
+    let schema = postgres_schema::schema_for_folder("bench_", dir);
     let mut made = schemas.lock().unwrap();
     if !made.contains(&schema) {
-        postgres_execute(url, format!("CREATE SCHEMA IF NOT EXISTS {schema}"));
+        let (url, create) = (url.clone(), schema.clone());
+        on_own_thread(move || postgres_schema::create_schema(&url, &create));
         made.push(schema.clone());
     }
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some(format!(
-        "{url}{separator}options=-c%20search_path%3D{schema}"
-    ))
+    Some(postgres_schema::in_schema(url, &schema))
 }
 
 fn now_us() -> u64 {
@@ -574,7 +563,8 @@ async fn main() {
     );
     if let Some((url, schemas)) = POSTGRES.get() {
         for schema in schemas.lock().unwrap().iter() {
-            postgres_execute(url, format!("DROP SCHEMA {schema} CASCADE"));
+            let (url, schema) = (url.clone(), schema.clone());
+            on_own_thread(move || postgres_schema::drop_schema(&url, &schema));
         }
     }
 }

@@ -25,7 +25,10 @@ pub use self::redb_store::RedbStore;
 
 /// The PostgreSQL schema: applying migrations, and the version this build writes.
 pub mod postgres_schema {
-    pub use super::postgres_store::{migrate, parse_url, schema_version};
+    pub use super::postgres_store::{
+        create_schema, drop_schema, in_schema, migrate, parse_url, schema_for_folder,
+        schema_version,
+    };
 }
 pub use self::sealing::Sealing;
 use crate::a2a::version::WireVersion;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use postgres::{Client, Config, fallible_iterator::FallibleIterator};
 use tokio::sync::mpsc;
 
-use super::postgres_store::{connect, pg_error};
+use super::postgres_store::{close, connect, pg_error};
 use super::{LaneId, StoreError};
 
 /// How a node takes part in lane leasing.
@@ -207,15 +207,7 @@ impl Lanes {
 impl Drop for Lanes {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let client = self.connection.get_mut().ok().and_then(Option::take);
-        // Closing a synchronous connection blocks on its own runtime: not on a runtime thread.
-        if let Some(client) = client {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::Builder::new()
-                    .name("store-close".to_string())
-                    .spawn(move || drop(client));
-            }
-        }
+        close(self.connection.get_mut().ok().and_then(Option::take));
     }
 }
 

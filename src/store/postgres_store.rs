@@ -208,6 +208,69 @@ fn migrate_client(client: &mut Client) -> Result<i32, StoreError> {
     Ok(schema_version())
 }
 
+/// `url` with its sessions' search path set to `schema`, so that the hub's tables are made
+/// and found there.
+pub fn in_schema(url: &str, schema: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
+
+/// A schema name for the hub whose store folder is `folder` (the same folder, the same name):
+/// for tools that run one hub per folder on one database, like the tests and the benchmark.
+pub fn schema_for_folder(prefix: &str, folder: &std::path::Path) -> String {
+    let digest = folder
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{prefix}{digest:016x}")
+}
+
+/// Runs `sql` about `schema` on the database at `url`. Blocking.
+fn schema_statement(url: &str, schema: &str, sql: &str) -> Result<Client, StoreError> {
+    let config = parse_url(url).map_err(StoreError::Storage)?;
+    let mut client = connect(&config, Duration::from_secs(10))?;
+    let quoted = schema.replace('"', "\"\"");
+    client
+        .batch_execute(&sql.replace("{schema}", &format!("\"{quoted}\"")))
+        .map_err(pg_error)?;
+    Ok(client)
+}
+
+/// Creates `schema` unless it exists (several callers may race to). Blocking.
+pub fn create_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+    match schema_statement(url, schema, "CREATE SCHEMA IF NOT EXISTS {schema}") {
+        Ok(client) => {
+            close(client);
+            Ok(())
+        }
+        Err(e) => {
+            let config = parse_url(url).map_err(StoreError::Storage)?;
+            let mut client = connect(&config, Duration::from_secs(10))?;
+            let exists: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+                    &[&schema],
+                )
+                .map_err(pg_error)?
+                .get(0);
+            close(client);
+            if exists == 1 { Ok(()) } else { Err(e) }
+        }
+    }
+}
+
+/// Drops `schema` and everything in it. Blocking.
+pub fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+    close(schema_statement(
+        url,
+        schema,
+        "DROP SCHEMA IF EXISTS {schema} CASCADE",
+    )?);
+    Ok(())
+}
+
 /// Applies the migrations this build knows to the database at `settings.url`.
 pub fn migrate(settings: &PostgresSettings) -> Result<i32, StoreError> {
     let config = parse_url(&settings.url).map_err(StoreError::Storage)?;
@@ -643,14 +706,17 @@ impl ReadPool {
 
 impl Drop for ReadPool {
     fn drop(&mut self) {
-        let idle = self.idle.get_mut().map(std::mem::take).unwrap_or_default();
-        // Closing a synchronous connection blocks on its own runtime, which must not happen
-        // on a thread that drives async tasks.
-        if !idle.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
-            let _ = std::thread::Builder::new()
-                .name("store-close".to_string())
-                .spawn(move || drop(idle));
-        }
+        close(self.idle.get_mut().map(std::mem::take).unwrap_or_default());
+    }
+}
+
+/// Closes synchronous connections: closing one blocks on its own runtime, which must not
+/// happen on a thread that drives async tasks, so there it happens on a thread of its own.
+pub(super) fn close<T: Send + 'static>(connections: T) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::Builder::new()
+            .name("store-close".to_string())
+            .spawn(move || drop(connections));
     }
 }
 

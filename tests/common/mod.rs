@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use a2a_push_hub::store::postgres_schema;
 use a2a_push_hub::{Hub, Settings};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -76,37 +77,14 @@ pub fn postgres_store_for(dir: &Path) -> Option<String> {
     let base = std::env::var(POSTGRES_URL_VAR)
         .ok()
         .filter(|u| !u.is_empty())?;
-    let digest = dir
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-    let schema = format!("t_{digest:016x}");
-    let admin_url = base.clone();
-    let create = schema.clone();
+    let schema = postgres_schema::schema_for_folder("t_", dir);
+    let (url, create) = (base.clone(), schema.clone());
     // The synchronous client runs its own runtime: not on a test's runtime thread.
-    std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&admin_url, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}: cannot connect: {e}"));
-        // Hubs starting together may race to create it: what matters is that it exists.
-        if let Err(e) = client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {create}")) {
-            let exists = client
-                .query_one(
-                    "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
-                    &[&create],
-                )
-                .map(|row| row.get::<_, i64>(0) == 1)
-                .unwrap_or(false);
-            assert!(exists, "cannot create schema {create}: {e}");
-        }
-    })
-    .join()
-    .unwrap();
-    let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!(
-        "{base}{separator}options=-c%20search_path%3D{schema}"
-    ))
+    std::thread::spawn(move || postgres_schema::create_schema(&url, &create))
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}: cannot make schema {schema}: {e}"));
+    Some(postgres_schema::in_schema(&base, &schema))
 }
 
 pub fn http_client() -> reqwest::Client {
@@ -980,4 +958,74 @@ pub fn stored_bytes(store_path: &Path) -> Vec<u8> {
     })
     .join()
     .unwrap()
+}
+
+/// Registers config `config_id` of `task_id` over JSON-RPC at a hub's public address.
+pub async fn create_config_at(
+    http: &reqwest::Client,
+    public: SocketAddr,
+    task_id: &str,
+    config_id: &str,
+    url: &str,
+) {
+    let response: Value = http
+        .post(format!("http://{public}/"))
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
+            "params": {"taskId": task_id, "id": config_id, "url": url}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(response.get("result").is_some(), "{response}");
+}
+
+/// Settings of the crash tests on the binary: a quick, flat retry schedule without jitter and
+/// circuits that never open, so that a flaky receiver only slows deliveries down.
+pub fn crash_test_settings(command: &mut Command) -> &mut Command {
+    let schedule = format!(
+        "[{}]",
+        ["\"50ms\"", "\"100ms\"", "\"200ms\"", "\"300ms\""]
+            .into_iter()
+            .chain(std::iter::repeat_n("\"500ms\"", 16))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    command
+        .env("A2A_PUSH_HUB_DELIVERY__RETRY_SCHEDULE", schedule)
+        .env("A2A_PUSH_HUB_DELIVERY__JITTER", "0")
+        .env("A2A_PUSH_HUB_DELIVERY__CIRCUIT_THRESHOLD", "100000")
+}
+
+/// The `metadata.n` of every status event a receiver got, in arrival order.
+pub fn event_numbers(received: &[Received]) -> Vec<u64> {
+    received
+        .iter()
+        .filter_map(|r| r.json()["statusUpdate"]["metadata"]["n"].as_u64())
+        .collect()
+}
+
+/// Per lane (request path), the sequence numbers of first arrivals (a `webhook-id` not seen
+/// before), after checking they increase; and how many requests repeated a `webhook-id`.
+pub fn assert_first_arrivals_in_order(received: &[Received]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    let mut lanes: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for request in received {
+        if seen.insert(request.header("webhook-id").to_string()) {
+            lanes
+                .entry(&request.path)
+                .or_default()
+                .push(request.sequence());
+        }
+    }
+    for (lane, sequences) in &lanes {
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "{lane}: first arrivals out of order: {sequences:?}"
+        );
+    }
+    received.len() - seen.len()
 }
