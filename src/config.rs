@@ -308,6 +308,15 @@ impl Settings {
                 reason: format!("must be between 1 and 65536, got {}", self.store.cache_mib),
             });
         }
+        if self.retention.finished_tasks.0 < Duration::from_secs(1) {
+            return Err(SettingsError::Invalid {
+                key: "retention.finished_tasks",
+                reason: format!(
+                    "must be at least 1s, got {} (to keep finished tasks for longer, give a longer period, e.g. \"365d\")",
+                    self.retention.finished_tasks
+                ),
+            });
+        }
         if self.delivery.circuit_threshold == 0 {
             return Err(SettingsError::Invalid {
                 key: "delivery.circuit_threshold",

@@ -23,6 +23,7 @@ pub mod domain;
 pub mod gateway;
 pub mod inbound;
 pub mod metrics;
+pub mod retention;
 pub mod signing;
 pub mod ssrf;
 pub mod store;
@@ -204,6 +205,13 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
         delivery_shutdown.clone(),
     )
     .await?;
+    // Started once nothing can fail any more: a failed start must leave the store closed.
+    let retention = retention::start(
+        store.clone(),
+        settings.retention.finished_tasks.0,
+        metrics.clone(),
+        delivery_shutdown.clone(),
+    );
     let shutdown = CancellationToken::new();
     let state = HubState {
         store: store.clone(),
@@ -249,6 +257,7 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
         servers,
         delivery_shutdown,
         delivery: delivery.task,
+        retention,
     })
 }
 
@@ -261,6 +270,7 @@ pub struct Hub {
     servers: Vec<JoinHandle<()>>,
     delivery_shutdown: CancellationToken,
     delivery: JoinHandle<()>,
+    retention: JoinHandle<()>,
 }
 
 impl Hub {
@@ -295,6 +305,7 @@ impl Hub {
         }
         self.delivery_shutdown.cancel();
         let _ = self.delivery.await;
+        let _ = self.retention.await;
         // No attempt is in flight any more: other nodes may take this node's lanes at once.
         if let Err(e) = self.state.store.release_lanes().await {
             tracing::warn!(error = %e, "cannot give up lane leases; other nodes take them when they run out");

@@ -36,6 +36,7 @@ const DURATION_BOUNDS: [f64; 12] = [
 #[derive(Default)]
 pub struct Metrics {
     events_published: AtomicU64,
+    tasks_purged: AtomicU64,
     outcomes: [AtomicU64; OUTCOMES.len()],
     attempts: [AtomicU64; ATTEMPT_CLASSES.len()],
     duration_buckets: [AtomicU64; DURATION_BOUNDS.len()],
@@ -54,6 +55,10 @@ pub enum DeliveryOutcome {
 impl Metrics {
     pub fn events_published(&self, count: u64) {
         self.events_published.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub fn tasks_purged(&self, count: u64) {
+        self.tasks_purged.fetch_add(count, Ordering::Relaxed);
     }
 
     pub fn attempt(&self, class: &str, duration: Duration, outcome: DeliveryOutcome) {
@@ -89,6 +94,16 @@ impl Metrics {
             out,
             "a2a_push_hub_events_published_total {}",
             load(&self.events_published)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP a2a_push_hub_tasks_purged_total Finished tasks purged by retention, with their events, configs and deliveries."
+        );
+        let _ = writeln!(out, "# TYPE a2a_push_hub_tasks_purged_total counter");
+        let _ = writeln!(
+            out,
+            "a2a_push_hub_tasks_purged_total {}",
+            load(&self.tasks_purged)
         );
         let _ = writeln!(
             out,
@@ -184,6 +199,7 @@ mod tests {
     fn counters_and_histogram_render_in_prometheus_text_format() {
         let metrics = Metrics::default();
         metrics.events_published(3);
+        metrics.tasks_purged(2);
         metrics.attempt(
             "success",
             Duration::from_millis(20),
@@ -195,6 +211,7 @@ mod tests {
             ..Default::default()
         });
         assert!(text.contains("a2a_push_hub_events_published_total 3\n"));
+        assert!(text.contains("a2a_push_hub_tasks_purged_total 2\n"));
         assert!(text.contains("a2a_push_hub_deliveries_total{outcome=\"delivered\"} 1\n"));
         assert!(text.contains("a2a_push_hub_attempts_total{class=\"timeout\"} 1\n"));
         assert!(text.contains("a2a_push_hub_attempt_duration_seconds_bucket{le=\"0.025\"} 1\n"));

@@ -9,6 +9,7 @@ mod ops;
 mod postgres_lanes;
 mod postgres_store;
 mod redb_store;
+mod retention;
 mod sealing;
 mod tables;
 mod writer;
@@ -22,6 +23,7 @@ use serde_json::value::RawValue;
 pub use self::postgres_lanes::LeaseSettings;
 pub use self::postgres_store::{PostgresSettings, PostgresStore};
 pub use self::redb_store::RedbStore;
+pub use self::retention::PurgeStep;
 
 /// The PostgreSQL schema: applying migrations, and the version this build writes.
 pub mod postgres_schema {
@@ -559,6 +561,18 @@ pub trait Store: Send + Sync + 'static {
         attempt: AttemptRecord,
         update: DeliveryUpdate,
     ) -> Result<Vec<String>, StoreError>;
+    /// One bounded step of retention: purges finished tasks that finished before
+    /// `finished_before_ms` and have no pending delivery, with their events, configs,
+    /// deliveries and attempt logs. Start with an empty `from`, go on from each step's `next`
+    /// until it is `None`.
+    async fn purge_finished_tasks(
+        &self,
+        finished_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError>;
+    /// One bounded step of adding tasks that finished before retention's index existed to it.
+    /// Start with an empty `from`, go on from each returned key until `None`.
+    async fn index_finished_tasks(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>;
     /// The attempt log of a delivery, oldest first.
     async fn attempts(&self, delivery_id: String) -> Result<Vec<AttemptRecord>, StoreError>;
     /// Deliveries matching `filter`, oldest first, starting after delivery id `after`.

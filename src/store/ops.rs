@@ -11,6 +11,7 @@ use a2a::TaskState;
 use uuid::Uuid;
 
 use super::keys::{text_key, with_sequence};
+use super::retention::{self, PurgeStep};
 use super::sealing::Sealing;
 use super::tables::*;
 use super::*;
@@ -499,6 +500,9 @@ fn publish_one(
     let tkey = task_key(&new.tenant, &new.task_id);
     let previous: Option<TaskRecord> = get_json(tables, Table::Tasks, &tkey)?;
     let sequence = previous.as_ref().map_or(0, |t| t.last_sequence) + 1;
+    let was_finished_at = previous
+        .as_ref()
+        .and_then(|t| t.terminal.then_some(t.updated_at_ms));
     let task = fold::apply(previous.map(|t| t.task), &new.task_id, &new.event);
     let terminal = task.status.state.is_terminal() && task.status.state != TaskState::Unspecified;
     let record = TaskRecord {
@@ -510,6 +514,7 @@ fn publish_one(
         updated_at_ms: now,
     };
     tables.insert(Table::Tasks, &tkey, &encode(&record)?)?;
+    retention::track_finished(tables, &tkey, was_finished_at, terminal.then_some(now))?;
 
     let event_id = Uuid::now_v7().to_string();
     let event = EventRecord {
@@ -774,6 +779,31 @@ impl<B: Backend> Store for TableStore<B> {
             }))
         })
         .await
+    }
+
+    async fn purge_finished_tasks(
+        &self,
+        finished_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError> {
+        // Background work: it may wait to share a commit with writes someone waits on.
+        self.backend
+            .write(
+                Urgency::Linger,
+                Vec::new(),
+                Box::new(move |tables| retention::purge_step(tables, finished_before_ms, &from)),
+            )
+            .await
+    }
+
+    async fn index_finished_tasks(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend
+            .write(
+                Urgency::Linger,
+                Vec::new(),
+                Box::new(move |tables| retention::index_step(tables, &from)),
+            )
+            .await
     }
 
     async fn record_attempt(

@@ -89,6 +89,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         3,
         "CREATE TABLE hub_circuits (k bytea PRIMARY KEY, v bytea NOT NULL);",
     ),
+    (
+        4,
+        "CREATE TABLE hub_finished_tasks (k bytea PRIMARY KEY, v bytea NOT NULL);",
+    ),
 ];
 
 /// The schema version this build writes.

@@ -46,10 +46,14 @@ pub enum Table {
     /// Origin → until when its circuit is open (ms, 8 bytes big-endian), for the nodes that
     /// share a store.
     Circuits,
+    /// (when it finished: ms, 8 bytes big-endian; tenant, task) → nothing: finished tasks in
+    /// the order retention purges them. The empty key marks that every task finished before
+    /// this index existed has been added to it.
+    FinishedTasks,
 }
 
 impl Table {
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Configs,
         Table::Tasks,
         Table::Events,
@@ -66,6 +70,7 @@ impl Table {
         Table::Replay,
         Table::ReplayByTime,
         Table::Circuits,
+        Table::FinishedTasks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +91,7 @@ impl Table {
             Table::Replay => "replay",
             Table::ReplayByTime => "replay_by_time",
             Table::Circuits => "circuits",
+            Table::FinishedTasks => "finished_tasks",
         }
     }
 

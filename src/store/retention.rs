@@ -1,0 +1,430 @@
+//! Retention inside the store: which records a finished task owns, and removing them in
+//! bounded steps so that no write transaction grows with the size of a task or of the store.
+//!
+//! A task is finished when its folded state is terminal. `Table::FinishedTasks` lists finished
+//! tasks by when they finished, so a purge reads only the tasks that are due, never the whole
+//! store. An entry whose task changed since (a later event) is stale: the purge drops it, and
+//! the task's newer entry decides.
+
+use serde::Deserialize;
+
+use super::StoreError;
+use super::keys::text_key;
+use super::tables::*;
+
+/// Finished tasks looked at per purge step.
+const TASKS_PER_STEP: usize = 32;
+/// Records removed per purge step at most; a task with more is removed over several steps.
+const RECORDS_PER_STEP: usize = 2_000;
+/// Tasks read per step while indexing the tasks that finished before the index existed.
+const INDEX_PER_STEP: usize = 512;
+/// The key that marks the index as complete (it sorts before every entry).
+const INDEX_COMPLETE: &[u8] = &[];
+
+/// What one purge step did, and where the next one starts (`None`: nothing is left to look at).
+#[derive(Debug, Default)]
+pub struct PurgeStep {
+    pub purged: u64,
+    pub next: Option<Vec<u8>>,
+}
+
+/// The fields of a stored task that retention reads (the folded task itself is skipped).
+#[derive(Deserialize)]
+struct TaskStamp {
+    terminal: bool,
+    updated_at_ms: u64,
+}
+
+fn finished_key(finished_at_ms: u64, task_key: &[u8]) -> Vec<u8> {
+    let mut key = finished_at_ms.to_be_bytes().to_vec();
+    key.extend_from_slice(task_key);
+    key
+}
+
+/// The smallest key greater than `key`.
+fn after(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
+}
+
+/// Keeps the index in step with a task just written: `was_finished_at` is when its previous
+/// version finished (if it had), `finished_at` when this one did (if it has).
+pub fn track_finished(
+    tables: &dyn TablesMut,
+    task_key: &[u8],
+    was_finished_at: Option<u64>,
+    finished_at: Option<u64>,
+) -> Result<(), StoreError> {
+    if was_finished_at == finished_at {
+        return Ok(());
+    }
+    if let Some(at) = was_finished_at {
+        tables.remove(Table::FinishedTasks, &finished_key(at, task_key))?;
+    }
+    if let Some(at) = finished_at {
+        tables.insert(Table::FinishedTasks, &finished_key(at, task_key), &[1])?;
+    }
+    Ok(())
+}
+
+/// Adds up to a step's worth of finished tasks, from task key `from` on, to the index; where
+/// the next step starts, or `None` once every task is indexed (which is then recorded).
+pub fn index_step(tables: &dyn TablesMut, from: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    if tables.get(Table::FinishedTasks, INDEX_COMPLETE)?.is_some() {
+        return Ok(None);
+    }
+    let mut finished = Vec::new();
+    let mut last = None;
+    let mut seen = 0;
+    tables.scan(Table::Tasks, &[], from, &mut |key, value| {
+        seen += 1;
+        let stamp: TaskStamp = decode(value)?;
+        if stamp.terminal {
+            finished.push(finished_key(stamp.updated_at_ms, key));
+        }
+        last = Some(key.to_vec());
+        Ok(seen < INDEX_PER_STEP)
+    })?;
+    for key in finished {
+        tables.insert(Table::FinishedTasks, &key, &[1])?;
+    }
+    match last {
+        Some(last) if seen == INDEX_PER_STEP => Ok(Some(after(&last))),
+        _ => {
+            tables.insert(Table::FinishedTasks, INDEX_COMPLETE, &[1])?;
+            Ok(None)
+        }
+    }
+}
+
+/// Purges, from index key `from` on, finished tasks that finished before `finished_before_ms`
+/// and have no pending delivery, with everything they own. Bounded by `TASKS_PER_STEP` and
+/// `RECORDS_PER_STEP`.
+pub fn purge_step(
+    tables: &dyn TablesMut,
+    finished_before_ms: u64,
+    from: &[u8],
+) -> Result<PurgeStep, StoreError> {
+    let start = if from.is_empty() {
+        after(INDEX_COMPLETE)
+    } else {
+        from.to_vec()
+    };
+    let mut due = Vec::new();
+    tables.scan(Table::FinishedTasks, &[], &start, &mut |key, _| {
+        let Some(at) = key.first_chunk::<8>() else {
+            return Ok(true);
+        };
+        if u64::from_be_bytes(*at) >= finished_before_ms {
+            return Ok(false);
+        }
+        due.push(key.to_vec());
+        Ok(due.len() < TASKS_PER_STEP)
+    })?;
+    let mut step = PurgeStep::default();
+    let mut budget = RECORDS_PER_STEP;
+    for key in &due {
+        let (at, task_key) = key.split_at(8);
+        let stamp: Option<TaskStamp> = get_json(tables, Table::Tasks, task_key)?;
+        let current = stamp.is_some_and(|s| s.terminal && s.updated_at_ms.to_be_bytes() == at);
+        if !current {
+            tables.remove(Table::FinishedTasks, key)?;
+            continue;
+        }
+        if !first_under(tables, Table::Pending, task_key, 1)?.is_empty() {
+            // Still being delivered: a later sweep purges it once its deliveries are done.
+            continue;
+        }
+        if !purge_task(tables, task_key, &mut budget)? {
+            step.next = Some(key.clone());
+            return Ok(step);
+        }
+        tables.remove(Table::FinishedTasks, key)?;
+        step.purged += 1;
+    }
+    if due.len() == TASKS_PER_STEP {
+        step.next = due.last().map(|key| after(key));
+    }
+    Ok(step)
+}
+
+/// Up to `limit` entries of `table` under `prefix`, in key order.
+fn first_under(
+    tables: &dyn Tables,
+    table: Table,
+    prefix: &[u8],
+    limit: usize,
+) -> Result<Entries, StoreError> {
+    let mut found = Vec::new();
+    if limit == 0 {
+        return Ok(found);
+    }
+    tables.scan(table, prefix, prefix, &mut |key, value| {
+        found.push((key.to_vec(), value.to_vec()));
+        Ok(found.len() < limit)
+    })?;
+    Ok(found)
+}
+
+/// Removes a task's deliveries (with their attempt logs), events, configs and the task itself,
+/// spending `budget` records; whether the task is gone (else the budget ran out first).
+fn purge_task(
+    tables: &dyn TablesMut,
+    task_key: &[u8],
+    budget: &mut usize,
+) -> Result<bool, StoreError> {
+    for (lane_key, delivery_id) in first_under(tables, Table::Lanes, task_key, *budget)? {
+        let attempts = text_key(&[&String::from_utf8_lossy(&delivery_id)]);
+        let logged = first_under(tables, Table::Attempts, &attempts, usize::MAX)?;
+        for (key, _) in &logged {
+            tables.remove(Table::Attempts, key)?;
+        }
+        tables.remove(Table::Deliveries, &delivery_id)?;
+        tables.remove(Table::Lanes, &lane_key)?;
+        *budget = budget.saturating_sub(2 + logged.len());
+        if *budget == 0 {
+            return Ok(false);
+        }
+    }
+    for table in [Table::Events, Table::Configs] {
+        for (key, _) in first_under(tables, table, task_key, *budget)? {
+            tables.remove(table, &key)?;
+            *budget -= 1;
+        }
+        if *budget == 0 {
+            return Ok(false);
+        }
+    }
+    tables.remove(Table::Tasks, task_key)?;
+    *budget -= 1;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::store::keys::with_sequence;
+
+    /// (table index, key) → value.
+    type Contents = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
+
+    /// Ordered tables in memory, with the engines' key order.
+    #[derive(Default)]
+    struct Memory(RefCell<Contents>);
+
+    impl Tables for Memory {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.0.borrow().get(&(table.index(), key.to_vec())).cloned())
+        }
+        fn scan(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            start: &[u8],
+            visit: Visit<'_>,
+        ) -> Result<(), StoreError> {
+            let entries: Entries = self
+                .0
+                .borrow()
+                .range((table.index(), start.to_vec())..)
+                .take_while(|((t, key), _)| *t == table.index() && key.starts_with(prefix))
+                .map(|((_, key), value)| (key.clone(), value.clone()))
+                .collect();
+            for (key, value) in entries {
+                if !visit(&key, &value)? {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl TablesMut for Memory {
+        fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+            self.0
+                .borrow_mut()
+                .insert((table.index(), key.to_vec()), value.to_vec());
+            Ok(())
+        }
+        fn remove(&self, table: Table, key: &[u8]) -> Result<(), StoreError> {
+            self.0.borrow_mut().remove(&(table.index(), key.to_vec()));
+            Ok(())
+        }
+    }
+
+    impl Memory {
+        fn count(&self, table: Table) -> usize {
+            self.0
+                .borrow()
+                .keys()
+                .filter(|(t, _)| *t == table.index())
+                .count()
+        }
+    }
+
+    fn task(tables: &Memory, id: &str, terminal: bool, at: u64, deliveries: u64) -> Vec<u8> {
+        let key = text_key(&["", id]);
+        let record = serde_json::json!({"terminal": terminal, "updated_at_ms": at});
+        tables
+            .insert(Table::Tasks, &key, &encode(&record).unwrap())
+            .unwrap();
+        let config = text_key(&["", id, "c"]);
+        tables.insert(Table::Configs, &config, b"{}").unwrap();
+        for sequence in 1..=deliveries {
+            let delivery = format!("{id}-{sequence}");
+            tables
+                .insert(Table::Events, &with_sequence(key.clone(), sequence), b"{}")
+                .unwrap();
+            tables
+                .insert(
+                    Table::Lanes,
+                    &with_sequence(config.clone(), sequence),
+                    delivery.as_bytes(),
+                )
+                .unwrap();
+            tables
+                .insert(Table::Deliveries, delivery.as_bytes(), b"{}")
+                .unwrap();
+            let mut attempt = text_key(&[&delivery]);
+            attempt.extend_from_slice(&1u32.to_be_bytes());
+            tables.insert(Table::Attempts, &attempt, b"{}").unwrap();
+        }
+        key
+    }
+
+    fn purge_all(tables: &Memory, before: u64) -> (u64, usize) {
+        let (mut purged, mut steps) = (0, 0);
+        let mut from = Some(Vec::new());
+        while let Some(start) = from {
+            let step = purge_step(tables, before, &start).unwrap();
+            purged += step.purged;
+            steps += 1;
+            from = step.next;
+        }
+        (purged, steps)
+    }
+
+    #[test]
+    fn tasks_finished_before_the_index_existed_are_indexed_in_steps_then_purged() {
+        let tables = Memory::default();
+        for i in 0..1000 {
+            task(&tables, &format!("t{i:04}"), i % 2 == 0, 100 + i, 1);
+        }
+        let mut steps = 0;
+        let mut from = Some(Vec::new());
+        while let Some(start) = from {
+            from = index_step(&tables, &start).unwrap();
+            steps += 1;
+        }
+        assert_eq!(steps, 2, "512 tasks per step");
+        assert_eq!(
+            tables.count(Table::FinishedTasks),
+            500 + 1,
+            "finished ones and the mark"
+        );
+        assert_eq!(index_step(&tables, &[]).unwrap(), None, "indexed once");
+
+        // Finished before 600: tasks 0, 2, …, 498.
+        let (purged, _) = purge_all(&tables, 600);
+        assert_eq!(purged, 250);
+        assert_eq!(tables.count(Table::Tasks), 750);
+        assert_eq!(tables.count(Table::Deliveries), 750);
+        assert_eq!(tables.count(Table::Attempts), 750);
+        assert!(
+            tables
+                .get(Table::Tasks, &text_key(&["", "t0498"]))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            tables
+                .get(Table::Tasks, &text_key(&["", "t0500"]))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            tables
+                .get(Table::Tasks, &text_key(&["", "t0001"]))
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_task_larger_than_a_step_is_purged_over_several_steps() {
+        let tables = Memory::default();
+        let key = task(&tables, "big", true, 10, 1500);
+        track_finished(&tables, &key, None, Some(10)).unwrap();
+        let first = purge_step(&tables, 20, &[]).unwrap();
+        assert_eq!(first.purged, 0, "the first step runs out of budget");
+        assert_eq!(
+            first.next.as_deref(),
+            Some(&finished_key(10, &key)[..]),
+            "and goes on there"
+        );
+        assert!(
+            tables.count(Table::Deliveries) < 1500,
+            "having removed part of the task"
+        );
+        let (purged, steps) = purge_all(&tables, 20);
+        assert_eq!(purged, 1);
+        assert!(steps >= 2, "{steps} steps");
+        for table in [
+            Table::Tasks,
+            Table::Events,
+            Table::Configs,
+            Table::Lanes,
+            Table::Deliveries,
+            Table::Attempts,
+            Table::FinishedTasks,
+        ] {
+            assert_eq!(tables.count(table), 0, "{}", table.name());
+        }
+    }
+
+    #[test]
+    fn a_task_that_changed_after_it_finished_is_judged_by_its_newest_version() {
+        let tables = Memory::default();
+        let key = task(&tables, "again", true, 10, 1);
+        track_finished(&tables, &key, None, Some(10)).unwrap();
+        // A later event: finished again at 50 (the index moves with it).
+        tables
+            .insert(
+                Table::Tasks,
+                &key,
+                &encode(&serde_json::json!({"terminal": true, "updated_at_ms": 50})).unwrap(),
+            )
+            .unwrap();
+        track_finished(&tables, &key, Some(10), Some(50)).unwrap();
+        assert_eq!(purge_all(&tables, 20).0, 0, "finished at 50, not at 10");
+        // A stale entry (as an index built concurrently could leave) is dropped, not obeyed.
+        tables
+            .insert(Table::FinishedTasks, &finished_key(10, &key), &[1])
+            .unwrap();
+        assert_eq!(purge_all(&tables, 20).0, 0);
+        assert_eq!(tables.count(Table::FinishedTasks), 1);
+        assert_eq!(purge_all(&tables, 60).0, 1);
+        // Pending deliveries keep a finished task.
+        let key = task(&tables, "pending", true, 70, 1);
+        track_finished(&tables, &key, None, Some(70)).unwrap();
+        tables
+            .insert(
+                Table::Pending,
+                &with_sequence(text_key(&["", "pending", "c"]), 1),
+                b"x",
+            )
+            .unwrap();
+        assert_eq!(purge_all(&tables, 100).0, 0);
+        tables
+            .remove(
+                Table::Pending,
+                &with_sequence(text_key(&["", "pending", "c"]), 1),
+            )
+            .unwrap();
+        assert_eq!(purge_all(&tables, 100).0, 1);
+    }
+}
