@@ -1,7 +1,7 @@
 //! The store under the API, on whichever store the tests run on: a lane and a task longer
 //! than one read of the database, resumed in order after a restart; and, on PostgreSQL, a
 //! database that becomes unreachable: the event API answers 503 (never 202) and nothing it
-//! refused is ever delivered.
+//! refused is ever delivered; TLS to the database, verified against the CA named in the URL.
 
 mod common;
 
@@ -255,4 +255,88 @@ async fn migrate_brings_the_schema_up_once_and_a_newer_schema_is_refused() {
         .err()
         .expect("serve refuses it too");
     assert!(refused.contains("newer than this hub knows"), "{refused}");
+}
+
+/// The CA of the test database's TLS certificate (`scripts/throwaway-postgres.sh` makes one).
+const POSTGRES_CA_VAR: &str = "A2A_PUSH_HUB_TEST_POSTGRES_CA";
+
+/// Connections of hubs to the test database that are encrypted, counted over a plain one.
+fn encrypted_hub_connections() -> i64 {
+    let url = std::env::var(common::POSTGRES_URL_VAR).unwrap();
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let count: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE s.ssl AND a.application_name = 'a2a-push-hub'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        count
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tls_to_the_database_is_verified_against_the_ca_the_url_names() {
+    if !common::on_postgres("TLS to PostgreSQL") {
+        return;
+    }
+    let Some(ca) = std::env::var(POSTGRES_CA_VAR)
+        .ok()
+        .filter(|ca| !ca.is_empty())
+    else {
+        assert!(
+            std::env::var("A2A_PUSH_HUB_REQUIRE_POSTGRES").is_err(),
+            "TLS to PostgreSQL needs {POSTGRES_CA_VAR}"
+        );
+        eprintln!("skipped (TLS to PostgreSQL): set {POSTGRES_CA_VAR}");
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let url = common::postgres_store_for(&store).unwrap();
+    let with = |options: &str| {
+        let joint = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{joint}{options}")
+    };
+
+    let verified = with(&format!("sslmode=verify-full&sslrootcert={ca}"));
+    let hub_store = store.clone();
+    let hub = TestHub::start_with(move |s| {
+        s.store.path = hub_store;
+        s.store.url = a2a_push_hub::config::Secret::new(verified);
+        fast_delivery(s);
+    })
+    .await;
+    hub.create_config("t", &receiver.url("/t")).await;
+    hub.publish(status_event("t", "TASK_STATE_WORKING")).await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert!(
+        encrypted_hub_connections() > 0,
+        "the hub's connections to the database are encrypted"
+    );
+    hub.stop().await;
+
+    // The server's certificate is signed by a CA this system does not trust: without
+    // sslrootcert the hub refuses the database and says what to add.
+    let mut settings = common::test_settings(&dir);
+    settings.store.path = store;
+    settings.store.url = a2a_push_hub::config::Secret::new(with("sslmode=require"));
+    settings.store.connect_timeout = a2a_push_hub::config::HumanDuration(Duration::from_secs(5));
+    let error = a2a_push_hub::Hub::builder(settings)
+        .start()
+        .await
+        .err()
+        .expect("an unverified server is refused")
+        .to_string();
+    assert!(error.contains("certificate"), "{error}");
+    assert!(error.contains("sslrootcert"), "{error}");
+    assert!(
+        !error.contains("postgres://"),
+        "the URL is never repeated: {error}"
+    );
 }

@@ -8,6 +8,7 @@ mod keys;
 mod ops;
 mod postgres_lanes;
 mod postgres_store;
+mod postgres_tls;
 mod redb_store;
 mod retention;
 mod sealing;

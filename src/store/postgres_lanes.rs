@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postgres::{Client, Config, fallible_iterator::FallibleIterator};
+use postgres::{Client, fallible_iterator::FallibleIterator};
 use tokio::sync::mpsc;
 
-use super::postgres_store::{close, connect, pg_error};
+use super::postgres_store::{Target, close, connect, pg_error};
 use super::{LaneId, StoreError};
 
 /// How a node takes part in lane leasing.
@@ -31,7 +31,7 @@ pub struct LeaseSettings {
 }
 
 pub struct Lanes {
-    config: Config,
+    target: Target,
     timeout: Duration,
     settings: LeaseSettings,
     /// One connection for lease statements, opened again after it fails.
@@ -53,11 +53,11 @@ fn lanes_of(rows: &[postgres::Row]) -> Vec<LaneId> {
 impl Lanes {
     /// Starts listening for this node's wakeups. Blocking.
     pub fn start(
-        config: Config,
+        target: Target,
         timeout: Duration,
         settings: LeaseSettings,
     ) -> Result<Lanes, StoreError> {
-        let mut client = connect(&config, timeout)?;
+        let mut client = connect(&target, timeout)?;
         let schema: String = client
             .query_one("SELECT current_schema()", &[])
             .map_err(pg_error)?
@@ -65,7 +65,7 @@ impl Lanes {
         let (wake, wakeups) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
         let listener = Listener {
-            config: config.clone(),
+            target: target.clone(),
             timeout,
             channel: format!("hub_lanes_{schema}"),
             node: settings.node.clone(),
@@ -77,7 +77,7 @@ impl Lanes {
             .spawn(move || listener.run())
             .map_err(|e| StoreError::Storage(format!("cannot start the listener: {e}")))?;
         Ok(Lanes {
-            config,
+            target,
             timeout,
             settings,
             connection: Mutex::new(Some(client)),
@@ -104,7 +104,7 @@ impl Lanes {
             .lock()
             .map_err(|_| StoreError::Storage("the lease connection is poisoned".to_string()))?;
         if slot.as_ref().is_none_or(Client::is_closed) {
-            *slot = Some(connect(&self.config, self.timeout)?);
+            *slot = Some(connect(&self.target, self.timeout)?);
         }
         let client = slot
             .as_mut()
@@ -214,7 +214,7 @@ impl Drop for Lanes {
 /// Receives the notifications of lanes that got new pending deliveries while held by this
 /// node, on a connection of its own.
 struct Listener {
-    config: Config,
+    target: Target,
     timeout: Duration,
     channel: String,
     node: String,
@@ -239,7 +239,7 @@ impl Listener {
 
     /// Listens until told to stop; an error when the connection fails.
     fn listen(&self) -> Result<(), StoreError> {
-        let mut client = connect(&self.config, self.timeout)?;
+        let mut client = connect(&self.target, self.timeout)?;
         let quoted = self.channel.replace('"', "\"\"");
         client
             .batch_execute(&format!("LISTEN \"{quoted}\""))

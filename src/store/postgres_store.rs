@@ -19,11 +19,13 @@ use std::time::Duration;
 use postgres::config::SslMode;
 use postgres::{Client, Config, GenericClient, NoTls, Statement};
 use tokio::sync::Semaphore;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::LaneId;
 use super::StoreError;
 use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::postgres_lanes::{Lanes, LeaseSettings};
+use super::postgres_tls;
 use super::sealing::Sealing;
 use super::tables::{Entry, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
@@ -113,20 +115,28 @@ pub struct PostgresSettings {
     pub leases: LeaseSettings,
 }
 
-/// Parses a connection URL; the error never repeats the URL (it may hold a password).
-pub fn parse_url(url: &str) -> Result<Config, String> {
-    let config =
-        Config::from_str(url).map_err(|e| format!("not a PostgreSQL connection URL ({e})"))?;
-    if matches!(config.get_ssl_mode(), SslMode::Require) {
-        return Err(
-            "TLS to PostgreSQL is not supported yet: use sslmode=disable or prefer, on a trusted network or a local socket"
-                .to_string(),
-        );
-    }
+/// Where the database is and how to reach it: the driver's settings, and the TLS connector
+/// when the URL asks for TLS (`postgres_tls.rs`).
+#[derive(Clone)]
+pub struct Target {
+    config: Config,
+    tls: Option<MakeRustlsConnect>,
+}
+
+/// Parses a connection URL (and reads its `sslrootcert`); the error never repeats the URL (it
+/// may hold a password).
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    let options = postgres_tls::take_tls_options(url);
+    let config = Config::from_str(&options.url)
+        .map_err(|e| format!("not a PostgreSQL connection URL ({e})"))?;
     if config.get_hosts().is_empty() {
         return Err("names no host".to_string());
     }
-    Ok(config)
+    let tls = match config.get_ssl_mode() {
+        SslMode::Require => Some(postgres_tls::connector(options.root_cert.as_deref())?),
+        _ => None,
+    };
+    Ok(Target { config, tls })
 }
 
 /// Where a connection goes, for messages: host and port, never credentials.
@@ -153,16 +163,32 @@ pub(super) fn pg_error(e: postgres::Error) -> StoreError {
 /// for ever on a stuck database.
 const STATEMENT_TIMEOUT: &str = "30s";
 
-pub(super) fn connect(config: &Config, timeout: Duration) -> Result<Client, StoreError> {
-    let mut config = config.clone();
+pub(super) fn connect(target: &Target, timeout: Duration) -> Result<Client, StoreError> {
+    let mut config = target.config.clone();
     config
         .connect_timeout(timeout)
         .application_name("a2a-push-hub")
         // A connection whose peer vanished is noticed within about a minute.
         .keepalives_idle(Duration::from_secs(30));
-    let mut client = config.connect(NoTls).map_err(|e| {
+    let connected = match &target.tls {
+        Some(tls) => config.connect(tls.clone()),
+        None => config.connect(NoTls),
+    };
+    let mut client = connected.map_err(|e| {
+        // The driver's message names the step that failed; its sources say why.
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            reason = format!("{reason}: {cause}");
+            source = cause.source();
+        }
+        let hint = if target.tls.is_some() && reason.contains("certificate") {
+            " (name the CA that signed the server's certificate with sslrootcert=/path/to/ca.pem)"
+        } else {
+            ""
+        };
         StoreError::Unavailable(format!(
-            "cannot reach the database at {}: {e}",
+            "cannot reach the database at {}: {reason}{hint}",
             describe(&config)
         ))
     })?;
@@ -233,8 +259,8 @@ pub fn schema_for_folder(prefix: &str, folder: &std::path::Path) -> String {
 
 /// Runs `sql` about `schema` on the database at `url`. Blocking.
 fn schema_statement(url: &str, schema: &str, sql: &str) -> Result<Client, StoreError> {
-    let config = parse_url(url).map_err(StoreError::Storage)?;
-    let mut client = connect(&config, Duration::from_secs(10))?;
+    let target = parse_url(url).map_err(StoreError::Storage)?;
+    let mut client = connect(&target, Duration::from_secs(10))?;
     let quoted = schema.replace('"', "\"\"");
     client
         .batch_execute(&sql.replace("{schema}", &format!("\"{quoted}\"")))
@@ -250,8 +276,8 @@ pub fn create_schema(url: &str, schema: &str) -> Result<(), StoreError> {
             Ok(())
         }
         Err(e) => {
-            let config = parse_url(url).map_err(StoreError::Storage)?;
-            let mut client = connect(&config, Duration::from_secs(10))?;
+            let target = parse_url(url).map_err(StoreError::Storage)?;
+            let mut client = connect(&target, Duration::from_secs(10))?;
             let exists: i64 = client
                 .query_one(
                     "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
@@ -277,8 +303,8 @@ pub fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
 
 /// Applies the migrations this build knows to the database at `settings.url`.
 pub fn migrate(settings: &PostgresSettings) -> Result<i32, StoreError> {
-    let config = parse_url(&settings.url).map_err(StoreError::Storage)?;
-    let mut client = connect(&config, settings.connect_timeout)?;
+    let target = parse_url(&settings.url).map_err(StoreError::Storage)?;
+    let mut client = connect(&target, settings.connect_timeout)?;
     migrate_client(&mut client)
 }
 
@@ -600,7 +626,7 @@ impl<C: GenericClient> TablesMut for PgTables<'_, C> {
 
 /// The writer thread's connection, opened again after it fails.
 struct WriterConnection {
-    config: Config,
+    target: Target,
     timeout: Duration,
     /// This node's name, which its writes carry (see migration 2).
     node: String,
@@ -625,7 +651,7 @@ impl WriterConnection {
             self.connection = None;
         }
         if self.connection.is_none() {
-            let mut client = connect(&self.config, self.timeout)?;
+            let mut client = connect(&self.target, self.timeout)?;
             name_writer(&mut client, &self.node)?;
             self.connection = Some(Connection {
                 client,
@@ -681,7 +707,7 @@ impl WriterConnection {
 
 /// Connections for reads.
 struct ReadPool {
-    config: Config,
+    target: Target,
     timeout: Duration,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
@@ -693,7 +719,7 @@ impl ReadPool {
         match idle {
             Some(connection) if !connection.client.is_closed() => Ok(connection),
             _ => Ok(Connection {
-                client: connect(&self.config, self.timeout)?,
+                client: connect(&self.target, self.timeout)?,
                 statements: HashMap::new(),
             }),
         }
@@ -739,12 +765,12 @@ impl PostgresStore {
         settings: &PostgresSettings,
         sealing: Sealing,
     ) -> Result<PostgresStore, StoreError> {
-        let config = parse_url(&settings.url).map_err(StoreError::Storage)?;
-        let mut client = connect(&config, settings.connect_timeout)?;
+        let target = parse_url(&settings.url).map_err(StoreError::Storage)?;
+        let mut client = connect(&target, settings.connect_timeout)?;
         migrate_client(&mut client)?;
         name_writer(&mut client, &settings.leases.node)?;
         let mut writer_connection = WriterConnection {
-            config: config.clone(),
+            target: target.clone(),
             timeout: settings.connect_timeout,
             node: settings.leases.node.clone(),
             connection: Some(Connection {
@@ -756,12 +782,12 @@ impl PostgresStore {
             writer_connection.commit_batch(batch)
         })?;
         let lanes = Arc::new(Lanes::start(
-            config.clone(),
+            target.clone(),
             settings.connect_timeout,
             settings.leases.clone(),
         )?);
         let reads = Arc::new(ReadPool {
-            config,
+            target,
             timeout: settings.connect_timeout,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(settings.pool_size.max(1)),
@@ -867,10 +893,16 @@ mod tests {
 
     #[test]
     fn a_url_error_never_repeats_the_url() {
-        let error = parse_url("postgres://hub:s3cret@db:notaport/hub").unwrap_err();
+        let error = parse_url("postgres://hub:s3cret@db:notaport/hub")
+            .err()
+            .unwrap();
         assert!(!error.contains("s3cret"), "{error}");
-        let error = parse_url("postgres://hub:s3cret@db/hub?sslmode=require").unwrap_err();
-        assert!(error.contains("TLS"), "{error}");
+        let error =
+            parse_url("postgres://hub:s3cret@db/hub?sslmode=require&sslrootcert=/no/ca.pem")
+                .err()
+                .unwrap();
+        assert!(error.contains("sslrootcert /no/ca.pem"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
     }
 
     #[test]
