@@ -4,7 +4,8 @@
 //! A sweep runs every tenth of the retention period (at least every second, at most every ten
 //! minutes). It works in bounded store steps, each its own small write, so intakes never wait
 //! behind a large purge. A task whose deliveries are still pending (a receiver that is down,
-//! retries left) is kept until they are delivered or dead.
+//! retries left) is kept until they are delivered or dead. In gateway mode, an intake (the
+//! subscription the agent pushes a task to) goes once every task it carried is purged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{PurgeStep, Store, StoreError, now_ms};
 
 /// How often a sweep runs for a retention period.
 pub fn sweep_interval(retention: Duration) -> Duration {
@@ -40,7 +41,17 @@ pub fn start(
                     index_earlier_tasks(store.as_ref()).await?;
                     indexed = true;
                 }
-                sweep(store.as_ref(), retention, &stop).await
+                // Tasks finished, and intakes created, more than `retention` ago.
+                let before_ms = now_ms().saturating_sub(retention.as_millis() as u64);
+                let purged =
+                    in_steps(&stop, |from| store.purge_finished_tasks(before_ms, from)).await?;
+                // Intakes whose tasks are all purged: nothing is left for their agent to push.
+                let intakes =
+                    in_steps(&stop, |from| store.purge_gateway_intakes(before_ms, from)).await?;
+                if intakes > 0 {
+                    tracing::info!(intakes, "removed gateway intakes whose tasks were purged");
+                }
+                Ok::<_, StoreError>(purged)
             };
             match swept.await {
                 Ok(0) => {}
@@ -65,24 +76,22 @@ async fn index_earlier_tasks(store: &dyn Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One pass over the tasks that finished more than `retention` ago; how many were purged.
-async fn sweep(
-    store: &dyn Store,
-    retention: Duration,
-    stop: &CancellationToken,
-) -> Result<u64, StoreError> {
-    let finished_before_ms = now_ms().saturating_sub(retention.as_millis() as u64);
+/// Runs bounded store steps from the start until none is left (or until `stop`); how many
+/// records they purged.
+async fn in_steps<F, Fut>(stop: &CancellationToken, mut step: F) -> Result<u64, StoreError>
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Result<PurgeStep, StoreError>>,
+{
     let mut purged = 0;
     let mut from = Some(Vec::new());
     while let Some(start) = from {
         if stop.is_cancelled() {
             break;
         }
-        let step = store
-            .purge_finished_tasks(finished_before_ms, start)
-            .await?;
-        purged += step.purged;
-        from = step.next;
+        let done = step(start).await?;
+        purged += done.purged;
+        from = done.next;
     }
     Ok(purged)
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Receiver, Reply, TestHub, fast_delivery, push};
+use common::{Receiver, Reply, TestHub, fast_delivery, push, wait_until};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -366,5 +366,83 @@ async fn a_03_inline_config_is_swapped_too_and_its_webhook_gets_03_tasks() {
     assert_eq!(got[0].json()["status"]["state"], "working");
     assert_eq!(got[0].header("authorization"), "Bearer cred-03");
     assert_eq!(got[0].header("a2a-version"), "0.3");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn an_intake_goes_once_retention_has_purged_its_task_and_stays_while_the_task_runs() {
+    let agent = scripted_agent().await;
+    let receiver = Receiver::start().await;
+    let upstream = agent.url("/");
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.gateway.upstream = upstream;
+        s.retention.finished_tasks = a2a_push_hub::config::HumanDuration(Duration::from_secs(2));
+    })
+    .await;
+    let send = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+        "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
+        "configuration": {"returnImmediately": true, "taskPushNotificationConfig": {
+            "url": receiver.url("/client-hook")}}}});
+    let (status, _) = hub
+        .rpc_raw(send.to_string(), &[("A2A-Version", "1.0")])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let forwarded = agent
+        .received()
+        .into_iter()
+        .find(|r| r.json()["method"] == "SendMessage")
+        .unwrap();
+    let swapped = &forwarded.json()["params"]["configuration"]["taskPushNotificationConfig"];
+    let intake_url = swapped["url"].as_str().unwrap().to_string();
+    let token = swapped["token"].as_str().unwrap().to_string();
+    let subscription = format!(
+        "/api/v1/subscriptions/{}",
+        intake_url.rsplit('/').next().unwrap()
+    );
+    let agent_pushes = |state: &str| {
+        let (hub, url, token) = (&hub, intake_url.clone(), token.clone());
+        let event = json!({"statusUpdate": {"taskId": "t-new", "contextId": "c", "status": {"state": state}}});
+        async move {
+            push(
+                &hub.http,
+                &url,
+                &[("x-a2a-notification-token", token.as_str())],
+                event.to_string(),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(agent_pushes("TASK_STATE_WORKING").await, StatusCode::OK);
+    receiver.wait_for(1, WAIT).await;
+
+    // Two tasks finished after the intake was made are purged one after the other: the sweep
+    // that purged the first has looked at the intake, older than retention by then.
+    for other in ["other-1", "other-2"] {
+        hub.publish(json!({"statusUpdate": {"taskId": other, "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}}))
+            .await;
+        wait_until(WAIT, &format!("{other} to be purged"), || async {
+            let (status, _) = hub.admin_get(&format!("/api/v1/tasks/{other}")).await;
+            (status == StatusCode::NOT_FOUND).then_some(())
+        })
+        .await;
+    }
+    let (status, _) = hub.admin_get(&subscription).await;
+    assert_eq!(status, StatusCode::OK, "the intake of a running task stays");
+
+    assert_eq!(agent_pushes("TASK_STATE_COMPLETED").await, StatusCode::OK);
+    receiver.wait_for(2, WAIT).await;
+    wait_until(WAIT, "the task and its intake to be purged", || async {
+        let (task, _) = hub.admin_get("/api/v1/tasks/t-new").await;
+        let (intake, _) = hub.admin_get(&subscription).await;
+        (task == StatusCode::NOT_FOUND && intake == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    assert_eq!(
+        agent_pushes("TASK_STATE_COMPLETED").await,
+        StatusCode::NOT_FOUND,
+        "a late push to a removed intake is refused as unknown"
+    );
     hub.stop().await;
 }

@@ -571,6 +571,14 @@ pub trait Store: Send + Sync + 'static {
         finished_before_ms: u64,
         from: Vec<u8>,
     ) -> Result<PurgeStep, StoreError>;
+    /// One bounded step of removing gateway intakes (subscriptions the gateway made for the
+    /// agent to push to) created before `created_before_ms` whose tasks are all gone: purged
+    /// by retention, with nothing left for the agent to push. Cursor as above.
+    async fn purge_gateway_intakes(
+        &self,
+        created_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError>;
     /// One bounded step of adding tasks that finished before retention's index existed to it.
     /// Start with an empty `from`, go on from each returned key until `None`.
     async fn index_finished_tasks(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>;

@@ -491,6 +491,24 @@ fn accept_inbound_in(
     })
 }
 
+/// Removes a subscription with its events, receipts and replay cache; whether it existed.
+pub(super) fn delete_subscription_in(tables: &dyn TablesMut, id: &str) -> Result<bool, StoreError> {
+    let existed = tables.get(Table::Subscriptions, id.as_bytes())?.is_some();
+    tables.remove(Table::Subscriptions, id.as_bytes())?;
+    let prefix = text_key(&[id]);
+    for table in [
+        Table::InboundEvents,
+        Table::Receipts,
+        Table::InboundTasks,
+        Table::ReplayByTime,
+        Table::Replay,
+    ] {
+        take_prefix(tables, table, &prefix)?;
+    }
+    tables.remove(Table::InboundCounters, id.as_bytes())?;
+    Ok(existed)
+}
+
 fn publish_one(
     sealing: &Sealing,
     tables: &dyn TablesMut,
@@ -796,6 +814,23 @@ impl<B: Backend> Store for TableStore<B> {
             .await
     }
 
+    async fn purge_gateway_intakes(
+        &self,
+        created_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError> {
+        let sealing = self.sealing.clone();
+        self.backend
+            .write(
+                Urgency::Linger,
+                Vec::new(),
+                Box::new(move |tables| {
+                    retention::purge_intakes_step(&sealing, tables, created_before_ms, &from)
+                }),
+            )
+            .await
+    }
+
     async fn index_finished_tasks(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         self.backend
             .write(
@@ -983,23 +1018,8 @@ impl<B: Backend> Store for TableStore<B> {
     }
 
     async fn delete_subscription(&self, id: String) -> Result<bool, StoreError> {
-        self.write(move |tables| {
-            let existed = tables.get(Table::Subscriptions, id.as_bytes())?.is_some();
-            tables.remove(Table::Subscriptions, id.as_bytes())?;
-            let prefix = text_key(&[&id]);
-            for table in [
-                Table::InboundEvents,
-                Table::Receipts,
-                Table::InboundTasks,
-                Table::ReplayByTime,
-                Table::Replay,
-            ] {
-                take_prefix(tables, table, &prefix)?;
-            }
-            tables.remove(Table::InboundCounters, id.as_bytes())?;
-            Ok(existed)
-        })
-        .await
+        self.write(move |tables| delete_subscription_in(tables, &id))
+            .await
     }
 
     async fn accept_inbound(&self, accept: InboundAccept) -> Result<InboundOutcome, StoreError> {

@@ -8,14 +8,18 @@
 
 use serde::Deserialize;
 
-use super::StoreError;
-use super::keys::text_key;
+use super::keys::{parse_text_key, text_key};
+use super::ops::delete_subscription_in;
+use super::sealing::Sealing;
 use super::tables::*;
+use super::{StoreError, SubscriptionRecord};
 
 /// Finished tasks looked at per purge step.
 const TASKS_PER_STEP: usize = 32;
 /// Records removed per purge step at most; a task with more is removed over several steps.
 const RECORDS_PER_STEP: usize = 2_000;
+/// Subscriptions looked at per step of purging gateway intakes.
+const INTAKES_PER_STEP: usize = 64;
 /// Tasks read per step while indexing the tasks that finished before the index existed.
 const INDEX_PER_STEP: usize = 512;
 /// The key that marks the index as complete (it sorts before every entry).
@@ -145,6 +149,66 @@ pub fn purge_step(
     }
     if due.len() == TASKS_PER_STEP {
         step.next = due.last().map(|key| after(key));
+    }
+    Ok(step)
+}
+
+/// Removes, from subscription key `from` on, gateway intakes created before
+/// `created_before_ms` whose tasks are all gone (no task record, no push config): retention
+/// purged them, so the agent has nothing left to push there. An intake that has carried no
+/// task yet is kept: its agent may still push.
+pub fn purge_intakes_step(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    created_before_ms: u64,
+    from: &[u8],
+) -> Result<PurgeStep, StoreError> {
+    let mut seen = Vec::new();
+    tables.scan(Table::Subscriptions, &[], from, &mut |key, value| {
+        seen.push((key.to_vec(), value.to_vec()));
+        Ok(seen.len() < INTAKES_PER_STEP)
+    })?;
+    let mut step = PurgeStep::default();
+    for (_, value) in &seen {
+        let subscription: SubscriptionRecord = decode_sealed(sealing, value)?;
+        let Some(intake) = &subscription.gateway else {
+            continue;
+        };
+        if subscription.created_at_ms >= created_before_ms {
+            continue;
+        }
+        let mut tasks: Vec<String> = subscription.task_id.iter().cloned().collect();
+        let carried = first_under(
+            tables,
+            Table::InboundTasks,
+            &text_key(&[&subscription.id]),
+            usize::MAX,
+        )?;
+        tasks.extend(
+            carried
+                .iter()
+                .filter_map(|(key, _)| parse_text_key(key)?.pop()),
+        );
+        if tasks.is_empty() {
+            continue;
+        }
+        let mut live = false;
+        for task in &tasks {
+            let task_key = text_key(&[&intake.tenant, task]);
+            if tables.get(Table::Tasks, &task_key)?.is_some()
+                || !first_under(tables, Table::Configs, &task_key, 1)?.is_empty()
+            {
+                live = true;
+                break;
+            }
+        }
+        if !live {
+            delete_subscription_in(tables, &subscription.id)?;
+            step.purged += 1;
+        }
+    }
+    if seen.len() == INTAKES_PER_STEP {
+        step.next = seen.last().map(|(key, _)| after(key));
     }
     Ok(step)
 }
