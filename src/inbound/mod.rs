@@ -24,13 +24,24 @@ struct Bucket {
     at: Instant,
 }
 
+/// The buckets of the subscriptions that sent requests lately. A bucket that has filled up
+/// again is the same as a new one, so such buckets are dropped whenever the map has doubled
+/// since the last time: memory follows the subscriptions in use, not all there ever were.
+struct Buckets {
+    by_subscription: HashMap<String, Bucket>,
+    prune_at: usize,
+}
+
+/// Buckets kept before the first pruning.
+const BUCKETS_PRUNE_AT: usize = 1024;
+
 /// The inbound role's shared state.
 pub struct Inbound {
     pub client: GuardedClient,
     pub jwks: jwks::JwksCache,
     settings: InboundSettings,
-    buckets: Mutex<HashMap<String, Bucket>>,
-    /// The newest accepted event sequence per subscription, for SSE listeners.
+    buckets: Mutex<Buckets>,
+    /// The newest accepted event sequence per subscription that has SSE listeners.
     newest: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
 
@@ -40,7 +51,10 @@ impl Inbound {
             jwks: jwks::JwksCache::new(client.clone()),
             client,
             settings,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                by_subscription: HashMap::new(),
+                prune_at: BUCKETS_PRUNE_AT,
+            }),
             newest: Mutex::new(HashMap::new()),
         }
     }
@@ -51,7 +65,14 @@ impl Inbound {
         let burst = f64::from(self.settings.rate_limit_burst);
         let mut buckets = self.buckets.lock().await;
         let now = Instant::now();
+        if buckets.by_subscription.len() >= buckets.prune_at {
+            buckets.by_subscription.retain(|_, bucket| {
+                bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate < burst
+            });
+            buckets.prune_at = (buckets.by_subscription.len() * 2).max(BUCKETS_PRUNE_AT);
+        }
         let bucket = buckets
+            .by_subscription
             .entry(subscription_id.to_string())
             .or_insert(Bucket {
                 tokens: burst,
@@ -68,12 +89,17 @@ impl Inbound {
         }
     }
 
-    /// Tells SSE listeners that events up to `sequence` are stored.
+    /// Tells SSE listeners that events up to `sequence` are stored. A subscription nobody
+    /// listens to has nothing to tell: listeners read the store after they start watching.
     pub async fn notify(&self, subscription_id: &str, sequence: u64) {
         let mut newest = self.newest.lock().await;
-        let sender = newest
-            .entry(subscription_id.to_string())
-            .or_insert_with(|| watch::channel(0).0);
+        let Some(sender) = newest.get(subscription_id) else {
+            return;
+        };
+        if sender.receiver_count() == 0 {
+            newest.remove(subscription_id);
+            return;
+        }
         sender.send_if_modified(|current| {
             let changed = sequence > *current;
             *current = (*current).max(sequence);
@@ -81,9 +107,12 @@ impl Inbound {
         });
     }
 
-    /// A receiver that changes whenever the subscription gets a new event.
+    /// A receiver that changes whenever the subscription gets a new event; watch before
+    /// reading the store, so that no event falls between the two.
     pub async fn watch(&self, subscription_id: &str) -> watch::Receiver<u64> {
         let mut newest = self.newest.lock().await;
+        // Subscriptions whose listeners have all gone.
+        newest.retain(|_, sender| sender.receiver_count() > 0);
         newest
             .entry(subscription_id.to_string())
             .or_insert_with(|| watch::channel(0).0)
@@ -93,6 +122,71 @@ impl Inbound {
     /// Drops a deleted subscription's state; its SSE streams end.
     pub async fn forget(&self, subscription_id: &str) {
         self.newest.lock().await.remove(subscription_id);
-        self.buckets.lock().await.remove(subscription_id);
+        self.buckets
+            .lock()
+            .await
+            .by_subscription
+            .remove(subscription_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn inbound(rate_limit_per_second: f64, rate_limit_burst: u32) -> Inbound {
+        let policy = Arc::new(crate::ssrf::Policy::from_settings(&Default::default()));
+        let client = GuardedClient::new(policy, "test").unwrap();
+        Inbound::new(
+            client,
+            InboundSettings {
+                rate_limit_per_second,
+                rate_limit_burst,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn buckets_of_subscriptions_no_longer_sending_are_dropped_and_limits_still_hold() {
+        let inbound = inbound(1.0, 1);
+        for i in 0..3 * BUCKETS_PRUNE_AT {
+            assert!(inbound.allow(&format!("old-{i}")).await);
+        }
+        // Every old bucket fills up again within a second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        for i in 0..3 * BUCKETS_PRUNE_AT {
+            assert!(inbound.allow(&format!("new-{i}")).await);
+        }
+        let kept = inbound.buckets.lock().await.by_subscription.len();
+        assert!(
+            kept < 5 * BUCKETS_PRUNE_AT,
+            "{kept} buckets for 6,144 subscriptions"
+        );
+        assert!(
+            !inbound
+                .allow(&format!("new-{}", 3 * BUCKETS_PRUNE_AT - 1))
+                .await,
+            "a bucket still in use keeps its count"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_subscriptions_with_listeners_are_tracked_and_listeners_hear_of_news() {
+        let inbound = inbound(50.0, 100);
+        inbound.notify("quiet", 1).await;
+        assert!(inbound.newest.lock().await.is_empty());
+        let mut news = inbound.watch("listened").await;
+        inbound.notify("listened", 3).await;
+        news.changed().await.unwrap();
+        assert_eq!(*news.borrow(), 3);
+        drop(news);
+        inbound.notify("listened", 4).await;
+        assert!(
+            inbound.newest.lock().await.is_empty(),
+            "a subscription whose listeners left is dropped"
+        );
     }
 }
