@@ -193,13 +193,18 @@ pub struct GatewaySettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSettings {
+    /// How long a finished task is kept after its last event.
     pub finished_tasks: HumanDuration,
+    /// How long an accepted inbound event is kept for pull and SSE.
+    pub inbound_events: HumanDuration,
 }
 
 impl Default for RetentionSettings {
     fn default() -> Self {
+        let week = HumanDuration(Duration::from_secs(7 * 24 * 3600));
         RetentionSettings {
-            finished_tasks: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+            finished_tasks: week,
+            inbound_events: week,
         }
     }
 }
@@ -308,14 +313,18 @@ impl Settings {
                 reason: format!("must be between 1 and 65536, got {}", self.store.cache_mib),
             });
         }
-        if self.retention.finished_tasks.0 < Duration::from_secs(1) {
-            return Err(SettingsError::Invalid {
-                key: "retention.finished_tasks",
-                reason: format!(
-                    "must be at least 1s, got {} (to keep finished tasks for longer, give a longer period, e.g. \"365d\")",
-                    self.retention.finished_tasks
-                ),
-            });
+        for (key, period) in [
+            ("retention.finished_tasks", &self.retention.finished_tasks),
+            ("retention.inbound_events", &self.retention.inbound_events),
+        ] {
+            if period.0 < Duration::from_secs(1) {
+                return Err(SettingsError::Invalid {
+                    key,
+                    reason: format!(
+                        "must be at least 1s, got {period} (to keep records for longer, give a longer period, e.g. \"365d\")"
+                    ),
+                });
+            }
         }
         if self.delivery.circuit_threshold == 0 {
             return Err(SettingsError::Invalid {

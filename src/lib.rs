@@ -208,7 +208,7 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
     // Started once nothing can fail any more: a failed start must leave the store closed.
     let retention = retention::start(
         store.clone(),
-        settings.retention.finished_tasks.0,
+        settings.retention.clone(),
         metrics.clone(),
         delivery_shutdown.clone(),
     );

@@ -37,6 +37,7 @@ const DURATION_BOUNDS: [f64; 12] = [
 pub struct Metrics {
     events_published: AtomicU64,
     tasks_purged: AtomicU64,
+    inbound_events_purged: AtomicU64,
     outcomes: [AtomicU64; OUTCOMES.len()],
     attempts: [AtomicU64; ATTEMPT_CLASSES.len()],
     duration_buckets: [AtomicU64; DURATION_BOUNDS.len()],
@@ -59,6 +60,11 @@ impl Metrics {
 
     pub fn tasks_purged(&self, count: u64) {
         self.tasks_purged.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub fn inbound_events_purged(&self, count: u64) {
+        self.inbound_events_purged
+            .fetch_add(count, Ordering::Relaxed);
     }
 
     pub fn attempt(&self, class: &str, duration: Duration, outcome: DeliveryOutcome) {
@@ -104,6 +110,19 @@ impl Metrics {
             out,
             "a2a_push_hub_tasks_purged_total {}",
             load(&self.tasks_purged)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP a2a_push_hub_inbound_events_purged_total Accepted inbound events removed by retention."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE a2a_push_hub_inbound_events_purged_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "a2a_push_hub_inbound_events_purged_total {}",
+            load(&self.inbound_events_purged)
         );
         let _ = writeln!(
             out,

@@ -1,7 +1,8 @@
 //! Retention: purges finished tasks, with everything recorded for them, once they have been
-//! finished for `retention.finished_tasks`.
+//! finished for `retention.finished_tasks`, and accepted inbound events once they are older
+//! than `retention.inbound_events`.
 //!
-//! A sweep runs every tenth of the retention period (at least every second, at most every ten
+//! A sweep runs every tenth of the shorter period (at least every second, at most every ten
 //! minutes). It works in bounded store steps, each its own small write, so intakes never wait
 //! behind a large purge. A task whose deliveries are still pending (a receiver that is down,
 //! retries left) is kept until they are delivered or dead. In gateway mode, an intake (the
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::config::RetentionSettings;
 use crate::metrics::Metrics;
 use crate::store::{PurgeStep, Store, StoreError, now_ms};
 
@@ -23,12 +25,13 @@ pub fn sweep_interval(retention: Duration) -> Duration {
 /// Runs sweeps until `stop`.
 pub fn start(
     store: Arc<dyn Store>,
-    retention: Duration,
+    settings: RetentionSettings,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let (tasks, inbound_events) = (settings.finished_tasks.0, settings.inbound_events.0);
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(sweep_interval(retention));
+        let mut every = tokio::time::interval(sweep_interval(tasks.min(inbound_events)));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut indexed = false;
         loop {
@@ -41,24 +44,30 @@ pub fn start(
                     index_earlier_tasks(store.as_ref()).await?;
                     indexed = true;
                 }
-                // Tasks finished, and intakes created, more than `retention` ago.
-                let before_ms = now_ms().saturating_sub(retention.as_millis() as u64);
+                // Tasks finished, and intakes created, more than `tasks` ago.
+                let before_ms = now_ms().saturating_sub(tasks.as_millis() as u64);
                 let purged =
                     in_steps(&stop, |from| store.purge_finished_tasks(before_ms, from)).await?;
+                metrics.tasks_purged(purged);
                 // Intakes whose tasks are all purged: nothing is left for their agent to push.
                 let intakes =
                     in_steps(&stop, |from| store.purge_gateway_intakes(before_ms, from)).await?;
-                if intakes > 0 {
-                    tracing::info!(intakes, "removed gateway intakes whose tasks were purged");
+                let before_ms = now_ms().saturating_sub(inbound_events.as_millis() as u64);
+                let events =
+                    in_steps(&stop, |from| store.purge_inbound_events(before_ms, from)).await?;
+                metrics.inbound_events_purged(events);
+                if purged + intakes + events > 0 {
+                    tracing::info!(
+                        tasks = purged,
+                        intakes,
+                        inbound_events = events,
+                        "retention purged what had expired"
+                    );
                 }
-                Ok::<_, StoreError>(purged)
+                Ok::<_, StoreError>(())
             };
             match swept.await {
-                Ok(0) => {}
-                Ok(purged) => {
-                    metrics.tasks_purged(purged);
-                    tracing::info!(purged, "purged finished tasks past retention");
-                }
+                Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "retention sweep failed; the next one retries")
                 }

@@ -603,3 +603,57 @@ async fn one_hubs_signed_deliveries_are_verified_by_another_hubs_inbound_role() 
     sender.stop().await;
     receiving.stop().await;
 }
+
+#[tokio::test]
+async fn accepted_events_older_than_their_retention_are_removed_and_newer_ones_stay() {
+    const KEPT: Duration = Duration::from_secs(2);
+    let hub = TestHub::start_with(|s| {
+        s.retention.inbound_events = a2a_push_hub::config::HumanDuration(KEPT);
+    })
+    .await;
+    let created = create_subscription(&hub, json!({"token": "t"})).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let url = created["pushNotificationConfig"]["url"].as_str().unwrap();
+    let push_event = |task: &'static str| {
+        let (hub, url) = (&hub, url.to_string());
+        async move {
+            let (status, _) = push(
+                &hub.http,
+                &url,
+                &[("x-a2a-notification-token", "t")],
+                event(task, "TASK_STATE_WORKING"),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    };
+    push_event("older").await;
+    let older_at = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    push_event("newer").await;
+
+    // One read shows both sides of the line: sweeps run every second, so the newer event
+    // (1.2 s younger) is still kept when the older one has gone.
+    let kept = wait_until(WAIT, "the older event to be removed", || async {
+        let kept = events(&hub, &id).await;
+        (kept.len() < 2).then_some(kept)
+    })
+    .await;
+    assert!(
+        older_at.elapsed() >= KEPT,
+        "removed after {:?}",
+        older_at.elapsed()
+    );
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["taskId"], "newer");
+    assert_eq!(kept[0]["sequence"], 2, "the kept event keeps its number");
+    let (_, metrics) = hub.admin_get("/metrics").await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("a2a_push_hub_inbound_events_purged_total 1\n"),
+        "{metrics}"
+    );
+    hub.stop().await;
+}

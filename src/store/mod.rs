@@ -579,6 +579,13 @@ pub trait Store: Send + Sync + 'static {
         created_before_ms: u64,
         from: Vec<u8>,
     ) -> Result<PurgeStep, StoreError>;
+    /// One bounded step of removing accepted inbound events received before
+    /// `received_before_ms`, every subscription's. Cursor as above.
+    async fn purge_inbound_events(
+        &self,
+        received_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError>;
     /// One bounded step of adding tasks that finished before retention's index existed to it.
     /// Start with an empty `from`, go on from each returned key until `None`.
     async fn index_finished_tasks(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>;

@@ -831,6 +831,22 @@ impl<B: Backend> Store for TableStore<B> {
             .await
     }
 
+    async fn purge_inbound_events(
+        &self,
+        received_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError> {
+        self.backend
+            .write(
+                Urgency::Linger,
+                Vec::new(),
+                Box::new(move |tables| {
+                    retention::purge_inbound_events_step(tables, received_before_ms, &from)
+                }),
+            )
+            .await
+    }
+
     async fn index_finished_tasks(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         self.backend
             .write(

@@ -18,8 +18,10 @@ use super::{StoreError, SubscriptionRecord};
 const TASKS_PER_STEP: usize = 32;
 /// Records removed per purge step at most; a task with more is removed over several steps.
 const RECORDS_PER_STEP: usize = 2_000;
-/// Subscriptions looked at per step of purging gateway intakes.
-const INTAKES_PER_STEP: usize = 64;
+/// Subscriptions looked at per step of purging gateway intakes or inbound events.
+const SUBSCRIPTIONS_PER_STEP: usize = 64;
+/// Accepted inbound events removed per step at most.
+const INBOUND_EVENTS_PER_STEP: usize = 2_000;
 /// Tasks read per step while indexing the tasks that finished before the index existed.
 const INDEX_PER_STEP: usize = 512;
 /// The key that marks the index as complete (it sorts before every entry).
@@ -30,6 +32,12 @@ const INDEX_COMPLETE: &[u8] = &[];
 pub struct PurgeStep {
     pub purged: u64,
     pub next: Option<Vec<u8>>,
+}
+
+/// The field of an accepted inbound event that retention reads.
+#[derive(Deserialize)]
+struct ReceivedStamp {
+    received_at_ms: u64,
 }
 
 /// The fields of a stored task that retention reads (the folded task itself is skipped).
@@ -166,7 +174,7 @@ pub fn purge_intakes_step(
     let mut seen = Vec::new();
     tables.scan(Table::Subscriptions, &[], from, &mut |key, value| {
         seen.push((key.to_vec(), value.to_vec()));
-        Ok(seen.len() < INTAKES_PER_STEP)
+        Ok(seen.len() < SUBSCRIPTIONS_PER_STEP)
     })?;
     let mut step = PurgeStep::default();
     for (_, value) in &seen {
@@ -207,8 +215,51 @@ pub fn purge_intakes_step(
             step.purged += 1;
         }
     }
-    if seen.len() == INTAKES_PER_STEP {
+    if seen.len() == SUBSCRIPTIONS_PER_STEP {
         step.next = seen.last().map(|(key, _)| after(key));
+    }
+    Ok(step)
+}
+
+/// Removes, from subscription key `from` on, accepted inbound events received before
+/// `received_before_ms`. A subscription numbers its events in arrival order, so its oldest
+/// come first and the scan stops at the first one to keep.
+pub fn purge_inbound_events_step(
+    tables: &dyn TablesMut,
+    received_before_ms: u64,
+    from: &[u8],
+) -> Result<PurgeStep, StoreError> {
+    let mut subscriptions = Vec::new();
+    tables.scan(Table::Subscriptions, &[], from, &mut |key, _| {
+        subscriptions.push(key.to_vec());
+        Ok(subscriptions.len() < SUBSCRIPTIONS_PER_STEP)
+    })?;
+    let mut step = PurgeStep::default();
+    let mut budget = INBOUND_EVENTS_PER_STEP;
+    for subscription in &subscriptions {
+        let prefix = text_key(&[&String::from_utf8_lossy(subscription)]);
+        let mut expired = Vec::new();
+        tables.scan(Table::InboundEvents, &prefix, &prefix, &mut |key, value| {
+            let stamp: ReceivedStamp = decode(value)?;
+            if stamp.received_at_ms >= received_before_ms || expired.len() == budget {
+                return Ok(false);
+            }
+            expired.push(key.to_vec());
+            Ok(true)
+        })?;
+        for key in &expired {
+            tables.remove(Table::InboundEvents, key)?;
+        }
+        step.purged += expired.len() as u64;
+        budget -= expired.len();
+        if budget == 0 {
+            // This subscription may have more: the next step starts with it again.
+            step.next = Some(subscription.clone());
+            return Ok(step);
+        }
+    }
+    if subscriptions.len() == SUBSCRIPTIONS_PER_STEP {
+        step.next = subscriptions.last().map(|key| after(key));
     }
     Ok(step)
 }
@@ -490,5 +541,41 @@ mod tests {
             )
             .unwrap();
         assert_eq!(purge_all(&tables, 100).0, 1);
+    }
+
+    #[test]
+    fn old_inbound_events_go_in_bounded_steps_and_newer_ones_stay() {
+        let tables = Memory::default();
+        for id in ["a", "b"] {
+            tables
+                .insert(Table::Subscriptions, id.as_bytes(), b"{}")
+                .unwrap();
+            for sequence in 1..=2_500u64 {
+                let record = serde_json::json!({"received_at_ms": sequence});
+                tables
+                    .insert(
+                        Table::InboundEvents,
+                        &with_sequence(text_key(&[id]), sequence),
+                        &encode(&record).unwrap(),
+                    )
+                    .unwrap();
+            }
+        }
+        // Received before 2,001: 2,000 per subscription.
+        let first = purge_inbound_events_step(&tables, 2_001, &[]).unwrap();
+        assert_eq!(first.purged, 2_000);
+        assert_eq!(first.next.as_deref(), Some(&b"a"[..]), "a may have more");
+        let second = purge_inbound_events_step(&tables, 2_001, b"a").unwrap();
+        assert_eq!(second.purged, 2_000, "a had none left; b had 2,000");
+        let third = purge_inbound_events_step(&tables, 2_001, &second.next.unwrap()).unwrap();
+        assert_eq!((third.purged, third.next), (0, None));
+        assert_eq!(tables.count(Table::InboundEvents), 2 * 500);
+        let oldest_kept = with_sequence(text_key(&["b"]), 2_001);
+        assert!(
+            tables
+                .get(Table::InboundEvents, &oldest_kept)
+                .unwrap()
+                .is_some()
+        );
     }
 }
