@@ -20,8 +20,14 @@ fn json_reply(body: Value) -> Reply {
 
 /// An upstream agent: knows task `t1`, starts task `t-new` on SendMessage, echoes configs.
 async fn scripted_agent() -> Receiver {
+    scripted_agent_refusing(0).await
+}
+
+/// The same agent, refusing its first `refusals` push-config registrations.
+async fn scripted_agent_refusing(refusals: usize) -> Receiver {
     let agent = Receiver::start_on("127.0.0.1").await;
     let base = agent.url("");
+    let refused = std::sync::atomic::AtomicUsize::new(0);
     agent.script(move |r| {
         if r.path == "/.well-known/agent-card.json" {
             return json_reply(json!({"name": "scripted", "capabilities": {"streaming": false, "pushNotifications": true},
@@ -41,6 +47,13 @@ async fn scripted_agent() -> Receiver {
             }
             "GetTask" => return json_reply(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32001, "message": "task not found"}})),
             "SendMessage" => json!({"task": {"id": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_SUBMITTED"}}}),
+            "CreateTaskPushNotificationConfig"
+                if refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < refusals =>
+            {
+                return json_reply(
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": "store unavailable"}}),
+                );
+            }
             "CreateTaskPushNotificationConfig" => request["params"].clone(),
             _ => json!({"tasks": []}),
         };
@@ -444,5 +457,56 @@ async fn an_intake_goes_once_retention_has_purged_its_task_and_stays_while_the_t
         StatusCode::NOT_FOUND,
         "a late push to a removed intake is refused as unknown"
     );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_registration_the_agent_refused_is_tried_again_when_the_config_is_created_again() {
+    let agent = scripted_agent_refusing(1).await;
+    let receiver = Receiver::start().await;
+    let upstream = agent.url("/");
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.gateway.upstream = upstream;
+    })
+    .await;
+    let create = json!({"taskId": "t1", "id": "late", "url": receiver.url("/late")});
+    let refused = hub
+        .rpc("CreateTaskPushNotificationConfig", create.clone())
+        .await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refused"),
+        "{refused}"
+    );
+    hub.rpc_ok("CreateTaskPushNotificationConfig", create).await;
+    let registrations: Vec<_> = agent
+        .received()
+        .into_iter()
+        .filter(|r| r.json()["method"] == "CreateTaskPushNotificationConfig")
+        .collect();
+    assert_eq!(registrations.len(), 2, "the hub registered itself again");
+    let intake_url = registrations[1].json()["params"]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = registrations[1].json()["params"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let event = json!({"statusUpdate": {"taskId": "t1", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}});
+    let (status, _) = push(
+        &hub.http,
+        &intake_url,
+        &[("x-a2a-notification-token", token.as_str())],
+        event.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "the agent's pushes reach the hub");
+    // Each creation sent the task's snapshot first; then the agent's push.
+    let delivered = receiver.wait_for(3, WAIT).await;
+    assert_eq!(delivered[2].json(), event, "and then the client's webhook");
     hub.stop().await;
 }

@@ -157,11 +157,21 @@ pub async fn ensure_agent_pushes(
     if !tenant.is_empty() {
         params["tenant"] = json!(tenant);
     }
-    match upstream::call(gateway, headers, "CreateTaskPushNotificationConfig", params).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(DomainError::Upstream(format!(
-            "the agent refused the hub's webhook for task {task_id:?}: {error}"
-        ))),
-        Err(UpstreamError::Unreachable(reason)) => Err(DomainError::Upstream(reason)),
+    let refused =
+        match upstream::call(gateway, headers, "CreateTaskPushNotificationConfig", params).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(error)) => DomainError::Upstream(format!(
+                "the agent refused the hub's webhook for task {task_id:?}: {error}"
+            )),
+            Err(UpstreamError::Unreachable(reason)) => DomainError::Upstream(reason),
+        };
+    // An intake the agent does not know would make the next attempt believe it registered.
+    if let Err(e) = state
+        .store
+        .delete_subscription(intake.subscription_id.clone())
+        .await
+    {
+        tracing::warn!(error = %e, task_id, "cannot remove an intake the agent refused");
     }
+    Err(refused)
 }
