@@ -259,6 +259,16 @@ async fn an_unreachable_agent_is_a_clear_error_in_each_binding() {
         )
         .await;
     assert_eq!(created["error"]["code"], -32603, "{created}");
+    let send = json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
+        "configuration": {"taskPushNotificationConfig": {"url": "http://127.0.0.1:9/x"}}});
+    let sent = hub.rpc("SendMessage", send).await;
+    assert_eq!(sent["error"]["code"], -32603, "{sent}");
+    let (_, listed) = hub.admin_get("/api/v1/subscriptions").await;
+    assert_eq!(
+        listed["subscriptions"],
+        json!([]),
+        "no intake is left for requests the agent never took"
+    );
     hub.stop().await;
 }
 

@@ -211,6 +211,7 @@ pub async fn send(
             Ok(response) => response,
             Err(error) => {
                 tracing::warn!(%error, "upstream agent unreachable");
+                discard_intake(state, opened).await;
                 return fail(unreachable(&error.to_string()));
             }
         };
@@ -219,7 +220,11 @@ pub async fn send(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    let Some(subscription_id) = opened.filter(|_| response.status().is_success()) else {
+    if !response.status().is_success() {
+        discard_intake(state, opened).await;
+        return response;
+    }
+    let Some(subscription_id) = opened else {
         return response;
     };
     if streaming {
@@ -241,6 +246,9 @@ pub async fn send(
         } else {
             &value
         };
+        if jsonrpc_id.is_some() && value.get("error").is_some() {
+            discard_intake(state, Some(subscription_id.clone())).await;
+        }
         let task_id = result["task"]["id"]
             .as_str()
             .or_else(|| result["message"]["taskId"].as_str());
@@ -256,6 +264,17 @@ pub async fn send(
         }
     }
     Response::from_parts(parts, axum::body::Body::from(answer))
+}
+
+/// Removes the intake opened for a request the agent did not take: no task will ever be
+/// pushed to it.
+async fn discard_intake(state: &HubState, opened: Option<String>) {
+    let Some(subscription_id) = opened else {
+        return;
+    };
+    if let Err(e) = state.store.delete_subscription(subscription_id).await {
+        tracing::warn!(error = %e, "cannot remove the intake of a request the agent refused");
+    }
 }
 
 /// The task id of the first event in a JSON-RPC or REST Server-Sent Events text, if any yet.
