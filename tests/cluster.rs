@@ -328,3 +328,34 @@ async fn a_circuit_one_node_opens_spares_the_origin_on_every_node() {
         b_first.duration_since(opened_at)
     );
 }
+
+#[tokio::test]
+async fn an_sse_listener_on_one_node_hears_of_events_another_node_accepted() {
+    if !common::on_postgres("SSE across nodes") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let node_on =
+        |store: std::path::PathBuf| common::TestHub::start_with(move |s| s.store.path = store);
+    let (listening, accepting) = (node_on(store.clone()).await, node_on(store).await);
+    let created = common::create_subscription(&listening, json!({"token": "t"})).await;
+    let id = created["id"].as_str().unwrap();
+    let stream_url = format!("{}/api/v1/subscriptions/{id}/events", listening.admin);
+    let mut stream = common::SseReader::open(&listening.http, &stream_url, None).await;
+    let event = common::status_event("elsewhere", "TASK_STATE_WORKING");
+    let (status, _) = common::push(
+        &accepting.http,
+        &format!("{}/inbound/{id}", accepting.public),
+        &[("x-a2a-notification-token", "t")],
+        event.to_string(),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let (sequence, heard) = stream.next(Duration::from_secs(10)).await;
+    assert_eq!(sequence, "1");
+    assert_eq!(heard["taskId"], "elsewhere");
+    assert_eq!(heard["event"], event);
+    listening.stop().await;
+    accepting.stop().await;
+}

@@ -1,6 +1,8 @@
 //! Server-Sent Events of a subscription's accepted events: each event's `id:` is its
 //! sequence, so a consumer that reconnects with `Last-Event-ID` resumes with the next one —
-//! every event exactly once. Events come from the store; the stream only waits for news.
+//! every event exactly once. Events come from the store; the stream only waits for news: from
+//! this node when it accepts an event, and, when nodes share the store, by looking again every
+//! `SHARED_STORE_POLL` for events other nodes accepted.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -15,6 +17,8 @@ use crate::domain::HubState;
 use crate::store::InboundEventRecord;
 
 const BATCH: usize = 100;
+/// How often a stream on a shared store looks for events other nodes accepted.
+const SHARED_STORE_POLL: Duration = Duration::from_secs(1);
 
 pub fn event_json(record: &InboundEventRecord) -> Value {
     let event: Value = serde_json::from_str(record.event.get()).unwrap_or(Value::Null);
@@ -71,12 +75,14 @@ pub async fn events(
             }
             // Caught up: wait for news; a deleted subscription or a shutdown ends the stream.
             let shutdown = cursor.state.shutdown.clone();
+            let shared = cursor.state.store.shared();
             tokio::select! {
                 changed = cursor.news.changed() => {
                     if changed.is_err() {
                         return None;
                     }
                 }
+                _ = tokio::time::sleep(SHARED_STORE_POLL), if shared => {}
                 _ = shutdown.cancelled() => return None,
             }
         }
