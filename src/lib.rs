@@ -225,6 +225,10 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
         shutdown: shutdown.clone(),
         gateway,
     };
+    let follows = state
+        .gateway
+        .clone()
+        .map(|gateway| gateway::follow::keep(state.clone(), gateway));
     let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
         let token = shutdown.clone();
         tokio::spawn(async move {
@@ -258,6 +262,7 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
         delivery_shutdown,
         delivery: delivery.task,
         retention,
+        follows,
     })
 }
 
@@ -271,6 +276,8 @@ pub struct Hub {
     delivery_shutdown: CancellationToken,
     delivery: JoinHandle<()>,
     retention: JoinHandle<()>,
+    /// Gateway mode: the keeper of the follows of agents' tasks.
+    follows: Option<JoinHandle<()>>,
 }
 
 impl Hub {
@@ -302,6 +309,9 @@ impl Hub {
         self.shutdown.cancel();
         for server in self.servers {
             let _ = server.await;
+        }
+        if let Some(follows) = self.follows {
+            let _ = follows.await;
         }
         self.delivery_shutdown.cancel();
         let _ = self.delivery.await;

@@ -359,3 +359,49 @@ async fn an_sse_listener_on_one_node_hears_of_events_another_node_accepted() {
     listening.stop().await;
     accepting.stop().await;
 }
+
+#[tokio::test]
+async fn a_follow_moves_to_another_node_when_its_node_stops() {
+    if !common::on_postgres("follows across nodes") {
+        return;
+    }
+    let agent = common::SilentFirstAgent::start(vec![json!(
+        {"statusUpdate": {"taskId": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}}
+    )])
+    .await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = || {
+        let (upstream, store) = (agent.agent.url("/"), dir.path().join("store"));
+        common::TestHub::start_with(move |s| {
+            common::fast_delivery(s);
+            s.gateway.upstream = upstream;
+            s.store.path = store;
+            s.delivery.timeout = a2a_push_hub::config::HumanDuration(Duration::from_secs(1));
+            s.store.lane_lease = a2a_push_hub::config::HumanDuration(Duration::from_secs(3));
+        })
+    };
+    let (first, second) = (node().await, node().await);
+    let send = common::SilentFirstAgent::send_with_config(&receiver.url("/hook"));
+    let (_, answer) = first.rpc_raw(send.to_string(), &[]).await;
+    assert_eq!(answer["result"]["task"]["id"], "t-new");
+    wait_until(
+        Duration::from_secs(10),
+        "the first node to follow the task",
+        || async { (agent.subscribed() == 1).then_some(()) },
+    )
+    .await;
+    // Two renewals of the second node's keeper: it must leave a live follow alone.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(agent.subscribed(), 1);
+
+    first.stop().await;
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(
+        got[0].json()["statusUpdate"]["status"]["state"],
+        "TASK_STATE_COMPLETED",
+        "the second node followed the task once the first stopped"
+    );
+    assert_eq!(agent.subscribed(), 2);
+    second.stop().await;
+}

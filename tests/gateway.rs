@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Receiver, Reply, TestHub, fast_delivery, push, wait_until};
@@ -27,7 +28,7 @@ async fn scripted_agent() -> Receiver {
 async fn scripted_agent_refusing(refusals: usize) -> Receiver {
     let agent = Receiver::start_on("127.0.0.1").await;
     let base = agent.url("");
-    let refused = std::sync::atomic::AtomicUsize::new(0);
+    let refused = AtomicUsize::new(0);
     agent.script(move |r| {
         if r.path == "/.well-known/agent-card.json" {
             return json_reply(json!({"name": "scripted", "capabilities": {"streaming": false, "pushNotifications": true},
@@ -48,7 +49,7 @@ async fn scripted_agent_refusing(refusals: usize) -> Receiver {
             "GetTask" => return json_reply(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32001, "message": "task not found"}})),
             "SendMessage" => json!({"task": {"id": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_SUBMITTED"}}}),
             "CreateTaskPushNotificationConfig"
-                if refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < refusals =>
+                if refused.fetch_add(1, Ordering::SeqCst) < refusals =>
             {
                 return json_reply(
                     json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": "store unavailable"}}),
@@ -518,5 +519,48 @@ async fn a_registration_the_agent_refused_is_tried_again_when_the_config_is_crea
     // Each creation sent the task's snapshot first; then the agent's push.
     let delivered = receiver.wait_for(3, WAIT).await;
     assert_eq!(delivered[2].json(), event, "and then the client's webhook");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_followed_for_an_agent_that_does_not_push_is_followed_again_after_a_restart() {
+    let agent = common::SilentFirstAgent::start(vec![
+        json!({"task": {"id": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}}}),
+        json!({"statusUpdate": {"taskId": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}}),
+    ])
+    .await;
+    let receiver = Receiver::start().await;
+    let store = tempfile::tempdir().unwrap();
+    let start = || {
+        let (upstream, store) = (agent.agent.url("/"), store.path().join("store"));
+        TestHub::start_with(move |s| {
+            fast_delivery(s);
+            s.gateway.upstream = upstream;
+            s.store.path = store;
+        })
+    };
+    let hub = start().await;
+    let send = common::SilentFirstAgent::send_with_config(&receiver.url("/hook"));
+    let (_, answer) = hub.rpc_raw(send.to_string(), &[]).await;
+    assert_eq!(answer["result"]["task"]["id"], "t-new");
+    wait_until(WAIT, "the hub to subscribe to the task", || async {
+        (agent.subscribed() == 1).then_some(())
+    })
+    .await;
+    // The first stream stays silent: the hub is stopped while it waits.
+    hub.stop().await;
+
+    let hub = start().await;
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(agent.subscribed(), 2, "subscribed again");
+    assert_eq!(
+        got[0].json()["task"]["status"]["state"],
+        "TASK_STATE_WORKING"
+    );
+    assert_eq!(
+        got[1].json()["statusUpdate"]["status"]["state"],
+        "TASK_STATE_COMPLETED",
+        "what the agent streamed after the restart reached the webhook"
+    );
     hub.stop().await;
 }

@@ -2,27 +2,46 @@
 //! the hub subscribes to the task (`SubscribeToTask`, a Server-Sent Events stream) and publishes
 //! every event it streams, exactly as if the agent had pushed it.
 //!
-//! Followers live in memory: a restart ends them (the events already published are durable).
+//! Follows are stored (`FollowRecord`), so a restart picks them up again, and on a store that
+//! several nodes share each follow is leased to one node at a time: the keeper renews this
+//! node's leases every third of `store.lane_lease`, takes the follows whose node stopped
+//! renewing, and stops those another node took. A follow that resumes subscribes again; the
+//! agent sends the task as it stands first, which is published like any event, so a webhook
+//! may see a state twice but never misses one.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::Gateway;
+use crate::config::Secret;
 use crate::domain::{HubState, events};
+use crate::store::{FollowRecord, now_ms};
 
 /// Reconnects after the stream ends before the task did.
 const MAX_RECONNECTS: u32 = 3;
 /// Most time one follower runs.
 const MAX_FOLLOW: Duration = Duration::from_secs(24 * 3600);
 
-/// Tasks followed now, so each is followed once.
+/// The follows this node runs: each with the token that stops it and when it started.
 #[derive(Default)]
 pub struct Followers {
-    tasks: Mutex<HashSet<(String, String)>>,
+    running: Mutex<HashMap<(String, String), (CancellationToken, Instant)>>,
+    tasks: TaskTracker,
+}
+
+impl Followers {
+    /// Waits for every follower of this node to stop (after the hub's shutdown began).
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
 }
 
 fn is_terminal(event: &Value) -> bool {
@@ -39,28 +58,147 @@ fn is_terminal(event: &Value) -> bool {
     )
 }
 
-/// Starts following `task_id` unless it already is.
+/// Whether the agent gets this header of the caller's: its credentials and extensions.
+fn passed_on(name: &str) -> bool {
+    name == "authorization" || name.starts_with("x-")
+}
+
+fn kept_headers(headers: &HeaderMap) -> Vec<(String, Secret)> {
+    headers
+        .iter()
+        .filter(|(name, _)| passed_on(name.as_str()))
+        .filter_map(|(name, value)| Some((name.to_string(), Secret::new(value.to_str().ok()?))))
+        .collect()
+}
+
+fn header_map(kept: &[(String, Secret)]) -> HeaderMap {
+    kept.iter()
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_bytes(name.as_bytes()).ok()?,
+                HeaderValue::from_str(value.expose()).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Starts following `task_id` unless this node or another already does.
 pub async fn follow(
     state: &HubState,
-    gateway: &std::sync::Arc<Gateway>,
+    gateway: &Arc<Gateway>,
     headers: &HeaderMap,
     tenant: &str,
     task_id: &str,
 ) {
-    let key = (tenant.to_string(), task_id.to_string());
-    if !gateway.followers.tasks.lock().await.insert(key.clone()) {
-        return;
-    }
-    let (state, gateway, headers) = (state.clone(), gateway.clone(), headers.clone());
-    let shutdown = state.shutdown.clone();
-    tokio::spawn(async move {
-        let run = run(&state, &gateway, &headers, &key.0, &key.1);
-        tokio::select! {
-            _ = tokio::time::timeout(MAX_FOLLOW, run) => {}
-            _ = shutdown.cancelled() => {}
+    let follow = FollowRecord {
+        tenant: tenant.to_string(),
+        task_id: task_id.to_string(),
+        headers: kept_headers(headers),
+        node: gateway.node.clone(),
+        lease_until_ms: now_ms() + lease_ms(state),
+    };
+    match state.store.start_follow(follow.clone()).await {
+        Ok(true) => run_follow(state, gateway, follow).await,
+        Ok(false) => {}
+        Err(e) => {
+            // Followed all the same, only not kept across a restart.
+            tracing::warn!(task_id, error = %e, "cannot record a follow of the agent's task");
+            run_follow(state, gateway, follow).await;
         }
-        gateway.followers.tasks.lock().await.remove(&key);
+    }
+}
+
+fn lease_ms(state: &HubState) -> u64 {
+    state.settings.store.lane_lease.0.as_millis() as u64
+}
+
+/// Runs a follow this node holds, unless it runs already.
+async fn run_follow(state: &HubState, gateway: &Arc<Gateway>, follow: FollowRecord) {
+    let key = (follow.tenant.clone(), follow.task_id.clone());
+    let stop = CancellationToken::new();
+    {
+        let mut running = gateway.followers.running.lock().await;
+        if running.contains_key(&key) {
+            return;
+        }
+        running.insert(key.clone(), (stop.clone(), Instant::now()));
+    }
+    let (state, gateway) = (state.clone(), gateway.clone());
+    let shutdown = state.shutdown.clone();
+    let tasks = gateway.followers.tasks.clone();
+    tasks.spawn(async move {
+        let headers = header_map(&follow.headers);
+        let run = run(&state, &gateway, &headers, &key.0, &key.1);
+        let ended = tokio::select! {
+            _ = tokio::time::timeout(MAX_FOLLOW, run) => true,
+            _ = shutdown.cancelled() => false,
+            _ = stop.cancelled() => false,
+        };
+        gateway.followers.running.lock().await.remove(&key);
+        if ended {
+            let (tenant, task_id) = key;
+            if let Err(e) = state
+                .store
+                .end_follow(tenant, task_id.clone(), gateway.node.clone())
+                .await
+            {
+                tracing::warn!(task_id, error = %e, "cannot forget a follow that ended");
+            }
+        }
     });
+}
+
+/// Keeps this node's follows: renews their leases, runs the follows it takes over (all of
+/// them at start on a store of its own: the previous run's), stops those it lost. At shutdown
+/// it waits for its followers to stop, then gives their leases up, so that the next start or
+/// another node follows at once.
+pub fn keep(state: HubState, gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let lease = state.settings.store.lane_lease.0;
+        let mut every = tokio::time::interval(lease / 3);
+        let mut take_all = !state.store.shared();
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => {
+                    gateway.followers.stopped().await;
+                    // A lease that ends now: the follows stay stored for whoever comes next.
+                    let released = state.store.hold_follows(gateway.node.clone(), 0, false).await;
+                    if let Err(e) = released {
+                        tracing::warn!(error = %e, "cannot give up the follows; they move when their leases run out");
+                    }
+                    break;
+                }
+                _ = every.tick() => {}
+            }
+            let asked = Instant::now();
+            let held = state
+                .store
+                .hold_follows(gateway.node.clone(), now_ms() + lease_ms(&state), take_all)
+                .await;
+            let held = match held {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the follows of agents' tasks");
+                    continue;
+                }
+            };
+            take_all = false;
+            let keys: HashSet<(String, String)> = held
+                .iter()
+                .map(|f| (f.tenant.clone(), f.task_id.clone()))
+                .collect();
+            for (key, (stop, started)) in gateway.followers.running.lock().await.iter() {
+                // A follow started after the store was asked is not in its answer yet.
+                if *started < asked && !keys.contains(key) {
+                    tracing::info!(task_id = key.1, "another node follows the task now");
+                    stop.cancel();
+                }
+            }
+            for follow in held {
+                run_follow(&state, &gateway, follow).await;
+            }
+        }
+    })
 }
 
 async fn run(
@@ -111,10 +249,7 @@ async fn stream_once(
         .header("accept", "text/event-stream")
         .header("a2a-version", "1.0")
         .json(&body);
-    for (name, value) in headers
-        .iter()
-        .filter(|(n, _)| *n == "authorization" || n.as_str().starts_with("x-"))
-    {
+    for (name, value) in headers.iter().filter(|(n, _)| passed_on(n.as_str())) {
         request = request.header(name, value);
     }
     let mut response = request

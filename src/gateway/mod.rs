@@ -23,6 +23,8 @@ pub struct Gateway {
     pub upstream: Url,
     pub client: GuardedClient,
     pub followers: follow::Followers,
+    /// This process among the nodes sharing the store: who holds a follow.
+    pub node: String,
     /// Whether the agent declares push support (from its card), with when that was learnt.
     pushes: tokio::sync::Mutex<Option<(bool, std::time::Instant)>>,
 }
@@ -66,6 +68,7 @@ impl Gateway {
             upstream: url,
             client,
             followers: follow::Followers::default(),
+            node: format!("node-{}", uuid::Uuid::new_v4().simple()),
             pushes: tokio::sync::Mutex::new(None),
         })
     }

@@ -347,6 +347,19 @@ pub struct RemoteAgent {
     pub remote_config_id: Option<String>,
 }
 
+/// A task the gateway follows through `SubscribeToTask`, for an agent that does not push:
+/// stored, so that the follow survives a restart and moves to another node when its node dies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FollowRecord {
+    pub tenant: String,
+    pub task_id: String,
+    /// The caller's headers the agent needs to show the task (`authorization`, `x-…`).
+    pub headers: Vec<(String, Secret)>,
+    /// The node following it, until when (ms since the epoch).
+    pub node: String,
+    pub lease_until_ms: u64,
+}
+
 /// What the hub expects from one peer (or one task) pushing to `/inbound/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {
@@ -589,6 +602,26 @@ pub trait Store: Send + Sync + 'static {
     /// One bounded step of adding tasks that finished before retention's index existed to it.
     /// Start with an empty `from`, go on from each returned key until `None`.
     async fn index_finished_tasks(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Records that this node (`follow.node`) follows a task, unless another node holds a live
+    /// lease on it; whether this node holds it now.
+    async fn start_follow(&self, follow: FollowRecord) -> Result<bool, StoreError>;
+    /// Forgets a follow that ended for good (its task finished, or the agent gave no stream),
+    /// if `node` holds it.
+    async fn end_follow(
+        &self,
+        tenant: String,
+        task_id: String,
+        node: String,
+    ) -> Result<(), StoreError>;
+    /// Renews `node`'s follows until `lease_until_ms` and takes those whose lease ran out (every
+    /// one, with `take_all`: a store no other node shares); every follow `node` holds now. A
+    /// `lease_until_ms` in the past gives them up.
+    async fn hold_follows(
+        &self,
+        node: String,
+        lease_until_ms: u64,
+        take_all: bool,
+    ) -> Result<Vec<FollowRecord>, StoreError>;
     /// The attempt log of a delivery, oldest first.
     async fn attempts(&self, delivery_id: String) -> Result<Vec<AttemptRecord>, StoreError>;
     /// Deliveries matching `filter`, oldest first, starting after delivery id `after`.

@@ -95,6 +95,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         4,
         "CREATE TABLE hub_finished_tasks (k bytea PRIMARY KEY, v bytea NOT NULL);",
     ),
+    (
+        5,
+        "CREATE TABLE hub_follows (k bytea PRIMARY KEY, v bytea NOT NULL);",
+    ),
 ];
 
 /// The schema version this build writes.

@@ -50,10 +50,13 @@ pub enum Table {
     /// the order retention purges them. The empty key marks that every task finished before
     /// this index existed has been added to it.
     FinishedTasks,
+    /// (tenant, task) → the gateway's follow of the task (sealed: it holds the caller's
+    /// credentials for the agent), with the node that holds it and until when.
+    Follows,
 }
 
 impl Table {
-    pub const ALL: [Table; 17] = [
+    pub const ALL: [Table; 18] = [
         Table::Configs,
         Table::Tasks,
         Table::Events,
@@ -71,6 +74,7 @@ impl Table {
         Table::ReplayByTime,
         Table::Circuits,
         Table::FinishedTasks,
+        Table::Follows,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +96,7 @@ impl Table {
             Table::ReplayByTime => "replay_by_time",
             Table::Circuits => "circuits",
             Table::FinishedTasks => "finished_tasks",
+            Table::Follows => "follows",
         }
     }
 
