@@ -134,9 +134,9 @@ async fn run_follow(state: &HubState, gateway: &Arc<Gateway>, follow: FollowReco
             _ = shutdown.cancelled() => false,
             _ = stop.cancelled() => false,
         };
-        gateway.followers.running.lock().await.remove(&key);
+        // Forgotten in the store before here, so the keeper cannot start it again meanwhile.
         if ended {
-            let (tenant, task_id) = key;
+            let (tenant, task_id) = key.clone();
             if let Err(e) = state
                 .store
                 .end_follow(tenant, task_id.clone(), gateway.node.clone())
@@ -145,6 +145,7 @@ async fn run_follow(state: &HubState, gateway: &Arc<Gateway>, follow: FollowReco
                 tracing::warn!(task_id, error = %e, "cannot forget a follow that ended");
             }
         }
+        gateway.followers.running.lock().await.remove(&key);
     });
 }
 
