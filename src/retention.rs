@@ -39,41 +39,44 @@ pub fn start(
                 _ = stop.cancelled() => break,
                 _ = every.tick() => {}
             }
-            let swept = async {
-                if !indexed {
-                    index_earlier_tasks(store.as_ref()).await?;
-                    indexed = true;
+            // Each kind of record on its own: one that fails leaves the others to go on.
+            if !indexed {
+                match index_earlier_tasks(store.as_ref()).await {
+                    Ok(()) => indexed = true,
+                    Err(e) => failed("indexing the finished tasks", &e),
                 }
-                // Tasks finished, and intakes created, more than `tasks` ago.
-                let before_ms = now_ms().saturating_sub(tasks.as_millis() as u64);
-                let purged =
-                    in_steps(&stop, |from| store.purge_finished_tasks(before_ms, from)).await?;
-                metrics.tasks_purged(purged);
-                // Intakes whose tasks are all purged: nothing is left for their agent to push.
-                let intakes =
-                    in_steps(&stop, |from| store.purge_gateway_intakes(before_ms, from)).await?;
-                let before_ms = now_ms().saturating_sub(inbound_events.as_millis() as u64);
-                let events =
-                    in_steps(&stop, |from| store.purge_inbound_events(before_ms, from)).await?;
-                metrics.inbound_events_purged(events);
-                if purged + intakes + events > 0 {
-                    tracing::info!(
-                        tasks = purged,
-                        intakes,
-                        inbound_events = events,
-                        "retention purged what had expired"
-                    );
+            }
+            // Tasks finished, and intakes created, more than `tasks` ago.
+            let before_ms = now_ms().saturating_sub(tasks.as_millis() as u64);
+            match in_steps(&stop, |from| store.purge_finished_tasks(before_ms, from)).await {
+                Ok(0) => {}
+                Ok(purged) => {
+                    metrics.tasks_purged(purged);
+                    tracing::info!(purged, "retention purged finished tasks");
                 }
-                Ok::<_, StoreError>(())
-            };
-            match swept.await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "retention sweep failed; the next one retries")
+                Err(e) => failed("purging finished tasks", &e),
+            }
+            // Intakes whose tasks are all purged: nothing is left for their agent to push.
+            match in_steps(&stop, |from| store.purge_gateway_intakes(before_ms, from)).await {
+                Ok(0) => {}
+                Ok(intakes) => tracing::info!(intakes, "retention removed gateway intakes"),
+                Err(e) => failed("removing gateway intakes", &e),
+            }
+            let before_ms = now_ms().saturating_sub(inbound_events.as_millis() as u64);
+            match in_steps(&stop, |from| store.purge_inbound_events(before_ms, from)).await {
+                Ok(0) => {}
+                Ok(events) => {
+                    metrics.inbound_events_purged(events);
+                    tracing::info!(events, "retention removed inbound events");
                 }
+                Err(e) => failed("removing inbound events", &e),
             }
         }
     })
+}
+
+fn failed(what: &str, error: &StoreError) {
+    tracing::warn!(error = %error, "retention: {what} failed; the next sweep retries");
 }
 
 /// Adds tasks that finished before this version of the store kept its index of finished tasks.
