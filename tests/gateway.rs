@@ -47,6 +47,9 @@ async fn scripted_agent_refusing(refusals: usize) -> Receiver {
                 json!({"id": "t1", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}})
             }
             "GetTask" => return json_reply(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32001, "message": "task not found"}})),
+            "SendMessage" if request["params"]["message"]["parts"][0]["text"] == "refuse" => {
+                return json_reply(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": "not today"}}));
+            }
             "SendMessage" => json!({"task": {"id": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_SUBMITTED"}}}),
             "CreateTaskPushNotificationConfig"
                 if refused.fetch_add(1, Ordering::SeqCst) < refusals =>
@@ -562,5 +565,37 @@ async fn a_task_followed_for_an_agent_that_does_not_push_is_followed_again_after
         "TASK_STATE_COMPLETED",
         "what the agent streamed after the restart reached the webhook"
     );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_send_the_agent_refuses_leaves_no_intake_behind() {
+    let agent = scripted_agent().await;
+    let upstream = agent.url("/");
+    let hub = TestHub::start_with(|s| s.gateway.upstream = upstream).await;
+    let send = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+        "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "refuse"}]},
+        "configuration": {"taskPushNotificationConfig": {"url": "http://127.0.0.1:9/x"}}}});
+    let (status, answer) = hub
+        .rpc_raw(send.to_string(), &[("A2A-Version", "1.0")])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        answer["error"]["message"], "not today",
+        "the agent's answer passes through: {answer}"
+    );
+    let swapped = agent
+        .received()
+        .into_iter()
+        .find(|r| r.json()["method"] == "SendMessage")
+        .unwrap();
+    assert!(
+        swapped.json()["params"]["configuration"]["taskPushNotificationConfig"]["url"]
+            .as_str()
+            .is_some_and(|url| url.contains("/inbound/")),
+        "the agent was offered an intake"
+    );
+    let (_, listed) = hub.admin_get("/api/v1/subscriptions").await;
+    assert_eq!(listed["subscriptions"], json!([]), "and it is gone again");
     hub.stop().await;
 }
