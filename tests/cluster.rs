@@ -382,7 +382,7 @@ async fn a_follow_moves_to_another_node_when_its_node_stops() {
         })
     };
     let (first, second) = (node().await, node().await);
-    let send = common::SilentFirstAgent::send_with_config(&receiver.url("/hook"));
+    let send = common::send_with_inline_config(&receiver.url("/hook"));
     let (_, answer) = first.rpc_raw(send.to_string(), &[]).await;
     assert_eq!(answer["result"]["task"]["id"], "t-new");
     wait_until(

@@ -19,6 +19,20 @@ fn json_reply(body: Value) -> Reply {
     reply
 }
 
+/// A hub in front of `agent`, with fast delivery and `adjust` on top.
+async fn hub_in_front_of(
+    agent: &Receiver,
+    adjust: impl FnOnce(&mut a2a_push_hub::Settings) + Send + 'static,
+) -> TestHub {
+    let upstream = agent.url("/");
+    TestHub::start_with(move |s| {
+        fast_delivery(s);
+        s.gateway.upstream = upstream;
+        adjust(s);
+    })
+    .await
+}
+
 /// An upstream agent: knows task `t1`, starts task `t-new` on SendMessage, echoes configs.
 async fn scripted_agent() -> Receiver {
     scripted_agent_refusing(0).await
@@ -78,12 +92,7 @@ async fn inline_configs_are_swapped_for_the_intake_and_the_agents_pushes_become_
             Reply::ok()
         }
     });
-    let upstream = agent.url("/");
-    let hub = TestHub::start_with(|s| {
-        fast_delivery(s);
-        s.gateway.upstream = upstream;
-    })
-    .await;
+    let hub = hub_in_front_of(&agent, |_| {}).await;
     let send = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
         "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
         "configuration": {"returnImmediately": true, "taskPushNotificationConfig": {
@@ -165,12 +174,7 @@ async fn inline_configs_are_swapped_for_the_intake_and_the_agents_pushes_become_
 async fn config_methods_check_the_task_with_the_agent_and_a_late_config_gets_the_snapshot_first() {
     let agent = scripted_agent().await;
     let receiver = Receiver::start().await;
-    let upstream = agent.url("/");
-    let hub = TestHub::start_with(|s| {
-        fast_delivery(s);
-        s.gateway.upstream = upstream;
-    })
-    .await;
+    let hub = hub_in_front_of(&agent, |_| {}).await;
     let missing = hub
         .rpc(
             "CreateTaskPushNotificationConfig",
@@ -303,15 +307,8 @@ async fn an_agent_without_push_support_is_followed_through_subscribe_to_task() {
         }
     });
     let receiver = Receiver::start().await;
-    let upstream = agent.url("/");
-    let hub = TestHub::start_with(|s| {
-        fast_delivery(s);
-        s.gateway.upstream = upstream;
-    })
-    .await;
-    let send = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
-        "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
-        "configuration": {"returnImmediately": true, "taskPushNotificationConfig": {"url": receiver.url("/hook")}}}});
+    let hub = hub_in_front_of(&agent, |_| {}).await;
+    let send = common::send_with_inline_config(&receiver.url("/hook"));
     let (_, answer) = hub.rpc_raw(send.to_string(), &[]).await;
     assert_eq!(answer["result"]["task"]["id"], "t-new");
     let forwarded = agent
@@ -348,12 +345,7 @@ async fn an_agent_without_push_support_is_followed_through_subscribe_to_task() {
 async fn a_03_inline_config_is_swapped_too_and_its_webhook_gets_03_tasks() {
     let agent = scripted_agent().await;
     let receiver = Receiver::start().await;
-    let upstream = agent.url("/");
-    let hub = TestHub::start_with(|s| {
-        fast_delivery(s);
-        s.gateway.upstream = upstream;
-    })
-    .await;
+    let hub = hub_in_front_of(&agent, |_| {}).await;
     let send = json!({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {
         "message": {"kind": "message", "messageId": "m", "role": "user", "parts": [{"kind": "text", "text": "hi"}]},
         "configuration": {"blocking": false, "pushNotificationConfig": {"url": receiver.url("/old-client"), "token": "tok-03",
@@ -400,17 +392,11 @@ async fn a_03_inline_config_is_swapped_too_and_its_webhook_gets_03_tasks() {
 async fn an_intake_goes_once_retention_has_purged_its_task_and_stays_while_the_task_runs() {
     let agent = scripted_agent().await;
     let receiver = Receiver::start().await;
-    let upstream = agent.url("/");
-    let hub = TestHub::start_with(|s| {
-        fast_delivery(s);
-        s.gateway.upstream = upstream;
+    let hub = hub_in_front_of(&agent, |s| {
         s.retention.finished_tasks = a2a_push_hub::config::HumanDuration(Duration::from_secs(2));
     })
     .await;
-    let send = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
-        "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
-        "configuration": {"returnImmediately": true, "taskPushNotificationConfig": {
-            "url": receiver.url("/client-hook")}}}});
+    let send = common::send_with_inline_config(&receiver.url("/client-hook"));
     let (status, _) = hub
         .rpc_raw(send.to_string(), &[("A2A-Version", "1.0")])
         .await;
@@ -478,12 +464,7 @@ async fn an_intake_goes_once_retention_has_purged_its_task_and_stays_while_the_t
 async fn a_registration_the_agent_refused_is_tried_again_when_the_config_is_created_again() {
     let agent = scripted_agent_refusing(1).await;
     let receiver = Receiver::start().await;
-    let upstream = agent.url("/");
-    let hub = TestHub::start_with(|s| {
-        fast_delivery(s);
-        s.gateway.upstream = upstream;
-    })
-    .await;
+    let hub = hub_in_front_of(&agent, |_| {}).await;
     let create = json!({"taskId": "t1", "id": "late", "url": receiver.url("/late")});
     let refused = hub
         .rpc("CreateTaskPushNotificationConfig", create.clone())
@@ -535,15 +516,11 @@ async fn a_task_followed_for_an_agent_that_does_not_push_is_followed_again_after
     let receiver = Receiver::start().await;
     let store = tempfile::tempdir().unwrap();
     let start = || {
-        let (upstream, store) = (agent.agent.url("/"), store.path().join("store"));
-        TestHub::start_with(move |s| {
-            fast_delivery(s);
-            s.gateway.upstream = upstream;
-            s.store.path = store;
-        })
+        let store = store.path().join("store");
+        hub_in_front_of(&agent.agent, move |s| s.store.path = store)
     };
     let hub = start().await;
-    let send = common::SilentFirstAgent::send_with_config(&receiver.url("/hook"));
+    let send = common::send_with_inline_config(&receiver.url("/hook"));
     let (_, answer) = hub.rpc_raw(send.to_string(), &[]).await;
     assert_eq!(answer["result"]["task"]["id"], "t-new");
     wait_until(WAIT, "the hub to subscribe to the task", || async {
@@ -571,8 +548,7 @@ async fn a_task_followed_for_an_agent_that_does_not_push_is_followed_again_after
 #[tokio::test]
 async fn a_send_the_agent_refuses_leaves_no_intake_behind() {
     let agent = scripted_agent().await;
-    let upstream = agent.url("/");
-    let hub = TestHub::start_with(|s| s.gateway.upstream = upstream).await;
+    let hub = hub_in_front_of(&agent, |_| {}).await;
     let send = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
         "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "refuse"}]},
         "configuration": {"taskPushNotificationConfig": {"url": "http://127.0.0.1:9/x"}}}});

@@ -99,6 +99,17 @@ impl<B: Backend> TableStore<B> {
             .write(Urgency::Now, Vec::new(), Box::new(f))
             .await
     }
+
+    /// A write nobody waits on to answer someone: it may wait to share a later commit.
+    async fn write_lingering<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.backend
+            .write(Urgency::Linger, Vec::new(), Box::new(f))
+            .await
+    }
 }
 
 fn config_key(tenant: &str, task_id: &str, id: &str) -> Vec<u8> {
@@ -860,13 +871,7 @@ impl<B: Backend> Store for TableStore<B> {
         finished_before_ms: u64,
         from: Vec<u8>,
     ) -> Result<PurgeStep, StoreError> {
-        // Background work: it may wait to share a commit with writes someone waits on.
-        self.backend
-            .write(
-                Urgency::Linger,
-                Vec::new(),
-                Box::new(move |tables| retention::purge_step(tables, finished_before_ms, &from)),
-            )
+        self.write_lingering(move |tables| retention::purge_step(tables, finished_before_ms, &from))
             .await
     }
 
@@ -876,15 +881,10 @@ impl<B: Backend> Store for TableStore<B> {
         from: Vec<u8>,
     ) -> Result<PurgeStep, StoreError> {
         let sealing = self.sealing.clone();
-        self.backend
-            .write(
-                Urgency::Linger,
-                Vec::new(),
-                Box::new(move |tables| {
-                    retention::purge_intakes_step(&sealing, tables, created_before_ms, &from)
-                }),
-            )
-            .await
+        self.write_lingering(move |tables| {
+            retention::purge_intakes_step(&sealing, tables, created_before_ms, &from)
+        })
+        .await
     }
 
     async fn purge_inbound_events(
@@ -892,24 +892,14 @@ impl<B: Backend> Store for TableStore<B> {
         received_before_ms: u64,
         from: Vec<u8>,
     ) -> Result<PurgeStep, StoreError> {
-        self.backend
-            .write(
-                Urgency::Linger,
-                Vec::new(),
-                Box::new(move |tables| {
-                    retention::purge_inbound_events_step(tables, received_before_ms, &from)
-                }),
-            )
-            .await
+        self.write_lingering(move |tables| {
+            retention::purge_inbound_events_step(tables, received_before_ms, &from)
+        })
+        .await
     }
 
     async fn index_finished_tasks(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
-        self.backend
-            .write(
-                Urgency::Linger,
-                Vec::new(),
-                Box::new(move |tables| retention::index_step(tables, &from)),
-            )
+        self.write_lingering(move |tables| retention::index_step(tables, &from))
             .await
     }
 
@@ -1156,18 +1146,11 @@ impl<B: Backend> Store for TableStore<B> {
         origin: String,
         open_until: Option<u64>,
     ) -> Result<(), StoreError> {
-        self.backend
-            .write(
-                Urgency::Linger,
-                Vec::new(),
-                Box::new(move |tables| match open_until {
-                    Some(until) => {
-                        tables.insert(Table::Circuits, origin.as_bytes(), &until.to_be_bytes())
-                    }
-                    None => tables.remove(Table::Circuits, origin.as_bytes()),
-                }),
-            )
-            .await
+        self.write_lingering(move |tables| match open_until {
+            Some(until) => tables.insert(Table::Circuits, origin.as_bytes(), &until.to_be_bytes()),
+            None => tables.remove(Table::Circuits, origin.as_bytes()),
+        })
+        .await
     }
 
     async fn open_circuits(&self) -> Result<Vec<(String, u64)>, StoreError> {

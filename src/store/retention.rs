@@ -186,12 +186,7 @@ pub fn purge_intakes_step(
             continue;
         }
         let mut tasks: Vec<String> = subscription.task_id.iter().cloned().collect();
-        let carried = first_under(
-            tables,
-            Table::InboundTasks,
-            &text_key(&[&subscription.id]),
-            usize::MAX,
-        )?;
+        let carried = collect_prefix(tables, Table::InboundTasks, &text_key(&[&subscription.id]))?;
         tasks.extend(
             carried
                 .iter()
@@ -264,24 +259,6 @@ pub fn purge_inbound_events_step(
     Ok(step)
 }
 
-/// Up to `limit` entries of `table` under `prefix`, in key order.
-fn first_under(
-    tables: &dyn Tables,
-    table: Table,
-    prefix: &[u8],
-    limit: usize,
-) -> Result<Entries, StoreError> {
-    let mut found = Vec::new();
-    if limit == 0 {
-        return Ok(found);
-    }
-    tables.scan(table, prefix, prefix, &mut |key, value| {
-        found.push((key.to_vec(), value.to_vec()));
-        Ok(found.len() < limit)
-    })?;
-    Ok(found)
-}
-
 /// Removes a task's deliveries (with their attempt logs), events, configs and the task itself,
 /// spending `budget` records; whether the task is gone (else the budget ran out first).
 fn purge_task(
@@ -291,7 +268,7 @@ fn purge_task(
 ) -> Result<bool, StoreError> {
     for (lane_key, delivery_id) in first_under(tables, Table::Lanes, task_key, *budget)? {
         let attempts = text_key(&[&String::from_utf8_lossy(&delivery_id)]);
-        let logged = first_under(tables, Table::Attempts, &attempts, usize::MAX)?;
+        let logged = collect_prefix(tables, Table::Attempts, &attempts)?;
         for (key, _) in &logged {
             tables.remove(Table::Attempts, key)?;
         }

@@ -193,10 +193,23 @@ pub fn collect_prefix(
     table: Table,
     prefix: &[u8],
 ) -> Result<Entries, StoreError> {
+    first_under(tables, table, prefix, usize::MAX)
+}
+
+/// The first `limit` (key, value) whose key starts with `prefix`, in key order.
+pub fn first_under(
+    tables: &dyn Tables,
+    table: Table,
+    prefix: &[u8],
+    limit: usize,
+) -> Result<Entries, StoreError> {
     let mut found = Vec::new();
+    if limit == 0 {
+        return Ok(found);
+    }
     tables.scan(table, prefix, prefix, &mut |key, value| {
         found.push((key.to_vec(), value.to_vec()));
-        Ok(true)
+        Ok(found.len() < limit)
     })?;
     Ok(found)
 }

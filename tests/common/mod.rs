@@ -1080,17 +1080,17 @@ impl SilentFirstAgent {
     pub fn subscribed(&self) -> usize {
         self.subscriptions.load(std::sync::atomic::Ordering::SeqCst)
     }
-
-    /// A send with an inline push config to `webhook`.
-    pub fn send_with_config(webhook: &str) -> Value {
-        json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
-            "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
-            "configuration": {"returnImmediately": true, "taskPushNotificationConfig": {"url": webhook}}}})
-    }
 }
 
 impl Drop for SilentFirstAgent {
     fn drop(&mut self) {
         self.held.notify_waiters();
     }
+}
+
+/// A JSON-RPC `SendMessage` with an inline push config to `webhook`.
+pub fn send_with_inline_config(webhook: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+        "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
+        "configuration": {"returnImmediately": true, "taskPushNotificationConfig": {"url": webhook}}}})
 }
