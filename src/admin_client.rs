@@ -44,10 +44,12 @@ impl AdminClient {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> Result<Value, AdminError> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).query(query);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+        // State-changing admin calls are JSON, with or without content.
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .query(query)
+            .json(&body.unwrap_or_else(|| Value::Object(Default::default())));
         self.send(request).await
     }
 

@@ -36,6 +36,9 @@ pub struct InboundSettings {
     pub rate_limit_per_second: f64,
     /// Requests one subscription may send in a burst.
     pub rate_limit_burst: u32,
+    /// Replay-cache entries kept per subscription; past it the entries closest to expiring
+    /// go first (counted in `a2a_push_hub_inbound_replay_evictions_total`).
+    pub replay_cache_max_entries: usize,
 }
 
 impl Default for InboundSettings {
@@ -43,6 +46,7 @@ impl Default for InboundSettings {
         InboundSettings {
             rate_limit_per_second: 50.0,
             rate_limit_burst: 100,
+            replay_cache_max_entries: 100_000,
         }
     }
 }
@@ -72,6 +76,30 @@ pub struct ServerSettings {
     pub public_base_url: String,
     /// Non-empty: the admin API requires `Authorization: Bearer <admin_token>`.
     pub admin_token: Secret,
+    /// Who may call the push-config methods of the public listener.
+    pub public_auth: PublicAuth,
+    /// `public_auth = "api_keys"`: the keys, by the SHA-256 of each.
+    pub api_keys: Vec<ApiKey>,
+    /// `public_auth = "jwt"`: where the callers' JWTs are verified.
+    pub jwt: Option<JwtAuthSettings>,
+    /// Lets `public_auth = "none"` serve on an address other than loopback (a trusted network).
+    pub allow_unauthenticated_public: bool,
+    /// Lets the admin listener serve without `admin_token` on an address other than loopback.
+    pub allow_unauthenticated_admin: bool,
+    /// Host names (besides IP addresses, `localhost` and `public_base_url`'s host) that requests
+    /// may name in `Host`; anything else is refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Open connections the public listener keeps; more are closed at once.
+    pub max_connections: usize,
+    /// Open connections the admin listener keeps, apart from the public listener's, so
+    /// operators reach `/healthz` and `/metrics` during a flood.
+    pub admin_max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: HumanDuration,
+    /// How long a client may take to send a request's whole body.
+    pub body_read_timeout: HumanDuration,
+    /// How long a connection may stay open with no request in progress.
+    pub idle_timeout: HumanDuration,
 }
 
 impl Default for ServerSettings {
@@ -81,8 +109,62 @@ impl Default for ServerSettings {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             public_base_url: String::new(),
             admin_token: Secret::default(),
+            public_auth: PublicAuth::None,
+            api_keys: Vec::new(),
+            jwt: None,
+            allow_unauthenticated_public: false,
+            allow_unauthenticated_admin: false,
+            allowed_hosts: Vec::new(),
+            max_connections: 10_000,
+            admin_max_connections: 256,
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            body_read_timeout: HumanDuration(Duration::from_secs(30)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
         }
     }
+}
+
+/// How callers of the public listener's push-config methods authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicAuth {
+    /// Anyone who reaches the listener; allowed only on loopback unless
+    /// `allow_unauthenticated_public` is set.
+    #[default]
+    None,
+    /// `Authorization: Bearer <key>` or `X-API-Key: <key>`, one of `api_keys`.
+    ApiKeys,
+    /// `Authorization: Bearer <JWT>` verified against `jwt.jwks_url`; the principal is `sub`.
+    Jwt,
+}
+
+impl PublicAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublicAuth::None => "none",
+            PublicAuth::ApiKeys => "api_keys",
+            PublicAuth::Jwt => "jwt",
+        }
+    }
+}
+
+/// One API key of `public_auth = "api_keys"`: the key itself never sits in a file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// Who calls with this key; owns the tasks it registers configs for.
+    pub principal: String,
+    /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+}
+
+/// Where `public_auth = "jwt"` verifies callers' bearer JWTs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuthSettings {
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,12 +255,15 @@ pub struct SecuritySettings {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
     pub max_body_bytes: usize,
+    /// Push configs one task may have: each is a delivery of every event.
+    pub max_configs_per_task: usize,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
         LimitSettings {
             max_body_bytes: 1024 * 1024,
+            max_configs_per_task: 10,
         }
     }
 }
@@ -370,6 +455,33 @@ impl Settings {
                 key: "server.public_base_url",
                 reason: format!("not a URL: {e}"),
             })?;
+        } else if self.server.public_listen.ip().is_unspecified() {
+            return Err(SettingsError::Invalid {
+                key: "server.public_base_url",
+                reason: format!(
+                    "must be set when server.public_listen is the wildcard address {}: peers are told this URL and JWTs name it as their issuer, e.g. \"https://hub.example.com\"",
+                    self.server.public_listen.ip()
+                ),
+            });
+        }
+        self.validate_listeners()?;
+        if !(1..=1000).contains(&self.limits.max_configs_per_task) {
+            return Err(SettingsError::Invalid {
+                key: "limits.max_configs_per_task",
+                reason: format!(
+                    "must be between 1 and 1000, got {}",
+                    self.limits.max_configs_per_task
+                ),
+            });
+        }
+        if !(1..=10_000_000).contains(&self.inbound.replay_cache_max_entries) {
+            return Err(SettingsError::Invalid {
+                key: "inbound.replay_cache_max_entries",
+                reason: format!(
+                    "must be between 1 and 10000000, got {}",
+                    self.inbound.replay_cache_max_entries
+                ),
+            });
         }
         if !self.store.url.is_empty() {
             crate::store::postgres_schema::parse_url(self.store.url.expose()).map_err(
@@ -430,6 +542,124 @@ impl Settings {
                     key: "gateway.upstream",
                     reason: "must be the agent's http(s) URL, e.g. http://127.0.0.1:9999/"
                         .to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Who may reach each listener, and how long and how many connections they may hold.
+    fn validate_listeners(&self) -> Result<(), SettingsError> {
+        let server = &self.server;
+        let gateway = !self.gateway.upstream.is_empty();
+        if server.public_auth == PublicAuth::None
+            && !server.public_listen.ip().is_loopback()
+            && !server.allow_unauthenticated_public
+            && !gateway
+        {
+            return Err(SettingsError::Invalid {
+                key: "server.public_auth",
+                reason: format!(
+                    "is \"none\" while server.public_listen ({}) is not a loopback address: anyone who reaches it could replace any task's push configs. Set public_auth = \"api_keys\" (with [[server.api_keys]]) or \"jwt\" (with [server.jwt]), or, on a trusted network only, allow_unauthenticated_public = true",
+                    server.public_listen
+                ),
+            });
+        }
+        match server.public_auth {
+            PublicAuth::None => {}
+            PublicAuth::ApiKeys => {
+                if server.api_keys.is_empty() {
+                    return Err(SettingsError::Invalid {
+                        key: "server.api_keys",
+                        reason: "public_auth = \"api_keys\" needs at least one [[server.api_keys]] entry with principal and sha256".to_string(),
+                    });
+                }
+                for (i, key) in server.api_keys.iter().enumerate() {
+                    if key.principal.is_empty() || key.principal.len() > 256 {
+                        return Err(SettingsError::Invalid {
+                            key: "server.api_keys",
+                            reason: format!("entry {i}: principal must be 1 to 256 characters"),
+                        });
+                    }
+                    if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
+                        return Err(SettingsError::Invalid {
+                            key: "server.api_keys",
+                            reason: format!(
+                                "entry {i} ({}): sha256 must be the 64 hex digits of the key's SHA-256 (printf %s \"$KEY\" | sha256sum)",
+                                key.principal
+                            ),
+                        });
+                    }
+                }
+            }
+            PublicAuth::Jwt => {
+                let Some(jwt) = &server.jwt else {
+                    return Err(SettingsError::Invalid {
+                        key: "server.jwt",
+                        reason: "public_auth = \"jwt\" needs [server.jwt] with jwks_url, issuer and audience".to_string(),
+                    });
+                };
+                let url = url::Url::parse(&jwt.jwks_url).map_err(|e| SettingsError::Invalid {
+                    key: "server.jwt.jwks_url",
+                    reason: format!("not a URL: {e}"),
+                })?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(SettingsError::Invalid {
+                        key: "server.jwt.jwks_url",
+                        reason: "must be an http(s) URL".to_string(),
+                    });
+                }
+                if jwt.issuer.is_empty() || jwt.audience.is_empty() {
+                    return Err(SettingsError::Invalid {
+                        key: "server.jwt",
+                        reason: "issuer and audience must not be empty".to_string(),
+                    });
+                }
+            }
+        }
+        if server.admin_token.is_empty()
+            && !server.admin_listen.ip().is_loopback()
+            && !server.allow_unauthenticated_admin
+        {
+            return Err(SettingsError::Invalid {
+                key: "server.admin_token",
+                reason: format!(
+                    "must be set while server.admin_listen ({}) is not a loopback address: the admin API publishes events, replays deliveries and rotates keys. Set admin_token (e.g. `openssl rand -base64 32`), or, on a trusted network only, allow_unauthenticated_admin = true",
+                    server.admin_listen
+                ),
+            });
+        }
+        for (key, limit) in [
+            ("server.max_connections", server.max_connections),
+            ("server.admin_max_connections", server.admin_max_connections),
+        ] {
+            if !(1..=1_000_000).contains(&limit) {
+                return Err(SettingsError::Invalid {
+                    key,
+                    reason: format!("must be between 1 and 1000000, got {limit}"),
+                });
+            }
+        }
+        for (key, timeout) in [
+            ("server.header_read_timeout", server.header_read_timeout),
+            ("server.body_read_timeout", server.body_read_timeout),
+            ("server.idle_timeout", server.idle_timeout),
+        ] {
+            if timeout.0 < Duration::from_millis(100) || timeout.0 > Duration::from_secs(3600) {
+                return Err(SettingsError::Invalid {
+                    key,
+                    reason: format!("must be between 100ms and 1h, got {timeout}"),
+                });
+            }
+        }
+        for host in &server.allowed_hosts {
+            if host.is_empty() || host.contains(['/', ' ', ':']) {
+                return Err(SettingsError::Invalid {
+                    key: "server.allowed_hosts",
+                    reason: format!(
+                        "{host:?} is not a host name (give names without scheme or port, e.g. \"hub.example.com\")"
+                    ),
                 });
             }
         }

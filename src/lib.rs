@@ -22,6 +22,7 @@ pub mod delivery;
 pub mod domain;
 pub mod gateway;
 pub mod inbound;
+pub mod listener;
 pub mod metrics;
 pub mod retention;
 pub mod signing;
@@ -229,29 +230,27 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
         .gateway
         .clone()
         .map(|gateway| gateway::follow::keep(state.clone(), gateway));
-    let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            let result = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(listener = name, error = %e, "listener failed");
-            }
-        })
-    };
+    let (public_limits, admin_limits) =
+        listener::Limits::of_listeners(&state.settings.server, listener::raise_open_files_limit());
     let servers = vec![
-        serve(
+        listener::serve(
             public,
             api::public_router(state.clone()).layer(body_limit),
-            "public",
+            public_limits,
+            state.metrics.clone(),
+            0,
+            shutdown.clone(),
         ),
-        serve(
+        listener::serve(
             admin,
             api::admin_router(state.clone()).layer(body_limit),
-            "admin",
+            admin_limits,
+            state.metrics.clone(),
+            1,
+            shutdown.clone(),
         ),
     ];
+    warn_about_open_listeners(&state.settings);
     tracing::info!(%public_addr, %admin_addr, public_base_url = %state.public_base_url, "a2a-push-hub serving");
     Ok(Hub {
         public_addr,
@@ -264,6 +263,24 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
         retention,
         follows,
     })
+}
+
+/// Says at start which listener serves without authentication beyond loopback, as the
+/// settings allowed it explicitly.
+fn warn_about_open_listeners(settings: &Settings) {
+    let server = &settings.server;
+    if server.public_auth == config::PublicAuth::None && !server.public_listen.ip().is_loopback() {
+        if settings.gateway.upstream.is_empty() {
+            tracing::warn!(public_listen = %server.public_listen, "the public listener serves push-config methods without authentication (allow_unauthenticated_public): anyone who reaches it can change any task's configs");
+        } else {
+            tracing::info!(
+                "gateway mode: the agent's own authentication decides who may use each task's push configs"
+            );
+        }
+    }
+    if server.admin_token.is_empty() && !server.admin_listen.ip().is_loopback() {
+        tracing::warn!(admin_listen = %server.admin_listen, "the admin listener serves without admin_token (allow_unauthenticated_admin): anyone who reaches it can publish, replay and rotate keys");
+    }
 }
 
 /// A running hub: both listeners bound and serving.

@@ -29,6 +29,8 @@ const ATTEMPT_CLASSES: [&str; 7] = [
     "invalid_url",
 ];
 const OUTCOMES: [&str; 3] = ["delivered", "retry", "dead"];
+/// The hub's two listeners, as metric labels.
+pub const LISTENERS: [&str; 2] = ["public", "admin"];
 const DURATION_BOUNDS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -43,6 +45,10 @@ pub struct Metrics {
     duration_buckets: [AtomicU64; DURATION_BOUNDS.len()],
     duration_count: AtomicU64,
     duration_sum_us: AtomicU64,
+    connections_open: [AtomicU64; LISTENERS.len()],
+    connections_refused: [AtomicU64; LISTENERS.len()],
+    public_auth_failures: AtomicU64,
+    replay_evictions: AtomicU64,
 }
 
 /// What became of a delivery after an attempt.
@@ -81,6 +87,30 @@ impl Metrics {
         self.duration_count.fetch_add(1, Ordering::Relaxed);
         self.duration_sum_us
             .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A connection of listener `index` (in `LISTENERS`) opened (`true`) or closed.
+    pub fn connection(&self, index: usize, opened: bool) {
+        let gauge = &self.connections_open[index];
+        if opened {
+            gauge.fetch_add(1, Ordering::Relaxed);
+        } else {
+            gauge.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection of listener `index` closed at once because the listener was full.
+    pub fn connection_refused(&self, index: usize) {
+        self.connections_refused[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn public_auth_failure(&self) {
+        self.public_auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Replay-cache entries dropped before their credential expired, to keep the cache bounded.
+    pub fn replay_evictions(&self, count: u64) {
+        self.replay_evictions.fetch_add(count, Ordering::Relaxed);
     }
 
     /// Deliveries made dead without an attempt of their own (410 Gone kills the whole lane).
@@ -174,6 +204,44 @@ impl Metrics {
             load(&self.duration_sum_us) as f64 / 1e6
         );
         let _ = writeln!(out, "a2a_push_hub_attempt_duration_seconds_count {count}");
+        let labelled = [
+            (
+                "a2a_push_hub_connections_refused_total",
+                "Connections closed on arrival because their listener held server.max_connections (public) or server.admin_max_connections (admin).",
+                "counter",
+                &self.connections_refused,
+            ),
+            (
+                "a2a_push_hub_connections_open",
+                "Connections open, by listener.",
+                "gauge",
+                &self.connections_open,
+            ),
+        ];
+        for (name, help, kind, values) in labelled {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (listener, value) in LISTENERS.iter().zip(values) {
+                let _ = writeln!(out, "{name}{{listener=\"{listener}\"}} {}", load(value));
+            }
+        }
+        let counters = [
+            (
+                "a2a_push_hub_public_auth_failures_total",
+                "Public push-config calls refused for a missing or wrong credential.",
+                &self.public_auth_failures,
+            ),
+            (
+                "a2a_push_hub_inbound_replay_evictions_total",
+                "Inbound replay-cache entries dropped before their credential expired (inbound.replay_cache_max_entries reached): a push replayed after that could be accepted again.",
+                &self.replay_evictions,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", load(value));
+        }
         let gauges = [
             (
                 "a2a_push_hub_deliveries_pending",

@@ -24,6 +24,8 @@ pub enum Refusal {
     HttpsRequired,
     #[error("has no host")]
     NoHost,
+    #[error("uses port 0, which no server listens on")]
+    PortZero,
     #[error("must not carry user name or password")]
     Credentials,
     #[error(
@@ -88,6 +90,9 @@ impl Policy {
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(Refusal::Credentials);
+        }
+        if url.port() == Some(0) {
+            return Err(Refusal::PortZero);
         }
         match url.host() {
             None => return Err(Refusal::NoHost),
@@ -202,6 +207,10 @@ fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
         "multicast"
     } else if s[..6] == [0, 0, 0, 0, 0, 0] {
         "IPv4-compatible (::/96)"
+    } else if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        // Some stacks route these to the IPv4 address in the last 32 bits: judged not worth
+        // the risk for a webhook, whichever IPv4 address that is.
+        "IPv4-translated (::ffff:0:0:0/96, RFC 2765)"
     } else {
         return None;
     };
@@ -248,7 +257,11 @@ mod tests {
             "http://[::ffff:7f00:1]/",
             "http://[::ffff:169.254.169.254]/",
             "http://[::127.0.0.1]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[::ffff:0:808:808]/",
+            "http://[0:0:0:0:ffff:0:a9fe:a9fe]/",
             "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b:1::7f00:1]/",
             "http://[2002:7f00:1::]/",
             "http://[fc00::1]/",
             "http://[fd12:3456::1]/",
@@ -262,6 +275,21 @@ mod tests {
             assert!(
                 matches!(result, Err(Refusal::Address { .. })),
                 "{url} should be refused, got {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn port_zero_is_refused_in_every_spelling() {
+        for url in [
+            "http://8.8.8.8:0/",
+            "http://example.com:00/hook",
+            "https://[2606:4700::1]:0/",
+        ] {
+            assert_eq!(
+                strict().check_url_syntax(url),
+                Err(Refusal::PortZero),
+                "{url}"
             );
         }
     }

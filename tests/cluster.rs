@@ -208,6 +208,7 @@ async fn nodes_started_together_agree_on_their_keys_and_a_rotation_reaches_every
 
     let rotated: Value = http
         .post(format!("http://{}/api/v1/keys:rotate", nodes[0].admin))
+        .json(&json!({}))
         .send()
         .await
         .unwrap()

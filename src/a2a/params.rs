@@ -69,6 +69,26 @@ impl Params {
         }
     }
 
+    /// Refuses any field not in `known` (camelCase names; their snake_case spellings pass too),
+    /// naming the first unknown one and the fields there are.
+    pub fn only(&self, known: &[&str]) -> Result<(), InvalidField> {
+        let unknown = self.fields.keys().find(|key| {
+            !known
+                .iter()
+                .any(|k| *k == key.as_str() || snake_case(k) == **key)
+        });
+        match unknown {
+            None => Ok(()),
+            Some(key) => Err(InvalidField::new(
+                self.qualified(key),
+                format!(
+                    "is not a known field; expected one of: {}",
+                    known.join(", ")
+                ),
+            )),
+        }
+    }
+
     fn qualified(&self, name: &str) -> String {
         if self.path.is_empty() {
             name.to_string()
@@ -131,6 +151,18 @@ impl Params {
             Some(other) => Err(InvalidField::new(
                 field(),
                 format!("must be a whole number, got {}", kind_of(other)),
+            )),
+        }
+    }
+
+    /// An optional boolean.
+    pub fn boolean(&self, camel: &str) -> Result<Option<bool>, InvalidField> {
+        match self.raw(camel)? {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(InvalidField::new(
+                self.qualified(camel),
+                format!("must be true or false, got {}", kind_of(other)),
             )),
         }
     }

@@ -459,6 +459,7 @@ mod tests {
             state: crate::store::ConfigState::Active,
             created_at_ms: 0,
             updated_at_ms: 0,
+            owner: None,
         };
         assert_eq!(
             render_task_config(&record),

@@ -47,10 +47,7 @@ pub fn routes(state: HubState) -> Router {
             get(subscription_receipts),
         )
         .route("/api/v1/keys:rotate", post(rotate_keys))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_admin_token,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin_guard));
     Router::new()
         .merge(api)
         .route("/healthz", get(healthz))
@@ -66,34 +63,66 @@ pub fn routes(state: HubState) -> Router {
         .with_state(state)
 }
 
-/// Requires `Authorization: Bearer <server.admin_token>` when a token is configured.
-async fn require_admin_token(
-    State(state): State<HubState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// In front of every `/api/v1/` route: the `Host` must be one the hub answers to (DNS
+/// rebinding), `Authorization: Bearer <server.admin_token>` when a token is configured, and a
+/// POST must declare a JSON body (a browser's cross-site form or `text/plain` POST cannot).
+async fn admin_guard(State(state): State<HubState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if let Err(reason) = super::guard::check_host(&state.settings, &state.public_base_url, headers)
+    {
+        return problem(StatusCode::BAD_REQUEST, reason, Some("Host"));
+    }
     let expected = state.settings.server.admin_token.expose();
-    if expected.is_empty() {
-        return next.run(request).await;
+    if !expected.is_empty() {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            let mut response = problem(
+                StatusCode::UNAUTHORIZED,
+                "the admin API needs Authorization: Bearer <server.admin_token>",
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
     }
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        return next.run(request).await;
+    if request.method() == axum::http::Method::POST && !super::guard::is_json(headers) {
+        return problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "admin API calls that change state must be sent with Content-Type: application/json (an empty body is fine where none is needed)",
+            Some("Content-Type"),
+        );
     }
-    let mut response = problem(
-        StatusCode::UNAUTHORIZED,
-        "the admin API needs Authorization: Bearer <server.admin_token>",
-        None,
-    );
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
+    next.run(request).await
+}
+
+/// A query string read into `T`; one that does not fit (`after=abc` for a number) is a
+/// problem+json 400 that names what is wrong, like every other bad request of the admin API.
+struct AdminQuery<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for AdminQuery<T>
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(AdminQuery(value)),
+            Err(rejection) => Err(problem(
+                StatusCode::BAD_REQUEST,
+                rejection.body_text(),
+                Some("query"),
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -142,7 +171,7 @@ fn tenant_and_body(
 
 async fn publish_one(
     State(state): State<HubState>,
-    Query(query): Query<TenantQuery>,
+    AdminQuery(query): AdminQuery<TenantQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (tenant, body) = match tenant_and_body(&state, &query, body) {
@@ -157,7 +186,7 @@ async fn publish_one(
 
 async fn publish_batch(
     State(state): State<HubState>,
-    Query(query): Query<TenantQuery>,
+    AdminQuery(query): AdminQuery<TenantQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (tenant, body) = match tenant_and_body(&state, &query, body) {
@@ -175,7 +204,7 @@ async fn publish_batch(
 async fn task_view(
     State(state): State<HubState>,
     Path(task_id): Path<String>,
-    Query(query): Query<TenantQuery>,
+    AdminQuery(query): AdminQuery<TenantQuery>,
 ) -> Response {
     let tenant = match tenant_or_problem(&query) {
         Ok(tenant) => tenant,
@@ -247,7 +276,7 @@ fn query_params(query: std::collections::HashMap<String, String>) -> Params {
 
 async fn list_deliveries(
     State(state): State<HubState>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
+    AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
 ) -> Response {
     let params = query_params(query);
     let parsed = (|| {
@@ -256,7 +285,16 @@ async fn list_deliveries(
         let limit = params
             .integer("limit")?
             .map(|n| usize::try_from(n).unwrap_or(0));
-        Ok::<_, InvalidField>((filter, params.string("after")?, limit))
+        let after = params.string("after")?;
+        if let Some(cursor) = &after {
+            uuid::Uuid::parse_str(cursor).map_err(|_| {
+                InvalidField::new(
+                    "after",
+                    "is not a cursor this hub issued (use nextCursor from the previous page)",
+                )
+            })?;
+        }
+        Ok::<_, InvalidField>((filter, after, limit))
     })();
     let (filter, after, limit) = match parsed {
         Ok(parsed) => parsed,
@@ -288,7 +326,7 @@ async fn replay_one(State(state): State<HubState>, Path(delivery_id): Path<Strin
 
 async fn replay_matching(
     State(state): State<HubState>,
-    Query(query): Query<TenantQuery>,
+    AdminQuery(query): AdminQuery<TenantQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (tenant, body) = match tenant_and_body(&state, &query, body) {
@@ -305,8 +343,30 @@ async fn replay_matching(
             }
         }
     };
-    let filter = Params::from_value(Some(value))
-        .and_then(|params| delivery_filter(tenant, &params, Some(DeliveryState::Dead)));
+    let filter = Params::from_value(Some(value)).and_then(|params| {
+        params.only(&[
+            "taskId",
+            "configId",
+            "state",
+            "createdAfter",
+            "createdBefore",
+            "all",
+        ])?;
+        let all = params.boolean("all")?.unwrap_or(false);
+        let filter = delivery_filter(tenant, &params, Some(DeliveryState::Dead))?;
+        let narrowed = filter.task_id.is_some()
+            || filter.config_id.is_some()
+            || filter.created_after_ms.is_some()
+            || filter.created_before_ms.is_some()
+            || params.string("state")?.is_some();
+        if !narrowed && !all {
+            return Err(InvalidField::new(
+                "body",
+                "names no deliveries: give a filter (taskId, configId, state, createdAfter, createdBefore) or \"all\": true to replay every dead delivery",
+            ));
+        }
+        Ok(filter)
+    });
     let filter = match filter {
         Ok(filter) => filter,
         Err(field) => return field_problem(field),
@@ -350,7 +410,7 @@ async fn rotate_keys(State(state): State<HubState>) -> Response {
 
 async fn create_subscription(
     State(state): State<HubState>,
-    Query(query): Query<TenantQuery>,
+    AdminQuery(query): AdminQuery<TenantQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (tenant, body) = match tenant_and_body(&state, &query, body) {
@@ -400,7 +460,7 @@ struct PageQuery {
 async fn subscription_receipts(
     State(state): State<HubState>,
     Path(id): Path<String>,
-    Query(page): Query<PageQuery>,
+    AdminQuery(page): AdminQuery<PageQuery>,
 ) -> Response {
     if let Err(e) = subscriptions::get(&state, &id).await {
         return problem_for(&e);
@@ -421,7 +481,7 @@ async fn subscription_receipts(
 async fn subscription_events(
     State(state): State<HubState>,
     Path(id): Path<String>,
-    Query(page): Query<PageQuery>,
+    AdminQuery(page): AdminQuery<PageQuery>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     if let Err(e) = subscriptions::get(&state, &id).await {

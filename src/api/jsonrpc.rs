@@ -61,6 +61,22 @@ pub async fn handle(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Err(reason) = super::guard::check_host(&state.settings, &state.public_base_url, &headers)
+    {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            jsonrpc_error(JsonRpcId::Null, &A2AError::invalid_request(reason)),
+        );
+    }
+    if !super::guard::is_json(&headers) {
+        let error = A2AError::invalid_request(
+            "JSON-RPC requests must be sent with Content-Type: application/json",
+        );
+        return reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            jsonrpc_error(JsonRpcId::Null, &error),
+        );
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -137,6 +153,10 @@ pub async fn handle(
             .as_ref()
             .and_then(|p| p.string("tenant").ok().flatten())
             .unwrap_or_default();
+        let caller = match super::auth::authenticate(&state, &headers).await {
+            Ok(caller) => caller,
+            Err(why) => return super::auth::jsonrpc_refusal(&state, id, &why),
+        };
         if let Some(task_id) = &task_id {
             if let Err(error) = super::gateway::before_config_method(
                 &gateway, &headers, &tenant, task_id, None, version,
@@ -146,7 +166,7 @@ pub async fn handle(
                 return fail(id, error);
             }
         }
-        let result = match dispatch(&state, &method, params, version).await {
+        let result = match dispatch(&state, caller.as_deref(), &method, params, version).await {
             Ok(result) => result,
             Err(error) => return fail(id, error),
         };
@@ -162,7 +182,11 @@ pub async fn handle(
         }
         return reply(StatusCode::OK, JsonRpcResponse::success(id, result));
     }
-    match dispatch(&state, &method, params, version).await {
+    let caller = match super::auth::authenticate(&state, &headers).await {
+        Ok(caller) => caller,
+        Err(why) => return super::auth::jsonrpc_refusal(&state, id, &why),
+    };
+    match dispatch(&state, caller.as_deref(), &method, params, version).await {
         Ok(result) => reply(StatusCode::OK, JsonRpcResponse::success(id, result)),
         Err(error) => fail(id, error),
     }
@@ -225,12 +249,13 @@ fn envelope(request: Value) -> Result<(JsonRpcId, String, Option<Value>), (JsonR
 
 async fn dispatch(
     state: &HubState,
+    caller: Option<&str>,
     method: &str,
     params: Option<Value>,
     version: WireVersion,
 ) -> Result<Value, A2AError> {
     if version == WireVersion::V0_3 {
-        return dispatch_v03(state, method, params).await;
+        return dispatch_v03(state, caller, method, params).await;
     }
     let params = Params::from_value(params).map_err(|e| invalid_params(&e))?;
     let domain = |e: DomainError| to_a2a(&e);
@@ -238,28 +263,28 @@ async fn dispatch(
     match method {
         methods::CREATE_PUSH_CONFIG => {
             let input = config_input(&params).map_err(field)?;
-            let config = push_configs::create(state, None, None, input, version)
+            let config = push_configs::create(state, caller, None, None, input, version)
                 .await
                 .map_err(domain)?;
             Ok(json!(render(&config)))
         }
         methods::GET_PUSH_CONFIG => {
             let address = config_address(&params).map_err(field)?;
-            let config = push_configs::get(state, None, address)
+            let config = push_configs::get(state, caller, None, address)
                 .await
                 .map_err(domain)?;
             Ok(json!(render(&config)))
         }
         methods::LIST_PUSH_CONFIGS => {
             let request = list_request(&params).map_err(field)?;
-            let page = push_configs::list(state, None, request)
+            let page = push_configs::list(state, caller, None, request)
                 .await
                 .map_err(domain)?;
             Ok(render_list(&page.configs, page.next_page_token.as_deref()))
         }
         methods::DELETE_PUSH_CONFIG => {
             let address = config_address(&params).map_err(field)?;
-            push_configs::delete(state, None, address)
+            push_configs::delete(state, caller, None, address)
                 .await
                 .map_err(domain)?;
             Ok(Value::Null)
@@ -274,6 +299,7 @@ async fn dispatch(
 /// The A2A 0.3 push-config methods, with their 0.3 params and results.
 async fn dispatch_v03(
     state: &HubState,
+    caller: Option<&str>,
     method: &str,
     params: Option<Value>,
 ) -> Result<Value, A2AError> {
@@ -295,7 +321,7 @@ async fn dispatch_v03(
                 })?;
             let mut input = v03::config_input(Some(task_id), &config).map_err(field)?;
             input.tenant = tenant;
-            let config = push_configs::create(state, None, None, input, WireVersion::V0_3)
+            let config = push_configs::create(state, caller, None, None, input, WireVersion::V0_3)
                 .await
                 .map_err(domain)?;
             Ok(v03::render_task_config(&config))
@@ -309,13 +335,15 @@ async fn dispatch_v03(
                         task_id,
                         id: config_id,
                     };
-                    push_configs::get(state, None, address)
+                    push_configs::get(state, caller, None, address)
                         .await
                         .map_err(domain)?
                 }
                 None => {
                     // Without a config id: the config named like the task, else the first.
-                    let all = list_all(state, tenant, &task_id).await.map_err(domain)?;
+                    let all = list_all(state, caller, tenant, &task_id)
+                        .await
+                        .map_err(domain)?;
                     let chosen = all
                         .iter()
                         .find(|c| c.id == task_id)
@@ -333,7 +361,9 @@ async fn dispatch_v03(
         }
         V03_LIST => {
             let task_id = params.required_string("id").map_err(field)?;
-            let all = list_all(state, tenant, &task_id).await.map_err(domain)?;
+            let all = list_all(state, caller, tenant, &task_id)
+                .await
+                .map_err(domain)?;
             Ok(Value::Array(
                 all.iter().map(v03::render_task_config).collect(),
             ))
@@ -345,6 +375,7 @@ async fn dispatch_v03(
                 .map_err(field)?;
             push_configs::delete(
                 state,
+                caller,
                 None,
                 ConfigAddress {
                     tenant,
@@ -368,6 +399,7 @@ async fn dispatch_v03(
 /// Every config of a task, page after page (0.3 `list` has no pagination).
 async fn list_all(
     state: &HubState,
+    caller: Option<&str>,
     tenant: Option<String>,
     task_id: &str,
 ) -> Result<Vec<crate::store::ConfigRecord>, DomainError> {
@@ -380,7 +412,7 @@ async fn list_all(
             page_size: Some(push_configs::MAX_PAGE_SIZE as i64),
             page_token: token,
         };
-        let page = push_configs::list(state, None, request).await?;
+        let page = push_configs::list(state, caller, None, request).await?;
         all.extend(page.configs);
         match page.next_page_token {
             Some(next) if all.len() < 10_000 => token = Some(next),

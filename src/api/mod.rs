@@ -6,8 +6,10 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+mod auth;
 mod errors;
 mod gateway;
+mod guard;
 mod inbound;
 mod jsonrpc;
 mod rest;
@@ -29,8 +31,9 @@ pub fn public_router(state: HubState) -> Router {
             "/.well-known/agent-card.json",
             axum::routing::get(gateway::agent_card),
         )
-        .merge(rest::routes())
-        .merge(rest::routes_v03())
+        .merge(rest::routes().merge(rest::routes_v03()).route_layer(
+            axum::middleware::from_fn_with_state(state.clone(), auth::rest_guard),
+        ))
         .fallback(gateway::fallback)
         .with_state(state)
         .layer(TraceLayer::new_for_http())

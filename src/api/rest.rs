@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use a2a::{A2AError, error_code};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Extension, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
+use super::auth::Caller;
 use super::errors::{invalid_params, rest_response, to_a2a};
 use super::requested_version;
 use crate::a2a::params::{InvalidField, Params};
@@ -124,6 +125,7 @@ fn domain_error(error: crate::domain::DomainError) -> Response {
 
 async fn create(
     State(state): State<HubState>,
+    Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathParams>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -165,6 +167,7 @@ async fn create(
     let (tenant, prefix) = path.scope(&state);
     let config = match push_configs::create(
         &state,
+        caller.as_deref(),
         tenant.as_deref(),
         Some(&path.task_id),
         input,
@@ -221,6 +224,7 @@ fn list_request_from_query(
 
 async fn get_one(
     State(state): State<HubState>,
+    Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathParams>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -233,7 +237,7 @@ async fn get_one(
     }
     let (tenant, _) = path.scope(&state);
     let address = config_address(path.task_id, path.config_id);
-    match push_configs::get(&state, tenant.as_deref(), address).await {
+    match push_configs::get(&state, caller.as_deref(), tenant.as_deref(), address).await {
         Ok(config) => Json(render(&config)).into_response(),
         Err(e) => domain_error(e),
     }
@@ -241,6 +245,7 @@ async fn get_one(
 
 async fn list(
     State(state): State<HubState>,
+    Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathParams>,
     headers: HeaderMap,
     RawQuery(raw_query): RawQuery,
@@ -257,7 +262,7 @@ async fn list(
         Ok(request) => request,
         Err(response) => return response,
     };
-    match push_configs::list(&state, tenant.as_deref(), request).await {
+    match push_configs::list(&state, caller.as_deref(), tenant.as_deref(), request).await {
         Ok(page) => {
             Json(render_list(&page.configs, page.next_page_token.as_deref())).into_response()
         }
@@ -267,6 +272,7 @@ async fn list(
 
 async fn delete(
     State(state): State<HubState>,
+    Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathParams>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -279,7 +285,7 @@ async fn delete(
     }
     let (tenant, _) = path.scope(&state);
     let address = config_address(path.task_id, path.config_id);
-    match push_configs::delete(&state, tenant.as_deref(), address).await {
+    match push_configs::delete(&state, caller.as_deref(), tenant.as_deref(), address).await {
         Ok(()) => Json(json!({})).into_response(),
         Err(e) => domain_error(e),
     }
@@ -359,6 +365,7 @@ async fn check_v03(
 
 async fn create_v03(
     State(state): State<HubState>,
+    Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathV03>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -406,13 +413,19 @@ async fn create_v03(
         Ok(input) => input,
         Err(e) => return field_error(e),
     };
-    let config =
-        match push_configs::create(&state, None, Some(&path.task_id), input, WireVersion::V0_3)
-            .await
-        {
-            Ok(config) => config,
-            Err(e) => return domain_error(e),
-        };
+    let config = match push_configs::create(
+        &state,
+        caller.as_deref(),
+        None,
+        Some(&path.task_id),
+        input,
+        WireVersion::V0_3,
+    )
+    .await
+    {
+        Ok(config) => config,
+        Err(e) => return domain_error(e),
+    };
     if let Some(gateway) = &state.gateway {
         if let Err(error) = super::gateway::after_config_created(
             &state,
@@ -433,6 +446,7 @@ async fn create_v03(
 
 async fn get_v03(
     State(state): State<HubState>,
+    Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathV03>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -441,7 +455,7 @@ async fn get_v03(
         return response;
     }
     let address = config_address(path.task_id, path.config_id);
-    match push_configs::get(&state, None, address).await {
+    match push_configs::get(&state, caller.as_deref(), None, address).await {
         Ok(config) => Json(crate::a2a::v03::render_named_config(&config)).into_response(),
         Err(e) => domain_error(e),
     }
@@ -449,6 +463,7 @@ async fn get_v03(
 
 async fn list_v03(
     State(state): State<HubState>,
+    Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathV03>,
     headers: HeaderMap,
     RawQuery(raw_query): RawQuery,
@@ -461,7 +476,7 @@ async fn list_v03(
         Ok(request) => request,
         Err(response) => return response,
     };
-    match push_configs::list(&state, None, request).await {
+    match push_configs::list(&state, caller.as_deref(), None, request).await {
         Ok(page) => Json(json!({
             "configs": page.configs.iter().map(crate::a2a::v03::render_named_config).collect::<Vec<_>>(),
             "nextPageToken": page.next_page_token.unwrap_or_default(),
@@ -473,6 +488,7 @@ async fn list_v03(
 
 async fn delete_v03(
     State(state): State<HubState>,
+    Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathV03>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -481,7 +497,7 @@ async fn delete_v03(
         return response;
     }
     let address = config_address(path.task_id, path.config_id);
-    match push_configs::delete(&state, None, address).await {
+    match push_configs::delete(&state, caller.as_deref(), None, address).await {
         Ok(()) => Json(json!({})).into_response(),
         Err(e) => domain_error(e),
     }

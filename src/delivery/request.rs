@@ -136,6 +136,7 @@ mod tests {
             state: ConfigState::Active,
             created_at_ms: 0,
             updated_at_ms: 0,
+            owner: None,
         }
     }
 

@@ -80,18 +80,44 @@ async fn store_and_schedule(
     Ok(published)
 }
 
+/// Longest principal name the event API accepts as an `owner`.
+const MAX_OWNER_LEN: usize = 256;
+
 fn validate(tenant: &str, raw: Box<RawValue>, at: &str) -> Result<NewEvent, InvalidField> {
-    let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
+    let mut value: Value = serde_json::from_str(raw.get()).map_err(|e| {
         InvalidField::new(
             if at.is_empty() { "body" } else { at },
             format!("is not valid JSON: {e}"),
         )
     })?;
+    // `owner` is the hub's, beside the StreamResponse: taken out so receivers get the event
+    // exactly as the A2A protocol defines it.
+    let owner = match value
+        .as_object_mut()
+        .and_then(|event| event.remove("owner"))
+    {
+        None => None,
+        Some(Value::String(owner)) if (1..=MAX_OWNER_LEN).contains(&owner.len()) => Some(owner),
+        Some(_) => {
+            return Err(InvalidField::new(
+                format!("{at}{}owner", if at.is_empty() { "" } else { "." }),
+                format!(
+                    "must be the principal the task belongs to: a string of 1 to {MAX_OWNER_LEN} characters"
+                ),
+            ));
+        }
+    };
     let parsed = parse_event(&value, at)?;
+    let body = match owner {
+        None => raw,
+        Some(_) => serde_json::value::to_raw_value(&value)
+            .map_err(|e| InvalidField::new("body", format!("cannot be stored: {e}")))?,
+    };
     Ok(NewEvent {
         tenant: tenant.to_string(),
         task_id: parsed.task_id,
         event: parsed.event,
-        body: raw,
+        body,
+        owner,
     })
 }

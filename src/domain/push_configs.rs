@@ -1,6 +1,11 @@
 //! Push-config management: create (with URL policy and id assignment), get, list with
 //! pagination, idempotent delete. Scoped by tenant; without an upstream agent, a config may
 //! be registered for a task the hub has not seen yet.
+//!
+//! With `server.public_auth`, each call names its caller (the authenticated principal): a
+//! task's configs belong to the first principal that registered one (or to the owner its
+//! publisher declared), and anyone else is told the task does not exist — never that it is
+//! someone else's.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,7 +15,7 @@ use super::{DomainError, HubState};
 use crate::a2a::params::{InvalidField, check_id};
 use crate::a2a::push_config::{ConfigAddress, ConfigInput, ListRequest};
 use crate::a2a::version::WireVersion;
-use crate::store::{ConfigRecord, ConfigState, now_ms};
+use crate::store::{ConfigRecord, ConfigRules, ConfigState, ConfigWrite, now_ms};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 100;
@@ -28,9 +33,35 @@ pub fn resolve_tenant(
     Ok(tenant.to_string())
 }
 
+/// The answer for a task the caller may not see: the same as for a task that does not exist.
+fn not_found(task_id: &str) -> DomainError {
+    DomainError::TaskNotFound(format!("task {task_id:?} not found"))
+}
+
+/// Refuses, as "not found", a task that is not the caller's. No caller: no ownership.
+async fn check_owner(
+    state: &HubState,
+    caller: Option<&str>,
+    tenant: &str,
+    task_id: &str,
+) -> Result<(), DomainError> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    let owner = state
+        .store
+        .task_owner(tenant.to_string(), task_id.to_string())
+        .await?;
+    match owner {
+        Some(owner) if owner == caller => Ok(()),
+        _ => Err(not_found(task_id)),
+    }
+}
+
 /// Creates or replaces a config. The path's task id (REST) wins over the body's.
 pub async fn create(
     state: &HubState,
+    caller: Option<&str>,
     path_tenant: Option<&str>,
     path_task_id: Option<&str>,
     input: ConfigInput,
@@ -59,18 +90,39 @@ pub async fn create(
         state: ConfigState::Active,
         created_at_ms: now,
         updated_at_ms: now,
+        owner: caller.map(str::to_string),
     };
-    state.store.put_config(config.clone()).await?;
+    let max_per_task = state.settings.limits.max_configs_per_task;
+    let rules = ConfigRules {
+        principal: config.owner.clone(),
+        max_per_task,
+    };
+    match state.store.put_config(config.clone(), rules).await? {
+        ConfigWrite::Stored => {}
+        ConfigWrite::NotOwner => return Err(not_found(&config.task_id)),
+        ConfigWrite::TooMany => {
+            return Err(InvalidField::new(
+                "taskId",
+                format!(
+                    "task {:?} has {max_per_task} push notification configs already, the most limits.max_configs_per_task allows; delete one, or replace one by giving its id",
+                    config.task_id
+                ),
+            )
+            .into());
+        }
+    }
     tracing::info!(tenant = %config.tenant, task_id = %config.task_id, config_id = %config.id, "push config stored");
     Ok(config)
 }
 
 pub async fn get(
     state: &HubState,
+    caller: Option<&str>,
     path_tenant: Option<&str>,
     address: ConfigAddress,
 ) -> Result<ConfigRecord, DomainError> {
     let tenant = resolve_tenant(path_tenant, address.tenant.as_deref())?;
+    check_owner(state, caller, &tenant, &address.task_id).await?;
     state
         .store
         .get_config(tenant, address.task_id.clone(), address.id.clone())
@@ -91,10 +143,12 @@ pub struct Page {
 
 pub async fn list(
     state: &HubState,
+    caller: Option<&str>,
     path_tenant: Option<&str>,
     request: ListRequest,
 ) -> Result<Page, DomainError> {
     let tenant = resolve_tenant(path_tenant, request.tenant.as_deref())?;
+    check_owner(state, caller, &tenant, &request.task_id).await?;
     let page_size = match request.page_size {
         None | Some(0) => DEFAULT_PAGE_SIZE,
         Some(n) if n < 0 => {
@@ -138,10 +192,12 @@ fn decode_page_token(token: &str) -> Result<String, InvalidField> {
 /// Deletes a config; deleting one that does not exist succeeds (the operation is idempotent).
 pub async fn delete(
     state: &HubState,
+    caller: Option<&str>,
     path_tenant: Option<&str>,
     address: ConfigAddress,
 ) -> Result<(), DomainError> {
     let tenant = resolve_tenant(path_tenant, address.tenant.as_deref())?;
+    check_owner(state, caller, &tenant, &address.task_id).await?;
     let existed = state
         .store
         .delete_config(tenant, address.task_id.clone(), address.id.clone())

@@ -76,6 +76,7 @@ pub async fn open(
                 state: ConfigState::Active,
                 created_at_ms: now,
                 updated_at_ms: now,
+                owner: None,
             })
         }
     };
@@ -127,7 +128,16 @@ pub async fn bind(
     if existing.is_none() {
         let mut config = template.clone();
         config.task_id = task_id.to_string();
-        state.store.put_config(config).await?;
+        let rules = crate::store::ConfigRules {
+            principal: None,
+            max_per_task: state.settings.limits.max_configs_per_task,
+        };
+        if state.store.put_config(config, rules).await? == crate::store::ConfigWrite::TooMany {
+            tracing::warn!(
+                task_id,
+                "the client's inline push config was not stored: the task has limits.max_configs_per_task configs already"
+            );
+        }
     }
     Ok(())
 }

@@ -165,15 +165,7 @@ async fn authenticate(
         let result = match token {
             None => Err("no Authorization: Bearer JWT".to_string()),
             Some(token) => {
-                let kid = token
-                    .split('.')
-                    .next()
-                    .and_then(|h| {
-                        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h)
-                            .ok()
-                    })
-                    .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
-                    .and_then(|h| h["kid"].as_str().map(str::to_string));
+                let kid = jwt::header_kid(token);
                 match state.inbound.jwks.get(jwks_url, kid.as_deref()).await {
                     Err(e) => Err(format!("the peer's JWKS is unavailable: {e}")),
                     Ok(document) => {

@@ -145,6 +145,7 @@ mod tests {
             InboundSettings {
                 rate_limit_per_second,
                 rate_limit_burst,
+                ..InboundSettings::default()
             },
         )
     }

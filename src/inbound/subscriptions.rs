@@ -101,6 +101,19 @@ pub async fn create(
     body: Value,
 ) -> Result<Created, DomainError> {
     let params = Params::from_value(Some(body))?;
+    params.only(&[
+        "tenant",
+        "taskId",
+        "token",
+        "authentication",
+        "jwksUrl",
+        "issuer",
+        "webhookSecret",
+        "webhookPublicKeys",
+        "toleranceSeconds",
+        "forwardTo",
+        "agent",
+    ])?;
     let tenant = resolve_tenant(tenant, params.string("tenant")?.as_deref())?;
     let task_id = params.string("taskId")?;
     if let Some(task_id) = &task_id {
@@ -110,6 +123,7 @@ pub async fn create(
     let authentication = match params.object("authentication")? {
         None => None,
         Some(auth) => {
+            auth.only(&["scheme", "credentials"])?;
             let scheme = auth.required_string("scheme")?;
             let credentials = auth.string("credentials")?.unwrap_or_else(random_secret);
             Some(Authentication {
@@ -162,6 +176,7 @@ pub async fn create(
     let agent = match params.object("agent")? {
         None => None,
         Some(agent) => {
+            agent.only(&["url", "binding"])?;
             let url = checked_url(state, "agent.url", Some(agent.required_string("url")?))
                 .await?
                 .unwrap_or_default();

@@ -4,7 +4,10 @@
 //! JWKS with only ES256 accepted — the `alg` of a token never chooses the algorithm.
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, EcdsaKeyPair, UnparsedPublicKey};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, EcdsaKeyPair, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
+    UnparsedPublicKey,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -60,10 +63,7 @@ pub struct Expectations<'a> {
 
 /// The P-256 public point (uncompressed) of the JWK with `kid` in a JWKS document.
 fn p256_key(jwks: &Value, kid: &str) -> Result<Vec<u8>, VerifyError> {
-    let key = jwks["keys"]
-        .as_array()
-        .and_then(|keys| keys.iter().find(|k| k["kid"] == kid))
-        .ok_or_else(|| VerifyError::UnknownKey(kid.to_string()))?;
+    let key = find_key(jwks, kid)?;
     if key["kty"] != "EC" || key["crv"] != "P-256" {
         return Err(VerifyError::BadToken(format!(
             "key {kid} is not a P-256 key"
@@ -82,14 +82,19 @@ fn p256_key(jwks: &Value, kid: &str) -> Result<Vec<u8>, VerifyError> {
     Ok(point)
 }
 
-/// Verifies a token of the hub's profile against a JWKS document and the raw body.
-pub fn verify(
-    token: &str,
-    jwks: &Value,
-    expect: &Expectations,
-    body: &[u8],
-    now_s: i64,
-) -> Result<Claims, VerifyError> {
+/// The `kid` in a compact JWS's header, read before anything is verified (to pick the key).
+pub fn header_kid(token: &str) -> Option<String> {
+    let header = URL_SAFE_NO_PAD.decode(token.split('.').next()?).ok()?;
+    serde_json::from_slice::<Value>(&header)
+        .ok()?
+        .get("kid")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Checks a compact JWS's signature against the JWKS key its `kid` names, with one of
+/// `algorithms` (the token's `alg` only picks among those); returns the claims' JSON bytes.
+fn verified_claims(token: &str, jwks: &Value, algorithms: &[&str]) -> Result<Vec<u8>, VerifyError> {
     let bad = |why: &str| VerifyError::BadToken(why.to_string());
     let mut parts = token.split('.');
     let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
@@ -103,35 +108,150 @@ pub fn verify(
         .and_then(|h| serde_json::from_slice(&h).ok())
         .ok_or_else(|| bad("the header is not base64url JSON"))?;
     let alg = header["alg"].as_str().unwrap_or_default();
-    if alg != "ES256" {
+    if !algorithms.contains(&alg) {
         return Err(VerifyError::AlgorithmNotAllowed(alg.to_string()));
     }
     let kid = header["kid"]
         .as_str()
         .ok_or_else(|| bad("the header has no `kid`"))?;
-    let public = p256_key(jwks, kid)?;
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64)
         .map_err(|_| bad("the signature is not base64url"))?;
-    let signed = &token[..header_b64.len() + 1 + claims_b64.len()];
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &public)
-        .verify(signed.as_bytes(), &signature)
-        .map_err(|_| VerifyError::NoValidSignature)?;
-    let claims: Claims = URL_SAFE_NO_PAD
+    let signed = token[..header_b64.len() + 1 + claims_b64.len()].as_bytes();
+    let valid = match alg {
+        "RS256" => {
+            let (n, e) = rsa_key(jwks, kid)?;
+            RsaPublicKeyComponents { n, e }
+                .verify(&RSA_PKCS1_2048_8192_SHA256, signed, &signature)
+                .is_ok()
+        }
+        _ => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, p256_key(jwks, kid)?)
+            .verify(signed, &signature)
+            .is_ok(),
+    };
+    if !valid {
+        return Err(VerifyError::NoValidSignature);
+    }
+    URL_SAFE_NO_PAD
         .decode(claims_b64)
-        .ok()
-        .and_then(|c| serde_json::from_slice(&c).ok())
-        .ok_or_else(|| bad("the claims are not base64url JSON with every claim of the profile"))?;
-    if claims.exp < now_s - expect.leeway_s {
+        .map_err(|_| bad("the claims are not base64url"))
+}
+
+/// The RSA modulus and exponent of the JWK with `kid`.
+fn rsa_key(jwks: &Value, kid: &str) -> Result<(Vec<u8>, Vec<u8>), VerifyError> {
+    let key = find_key(jwks, kid)?;
+    if key["kty"] != "RSA" {
+        return Err(VerifyError::BadToken(format!(
+            "key {kid} is not an RSA key"
+        )));
+    }
+    let part = |name: &str| {
+        key[name]
+            .as_str()
+            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| VerifyError::BadToken(format!("key {kid} has no valid `{name}`")))
+    };
+    Ok((part("n")?, part("e")?))
+}
+
+fn find_key<'a>(jwks: &'a Value, kid: &str) -> Result<&'a Value, VerifyError> {
+    jwks["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == kid))
+        .ok_or_else(|| VerifyError::UnknownKey(kid.to_string()))
+}
+
+/// Checks a token's lifetime: not expired, not issued in the future (beyond `leeway_s`).
+fn check_lifetime(
+    exp: i64,
+    iat: Option<i64>,
+    leeway_s: i64,
+    now_s: i64,
+) -> Result<(), VerifyError> {
+    if exp < now_s - leeway_s {
         return Err(VerifyError::Expired {
-            expired_s_ago: now_s - claims.exp,
+            expired_s_ago: now_s - exp,
         });
     }
-    if claims.iat > now_s + expect.leeway_s {
-        return Err(VerifyError::FromTheFuture {
-            ahead_s: claims.iat - now_s,
-        });
+    if let Some(iat) = iat {
+        if iat > now_s + leeway_s {
+            return Err(VerifyError::FromTheFuture {
+                ahead_s: iat - now_s,
+            });
+        }
     }
+    Ok(())
+}
+
+/// What a caller's bearer JWT says of its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `sub`: the principal.
+    pub subject: String,
+    pub expires_at_s: i64,
+}
+
+/// Verifies a caller's bearer JWT (an identity provider's access token: ES256 or RS256, `iss`,
+/// `aud` as a string or a list, `exp`, optional `iat` and `nbf`, `sub`).
+pub fn verify_caller(
+    token: &str,
+    jwks: &Value,
+    issuer: &str,
+    audience: &str,
+    leeway_s: i64,
+    now_s: i64,
+) -> Result<Caller, VerifyError> {
+    let claims: Value = serde_json::from_slice(&verified_claims(token, jwks, &["ES256", "RS256"])?)
+        .map_err(|_| VerifyError::BadToken("the claims are not JSON".to_string()))?;
+    let exp = claims["exp"]
+        .as_i64()
+        .ok_or_else(|| VerifyError::BadToken("the token has no `exp`".to_string()))?;
+    check_lifetime(exp, claims["iat"].as_i64(), leeway_s, now_s)?;
+    if let Some(nbf) = claims["nbf"].as_i64() {
+        if nbf > now_s + leeway_s {
+            return Err(VerifyError::FromTheFuture {
+                ahead_s: nbf - now_s,
+            });
+        }
+    }
+    let iss = claims["iss"].as_str().unwrap_or_default();
+    if iss != issuer {
+        return Err(VerifyError::WrongIssuer(iss.to_string()));
+    }
+    let audience_matches = match &claims["aud"] {
+        Value::String(aud) => aud == audience,
+        Value::Array(auds) => auds.iter().any(|a| a == audience),
+        _ => false,
+    };
+    if !audience_matches {
+        return Err(VerifyError::WrongAudience(claims["aud"].to_string()));
+    }
+    let subject = claims["sub"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| VerifyError::BadToken("the token has no `sub`".to_string()))?;
+    Ok(Caller {
+        subject: subject.to_string(),
+        expires_at_s: exp,
+    })
+}
+
+/// Verifies a token of the hub's profile against a JWKS document and the raw body.
+pub fn verify(
+    token: &str,
+    jwks: &Value,
+    expect: &Expectations,
+    body: &[u8],
+    now_s: i64,
+) -> Result<Claims, VerifyError> {
+    let claims: Claims = serde_json::from_slice(&verified_claims(token, jwks, &["ES256"])?)
+        .map_err(|_| {
+            VerifyError::BadToken(
+                "the claims are not JSON with every claim of the profile".to_string(),
+            )
+        })?;
+    check_lifetime(claims.exp, Some(claims.iat), expect.leeway_s, now_s)?;
     if let Some(audience) = expect.audience {
         if claims.aud != audience {
             return Err(VerifyError::WrongAudience(claims.aud));

@@ -100,6 +100,29 @@ pub struct ConfigRecord {
     pub state: ConfigState,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// The authenticated principal that registered it (`None` without `public_auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// What a config write must respect, checked in the write's own transaction so that two
+/// callers racing for one task cannot both pass.
+#[derive(Debug, Clone)]
+pub struct ConfigRules {
+    /// The caller. `Some`: the task must be theirs or nobody's yet (it becomes theirs).
+    pub principal: Option<String>,
+    /// Configs the task may have; replacing one of them is always allowed.
+    pub max_per_task: usize,
+}
+
+/// What `put_config` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigWrite {
+    Stored,
+    /// The task belongs to another principal; nothing was written.
+    NotOwner,
+    /// The task has its `max_per_task` configs already; nothing was written.
+    TooMany,
 }
 
 /// A task's current state, folded from its events.
@@ -121,6 +144,9 @@ pub struct NewEvent {
     pub task_id: String,
     pub event: StreamResponse,
     pub body: Box<RawValue>,
+    /// The principal the publisher declares the task belongs to: it becomes the task's owner,
+    /// and configs another principal registered are removed.
+    pub owner: Option<String>,
 }
 
 /// A stored event.
@@ -515,7 +541,17 @@ impl PendingDelivery {
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces the config with the same (tenant, task, id).
-    async fn put_config(&self, config: ConfigRecord) -> Result<(), StoreError>;
+    async fn put_config(
+        &self,
+        config: ConfigRecord,
+        rules: ConfigRules,
+    ) -> Result<ConfigWrite, StoreError>;
+    /// The principal a task belongs to, if any.
+    async fn task_owner(
+        &self,
+        tenant: String,
+        task_id: String,
+    ) -> Result<Option<String>, StoreError>;
     async fn get_config(
         &self,
         tenant: String,

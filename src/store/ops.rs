@@ -464,6 +464,7 @@ fn accept_inbound_in(
                 task_id: accept.task_id.clone(),
                 event: accept.event,
                 body: accept.body,
+                owner: None,
             };
             Some(publish_one(sealing, tables, event, now)?)
         }
@@ -481,6 +482,7 @@ fn accept_inbound_in(
                     state: ConfigState::Active,
                     created_at_ms: now,
                     updated_at_ms: now,
+                    owner: None,
                 };
                 tables.insert(Table::Configs, &ckey, &encode_sealed(sealing, &config)?)?;
             }
@@ -489,6 +491,7 @@ fn accept_inbound_in(
                 task_id: accept.task_id.clone(),
                 event: accept.event,
                 body: accept.body,
+                owner: None,
             };
             Some(publish_one(sealing, tables, event, now)?)
         }
@@ -520,6 +523,82 @@ pub(super) fn delete_subscription_in(tables: &dyn TablesMut, id: &str) -> Result
     Ok(existed)
 }
 
+/// Stores a config if the task is the caller's (or nobody's: then it becomes the caller's)
+/// and has room for it.
+fn put_config_in(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    mut config: ConfigRecord,
+    rules: ConfigRules,
+) -> Result<ConfigWrite, StoreError> {
+    let tkey = task_key(&config.tenant, &config.task_id);
+    if let Some(principal) = &rules.principal {
+        match get_json::<String>(tables, Table::Owners, &tkey)? {
+            Some(owner) if owner != *principal => return Ok(ConfigWrite::NotOwner),
+            Some(_) => {}
+            None => tables.insert(Table::Owners, &tkey, &encode(principal)?)?,
+        }
+    }
+    let key = config_key(&config.tenant, &config.task_id, &config.id);
+    match get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &key)? {
+        Some(existing) => config.created_at_ms = existing.created_at_ms,
+        None => {
+            let others = first_under(tables, Table::Configs, &tkey, rules.max_per_task)?;
+            if others.len() >= rules.max_per_task {
+                return Ok(ConfigWrite::TooMany);
+            }
+        }
+    }
+    config.owner = rules.principal;
+    tables.insert(Table::Configs, &key, &encode_sealed(sealing, &config)?)?;
+    Ok(ConfigWrite::Stored)
+}
+
+/// Removes a config; its pending deliveries are canceled. Whether it existed.
+fn remove_config(tables: &dyn TablesMut, key: &[u8], now: u64) -> Result<bool, StoreError> {
+    let existed = tables.get(Table::Configs, key)?.is_some();
+    tables.remove(Table::Configs, key)?;
+    for (_, delivery_id) in take_prefix(tables, Table::Pending, key)? {
+        update_delivery(tables, &delivery_id, |delivery| {
+            delivery.state = DeliveryState::Canceled;
+            delivery.last_error = Some("its push config was deleted".to_string());
+            delivery.updated_at_ms = now;
+        })?;
+    }
+    Ok(existed)
+}
+
+/// Makes `owner` the task's owner, as its publisher declared; configs another principal
+/// registered for the task are removed, so they receive nothing of it from now on.
+fn declare_owner(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    tkey: &[u8],
+    owner: &str,
+    now: u64,
+) -> Result<(), StoreError> {
+    if get_json::<String>(tables, Table::Owners, tkey)?.as_deref() == Some(owner) {
+        return Ok(());
+    }
+    tables.insert(Table::Owners, tkey, &encode(&owner)?)?;
+    let mut foreign = Vec::new();
+    tables.scan(Table::Configs, tkey, tkey, &mut |key, value| {
+        let config: ConfigRecord = decode_sealed(sealing, value)?;
+        if config.owner.as_deref().is_some_and(|o| o != owner) {
+            foreign.push((key.to_vec(), config.id));
+        }
+        Ok(true)
+    })?;
+    for (key, config_id) in foreign {
+        remove_config(tables, &key, now)?;
+        tracing::warn!(
+            config_id,
+            "push config removed: the publisher declared another owner for its task"
+        );
+    }
+    Ok(())
+}
+
 fn publish_one(
     sealing: &Sealing,
     tables: &dyn TablesMut,
@@ -527,6 +606,9 @@ fn publish_one(
     now: u64,
 ) -> Result<PublishedEvent, StoreError> {
     let tkey = task_key(&new.tenant, &new.task_id);
+    if let Some(owner) = &new.owner {
+        declare_owner(sealing, tables, &tkey, owner, now)?;
+    }
     let previous: Option<TaskRecord> = get_json(tables, Table::Tasks, &tkey)?;
     let sequence = previous.as_ref().map_or(0, |t| t.last_sequence) + 1;
     let was_finished_at = previous
@@ -618,19 +700,23 @@ fn publish_one(
 
 #[async_trait::async_trait]
 impl<B: Backend> Store for TableStore<B> {
-    async fn put_config(&self, config: ConfigRecord) -> Result<(), StoreError> {
+    async fn put_config(
+        &self,
+        config: ConfigRecord,
+        rules: ConfigRules,
+    ) -> Result<ConfigWrite, StoreError> {
         let sealing = self.sealing.clone();
-        self.write(move |tables| {
-            let key = config_key(&config.tenant, &config.task_id, &config.id);
-            let mut config = config;
-            if let Some(existing) =
-                get_sealed::<ConfigRecord>(&sealing, tables, Table::Configs, &key)?
-            {
-                config.created_at_ms = existing.created_at_ms;
-            }
-            tables.insert(Table::Configs, &key, &encode_sealed(&sealing, &config)?)
-        })
-        .await
+        self.write(move |tables| put_config_in(&sealing, tables, config, rules))
+            .await
+    }
+
+    async fn task_owner(
+        &self,
+        tenant: String,
+        task_id: String,
+    ) -> Result<Option<String>, StoreError> {
+        self.read(move |tables| get_json(tables, Table::Owners, &task_key(&tenant, &task_id)))
+            .await
     }
 
     async fn get_config(
@@ -684,18 +770,7 @@ impl<B: Backend> Store for TableStore<B> {
         id: String,
     ) -> Result<bool, StoreError> {
         self.write(move |tables| {
-            let key = config_key(&tenant, &task_id, &id);
-            let existed = tables.get(Table::Configs, &key)?.is_some();
-            tables.remove(Table::Configs, &key)?;
-            let now = now_ms();
-            for (_, delivery_id) in take_prefix(tables, Table::Pending, &key)? {
-                update_delivery(tables, &delivery_id, |delivery| {
-                    delivery.state = DeliveryState::Canceled;
-                    delivery.last_error = Some("its push config was deleted".to_string());
-                    delivery.updated_at_ms = now;
-                })?;
-            }
-            Ok(existed)
+            remove_config(tables, &config_key(&tenant, &task_id, &id), now_ms())
         })
         .await
     }

@@ -99,6 +99,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         5,
         "CREATE TABLE hub_follows (k bytea PRIMARY KEY, v bytea NOT NULL);",
     ),
+    (
+        6,
+        "CREATE TABLE hub_task_owners (k bytea PRIMARY KEY, v bytea NOT NULL);",
+    ),
 ];
 
 /// The schema version this build writes.

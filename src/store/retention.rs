@@ -289,6 +289,7 @@ fn purge_task(
         }
     }
     tables.remove(Table::Tasks, task_key)?;
+    tables.remove(Table::Owners, task_key)?;
     *budget -= 1;
     Ok(true)
 }

@@ -53,10 +53,13 @@ pub enum Table {
     /// (tenant, task) → the gateway's follow of the task (sealed: it holds the caller's
     /// credentials for the agent), with the node that holds it and until when.
     Follows,
+    /// (tenant, task) → the principal whose task it is (JSON string): the first to register a
+    /// config for it, or the owner the event API declared.
+    Owners,
 }
 
 impl Table {
-    pub const ALL: [Table; 18] = [
+    pub const ALL: [Table; 19] = [
         Table::Configs,
         Table::Tasks,
         Table::Events,
@@ -75,6 +78,7 @@ impl Table {
         Table::Circuits,
         Table::FinishedTasks,
         Table::Follows,
+        Table::Owners,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,6 +101,7 @@ impl Table {
             Table::Circuits => "circuits",
             Table::FinishedTasks => "finished_tasks",
             Table::Follows => "follows",
+            Table::Owners => "task_owners",
         }
     }
 
