@@ -39,6 +39,7 @@ async fn flags_beat_the_environment_which_beats_the_settings_file() {
     event["statusUpdate"]["metadata"] = serde_json::json!({"pad": "x".repeat(4000)});
     let response = http
         .post(format!("http://{}/api/v1/events", hub.admin))
+        .header("content-type", "application/json")
         .body(event.to_string())
         .send()
         .await
@@ -138,6 +139,7 @@ async fn the_deliveries_commands_list_show_and_replay_through_the_admin_api() {
     let response = hub
         .http
         .post(format!("{}/api/v1/events", hub.admin))
+        .header("content-type", "application/json")
         .bearer_auth("cli-token")
         .body(status_event("t1", "TASK_STATE_WORKING").to_string())
         .send()

@@ -294,6 +294,7 @@ async fn a_circuit_one_node_opens_spares_the_origin_on_every_node() {
     let publish = |node: &HubProcess, task: &str| {
         let request = http
             .post(format!("http://{}/api/v1/events", node.admin))
+            .header("content-type", "application/json")
             .body(common::status_event(task, "TASK_STATE_WORKING").to_string());
         async move { assert_eq!(request.send().await.unwrap().status(), 202) }
     };

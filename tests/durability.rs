@@ -55,6 +55,7 @@ async fn every_acknowledged_event_survives_sigkill() {
                 }
                 let sent = http
                     .post(format!("http://{admin}/api/v1/events"))
+                    .header("content-type", "application/json")
                     .body(status_event(&task, "TASK_STATE_WORKING").to_string())
                     .send()
                     .await;
@@ -134,6 +135,7 @@ async fn every_acknowledged_event_survives_sigkill() {
     let task = &tasks[0];
     let next: Value = http
         .post(format!("http://{}/api/v1/events", restarted.admin))
+        .header("content-type", "application/json")
         .body(status_event(task, "TASK_STATE_COMPLETED").to_string())
         .send()
         .await

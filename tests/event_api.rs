@@ -321,6 +321,7 @@ async fn the_admin_token_guards_the_api_but_not_health() {
     let response = hub
         .http
         .post(format!("{}/api/v1/events", hub.admin))
+        .header("content-type", "application/json")
         .bearer_auth("admin-s3cret")
         .body(status_event("t", "TASK_STATE_WORKING").to_string())
         .send()
@@ -338,6 +339,7 @@ async fn events_are_not_served_on_the_public_listener() {
     let response = hub
         .http
         .post(format!("{}/api/v1/events", hub.public))
+        .header("content-type", "application/json")
         .body(status_event("t", "TASK_STATE_WORKING").to_string())
         .send()
         .await

@@ -287,7 +287,7 @@ async fn the_rest_path_task_id_wins_over_the_body() {
 
 #[tokio::test]
 async fn list_pages_through_every_config_and_caps_the_page_size() {
-    let hub = TestHub::start().await;
+    let hub = TestHub::start_with(|s| s.limits.max_configs_per_task = 200).await;
     let mut created = Vec::new();
     for _ in 0..105 {
         created.push(hub.create_config("busy", HOOK).await);
@@ -588,6 +588,7 @@ async fn version_negotiation_refuses_versions_not_served() {
     let response = hub
         .http
         .post(format!("{}/?A2A-Version=9.9", hub.public))
+        .header("content-type", "application/json")
         .body(body)
         .send()
         .await

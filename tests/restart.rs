@@ -42,6 +42,7 @@ async fn attempts_in_flight_at_a_crash_are_made_again_after_restart() {
         ] {
             let response = http
                 .post(format!("http://{}/api/v1/events", hub.admin))
+                .header("content-type", "application/json")
                 .body(status_event(task, state).to_string())
                 .send()
                 .await

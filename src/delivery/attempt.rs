@@ -222,6 +222,73 @@ async fn attempt(
     Report { step }
 }
 
+/// The secrets a delivery request carries: the config's token and credentials, and the
+/// `Authorization` value sent (a signed JWT included). A receiver that echoes its request must
+/// not put them into the attempt log.
+fn sent_secrets(
+    config: &crate::store::ConfigRecord,
+    headers: &reqwest::header::HeaderMap,
+) -> Vec<String> {
+    let mut secrets: Vec<String> = config
+        .token
+        .iter()
+        .chain(
+            config
+                .authentication
+                .iter()
+                .filter_map(|a| a.credentials.as_ref()),
+        )
+        .map(|s| s.expose().to_string())
+        .collect();
+    if let Some(value) = headers
+        .get(reqwest::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        secrets.push(value.split_once(' ').map_or(value, |(_, c)| c).to_string());
+    }
+    // Too short to be told from ordinary text; such a credential is not worth hiding by
+    // mangling every answer that happens to contain it.
+    secrets.retain(|s| s.len() >= 4);
+    secrets
+}
+
+/// The start of a receiver's answer, as stored: every secret replaced by `****`, then cut to
+/// `SNIPPET_BYTES`. `kept` reaches past the snippet by the longest secret, so a secret that
+/// starts inside the snippet is always whole in it.
+fn redacted_snippet(kept: &[u8], secrets: &[String]) -> String {
+    let mut text = String::from_utf8_lossy(kept).into_owned();
+    for secret in secrets {
+        text = text.replace(secret.as_str(), "****");
+    }
+    let mut end = text.len().min(SNIPPET_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
+#[cfg(test)]
+mod snippet_tests {
+    use super::*;
+
+    #[test]
+    fn an_echoed_secret_is_redacted_even_across_the_snippets_end() {
+        let secret = "tok-0123456789abcdef".to_string();
+        let mut echoed = vec![b'x'; SNIPPET_BYTES - 5];
+        echoed.extend_from_slice(secret.as_bytes());
+        echoed.extend_from_slice(b" and more");
+        let keep = SNIPPET_BYTES + secret.len();
+        echoed.truncate(keep);
+        let snippet = redacted_snippet(&echoed, std::slice::from_ref(&secret));
+        assert!(!snippet.contains("tok-0"), "{snippet}");
+        assert!(snippet.contains("****"), "{snippet}");
+        assert!(snippet.len() <= SNIPPET_BYTES);
+        let plain = redacted_snippet(format!("got {secret}!").as_bytes(), &[secret]);
+        assert_eq!(plain, "got ****!");
+    }
+}
+
 async fn send(
     engine: &Engine,
     config: &crate::store::ConfigRecord,
@@ -244,6 +311,7 @@ async fn send(
             Ok(headers) => headers,
             Err(reason) => return refused(Outcome::Unusable(reason)),
         };
+    let secrets = sent_secrets(config, &headers);
     let sent = engine
         .client
         .http()
@@ -263,6 +331,9 @@ async fn send(
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    // Kept beyond the snippet by the longest secret, so one cut at the snippet's end is still
+    // recognised whole and redacted.
+    let keep = SNIPPET_BYTES + secrets.iter().map(String::len).max().unwrap_or(0);
     let mut kept = Vec::new();
     let mut read = 0usize;
     let mut timed_out = false;
@@ -270,7 +341,7 @@ async fn send(
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 read += chunk.len();
-                let room = SNIPPET_BYTES.saturating_sub(kept.len());
+                let room = keep.saturating_sub(kept.len());
                 kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
             Ok(None) => break,
@@ -280,7 +351,7 @@ async fn send(
             }
         }
     }
-    let snippet = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
+    let snippet = (!kept.is_empty()).then(|| redacted_snippet(&kept, &secrets));
     let outcome = match status {
         200..=299 => Outcome::Success(status),
         _ if timed_out => Outcome::Timeout,

@@ -13,8 +13,8 @@ use crate::domain::HubState;
 use crate::signing::verify::{CapturedRequest, ed25519_keys};
 use crate::signing::{jwt, webhooks};
 use crate::store::{
-    CheckResult, InboundAccept, InboundOutcome, InboundRoute, ReceiptRecord, SubscriptionRecord,
-    now_ms,
+    CheckResult, InboundAccept, InboundOutcome, InboundRoute, ReceiptRecord, ReplayKey,
+    SubscriptionRecord, now_ms,
 };
 
 /// The answer to the pushing peer.
@@ -35,21 +35,50 @@ const SECRET_HEADERS: [&str; 5] = [
     "cookie",
     "proxy-authorization",
 ];
+/// Parts of header names that suggest the value is a credential (`x-api-key`,
+/// `x-session-token`, `x-client-secret`, …): masked whatever the header is.
+const SECRET_NAME_PARTS: [&str; 8] = [
+    "auth",
+    "token",
+    "secret",
+    "key",
+    "password",
+    "passwd",
+    "session",
+    "credential",
+];
 const MAX_RECEIPT_HEADERS: usize = 64;
 const MAX_HEADER_VALUE: usize = 512;
 
-/// Headers for a receipt: secret values masked (the Authorization scheme is kept), long
-/// values cut.
-fn masked_headers(request: &CapturedRequest) -> Vec<(String, String)> {
+/// Headers for a receipt: values of credential headers masked (the Authorization scheme is
+/// kept), and any value holding one of the subscription's own secrets masked whatever its
+/// header is called; long values cut.
+fn masked_headers(request: &CapturedRequest, sub: &SubscriptionRecord) -> Vec<(String, String)> {
+    let secrets: Vec<&str> = sub
+        .token
+        .iter()
+        .chain(sub.webhook_secret.iter())
+        .chain(
+            sub.authentication
+                .iter()
+                .filter_map(|a| a.credentials.as_ref()),
+        )
+        .map(|s| s.expose())
+        .filter(|s| !s.is_empty())
+        .collect();
     request
         .headers
         .iter()
         .take(MAX_RECEIPT_HEADERS)
         .map(|(name, value)| {
             let lower = name.to_ascii_lowercase();
-            let shown = if SECRET_HEADERS.contains(&lower.as_str()) {
+            let named_secret = SECRET_HEADERS.contains(&lower.as_str())
+                || SECRET_NAME_PARTS.iter().any(|part| lower.contains(part));
+            let shown = if named_secret || secrets.iter().any(|s| value.contains(s)) {
                 match (lower.as_str(), value.split_once(' ')) {
-                    ("authorization", Some((scheme, _))) => format!("{scheme} ****"),
+                    ("authorization" | "proxy-authorization", Some((scheme, _))) => {
+                        format!("{scheme} ****")
+                    }
                     _ => "****".to_string(),
                 }
             } else {
@@ -76,12 +105,16 @@ fn now_s() -> i64 {
     (now_ms() / 1000) as i64
 }
 
-/// Runs the authentication checks. Returns the checks, notes, and the JWT id if one verified.
+/// Clock difference accepted on a peer's JWT, seconds.
+const JWT_LEEWAY_S: i64 = 60;
+
+/// Runs the authentication checks. Returns the checks, notes, and the identifiers the verified
+/// credentials signed (JWT `jti`, a signed `webhook-id`), each with when it stops verifying.
 async fn authenticate(
     state: &HubState,
     sub: &SubscriptionRecord,
     request: &CapturedRequest,
-) -> (Vec<CheckResult>, Vec<String>, Option<String>) {
+) -> (Vec<CheckResult>, Vec<String>, Vec<ReplayKey>) {
     let mut checks = Vec::new();
     let mut notes = Vec::new();
     let mut identity_expected = false;
@@ -156,7 +189,7 @@ async fn authenticate(
         ));
     }
     let mut jwks_document = None;
-    let mut jti = None;
+    let mut signed_ids = Vec::new();
     if let Some(jwks_url) = &sub.jwks_url {
         let token = request.header("authorization").and_then(|v| {
             v.strip_prefix("Bearer ")
@@ -173,25 +206,28 @@ async fn authenticate(
                         let expect = jwt::Expectations {
                             audience: Some(&audience),
                             issuer: sub.issuer.as_deref(),
-                            leeway_s: 60,
+                            leeway_s: JWT_LEEWAY_S,
                         };
                         let verified =
                             jwt::verify(token, &document, &expect, &request.body, now_s())
                                 .map_err(|e| e.to_string());
                         jwks_document = Some(document);
-                        verified.map(|claims| claims.jti)
+                        verified.map(|claims| (claims.jti, claims.exp))
                     }
                 }
             }
         };
         match result {
-            Ok(id) => {
+            Ok((jti, exp)) => {
                 checks.push(check(
                     "jwt",
                     true,
                     "ES256 JWT valid: key, audience, issuer, lifetime and body hash",
                 ));
-                jti = Some(id);
+                signed_ids.push(ReplayKey {
+                    key: format!("jti:{jti}"),
+                    expires_at_ms: seconds_to_ms(exp + JWT_LEEWAY_S),
+                });
             }
             Err(reason) => checks.push(check("jwt", false, reason)),
         }
@@ -223,6 +259,18 @@ async fn authenticate(
             now_s(),
             sub.tolerance_s as i64,
         );
+        if result.is_ok() {
+            // Verified, so both headers are present and the timestamp is a number.
+            let id = request.header("webhook-id").unwrap_or_default();
+            let at: i64 = request
+                .header("webhook-timestamp")
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or_default();
+            signed_ids.push(ReplayKey {
+                key: format!("webhook-id:{id}"),
+                expires_at_ms: seconds_to_ms(at + sub.tolerance_s as i64),
+            });
+        }
         checks.push(match result {
             Ok(matched) => check(
                 "webhook-signature",
@@ -232,7 +280,7 @@ async fn authenticate(
             Err(e) => check("webhook-signature", false, e.to_string()),
         });
     }
-    (checks, notes, jti)
+    (checks, notes, signed_ids)
 }
 
 /// Reads the body as an A2A 1.0 `StreamResponse`, or a 0.3 Task/event normalised to one.
@@ -269,6 +317,7 @@ fn parse_body(
 
 fn receipt(
     request: &CapturedRequest,
+    sub: &SubscriptionRecord,
     verdict: &str,
     status: u16,
     checks: Vec<CheckResult>,
@@ -280,7 +329,7 @@ fn receipt(
         verdict: verdict.to_string(),
         status,
         checks,
-        headers: masked_headers(request),
+        headers: masked_headers(request, sub),
         notes,
         task_id: None,
         event_sequence: None,
@@ -321,7 +370,7 @@ pub async fn intake(
         return refuse(
             state,
             id,
-            receipt(&request, "too_large", 413, vec![], notes),
+            receipt(&request, &subscription, "too_large", 413, vec![], notes),
             json!({"error": "body too large"}),
         )
         .await;
@@ -342,7 +391,7 @@ pub async fn intake(
         )),
         None => notes.push("no content-type".to_string()),
     }
-    let (checks, auth_notes, jti) = authenticate(state, &subscription, &request).await;
+    let (checks, auth_notes, signed_ids) = authenticate(state, &subscription, &request).await;
     notes.extend(auth_notes);
     if checks.iter().any(|c| !c.passed) {
         tracing::info!(
@@ -352,7 +401,7 @@ pub async fn intake(
         return refuse(
             state,
             id,
-            receipt(&request, "unauthorized", 401, checks, notes),
+            receipt(&request, &subscription, "unauthorized", 401, checks, notes),
             json!({"error": "unauthorized"}),
         )
         .await;
@@ -364,7 +413,7 @@ pub async fn intake(
             return refuse(
                 state,
                 id,
-                receipt(&request, "malformed", 400, checks, notes),
+                receipt(&request, &subscription, "malformed", 400, checks, notes),
                 json!({"error": reason}),
             )
             .await;
@@ -379,7 +428,7 @@ pub async fn intake(
             return refuse(
                 state,
                 id,
-                receipt(&request, "malformed", 400, checks, notes),
+                receipt(&request, &subscription, "malformed", 400, checks, notes),
                 json!({"error": reason}),
             )
             .await;
@@ -391,15 +440,10 @@ pub async fn intake(
             return answer(503, json!({"error": "temporarily unavailable; retry"}));
         }
     }
-    let replay_key = match (request.header("webhook-id"), jti) {
-        (Some(webhook_id), _) => format!("webhook-id:{webhook_id}"),
-        (None, Some(jti)) => format!("jti:{jti}"),
-        (None, None) => format!("sha256:{}", jwt::body_sha256(&request.body)),
-    };
     let accept = InboundAccept {
         subscription_id: id.to_string(),
-        replay_key,
-        replay_window_ms: subscription.tolerance_s * 1000,
+        replay_keys: replay_keys(&request, signed_ids, subscription.tolerance_s),
+        replay_max_entries: state.settings.inbound.replay_cache_max_entries,
         task_id: task_id.clone(),
         push_sequence: request
             .header("x-a2a-push-sequence")
@@ -407,14 +451,23 @@ pub async fn intake(
         event,
         body,
         route: route_of(&subscription),
-        receipt: receipt(&request, "accepted", 200, checks, notes),
+        receipt: receipt(&request, &subscription, "accepted", 200, checks, notes),
     };
     match state.store.accept_inbound(accept).await {
         Ok(InboundOutcome::Accepted {
             sequence,
             forwarded,
+            replay_evicted,
             ..
         }) => {
+            if replay_evicted > 0 {
+                state.metrics.replay_evictions(replay_evicted);
+                tracing::warn!(
+                    subscription_id = id,
+                    evicted = replay_evicted,
+                    "replay cache full (inbound.replay_cache_max_entries): entries dropped before they expired"
+                );
+            }
             if let (
                 Some(published),
                 InboundRoute::Forward { tenant, .. } | InboundRoute::Publish { tenant },
@@ -433,6 +486,42 @@ pub async fn intake(
             answer(503, json!({"error": "temporarily unavailable; retry"}))
         }
     }
+}
+
+fn seconds_to_ms(seconds: i64) -> u64 {
+    u64::try_from(seconds).unwrap_or(0).saturating_mul(1000)
+}
+
+/// The keys a push is remembered by: every identifier a verified credential signed, until it
+/// stops verifying; the `webhook-id` even unsigned (a peer's retry of one event keeps it, while
+/// its JWT is new), for the tolerance; a body hash when the push carries no identifier. Any one
+/// of them seen before makes the push a duplicate, so an unsigned header can add a reason to
+/// refuse but never remove one: a captured push sent again with a fresh `webhook-id` is still
+/// caught by its `jti`.
+fn replay_keys(
+    request: &CapturedRequest,
+    signed: Vec<ReplayKey>,
+    tolerance_s: u64,
+) -> Vec<ReplayKey> {
+    let mut keys = signed;
+    let window_end = now_ms() + tolerance_s * 1000;
+    if let Some(webhook_id) = request.header("webhook-id") {
+        let key = format!("webhook-id:{webhook_id}");
+        match keys.iter_mut().find(|k| k.key == key) {
+            Some(signed) => signed.expires_at_ms = signed.expires_at_ms.max(window_end),
+            None => keys.push(ReplayKey {
+                key,
+                expires_at_ms: window_end,
+            }),
+        }
+    }
+    if keys.is_empty() {
+        keys.push(ReplayKey {
+            key: format!("sha256:{}", jwt::body_sha256(&request.body)),
+            expires_at_ms: window_end,
+        });
+    }
+    keys
 }
 
 /// Where a subscription's accepted events go.

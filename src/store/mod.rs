@@ -463,9 +463,11 @@ pub struct ReceiptRecord {
 /// An event that passed verification, to accept.
 pub struct InboundAccept {
     pub subscription_id: String,
-    /// `webhook-id`, JWT `jti` or a body hash, prefixed by its kind.
-    pub replay_key: String,
-    pub replay_window_ms: u64,
+    /// Every identifier of the push, each kept until the credential it came with could no
+    /// longer verify: a push is a duplicate when any of them was seen before.
+    pub replay_keys: Vec<ReplayKey>,
+    /// Replay entries the subscription may keep; past it the soonest to expire go first.
+    pub replay_max_entries: usize,
     pub task_id: String,
     /// The peer's `X-A2A-Push-Sequence`, when it sent one.
     pub push_sequence: Option<u64>,
@@ -475,6 +477,15 @@ pub struct InboundAccept {
     /// Where the accepted event goes besides the subscription's own log.
     pub route: InboundRoute,
     pub receipt: ReceiptRecord,
+}
+
+/// One identifier of an inbound push for the replay cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayKey {
+    /// `jti:…`, `webhook-id:…` or `sha256:…` (a body hash).
+    pub key: String,
+    /// Until when a push bearing it is refused as a replay (ms since the epoch).
+    pub expires_at_ms: u64,
 }
 
 /// Where an accepted inbound event goes.
@@ -496,6 +507,8 @@ pub enum InboundOutcome {
         sequence: u64,
         forwarded: Option<PublishedEvent>,
         receipt: ReceiptRecord,
+        /// Replay entries dropped before they expired, to keep the cache within its bound.
+        replay_evicted: u64,
     },
     /// Seen within its window: acknowledged, not routed again.
     Duplicate { receipt: ReceiptRecord },

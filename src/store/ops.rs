@@ -319,6 +319,10 @@ fn replay_in(
 struct InboundCounters {
     last_event: u64,
     last_receipt: u64,
+    /// Entries in the subscription's replay cache (those written before it was counted are
+    /// not: they expire soon after an upgrade).
+    #[serde(default)]
+    replay_entries: u64,
 }
 
 fn counters(tables: &dyn Tables, subscription_id: &str) -> Result<InboundCounters, StoreError> {
@@ -361,52 +365,111 @@ fn insert_receipt(
     Ok(receipt)
 }
 
-/// Records the replay key; `Some(first seen)` when it was already seen within the window.
-fn replay_check(
+/// The live replay entry of `key`, if any: until when it lasts.
+fn replay_entry(tables: &dyn Tables, replay_key: &[u8]) -> Result<Option<u64>, StoreError> {
+    tables
+        .get(Table::Replay, replay_key)?
+        .map(|value| {
+            value
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    StoreError::Corrupt("a replay entry is not an 8-byte time".to_string())
+                })
+        })
+        .transpose()
+}
+
+/// Removes up to `limit` entries of the subscription's replay cache, soonest to expire first,
+/// stopping at the first that lasts until `until_ms` or later. How many it removed.
+fn drop_replay_entries(
     tables: &dyn TablesMut,
-    subscription_id: &str,
-    key: &str,
-    window_ms: u64,
-    now: u64,
-) -> Result<Option<u64>, StoreError> {
-    let prefix = text_key(&[subscription_id]);
-    let expired_before = now.saturating_sub(window_ms);
-    let mut expired = Vec::new();
+    prefix: &[u8],
+    until_ms: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let mut due = Vec::new();
     tables.scan(
         Table::ReplayByTime,
-        &prefix,
-        &prefix,
+        prefix,
+        prefix,
         &mut |time_key, replay_key| {
             let at = u64::from_be_bytes(
                 time_key[prefix.len()..prefix.len() + 8]
                     .try_into()
                     .unwrap_or_default(),
             );
-            if at >= expired_before || expired.len() >= REPLAY_PRUNE_BATCH {
+            if at >= until_ms || due.len() >= limit {
                 return Ok(false);
             }
-            expired.push((time_key.to_vec(), replay_key.to_vec()));
+            due.push((time_key.to_vec(), replay_key.to_vec()));
             Ok(true)
         },
     )?;
-    for (time_key, replay_key) in expired {
-        tables.remove(Table::ReplayByTime, &time_key)?;
-        tables.remove(Table::Replay, &replay_key)?;
+    for (time_key, replay_key) in &due {
+        tables.remove(Table::ReplayByTime, time_key)?;
+        tables.remove(Table::Replay, replay_key)?;
     }
-    let replay_key = text_key(&[subscription_id, key]);
-    if let Some(first) = tables.get(Table::Replay, &replay_key)? {
-        let first = u64::from_be_bytes(first.as_slice().try_into().map_err(|_| {
-            StoreError::Corrupt("a replay entry is not an 8-byte time".to_string())
-        })?);
-        if first >= expired_before {
-            return Ok(Some(first));
+    Ok(due.len())
+}
+
+/// What the replay cache said of a push.
+struct ReplayVerdict {
+    duplicate: bool,
+    /// Entries dropped before they expired, to stay within the bound.
+    evicted: u64,
+}
+
+/// Refuses a push any of whose keys is live in the cache; otherwise records every key until
+/// its own expiry, keeping at most `max_entries` for the subscription.
+fn replay_check(
+    tables: &dyn TablesMut,
+    subscription_id: &str,
+    keys: &[ReplayKey],
+    max_entries: usize,
+    counters: &mut InboundCounters,
+    now: u64,
+) -> Result<ReplayVerdict, StoreError> {
+    let prefix = text_key(&[subscription_id]);
+    let expired = drop_replay_entries(tables, &prefix, now, REPLAY_PRUNE_BATCH)?;
+    counters.replay_entries = counters.replay_entries.saturating_sub(expired as u64);
+    for key in keys {
+        let replay_key = text_key(&[subscription_id, &key.key]);
+        if replay_entry(tables, &replay_key)?.is_some_and(|until| until >= now) {
+            return Ok(ReplayVerdict {
+                duplicate: true,
+                evicted: 0,
+            });
         }
     }
-    tables.insert(Table::Replay, &replay_key, &now.to_be_bytes())?;
-    let mut time_key = with_sequence(prefix, now);
-    time_key.extend_from_slice(key.as_bytes());
-    tables.insert(Table::ReplayByTime, &time_key, &replay_key)?;
-    Ok(None)
+    for key in keys {
+        let replay_key = text_key(&[subscription_id, &key.key]);
+        match replay_entry(tables, &replay_key)? {
+            // Expired but not yet pruned: its place in the time index moves.
+            Some(until) => {
+                let mut old = with_sequence(prefix.clone(), until);
+                old.extend_from_slice(key.key.as_bytes());
+                tables.remove(Table::ReplayByTime, &old)?;
+            }
+            None => counters.replay_entries += 1,
+        }
+        tables.insert(Table::Replay, &replay_key, &key.expires_at_ms.to_be_bytes())?;
+        let mut time_key = with_sequence(prefix.clone(), key.expires_at_ms);
+        time_key.extend_from_slice(key.key.as_bytes());
+        tables.insert(Table::ReplayByTime, &time_key, &replay_key)?;
+    }
+    let mut evicted = 0;
+    let excess = counters.replay_entries.saturating_sub(max_entries as u64);
+    if excess > 0 {
+        let limit = (excess as usize).min(REPLAY_PRUNE_BATCH);
+        evicted = drop_replay_entries(tables, &prefix, u64::MAX, limit)? as u64;
+        counters.replay_entries -= evicted;
+    }
+    Ok(ReplayVerdict {
+        duplicate: false,
+        evicted,
+    })
 }
 
 fn accept_inbound_in(
@@ -419,15 +482,15 @@ fn accept_inbound_in(
     let mut counters = counters(tables, &id)?;
     let mut receipt = accept.receipt;
     receipt.task_id = Some(accept.task_id.clone());
-    if replay_check(
+    let replay = replay_check(
         tables,
         &id,
-        &accept.replay_key,
-        accept.replay_window_ms,
+        &accept.replay_keys,
+        accept.replay_max_entries,
+        &mut counters,
         now,
-    )?
-    .is_some()
-    {
+    )?;
+    if replay.duplicate {
         receipt.verdict = "duplicate".to_string();
         receipt
             .notes
@@ -502,6 +565,7 @@ fn accept_inbound_in(
         sequence,
         forwarded,
         receipt,
+        replay_evicted: replay.evicted,
     })
 }
 
