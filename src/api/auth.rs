@@ -41,9 +41,12 @@ pub async fn authenticate(
     let result = match server.public_auth {
         PublicAuth::None => return Ok(None),
         PublicAuth::ApiKeys => {
-            let key = header_text(headers, "x-api-key").or_else(|| bearer(headers));
-            let key = key.ok_or(Unauthenticated::MissingKey)?;
-            principal_of_key(&server.api_keys, key).ok_or(Unauthenticated::WrongKey)
+            match header_text(headers, "x-api-key").or_else(|| bearer(headers)) {
+                None => Err(Unauthenticated::MissingKey),
+                Some(key) => {
+                    principal_of_key(&server.api_keys, key).ok_or(Unauthenticated::WrongKey)
+                }
+            }
         }
         PublicAuth::Jwt => verify_jwt(state, headers).await,
     };
