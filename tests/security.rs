@@ -859,3 +859,127 @@ async fn a_full_public_listener_refuses_more_connections_while_the_admin_listene
     );
     hub.stop().await;
 }
+
+/// An identity provider of the test: an ES256 key, its JWKS served by a receiver.
+struct TestIssuer {
+    key: aws_lc_rs::signature::EcdsaKeyPair,
+    jwks: Receiver,
+}
+
+impl TestIssuer {
+    async fn start() -> TestIssuer {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        use base64::Engine;
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = key.public_key().as_ref().to_vec();
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "idp-1", "alg": "ES256",
+            "x": b64(&point[1..33]), "y": b64(&point[33..65])}]})
+        .to_string();
+        let server = Receiver::start().await;
+        server.script(move |_| {
+            let mut reply = Reply::ok().header("content-type", "application/json");
+            reply.body = jwks.clone();
+            reply
+        });
+        TestIssuer { key, jwks: server }
+    }
+
+    fn token(&self, claims: Value) -> String {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let header = json!({"alg": "ES256", "typ": "JWT", "kid": "idp-1"});
+        let signed = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = self
+            .key
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), signed.as_bytes())
+            .unwrap();
+        format!("{signed}.{}", b64(signature.as_ref()))
+    }
+}
+
+#[tokio::test]
+async fn bearer_jwts_of_the_trusted_issuer_authenticate_their_subject_and_the_card_says_so() {
+    let issuer = TestIssuer::start().await;
+    let jwks_url = issuer.jwks.url("/jwks.json");
+    let hub = TestHub::start_with(|s| {
+        s.server.public_auth = PublicAuth::Jwt;
+        s.server.jwt = Some(a2a_push_hub::config::JwtAuthSettings {
+            jwks_url,
+            issuer: "https://idp.example".to_string(),
+            audience: "a2a-push-hub".to_string(),
+        });
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = |sub: &str| json!({"iss": "https://idp.example", "aud": ["other", "a2a-push-hub"], "sub": sub, "iat": now, "exp": now + 300});
+    let alice = issuer.token(claims("alice"));
+    let bob = issuer.token(claims("bob"));
+    let create = json!({"taskId": "t1", "url": HOOK});
+    let (status, created) = rpc_as(
+        &hub,
+        Some(&alice),
+        "CreateTaskPushNotificationConfig",
+        create.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let (_, foreign) = rpc_as(
+        &hub,
+        Some(&bob),
+        "ListTaskPushNotificationConfigs",
+        json!({"taskId": "t1"}),
+    )
+    .await;
+    assert_eq!(foreign["error"]["code"], -32001, "{foreign}");
+
+    let mut wrong_audience = claims("alice");
+    wrong_audience["aud"] = json!("someone-else");
+    let mut expired = claims("alice");
+    expired["exp"] = json!(now - 3600);
+    let mut no_subject = claims("alice");
+    no_subject.as_object_mut().unwrap().remove("sub");
+    let tampered = format!("{}x", &alice[..alice.len() - 1]);
+    for (what, token) in [
+        ("wrong audience", issuer.token(wrong_audience)),
+        ("expired", issuer.token(expired)),
+        ("no subject", issuer.token(no_subject)),
+        ("tampered", tampered),
+    ] {
+        let (status, answer) = rpc_as(
+            &hub,
+            Some(&token),
+            "ListTaskPushNotificationConfigs",
+            json!({"taskId": "t1"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {answer}");
+    }
+
+    let card: Value = hub
+        .http
+        .get(format!("{}/.well-known/agent-card.json", hub.public))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        card["securitySchemes"]["hubJwt"]["httpAuthSecurityScheme"]["bearerFormat"], "JWT",
+        "{card}"
+    );
+    assert_eq!(
+        card["securityRequirements"][0]["schemes"]["hubJwt"],
+        json!({"list": []}),
+        "{card}"
+    );
+    hub.stop().await;
+}

@@ -339,8 +339,9 @@ fn sniff_task(
 
 /// `GET /.well-known/agent-card.json`: the agent's card, pointing at the hub.
 pub async fn agent_card(State(state): State<HubState>, headers: HeaderMap) -> Response {
+    let auth = state.settings.server.public_auth;
     let Some(gateway) = state.gateway.clone() else {
-        return StatusCode::NOT_FOUND.into_response();
+        return Json(card::standalone(&state.public_base_url, auth)).into_response();
     };
     let response = match upstream::proxy(
         &gateway,
@@ -363,12 +364,9 @@ pub async fn agent_card(State(state): State<HubState>, headers: HeaderMap) -> Re
     let Ok(card) = serde_json::from_slice::<Value>(&bytes) else {
         return StatusCode::BAD_GATEWAY.into_response();
     };
-    Json(card::rewrite(
-        card,
-        gateway.upstream.as_str(),
-        &state.public_base_url,
-    ))
-    .into_response()
+    let mut card = card::rewrite(card, gateway.upstream.as_str(), &state.public_base_url);
+    card::add_hub_security(&mut card, auth);
+    Json(card).into_response()
 }
 
 /// Everything the hub does not answer itself goes to the agent; REST message sends get their

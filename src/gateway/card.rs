@@ -1,7 +1,9 @@
 //! The agent card served by the gateway: the upstream's, with its interface URLs pointing at
 //! the hub and push notifications advertised.
 
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::config::PublicAuth;
 
 /// Rewrites URLs under `upstream` to the same path under `hub`, in the 1.0 fields
 /// (`supportedInterfaces[].url`) and the 0.3 ones (`url`, `additionalInterfaces[].url`), and
@@ -37,10 +39,90 @@ pub fn rewrite(mut card: Value, upstream: &str, hub: &str) -> Value {
     card
 }
 
+/// The hub's own security scheme (`server.public_auth`), as A2A 1.0 declares schemes: the
+/// `securitySchemes` entries and the `securityRequirements` that ask for one of them. `None`
+/// when the public listener takes no credentials.
+pub fn security(auth: PublicAuth) -> Option<(Value, Value)> {
+    let requirement = |name: &str| json!({"schemes": {name: {"list": []}}});
+    match auth {
+        PublicAuth::None => None,
+        PublicAuth::ApiKeys => Some((
+            json!({
+                "hubApiKey": {"httpAuthSecurityScheme": {"scheme": "Bearer", "description": "an API key of the hub's server.api_keys"}},
+                "hubApiKeyHeader": {"apiKeySecurityScheme": {"location": "header", "name": "X-API-Key", "description": "the same API key, in its own header"}}
+            }),
+            json!([requirement("hubApiKey"), requirement("hubApiKeyHeader")]),
+        )),
+        PublicAuth::Jwt => Some((
+            json!({"hubJwt": {"httpAuthSecurityScheme": {"scheme": "Bearer", "bearerFormat": "JWT", "description": "a JWT of the issuer the hub trusts (server.jwt)"}}}),
+            json!([requirement("hubJwt")]),
+        )),
+    }
+}
+
+/// Adds the hub's scheme to an agent's card served by the gateway. The agent's own schemes and
+/// requirements stay: they guard every method; the hub's guards the push-config methods too.
+pub fn add_hub_security(card: &mut Value, auth: PublicAuth) {
+    let Some((schemes, _)) = security(auth) else {
+        return;
+    };
+    if !card["securitySchemes"].is_object() {
+        card["securitySchemes"] = json!({});
+    }
+    if let (Some(card_schemes), Value::Object(hub_schemes)) =
+        (card["securitySchemes"].as_object_mut(), schemes)
+    {
+        card_schemes.extend(hub_schemes);
+    }
+}
+
+/// The card the hub serves without an agent behind it: what it is, where its two bindings
+/// are, and the credentials it takes.
+pub fn standalone(hub: &str, auth: PublicAuth) -> Value {
+    let hub = hub.trim_end_matches('/');
+    let mut card = json!({
+        "name": "a2a-push-hub",
+        "description": "Reliable, signed and observable A2A push notifications: this endpoint serves the push-notification config methods only.",
+        "version": env!("CARGO_PKG_VERSION"),
+        "supportedInterfaces": [
+            {"url": format!("{hub}/"), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
+            {"url": hub, "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"}
+        ],
+        "capabilities": {"pushNotifications": true, "streaming": false},
+        "defaultInputModes": ["application/json"],
+        "defaultOutputModes": ["application/json"],
+        "skills": []
+    });
+    if let Some((schemes, requirements)) = security(auth) {
+        card["securitySchemes"] = schemes;
+        card["securityRequirements"] = requirements;
+    }
+    card
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    #[test]
+    fn the_standalone_card_parses_as_an_a2a_card_and_declares_the_schemes_in_force() {
+        for auth in [PublicAuth::None, PublicAuth::ApiKeys, PublicAuth::Jwt] {
+            let card = standalone("https://hub.example", auth);
+            let parsed: a2a::AgentCard = serde_json::from_value(card.clone()).unwrap();
+            let schemes = parsed.security_schemes.map(|s| s.len()).unwrap_or(0);
+            let expected = match auth {
+                PublicAuth::None => 0,
+                PublicAuth::ApiKeys => 2,
+                PublicAuth::Jwt => 1,
+            };
+            assert_eq!(schemes, expected, "{card}");
+            assert_eq!(
+                parsed.security_requirements.map(|r| r.len()).unwrap_or(0),
+                expected,
+                "{card}"
+            );
+        }
+    }
 
     #[test]
     fn interface_urls_point_at_the_hub_and_push_is_advertised() {
