@@ -268,27 +268,6 @@ fn redacted_snippet(kept: &[u8], secrets: &[String]) -> String {
     text
 }
 
-#[cfg(test)]
-mod snippet_tests {
-    use super::*;
-
-    #[test]
-    fn an_echoed_secret_is_redacted_even_across_the_snippets_end() {
-        let secret = "tok-0123456789abcdef".to_string();
-        let mut echoed = vec![b'x'; SNIPPET_BYTES - 5];
-        echoed.extend_from_slice(secret.as_bytes());
-        echoed.extend_from_slice(b" and more");
-        let keep = SNIPPET_BYTES + secret.len();
-        echoed.truncate(keep);
-        let snippet = redacted_snippet(&echoed, std::slice::from_ref(&secret));
-        assert!(!snippet.contains("tok-0"), "{snippet}");
-        assert!(snippet.contains("****"), "{snippet}");
-        assert!(snippet.len() <= SNIPPET_BYTES);
-        let plain = redacted_snippet(format!("got {secret}!").as_bytes(), &[secret]);
-        assert_eq!(plain, "got ****!");
-    }
-}
-
 async fn send(
     engine: &Engine,
     config: &crate::store::ConfigRecord,
@@ -380,4 +359,25 @@ fn classify_error(error: &reqwest::Error) -> Outcome {
         return Outcome::Unusable(error.to_string());
     }
     Outcome::Connect(super::client::error_chain(error))
+}
+
+#[cfg(test)]
+mod snippet_tests {
+    use super::*;
+
+    #[test]
+    fn an_echoed_secret_is_redacted_even_across_the_snippets_end() {
+        let secret = "tok-0123456789abcdef".to_string();
+        let mut echoed = vec![b'x'; SNIPPET_BYTES - 5];
+        echoed.extend_from_slice(secret.as_bytes());
+        echoed.extend_from_slice(b" and more");
+        let keep = SNIPPET_BYTES + secret.len();
+        echoed.truncate(keep);
+        let snippet = redacted_snippet(&echoed, std::slice::from_ref(&secret));
+        assert!(!snippet.contains("tok-0"), "{snippet}");
+        assert!(snippet.contains("****"), "{snippet}");
+        assert!(snippet.len() <= SNIPPET_BYTES);
+        let plain = redacted_snippet(format!("got {secret}!").as_bytes(), &[secret]);
+        assert_eq!(plain, "got ****!");
+    }
 }

@@ -117,7 +117,7 @@ fn verified_claims(token: &str, jwks: &Value, algorithms: &[&str]) -> Result<Vec
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64)
         .map_err(|_| bad("the signature is not base64url"))?;
-    let signed = token[..header_b64.len() + 1 + claims_b64.len()].as_bytes();
+    let signed = &token.as_bytes()[..header_b64.len() + 1 + claims_b64.len()];
     let valid = match alg {
         "RS256" => {
             let (n, e) = rsa_key(jwks, kid)?;
