@@ -23,6 +23,39 @@ fn python() -> String {
 #[ignore = "needs the Python SDK venv; run by .ci/run"]
 async fn the_python_sdk_client_manages_configs_over_both_bindings() {
     let hub = TestHub::start().await;
+    run_push_config_client(&hub, &[]).await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the Python SDK venv; run by .ci/run"]
+async fn the_python_sdk_client_manages_configs_with_an_api_key_and_sees_only_its_own_tasks() {
+    let hub = TestHub::start_with(|s| {
+        s.server.public_auth = a2a_push_hub::config::PublicAuth::ApiKeys;
+        s.server.api_keys = [("alice", "alice-key-0001"), ("bob", "bob-key-0002")]
+            .into_iter()
+            .map(|(principal, key)| a2a_push_hub::config::ApiKey {
+                principal: principal.to_string(),
+                sha256: aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes())
+                    .as_ref()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+            })
+            .collect();
+    })
+    .await;
+    let output = run_push_config_client(&hub, &["alice-key-0001", "bob-key-0002"]).await;
+    assert!(output.contains("the hub answers 401"), "{output}");
+    assert!(
+        output.contains("another principal is told the task does not exist"),
+        "{output}"
+    );
+    hub.stop().await;
+}
+
+/// Runs the Python SDK client's push-config scenario against `hub`; returns what it printed.
+async fn run_push_config_client(hub: &TestHub, api_keys: &[&str]) -> String {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/python/push_config_client.py"
@@ -31,6 +64,7 @@ async fn the_python_sdk_client_manages_configs_over_both_bindings() {
         .arg(script)
         .arg(&hub.public)
         .arg("http://127.0.0.1:9/hook")
+        .args(api_keys)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -47,7 +81,7 @@ async fn the_python_sdk_client_manages_configs_over_both_bindings() {
         "the Python client failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("interop: all checks passed"), "{stdout}");
-    hub.stop().await;
+    stdout.into_owned()
 }
 
 #[tokio::test]

@@ -134,10 +134,16 @@ pub fn jsonrpc_refusal(state: &HubState, id: JsonRpcId, why: &Unauthenticated) -
     response
 }
 
-/// The HTTP+JSON answer to an unauthenticated call: HTTP 401, `UNAUTHENTICATED` status.
+/// The HTTP+JSON answer to an unauthenticated call: HTTP 401 with a `google.rpc.Status` of
+/// `UNAUTHENTICATED` (no A2A error reason: it is not an A2A error, and clients then report the
+/// HTTP status).
 pub fn rest_refusal(state: &HubState, why: &Unauthenticated) -> Response {
-    let error = A2AError::new(error_code::INVALID_REQUEST, why.to_string());
-    let mut response = super::errors::rest_response(&error, Some(StatusCode::UNAUTHORIZED));
+    let body = serde_json::json!({"error": {
+        "code": 401,
+        "status": "UNAUTHENTICATED",
+        "message": why.to_string(),
+    }});
+    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     response
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, challenge(state));

@@ -1,14 +1,18 @@
 """Drives the hub's push-config methods with the official A2A Python client (a2a-sdk 1.3.0).
 
-Usage: push_config_client.py <hub_base_url> <webhook_url>
+Usage: push_config_client.py <hub_base_url> <webhook_url> [<api_key> <other_principals_api_key>]
 
 Runs the same scenario over JSON-RPC and HTTP+JSON and exits non-zero on the first answer that
-is not what an A2A client should get. Prints one line per check.
+is not what an A2A client should get. Prints one line per check. With API keys (a hub with
+`public_auth = "api_keys"`), the client sends the first as `Authorization: Bearer`, and checks
+that a client without a key is refused and that one with the other key cannot see its task.
 """
 
 import asyncio
 import sys
 import uuid
+
+import httpx
 
 from a2a.client import ClientConfig, ClientFactory, minimal_agent_card
 from a2a.types.a2a_pb2 import (
@@ -22,6 +26,18 @@ from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
 
 HUB = sys.argv[1].rstrip('/')
 HOOK = sys.argv[2]
+API_KEY = sys.argv[3] if len(sys.argv) > 3 else None
+OTHER_KEY = sys.argv[4] if len(sys.argv) > 4 else None
+
+
+def client_for(binding: str, key: str | None):
+    headers = {'Authorization': f'Bearer {key}'} if key else {}
+    config = ClientConfig(
+        streaming=False,
+        supported_protocol_bindings=[binding],
+        httpx_client=httpx.AsyncClient(headers=headers, timeout=30),
+    )
+    return ClientFactory(config).create(minimal_agent_card(HUB + '/', [binding]))
 
 
 def check(condition, what):
@@ -40,10 +56,7 @@ async def expect_error(error_type, call, what):
 
 
 async def scenario(binding: str) -> None:
-    url = HUB + '/'
-    client = ClientFactory(ClientConfig(streaming=False, supported_protocol_bindings=[binding])).create(
-        minimal_agent_card(url, [binding])
-    )
+    client = client_for(binding, API_KEY)
     task_id = f'task-{binding}-{uuid.uuid4()}'
     print(f'--- {binding} task {task_id}', flush=True)
 
@@ -137,6 +150,20 @@ async def scenario(binding: str) -> None:
     )
     check([c.id for c in in_tenant.configs] == ['cfg-tenant'], f'{binding}: the tenant sees its config')
     check('cfg-tenant' not in [c.id for c in outside.configs], f'{binding}: the default tenant does not')
+    if API_KEY:
+        anonymous = client_for(binding, None)
+        try:
+            await anonymous.list_task_push_notification_configs(ListTaskPushNotificationConfigsRequest(task_id=task_id))
+        except Exception as e:  # the SDKs raise their HTTP error for a 401
+            check('401' in str(e) or 'nauthorized' in str(e), f'{binding}: without a key the hub answers 401 ({type(e).__name__})')
+        else:
+            raise AssertionError(f'{binding}: a client without a key listed the configs')
+        other = client_for(binding, OTHER_KEY)
+        await expect_error(
+            TaskNotFoundError,
+            other.list_task_push_notification_configs(ListTaskPushNotificationConfigsRequest(task_id=task_id)),
+            f'{binding}: another principal is told the task does not exist',
+        )
     await client.close()
 
 
