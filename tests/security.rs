@@ -480,6 +480,19 @@ async fn unknown_fields_and_malformed_cursors_are_problems_naming_what_to_fix() 
     }
     let subscription = create_subscription(&hub, json!({})).await;
     let id = subscription["id"].as_str().unwrap();
+    let response = hub
+        .http
+        .get(format!("{}/api/v1/subscriptions/{id}/events", hub.admin))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     for path in [
         format!("/api/v1/subscriptions/{id}/events?after=abc"),
         format!("/api/v1/subscriptions/{id}/receipts?after=-1"),
@@ -980,6 +993,60 @@ async fn bearer_jwts_of_the_trusted_issuer_authenticate_their_subject_and_the_ca
         card["securityRequirements"][0]["schemes"]["hubJwt"],
         json!({"list": []}),
         "{card}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_slower_than_body_read_timeout_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = TestHub::start_with(|s| {
+        s.server.body_read_timeout = HumanDuration(Duration::from_secs(1));
+    })
+    .await;
+    let admin = hub.admin.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&admin).await.unwrap();
+    let started = std::time::Instant::now();
+    stream
+        .write_all(b"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        .await
+        .unwrap();
+    // One byte every 200 ms: each arrives well within any per-read timeout, the whole never.
+    let (mut from_hub, mut to_hub) = stream.split();
+    let mut answer = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut buffer = [0u8; 1024];
+        tokio::select! {
+            read = from_hub.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if to_hub.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trickling body was never cut off"
+        );
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "cut off after {elapsed:?}"
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 400"),
+        "{text}"
+    );
+    let (_, task) = hub.admin_get("/api/v1/tasks/t").await;
+    assert!(
+        task.get("lastSequence").is_none(),
+        "nothing was published: {task}"
     );
     hub.stop().await;
 }

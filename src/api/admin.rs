@@ -491,10 +491,23 @@ async fn subscription_events(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => match value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(id) => Some(id),
+            None => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "Last-Event-ID must be the id of an event this stream sent (a whole number)",
+                    Some("Last-Event-ID"),
+                );
+            }
+        },
+    };
     let after = last_event_id.or(page.after).unwrap_or(0);
     if wants_stream {
         return super::sse::events(state, id, after).await.into_response();

@@ -142,4 +142,29 @@ mod tests {
             json!({"streaming": true, "pushNotifications": true})
         );
     }
+
+    #[test]
+    fn the_gateway_card_keeps_the_agents_schemes_and_adds_the_hubs() {
+        let mut card = json!({"securitySchemes": {"agentKey": {"apiKeySecurityScheme": {"location": "header", "name": "X-Agent-Key"}}},
+            "securityRequirements": [{"schemes": {"agentKey": {"list": []}}}]});
+        add_hub_security(&mut card, PublicAuth::ApiKeys);
+        let schemes = card["securitySchemes"].as_object().unwrap();
+        assert!(
+            schemes.contains_key("agentKey")
+                && schemes.contains_key("hubApiKey")
+                && schemes.contains_key("hubApiKeyHeader")
+        );
+        assert_eq!(
+            card["securityRequirements"].as_array().unwrap().len(),
+            1,
+            "the agent's requirements stay"
+        );
+        let mut untouched = json!({"name": "a"});
+        add_hub_security(&mut untouched, PublicAuth::None);
+        assert_eq!(
+            untouched,
+            json!({"name": "a"}),
+            "no field is added when the hub takes no credentials"
+        );
+    }
 }

@@ -397,4 +397,75 @@ mod tests {
             Err(VerifyError::BadToken(_))
         ));
     }
+
+    /// A caller JWT as an identity provider signs it: RS256, `aud` a list.
+    fn rs256_token(claims: &Value) -> (String, Value) {
+        use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+        use aws_lc_rs::signature::{KeyPair, RSA_PKCS1_SHA256};
+        let key = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let public = key.public_key();
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "rsa-1",
+            "n": b64(public.modulus().big_endian_without_leading_zero()),
+            "e": b64(public.exponent().big_endian_without_leading_zero())}]});
+        let header = serde_json::json!({"alg": "RS256", "kid": "rsa-1"});
+        let signed = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let mut signature = vec![0; key.public_modulus_len()];
+        key.sign(
+            &RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            signed.as_bytes(),
+            &mut signature,
+        )
+        .unwrap();
+        (format!("{signed}.{}", b64(&signature)), jwks)
+    }
+
+    #[test]
+    fn a_callers_rs256_jwt_verifies_to_its_subject_and_every_mismatch_is_refused() {
+        let claims = serde_json::json!({"iss": "https://idp", "aud": ["x", "hub"], "sub": "alice",
+            "iat": 1_000, "exp": 1_300});
+        let (token, jwks) = rs256_token(&claims);
+        let caller = verify_caller(&token, &jwks, "https://idp", "hub", 0, 1_100).unwrap();
+        assert_eq!(caller.subject, "alice");
+        assert!(matches!(
+            verify_caller(&token, &jwks, "https://other", "hub", 0, 1_100),
+            Err(VerifyError::WrongIssuer(_))
+        ));
+        assert!(matches!(
+            verify_caller(&token, &jwks, "https://idp", "nobody", 0, 1_100),
+            Err(VerifyError::WrongAudience(_))
+        ));
+        assert!(matches!(
+            verify_caller(&token, &jwks, "https://idp", "hub", 0, 2_000),
+            Err(VerifyError::Expired { .. })
+        ));
+        assert!(matches!(
+            verify_caller(&token, &jwks, "https://idp", "hub", 0, 900),
+            Err(VerifyError::FromTheFuture { .. })
+        ));
+        let mut tampered = token.clone();
+        tampered.pop();
+        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert!(verify_caller(&tampered, &jwks, "https://idp", "hub", 0, 1_100).is_err());
+        // The token's `alg` never picks an algorithm the hub does not accept for callers.
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"rsa-1"}"#),
+            token.split('.').nth(1).unwrap()
+        );
+        assert!(matches!(
+            verify_caller(&none, &jwks, "https://idp", "hub", 0, 1_100),
+            Err(VerifyError::AlgorithmNotAllowed(_))
+        ));
+        // A push token of the hub's profile accepts ES256 only.
+        assert!(matches!(
+            verify(&token, &jwks, &Expectations::default(), b"", 1_100),
+            Err(VerifyError::AlgorithmNotAllowed(_))
+        ));
+    }
 }
