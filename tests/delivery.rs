@@ -526,15 +526,7 @@ async fn a_failing_origin_opens_its_circuit_and_recovers() {
     let metric = |name: &'static str| {
         let hub = &hub;
         async move {
-            let text = hub
-                .http
-                .get(format!("{}/metrics", hub.admin))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = hub.metrics().await;
             text.lines()
                 .find_map(|l| {
                     l.strip_prefix(name)
@@ -656,15 +648,7 @@ async fn the_operator_api_lists_filters_and_shows_deliveries() {
     assert_eq!(problem["field"], "state");
     let (status, _) = hub.admin_get("/api/v1/deliveries/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let text = hub
-        .http
-        .get(format!("{}/metrics", hub.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = hub.metrics().await;
     assert!(
         text.contains("a2a_push_hub_events_published_total 4"),
         "{text}"

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use a2a_push_hub::signing::webhooks;
 use common::{
-    Receiver, SseReader, TestHub, create_subscription, fast_delivery, push, status_event,
+    Receiver, SseReader, TestHub, create_subscription, fast_delivery, push, refs, status_event,
     wait_until,
 };
 use reqwest::StatusCode;
@@ -57,13 +57,6 @@ fn signed(secret: &str, id: &str, timestamp: u64, body: &str) -> Vec<(String, St
 
 /// (name, headers, body) of a forged or tampered push.
 type Attack = (&'static str, Vec<(String, String)>, String);
-
-fn refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
-    headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect()
-}
 
 #[tokio::test]
 async fn a_subscription_hands_out_what_the_peer_needs_and_masks_it_afterwards() {

@@ -112,15 +112,7 @@ async fn without_a_valid_key_every_binding_answers_401_and_stores_nothing() {
         listed["error"]["code"], -32001,
         "nothing was stored, nobody owns t1: {listed}"
     );
-    let metrics = hub
-        .http
-        .get(format!("{}/metrics", hub.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics().await;
     assert!(
         metrics.contains("a2a_push_hub_public_auth_failures_total 4"),
         "{metrics}"
@@ -499,18 +491,9 @@ async fn unknown_fields_and_malformed_cursors_are_problems_naming_what_to_fix() 
         "/api/v1/deliveries?after=not-a-cursor".to_string(),
         format!("/api/v1/subscriptions/{id}/events?limit=lots"),
     ] {
-        let response = hub
-            .http
-            .get(format!("{}{path}", hub.admin))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/problem+json",
-            "{path}"
-        );
+        let (status, content_type, _) = hub.admin_get_typed(&path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(content_type, "application/problem+json", "{path}");
     }
     hub.stop().await;
 }
@@ -662,13 +645,6 @@ fn without(headers: &[(String, String)], names: &[&str]) -> Vec<(String, String)
         .collect()
 }
 
-fn refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
-    headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect()
-}
-
 #[tokio::test]
 async fn a_captured_jwt_push_sent_again_with_a_fresh_webhook_id_is_a_duplicate() {
     let (sender, receiving, id, url, headers, body) = captured_jwt_push(300).await;
@@ -735,15 +711,7 @@ async fn a_full_replay_cache_drops_its_soonest_expiring_entries_and_counts_them(
             (StatusCode::OK, Some("accepted"))
         );
     }
-    let metrics = hub
-        .http
-        .get(format!("{}/metrics", hub.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics().await;
     assert!(
         metrics.contains("a2a_push_hub_inbound_replay_evictions_total 2"),
         "{metrics}"
@@ -853,15 +821,7 @@ async fn a_full_public_listener_refuses_more_connections_while_the_admin_listene
     }
     let (status, _) = hub.admin_get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
-    let metrics = hub
-        .http
-        .get(format!("{}/metrics", hub.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics().await;
     assert!(
         metrics.contains("a2a_push_hub_connections_refused_total{listener=\"public\"} 10"),
         "{metrics}"

@@ -200,14 +200,31 @@ impl TestHub {
     }
 
     pub async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
+        let (status, _, body) = self.admin_get_typed(path).await;
+        (status, body)
+    }
+
+    /// GETs from the admin listener; returns status, content type and JSON body.
+    pub async fn admin_get_typed(&self, path: &str) -> (StatusCode, String, Value) {
         let response = self
             .http
             .get(format!("{}{path}", self.admin))
             .send()
             .await
             .unwrap();
-        let (status, _, body) = split(response).await;
-        (status, body)
+        split(response).await
+    }
+
+    /// The hub's Prometheus metrics, as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Publishes one event that must be accepted; returns the 202 body.
@@ -558,6 +575,14 @@ pub async fn create_subscription(hub: &TestHub, body: Value) -> Value {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     created
+}
+
+/// Owned header pairs as the borrowed pairs `push` takes.
+pub fn refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
 }
 
 /// POSTs a push to a hub's inbound URL with the given headers; returns status and body.
