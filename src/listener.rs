@@ -76,31 +76,28 @@ impl Limits {
 }
 
 /// Raises the soft open-files limit to the hard limit; returns the limit now in force.
+///
+/// Every connection is a file descriptor, and the usual soft limit (1024) would cap the hub
+/// far below `server.max_connections`; the hard limit is what the operator granted. Servers
+/// commonly do this at start (Go's runtime does it for every program).
 pub fn raise_open_files_limit() -> Option<u64> {
-    #[cfg(target_os = "linux")]
+    #[cfg(unix)]
     {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-                return None;
-            }
-            if limit.rlim_cur < limit.rlim_max {
-                let raised = libc::rlimit {
-                    rlim_cur: limit.rlim_max,
-                    rlim_max: limit.rlim_max,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                    limit.rlim_cur = limit.rlim_max;
-                }
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        // `None` is "unlimited"; the soft limit is never above the hard one.
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            let raised = Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            };
+            if setrlimit(Resource::Nofile, raised).is_ok() {
+                return Some(limit.maximum.unwrap_or(u64::MAX));
             }
         }
-        Some(limit.rlim_cur)
+        Some(limit.current.unwrap_or(u64::MAX))
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(unix))]
     {
         None
     }
@@ -350,6 +347,16 @@ mod tests {
         drop(guard);
         std::thread::sleep(Duration::from_millis(20));
         assert!(activity.idle_for() >= Duration::from_millis(20));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        use rustix::process::{Resource, getrlimit};
+        let in_force = raise_open_files_limit().unwrap();
+        let limit = getrlimit(Resource::Nofile);
+        assert_eq!(limit.current, limit.maximum);
+        assert_eq!(in_force, limit.current.unwrap_or(u64::MAX));
     }
 
     #[test]
