@@ -575,3 +575,88 @@ async fn a_send_the_agent_refuses_leaves_no_intake_behind() {
     assert_eq!(listed["subscriptions"], json!([]), "and it is gone again");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_card_keeps_absent_fields_absent_and_carries_an_etag_the_hub_answers_304_for() {
+    let agent = Receiver::start().await;
+    let base = agent.url("");
+    agent.script(move |r| {
+        if r.path != "/.well-known/agent-card.json" {
+            return Reply::status(404);
+        }
+        json_reply(json!({"name": "cached", "version": "1", "capabilities": {},
+            "supportedInterfaces": [{"url": format!("{base}/"), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}]}))
+        .header("cache-control", "public, max-age=120")
+        .header("etag", "\"the-agents-own\"")
+    });
+    let hub = hub_in_front_of(&agent, |_| {}).await;
+    let url = format!("{}/.well-known/agent-card.json", hub.public);
+    let first = hub.http.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    assert_ne!(
+        etag, "\"the-agents-own\"",
+        "the tag is of the bytes the hub serves"
+    );
+    assert_eq!(first.headers()["cache-control"], "public, max-age=120");
+    let card: Value = first.json().await.unwrap();
+    assert!(
+        !card.to_string().contains("null"),
+        "no field is added as null: {card}"
+    );
+    assert!(card.get("additionalInterfaces").is_none() && card.get("url").is_none());
+    assert_eq!(card["capabilities"]["pushNotifications"], true);
+
+    let again = hub
+        .http
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+    assert!(again.bytes().await.unwrap().is_empty());
+    let stale = hub
+        .http
+        .get(&url)
+        .header("if-none-match", "\"the-agents-own\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.status(),
+        StatusCode::OK,
+        "the agent's tag is not the hub's"
+    );
+    assert!(
+        agent
+            .received()
+            .iter()
+            .all(|r| r.headers.get("if-none-match").is_none()),
+        "the client's validators are the hub's business, not the agent's"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_standalone_card_has_an_etag_too() {
+    let hub = TestHub::start().await;
+    let url = format!("{}/.well-known/agent-card.json", hub.public);
+    let first = hub.http.get(&url).send().await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    let card: Value = first.json().await.unwrap();
+    assert_eq!(
+        card["supportedInterfaces"][0]["url"],
+        format!("{}/", hub.public)
+    );
+    let again = hub
+        .http
+        .get(&url)
+        .header("if-none-match", format!("W/{etag}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    hub.stop().await;
+}

@@ -17,7 +17,7 @@ use crate::a2a::params::Params;
 use crate::a2a::push_config::config_input;
 use crate::a2a::version::WireVersion;
 use crate::domain::{DomainError, HubState, events};
-use crate::gateway::{Gateway, card, follow, intake, upstream};
+use crate::gateway::{Gateway, follow, intake, upstream};
 use crate::store::PublishedEvent;
 
 fn rpc(id: JsonRpcId, error: A2AError) -> Response {
@@ -31,7 +31,7 @@ fn unreachable(reason: &str) -> A2AError {
 }
 
 /// The REST-binding answer for an unreachable agent.
-fn unreachable_rest(error: &upstream::UpstreamError) -> Response {
+pub(super) fn unreachable_rest(error: &upstream::UpstreamError) -> Response {
     tracing::warn!(%error, "upstream agent unreachable");
     let (status, body) = crate::a2a::errors::rest_error_with_status(
         &unreachable(&error.to_string()),
@@ -335,38 +335,6 @@ fn sniff_task(
         chunk
     });
     Response::from_parts(parts, axum::body::Body::from_stream(stream))
-}
-
-/// `GET /.well-known/agent-card.json`: the agent's card, pointing at the hub.
-pub async fn agent_card(State(state): State<HubState>, headers: HeaderMap) -> Response {
-    let auth = state.settings.server.public_auth;
-    let Some(gateway) = state.gateway.clone() else {
-        return Json(card::standalone(&state.public_base_url, auth)).into_response();
-    };
-    let response = match upstream::proxy(
-        &gateway,
-        Method::GET,
-        "/.well-known/agent-card.json",
-        &headers,
-        Vec::new(),
-    )
-    .await
-    {
-        Ok(response) => response,
-        Err(error) => return unreachable_rest(&error),
-    };
-    if !response.status().is_success() {
-        return response;
-    }
-    let Ok(bytes) = axum::body::to_bytes(response.into_body(), 4 * 1024 * 1024).await else {
-        return StatusCode::BAD_GATEWAY.into_response();
-    };
-    let Ok(card) = serde_json::from_slice::<Value>(&bytes) else {
-        return StatusCode::BAD_GATEWAY.into_response();
-    };
-    let mut card = card::rewrite(card, gateway.upstream.as_str(), &state.public_base_url);
-    card::add_hub_security(&mut card, auth);
-    Json(card).into_response()
 }
 
 /// Everything the hub does not answer itself goes to the agent; REST message sends get their

@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+mod card;
 mod errors;
 mod gateway;
 mod guard;
@@ -29,7 +30,7 @@ pub fn public_router(state: HubState) -> Router {
         .route("/inbound/{id}", axum::routing::post(inbound::receive))
         .route(
             "/.well-known/agent-card.json",
-            axum::routing::get(gateway::agent_card),
+            axum::routing::get(card::agent_card),
         )
         .merge(rest::routes().merge(rest::routes_v03()).route_layer(
             axum::middleware::from_fn_with_state(state.clone(), auth::rest_guard),

@@ -22,15 +22,19 @@ pub fn rewrite(mut card: Value, upstream: &str, hub: &str) -> Value {
             *url = Value::String(format!("{hub}{path}"));
         }
     };
+    // `get_mut`, never `card[name]` on a field that may be absent: indexing a JSON object
+    // mutably adds the field as `null`, and card validators refuse `"additionalInterfaces": null`.
     for list in ["supportedInterfaces", "additionalInterfaces"] {
-        if let Some(interfaces) = card[list].as_array_mut() {
+        if let Some(interfaces) = card.get_mut(list).and_then(Value::as_array_mut) {
             for interface in interfaces {
-                swap(&mut interface["url"]);
+                if let Some(url) = interface.get_mut("url") {
+                    swap(url);
+                }
             }
         }
     }
-    if card.get("url").is_some() {
-        swap(&mut card["url"]);
+    if let Some(url) = card.get_mut("url") {
+        swap(url);
     }
     if !card["capabilities"].is_object() {
         card["capabilities"] = serde_json::json!({});
@@ -141,6 +145,23 @@ mod tests {
             out["capabilities"],
             json!({"streaming": true, "pushNotifications": true})
         );
+    }
+
+    #[test]
+    fn fields_the_agents_card_lacks_stay_absent() {
+        let card = json!({"name": "a", "version": "1", "capabilities": {},
+            "supportedInterfaces": [{"url": "http://127.0.0.1:9999/", "protocolBinding": "JSONRPC"}, {"protocolBinding": "GRPC"}]});
+        let out = rewrite(card, "http://127.0.0.1:9999/", "https://hub.example");
+        let fields: Vec<&String> = out.as_object().unwrap().keys().collect();
+        assert_eq!(
+            fields,
+            ["capabilities", "name", "supportedInterfaces", "version"]
+        );
+        assert_eq!(
+            out["supportedInterfaces"][1],
+            json!({"protocolBinding": "GRPC"})
+        );
+        assert!(!out.to_string().contains("null"), "{out}");
     }
 
     #[test]
