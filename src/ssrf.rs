@@ -104,35 +104,38 @@ impl Policy {
     }
 
     /// Full check at registration: syntax, then every address the host name resolves to.
+    ///
+    /// A name that does not resolve right now is accepted: the connect-time check is what
+    /// protects (every delivery resolves again and connects only to allowed addresses), and
+    /// refusing it would make a DNS outage block every registration, and a webhook host whose
+    /// name is not published yet impossible to register. A name that resolves to a refused
+    /// address is refused here already, so the user hears of it at once.
     pub async fn check_url(&self, raw: &str) -> Result<Url, Refusal> {
         let url = self.check_url_syntax(raw)?;
-        if let Some(Host::Domain(domain)) = url.host() {
-            let host = domain.trim_end_matches('.').to_string();
-            let port = url.port_or_known_default().unwrap_or(80);
-            let lookup = tokio::net::lookup_host((host.clone(), port));
-            let addrs = match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-                Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
-                Ok(Err(e)) => {
-                    return Err(Refusal::Unresolvable {
-                        host,
-                        reason: e.to_string(),
-                    });
+        let Some(Host::Domain(domain)) = url.host() else {
+            return Ok(url);
+        };
+        if self.allow_private_networks {
+            // Every address class is open: a lookup could refuse nothing.
+            return Ok(url);
+        }
+        let host = domain.trim_end_matches('.').to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let lookup = tokio::net::lookup_host((host.clone(), port));
+        match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+            Ok(Ok(addrs)) => {
+                for addr in addrs {
+                    self.check_ip(addr.ip())?;
                 }
-                Err(_) => {
-                    return Err(Refusal::Unresolvable {
-                        host,
-                        reason: "lookup timed out after 5s".to_string(),
-                    });
-                }
-            };
-            if addrs.is_empty() {
-                return Err(Refusal::Unresolvable {
-                    host,
-                    reason: "no addresses".to_string(),
-                });
             }
-            for addr in addrs {
-                self.check_ip(addr.ip())?;
+            Ok(Err(e)) => {
+                tracing::debug!(host, error = %e, "webhook host does not resolve now; checked again at each connection");
+            }
+            Err(_) => {
+                tracing::debug!(
+                    host,
+                    "webhook host lookup timed out; checked again at each connection"
+                );
             }
         }
         Ok(url)

@@ -655,3 +655,32 @@ async fn header_injection_through_tokens_is_refused() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_webhook_name_that_does_not_resolve_now_is_accepted_and_one_resolving_to_a_refused_address_is_not()
+ {
+    let hub = TestHub::start_with(|s| s.security.allowed_subnets.clear()).await;
+    // `.invalid` never resolves (RFC 6761): like a DNS outage, or a host not yet published.
+    let created = hub
+        .rpc_ok(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": "t", "url": "https://hook.example.invalid/a2a"}),
+        )
+        .await;
+    assert_eq!(created["url"], "https://hook.example.invalid/a2a");
+    let refused = hub
+        .rpc(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": "t", "url": "http://localhost:9/hook"}),
+        )
+        .await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("loopback"),
+        "{refused}"
+    );
+    hub.stop().await;
+}
