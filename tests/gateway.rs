@@ -500,9 +500,19 @@ async fn a_registration_the_agent_refused_is_tried_again_when_the_config_is_crea
     )
     .await;
     assert_eq!(status, StatusCode::OK, "the agent's pushes reach the hub");
-    // Each creation sent the task's snapshot first; then the agent's push.
-    let delivered = receiver.wait_for(3, WAIT).await;
-    assert_eq!(delivered[2].json(), event, "and then the client's webhook");
+    // The config got the task's snapshot once, when it was first stored; then the agent's push.
+    let delivered = receiver.wait_for(2, WAIT).await;
+    assert!(
+        delivered[0].json().get("task").is_some(),
+        "{:?}",
+        delivered[0].json()
+    );
+    assert_eq!(delivered[1].json(), event, "and then the client's webhook");
+    assert_eq!(
+        delivered.len(),
+        2,
+        "storing the config again sends no second snapshot"
+    );
     hub.stop().await;
 }
 
@@ -658,5 +668,56 @@ async fn the_standalone_card_has_an_etag_too() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_config_created_on_a_running_task_gets_the_snapshot_alone_and_other_configs_never_see_it()
+{
+    let agent = scripted_agent().await;
+    let receiver = Receiver::start().await;
+    let hub = hub_in_front_of(&agent, |_| {}).await;
+    for id in ["first", "second"] {
+        hub.rpc_ok(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": "t1", "id": id, "url": receiver.url(&format!("/{id}"))}),
+        )
+        .await;
+    }
+    let registration = agent
+        .received()
+        .into_iter()
+        .find(|r| r.json()["method"] == "CreateTaskPushNotificationConfig")
+        .unwrap()
+        .json();
+    let event = json!({"statusUpdate": {"taskId": "t1", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}});
+    let (status, _) = push(
+        &hub.http,
+        registration["params"]["url"].as_str().unwrap(),
+        &[(
+            "x-a2a-notification-token",
+            registration["params"]["token"].as_str().unwrap(),
+        )],
+        event.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let all = receiver.wait_for(4, WAIT).await;
+    for path in ["/first", "/second"] {
+        let got: Vec<(String, u64)> = all
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| {
+                let kind = r.json().as_object().unwrap().keys().next().unwrap().clone();
+                (kind, r.sequence())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [("task".to_string(), 0), ("statusUpdate".to_string(), 1)],
+            "{path}: its own snapshot, then the task's events with no gap"
+        );
+    }
+    assert_eq!(all.len(), 4, "nothing more");
     hub.stop().await;
 }

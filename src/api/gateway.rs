@@ -81,26 +81,34 @@ pub async fn before_config_method(
         .map(|_| ())
 }
 
-/// After a config was created on an existing task: the agent is made to push the task to the
-/// hub, and the task's current snapshot is published, so the new config receives it first.
+/// The config a created config is, named from the answer the hub gives its client.
+pub struct CreatedConfig<'a> {
+    pub tenant: &'a str,
+    pub task_id: &'a str,
+    pub config_id: &'a str,
+}
+
+/// After a config was created on an existing task: the new config gets the task's current
+/// snapshot (it alone: the task's other configs have seen every state), then the agent is made
+/// to push the task to the hub.
 pub async fn after_config_created(
     state: &HubState,
     gateway: &Arc<Gateway>,
     headers: &HeaderMap,
-    tenant: &str,
-    task_id: &str,
+    created: CreatedConfig<'_>,
     rest_prefix: Option<&str>,
     version: WireVersion,
 ) -> Result<(), A2AError> {
-    let publish = |task: Value| async move {
-        let snapshot = json!({"task": task}).to_string();
-        let published: Result<PublishedEvent, DomainError> =
-            events::publish_one(state, tenant, snapshot.as_bytes()).await;
-        published.map_err(|e| to_a2a(&e))
-    };
+    let CreatedConfig {
+        tenant,
+        task_id,
+        config_id,
+    } = created;
     // The snapshot goes first, so the new config's lane starts with it…
     let before = task_for_caller(gateway, headers, tenant, task_id, rest_prefix, version).await?;
-    let first = publish(before.clone()).await?;
+    let seen = events::snapshot_to_config(state, tenant, task_id, config_id, &before)
+        .await
+        .map_err(|e| to_a2a(&e))?;
     if !gateway.agent_pushes().await {
         follow::follow(state, gateway, headers, tenant, task_id).await;
         return Ok(());
@@ -109,7 +117,8 @@ pub async fn after_config_created(
         .await
         .map_err(|e| to_a2a(&e))?;
     // …and if the task moved while the hub registered itself, and no push has told of it yet,
-    // a second snapshot closes the gap.
+    // the agent will never push that change: it is published as the task's event, for every
+    // config.
     let after = task_for_caller(gateway, headers, tenant, task_id, rest_prefix, version).await?;
     let newest = state
         .store
@@ -117,8 +126,11 @@ pub async fn after_config_created(
         .await
         .map_err(|e| to_a2a(&e.into()))?
         .map_or(0, |t| t.last_sequence);
-    if after != before && newest == first.sequence {
-        publish(after).await?;
+    if after != before && newest == seen {
+        let snapshot = json!({"task": after}).to_string();
+        let published: Result<PublishedEvent, DomainError> =
+            events::publish_one(state, tenant, snapshot.as_bytes()).await;
+        published.map_err(|e| to_a2a(&e))?;
     }
     Ok(())
 }

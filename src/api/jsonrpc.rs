@@ -170,10 +170,21 @@ pub async fn handle(
             Ok(result) => result,
             Err(error) => return fail(id, error),
         };
-        if let (methods::CREATE_PUSH_CONFIG | V03_SET, Some(task_id)) = (method.as_str(), &task_id)
+        // The created config's id, from the answer: flat in 1.0, nested in 0.3.
+        let config_id = result
+            .get("id")
+            .or_else(|| result.pointer("/pushNotificationConfig/id"))
+            .and_then(Value::as_str);
+        if let (methods::CREATE_PUSH_CONFIG | V03_SET, Some(task_id), Some(config_id)) =
+            (method.as_str(), &task_id, config_id)
         {
+            let created = super::gateway::CreatedConfig {
+                tenant: &tenant,
+                task_id,
+                config_id,
+            };
             if let Err(error) = super::gateway::after_config_created(
-                &state, &gateway, &headers, &tenant, task_id, None, version,
+                &state, &gateway, &headers, created, None, version,
             )
             .await
             {

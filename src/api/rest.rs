@@ -179,12 +179,16 @@ async fn create(
         Err(e) => return domain_error(e),
     };
     if let (Some(gateway), Some(prefix)) = (&state.gateway, prefix) {
+        let created = super::gateway::CreatedConfig {
+            tenant: "",
+            task_id: &path.task_id,
+            config_id: &config.id,
+        };
         if let Err(error) = super::gateway::after_config_created(
             &state,
             gateway,
             &headers,
-            "",
-            &path.task_id,
+            created,
             Some(&prefix),
             WireVersion::V1_0,
         )
@@ -427,12 +431,16 @@ async fn create_v03(
         Err(e) => return domain_error(e),
     };
     if let Some(gateway) = &state.gateway {
+        let created = super::gateway::CreatedConfig {
+            tenant: "",
+            task_id: &path.task_id,
+            config_id: &config.id,
+        };
         if let Err(error) = super::gateway::after_config_created(
             &state,
             gateway,
             &headers,
-            "",
-            &path.task_id,
+            created,
             Some("/v1"),
             WireVersion::V0_3,
         )

@@ -154,6 +154,7 @@ mod tests {
             last_error: None,
             manual: false,
             body_v03: None,
+            snapshot: None,
             created_at_ms: 0,
             updated_at_ms: 0,
         }

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use super::{DomainError, HubState};
 use crate::a2a::event::parse_event;
 use crate::a2a::params::InvalidField;
-use crate::store::{NewEvent, PublishedEvent, now_ms};
+use crate::store::{ConfigSnapshot, NewEvent, PublishedEvent, now_ms};
 
 /// Most events in one batch request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -120,4 +120,37 @@ fn validate(tenant: &str, raw: Box<RawValue>, at: &str) -> Result<NewEvent, Inva
         body,
         owner,
     })
+}
+
+/// Sends a task's snapshot (`{"task": …}`) to one config only, ahead of the events it has not
+/// received yet (a config created on a running task). Returns the task's newest sequence
+/// number at that moment.
+pub async fn snapshot_to_config(
+    state: &HubState,
+    tenant: &str,
+    task_id: &str,
+    config_id: &str,
+    task: &Value,
+) -> Result<u64, DomainError> {
+    let value = serde_json::json!({ "task": task });
+    let parsed = parse_event(&value, "")?;
+    let a2a::StreamResponse::Task(snapshot) = parsed.event else {
+        return Err(InvalidField::new("task", "is not a task").into());
+    };
+    let body = serde_json::value::to_raw_value(&value)
+        .map_err(|e| InvalidField::new("task", format!("cannot be stored: {e}")))?;
+    let outcome = state
+        .store
+        .deliver_snapshot(ConfigSnapshot {
+            tenant: tenant.to_string(),
+            task_id: task_id.to_string(),
+            config_id: config_id.to_string(),
+            task: snapshot,
+            body,
+        })
+        .await?;
+    if let Some(pending) = outcome.pending {
+        state.scheduler.enqueue(vec![pending]);
+    }
+    Ok(outcome.last_sequence)
 }

@@ -149,6 +149,26 @@ pub struct NewEvent {
     pub owner: Option<String>,
 }
 
+/// A task snapshot for one config (see `Store::deliver_snapshot`).
+#[derive(Debug, Clone)]
+pub struct ConfigSnapshot {
+    pub tenant: String,
+    pub task_id: String,
+    pub config_id: String,
+    pub task: Task,
+    /// `{"task": …}` as it will be sent to a 1.0 webhook.
+    pub body: Box<RawValue>,
+}
+
+/// What `deliver_snapshot` did.
+#[derive(Debug, Clone)]
+pub struct SnapshotOutcome {
+    /// The task's newest sequence number when the snapshot was taken in.
+    pub last_sequence: u64,
+    /// The snapshot's delivery, for the scheduler; `None` when none was needed.
+    pub pending: Option<PendingDelivery>,
+}
+
 /// A stored event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventRecord {
@@ -228,6 +248,10 @@ pub struct DeliveryRecord {
     /// right after the event, fixed when the delivery is created. `None`: the event's bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_v03: Option<String>,
+    /// A task snapshot this delivery sends instead of an event (a 1.0 `StreamResponse`): what a
+    /// config created on a running task gets first, alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -594,6 +618,13 @@ pub trait Store: Send + Sync + 'static {
         tenant: String,
         task_id: String,
     ) -> Result<Option<TaskRecord>, StoreError>;
+    /// Gives one config a snapshot of its task, ahead of every event it has not received yet;
+    /// no other config sees it and no sequence number is used up. Nothing is written when the
+    /// config is gone or has deliveries already (they carry the task's state).
+    async fn deliver_snapshot(
+        &self,
+        snapshot: ConfigSnapshot,
+    ) -> Result<SnapshotOutcome, StoreError>;
     async fn get_event(
         &self,
         tenant: String,

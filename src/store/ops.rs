@@ -618,6 +618,71 @@ fn put_config_in(
     Ok(ConfigWrite::Stored)
 }
 
+/// Puts a snapshot at the head of a config's lane that has no delivery yet, numbered as the
+/// task's newest event: the config's next event follows it in order.
+fn deliver_snapshot_in(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    snapshot: ConfigSnapshot,
+) -> Result<SnapshotOutcome, StoreError> {
+    let tkey = task_key(&snapshot.tenant, &snapshot.task_id);
+    let last_sequence =
+        get_json::<TaskRecord>(tables, Table::Tasks, &tkey)?.map_or(0, |t| t.last_sequence);
+    let mut outcome = SnapshotOutcome {
+        last_sequence,
+        pending: None,
+    };
+    let ckey = config_key(&snapshot.tenant, &snapshot.task_id, &snapshot.config_id);
+    let Some(config) = get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? else {
+        return Ok(outcome);
+    };
+    if config.state != ConfigState::Active
+        || !first_under(tables, Table::Lanes, &ckey, 1)?.is_empty()
+    {
+        return Ok(outcome);
+    }
+    let now = now_ms();
+    let body_v03 = (config.wire_version == crate::a2a::version::WireVersion::V0_3).then(|| {
+        crate::a2a::v03::task_from_v1(&serde_json::to_value(&snapshot.task).unwrap_or_default())
+            .to_string()
+    });
+    let delivery = DeliveryRecord {
+        id: Uuid::now_v7().to_string(),
+        tenant: snapshot.tenant.clone(),
+        task_id: snapshot.task_id.clone(),
+        config_id: snapshot.config_id.clone(),
+        sequence: last_sequence,
+        event_id: Uuid::now_v7().to_string(),
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at_ms: now,
+        last_error: None,
+        manual: false,
+        body_v03,
+        snapshot: Some(snapshot.body.get().to_string()),
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    tables.insert(
+        Table::Deliveries,
+        delivery.id.as_bytes(),
+        &encode(&delivery)?,
+    )?;
+    let lane = with_sequence(ckey, last_sequence);
+    tables.insert(Table::Lanes, &lane, delivery.id.as_bytes())?;
+    tables.insert(Table::Pending, &lane, delivery.id.as_bytes())?;
+    outcome.pending = Some(PendingDelivery {
+        tenant: snapshot.tenant,
+        task_id: snapshot.task_id,
+        config_id: snapshot.config_id,
+        delivery_id: delivery.id,
+        sequence: last_sequence,
+        next_attempt_at_ms: now,
+        url: config.url,
+    });
+    Ok(outcome)
+}
+
 /// Removes a config; its pending deliveries are canceled. Whether it existed.
 fn remove_config(tables: &dyn TablesMut, key: &[u8], now: u64) -> Result<bool, StoreError> {
     let existed = tables.get(Table::Configs, key)?.is_some();
@@ -737,6 +802,7 @@ fn publish_one(
             body_v03: (version == crate::a2a::version::WireVersion::V0_3)
                 .then(|| body_v03.clone())
                 .flatten(),
+            snapshot: None,
             created_at_ms: now,
             updated_at_ms: now,
         };
@@ -771,6 +837,15 @@ impl<B: Backend> Store for TableStore<B> {
     ) -> Result<ConfigWrite, StoreError> {
         let sealing = self.sealing.clone();
         self.write(move |tables| put_config_in(&sealing, tables, config, rules))
+            .await
+    }
+
+    async fn deliver_snapshot(
+        &self,
+        snapshot: ConfigSnapshot,
+    ) -> Result<SnapshotOutcome, StoreError> {
+        let sealing = self.sealing.clone();
+        self.write(move |tables| deliver_snapshot_in(&sealing, tables, snapshot))
             .await
     }
 
@@ -930,16 +1005,28 @@ impl<B: Backend> Store for TableStore<B> {
                 Table::Configs,
                 &config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id),
             )?;
-            let event_key = with_sequence(
-                task_key(&delivery.tenant, &delivery.task_id),
-                delivery.sequence,
-            );
-            let event = get_json(tables, Table::Events, &event_key)?.ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "event {} of delivery {} is missing",
-                    delivery.sequence, delivery.id
-                ))
-            })?;
+            let event = match &delivery.snapshot {
+                Some(snapshot) => EventRecord {
+                    event_id: delivery.event_id.clone(),
+                    sequence: delivery.sequence,
+                    received_at_ms: delivery.created_at_ms,
+                    body: RawValue::from_string(snapshot.clone()).map_err(|e| {
+                        StoreError::Corrupt(format!("snapshot of delivery {}: {e}", delivery.id))
+                    })?,
+                },
+                None => {
+                    let event_key = with_sequence(
+                        task_key(&delivery.tenant, &delivery.task_id),
+                        delivery.sequence,
+                    );
+                    get_json(tables, Table::Events, &event_key)?.ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "event {} of delivery {} is missing",
+                            delivery.sequence, delivery.id
+                        ))
+                    })?
+                }
+            };
             Ok(Some(AttemptContext {
                 delivery,
                 config,

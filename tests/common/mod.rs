@@ -817,6 +817,24 @@ pub async fn gateway_in_front_of(agent: tokio::process::Command, python: &str, b
             .all(|i| i["url"].as_str().unwrap().starts_with(&hub.public)),
         "{card}"
     );
+    // The SDK's own card, field for field: the hub adds none (a `null` would fail card checks).
+    let agents: Value = hub
+        .http
+        .get(format!("{upstream}.well-known/agent-card.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fields = |card: &Value| {
+        card.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fields(&card), fields(&agents), "{card}");
 
     let hub_url = if binding == "JSONRPC" {
         format!("{}/", hub.public)
