@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use a2a_push_hub::signing::webhooks;
 use common::{
-    Receiver, SseReader, TestHub, create_subscription, fast_delivery, push, refs, status_event,
-    wait_until,
+    Receiver, Reply, SseReader, TestHub, create_subscription, fast_delivery, push, refs,
+    status_event, wait_until,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -647,6 +647,90 @@ async fn accepted_events_older_than_their_retention_are_removed_and_newer_ones_s
             .unwrap()
             .contains("a2a_push_hub_inbound_events_purged_total 1\n"),
         "{metrics}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_signing_its_jwts_with_rs256_is_verified_by_its_jwks_and_the_receipt_names_the_algorithm()
+ {
+    use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+    use aws_lc_rs::signature::{KeyPair, RSA_PKCS1_SHA256};
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let key = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": "peer-rsa", "use": "sig",
+        "n": b64(key.public_key().modulus().big_endian_without_leading_zero()),
+        "e": b64(key.public_key().exponent().big_endian_without_leading_zero())}]})
+    .to_string();
+    let peer = Receiver::start().await;
+    peer.script(move |_| {
+        let mut reply = Reply::ok().header("content-type", "application/json");
+        reply.body = jwks.clone();
+        reply
+    });
+    let hub = TestHub::start().await;
+    let created = create_subscription(
+        &hub,
+        json!({"jwksUrl": peer.url("/.well-known/jwks.json"), "issuer": "https://peer.example"}),
+    )
+    .await;
+    let (id, url) = (
+        created["id"].as_str().unwrap(),
+        created["url"].as_str().unwrap(),
+    );
+    let token = created["pushNotificationConfig"]["token"].as_str().unwrap();
+    let body = status_event("t1", "TASK_STATE_WORKING").to_string();
+    let now = a2a_push_hub::store::now_ms() as i64 / 1000;
+    let claims = json!({"iss": "https://peer.example", "aud": url, "iat": now, "exp": now + 300,
+        "jti": "peer-1", "taskId": "t1",
+        "request_body_sha256": a2a_push_hub::signing::jwt::body_sha256(body.as_bytes())});
+    let input = format!(
+        "{}.{}",
+        b64(json!({"alg": "RS256", "kid": "peer-rsa"})
+            .to_string()
+            .as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut signature = vec![0; key.public_modulus_len()];
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut signature,
+    )
+    .unwrap();
+    let bearer = format!("Bearer {input}.{}", b64(&signature));
+    let (status, answer) = push(
+        &hub.http,
+        url,
+        &[
+            ("authorization", bearer.as_str()),
+            ("x-a2a-notification-token", token),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (StatusCode::OK, Some("accepted")),
+        "{answer}"
+    );
+    let receipt = &receipts(&hub, id).await[0];
+    let jwt_check = receipt["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "jwt")
+        .unwrap();
+    assert_eq!(jwt_check["passed"], true, "{receipt}");
+    assert!(
+        jwt_check["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("RS256 JWT valid"),
+        "{receipt}"
     );
     hub.stop().await;
 }

@@ -94,7 +94,7 @@ async fn verify_jwt(state: &HubState, headers: &HeaderMap) -> Result<String, Una
         ));
     };
     let token = bearer(headers).ok_or(Unauthenticated::MissingJwt)?;
-    let kid = jwt::header_kid(token);
+    let kid = jwt::header_field(token, "kid");
     let document = state
         .inbound
         .jwks

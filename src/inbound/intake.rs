@@ -198,7 +198,7 @@ async fn authenticate(
         let result = match token {
             None => Err("no Authorization: Bearer JWT".to_string()),
             Some(token) => {
-                let kid = jwt::header_kid(token);
+                let kid = jwt::header_field(token, "kid");
                 match state.inbound.jwks.get(jwks_url, kid.as_deref()).await {
                     Err(e) => Err(format!("the peer's JWKS is unavailable: {e}")),
                     Ok(document) => {
@@ -219,10 +219,15 @@ async fn authenticate(
         };
         match result {
             Ok((jti, exp)) => {
+                let algorithm = token
+                    .and_then(|t| jwt::header_field(t, "alg"))
+                    .unwrap_or_default();
                 checks.push(check(
                     "jwt",
                     true,
-                    "ES256 JWT valid: key, audience, issuer, lifetime and body hash",
+                    format!(
+                        "{algorithm} JWT valid: key, audience, issuer, lifetime and body hash (raw bytes)"
+                    ),
                 ));
                 signed_ids.push(ReplayKey {
                     key: format!("jti:{jti}"),

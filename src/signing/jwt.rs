@@ -1,15 +1,17 @@
-//! The hub's JWT profile: `Authorization: Bearer <JWT>`, ES256 with `kid`, claims `iss`,
-//! `aud`, `iat`, `exp`, `jti`, `taskId`, `request_body_sha256`. Signed by hand with a cached
-//! key (re-parsing the key per token would cost more than the signature), verified against a
-//! JWKS with only ES256 accepted — the `alg` of a token never chooses the algorithm.
+//! JWTs. The hub's own profile: `Authorization: Bearer <JWT>`, ES256 with `kid`, claims `iss`,
+//! `aud`, `iat`, `exp`, `jti`, `taskId`, `request_body_sha256`, signed by hand with a cached
+//! key (re-parsing the key per token would cost more than the signature).
+//!
+//! Verifying — a peer's push or a caller's bearer token — goes through the `jsonwebtoken`
+//! crate against a JWKS: RS256, PS256, ES256, ES384 or EdDSA, the algorithm decided by the key
+//! the `kid` names (its `alg`, else its type and curve), never by the token's header alone.
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, EcdsaKeyPair, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
-    UnparsedPublicKey,
-};
+use aws_lc_rs::signature::EcdsaKeyPair;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -61,98 +63,105 @@ pub struct Expectations<'a> {
     pub leeway_s: i64,
 }
 
-/// The P-256 public point (uncompressed) of the JWK with `kid` in a JWKS document.
-fn p256_key(jwks: &Value, kid: &str) -> Result<Vec<u8>, VerifyError> {
-    let key = find_key(jwks, kid)?;
-    if key["kty"] != "EC" || key["crv"] != "P-256" {
-        return Err(VerifyError::BadToken(format!(
-            "key {kid} is not a P-256 key"
-        )));
-    }
-    let coordinate = |name: &str| {
-        key[name]
-            .as_str()
-            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
-            .filter(|v| v.len() == 32)
-            .ok_or_else(|| VerifyError::BadToken(format!("key {kid} has no valid `{name}`")))
-    };
-    let mut point = vec![4u8];
-    point.extend(coordinate("x")?);
-    point.extend(coordinate("y")?);
-    Ok(point)
-}
-
-/// The `kid` in a compact JWS's header, read before anything is verified (to pick the key).
-pub fn header_kid(token: &str) -> Option<String> {
+/// A field of a compact JWS's header (`kid`, `alg`), read before anything is verified (to
+/// pick the key; after a verification, `alg` is the algorithm that verified it).
+pub fn header_field(token: &str, name: &str) -> Option<String> {
     let header = URL_SAFE_NO_PAD.decode(token.split('.').next()?).ok()?;
     serde_json::from_slice::<Value>(&header)
         .ok()?
-        .get("kid")?
+        .get(name)?
         .as_str()
         .map(str::to_string)
 }
 
-/// Checks a compact JWS's signature against the JWKS key its `kid` names, with one of
-/// `algorithms` (the token's `alg` only picks among those); returns the claims' JSON bytes.
-fn verified_claims(token: &str, jwks: &Value, algorithms: &[&str]) -> Result<Vec<u8>, VerifyError> {
-    let bad = |why: &str| VerifyError::BadToken(why.to_string());
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("not a compact JWS (three dot-separated parts)"));
+/// The algorithms the verifier accepts.
+const ACCEPTED: [Algorithm; 5] = [
+    Algorithm::RS256,
+    Algorithm::PS256,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// The algorithm `jwk` verifies: its `alg` when it names one, else what its type and curve
+/// allow. An RSA key without `alg` serves RS256 and PS256 alike, so there the token's header
+/// picks between those two, and only those. The header must always agree.
+fn algorithm_of(jwk: &Jwk, kid: &str, asked: &str) -> Result<Algorithm, VerifyError> {
+    let refused = || VerifyError::AlgorithmNotAllowed(asked.to_string());
+    let decided = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+        (Some(named), _) => match named {
+            KeyAlgorithm::RS256 => Algorithm::RS256,
+            KeyAlgorithm::PS256 => Algorithm::PS256,
+            KeyAlgorithm::ES256 => Algorithm::ES256,
+            KeyAlgorithm::ES384 => Algorithm::ES384,
+            KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+            _ => return Err(refused()),
+        },
+        (None, AlgorithmParameters::EllipticCurve(ec)) => match ec.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            _ => return Err(refused()),
+        },
+        (None, AlgorithmParameters::OctetKeyPair(okp)) if okp.curve == EllipticCurve::Ed25519 => {
+            Algorithm::EdDSA
+        }
+        (None, AlgorithmParameters::RSA(_)) => match asked {
+            "RS256" => Algorithm::RS256,
+            "PS256" => Algorithm::PS256,
+            _ => return Err(refused()),
+        },
+        _ => {
+            return Err(VerifyError::BadToken(format!(
+                "key {kid} is not a key this hub verifies with"
+            )));
+        }
     };
-    let header: Value = URL_SAFE_NO_PAD
-        .decode(header_b64)
-        .ok()
+    if !ACCEPTED.contains(&decided) || format!("{decided:?}") != asked {
+        return Err(refused());
+    }
+    Ok(decided)
+}
+
+/// Checks a compact JWS's signature against the JWKS key its `kid` names; returns the claims
+/// (unchecked: each profile checks its own) and the algorithm that verified them.
+fn verified_claims(token: &str, jwks: &Value) -> Result<(Value, Algorithm), VerifyError> {
+    let bad = |why: &str| VerifyError::BadToken(why.to_string());
+    if token.split('.').count() != 3 {
+        return Err(bad("not a compact JWS (three dot-separated parts)"));
+    }
+    let header: Value = token
+        .split('.')
+        .next()
+        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
         .and_then(|h| serde_json::from_slice(&h).ok())
         .ok_or_else(|| bad("the header is not base64url JSON"))?;
-    let alg = header["alg"].as_str().unwrap_or_default();
-    if !algorithms.contains(&alg) {
-        return Err(VerifyError::AlgorithmNotAllowed(alg.to_string()));
-    }
+    let asked = header["alg"].as_str().unwrap_or_default();
     let kid = header["kid"]
         .as_str()
         .ok_or_else(|| bad("the header has no `kid`"))?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature_b64)
-        .map_err(|_| bad("the signature is not base64url"))?;
-    let signed = &token.as_bytes()[..header_b64.len() + 1 + claims_b64.len()];
-    let valid = match alg {
-        "RS256" => {
-            let (n, e) = rsa_key(jwks, kid)?;
-            RsaPublicKeyComponents { n, e }
-                .verify(&RSA_PKCS1_2048_8192_SHA256, signed, &signature)
-                .is_ok()
-        }
-        _ => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, p256_key(jwks, kid)?)
-            .verify(signed, &signature)
-            .is_ok(),
+    let unusable = |e: &dyn std::fmt::Display| {
+        VerifyError::BadToken(format!("key {kid} is not a usable JWK: {e}"))
     };
-    if !valid {
-        return Err(VerifyError::NoValidSignature);
+    let jwk: Jwk =
+        serde_json::from_value(find_key(jwks, kid)?.clone()).map_err(|e| unusable(&e))?;
+    let algorithm = algorithm_of(&jwk, kid, asked)?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| unusable(&e))?;
+    // The signature only: each profile checks its claims itself, with errors that say which.
+    let mut validation = Validation::new(algorithm);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    match jsonwebtoken::decode::<Value>(token, &key, &validation) {
+        Ok(data) => Ok((data.claims, algorithm)),
+        Err(e) => Err(match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::NoValidSignature,
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                VerifyError::AlgorithmNotAllowed(asked.to_string())
+            }
+            _ => VerifyError::BadToken(e.to_string()),
+        }),
     }
-    URL_SAFE_NO_PAD
-        .decode(claims_b64)
-        .map_err(|_| bad("the claims are not base64url"))
-}
-
-/// The RSA modulus and exponent of the JWK with `kid`.
-fn rsa_key(jwks: &Value, kid: &str) -> Result<(Vec<u8>, Vec<u8>), VerifyError> {
-    let key = find_key(jwks, kid)?;
-    if key["kty"] != "RSA" {
-        return Err(VerifyError::BadToken(format!(
-            "key {kid} is not an RSA key"
-        )));
-    }
-    let part = |name: &str| {
-        key[name]
-            .as_str()
-            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| VerifyError::BadToken(format!("key {kid} has no valid `{name}`")))
-    };
-    Ok((part("n")?, part("e")?))
 }
 
 fn find_key<'a>(jwks: &'a Value, kid: &str) -> Result<&'a Value, VerifyError> {
@@ -190,9 +199,12 @@ pub struct Caller {
     /// `sub`: the principal.
     pub subject: String,
     pub expires_at_s: i64,
+    /// The algorithm that verified it.
+    pub algorithm: Algorithm,
 }
 
-/// Verifies a caller's bearer JWT (an identity provider's access token: ES256 or RS256, `iss`,
+/// Verifies a caller's bearer JWT (an identity provider's access token: any algorithm the
+/// verifier accepts, `iss`,
 /// `aud` as a string or a list, `exp`, optional `iat` and `nbf`, `sub`).
 pub fn verify_caller(
     token: &str,
@@ -202,8 +214,7 @@ pub fn verify_caller(
     leeway_s: i64,
     now_s: i64,
 ) -> Result<Caller, VerifyError> {
-    let claims: Value = serde_json::from_slice(&verified_claims(token, jwks, &["ES256", "RS256"])?)
-        .map_err(|_| VerifyError::BadToken("the claims are not JSON".to_string()))?;
+    let (claims, algorithm) = verified_claims(token, jwks)?;
     let exp = claims["exp"]
         .as_i64()
         .ok_or_else(|| VerifyError::BadToken("the token has no `exp`".to_string()))?;
@@ -234,6 +245,7 @@ pub fn verify_caller(
     Ok(Caller {
         subject: subject.to_string(),
         expires_at_s: exp,
+        algorithm,
     })
 }
 
@@ -245,12 +257,10 @@ pub fn verify(
     body: &[u8],
     now_s: i64,
 ) -> Result<Claims, VerifyError> {
-    let claims: Claims = serde_json::from_slice(&verified_claims(token, jwks, &["ES256"])?)
-        .map_err(|_| {
-            VerifyError::BadToken(
-                "the claims are not JSON with every claim of the profile".to_string(),
-            )
-        })?;
+    let (claims, _) = verified_claims(token, jwks)?;
+    let claims: Claims = serde_json::from_value(claims).map_err(|_| {
+        VerifyError::BadToken("the claims are not JSON with every claim of the profile".to_string())
+    })?;
     check_lifetime(claims.exp, Some(claims.iat), expect.leeway_s, now_s)?;
     if let Some(audience) = expect.audience {
         if claims.aud != audience {
@@ -462,10 +472,128 @@ mod tests {
             verify_caller(&none, &jwks, "https://idp", "hub", 0, 1_100),
             Err(VerifyError::AlgorithmNotAllowed(_))
         ));
-        // A push token of the hub's profile accepts ES256 only.
+        // An identity provider's token is no push of the hub's profile (its claims differ).
         assert!(matches!(
             verify(&token, &jwks, &Expectations::default(), b"", 1_100),
-            Err(VerifyError::AlgorithmNotAllowed(_))
+            Err(VerifyError::BadToken(_))
         ));
+    }
+
+    /// Signs `claims` as a compact JWS with aws-lc-rs directly (not the verifier's library).
+    fn signed(alg: &str, kid: &str, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+        let header = serde_json::json!({"alg": alg, "kid": kid});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sign(input.as_bytes())))
+    }
+
+    /// A token and a JWKS (the key without `alg`: its type and curve decide) per algorithm.
+    fn token_of_every_algorithm(claims: &Value) -> Vec<(&'static str, String, Value)> {
+        use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, Ed25519KeyPair,
+            KeyPair, RSA_PKCS1_SHA256, RSA_PSS_SHA256,
+        };
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let rsa_jwk = serde_json::json!({"kty": "RSA", "kid": "k",
+            "n": b64(rsa.public_key().modulus().big_endian_without_leading_zero()),
+            "e": b64(rsa.public_key().exponent().big_endian_without_leading_zero())});
+        let rsa_sign = |padding: &'static dyn aws_lc_rs::signature::RsaEncoding| {
+            let rsa = &rsa;
+            move |input: &[u8]| {
+                let mut out = vec![0; rsa.public_modulus_len()];
+                rsa.sign(padding, &SystemRandom::new(), input, &mut out)
+                    .unwrap();
+                out
+            }
+        };
+        let ec =
+            |alg: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm, crv: &str, half: usize| {
+                let key = EcdsaKeyPair::generate(alg).unwrap();
+                let point = key.public_key().as_ref().to_vec();
+                let jwk = serde_json::json!({"kty": "EC", "crv": crv, "kid": "k",
+                "x": b64(&point[1..1 + half]), "y": b64(&point[1 + half..])});
+                (key, jwk)
+            };
+        let (p256, p256_jwk) = ec(&ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32);
+        let (p384, p384_jwk) = ec(&ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48);
+        let ed = Ed25519KeyPair::generate().unwrap();
+        let ed_jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": "k",
+            "x": b64(ed.public_key().as_ref())});
+        let ecdsa = |key: &EcdsaKeyPair, input: &[u8]| {
+            key.sign(&SystemRandom::new(), input)
+                .unwrap()
+                .as_ref()
+                .to_vec()
+        };
+        let jwks = |jwk: Value| serde_json::json!({"keys": [jwk]});
+        vec![
+            (
+                "RS256",
+                signed("RS256", "k", claims, rsa_sign(&RSA_PKCS1_SHA256)),
+                jwks(rsa_jwk.clone()),
+            ),
+            (
+                "PS256",
+                signed("PS256", "k", claims, rsa_sign(&RSA_PSS_SHA256)),
+                jwks(rsa_jwk),
+            ),
+            (
+                "ES256",
+                signed("ES256", "k", claims, |i| ecdsa(&p256, i)),
+                jwks(p256_jwk),
+            ),
+            (
+                "ES384",
+                signed("ES384", "k", claims, |i| ecdsa(&p384, i)),
+                jwks(p384_jwk),
+            ),
+            (
+                "EdDSA",
+                signed("EdDSA", "k", claims, |i| ed.sign(i).as_ref().to_vec()),
+                jwks(ed_jwk),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_accepted_algorithm_verifies_and_the_key_not_the_header_decides() {
+        let claims =
+            serde_json::json!({"iss": "i", "aud": "a", "sub": "s", "iat": 1_000, "exp": 1_300});
+        for (alg, token, jwks) in token_of_every_algorithm(&claims) {
+            let caller = verify_caller(&token, &jwks, "i", "a", 0, 1_100)
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
+            assert_eq!(format!("{:?}", caller.algorithm), alg);
+            // The same token claiming another algorithm in its header is refused.
+            let (_, rest) = token.split_once('.').unwrap();
+            for other in [
+                "HS256",
+                "none",
+                "ES512",
+                if alg == "ES256" { "ES384" } else { "ES256" },
+            ] {
+                let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{other}","kid":"k"}}"#));
+                let swapped = format!("{header}.{rest}");
+                assert!(
+                    matches!(
+                        verify_caller(&swapped, &jwks, "i", "a", 0, 1_100),
+                        Err(VerifyError::AlgorithmNotAllowed(_))
+                    ),
+                    "{alg} key, header {other}"
+                );
+            }
+            // A key that names its algorithm holds the token to it.
+            let mut pinned = jwks.clone();
+            pinned["keys"][0]["alg"] =
+                serde_json::json!(if alg == "PS256" { "RS256" } else { "PS256" });
+            assert!(
+                verify_caller(&token, &pinned, "i", "a", 0, 1_100).is_err(),
+                "{alg} pinned"
+            );
+        }
     }
 }

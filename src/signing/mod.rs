@@ -43,7 +43,9 @@ pub enum VerifyError {
     NoValidSignature,
     #[error("the token is malformed: {0}")]
     BadToken(String),
-    #[error("algorithm {0:?} is not accepted (only ES256)")]
+    #[error(
+        "algorithm {0:?} is not accepted for this key (the JWKS decides: RS256, PS256, ES256, ES384 or EdDSA)"
+    )]
     AlgorithmNotAllowed(String),
     #[error("no key {0:?} in the JWKS")]
     UnknownKey(String),
