@@ -272,3 +272,117 @@ async fn the_gateway_makes_a_python_sdk_agents_pushes_reliable_over_jsonrpc() {
 async fn the_gateway_makes_a_python_sdk_agents_pushes_reliable_over_http_json() {
     gateway_in_front_of_the_python_agent("HTTP+JSON").await;
 }
+
+/// Runs the A2A samples' push sender (`sample_push_sender.py`) once; returns its output.
+async fn sample_sender(args: &[&str]) -> String {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python/sample_push_sender.py"
+    );
+    let run = tokio::process::Command::new(python())
+        .arg(script)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the sender finishes within 60s")
+        .expect("the sender runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+#[ignore = "needs the Python SDK venv; run by .ci/run"]
+async fn the_a2a_samples_sender_is_verified_in_both_body_spellings_and_tampering_staleness_and_replay_are_refused()
+ {
+    let folder = tempfile::tempdir().unwrap();
+    let dir = folder.path().to_str().unwrap();
+    sample_sender(&["keys", dir]).await;
+    let jwks = std::fs::read_to_string(folder.path().join("jwks.json")).unwrap();
+    let peer = common::Receiver::start().await;
+    peer.script(move |_| {
+        let mut reply = common::Reply::ok().header("content-type", "application/json");
+        reply.body = jwks.clone();
+        reply
+    });
+    let hub = TestHub::start().await;
+    let created = common::create_subscription(
+        &hub,
+        json!({"jwksUrl": peer.url("/.well-known/jwks.json"), "jwtProfile": "a2a-samples"}),
+    )
+    .await;
+    let (id, url) = (
+        created["id"].as_str().unwrap().to_string(),
+        created["url"].as_str().unwrap().to_string(),
+    );
+    let record = folder.path().join("sent.json");
+    let record = record.to_str().unwrap();
+    let push = |mode: &'static str| {
+        let url = url.clone();
+        let record = record.to_string();
+        let dir = dir.to_string();
+        async move { sample_sender(&["push", &dir, &url, mode, &record]).await }
+    };
+    assert!(
+        push("httpx")
+            .await
+            .starts_with("200 {\"sequence\":1,\"status\":\"accepted\"}")
+    );
+    assert!(
+        push("replay").await.contains("\"duplicate\""),
+        "the same token again"
+    );
+    assert!(push("spaced").await.contains("\"accepted\""));
+    assert!(push("tampered").await.starts_with("401"));
+    assert!(push("stale").await.starts_with("401"));
+
+    let (_, receipts) = hub
+        .admin_get(&format!("/api/v1/subscriptions/{id}/receipts"))
+        .await;
+    let jwt_details: Vec<String> = receipts["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "jwt")
+                .map(|c| c["detail"].as_str().unwrap().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        jwt_details[0].starts_with("RS256 JWT valid (a2a-samples profile)")
+            && jwt_details[0].ends_with("the raw bytes"),
+        "{jwt_details:?}"
+    );
+    assert!(
+        jwt_details[2].ends_with("the body re-spelled compactly"),
+        "{jwt_details:?}"
+    );
+    assert!(
+        jwt_details[3].contains("request_body_sha256 does not match"),
+        "{jwt_details:?}"
+    );
+    assert!(jwt_details[4].contains("old"), "{jwt_details:?}");
+    let (_, events) = hub
+        .admin_get(&format!("/api/v1/subscriptions/{id}/events"))
+        .await;
+    let accepted = events["events"].as_array().unwrap();
+    assert_eq!(accepted.len(), 2, "{events}");
+    assert!(
+        accepted[1]["event"]
+            .to_string()
+            .contains("Grüße — 進行中 ✓"),
+        "{events}"
+    );
+    hub.stop().await;
+}

@@ -89,6 +89,7 @@ pub async fn open(
         authentication: None,
         jwks_url: None,
         issuer: None,
+        jwt_profile: Default::default(),
         webhook_secret: None,
         webhook_public_keys: Vec::new(),
         tolerance_s: 300,

@@ -13,7 +13,7 @@ use crate::domain::HubState;
 use crate::signing::verify::{CapturedRequest, ed25519_keys};
 use crate::signing::{jwt, webhooks};
 use crate::store::{
-    CheckResult, InboundAccept, InboundOutcome, InboundRoute, ReceiptRecord, ReplayKey,
+    CheckResult, InboundAccept, InboundOutcome, InboundRoute, JwtProfile, ReceiptRecord, ReplayKey,
     SubscriptionRecord, now_ms,
 };
 
@@ -181,13 +181,6 @@ async fn authenticate(
             None => notes.push("no Authorization header".to_string()),
         }
     }
-    if identity_expected && !identity_shown && checks.iter().all(|c| c.passed) {
-        checks.push(check(
-            "credentials",
-            false,
-            "neither the token nor the Authorization header was presented",
-        ));
-    }
     let mut jwks_document = None;
     let mut signed_ids = Vec::new();
     if let Some(jwks_url) = &sub.jwks_url {
@@ -202,40 +195,30 @@ async fn authenticate(
                 match state.inbound.jwks.get(jwks_url, kid.as_deref()).await {
                     Err(e) => Err(format!("the peer's JWKS is unavailable: {e}")),
                     Ok(document) => {
-                        let audience = inbound_url(state, &sub.id);
-                        let expect = jwt::Expectations {
-                            audience: Some(&audience),
-                            issuer: sub.issuer.as_deref(),
-                            leeway_s: JWT_LEEWAY_S,
-                        };
-                        let verified =
-                            jwt::verify(token, &document, &expect, &request.body, now_s())
-                                .map_err(|e| e.to_string());
+                        let verified = verify_jwt(state, sub, token, &document, &request.body);
                         jwks_document = Some(document);
-                        verified.map(|claims| (claims.jti, claims.exp))
+                        verified
                     }
                 }
             }
         };
         match result {
-            Ok((jti, exp)) => {
-                let algorithm = token
-                    .and_then(|t| jwt::header_field(t, "alg"))
-                    .unwrap_or_default();
-                checks.push(check(
-                    "jwt",
-                    true,
-                    format!(
-                        "{algorithm} JWT valid: key, audience, issuer, lifetime and body hash (raw bytes)"
-                    ),
-                ));
-                signed_ids.push(ReplayKey {
-                    key: format!("jti:{jti}"),
-                    expires_at_ms: seconds_to_ms(exp + JWT_LEEWAY_S),
-                });
+            Ok((detail, replay_key)) => {
+                checks.push(check("jwt", true, detail));
+                signed_ids.push(replay_key);
+                // A JWT its JWKS verifies identifies the peer as well as a token would: the
+                // A2A samples' sender sends only that.
+                identity_shown = true;
             }
             Err(reason) => checks.push(check("jwt", false, reason)),
         }
+    }
+    if identity_expected && !identity_shown && checks.iter().all(|c| c.passed) {
+        checks.push(check(
+            "credentials",
+            false,
+            "neither the token nor the Authorization header was presented",
+        ));
     }
     let mut public_keys: Vec<Vec<u8>> = sub
         .webhook_public_keys
@@ -489,6 +472,60 @@ pub async fn intake(
         Err(e) => {
             tracing::error!(error = %e, "could not store an inbound event");
             answer(503, json!({"error": "temporarily unavailable; retry"}))
+        }
+    }
+}
+
+/// Verifies a push's JWT by the subscription's profile; says what verified, and the key that
+/// remembers the token until it stops verifying.
+fn verify_jwt(
+    state: &HubState,
+    sub: &SubscriptionRecord,
+    token: &str,
+    jwks: &Value,
+    body: &[u8],
+) -> Result<(String, ReplayKey), String> {
+    let algorithm = jwt::header_field(token, "alg").unwrap_or_default();
+    match sub.jwt_profile {
+        JwtProfile::Hub => {
+            let audience = inbound_url(state, &sub.id);
+            let expect = jwt::Expectations {
+                audience: Some(&audience),
+                issuer: sub.issuer.as_deref(),
+                leeway_s: JWT_LEEWAY_S,
+            };
+            let claims =
+                jwt::verify(token, jwks, &expect, body, now_s()).map_err(|e| e.to_string())?;
+            Ok((
+                format!(
+                    "{algorithm} JWT valid: key, audience, issuer, lifetime and body hash (raw bytes)"
+                ),
+                ReplayKey {
+                    key: format!("jti:{}", claims.jti),
+                    expires_at_ms: seconds_to_ms(claims.exp + JWT_LEEWAY_S),
+                },
+            ))
+        }
+        JwtProfile::A2aSamples => {
+            let tolerance = sub.tolerance_s as i64;
+            let now = now_s();
+            let verified =
+                jwt::verify_sample(token, jwks, body, tolerance, now).map_err(|e| e.to_string())?;
+            let spelling = match verified.body_hash {
+                jwt::BodyHash::Raw => "the raw bytes",
+                jwt::BodyHash::Compact => "the body re-spelled compactly",
+            };
+            Ok((
+                format!(
+                    "{algorithm} JWT valid (a2a-samples profile): key, iat {}s old, body hash over {spelling}",
+                    now - verified.iat
+                ),
+                // The profile has no `jti`: the token itself is the push's signed identity.
+                ReplayKey {
+                    key: format!("jwt-sha256:{}", jwt::body_sha256(token.as_bytes())),
+                    expires_at_ms: seconds_to_ms(verified.iat + tolerance),
+                },
+            ))
         }
     }
 }

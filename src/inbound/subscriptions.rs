@@ -12,7 +12,7 @@ use crate::config::Secret;
 use crate::domain::push_configs::resolve_tenant;
 use crate::domain::{DomainError, HubState};
 use crate::signing::webhooks;
-use crate::store::{Authentication, RemoteAgent, SubscriptionRecord, now_ms};
+use crate::store::{Authentication, JwtProfile, RemoteAgent, SubscriptionRecord, now_ms};
 
 const DEFAULT_TOLERANCE_S: u64 = 300;
 
@@ -39,6 +39,8 @@ pub struct SubscriptionView {
     pub authentication_scheme: Option<String>,
     pub jwks_url: Option<String>,
     pub issuer: Option<String>,
+    /// `hub` or `a2a-samples`: the claims the peer's JWTs carry.
+    pub jwt_profile: &'static str,
     pub has_webhook_secret: bool,
     pub webhook_public_keys: Vec<String>,
     pub tolerance_seconds: u64,
@@ -57,6 +59,7 @@ pub fn view(state: &HubState, s: &SubscriptionRecord) -> SubscriptionView {
         authentication_scheme: s.authentication.as_ref().map(|a| a.scheme.clone()),
         jwks_url: s.jwks_url.clone(),
         issuer: s.issuer.clone(),
+        jwt_profile: s.jwt_profile.as_str(),
         has_webhook_secret: s.webhook_secret.is_some(),
         webhook_public_keys: s.webhook_public_keys.clone(),
         tolerance_seconds: s.tolerance_s,
@@ -108,6 +111,7 @@ pub async fn create(
         "authentication",
         "jwksUrl",
         "issuer",
+        "jwtProfile",
         "webhookSecret",
         "webhookPublicKeys",
         "toleranceSeconds",
@@ -140,6 +144,22 @@ pub async fn create(
             "cannot be combined with jwksUrl: both define the Authorization header; choose one",
         )
         .into());
+    }
+    let jwt_profile = match params.string("jwtProfile")?.as_deref() {
+        None | Some("hub") => JwtProfile::Hub,
+        Some("a2a-samples") => JwtProfile::A2aSamples,
+        Some(other) => {
+            return Err(InvalidField::new(
+                "jwtProfile",
+                format!("is {other:?}; must be \"hub\" (the default) or \"a2a-samples\""),
+            )
+            .into());
+        }
+    };
+    if jwt_profile != JwtProfile::Hub && jwks_url.is_none() {
+        return Err(
+            InvalidField::new("jwtProfile", "needs jwksUrl: the JWKS verifies those JWTs").into(),
+        );
     }
     let webhook_secret = params.string("webhookSecret")?;
     if let Some(secret) = &webhook_secret {
@@ -210,6 +230,7 @@ pub async fn create(
         authentication,
         jwks_url,
         issuer: params.string("issuer")?,
+        jwt_profile,
         webhook_secret: webhook_secret.map(Secret::new),
         webhook_public_keys,
         tolerance_s,

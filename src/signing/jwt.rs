@@ -14,6 +14,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use subtle::ConstantTimeEq;
 
 use super::{SigningError, VerifyError};
 
@@ -246,6 +247,65 @@ pub fn verify_caller(
         subject: subject.to_string(),
         expires_at_s: exp,
         algorithm,
+    })
+}
+
+/// Which spelling of the body a token's `request_body_sha256` was computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyHash {
+    /// The bytes as received.
+    Raw,
+    /// The body re-spelled compactly (Python's `json.dumps` with `separators=(",", ":")`,
+    /// `ensure_ascii=False`), as the A2A sample sender computes it.
+    Compact,
+}
+
+/// What verified in a token of the A2A samples' profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleVerified {
+    pub iat: i64,
+    pub algorithm: Algorithm,
+    pub body_hash: BodyHash,
+}
+
+/// Verifies a token of the profile the A2A samples' push sender (and the many agents that
+/// copied it) uses: signed by a JWKS key, claims `iat` and `request_body_sha256` only (no `aud`,
+/// `iss` or `jti`), `iat` within `tolerance_s` of now, the hash over the raw body or over its
+/// compact re-spelling. An `exp`, when present, must not have passed.
+pub fn verify_sample(
+    token: &str,
+    jwks: &Value,
+    body: &[u8],
+    tolerance_s: i64,
+    now_s: i64,
+) -> Result<SampleVerified, VerifyError> {
+    let (claims, algorithm) = verified_claims(token, jwks)?;
+    let iat = claims["iat"]
+        .as_i64()
+        .ok_or_else(|| VerifyError::BadToken("the token has no `iat`".to_string()))?;
+    if iat < now_s - tolerance_s {
+        return Err(VerifyError::TooOld { age_s: now_s - iat });
+    }
+    if let Some(exp) = claims["exp"].as_i64() {
+        check_lifetime(exp, None, 0, now_s)?;
+    }
+    check_lifetime(i64::MAX, Some(iat), tolerance_s, now_s)?;
+    let claimed = claims["request_body_sha256"].as_str().ok_or_else(|| {
+        VerifyError::BadToken("the token has no `request_body_sha256`".to_string())
+    })?;
+    let matches = |digest: String| bool::from(claimed.as_bytes().ct_eq(digest.as_bytes()));
+    let body_hash = if matches(body_sha256(body)) {
+        BodyHash::Raw
+    } else if super::compact_json::compact(body).is_some_and(|c| matches(body_sha256(c.as_bytes())))
+    {
+        BodyHash::Compact
+    } else {
+        return Err(VerifyError::BodyHashMismatch);
+    };
+    Ok(SampleVerified {
+        iat,
+        algorithm,
+        body_hash,
     })
 }
 

@@ -4,6 +4,7 @@
 //!
 //! Keys are kept through the `Store` trait; nothing here knows HTTP.
 
+mod compact_json;
 pub mod jwt;
 pub mod keys;
 pub mod verify;

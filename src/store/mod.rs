@@ -421,9 +421,12 @@ pub struct SubscriptionRecord {
     pub token: Option<Secret>,
     /// Expected `Authorization: {scheme} {credentials}`, exactly.
     pub authentication: Option<Authentication>,
-    /// A JWT (the hub's profile) is required, verified against this JWKS.
+    /// A JWT is required, verified against this JWKS.
     pub jwks_url: Option<String>,
     pub issuer: Option<String>,
+    /// Which claims that JWT carries.
+    #[serde(default)]
+    pub jwt_profile: JwtProfile,
     /// Standard Webhooks `v1` is required, with this secret.
     pub webhook_secret: Option<Secret>,
     /// Standard Webhooks `v1a` is required, with one of these keys (`whpk_…`).
@@ -437,6 +440,28 @@ pub struct SubscriptionRecord {
     #[serde(default)]
     pub gateway: Option<GatewayIntake>,
     pub created_at_ms: u64,
+}
+
+/// The claims a subscription's peer puts in its push JWTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JwtProfile {
+    /// The hub's own: `iss`, `aud` (the inbound URL), `iat`, `exp`, `jti`, `taskId`, and
+    /// `request_body_sha256` over the raw body.
+    #[default]
+    Hub,
+    /// The A2A samples' sender: `iat` and `request_body_sha256` (over the raw body or its
+    /// compact re-spelling) only.
+    A2aSamples,
+}
+
+impl JwtProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtProfile::Hub => "hub",
+            JwtProfile::A2aSamples => "a2a-samples",
+        }
+    }
 }
 
 /// A gateway intake: where an upstream agent pushes one request's task.
