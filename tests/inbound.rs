@@ -734,3 +734,48 @@ async fn a_peer_signing_its_jwts_with_rs256_is_verified_by_its_jwks_and_the_rece
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_url_ownership_challenge_is_answered_for_existing_subscriptions_only() {
+    let hub = TestHub::start_with(|s| {
+        s.inbound.rate_limit_per_second = 1.0;
+        s.inbound.rate_limit_burst = 2;
+    })
+    .await;
+    let created = create_subscription(&hub, json!({})).await;
+    let url = created["url"].as_str().unwrap();
+    let get = |url: String| {
+        let http = hub.http.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status();
+            let nosniff = response.headers()["x-content-type-options"] == "nosniff";
+            (status, nosniff, response.text().await.unwrap())
+        }
+    };
+    let (status, nosniff, body) = get(format!("{url}?validationToken=3f1c-9a_b.~z")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "3f1c-9a_b.~z"));
+    assert!(nosniff);
+    let (status, _, _) = get(format!("{url}?validationToken=%3Cscript%3E")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "never reflects markup");
+    let (status, _, _) = get(format!("{url}?validationToken={}", "a".repeat(257))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = get(url.to_string()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let unknown = format!(
+        "{}/inbound/no-such-subscription?validationToken=abc",
+        hub.public
+    );
+    assert_eq!(get(unknown).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(format!("{url}?validationToken=b")).await.0,
+        StatusCode::OK
+    );
+    let (status, _, _) = get(format!("{url}?validationToken=again")).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "within the subscription's rate limit"
+    );
+    hub.stop().await;
+}

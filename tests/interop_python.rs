@@ -329,6 +329,7 @@ async fn the_a2a_samples_sender_is_verified_in_both_body_spellings_and_tampering
         let dir = dir.to_string();
         async move { sample_sender(&["push", &dir, &url, mode, &record]).await }
     };
+    assert_eq!(sample_sender(&["verify", &url]).await.trim(), "verified");
     assert!(
         push("httpx")
             .await

@@ -1,14 +1,15 @@
-//! `POST /inbound/{subscriptionId}` on the public listener: pushes from peer agents.
+//! `/inbound/{subscriptionId}` on the public listener: pushes from peer agents (`POST`), and
+//! the URL-ownership challenge some senders make first (`GET ?validationToken=`).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::domain::HubState;
-use crate::inbound::intake::intake;
+use crate::inbound::intake::{challenge, intake};
 use crate::signing::verify::CapturedRequest;
 
 pub async fn receive(
@@ -40,4 +41,34 @@ pub async fn receive(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+#[derive(serde::Deserialize)]
+pub struct Challenge {
+    #[serde(rename = "validationToken")]
+    validation_token: Option<String>,
+}
+
+pub async fn answer_challenge(
+    State(state): State<HubState>,
+    Path(id): Path<String>,
+    Query(query): Query<Challenge>,
+) -> Response {
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+    ];
+    match challenge(&state, &id, query.validation_token.as_deref()).await {
+        Ok(token) => (headers, token).into_response(),
+        Err((status, reason)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, headers, reason).into_response()
+        }
+    }
 }

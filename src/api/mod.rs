@@ -27,7 +27,10 @@ pub fn public_router(state: HubState) -> Router {
     Router::new()
         .route("/", axum::routing::post(jsonrpc::handle))
         .route("/.well-known/jwks.json", axum::routing::get(jwks))
-        .route("/inbound/{id}", axum::routing::post(inbound::receive))
+        .route(
+            "/inbound/{id}",
+            axum::routing::post(inbound::receive).get(inbound::answer_challenge),
+        )
         .route(
             "/.well-known/agent-card.json",
             axum::routing::get(card::agent_card),

@@ -5,6 +5,7 @@ PyJWT: RS256 with `kid`, claims `iat` and `request_body_sha256` only, the hash o
 Usage:
   sample_push_sender.py keys <dir>                      writes <dir>/key.pem and <dir>/jwks.json
   sample_push_sender.py push <dir> <url> <mode> [<out>]  sends one push, prints status and body
+  sample_push_sender.py verify <url>                     the sender's URL check, prints its verdict
 
 Modes: `httpx` sends the body as httpx does (`json=`), `spaced` spells it as `json.dumps`
 does by default (what `requests` and older httpx send: spaces, non-ASCII as \\u escapes),
@@ -77,8 +78,19 @@ def push(folder: str, url: str, mode: str, record: str | None) -> None:
     print(response.status_code, response.text, flush=True)
 
 
+def verify(url: str) -> None:
+    """The sample's check that a webhook URL is the receiver's: it must echo a token."""
+    validation_token = str(uuid.uuid4())
+    with httpx.Client(timeout=10) as client:
+        response = client.get(url, params={'validationToken': validation_token})
+        response.raise_for_status()
+        print('verified' if response.text == validation_token else f'not verified: {response.text!r}', flush=True)
+
+
 if __name__ == '__main__':
     if sys.argv[1] == 'keys':
         keys(sys.argv[2])
+    elif sys.argv[1] == 'verify':
+        verify(sys.argv[2])
     else:
         push(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
