@@ -101,7 +101,7 @@ proptest! {
             ..VerifyOptions::default()
         };
         let _ = verify_request(&request, &options);
-        let keys = webhooks::WebhookKeys { secret: Some(vec![1, 2, 3]), public_keys: vec![vec![0; 32]] };
+        let keys = webhooks::WebhookKeys { secrets: vec![vec![1, 2, 3]], public_keys: vec![vec![0; 32]] };
         let _ = webhooks::verify(Some(&header), Some(&header), Some(&token), &raw, &keys, 0, 300);
         let _ = jwt::verify(&token, &json!({"keys": []}), &jwt::Expectations::default(), &raw, 0);
         let _ = webhooks::parse_secret(&token);

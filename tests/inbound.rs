@@ -779,3 +779,82 @@ async fn the_url_ownership_challenge_is_answered_for_existing_subscriptions_only
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_peer_rotating_its_webhook_secret_is_verified_with_old_and_new_until_the_old_is_dropped()
+{
+    const NEW: &str = "whsec_QmV0dGVyU2VjcmV0Rm9yVGhlUm90YXRpb24=";
+    let hub = TestHub::start().await;
+    let created = create_subscription(&hub, json!({"webhookSecret": SECRET})).await;
+    let (id, url) = (
+        created["id"].as_str().unwrap().to_string(),
+        created["url"].as_str().unwrap().to_string(),
+    );
+    let token = created["pushNotificationConfig"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let now = a2a_push_hub::store::now_ms() / 1000;
+    let send = |secret: &'static str, n: u32, extra_signature: Option<String>| {
+        let (http, url, token) = (hub.http.clone(), url.clone(), token.clone());
+        async move {
+            let body = status_event(&format!("t{n}"), "TASK_STATE_WORKING").to_string();
+            let mut headers = signed(secret, &format!("msg-{n}"), now, &body);
+            if let Some(other) = extra_signature {
+                // Several signatures in one header, the valid one last.
+                headers[2].1 = format!("{other} {}", headers[2].1);
+            }
+            headers.push(("x-a2a-notification-token".into(), token));
+            push(&http, &url, &refs(&headers), body).await.0
+        }
+    };
+    assert_eq!(send(SECRET, 1, None).await, StatusCode::OK);
+    assert_eq!(
+        send(NEW, 2, None).await,
+        StatusCode::UNAUTHORIZED,
+        "not yet"
+    );
+
+    let rotate = |secrets: Value| {
+        let (http, admin, id) = (hub.http.clone(), hub.admin.clone(), id.clone());
+        async move {
+            let response = http
+                .patch(format!("{admin}/api/v1/subscriptions/{id}"))
+                .header("content-type", "application/json")
+                .body(json!({"webhookSecret": secrets}).to_string())
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, view) = rotate(json!([SECRET, NEW])).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert!(
+        !view.to_string().contains("whsec_"),
+        "secrets are never answered: {view}"
+    );
+    assert_eq!(send(NEW, 3, None).await, StatusCode::OK);
+    assert_eq!(send(SECRET, 4, None).await, StatusCode::OK);
+    assert_eq!(
+        send(
+            NEW,
+            5,
+            Some("v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into())
+        )
+        .await,
+        StatusCode::OK
+    );
+    rotate(json!(NEW)).await;
+    assert_eq!(
+        send(SECRET, 6, None).await,
+        StatusCode::UNAUTHORIZED,
+        "the old secret is gone"
+    );
+    assert_eq!(send(NEW, 7, None).await, StatusCode::OK);
+
+    let (status, refused) = rotate(json!([NEW, "nope"])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["field"], "webhookSecret[1]");
+    hub.stop().await;
+}

@@ -103,7 +103,7 @@ fn the_published_vectors_verify() {
             case["name"]
         );
         let keys = webhooks::WebhookKeys {
-            secret: Some(secret.clone()),
+            secrets: vec![secret.clone()],
             public_keys: vec![public.clone()],
         };
         let at: i64 = ts.parse().unwrap();

@@ -36,7 +36,9 @@ pub fn routes(state: HubState) -> Router {
         )
         .route(
             "/api/v1/subscriptions/{id}",
-            get(show_subscription).delete(delete_subscription),
+            get(show_subscription)
+                .patch(update_subscription_keys)
+                .delete(delete_subscription),
         )
         .route(
             "/api/v1/subscriptions/{id}/events",
@@ -440,6 +442,27 @@ async fn list_subscriptions(State(state): State<HubState>) -> Response {
 async fn show_subscription(State(state): State<HubState>, Path(id): Path<String>) -> Response {
     match subscriptions::get(&state, &id).await {
         Ok(subscription) => Json(subscriptions::view(&state, &subscription)).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn update_subscription_keys(
+    State(state): State<HubState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_problem(&state, body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return field_problem(InvalidField::new("body", format!("is not valid JSON: {e}")));
+        }
+    };
+    match subscriptions::update_keys(&state, &id, value).await {
+        Ok(updated) => Json(updated).into_response(),
         Err(e) => problem_for(&e),
     }
 }

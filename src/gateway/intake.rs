@@ -91,6 +91,7 @@ pub async fn open(
         issuer: None,
         jwt_profile: Default::default(),
         webhook_secret: None,
+        more_webhook_secrets: Vec::new(),
         webhook_public_keys: Vec::new(),
         tolerance_s: 300,
         forward_to: None,

@@ -58,6 +58,7 @@ fn masked_headers(request: &CapturedRequest, sub: &SubscriptionRecord) -> Vec<(S
         .token
         .iter()
         .chain(sub.webhook_secret.iter())
+        .chain(sub.more_webhook_secrets.iter())
         .chain(
             sub.authentication
                 .iter()
@@ -232,10 +233,12 @@ async fn authenticate(
     let signed = request.header("webhook-signature").is_some();
     if required || (signed && !public_keys.is_empty()) {
         let keys = webhooks::WebhookKeys {
-            secret: sub
+            secrets: sub
                 .webhook_secret
-                .as_ref()
-                .and_then(|s| webhooks::parse_secret(s.expose())),
+                .iter()
+                .chain(&sub.more_webhook_secrets)
+                .filter_map(|s| webhooks::parse_secret(s.expose()))
+                .collect(),
             public_keys,
         };
         let result = webhooks::verify(

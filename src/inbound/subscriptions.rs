@@ -79,6 +79,100 @@ pub struct Created {
     pub push_notification_config: Value,
 }
 
+/// Most Standard Webhooks secrets or public keys a subscription holds (a rotation needs two).
+const MAX_WEBHOOK_KEYS: usize = 10;
+
+/// `webhookSecret`: one `whsec_…` secret, or a list of them while the peer rotates.
+fn webhook_secrets(params: &Params) -> Result<Option<Vec<String>>, InvalidField> {
+    const WHAT: &str = "must be whsec_ followed by base64";
+    let valid = |k: &str| webhooks::parse_secret(k).is_some();
+    match params.raw_array("webhookSecret") {
+        Ok(Some(listed)) => keys_of("webhookSecret", &listed, valid, WHAT).map(Some),
+        Ok(None) => Ok(None),
+        // Not an array: a single secret.
+        Err(_) => {
+            let single = params.required_string("webhookSecret")?;
+            if !valid(&single) {
+                return Err(InvalidField::new("webhookSecret", WHAT));
+            }
+            Ok(Some(vec![single]))
+        }
+    }
+}
+
+/// `webhookPublicKeys`: `whpk_…` Ed25519 keys, any of which may sign.
+fn webhook_public_keys(params: &Params) -> Result<Option<Vec<String>>, InvalidField> {
+    let Some(listed) = params.raw_array("webhookPublicKeys")? else {
+        return Ok(None);
+    };
+    keys_of(
+        "webhookPublicKeys",
+        &listed,
+        |k| webhooks::parse_public_key(k).is_some(),
+        "must be whpk_ followed by the base64 of a 32-byte Ed25519 key",
+    )
+    .map(Some)
+}
+
+fn keys_of(
+    field: &str,
+    listed: &[Value],
+    valid: impl Fn(&str) -> bool,
+    what: &str,
+) -> Result<Vec<String>, InvalidField> {
+    if listed.is_empty() || listed.len() > MAX_WEBHOOK_KEYS {
+        return Err(InvalidField::new(
+            field,
+            format!("must hold 1 to {MAX_WEBHOOK_KEYS} keys"),
+        ));
+    }
+    listed
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            key.as_str()
+                .filter(|k| valid(k))
+                .map(str::to_string)
+                .ok_or_else(|| InvalidField::new(format!("{field}[{i}]"), what))
+        })
+        .collect()
+}
+
+/// Replaces a subscription's Standard Webhooks secrets or public keys (a peer's rotation:
+/// give the old and the new, then the new alone). Only those two fields may be given.
+pub async fn update_keys(
+    state: &HubState,
+    id: &str,
+    body: Value,
+) -> Result<SubscriptionView, DomainError> {
+    let params = Params::from_value(Some(body))?;
+    params.only(&["webhookSecret", "webhookPublicKeys"])?;
+    let secrets = webhook_secrets(&params)?;
+    let public_keys = webhook_public_keys(&params)?;
+    if secrets.is_none() && public_keys.is_none() {
+        return Err(InvalidField::new(
+            "body",
+            "names nothing to change: give webhookSecret and/or webhookPublicKeys",
+        )
+        .into());
+    }
+    let mut subscription = get(state, id).await?;
+    if subscription.gateway.is_some() {
+        return Err(DomainError::NotFound(format!("no subscription {id:?}")));
+    }
+    if let Some(secrets) = secrets {
+        let mut secrets = secrets.into_iter().map(Secret::new);
+        subscription.webhook_secret = secrets.next();
+        subscription.more_webhook_secrets = secrets.collect();
+    }
+    if let Some(keys) = public_keys {
+        subscription.webhook_public_keys = keys;
+    }
+    state.store.put_subscription(subscription.clone()).await?;
+    tracing::info!(subscription_id = id, "subscription keys replaced");
+    Ok(view(state, &subscription))
+}
+
 async fn checked_url(
     state: &HubState,
     field: &str,
@@ -161,30 +255,10 @@ pub async fn create(
             InvalidField::new("jwtProfile", "needs jwksUrl: the JWKS verifies those JWTs").into(),
         );
     }
-    let webhook_secret = params.string("webhookSecret")?;
-    if let Some(secret) = &webhook_secret {
-        webhooks::parse_secret(secret).ok_or_else(|| {
-            InvalidField::new("webhookSecret", "must be whsec_ followed by base64")
-        })?;
-    }
-    let webhook_public_keys = match params.raw_array("webhookPublicKeys")? {
-        None => Vec::new(),
-        Some(keys) => keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| {
-                key.as_str()
-                    .filter(|k| webhooks::parse_public_key(k).is_some())
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        InvalidField::new(
-                            format!("webhookPublicKeys[{i}]"),
-                            "must be whpk_ followed by the base64 of a 32-byte Ed25519 key",
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
+    let mut webhook_secrets = webhook_secrets(&params)?.unwrap_or_default().into_iter();
+    let webhook_secret = webhook_secrets.next();
+    let more_webhook_secrets = webhook_secrets.map(Secret::new).collect();
+    let webhook_public_keys = webhook_public_keys(&params)?.unwrap_or_default();
     let tolerance_s = match params.integer("toleranceSeconds")? {
         None => DEFAULT_TOLERANCE_S,
         Some(n) if (1..=3600).contains(&n) => n as u64,
@@ -232,6 +306,7 @@ pub async fn create(
         issuer: params.string("issuer")?,
         jwt_profile,
         webhook_secret: webhook_secret.map(Secret::new),
+        more_webhook_secrets,
         webhook_public_keys,
         tolerance_s,
         forward_to,

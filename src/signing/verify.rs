@@ -130,7 +130,7 @@ pub fn verify_request(request: &CapturedRequest, options: &VerifyOptions) -> Vec
     };
     if let Some(secret) = &options.secret {
         let result = webhook(&WebhookKeys {
-            secret: Some(secret.clone()),
+            secrets: vec![secret.clone()],
             public_keys: vec![],
         });
         checks.push(Check {
@@ -147,7 +147,7 @@ pub fn verify_request(request: &CapturedRequest, options: &VerifyOptions) -> Vec
     }
     if !public_keys.is_empty() {
         let result = webhook(&WebhookKeys {
-            secret: None,
+            secrets: vec![],
             public_keys,
         });
         checks.push(Check {

@@ -69,7 +69,8 @@ pub enum Matched {
 /// What a receiver checks a Standard Webhooks request against.
 #[derive(Debug, Clone, Default)]
 pub struct WebhookKeys {
-    pub secret: Option<Vec<u8>>,
+    /// Shared secrets (`v1`): more than one while a rotation is under way.
+    pub secrets: Vec<Vec<u8>>,
     pub public_keys: Vec<Vec<u8>>,
 }
 
@@ -100,10 +101,11 @@ pub fn verify(
         });
     }
     let content = signed_content(id, timestamp, body);
-    let expected_hmac = keys.secret.as_ref().map(|secret| {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        hmac::sign(&key, &content)
-    });
+    let expected_hmacs: Vec<hmac::Tag> = keys
+        .secrets
+        .iter()
+        .map(|secret| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), &content))
+        .collect();
     for entry in signature.split(' ').filter(|s| !s.is_empty()) {
         let Some((version, encoded)) = entry.split_once(',') else {
             continue;
@@ -113,7 +115,7 @@ pub fn verify(
         };
         match version {
             "v1" => {
-                if let Some(expected) = &expected_hmac {
+                for expected in &expected_hmacs {
                     if aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_ref(), &given)
                         .is_ok()
                     {
@@ -155,7 +157,7 @@ mod tests {
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
         let keys = WebhookKeys {
-            secret: Some(secret),
+            secrets: vec![secret],
             public_keys: vec![],
         };
         let ok = verify(
@@ -174,7 +176,7 @@ mod tests {
     fn tampering_and_stale_timestamps_are_refused() {
         let secret = parse_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let keys = WebhookKeys {
-            secret: Some(secret.clone()),
+            secrets: vec![secret.clone()],
             public_keys: vec![],
         };
         let sig = sign_v1(&secret, &signed_content("id", "1000", b"body"));
@@ -203,7 +205,7 @@ mod tests {
             Err(VerifyError::FromTheFuture { ahead_s: 301 })
         );
         let other = WebhookKeys {
-            secret: Some(b"another".to_vec()),
+            secrets: vec![b"another".to_vec()],
             public_keys: vec![],
         };
         assert_eq!(
@@ -258,7 +260,7 @@ mod ed25519_tests {
             &signed_content("id", "1000", b"\xff\xfe raw bytes"),
         );
         let keys = |pair: &Ed25519KeyPair| WebhookKeys {
-            secret: None,
+            secrets: vec![],
             public_keys: vec![pair.public_key().as_ref().to_vec()],
         };
         let check = |keys: &WebhookKeys, body: &[u8]| {
@@ -277,7 +279,7 @@ mod ed25519_tests {
             Err(VerifyError::NoValidSignature)
         );
         let both = WebhookKeys {
-            secret: None,
+            secrets: vec![],
             public_keys: vec![
                 stranger.public_key().as_ref().to_vec(),
                 signer.public_key().as_ref().to_vec(),

@@ -427,8 +427,11 @@ pub struct SubscriptionRecord {
     /// Which claims that JWT carries.
     #[serde(default)]
     pub jwt_profile: JwtProfile,
-    /// Standard Webhooks `v1` is required, with this secret.
+    /// Standard Webhooks `v1` is required, with this secret…
     pub webhook_secret: Option<Secret>,
+    /// …or one of these (several while the peer rotates its secret).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_webhook_secrets: Vec<Secret>,
     /// Standard Webhooks `v1a` is required, with one of these keys (`whpk_…`).
     pub webhook_public_keys: Vec<String>,
     pub tolerance_s: u64,
