@@ -51,11 +51,11 @@ fn bench(c: &mut Criterion) {
         .trim_start_matches("Bearer ")
         .to_string();
     let v1a_only = webhooks::WebhookKeys {
-        secret: None,
+        secrets: vec![],
         public_keys: vec![ed_public],
     };
     let v1_only = webhooks::WebhookKeys {
-        secret: Some(secret.clone()),
+        secrets: vec![secret.clone()],
         public_keys: vec![],
     };
     let header = |keep: &str| {
