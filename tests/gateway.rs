@@ -721,3 +721,113 @@ async fn a_config_created_on_a_running_task_gets_the_snapshot_alone_and_other_co
     assert_eq!(all.len(), 4, "nothing more");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_task_of_an_agent_that_does_not_push_is_caught_up_when_its_stream_ends_at_input_required()
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // The agent ends every SubscribeToTask stream at once (as SDKs do for a task waiting for
+    // its client); the task goes on when the client answers, which the hub learns by GetTask.
+    let answered = std::sync::Arc::new(AtomicBool::new(false));
+    let agent = Receiver::start().await;
+    let done = answered.clone();
+    agent.script(move |r| {
+        if r.path == "/.well-known/agent-card.json" {
+            return json_reply(json!({"name": "no-push", "capabilities": {"streaming": true, "pushNotifications": false}}));
+        }
+        let request = r.json();
+        let id = request["id"].clone();
+        let state = if done.load(Ordering::SeqCst) {
+            "TASK_STATE_COMPLETED"
+        } else {
+            "TASK_STATE_INPUT_REQUIRED"
+        };
+        let task = json!({"id": "t-ask", "contextId": "c", "status": {"state": state}});
+        match request["method"].as_str().unwrap_or_default() {
+            "SubscribeToTask" => Reply::ok().header("content-type", "text/event-stream"),
+            "GetTask" => json_reply(json!({"jsonrpc": "2.0", "id": id, "result": task})),
+            _ => json_reply(json!({"jsonrpc": "2.0", "id": id, "result": {"task": task}})),
+        }
+    });
+    let receiver = Receiver::start().await;
+    let hub = hub_in_front_of(&agent, |_| {}).await;
+    let (_, sent) = hub
+        .rpc_raw(
+            common::send_with_inline_config(&receiver.url("/hook"))
+                .to_string()
+                .replace("\"m\"", "\"m-ask\""),
+            &[],
+        )
+        .await;
+    assert_eq!(sent["result"]["task"]["id"], "t-ask", "{sent}");
+    let first = receiver.wait_for(1, WAIT).await;
+    assert_eq!(
+        first[0].json()["task"]["status"]["state"],
+        "TASK_STATE_INPUT_REQUIRED",
+        "the task as it stands, though the stream carried nothing"
+    );
+    answered.store(true, Ordering::SeqCst);
+    let all = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(
+        all[1].json()["task"]["status"]["state"],
+        "TASK_STATE_COMPLETED",
+        "the client's answer went on at the agent; the hub catches up"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn configs_under_an_agent_interface_path_of_several_segments_are_the_hubs() {
+    let agent = Receiver::start().await;
+    let base = agent.url("");
+    agent.script(move |r| match r.path.as_str() {
+        "/.well-known/agent-card.json" => json_reply(json!({"name": "deep", "capabilities": {"pushNotifications": true},
+            "supportedInterfaces": [{"url": format!("{base}/a2a/rest"), "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"}]})),
+        "/a2a/rest/tasks/t1" => json_reply(json!({"id": "t1", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}})),
+        path if path.starts_with("/a2a/rest/tasks/t1/pushNotificationConfigs") => {
+            json_reply(json!({"id": "hub-intake", "taskId": "t1", "url": "x"}))
+        }
+        _ => Reply::status(404),
+    });
+    let receiver = Receiver::start().await;
+    let hub = hub_in_front_of(&agent, |_| {}).await;
+    let base = format!("{}/a2a/rest/tasks/t1/pushNotificationConfigs", hub.public);
+    let created = hub
+        .http
+        .post(&base)
+        .header("content-type", "application/json")
+        .body(json!({"id": "deep", "url": receiver.url("/deep")}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::OK);
+    let listed: Value = hub
+        .http
+        .get(&base)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["configs"][0]["id"], "deep", "{listed}");
+    let got = hub.http.get(format!("{base}/deep")).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    let deleted = hub
+        .http
+        .delete(format!("{base}/deep"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let gone = hub.http.get(format!("{base}/deep")).send().await.unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    assert!(
+        agent
+            .received()
+            .iter()
+            .all(|r| r.path != "/a2a/rest/tasks/t1/pushNotificationConfigs/deep"),
+        "the hub answered them itself"
+    );
+    hub.stop().await;
+}

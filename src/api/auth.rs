@@ -161,26 +161,41 @@ pub async fn rest_guard(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let headers = request.headers();
+    match rest_caller(&state, request.method(), request.headers()).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(refusal) => refusal,
+    }
+}
+
+/// The checks in front of an HTTP+JSON push-config call, and its caller when they pass.
+pub async fn rest_caller(
+    state: &HubState,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+) -> Result<Caller, Response> {
     if let Err(reason) = super::guard::check_host(&state.settings, &state.public_base_url, headers)
     {
-        return super::errors::rest_response(&A2AError::invalid_request(reason), None);
+        return Err(super::errors::rest_response(
+            &A2AError::invalid_request(reason),
+            None,
+        ));
     }
-    if request.method() == axum::http::Method::POST && !super::guard::is_json(headers) {
-        return super::errors::rest_response(
-            &A2AError::invalid_request(
+    if method == axum::http::Method::POST && !super::guard::is_json(headers) {
+        return Err(super::errors::rest_response(
+            &A2AError::new(
+                error_code::CONTENT_TYPE_NOT_SUPPORTED,
                 "the request body must be sent with Content-Type: application/json",
             ),
             Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
-        );
+        ));
     }
-    match authenticate(&state, headers).await {
-        Ok(caller) => {
-            request.extensions_mut().insert(Caller(caller));
-            next.run(request).await
-        }
-        Err(why) => rest_refusal(&state, &why),
-    }
+    authenticate(state, headers)
+        .await
+        .map(Caller)
+        .map_err(|why| rest_refusal(state, &why))
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use crate::gateway::{card, upstream};
 
 /// Largest agent card the gateway reads from the agent.
 const MAX_CARD_BYTES: usize = 4 * 1024 * 1024;
-/// When the agent says nothing of caching: keep the card, but ask again (cheaply, by `ETag`).
-const DEFAULT_CACHE_CONTROL: &str = "no-cache";
+/// When the agent says nothing of caching: five minutes, then ask again (cheaply, by `ETag`).
+const DEFAULT_CACHE_CONTROL: &str = "public, max-age=300";
 
 pub async fn agent_card(State(state): State<HubState>, headers: HeaderMap) -> Response {
     let auth = state.settings.server.public_auth;

@@ -365,6 +365,18 @@ pub async fn fallback(State(state): State<HubState>, request: Request) -> Respon
     let Ok(bytes): Result<Bytes, _> = axum::body::to_bytes(body, limit).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"error": {"code": 413, "status": "INVALID_ARGUMENT", "message": format!("request body is larger than the limit of {limit} bytes")}}))).into_response();
     };
+    if let Some(route) = super::rest::prefixed_config_path(parts.uri.path()) {
+        return super::rest::prefixed(state, parts, bytes, route).await;
+    }
+    if parts.method == Method::POST && !bytes.is_empty() && !super::guard::is_json(&parts.headers) {
+        // Every HTTP+JSON body is JSON: anything else is refused as the binding says, before
+        // the agent sees it.
+        let error = A2AError::new(
+            error_code::CONTENT_TYPE_NOT_SUPPORTED,
+            "HTTP+JSON request bodies must be sent with Content-Type: application/json",
+        );
+        return super::errors::rest_response(&error, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+    }
     let path = parts.uri.path();
     let is_send = parts.method == Method::POST
         && (path.ends_with("/message:send") || path.ends_with("/message:stream"));

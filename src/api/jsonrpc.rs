@@ -69,7 +69,8 @@ pub async fn handle(
         );
     }
     if !super::guard::is_json(&headers) {
-        let error = A2AError::invalid_request(
+        let error = A2AError::new(
+            error_code::CONTENT_TYPE_NOT_SUPPORTED,
             "JSON-RPC requests must be sent with Content-Type: application/json",
         );
         return reply(

@@ -295,6 +295,65 @@ async fn delete(
     }
 }
 
+/// A push-config path under an agent interface whose path has several segments (gateway
+/// mode, e.g. `/a2a/rest/tasks/{taskId}/pushNotificationConfigs`), which the routes above —
+/// one optional segment before `/tasks/` — do not match: `(prefix, task, config)`.
+pub fn prefixed_config_path(path: &str) -> Option<(String, String, Option<String>)> {
+    let (prefix, rest) = path.split_once("/tasks/")?;
+    let prefix = prefix.trim_start_matches('/');
+    if prefix.is_empty() || prefix == "v1" {
+        return None;
+    }
+    let mut parts = rest.split('/');
+    let task_id = parts.next().filter(|t| !t.is_empty())?.to_string();
+    if parts.next()? != "pushNotificationConfigs" {
+        return None;
+    }
+    let config_id = parts.next().filter(|c| !c.is_empty()).map(str::to_string);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((prefix.to_string(), task_id, config_id))
+}
+
+/// Answers a push-config call on a path `prefixed_config_path` recognised, as the routes above
+/// would, after the same checks.
+pub async fn prefixed(
+    state: HubState,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+    (prefix, task_id, config_id): (String, String, Option<String>),
+) -> Response {
+    let caller = match super::auth::rest_caller(&state, &parts.method, &parts.headers).await {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
+    let has_config = config_id.is_some();
+    let path = Path(PathParams {
+        tenant: Some(prefix),
+        task_id,
+        config_id,
+    });
+    let raw_query = RawQuery(parts.uri.query().map(str::to_string));
+    let headers = parts.headers.clone();
+    let (state, caller) = (State(state), Extension(caller));
+    match (&parts.method, has_config) {
+        (&axum::http::Method::POST, false) => {
+            create(state, caller, path, headers, raw_query, Ok(body)).await
+        }
+        (&axum::http::Method::GET, false) => {
+            let query = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+                .unwrap_or_else(|_| Query(HashMap::new()));
+            list(state, caller, path, headers, raw_query, query).await
+        }
+        (&axum::http::Method::GET, true) => get_one(state, caller, path, headers, raw_query).await,
+        (&axum::http::Method::DELETE, true) => {
+            delete(state, caller, path, headers, raw_query).await
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
 /// Anything else on the public listener.
 pub async fn not_found() -> Response {
     let error = A2AError::new(

@@ -44,17 +44,30 @@ impl Followers {
     }
 }
 
-fn is_terminal(event: &Value) -> bool {
-    let state = event["statusUpdate"]["status"]["state"]
+/// The task state an event carries, if any.
+fn state_of(event: &Value) -> &str {
+    event["statusUpdate"]["status"]["state"]
         .as_str()
         .or(event["task"]["status"]["state"].as_str())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn is_terminal(event: &Value) -> bool {
     matches!(
-        state,
+        state_of(event),
         "TASK_STATE_COMPLETED"
             | "TASK_STATE_FAILED"
             | "TASK_STATE_CANCELED"
             | "TASK_STATE_REJECTED"
+    )
+}
+
+/// A task waiting for its client (`input-required`, `auth-required`): agents end its stream,
+/// and it goes on when the client sends the next message.
+fn is_interrupted(event: &Value) -> bool {
+    matches!(
+        state_of(event),
+        "TASK_STATE_INPUT_REQUIRED" | "TASK_STATE_AUTH_REQUIRED"
     )
 }
 
@@ -202,6 +215,9 @@ pub fn keep(state: HubState, gateway: Arc<Gateway>) -> tokio::task::JoinHandle<(
     })
 }
 
+/// Longest wait between two looks at a task waiting for its client.
+const MAX_INTERRUPTED_WAIT: Duration = Duration::from_secs(30);
+
 async fn run(
     state: &HubState,
     gateway: &Gateway,
@@ -209,7 +225,9 @@ async fn run(
     tenant: &str,
     task_id: &str,
 ) {
-    for attempt in 0..=MAX_RECONNECTS {
+    let mut attempt = 0;
+    let mut waiting = Duration::from_secs(1);
+    loop {
         match stream_once(state, gateway, headers, tenant, task_id).await {
             Ok(true) => return,
             Ok(false) => tracing::info!(
@@ -221,8 +239,61 @@ async fn run(
                 tracing::warn!(task_id, attempt, error = %e, "cannot follow the agent's task")
             }
         }
+        // Whatever the stream missed (it may refuse a task that finished meanwhile, or end at
+        // an interrupted state): the task as it stands, when the hub has not seen it so.
+        match catch_up(state, gateway, headers, tenant, task_id).await {
+            Ok(Some(task)) if is_terminal(&task) => return,
+            Ok(Some(task)) if is_interrupted(&task) => {
+                // Its client answers through the gateway when it likes: keep looking, slower,
+                // without using up the reconnects.
+                tokio::time::sleep(waiting).await;
+                waiting = (waiting * 2).min(MAX_INTERRUPTED_WAIT);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(task_id, error = %e, "cannot read the agent's task"),
+        }
+        if attempt >= MAX_RECONNECTS {
+            return;
+        }
         tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+        attempt += 1;
     }
+}
+
+/// Reads the task at the agent and publishes it (`{"task": …}`) when its status differs from
+/// the one the hub folded last; returns it as an event.
+async fn catch_up(
+    state: &HubState,
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    tenant: &str,
+    task_id: &str,
+) -> Result<Option<Value>, String> {
+    let version = crate::a2a::version::WireVersion::V1_0;
+    let Some(task) = super::upstream::get_task(gateway, headers, tenant, task_id, version)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let event = json!({ "task": task });
+    let known = state
+        .store
+        .get_task(tenant.to_string(), task_id.to_string())
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|t| serde_json::to_value(&t.task.status).ok());
+    // Both sides through the same type, so spelling differences do not count as a change.
+    let fetched = serde_json::from_value::<a2a::TaskStatus>(event["task"]["status"].clone())
+        .ok()
+        .and_then(|status| serde_json::to_value(status).ok());
+    if fetched.is_none() || known != fetched {
+        if let Err(e) = events::publish_one(state, tenant, event.to_string().as_bytes()).await {
+            tracing::warn!(task_id, error = %e, "the agent's task could not be published");
+        }
+    }
+    Ok(Some(event))
 }
 
 /// Reads one `SubscribeToTask` stream; `Ok(true)` once the task reached a terminal state.
