@@ -372,94 +372,53 @@ async fn push_deliver_001_002_003(target: &Target) {
     }
 }
 
-#[tokio::test]
-async fn push_create_001_create_returns_the_config() {
-    let target = Target::standalone().await;
-    push_create_001(&target).await;
-    target.stop().await;
+/// The tests of one requirement scenario: against the standalone hub, and through the gateway.
+macro_rules! requirement {
+    ($standalone:ident, $gateway:ident, $scenario:ident) => {
+        #[tokio::test]
+        async fn $standalone() {
+            let target = Target::standalone().await;
+            $scenario(&target).await;
+            target.stop().await;
+        }
+
+        #[tokio::test]
+        #[ignore = "needs the Python SDK venv; run by .ci/run"]
+        async fn $gateway() {
+            let target = Target::gateway().await;
+            $scenario(&target).await;
+            target.stop().await;
+        }
+    };
 }
 
-#[tokio::test]
-async fn push_create_002_and_push_get_001_the_config_persists_and_get_returns_it() {
-    let target = Target::standalone().await;
-    push_create_002_and_get_001(&target).await;
-    target.stop().await;
-}
-
-#[tokio::test]
-async fn push_get_002_get_of_an_unknown_config_is_an_error() {
-    let target = Target::standalone().await;
-    push_get_002(&target).await;
-    target.stop().await;
-}
-
-#[tokio::test]
-async fn push_list_001_list_includes_the_config() {
-    let target = Target::standalone().await;
-    push_list_001(&target).await;
-    target.stop().await;
-}
-
-#[tokio::test]
-async fn push_del_001_and_push_del_002_delete_removes_and_is_idempotent() {
-    let target = Target::standalone().await;
-    push_del_001_and_002(&target).await;
-    target.stop().await;
-}
-
-#[tokio::test]
-async fn push_deliver_001_002_003_the_webhook_gets_the_credentials_once_at_least_as_a_stream_response()
- {
-    let target = Target::standalone().await;
-    push_deliver_001_002_003(&target).await;
-    target.stop().await;
-}
-
-#[tokio::test]
-#[ignore = "needs the Python SDK venv; run by .ci/run"]
-async fn gateway_push_create_001_create_returns_the_config() {
-    let target = Target::gateway().await;
-    push_create_001(&target).await;
-    target.stop().await;
-}
-
-#[tokio::test]
-#[ignore = "needs the Python SDK venv; run by .ci/run"]
-async fn gateway_push_create_002_and_push_get_001_the_config_persists_and_get_returns_it() {
-    let target = Target::gateway().await;
-    push_create_002_and_get_001(&target).await;
-    target.stop().await;
-}
-
-#[tokio::test]
-#[ignore = "needs the Python SDK venv; run by .ci/run"]
-async fn gateway_push_get_002_get_of_an_unknown_config_is_an_error() {
-    let target = Target::gateway().await;
-    push_get_002(&target).await;
-    target.stop().await;
-}
-
-#[tokio::test]
-#[ignore = "needs the Python SDK venv; run by .ci/run"]
-async fn gateway_push_list_001_list_includes_the_config() {
-    let target = Target::gateway().await;
-    push_list_001(&target).await;
-    target.stop().await;
-}
-
-#[tokio::test]
-#[ignore = "needs the Python SDK venv; run by .ci/run"]
-async fn gateway_push_del_001_and_push_del_002_delete_removes_and_is_idempotent() {
-    let target = Target::gateway().await;
-    push_del_001_and_002(&target).await;
-    target.stop().await;
-}
-
-#[tokio::test]
-#[ignore = "needs the Python SDK venv; run by .ci/run"]
-async fn gateway_push_deliver_001_002_003_the_webhook_gets_the_credentials_once_at_least_as_a_stream_response()
- {
-    let target = Target::gateway().await;
-    push_deliver_001_002_003(&target).await;
-    target.stop().await;
-}
+requirement!(
+    push_create_001_create_returns_the_config,
+    gateway_push_create_001_create_returns_the_config,
+    push_create_001
+);
+requirement!(
+    push_create_002_and_push_get_001_the_config_persists_and_get_returns_it,
+    gateway_push_create_002_and_push_get_001_the_config_persists_and_get_returns_it,
+    push_create_002_and_get_001
+);
+requirement!(
+    push_get_002_get_of_an_unknown_config_is_an_error,
+    gateway_push_get_002_get_of_an_unknown_config_is_an_error,
+    push_get_002
+);
+requirement!(
+    push_list_001_list_includes_the_config,
+    gateway_push_list_001_list_includes_the_config,
+    push_list_001
+);
+requirement!(
+    push_del_001_and_push_del_002_delete_removes_and_is_idempotent,
+    gateway_push_del_001_and_push_del_002_delete_removes_and_is_idempotent,
+    push_del_001_and_002
+);
+requirement!(
+    push_deliver_001_002_003_the_webhook_gets_the_credentials_once_at_least_as_a_stream_response,
+    gateway_push_deliver_001_002_003_the_webhook_gets_the_credentials_once_at_least_as_a_stream_response,
+    push_deliver_001_002_003
+);
