@@ -1,4 +1,4 @@
-//! Settings: the contract of DESIGN §9, loaded from defaults, then a TOML file, then
+//! Settings: the contract of the README's "Configuration", loaded from defaults, then a TOML file, then
 //! `A2A_PUSH_HUB_<SECTION>__<KEY>` environment variables, then command-line flags.
 //!
 //! This module only parses and checks values; it never opens sockets or files other than the
@@ -14,7 +14,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Every setting of the hub. Field names are the TOML contract of DESIGN §9.
+/// Every setting of the hub. Field names are the TOML contract of the README's "Configuration".
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {

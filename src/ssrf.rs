@@ -1,4 +1,4 @@
-//! The SSRF policy of DESIGN §6: which destinations the hub may ever send a request to.
+//! The SSRF policy (README, "Security"): which destinations the hub may ever send a request to.
 //!
 //! This module classifies URLs and IP addresses; it makes no requests itself. Registration
 //! checks a webhook URL here (resolving host names once), and the outbound HTTP client checks

@@ -95,7 +95,7 @@ pub type CircuitChange = (String, Option<u64>);
 #[derive(Clone)]
 pub struct SchedulerHandle {
     commands: mpsc::UnboundedSender<Command>,
-    /// On a shared store, new deliveries go to the lane leases first (`leases.rs`), which
+    /// On a shared store, new deliveries go to the lane leases first (`store/postgres_lanes.rs`), which
     /// passes on those of lanes this node holds.
     offers: Option<mpsc::UnboundedSender<Vec<PendingDelivery>>>,
 }

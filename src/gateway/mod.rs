@@ -1,4 +1,4 @@
-//! Gateway mode (DESIGN §8): the hub in front of an existing A2A agent. It proxies the
+//! Gateway mode (README, "Putting the hub in front of your agent"): the hub in front of an existing A2A agent. It proxies the
 //! agent's interface unchanged, answers the push-config methods itself (after asking the
 //! agent whether the task exists for the caller), swaps inline push configs for its own intake,
 //! and turns the agent's best-effort pushes into the hub's reliable, signed deliveries.

@@ -1,4 +1,4 @@
-//! `POST /inbound/{id}`: the verification chain of DESIGN §7, in order — subscription, size,
+//! `POST /inbound/{id}`: the verification chain (README, "Receiving pushes from a remote agent"), in order — subscription, size,
 //! rate, token (both header names, constant time), Authorization or JWT, Standard Webhooks
 //! signature and timestamp, replay, body shape, task — then a durable accept and routing.
 //! Every request gets a receipt; a caller that fails verification learns nothing but 401.

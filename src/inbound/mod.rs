@@ -1,4 +1,4 @@
-//! The inbound role (DESIGN §7): subscriptions, the verified intake of pushes from peer
+//! The inbound role (README, "Receiving pushes from a remote agent"): subscriptions, the verified intake of pushes from peer
 //! agents at `POST /inbound/{id}`, de-duplication, receipts, and routing of accepted events
 //! (forwarding through the outbound engine, SSE and pull).
 //!

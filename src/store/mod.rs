@@ -1,4 +1,4 @@
-//! Durable state behind the `Store` trait (DESIGN §3): push configs, folded tasks, events,
+//! Durable state behind the `Store` trait (README, "Storage and durability"): push configs, folded tasks, events,
 //! deliveries. Nothing outside this module knows the storage engine.
 //!
 //! "Accepted" means durable: `publish` writes an event, its deliveries and the task's new
