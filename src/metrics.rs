@@ -49,6 +49,7 @@ pub struct Metrics {
     connections_refused: [AtomicU64; LISTENERS.len()],
     public_auth_failures: AtomicU64,
     replay_evictions: AtomicU64,
+    follow_renewals: AtomicU64,
 }
 
 /// What became of a delivery after an attempt.
@@ -111,6 +112,11 @@ impl Metrics {
     /// Replay-cache entries dropped before their credential expired, to keep the cache bounded.
     pub fn replay_evictions(&self, count: u64) {
         self.replay_evictions.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Gateway mode: the follows' leases were renewed (one round of the keeper).
+    pub fn follow_renewal(&self) {
+        self.follow_renewals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Deliveries made dead without an attempt of their own (410 Gone kills the whole lane).
@@ -235,6 +241,11 @@ impl Metrics {
                 "a2a_push_hub_inbound_replay_evictions_total",
                 "Inbound replay-cache entries dropped before their credential expired (inbound.replay_cache_max_entries reached): a push replayed after that could be accepted again.",
                 &self.replay_evictions,
+            ),
+            (
+                "a2a_push_hub_follow_renewals_total",
+                "Gateway mode: rounds in which this node renewed the leases of the agents' tasks it follows (and took over those no node held).",
+                &self.follow_renewals,
             ),
         ];
         for (name, help, value) in counters {

@@ -29,10 +29,9 @@ fn node(data_dir: &std::path::Path) -> HubProcess {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
 async fn three_nodes_share_the_lanes_and_one_dying_loses_nothing() {
-    if !common::on_postgres("three nodes on one database") {
-        return;
-    }
+    common::require_postgres("three nodes on one database");
     let receiver = Receiver::start().await;
     let rng = Arc::new(Mutex::new(fastrand::Rng::with_seed(
         std::env::var("CLUSTER_SEED")
@@ -172,10 +171,9 @@ async fn jwks_kids(http: &reqwest::Client, node: &HubProcess) -> BTreeSet<String
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
 async fn nodes_started_together_agree_on_their_keys_and_a_rotation_reaches_every_node() {
-    if !common::on_postgres("three nodes on one database") {
-        return;
-    }
+    common::require_postgres("three nodes on one database");
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("store");
     // Started together on an empty database: each may generate keys before it sees the others'.
@@ -251,17 +249,13 @@ async fn metric(http: &reqwest::Client, node: &HubProcess, name: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0.0)
+    common::metric_value(&text, name)
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
 async fn a_circuit_one_node_opens_spares_the_origin_on_every_node() {
-    if !common::on_postgres("three nodes on one database") {
-        return;
-    }
+    common::require_postgres("three nodes on one database");
     const COOLDOWN: Duration = Duration::from_secs(5);
     let receiver = Receiver::start().await;
     receiver.script(|_| Reply::status(503));
@@ -332,10 +326,9 @@ async fn a_circuit_one_node_opens_spares_the_origin_on_every_node() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
 async fn an_sse_listener_on_one_node_hears_of_events_another_node_accepted() {
-    if !common::on_postgres("SSE across nodes") {
-        return;
-    }
+    common::require_postgres("SSE across nodes");
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let node_on =
@@ -363,10 +356,9 @@ async fn an_sse_listener_on_one_node_hears_of_events_another_node_accepted() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
 async fn a_follow_moves_to_another_node_when_its_node_stops() {
-    if !common::on_postgres("follows across nodes") {
-        return;
-    }
+    common::require_postgres("follows across nodes");
     let agent = common::SilentFirstAgent::start(vec![json!(
         {"statusUpdate": {"taskId": "t-new", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}}
     )])
@@ -393,8 +385,21 @@ async fn a_follow_moves_to_another_node_when_its_node_stops() {
         || async { (agent.subscribed() == 1).then_some(()) },
     )
     .await;
-    // Two renewals of the second node's keeper: it must leave a live follow alone.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Two renewals of the second node's keeper after the follow started: it must leave a
+    // live follow alone.
+    let renewals = || async {
+        common::metric_value(
+            &second.metrics().await,
+            "a2a_push_hub_follow_renewals_total",
+        )
+    };
+    let seen = renewals().await;
+    wait_until(
+        Duration::from_secs(10),
+        "two renewals of the second node's keeper",
+        || async { (renewals().await >= seen + 2.0).then_some(()) },
+    )
+    .await;
     assert_eq!(agent.subscribed(), 1);
 
     first.stop().await;

@@ -197,6 +197,7 @@ async fn pushes_in_every_sdk_style_are_accepted_and_recorded() {
         "0.3 is normalised to 1.0"
     );
     let all = receipts(&hub, id).await;
+    assert_eq!(all.len(), 4, "one receipt per push: {all:?}");
     assert!(all.iter().all(|r| r["verdict"] == "accepted"), "{all:?}");
     let text = Value::Array(all.clone()).to_string();
     assert!(

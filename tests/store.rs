@@ -128,10 +128,9 @@ impl Cable {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
 async fn an_unreachable_database_gets_503_and_nothing_refused_is_delivered() {
-    if !common::on_postgres("an unreachable database") {
-        return;
-    }
+    common::require_postgres("an unreachable database");
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
@@ -213,10 +212,9 @@ fn migrate(store_url: &str) -> std::process::Output {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
 async fn migrate_brings_the_schema_up_once_and_a_newer_schema_is_refused() {
-    if !common::on_postgres("migrations") {
-        return;
-    }
+    common::require_postgres("migrations");
     let dir = tempfile::tempdir().unwrap();
     let url = common::postgres_store_for(&dir.path().join("store")).unwrap();
     for _ in 0..2 {
@@ -280,21 +278,13 @@ fn encrypted_hub_connections() -> i64 {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
 async fn tls_to_the_database_is_verified_against_the_ca_the_url_names() {
-    if !common::on_postgres("TLS to PostgreSQL") {
-        return;
-    }
-    let Some(ca) = std::env::var(POSTGRES_CA_VAR)
+    common::require_postgres("TLS to PostgreSQL");
+    let ca = std::env::var(POSTGRES_CA_VAR)
         .ok()
         .filter(|ca| !ca.is_empty())
-    else {
-        assert!(
-            std::env::var("A2A_PUSH_HUB_REQUIRE_POSTGRES").is_err(),
-            "TLS to PostgreSQL needs {POSTGRES_CA_VAR}"
-        );
-        eprintln!("skipped (TLS to PostgreSQL): set {POSTGRES_CA_VAR}");
-        return;
-    };
+        .unwrap_or_else(|| panic!("TLS to PostgreSQL needs {POSTGRES_CA_VAR}"));
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");

@@ -197,6 +197,7 @@ pub fn keep(state: HubState, gateway: Arc<Gateway>) -> tokio::task::JoinHandle<(
                 }
             };
             take_all = false;
+            state.metrics.follow_renewal();
             let keys: HashSet<(String, String)> = held
                 .iter()
                 .map(|f| (f.tenant.clone(), f.task_id.clone()))

@@ -54,20 +54,21 @@ pub fn use_test_store(settings: &mut Settings) {
 /// state there (one schema per store folder) instead of in the embedded store.
 pub const POSTGRES_URL_VAR: &str = "A2A_PUSH_HUB_TEST_POSTGRES_URL";
 
-/// Whether the tests run on PostgreSQL. A test that needs it says it is skipped when not, unless
-/// `A2A_PUSH_HUB_REQUIRE_POSTGRES` is set (CI sets it), in which case it fails.
-pub fn on_postgres(what: &str) -> bool {
-    if std::env::var(POSTGRES_URL_VAR).is_ok_and(|u| !u.is_empty()) {
-        return true;
-    }
+/// Fails a test that needs PostgreSQL when no database is named. Such tests are
+/// `#[ignore = "needs PostgreSQL …"]` and run with `--ignored` where a database is (CI starts one).
+pub fn require_postgres(what: &str) {
     assert!(
-        std::env::var("A2A_PUSH_HUB_REQUIRE_POSTGRES").is_err(),
+        std::env::var(POSTGRES_URL_VAR).is_ok_and(|u| !u.is_empty()),
         "{what} needs {POSTGRES_URL_VAR} (scripts/throwaway-postgres.sh starts a database)"
     );
-    eprintln!(
-        "skipped ({what}): set {POSTGRES_URL_VAR} to run it, see scripts/throwaway-postgres.sh"
-    );
-    false
+}
+
+/// A Prometheus sample's value in `text` (0 when absent).
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The store URL of a test hub whose store folder is `dir`, when the tests run on PostgreSQL:
