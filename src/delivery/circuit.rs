@@ -95,7 +95,6 @@ impl Circuit {
         Some(until_ms)
     }
 
-    /// A probe that ended without saying anything about the origin: let another probe go.
     /// Another node found the origin failing: open until `until_ms` unless already open at
     /// least that long. Whether it changed.
     pub fn open_until(&mut self, until_ms: u64) -> bool {
@@ -109,6 +108,7 @@ impl Circuit {
         }
     }
 
+    /// A probe that ended without saying anything about the origin: let another probe go.
     pub fn on_inconclusive(&mut self) {
         if self.state == (State::HalfOpen { probing: true }) {
             self.state = State::HalfOpen { probing: false };

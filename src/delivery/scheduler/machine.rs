@@ -1,0 +1,807 @@
+//! The scheduler's decisions, as a state machine with no I/O and no clock of its own: the
+//! actor (`mod.rs`) feeds it what happened (`on_enqueue`, `on_answered`, `on_finished`, …)
+//! with the time it happened, and asks it what to start now (`tick`) and when to ask again
+//! (`next_wake`). Its invariants are unit-tested below in simulated time:
+//!
+//! - a lane (tenant, task, config) has at most one attempt in flight, always of its head (the
+//!   lowest pending sequence number), so event n+1 is never attempted before event n is over;
+//! - at most `max_in_flight` attempts run, and at most `max_in_flight_per_origin` per origin
+//!   (counted until the receiver's answer is read);
+//! - an origin whose circuit is open parks its lanes until the cool-down ends, then lets one
+//!   probe through;
+//! - a head to retry waits until its due time; a head the answer finished frees its lane at
+//!   once, and is not queued again while its outcome is being recorded.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+
+use super::super::attempt::{Answered, LaneStep};
+use super::super::circuit::{Admission, Circuit, CircuitSettings};
+use crate::metrics::SchedulerStats;
+use crate::store::{LaneId, PendingDelivery};
+
+/// How long a lane waits before trying again when this node may not start attempts (its lane
+/// leases are not known to be valid long enough).
+const LEASE_WAIT_MS: u64 = 250;
+
+/// One attempt the machine started, known by this id until it finishes.
+pub type AttemptId = u64;
+
+/// An attempt to start now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    pub attempt: AttemptId,
+    pub delivery_id: String,
+}
+
+/// A circuit of this node opened (until when) or closed (`None`), for the other nodes.
+pub type CircuitChange = (String, Option<u64>);
+
+/// The limits the machine enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineLimits {
+    pub max_in_flight: usize,
+    pub max_in_flight_per_origin: usize,
+    pub circuit: CircuitSettings,
+}
+
+struct Queued {
+    delivery_id: String,
+    due_ms: u64,
+}
+
+struct Lane {
+    /// Pending deliveries by sequence number.
+    queue: BTreeMap<u64, Queued>,
+    origin: String,
+    /// Sequence number of the attempt in flight.
+    in_flight: Option<u64>,
+    /// Waiting for its origin (limit or open circuit).
+    parked: bool,
+    /// Token of the lane's current entry in the timer heap; older entries are stale.
+    wake: u64,
+}
+
+struct Origin {
+    in_flight: usize,
+    circuit: Circuit,
+    parked: VecDeque<LaneId>,
+    wake_scheduled: bool,
+}
+
+impl Origin {
+    fn new(settings: &CircuitSettings) -> Origin {
+        Origin {
+            in_flight: 0,
+            circuit: Circuit::new(settings),
+            parked: VecDeque::new(),
+            wake_scheduled: false,
+        }
+    }
+}
+
+enum Wake {
+    Lane(LaneId),
+    Origin(String),
+}
+
+struct Running {
+    lane: LaneId,
+    origin: String,
+    sequence: u64,
+    delivery_id: String,
+    /// The attempt has its answer and gave its origin slot back.
+    answered: bool,
+    /// The head was finished at the answer and the lane moved on.
+    lane_released: bool,
+}
+
+/// Every lane, origin and attempt in flight of one node.
+pub struct Machine {
+    limits: MachineLimits,
+    lanes: HashMap<LaneId, Lane>,
+    origins: HashMap<String, Origin>,
+    timers: BinaryHeap<Reverse<(u64, u64)>>,
+    wakes: HashMap<u64, Wake>,
+    next_token: u64,
+    pending: u64,
+    running: HashMap<AttemptId, Running>,
+    next_attempt: AttemptId,
+    /// Deliveries whose lane moved on while their outcome is being recorded: still pending in
+    /// the store for a moment, not to be queued again.
+    recording: HashSet<String>,
+    /// Circuit changes not yet taken by the actor.
+    circuit_changes: Vec<CircuitChange>,
+}
+
+/// The origin (scheme, host, port) that limits and circuits are kept for.
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| url.to_string())
+}
+
+impl Machine {
+    pub fn new(limits: MachineLimits) -> Machine {
+        Machine {
+            limits,
+            lanes: HashMap::new(),
+            origins: HashMap::new(),
+            timers: BinaryHeap::new(),
+            wakes: HashMap::new(),
+            next_token: 0,
+            pending: 0,
+            running: HashMap::new(),
+            next_attempt: 0,
+            recording: HashSet::new(),
+            circuit_changes: Vec::new(),
+        }
+    }
+
+    /// When `tick` has something to do next (ms since the epoch): `None` while nothing is
+    /// scheduled or every slot is taken (a finished attempt is the next event then).
+    pub fn next_wake(&self) -> Option<u64> {
+        if self.running.len() >= self.limits.max_in_flight {
+            return None;
+        }
+        self.timers.peek().map(|Reverse((due, _))| *due)
+    }
+
+    /// Circuit changes since the last call, for the other nodes.
+    pub fn take_circuit_changes(&mut self) -> Vec<CircuitChange> {
+        std::mem::take(&mut self.circuit_changes)
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Deliveries durably pending in the store, new or found again.
+    pub fn on_enqueue(&mut self, items: Vec<PendingDelivery>) {
+        for item in items {
+            if self.recording.contains(&item.delivery_id) {
+                continue;
+            }
+            let key = LaneId {
+                tenant: item.tenant,
+                task_id: item.task_id,
+                config_id: item.config_id,
+            };
+            let queued = Queued {
+                delivery_id: item.delivery_id,
+                due_ms: item.next_attempt_at_ms,
+            };
+            self.insert(key, || origin_of(&item.url), item.sequence, queued);
+        }
+    }
+
+    /// Adds a delivery to its lane (creating the lane), unless the lane has it already.
+    fn insert(
+        &mut self,
+        key: LaneId,
+        origin: impl FnOnce() -> String,
+        sequence: u64,
+        queued: Queued,
+    ) {
+        let lane = self.lanes.entry(key.clone()).or_insert_with(|| Lane {
+            queue: BTreeMap::new(),
+            origin: origin(),
+            in_flight: None,
+            parked: false,
+            wake: 0,
+        });
+        if lane.queue.contains_key(&sequence) {
+            return;
+        }
+        let head_before = lane.queue.keys().next().copied();
+        lane.queue.insert(sequence, queued);
+        self.pending += 1;
+        if head_before.is_none_or(|head| sequence < head) {
+            self.schedule(&key);
+        }
+    }
+
+    /// Puts the lane's head on the timer heap, unless the lane is busy or parked; forgets
+    /// lanes with nothing left.
+    fn schedule(&mut self, key: &LaneId) {
+        let token = self.token();
+        let Some(lane) = self.lanes.get_mut(key) else {
+            return;
+        };
+        if lane.in_flight.is_some() || lane.parked {
+            return;
+        }
+        let Some(head) = lane.queue.values().next() else {
+            self.lanes.remove(key);
+            return;
+        };
+        lane.wake = token;
+        self.timers.push(Reverse((head.due_ms, token)));
+        self.wakes.insert(token, Wake::Lane(key.clone()));
+    }
+
+    fn wake_origin_at(&mut self, origin: &str, at_ms: u64) {
+        let token = self.token();
+        let Some(state) = self.origins.get_mut(origin) else {
+            return;
+        };
+        if state.wake_scheduled {
+            return;
+        }
+        state.wake_scheduled = true;
+        self.timers.push(Reverse((at_ms, token)));
+        self.wakes.insert(token, Wake::Origin(origin.to_string()));
+    }
+
+    /// The attempts to start at `now`. `may_start` says whether this node may start attempts
+    /// at all (on a shared store, while its lane leases are known to outlast an attempt); when
+    /// not, due lanes look again a little later.
+    pub fn tick(&mut self, now: u64, may_start: bool) -> Vec<Start> {
+        let mut starts = Vec::new();
+        while self.running.len() < self.limits.max_in_flight {
+            let Some(Reverse((due, token))) = self.timers.peek().copied() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            match self.wakes.remove(&token) {
+                Some(Wake::Lane(key))
+                    if self.lanes.get(&key).is_some_and(|lane| lane.wake == token) =>
+                {
+                    if !may_start {
+                        self.wake_lane_at(&key, now + LEASE_WAIT_MS);
+                    } else if let Some(start) = self.try_start(key, now) {
+                        starts.push(start);
+                    }
+                }
+                Some(Wake::Origin(origin)) => {
+                    if let Some(state) = self.origins.get_mut(&origin) {
+                        state.wake_scheduled = false;
+                    }
+                    self.unpark(&origin);
+                }
+                Some(Wake::Lane(_)) | None => {}
+            }
+        }
+        starts
+    }
+
+    fn park(&mut self, key: LaneId, origin: &str) {
+        if let Some(lane) = self.lanes.get_mut(&key) {
+            lane.parked = true;
+        }
+        if let Some(state) = self.origins.get_mut(origin) {
+            state.parked.push_back(key);
+        }
+    }
+
+    /// Lets parked lanes of `origin` compete again, as many as it has room for.
+    fn unpark(&mut self, origin: &str) {
+        let Some(state) = self.origins.get_mut(origin) else {
+            return;
+        };
+        let room = if state.circuit.is_open() {
+            usize::from(state.in_flight == 0)
+        } else {
+            self.limits
+                .max_in_flight_per_origin
+                .saturating_sub(state.in_flight)
+        };
+        let released: Vec<LaneId> = (0..room).map_while(|_| state.parked.pop_front()).collect();
+        for key in released {
+            if let Some(lane) = self.lanes.get_mut(&key) {
+                lane.parked = false;
+                self.schedule(&key);
+            }
+        }
+    }
+
+    /// The lanes the machine has (queued or in flight).
+    pub fn lane_ids(&self) -> Vec<LaneId> {
+        self.lanes.keys().cloned().collect()
+    }
+
+    /// Drops lanes another node holds now. An attempt in flight finishes (it started while
+    /// the lease was known to outlast it); what it decides for its lane is dropped with the
+    /// lane, because the lane's new holder reads the delivery's state from the store.
+    pub fn forget(&mut self, lanes: Vec<LaneId>) {
+        for key in lanes {
+            if let Some(state) = self.lanes.remove(&key) {
+                self.pending -= state.queue.len() as u64;
+            }
+        }
+    }
+
+    /// Wakes the lane again at `at_ms`.
+    fn wake_lane_at(&mut self, key: &LaneId, at_ms: u64) {
+        let token = self.token();
+        if let Some(lane) = self.lanes.get_mut(key) {
+            lane.wake = token;
+            self.timers.push(Reverse((at_ms, token)));
+            self.wakes.insert(token, Wake::Lane(key.clone()));
+        }
+    }
+
+    fn try_start(&mut self, key: LaneId, now: u64) -> Option<Start> {
+        let origin = self.lanes.get(&key)?.origin.clone();
+        let circuit_settings = self.limits.circuit;
+        let state = self
+            .origins
+            .entry(origin.clone())
+            .or_insert_with(|| Origin::new(&circuit_settings));
+        if state.in_flight >= self.limits.max_in_flight_per_origin {
+            self.park(key, &origin);
+            return None;
+        }
+        match state.circuit.admit(now) {
+            Admission::Allow | Admission::Probe => {}
+            Admission::Wait(until) => {
+                self.park(key, &origin);
+                if let Some(until) = until {
+                    self.wake_origin_at(&origin, until);
+                }
+                return None;
+            }
+        }
+        state.in_flight += 1;
+        let lane = self.lanes.get_mut(&key)?;
+        let (&sequence, head) = lane.queue.iter().next()?;
+        lane.in_flight = Some(sequence);
+        let delivery_id = head.delivery_id.clone();
+        self.next_attempt += 1;
+        let attempt = self.next_attempt;
+        self.running.insert(
+            attempt,
+            Running {
+                lane: key,
+                origin,
+                sequence,
+                delivery_id: delivery_id.clone(),
+                answered: false,
+                lane_released: false,
+            },
+        );
+        Some(Start {
+            attempt,
+            delivery_id,
+        })
+    }
+
+    /// The receiver is done with the attempt: its origin gets the slot back and learns, for
+    /// its circuit, whether it answered well; a finished head frees its lane.
+    pub fn on_answered(&mut self, attempt: AttemptId, answer: Answered, now: u64) {
+        let Some(running) = self.running.get_mut(&attempt) else {
+            return;
+        };
+        if std::mem::replace(&mut running.answered, true) {
+            return;
+        }
+        running.lane_released = answer.lane_free;
+        if answer.lane_free {
+            self.recording.insert(running.delivery_id.clone());
+        }
+        let (origin, key, sequence) = (
+            running.origin.clone(),
+            running.lane.clone(),
+            running.sequence,
+        );
+        self.release_origin(&origin, answer.healthy, now);
+        if answer.lane_free {
+            self.step_lane(&key, Some(sequence), LaneStep::Advance);
+        }
+    }
+
+    /// Applies an attempt's `step` to its lane and schedules the lane's next head.
+    fn step_lane(&mut self, key: &LaneId, sequence: Option<u64>, step: LaneStep) {
+        let Some(lane) = self.lanes.get_mut(key) else {
+            return;
+        };
+        lane.in_flight = None;
+        match step {
+            LaneStep::Advance => {
+                if sequence.and_then(|s| lane.queue.remove(&s)).is_some() {
+                    self.pending -= 1;
+                }
+            }
+            LaneStep::RetryAt(at) => {
+                if let Some(head) = sequence.and_then(|s| lane.queue.get_mut(&s)) {
+                    head.due_ms = at;
+                }
+            }
+            LaneStep::Close => {
+                self.pending -= lane.queue.len() as u64;
+                lane.queue.clear();
+            }
+        }
+        self.schedule(key);
+    }
+
+    fn release_origin(&mut self, origin: &str, healthy: Option<bool>, now: u64) {
+        let circuit_settings = self.limits.circuit;
+        let mut change = None;
+        if let Some(state) = self.origins.get_mut(origin) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+            match healthy {
+                Some(true) => {
+                    if state.circuit.is_open() {
+                        change = Some(None);
+                    }
+                    state.circuit.on_success(&circuit_settings);
+                }
+                Some(false) => {
+                    if let Some(until) = state.circuit.on_failure(now, &circuit_settings) {
+                        tracing::warn!(
+                            origin,
+                            reopen_in_ms = until - now,
+                            "circuit open: the origin keeps failing"
+                        );
+                        change = Some(Some(until));
+                        self.wake_origin_at(origin, until);
+                    }
+                }
+                None => state.circuit.on_inconclusive(),
+            }
+        }
+        if let Some(change) = change {
+            self.circuit_changes.push((origin.to_string(), change));
+        }
+        self.unpark(origin);
+    }
+
+    /// Opens the circuits other nodes found open, for as long as they said.
+    pub fn open_circuits(&mut self, open: Vec<(String, u64)>, now: u64) {
+        let circuit_settings = self.limits.circuit;
+        for (origin, until) in open {
+            if until <= now {
+                continue;
+            }
+            let state = self
+                .origins
+                .entry(origin.clone())
+                .or_insert_with(|| Origin::new(&circuit_settings));
+            if state.circuit.open_until(until) {
+                tracing::info!(
+                    origin,
+                    reopen_in_ms = until - now,
+                    "circuit open: another node found the origin failing"
+                );
+                self.wake_origin_at(&origin, until);
+            }
+        }
+    }
+
+    /// The attempt ended: `step` is what its lane does next (for an attempt that failed
+    /// unexpectedly, the actor asks for a retry shortly).
+    pub fn on_finished(&mut self, attempt: AttemptId, step: LaneStep, now: u64) {
+        let Some(Running {
+            lane: key,
+            origin,
+            sequence,
+            delivery_id,
+            answered,
+            lane_released,
+        }) = self.running.remove(&attempt)
+        else {
+            return;
+        };
+        if !answered {
+            // It never reached the receiver (nothing to send, or it failed before sending).
+            self.release_origin(&origin, None, now);
+        }
+        self.recording.remove(&delivery_id);
+        match (lane_released, step) {
+            // The outcome of a head the lane already left could not be recorded: the delivery
+            // is still pending in the store, so it goes back to its lane to be sent again.
+            (true, LaneStep::RetryAt(at)) => {
+                let queued = Queued {
+                    delivery_id,
+                    due_ms: at,
+                };
+                let lane_origin = origin.clone();
+                self.insert(key, move || lane_origin, sequence, queued);
+            }
+            (true, _) => {}
+            (false, step) => self.step_lane(&key, Some(sequence), step),
+        }
+        self.unpark(&origin);
+        if let Some(state) = self.origins.get(&origin) {
+            if state.in_flight == 0
+                && state.parked.is_empty()
+                && state.circuit.is_pristine()
+                && !state.wake_scheduled
+            {
+                self.origins.remove(&origin);
+            }
+        }
+    }
+
+    pub fn stats(&self, now: u64) -> SchedulerStats {
+        let mut stats = SchedulerStats {
+            pending: self.pending,
+            in_flight: self.running.len() as u64,
+            open_circuits: self
+                .origins
+                .values()
+                .filter(|o| o.circuit.is_open())
+                .count() as u64,
+            ..SchedulerStats::default()
+        };
+        for lane in self.lanes.values().filter(|lane| lane.in_flight.is_none()) {
+            if let Some(head) = lane.queue.values().next().filter(|head| head.due_ms <= now) {
+                stats.due += 1;
+                stats.oldest_due_age_ms = stats.oldest_due_age_ms.max(now - head.due_ms);
+            }
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const CIRCUIT: CircuitSettings = CircuitSettings {
+        threshold: 2,
+        cooldown: Duration::from_secs(10),
+        max_cooldown: Duration::from_secs(60),
+    };
+
+    fn machine(max_in_flight: usize, per_origin: usize) -> Machine {
+        Machine::new(MachineLimits {
+            max_in_flight,
+            max_in_flight_per_origin: per_origin,
+            circuit: CIRCUIT,
+        })
+    }
+
+    /// Delivery `seq` of task `task`'s config `c` to `host`, due at `due`.
+    fn pending(host: &str, task: &str, seq: u64, due: u64) -> PendingDelivery {
+        PendingDelivery {
+            tenant: String::new(),
+            task_id: task.to_string(),
+            config_id: "c".to_string(),
+            delivery_id: format!("{task}-{seq}"),
+            sequence: seq,
+            next_attempt_at_ms: due,
+            url: format!("https://{host}/hook"),
+        }
+    }
+
+    fn ids(starts: &[Start]) -> Vec<&str> {
+        starts.iter().map(|s| s.delivery_id.as_str()).collect()
+    }
+
+    const DELIVERED: Answered = Answered {
+        healthy: Some(true),
+        lane_free: true,
+    };
+    const FAILED: Answered = Answered {
+        healthy: Some(false),
+        lane_free: false,
+    };
+
+    /// Runs one attempt to its end: answered, then finished with `step`.
+    fn complete(m: &mut Machine, start: &Start, answer: Answered, step: LaneStep, now: u64) {
+        m.on_answered(start.attempt, answer, now);
+        m.on_finished(start.attempt, step, now);
+    }
+
+    #[test]
+    fn a_lane_attempts_its_head_alone_and_in_sequence_order() {
+        let mut m = machine(10, 10);
+        m.on_enqueue(vec![pending("a", "t", 2, 0), pending("a", "t", 3, 0)]);
+        m.on_enqueue(vec![pending("a", "t", 1, 0)]);
+        let first = m.tick(0, true);
+        assert_eq!(ids(&first), ["t-1"], "only the lowest sequence, once");
+        assert!(m.tick(0, true).is_empty(), "never two attempts of one lane");
+        m.on_enqueue(vec![pending("a", "t", 0, 0)]);
+        assert!(
+            m.tick(0, true).is_empty(),
+            "not even of a lower sequence found meanwhile"
+        );
+        complete(&mut m, &first[0], DELIVERED, LaneStep::Advance, 1);
+        let next = m.tick(1, true);
+        assert_eq!(ids(&next), ["t-0"], "then the lowest pending sequence");
+        complete(&mut m, &next[0], DELIVERED, LaneStep::Advance, 2);
+        assert_eq!(ids(&m.tick(2, true)), ["t-2"]);
+        assert_eq!(m.stats(2).pending, 2);
+    }
+
+    #[test]
+    fn a_delivered_head_frees_its_lane_at_the_answer_and_is_not_queued_again_meanwhile() {
+        let mut m = machine(10, 10);
+        m.on_enqueue(vec![pending("a", "t", 1, 0), pending("a", "t", 2, 0)]);
+        let first = m.tick(0, true);
+        m.on_answered(first[0].attempt, DELIVERED, 5);
+        let second = m.tick(5, true);
+        assert_eq!(
+            ids(&second),
+            ["t-2"],
+            "the lane moved on while t-1 is recorded"
+        );
+        // The store still lists t-1 as pending until its outcome is durable.
+        m.on_enqueue(vec![pending("a", "t", 1, 0)]);
+        m.on_finished(first[0].attempt, LaneStep::Advance, 6);
+        complete(&mut m, &second[0], DELIVERED, LaneStep::Advance, 7);
+        assert!(m.tick(8, true).is_empty(), "t-1 is not sent twice");
+        assert_eq!(m.stats(8).pending, 0);
+    }
+
+    #[test]
+    fn an_outcome_that_could_not_be_recorded_sends_the_delivery_again() {
+        let mut m = machine(10, 10);
+        m.on_enqueue(vec![pending("a", "t", 1, 0)]);
+        let first = m.tick(0, true);
+        m.on_answered(first[0].attempt, DELIVERED, 1);
+        m.on_finished(first[0].attempt, LaneStep::RetryAt(1_000), 2);
+        assert!(m.tick(999, true).is_empty());
+        assert_eq!(ids(&m.tick(1_000, true)), ["t-1"]);
+    }
+
+    #[test]
+    fn a_retry_waits_for_its_due_time_and_holds_the_lane_meanwhile() {
+        let mut m = machine(10, 10);
+        m.on_enqueue(vec![pending("a", "t", 1, 0), pending("a", "t", 2, 0)]);
+        let first = m.tick(0, true);
+        complete(&mut m, &first[0], FAILED, LaneStep::RetryAt(5_000), 100);
+        assert_eq!(m.next_wake(), Some(5_000));
+        assert!(
+            m.tick(4_999, true).is_empty(),
+            "not before it is due, nor its successor"
+        );
+        assert_eq!(m.stats(4_999).due, 0);
+        assert_eq!(ids(&m.tick(5_000, true)), ["t-1"]);
+    }
+
+    #[test]
+    fn the_global_limit_bounds_attempts_and_a_finished_one_lets_the_next_start() {
+        let mut m = machine(2, 10);
+        m.on_enqueue(vec![
+            pending("a", "t1", 1, 0),
+            pending("b", "t2", 1, 0),
+            pending("c", "t3", 1, 0),
+        ]);
+        let started = m.tick(0, true);
+        assert_eq!(started.len(), 2);
+        assert_eq!(
+            m.next_wake(),
+            None,
+            "nothing to wake for while every slot is taken"
+        );
+        assert_eq!(m.stats(0).due, 1);
+        complete(&mut m, &started[0], DELIVERED, LaneStep::Advance, 1);
+        assert_eq!(m.tick(1, true).len(), 1);
+    }
+
+    #[test]
+    fn an_origin_limit_parks_its_other_lanes_until_the_answer() {
+        let mut m = machine(10, 1);
+        m.on_enqueue(vec![
+            pending("a", "t1", 1, 0),
+            pending("a", "t2", 1, 0),
+            pending("b", "t3", 1, 0),
+        ]);
+        let started = m.tick(0, true);
+        assert_eq!(started.len(), 2, "one per origin: {:?}", ids(&started));
+        let on_a = started
+            .iter()
+            .find(|s| s.delivery_id != "t3-1")
+            .unwrap()
+            .clone();
+        // The origin's slot is back once the receiver answered, before the outcome is recorded.
+        m.on_answered(on_a.attempt, DELIVERED, 1);
+        let next = m.tick(1, true);
+        assert_eq!(next.len(), 1);
+        assert_ne!(next[0].delivery_id, on_a.delivery_id);
+    }
+
+    #[test]
+    fn failures_open_the_circuit_which_parks_the_origin_until_one_probe_decides() {
+        let mut m = machine(10, 10);
+        m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("a", "t2", 1, 0)]);
+        let started = m.tick(0, true);
+        assert_eq!(started.len(), 2);
+        complete(&mut m, &started[0], FAILED, LaneStep::RetryAt(1_000), 500);
+        complete(&mut m, &started[1], FAILED, LaneStep::RetryAt(1_000), 500);
+        assert_eq!(
+            m.take_circuit_changes(),
+            [("https://a".to_string(), Some(10_500))],
+            "the second failure opens it for the cool-down"
+        );
+        assert_eq!(m.stats(600).open_circuits, 1);
+        assert!(
+            m.tick(1_000, true).is_empty(),
+            "due, but the circuit is open"
+        );
+        assert!(m.tick(10_499, true).is_empty());
+        let probe = m.tick(10_500, true);
+        assert_eq!(probe.len(), 1, "one probe after the cool-down");
+        assert!(
+            m.tick(10_600, true).is_empty(),
+            "the other lane waits for the probe"
+        );
+        complete(&mut m, &probe[0], DELIVERED, LaneStep::Advance, 10_700);
+        assert_eq!(m.take_circuit_changes(), [("https://a".to_string(), None)]);
+        assert_eq!(m.tick(10_700, true).len(), 1, "closed: the other lane goes");
+        assert_eq!(m.stats(10_700).open_circuits, 0);
+    }
+
+    #[test]
+    fn a_circuit_another_node_opened_parks_this_nodes_lanes_too() {
+        let mut m = machine(10, 10);
+        m.open_circuits(vec![("https://a".to_string(), 2_000)], 0);
+        m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("b", "t2", 1, 0)]);
+        assert_eq!(ids(&m.tick(0, true)), ["t2-1"]);
+        assert_eq!(ids(&m.tick(2_000, true)), ["t1-1"]);
+        assert!(m.take_circuit_changes().is_empty(), "not announced back");
+    }
+
+    #[test]
+    fn without_valid_leases_nothing_starts_and_due_lanes_look_again_shortly() {
+        let mut m = machine(10, 10);
+        m.on_enqueue(vec![pending("a", "t", 1, 0)]);
+        assert!(m.tick(0, false).is_empty());
+        assert_eq!(m.next_wake(), Some(LEASE_WAIT_MS));
+        assert_eq!(ids(&m.tick(LEASE_WAIT_MS, true)), ["t-1"]);
+    }
+
+    #[test]
+    fn a_closed_config_ends_its_lane_and_a_forgotten_lane_is_dropped() {
+        let mut m = machine(10, 10);
+        m.on_enqueue(vec![
+            pending("a", "t1", 1, 0),
+            pending("a", "t1", 2, 0),
+            pending("a", "t2", 1, 0),
+            pending("a", "t2", 2, 0),
+        ]);
+        let started = m.tick(0, true);
+        let t1 = started.iter().find(|s| s.delivery_id == "t1-1").unwrap();
+        complete(&mut m, t1, FAILED, LaneStep::Close, 1);
+        assert_eq!(m.stats(1).pending, 2, "t1's lane is over");
+        let t2_lane = LaneId {
+            tenant: String::new(),
+            task_id: "t2".to_string(),
+            config_id: "c".to_string(),
+        };
+        assert_eq!(m.lane_ids(), [t2_lane.clone()]);
+        m.forget(vec![t2_lane]);
+        assert_eq!(m.stats(1).pending, 0);
+        assert!(m.lane_ids().is_empty());
+        let t2 = started.iter().find(|s| s.delivery_id == "t2-1").unwrap();
+        complete(&mut m, t2, DELIVERED, LaneStep::Advance, 2);
+        assert!(
+            m.tick(3, true).is_empty(),
+            "what it decided left with the lane"
+        );
+    }
+
+    #[test]
+    fn an_attempt_that_never_reached_the_receiver_gives_its_origin_slot_back() {
+        let mut m = machine(10, 1);
+        m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("a", "t2", 1, 0)]);
+        let first = m.tick(0, true);
+        assert_eq!(first.len(), 1);
+        m.on_finished(first[0].attempt, LaneStep::RetryAt(60_000), 1);
+        assert_eq!(
+            m.tick(1, true).len(),
+            1,
+            "the other lane of the origin goes"
+        );
+        assert_eq!(m.stats(1).open_circuits, 0, "inconclusive: not a failure");
+    }
+
+    #[test]
+    fn stats_say_how_late_the_oldest_due_head_is() {
+        let mut m = machine(1, 1);
+        m.on_enqueue(vec![pending("a", "t1", 1, 100), pending("b", "t2", 1, 300)]);
+        assert_eq!(m.tick(1_000, true).len(), 1);
+        let stats = m.stats(1_000);
+        assert_eq!((stats.pending, stats.in_flight, stats.due), (2, 1, 1));
+        assert_eq!(stats.oldest_due_age_ms, 700);
+    }
+}

@@ -1,0 +1,326 @@
+//! The scheduler: one task that owns every lane and decides which delivery is attempted when.
+//!
+//! A lane is (tenant, task, config) and holds its pending deliveries in sequence order. Only
+//! the head is ever attempted, and at most one attempt per lane is in flight, so event n+1
+//! is never attempted before event n is delivered or dead. Lanes are independent: each
+//! attempt is its own task, bounded by a global and a per-origin limit, and an origin whose
+//! circuit is open parks only its own lanes. The per-origin limit counts requests at the
+//! receiver: an attempt gives its origin slot back as soon as the answer is read. A delivered
+//! (or dead) head frees its lane at that moment too, while its outcome is being recorded; a
+//! head to retry keeps its lane until the retry is recorded.
+//!
+//! Those decisions are `machine.rs`, a state machine without I/O or clock, tested in
+//! simulated time. This file is the handle the rest of the hub talks to and the actor that
+//! drives the machine: it runs the attempts the machine starts and sleeps until the machine's
+//! next due time or until new work arrives, so an idle hub uses no CPU. The state is rebuilt
+//! from the store at start, so attempts in flight at a crash, and outcomes not yet durable,
+//! are attempted again.
+
+mod machine;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::{self, Answered, Engine, LaneStep, Report};
+use super::circuit::CircuitSettings;
+use crate::metrics::SchedulerStats;
+use crate::store::{LaneId, PendingDelivery, now_ms};
+pub use machine::CircuitChange;
+use machine::{AttemptId, Machine, MachineLimits};
+
+/// Limits the scheduler enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_in_flight: usize,
+    pub max_in_flight_per_origin: usize,
+    pub circuit: CircuitSettings,
+    /// How long shutdown waits for attempts in flight.
+    pub drain_timeout: Duration,
+}
+
+/// What the scheduler shares with other nodes on a shared store.
+pub struct Sharing {
+    pub window: AttemptWindow,
+    pub circuit_changes: Option<mpsc::UnboundedSender<CircuitChange>>,
+}
+
+impl Sharing {
+    /// A node alone with its store.
+    pub fn alone() -> Sharing {
+        Sharing {
+            window: AttemptWindow::always(),
+            circuit_changes: None,
+        }
+    }
+}
+
+/// Until when (ms since the epoch) this node may start attempts: always, on a store of one
+/// node; on a shared store, while its lane leases are known to outlast an attempt.
+#[derive(Clone)]
+pub struct AttemptWindow(Arc<AtomicU64>);
+
+impl AttemptWindow {
+    pub fn always() -> AttemptWindow {
+        AttemptWindow(Arc::new(AtomicU64::new(u64::MAX)))
+    }
+
+    pub fn closed() -> AttemptWindow {
+        AttemptWindow(Arc::new(AtomicU64::new(0)))
+    }
+
+    pub fn open_until(&self, at_ms: u64) {
+        self.0.store(at_ms, Ordering::Relaxed);
+    }
+
+    fn is_open(&self, now_ms: u64) -> bool {
+        now_ms < self.0.load(Ordering::Relaxed)
+    }
+}
+
+enum Command {
+    Enqueue(Vec<PendingDelivery>),
+    Stats(oneshot::Sender<SchedulerStats>),
+    Lanes(oneshot::Sender<Vec<LaneId>>),
+    Forget(Vec<LaneId>),
+    OpenCircuits(Vec<(String, u64)>),
+}
+
+/// How the rest of the hub talks to the scheduler.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    /// On a shared store, new deliveries go to the lane leases first (`store/postgres_lanes.rs`), which
+    /// passes on those of lanes this node holds.
+    offers: Option<mpsc::UnboundedSender<Vec<PendingDelivery>>>,
+}
+
+impl SchedulerHandle {
+    /// Hands over deliveries that are durably stored as pending.
+    pub fn enqueue(&self, deliveries: Vec<PendingDelivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        // After shutdown nothing is lost: the deliveries are in the store and the next
+        // start picks them up.
+        match &self.offers {
+            Some(offers) => {
+                let _ = offers.send(deliveries);
+            }
+            None => {
+                let _ = self.commands.send(Command::Enqueue(deliveries));
+            }
+        }
+    }
+
+    /// Sends new deliveries through `offers` instead of straight to the scheduler.
+    pub(crate) fn offering_to(
+        mut self,
+        offers: mpsc::UnboundedSender<Vec<PendingDelivery>>,
+    ) -> SchedulerHandle {
+        self.offers = Some(offers);
+        self
+    }
+
+    /// Hands over deliveries of lanes this node holds.
+    pub(crate) fn enqueue_held(&self, deliveries: Vec<PendingDelivery>) {
+        if !deliveries.is_empty() {
+            let _ = self.commands.send(Command::Enqueue(deliveries));
+        }
+    }
+
+    /// The lanes the scheduler has (queued or in flight).
+    pub(crate) async fn lanes(&self) -> Vec<LaneId> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Lanes(reply)).is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// Circuits other nodes found open: this node's lanes of those origins wait too.
+    pub(crate) fn open_circuits(&self, open: Vec<(String, u64)>) {
+        if !open.is_empty() {
+            let _ = self.commands.send(Command::OpenCircuits(open));
+        }
+    }
+
+    /// Drops the queued deliveries of lanes this node no longer holds.
+    pub(crate) fn forget(&self, lanes: Vec<LaneId>) {
+        if !lanes.is_empty() {
+            let _ = self.commands.send(Command::Forget(lanes));
+        }
+    }
+
+    pub async fn stats(&self) -> SchedulerStats {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Stats(reply)).is_err() {
+            return SchedulerStats::default();
+        }
+        answer.await.unwrap_or_default()
+    }
+}
+
+/// Starts the scheduler with the pending deliveries found in the store.
+pub fn start(
+    engine: Arc<Engine>,
+    limits: Limits,
+    sharing: Sharing,
+    initial: Vec<PendingDelivery>,
+    shutdown: CancellationToken,
+) -> (SchedulerHandle, JoinHandle<()>) {
+    let (commands, receiver) = mpsc::unbounded_channel();
+    let (answered_tx, answered) = mpsc::unbounded_channel();
+    let mut machine = Machine::new(MachineLimits {
+        max_in_flight: limits.max_in_flight,
+        max_in_flight_per_origin: limits.max_in_flight_per_origin,
+        circuit: limits.circuit,
+    });
+    if !initial.is_empty() {
+        tracing::info!(pending = initial.len(), "resuming pending deliveries");
+    }
+    machine.on_enqueue(initial);
+    let actor = Actor {
+        machine,
+        engine,
+        drain_timeout: limits.drain_timeout,
+        tasks: JoinSet::new(),
+        attempts: HashMap::new(),
+        answered_tx,
+        window: sharing.window,
+        circuit_changes: sharing.circuit_changes,
+    };
+    let task = tokio::spawn(actor.run(receiver, answered, shutdown));
+    (
+        SchedulerHandle {
+            commands,
+            offers: None,
+        },
+        task,
+    )
+}
+
+/// Runs the machine: feeds it commands, answers and finished attempts with the time they
+/// happened, starts the attempts it asks for, and sleeps until its next wake.
+struct Actor {
+    machine: Machine,
+    engine: Arc<Engine>,
+    /// How long shutdown waits for attempts in flight.
+    drain_timeout: Duration,
+    tasks: JoinSet<Report>,
+    /// The machine's id of each attempt task.
+    attempts: HashMap<tokio::task::Id, AttemptId>,
+    /// Attempts that have their receiver's answer (they are still recording it), with what the
+    /// answer says of the origin's health.
+    answered_tx: mpsc::UnboundedSender<(AttemptId, Answered)>,
+    window: AttemptWindow,
+    /// Where circuit changes go when other nodes share them.
+    circuit_changes: Option<mpsc::UnboundedSender<CircuitChange>>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut answered: mpsc::UnboundedReceiver<(AttemptId, Answered)>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let now = now_ms();
+            for start in self.machine.tick(now, self.window.is_open(now)) {
+                self.spawn(start);
+            }
+            self.share_circuit_changes();
+            let next_wake = self.machine.next_wake();
+            let sleep = async {
+                match next_wake {
+                    Some(due) => {
+                        tokio::time::sleep(Duration::from_millis(due.saturating_sub(now_ms())))
+                            .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                // Before `finished`: an attempt reports its answer before it ends, and the
+                // answer must reach the circuit even when both are ready at once.
+                Some((attempt, answer)) = answered.recv() => self.machine.on_answered(attempt, answer, now_ms()),
+                Some(finished) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(finished),
+                command = commands.recv() => match command {
+                    Some(Command::Enqueue(items)) => self.machine.on_enqueue(items),
+                    Some(Command::Stats(reply)) => { let _ = reply.send(self.machine.stats(now_ms())); }
+                    Some(Command::Lanes(reply)) => { let _ = reply.send(self.machine.lane_ids()); }
+                    Some(Command::Forget(lanes)) => self.machine.forget(lanes),
+                    Some(Command::OpenCircuits(open)) => self.machine.open_circuits(open, now_ms()),
+                    None => break,
+                },
+                _ = sleep => {}
+            }
+        }
+        self.drain().await;
+    }
+
+    fn spawn(&mut self, start: machine::Start) {
+        let engine = self.engine.clone();
+        let answered_tx = self.answered_tx.clone();
+        let attempt = start.attempt;
+        let handle = self.tasks.spawn(async move {
+            let answered = move |answer| {
+                let _ = answered_tx.send((attempt, answer));
+            };
+            attempt::run(&engine, &start.delivery_id, answered).await
+        });
+        self.attempts.insert(handle.id(), attempt);
+    }
+
+    fn finished(&mut self, result: Result<(tokio::task::Id, Report), tokio::task::JoinError>) {
+        let now = now_ms();
+        let (id, step) = match result {
+            Ok((id, report)) => (id, report.step),
+            Err(error) => {
+                tracing::error!(%error, "a delivery attempt failed unexpectedly; retrying it shortly");
+                (error.id(), LaneStep::RetryAt(now + 1_000))
+            }
+        };
+        if let Some(attempt) = self.attempts.remove(&id) {
+            self.machine.on_finished(attempt, step, now);
+        }
+    }
+
+    fn share_circuit_changes(&mut self) {
+        let changes = self.machine.take_circuit_changes();
+        if let Some(sender) = &self.circuit_changes {
+            for change in changes {
+                let _ = sender.send(change);
+            }
+        }
+    }
+
+    /// Waits (bounded) for the attempts in flight, so their outcomes are recorded.
+    async fn drain(mut self) {
+        if self.tasks.is_empty() {
+            return;
+        }
+        tracing::info!(
+            in_flight = self.tasks.len(),
+            "waiting for delivery attempts in flight"
+        );
+        let wait_all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.drain_timeout, wait_all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "attempts still in flight at shutdown will be attempted again at the next start"
+            );
+            self.tasks.abort_all();
+        }
+    }
+}
