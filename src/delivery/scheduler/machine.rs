@@ -768,7 +768,7 @@ mod tests {
             task_id: "t2".to_string(),
             config_id: "c".to_string(),
         };
-        assert_eq!(m.lane_ids(), [t2_lane.clone()]);
+        assert_eq!(m.lane_ids(), std::slice::from_ref(&t2_lane));
         m.forget(vec![t2_lane]);
         assert_eq!(m.stats(1).pending, 0);
         assert!(m.lane_ids().is_empty());
