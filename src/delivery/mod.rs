@@ -81,9 +81,16 @@ pub async fn start(
         drain_timeout: delivery.timeout.0 + Duration::from_secs(5),
     };
     if !store.shared() {
+        // Announced before reading what is pending: a delivery committed in between is in
+        // both, and the scheduler keeps one of each.
+        let (handle, task) =
+            scheduler::start(engine, limits, scheduler::Sharing::alone(), shutdown);
+        announce_to(&store, &handle);
         let pending = store.pending_deliveries().await?;
-        let sharing = scheduler::Sharing::alone();
-        let (handle, task) = scheduler::start(engine, limits, sharing, pending, shutdown);
+        if !pending.is_empty() {
+            tracing::info!(pending = pending.len(), "resuming pending deliveries");
+        }
+        handle.enqueue(pending);
         return Ok(Delivery { handle, task });
     }
     // Several nodes share the store: this one delivers the lanes it holds, which the cluster
@@ -94,18 +101,23 @@ pub async fn start(
         window: window.clone(),
         circuit_changes: Some(circuit_changes),
     };
-    let (handle, task) = scheduler::start(engine, limits, sharing, Vec::new(), shutdown.clone());
+    let (handle, task) = scheduler::start(engine, limits, sharing, shutdown.clone());
     let (offers, offered) = tokio::sync::mpsc::unbounded_channel();
     let node = cluster::Node::new(
-        store,
+        store.clone(),
         handle.clone(),
         window,
         settings.store.lane_lease.0,
         delivery.timeout.0,
     );
     cluster::start(node, offered, changed, shutdown);
-    Ok(Delivery {
-        handle: handle.offering_to(offers),
-        task,
-    })
+    let handle = handle.offering_to(offers);
+    announce_to(&store, &handle);
+    Ok(Delivery { handle, task })
+}
+
+/// Makes every commit that makes deliveries pending hand them to the scheduler.
+fn announce_to(store: &Arc<dyn Store>, handle: &SchedulerHandle) {
+    let handle = handle.clone();
+    store.announce_pending_to(Box::new(move |pending| handle.enqueue(pending)));
 }

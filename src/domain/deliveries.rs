@@ -212,13 +212,9 @@ async fn replay_ids(state: &HubState, ids: Vec<String>) -> Result<ReplayOutcome,
         refused: Vec::new(),
         more: false,
     };
-    let mut pending = Vec::new();
     for (id, result) in ids.into_iter().zip(results) {
         match result {
-            Ok(delivery) => {
-                outcome.replayed.push(id);
-                pending.push(delivery);
-            }
+            Ok(_) => outcome.replayed.push(id),
             Err(ReplayRefusal::NotFound(_)) => {
                 return Err(DomainError::NotFound(format!(
                     "delivery {id:?} does not exist"
@@ -230,9 +226,8 @@ async fn replay_ids(state: &HubState, ids: Vec<String>) -> Result<ReplayOutcome,
             }),
         }
     }
-    if !pending.is_empty() {
-        tracing::info!(count = pending.len(), "deliveries replayed");
+    if !outcome.replayed.is_empty() {
+        tracing::info!(count = outcome.replayed.len(), "deliveries replayed");
     }
-    state.scheduler.enqueue(pending);
     Ok(outcome)
 }

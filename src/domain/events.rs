@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use super::{DomainError, HubState};
 use crate::a2a::event::parse_event;
 use crate::a2a::params::InvalidField;
-use crate::store::{ConfigSnapshot, NewEvent, PublishedEvent, now_ms};
+use crate::store::{ConfigSnapshot, NewEvent, PublishedEvent};
 
 /// Most events in one batch request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -21,7 +21,7 @@ pub async fn publish_one(
     let raw: Box<RawValue> = serde_json::from_slice(body)
         .map_err(|e| InvalidField::new("body", format!("is not valid JSON: {e}")))?;
     let event = validate(tenant, raw, "")?;
-    let mut published = store_and_schedule(state, tenant, vec![event]).await?;
+    let mut published = store_events(state, vec![event]).await?;
     published.pop().ok_or_else(|| {
         DomainError::Store(crate::store::StoreError::Storage(
             "publish returned nothing".to_string(),
@@ -59,24 +59,16 @@ pub async fn publish_batch(
         .enumerate()
         .map(|(i, raw)| validate(tenant, raw, &format!("[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    store_and_schedule(state, tenant, events).await
+    store_events(state, events).await
 }
 
-/// Stores the events durably, then hands their deliveries to the scheduler.
-async fn store_and_schedule(
+/// Stores the events durably (the store hands their deliveries to the scheduler).
+async fn store_events(
     state: &HubState,
-    tenant: &str,
     events: Vec<NewEvent>,
 ) -> Result<Vec<PublishedEvent>, DomainError> {
     let published = state.store.publish(events).await?;
-    let now = now_ms();
     state.metrics.events_published(published.len() as u64);
-    state.scheduler.enqueue(
-        published
-            .iter()
-            .flat_map(|event| event.pending(tenant, now))
-            .collect(),
-    );
     Ok(published)
 }
 
@@ -149,8 +141,5 @@ pub async fn snapshot_to_config(
             body,
         })
         .await?;
-    if let Some(pending) = outcome.pending {
-        state.scheduler.enqueue(vec![pending]);
-    }
     Ok(outcome.last_sequence)
 }

@@ -447,7 +447,6 @@ pub async fn intake(
     match state.store.accept_inbound(accept).await {
         Ok(InboundOutcome::Accepted {
             sequence,
-            forwarded,
             replay_evicted,
             ..
         }) => {
@@ -458,15 +457,6 @@ pub async fn intake(
                     evicted = replay_evicted,
                     "replay cache full (inbound.replay_cache_max_entries): entries dropped before they expired"
                 );
-            }
-            if let (
-                Some(published),
-                InboundRoute::Forward { tenant, .. } | InboundRoute::Publish { tenant },
-            ) = (forwarded, route_of(&subscription))
-            {
-                state
-                    .scheduler
-                    .enqueue(published.pending(&tenant, now_ms()));
             }
             state.inbound.notify(id, sequence).await;
             answer(200, json!({"status": "accepted", "sequence": sequence}))

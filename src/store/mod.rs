@@ -21,6 +21,7 @@ use a2a::{StreamResponse, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use self::ops::Announce;
 pub use self::postgres_lanes::LeaseSettings;
 pub use self::postgres_store::{PostgresSettings, PostgresStore};
 pub use self::redb_store::RedbStore;
@@ -183,6 +184,9 @@ pub struct EventRecord {
 #[serde(rename_all = "camelCase")]
 pub struct PublishedEvent {
     pub event_id: String,
+    /// For the scheduler; answers are per tenant already.
+    #[serde(skip)]
+    pub tenant: String,
     pub task_id: String,
     pub sequence: u64,
     pub deliveries: Vec<CreatedDelivery>,
@@ -200,11 +204,11 @@ pub struct CreatedDelivery {
 
 impl PublishedEvent {
     /// The deliveries this event created, as the scheduler takes them.
-    pub fn pending(&self, tenant: &str, now_ms: u64) -> Vec<PendingDelivery> {
+    pub fn pending(&self, now_ms: u64) -> Vec<PendingDelivery> {
         self.deliveries
             .iter()
             .map(|d| PendingDelivery {
-                tenant: tenant.to_string(),
+                tenant: self.tenant.clone(),
                 task_id: self.task_id.clone(),
                 config_id: d.config_id.clone(),
                 delivery_id: d.delivery_id.clone(),
@@ -761,6 +765,10 @@ pub trait Store: Send + Sync + 'static {
     /// In one transaction: the replay check, the event, its forwarding deliveries, the receipt
     /// (numbered here, with order notes added).
     async fn accept_inbound(&self, accept: InboundAccept) -> Result<InboundOutcome, StoreError>;
+    /// Where every commit that makes deliveries pending (`publish`, `deliver_snapshot`,
+    /// `replay`, a forwarded `accept_inbound`) announces them once durable: the scheduler, set
+    /// once at start.
+    fn announce_pending_to(&self, announce: Announce);
     /// Records a refused request; returns the receipt as numbered.
     async fn add_receipt(
         &self,

@@ -75,10 +75,30 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
+/// Receives the deliveries a commit made pending, once the commit is durable.
+pub type Announce = Box<dyn Fn(Vec<PendingDelivery>) + Send + Sync>;
+
+/// Where the store announces the deliveries its commits make pending: the delivery scheduler,
+/// once it runs. Every write that makes deliveries pending (publish, a snapshot for a new
+/// config, replay, an accepted inbound push that is forwarded) announces them here itself, so
+/// no caller can forget to; before the scheduler runs they wait in the store, which the
+/// scheduler reads at start.
+#[derive(Default)]
+pub struct Outbox(std::sync::OnceLock<Announce>);
+
+impl Outbox {
+    fn announce(&self, pending: Vec<PendingDelivery>) {
+        if let (false, Some(announce)) = (pending.is_empty(), self.0.get()) {
+            announce(pending);
+        }
+    }
+}
+
 /// The hub's store on a backend.
 pub struct TableStore<B> {
     pub(super) backend: B,
     pub(super) sealing: Arc<Sealing>,
+    pub(super) outbox: Outbox,
 }
 
 impl<B: Backend> TableStore<B> {
@@ -822,6 +842,7 @@ fn publish_one(
     }
     Ok(PublishedEvent {
         event_id,
+        tenant: new.tenant,
         task_id: new.task_id,
         sequence,
         deliveries: created,
@@ -845,8 +866,12 @@ impl<B: Backend> Store for TableStore<B> {
         snapshot: ConfigSnapshot,
     ) -> Result<SnapshotOutcome, StoreError> {
         let sealing = self.sealing.clone();
-        self.write(move |tables| deliver_snapshot_in(&sealing, tables, snapshot))
-            .await
+        let outcome = self
+            .write(move |tables| deliver_snapshot_in(&sealing, tables, snapshot))
+            .await?;
+        self.outbox
+            .announce(outcome.pending.iter().cloned().collect());
+        Ok(outcome)
     }
 
     async fn task_owner(
@@ -927,7 +952,14 @@ impl<B: Backend> Store for TableStore<B> {
                 .map(|event| publish_one(&sealing, tables, event, now))
                 .collect()
         };
-        self.backend.write(Urgency::Now, reads, Box::new(job)).await
+        let published: Vec<PublishedEvent> = self
+            .backend
+            .write(Urgency::Now, reads, Box::new(job))
+            .await?;
+        let now = now_ms();
+        self.outbox
+            .announce(published.iter().flat_map(|e| e.pending(now)).collect());
+        Ok(published)
     }
 
     async fn get_task(
@@ -1230,14 +1262,22 @@ impl<B: Backend> Store for TableStore<B> {
         delivery_ids: Vec<String>,
     ) -> Result<Vec<Result<PendingDelivery, ReplayRefusal>>, StoreError> {
         let sealing = self.sealing.clone();
-        self.write(move |tables| {
-            let now = now_ms();
-            delivery_ids
+        let results: Vec<Result<PendingDelivery, ReplayRefusal>> = self
+            .write(move |tables| {
+                let now = now_ms();
+                delivery_ids
+                    .iter()
+                    .map(|id| replay_in(&sealing, tables, id, now))
+                    .collect()
+            })
+            .await?;
+        self.outbox.announce(
+            results
                 .iter()
-                .map(|id| replay_in(&sealing, tables, id, now))
-                .collect()
-        })
-        .await
+                .filter_map(|r| r.as_ref().ok().cloned())
+                .collect(),
+        );
+        Ok(results)
     }
 
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
@@ -1312,8 +1352,23 @@ impl<B: Backend> Store for TableStore<B> {
 
     async fn accept_inbound(&self, accept: InboundAccept) -> Result<InboundOutcome, StoreError> {
         let sealing = self.sealing.clone();
-        self.write(move |tables| accept_inbound_in(&sealing, tables, accept))
-            .await
+        let outcome = self
+            .write(move |tables| accept_inbound_in(&sealing, tables, accept))
+            .await?;
+        if let InboundOutcome::Accepted {
+            forwarded: Some(published),
+            ..
+        } = &outcome
+        {
+            self.outbox.announce(published.pending(now_ms()));
+        }
+        Ok(outcome)
+    }
+
+    fn announce_pending_to(&self, announce: Announce) {
+        if self.outbox.0.set(announce).is_err() {
+            tracing::error!("the store already announces its pending deliveries elsewhere");
+        }
     }
 
     async fn add_receipt(

@@ -807,6 +807,7 @@ impl PostgresStore {
                 lanes,
             },
             sealing: Arc::new(sealing),
+            outbox: Default::default(),
         })
     }
 }

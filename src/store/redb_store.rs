@@ -61,6 +61,7 @@ impl RedbStore {
         Ok(TableStore {
             backend: RedbBackend::open(dir, cache_bytes)?,
             sealing: Arc::new(sealing),
+            outbox: Default::default(),
         })
     }
 }

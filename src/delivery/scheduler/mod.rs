@@ -166,25 +166,20 @@ impl SchedulerHandle {
     }
 }
 
-/// Starts the scheduler with the pending deliveries found in the store.
+/// Starts the scheduler; it has nothing to do until deliveries are enqueued.
 pub fn start(
     engine: Arc<Engine>,
     limits: Limits,
     sharing: Sharing,
-    initial: Vec<PendingDelivery>,
     shutdown: CancellationToken,
 ) -> (SchedulerHandle, JoinHandle<()>) {
     let (commands, receiver) = mpsc::unbounded_channel();
     let (answered_tx, answered) = mpsc::unbounded_channel();
-    let mut machine = Machine::new(MachineLimits {
+    let machine = Machine::new(MachineLimits {
         max_in_flight: limits.max_in_flight,
         max_in_flight_per_origin: limits.max_in_flight_per_origin,
         circuit: limits.circuit,
     });
-    if !initial.is_empty() {
-        tracing::info!(pending = initial.len(), "resuming pending deliveries");
-    }
-    machine.on_enqueue(initial);
     let actor = Actor {
         machine,
         engine,
