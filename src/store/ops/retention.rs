@@ -8,11 +8,12 @@
 
 use serde::Deserialize;
 
-use super::keys::{parse_text_key, text_key};
-use super::ops::delete_subscription_in;
-use super::sealing::Sealing;
-use super::tables::*;
-use super::{StoreError, SubscriptionRecord};
+use super::inbound::delete_subscription_in;
+use super::{Backend, TableStore};
+use crate::store::keys::{parse_text_key, text_key};
+use crate::store::sealing::Sealing;
+use crate::store::tables::*;
+use crate::store::{StoreError, SubscriptionRecord};
 
 /// Finished tasks looked at per purge step.
 const TASKS_PER_STEP: usize = 32;
@@ -292,6 +293,77 @@ fn purge_task(
     tables.remove(Table::Owners, task_key)?;
     *budget -= 1;
     Ok(true)
+}
+
+#[async_trait::async_trait]
+pub trait RetentionStore: Send + Sync {
+    /// One bounded step of retention: purges finished tasks that finished before
+    /// `finished_before_ms` and have no pending delivery, with their events, configs,
+    /// deliveries and attempt logs. Start with an empty `from`, go on from each step's `next`
+    /// until it is `None`.
+    async fn purge_finished_tasks(
+        &self,
+        finished_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError>;
+    /// One bounded step of removing gateway intakes (subscriptions the gateway made for the
+    /// agent to push to) created before `created_before_ms` whose tasks are all gone: purged
+    /// by retention, with nothing left for the agent to push. Cursor as above.
+    async fn purge_gateway_intakes(
+        &self,
+        created_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError>;
+    /// One bounded step of removing accepted inbound events received before
+    /// `received_before_ms`, every subscription's. Cursor as above.
+    async fn purge_inbound_events(
+        &self,
+        received_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError>;
+    /// One bounded step of adding tasks that finished before retention's index existed to it.
+    /// Start with an empty `from`, go on from each returned key until `None`.
+    async fn index_finished_tasks(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> RetentionStore for TableStore<B> {
+    async fn purge_finished_tasks(
+        &self,
+        finished_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError> {
+        self.write_lingering(move |tables| purge_step(tables, finished_before_ms, &from))
+            .await
+    }
+
+    async fn purge_gateway_intakes(
+        &self,
+        created_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError> {
+        let sealing = self.sealing.clone();
+        self.write_lingering(move |tables| {
+            purge_intakes_step(&sealing, tables, created_before_ms, &from)
+        })
+        .await
+    }
+
+    async fn purge_inbound_events(
+        &self,
+        received_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError> {
+        self.write_lingering(move |tables| {
+            purge_inbound_events_step(tables, received_before_ms, &from)
+        })
+        .await
+    }
+
+    async fn index_finished_tasks(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        self.write_lingering(move |tables| index_step(tables, &from))
+            .await
+    }
 }
 
 #[cfg(test)]

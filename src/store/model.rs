@@ -1,0 +1,548 @@
+//! The records the store keeps and the values its operations take and give: what a push
+//! config, a task, an event, a delivery, an attempt, a subscription, a receipt and a follow
+//! are. Plain data; how they are keyed and kept is `tables.rs` and `ops/`.
+
+use a2a::{StreamResponse, Task};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::keys;
+use crate::a2a::version::WireVersion;
+use crate::config::Secret;
+
+/// `Authorization: {scheme} {credentials}` to send with each delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Authentication {
+    pub scheme: String,
+    pub credentials: Option<Secret>,
+    /// Every scheme a 0.3 client gave (`schemes[]`), answered back on 0.3 reads; the first is
+    /// `scheme`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schemes_v03: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigState {
+    Active,
+    /// The receiver answered 410 Gone; nothing more is delivered.
+    Disabled,
+}
+
+/// A push-notification config: where and how to deliver one task's events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub tenant: String,
+    pub task_id: String,
+    pub id: String,
+    pub url: String,
+    pub token: Option<Secret>,
+    pub authentication: Option<Authentication>,
+    /// The A2A version the config was registered over; decides the body shape it receives.
+    pub wire_version: WireVersion,
+    pub state: ConfigState,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// The authenticated principal that registered it (`None` without `public_auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// What a config write must respect, checked in the write's own transaction so that two
+/// callers racing for one task cannot both pass.
+#[derive(Debug, Clone)]
+pub struct ConfigRules {
+    /// The caller. `Some`: the task must be theirs or nobody's yet (it becomes theirs).
+    pub principal: Option<String>,
+    /// Configs the task may have; replacing one of them is always allowed.
+    pub max_per_task: usize,
+}
+
+/// What `put_config` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigWrite {
+    Stored,
+    /// The task belongs to another principal; nothing was written.
+    NotOwner,
+    /// The task has its `max_per_task` configs already; nothing was written.
+    TooMany,
+}
+
+/// A task's current state, folded from its events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub tenant: String,
+    pub task_id: String,
+    pub task: Task,
+    /// Sequence number of the newest event (1, 2, …).
+    pub last_sequence: u64,
+    pub terminal: bool,
+    pub updated_at_ms: u64,
+}
+
+/// An event to publish: validated, with the exact bytes it was published as.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub tenant: String,
+    pub task_id: String,
+    pub event: StreamResponse,
+    pub body: Box<RawValue>,
+    /// The principal the publisher declares the task belongs to: it becomes the task's owner,
+    /// and configs another principal registered are removed.
+    pub owner: Option<String>,
+}
+
+/// A task snapshot for one config (see `Store::deliver_snapshot`).
+#[derive(Debug, Clone)]
+pub struct ConfigSnapshot {
+    pub tenant: String,
+    pub task_id: String,
+    pub config_id: String,
+    pub task: Task,
+    /// `{"task": …}` as it will be sent to a 1.0 webhook.
+    pub body: Box<RawValue>,
+}
+
+/// What `deliver_snapshot` did.
+#[derive(Debug, Clone)]
+pub struct SnapshotOutcome {
+    /// The task's newest sequence number when the snapshot was taken in.
+    pub last_sequence: u64,
+    /// The snapshot's delivery, for the scheduler; `None` when none was needed.
+    pub pending: Option<PendingDelivery>,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub event_id: String,
+    pub sequence: u64,
+    pub received_at_ms: u64,
+    pub body: Box<RawValue>,
+}
+
+/// What `publish` created for one event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedEvent {
+    pub event_id: String,
+    /// For the scheduler; answers are per tenant already.
+    #[serde(skip)]
+    pub tenant: String,
+    pub task_id: String,
+    pub sequence: u64,
+    pub deliveries: Vec<CreatedDelivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedDelivery {
+    pub delivery_id: String,
+    pub config_id: String,
+    /// The config's webhook URL, for the scheduler; not part of any answer.
+    #[serde(skip)]
+    pub url: String,
+}
+
+impl PublishedEvent {
+    /// The deliveries this event created, as the scheduler takes them.
+    pub fn pending(&self, now_ms: u64) -> Vec<PendingDelivery> {
+        self.deliveries
+            .iter()
+            .map(|d| PendingDelivery {
+                tenant: self.tenant.clone(),
+                task_id: self.task_id.clone(),
+                config_id: d.config_id.clone(),
+                delivery_id: d.delivery_id.clone(),
+                sequence: self.sequence,
+                next_attempt_at_ms: now_ms,
+                url: d.url.clone(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for its turn in the lane or for its next attempt.
+    Pending,
+    Delivered,
+    /// Retries exhausted or refused outright; stays visible for replay.
+    Dead,
+    /// Its config was deleted before it was delivered.
+    Canceled,
+}
+
+/// One (event, config) pair to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub tenant: String,
+    pub task_id: String,
+    pub config_id: String,
+    pub sequence: u64,
+    pub event_id: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at_ms: u64,
+    pub last_error: Option<String>,
+    /// Set by a manual replay: the next attempt is the only one (no retries).
+    #[serde(default)]
+    pub manual: bool,
+    /// The body for a config registered over A2A 0.3: the whole Task in 0.3 JSON as it stood
+    /// right after the event, fixed when the delivery is created. `None`: the event's bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_v03: Option<String>,
+    /// A task snapshot this delivery sends instead of an event (a 1.0 `StreamResponse`): what a
+    /// config created on a running task gets first, alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// One attempt to deliver, as kept in the attempt log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// 1 for the first attempt of the delivery, then 2, 3, …
+    pub number: u32,
+    pub started_at_ms: u64,
+    pub duration_ms: u64,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// `success`, `http_status`, `timeout`, `connect`, `refused`, `invalid_url`, `redirect`.
+    pub error_class: String,
+    pub error: Option<String>,
+    /// The first bytes of the receiver's answer (lossy UTF-8).
+    pub response_snippet: Option<String>,
+}
+
+/// What an attempt decided for its delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryUpdate {
+    Delivered,
+    /// Failed; attempt again at this time.
+    Retry {
+        next_attempt_at_ms: u64,
+        error: String,
+    },
+    /// Failed for good (retries exhausted, refused URL, failed manual replay).
+    Dead {
+        error: String,
+    },
+    /// The receiver answered 410 Gone: this delivery and every pending one of its lane are
+    /// dead, and the config is disabled.
+    DisableConfig {
+        error: String,
+    },
+}
+
+/// The id of the config that forwards a subscription's accepted events.
+pub const FORWARD_CONFIG_ID: &str = "forward";
+
+/// A pending delivery as the scheduler needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDelivery {
+    pub tenant: String,
+    pub task_id: String,
+    pub config_id: String,
+    pub delivery_id: String,
+    pub sequence: u64,
+    pub next_attempt_at_ms: u64,
+    /// The config's webhook URL (the scheduler groups lanes by origin).
+    pub url: String,
+}
+
+/// Everything one attempt needs, read in one transaction.
+#[derive(Debug, Clone)]
+pub struct AttemptContext {
+    pub delivery: DeliveryRecord,
+    /// `None` when the config was deleted.
+    pub config: Option<ConfigRecord>,
+    pub event: EventRecord,
+}
+
+/// Which deliveries to list or replay.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub tenant: String,
+    pub task_id: Option<String>,
+    pub config_id: Option<String>,
+    pub state: Option<DeliveryState>,
+    pub created_after_ms: Option<u64>,
+    pub created_before_ms: Option<u64>,
+}
+
+impl DeliveryFilter {
+    pub fn matches(&self, delivery: &DeliveryRecord) -> bool {
+        delivery.tenant == self.tenant
+            && self.task_id.as_ref().is_none_or(|t| *t == delivery.task_id)
+            && self
+                .config_id
+                .as_ref()
+                .is_none_or(|c| *c == delivery.config_id)
+            && self.state.is_none_or(|s| s == delivery.state)
+            && self
+                .created_after_ms
+                .is_none_or(|t| delivery.created_at_ms >= t)
+            && self
+                .created_before_ms
+                .is_none_or(|t| delivery.created_at_ms < t)
+    }
+}
+
+/// Why a delivery could not be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayRefusal {
+    #[error("delivery {0} does not exist")]
+    NotFound(String),
+    #[error("delivery {0} is already pending")]
+    AlreadyPending(String),
+    #[error("delivery {0} cannot be replayed: its push config was deleted")]
+    ConfigDeleted(String),
+    #[error(
+        "delivery {0} cannot be replayed: its push config is disabled (the receiver answered 410 Gone); register the config again first"
+    )]
+    ConfigDisabled(String),
+}
+
+/// Deliveries of one task by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryCounts {
+    pub pending: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    pub canceled: u64,
+}
+
+/// A signing key of the hub. The private key is PKCS#8, base64.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub kid: String,
+    /// `EdDSA` (Ed25519, Standard Webhooks `v1a`) or `ES256` (JWT).
+    pub alg: String,
+    pub private_pkcs8: Secret,
+    /// Raw public key, base64url without padding (32 bytes for Ed25519, the 65-byte
+    /// uncompressed point for P-256).
+    pub public_key: String,
+    pub created_at_ms: u64,
+    /// Set by a rotation: the key still verifies (and Ed25519 keys still co-sign) until then.
+    pub retire_at_ms: Option<u64>,
+}
+
+/// The A2A agent a subscription registered the hub with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteAgent {
+    pub url: String,
+    /// `JSONRPC` or `HTTP+JSON`.
+    pub binding: String,
+    /// The config id the agent assigned, to delete it there later.
+    pub remote_config_id: Option<String>,
+}
+
+/// A task the gateway follows through `SubscribeToTask`, for an agent that does not push:
+/// stored, so that the follow survives a restart and moves to another node when its node dies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FollowRecord {
+    pub tenant: String,
+    pub task_id: String,
+    /// The caller's headers the agent needs to show the task (`authorization`, `x-…`).
+    pub headers: Vec<(String, Secret)>,
+    /// The node following it, until when (ms since the epoch).
+    pub node: String,
+    pub lease_until_ms: u64,
+}
+
+/// What the hub expects from one peer (or one task) pushing to `/inbound/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    pub id: String,
+    pub tenant: String,
+    /// Accept only pushes for this task.
+    pub task_id: Option<String>,
+    /// Expected in `X-A2A-Notification-Token` / `A2A-Notification-Token`.
+    pub token: Option<Secret>,
+    /// Expected `Authorization: {scheme} {credentials}`, exactly.
+    pub authentication: Option<Authentication>,
+    /// A JWT is required, verified against this JWKS.
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    /// Which claims that JWT carries.
+    #[serde(default)]
+    pub jwt_profile: JwtProfile,
+    /// Standard Webhooks `v1` is required, with this secret…
+    pub webhook_secret: Option<Secret>,
+    /// …or one of these (several while the peer rotates its secret).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_webhook_secrets: Vec<Secret>,
+    /// Standard Webhooks `v1a` is required, with one of these keys (`whpk_…`).
+    pub webhook_public_keys: Vec<String>,
+    pub tolerance_s: u64,
+    /// Accepted events are delivered here through the outbound engine.
+    pub forward_to: Option<String>,
+    pub agent: Option<RemoteAgent>,
+    /// Set for the gateway's intake subscriptions: accepted events are published as the
+    /// task's events under this tenant.
+    #[serde(default)]
+    pub gateway: Option<GatewayIntake>,
+    pub created_at_ms: u64,
+}
+
+/// The claims a subscription's peer puts in its push JWTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JwtProfile {
+    /// The hub's own: `iss`, `aud` (the inbound URL), `iat`, `exp`, `jti`, `taskId`, and
+    /// `request_body_sha256` over the raw body.
+    #[default]
+    Hub,
+    /// The A2A samples' sender: `iat` and `request_body_sha256` (over the raw body or its
+    /// compact re-spelling) only.
+    A2aSamples,
+}
+
+impl JwtProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtProfile::Hub => "hub",
+            JwtProfile::A2aSamples => "a2a-samples",
+        }
+    }
+}
+
+/// A gateway intake: where an upstream agent pushes one request's task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayIntake {
+    pub tenant: String,
+    /// The client's inline config, stored for the task when its first event arrives (its
+    /// `task_id` is filled in then).
+    pub client_config: Option<ConfigRecord>,
+}
+
+/// One accepted inbound event, normalised to an A2A 1.0 `StreamResponse`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboundEventRecord {
+    /// Per subscription: 1, 2, … (the SSE event id).
+    pub sequence: u64,
+    pub received_at_ms: u64,
+    pub task_id: String,
+    pub event: Box<RawValue>,
+}
+
+/// The result of one check of an inbound request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Every inbound request, with its verdict: what a conformance harness reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptRecord {
+    /// Per subscription: 1, 2, …
+    pub number: u64,
+    pub received_at_ms: u64,
+    /// `accepted`, `duplicate`, `unauthorized`, `malformed`, `rate_limited`, `too_large`.
+    pub verdict: String,
+    pub status: u16,
+    pub checks: Vec<CheckResult>,
+    /// Request headers, with secret values masked.
+    pub headers: Vec<(String, String)>,
+    pub notes: Vec<String>,
+    pub task_id: Option<String>,
+    pub event_sequence: Option<u64>,
+}
+
+/// An event that passed verification, to accept.
+pub struct InboundAccept {
+    pub subscription_id: String,
+    /// Every identifier of the push, each kept until the credential it came with could no
+    /// longer verify: a push is a duplicate when any of them was seen before.
+    pub replay_keys: Vec<ReplayKey>,
+    /// Replay entries the subscription may keep; past it the soonest to expire go first.
+    pub replay_max_entries: usize,
+    pub task_id: String,
+    /// The peer's `X-A2A-Push-Sequence`, when it sent one.
+    pub push_sequence: Option<u64>,
+    pub event: StreamResponse,
+    /// The event as a 1.0 `StreamResponse`, as stored and forwarded.
+    pub body: Box<RawValue>,
+    /// Where the accepted event goes besides the subscription's own log.
+    pub route: InboundRoute,
+    pub receipt: ReceiptRecord,
+}
+
+/// One identifier of an inbound push for the replay cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayKey {
+    /// `jti:…`, `webhook-id:…` or `sha256:…` (a body hash).
+    pub key: String,
+    /// Until when a push bearing it is refused as a replay (ms since the epoch).
+    pub expires_at_ms: u64,
+}
+
+/// Where an accepted inbound event goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundRoute {
+    /// Only the subscription's log (pull, SSE).
+    Log,
+    /// Also delivered to `url` through the outbound engine, under `tenant`.
+    Forward { tenant: String, url: String },
+    /// Also published as the task's event under `tenant`, to every config of the task (the
+    /// gateway: an upstream agent's pushes become the hub's deliveries).
+    Publish { tenant: String },
+}
+
+/// What accepting decided.
+#[derive(Debug, Clone)]
+pub enum InboundOutcome {
+    Accepted {
+        sequence: u64,
+        forwarded: Option<PublishedEvent>,
+        receipt: ReceiptRecord,
+        /// Replay entries dropped before they expired, to keep the cache within its bound.
+        replay_evicted: u64,
+    },
+    /// Seen within its window: acknowledged, not routed again.
+    Duplicate { receipt: ReceiptRecord },
+}
+
+/// A lane: the deliveries of one task to one of its configs, attempted in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LaneId {
+    pub tenant: String,
+    pub task_id: String,
+    pub config_id: String,
+}
+
+impl LaneId {
+    /// The lane's key: the prefix of its entries in the lane and pending tables.
+    pub(crate) fn key(&self) -> Vec<u8> {
+        keys::text_key(&[&self.tenant, &self.task_id, &self.config_id])
+    }
+
+    pub(crate) fn from_key(key: &[u8]) -> Option<LaneId> {
+        let mut parts = keys::parse_text_key(key)?.into_iter();
+        let lane = LaneId {
+            tenant: parts.next()?,
+            task_id: parts.next()?,
+            config_id: parts.next()?,
+        };
+        parts.next().is_none().then_some(lane)
+    }
+}
+
+impl PendingDelivery {
+    pub fn lane(&self) -> LaneId {
+        LaneId {
+            tenant: self.tenant.clone(),
+            task_id: self.task_id.clone(),
+            config_id: self.config_id.clone(),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Push configs and who owns a task: a config's write checks the task's owner and the
+//! per-task limit in the same transaction.
+
+use super::*;
+
+/// Stores a config if the task is the caller's (or nobody's: then it becomes the caller's)
+/// and has room for it.
+fn put_config_in(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    mut config: ConfigRecord,
+    rules: ConfigRules,
+) -> Result<ConfigWrite, StoreError> {
+    let tkey = task_key(&config.tenant, &config.task_id);
+    if let Some(principal) = &rules.principal {
+        match get_json::<String>(tables, Table::Owners, &tkey)? {
+            Some(owner) if owner != *principal => return Ok(ConfigWrite::NotOwner),
+            Some(_) => {}
+            None => tables.insert(Table::Owners, &tkey, &encode(principal)?)?,
+        }
+    }
+    let key = config_key(&config.tenant, &config.task_id, &config.id);
+    match get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &key)? {
+        Some(existing) => config.created_at_ms = existing.created_at_ms,
+        None => {
+            let others = first_under(tables, Table::Configs, &tkey, rules.max_per_task)?;
+            if others.len() >= rules.max_per_task {
+                return Ok(ConfigWrite::TooMany);
+            }
+        }
+    }
+    config.owner = rules.principal;
+    tables.insert(Table::Configs, &key, &encode_sealed(sealing, &config)?)?;
+    Ok(ConfigWrite::Stored)
+}
+
+/// Removes a config; its pending deliveries are canceled. Whether it existed.
+fn remove_config(tables: &dyn TablesMut, key: &[u8], now: u64) -> Result<bool, StoreError> {
+    let existed = tables.get(Table::Configs, key)?.is_some();
+    tables.remove(Table::Configs, key)?;
+    for (_, delivery_id) in take_prefix(tables, Table::Pending, key)? {
+        update_delivery(tables, &delivery_id, |delivery| {
+            delivery.state = DeliveryState::Canceled;
+            delivery.last_error = Some("its push config was deleted".to_string());
+            delivery.updated_at_ms = now;
+        })?;
+    }
+    Ok(existed)
+}
+
+/// Makes `owner` the task's owner, as its publisher declared; configs another principal
+/// registered for the task are removed, so they receive nothing of it from now on.
+pub(super) fn declare_owner(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    tkey: &[u8],
+    owner: &str,
+    now: u64,
+) -> Result<(), StoreError> {
+    if get_json::<String>(tables, Table::Owners, tkey)?.as_deref() == Some(owner) {
+        return Ok(());
+    }
+    tables.insert(Table::Owners, tkey, &encode(&owner)?)?;
+    let mut foreign = Vec::new();
+    tables.scan(Table::Configs, tkey, tkey, &mut |key, value| {
+        let config: ConfigRecord = decode_sealed(sealing, value)?;
+        if config.owner.as_deref().is_some_and(|o| o != owner) {
+            foreign.push((key.to_vec(), config.id));
+        }
+        Ok(true)
+    })?;
+    for (key, config_id) in foreign {
+        remove_config(tables, &key, now)?;
+        tracing::warn!(
+            config_id,
+            "push config removed: the publisher declared another owner for its task"
+        );
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+pub trait ConfigStore: Send + Sync {
+    /// Inserts or replaces the config with the same (tenant, task, id).
+    async fn put_config(
+        &self,
+        config: ConfigRecord,
+        rules: ConfigRules,
+    ) -> Result<ConfigWrite, StoreError>;
+    /// The principal a task belongs to, if any.
+    async fn task_owner(
+        &self,
+        tenant: String,
+        task_id: String,
+    ) -> Result<Option<String>, StoreError>;
+    async fn get_config(
+        &self,
+        tenant: String,
+        task_id: String,
+        id: String,
+    ) -> Result<Option<ConfigRecord>, StoreError>;
+    /// Configs of a task in a stable order, starting after config id `after`.
+    async fn list_configs(
+        &self,
+        tenant: String,
+        task_id: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ConfigRecord>, StoreError>;
+    /// Removes a config and cancels its undelivered deliveries; `false` if it did not exist.
+    async fn delete_config(
+        &self,
+        tenant: String,
+        task_id: String,
+        id: String,
+    ) -> Result<bool, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> ConfigStore for TableStore<B> {
+    async fn put_config(
+        &self,
+        config: ConfigRecord,
+        rules: ConfigRules,
+    ) -> Result<ConfigWrite, StoreError> {
+        let sealing = self.sealing.clone();
+        self.write(move |tables| put_config_in(&sealing, tables, config, rules))
+            .await
+    }
+
+    async fn task_owner(
+        &self,
+        tenant: String,
+        task_id: String,
+    ) -> Result<Option<String>, StoreError> {
+        self.read(move |tables| get_json(tables, Table::Owners, &task_key(&tenant, &task_id)))
+            .await
+    }
+
+    async fn get_config(
+        &self,
+        tenant: String,
+        task_id: String,
+        id: String,
+    ) -> Result<Option<ConfigRecord>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read(move |tables| {
+            get_sealed(
+                &sealing,
+                tables,
+                Table::Configs,
+                &config_key(&tenant, &task_id, &id),
+            )
+        })
+        .await
+    }
+
+    async fn list_configs(
+        &self,
+        tenant: String,
+        task_id: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ConfigRecord>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read(move |tables| {
+            let prefix = task_key(&tenant, &task_id);
+            let start = match &after {
+                // Start just after the last config of the previous page.
+                Some(id) => {
+                    let mut key = config_key(&tenant, &task_id, id);
+                    key.push(0);
+                    key
+                }
+                None => prefix.clone(),
+            };
+            page(tables, Table::Configs, &prefix, &start, limit, |value| {
+                decode_sealed(&sealing, value)
+            })
+        })
+        .await
+    }
+
+    async fn delete_config(
+        &self,
+        tenant: String,
+        task_id: String,
+        id: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tables| {
+            remove_config(tables, &config_key(&tenant, &task_id, &id), now_ms())
+        })
+        .await
+    }
+}

@@ -1,0 +1,423 @@
+//! Deliveries and their attempt logs: what the scheduler loads, what an attempt reads and
+//! records, listing and replay.
+
+use super::*;
+
+/// Attempts kept per delivery; older ones are dropped from the log.
+const MAX_ATTEMPTS_LOGGED: u32 = 50;
+
+/// The pending deliveries whose lane keys start with `prefix`, in lane and sequence order.
+pub(super) fn pending_under(
+    sealing: &Sealing,
+    tables: &dyn Tables,
+    prefix: &[u8],
+) -> Result<Vec<PendingDelivery>, StoreError> {
+    let mut found = Vec::new();
+    let mut url_of_lane: Option<(Vec<u8>, String)> = None;
+    let ids: Vec<Vec<u8>> = collect_prefix(tables, Table::Pending, prefix)?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    for delivery in tables
+        .get_many(Table::Deliveries, &ids)?
+        .into_iter()
+        .flatten()
+    {
+        let delivery: DeliveryRecord = decode(&delivery)?;
+        let ckey = config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id);
+        let url = match &url_of_lane {
+            Some((key, url)) if *key == ckey => url.clone(),
+            _ => {
+                let Some(config) =
+                    get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)?
+                else {
+                    continue;
+                };
+                url_of_lane = Some((ckey, config.url.clone()));
+                config.url
+            }
+        };
+        found.push(PendingDelivery {
+            tenant: delivery.tenant,
+            task_id: delivery.task_id,
+            config_id: delivery.config_id,
+            delivery_id: delivery.id,
+            sequence: delivery.sequence,
+            next_attempt_at_ms: delivery.next_attempt_at_ms,
+            url,
+        });
+    }
+    Ok(found)
+}
+
+fn record_attempt_in(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    delivery_id: &str,
+    attempt: AttemptRecord,
+    update: DeliveryUpdate,
+) -> Result<Vec<String>, StoreError> {
+    let now = now_ms();
+    let number = attempt.number;
+    tables.insert(
+        Table::Attempts,
+        &attempt_key(delivery_id, number),
+        &encode(&attempt)?,
+    )?;
+    if number > MAX_ATTEMPTS_LOGGED {
+        tables.remove(
+            Table::Attempts,
+            &attempt_key(delivery_id, number - MAX_ATTEMPTS_LOGGED),
+        )?;
+    }
+    let Some(current) =
+        get_json::<DeliveryRecord>(tables, Table::Deliveries, delivery_id.as_bytes())?
+    else {
+        return Ok(Vec::new());
+    };
+    let still_pending = current.state == DeliveryState::Pending;
+    update_delivery(tables, delivery_id.as_bytes(), |delivery| {
+        delivery.attempts = delivery.attempts.max(number);
+        delivery.manual = false;
+        delivery.updated_at_ms = now;
+        if !still_pending {
+            // Canceled while the attempt was in flight: keep the log, not the outcome.
+            return;
+        }
+        match &update {
+            DeliveryUpdate::Delivered => {
+                delivery.state = DeliveryState::Delivered;
+                delivery.last_error = None;
+            }
+            DeliveryUpdate::Retry {
+                next_attempt_at_ms,
+                error,
+            } => {
+                delivery.next_attempt_at_ms = *next_attempt_at_ms;
+                delivery.last_error = Some(error.clone());
+            }
+            DeliveryUpdate::Dead { error } | DeliveryUpdate::DisableConfig { error } => {
+                delivery.state = DeliveryState::Dead;
+                delivery.last_error = Some(error.clone());
+            }
+        }
+    })?;
+    if !still_pending {
+        return Ok(Vec::new());
+    }
+    if !matches!(update, DeliveryUpdate::Retry { .. }) {
+        tables.remove(Table::Pending, &lane_key(&current))?;
+    }
+    let DeliveryUpdate::DisableConfig { error } = update else {
+        return Ok(Vec::new());
+    };
+    let ckey = config_key(&current.tenant, &current.task_id, &current.config_id);
+    let mut killed = Vec::new();
+    for (_, other) in take_prefix(tables, Table::Pending, &ckey)? {
+        update_delivery(tables, &other, |delivery| {
+            delivery.state = DeliveryState::Dead;
+            delivery.last_error = Some(format!("its push config was disabled: {error}"));
+            delivery.updated_at_ms = now;
+        })?;
+        killed.push(String::from_utf8_lossy(&other).into_owned());
+    }
+    if let Some(mut config) = get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? {
+        config.state = ConfigState::Disabled;
+        config.updated_at_ms = now;
+        tables.insert(Table::Configs, &ckey, &encode_sealed(sealing, &config)?)?;
+    }
+    Ok(killed)
+}
+
+fn replay_in(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    delivery_id: &str,
+    now: u64,
+) -> Result<Result<PendingDelivery, ReplayRefusal>, StoreError> {
+    let Some(delivery) =
+        get_json::<DeliveryRecord>(tables, Table::Deliveries, delivery_id.as_bytes())?
+    else {
+        return Ok(Err(ReplayRefusal::NotFound(delivery_id.to_string())));
+    };
+    if delivery.state == DeliveryState::Pending {
+        return Ok(Err(ReplayRefusal::AlreadyPending(delivery_id.to_string())));
+    }
+    let ckey = config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id);
+    let Some(config) = get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? else {
+        return Ok(Err(ReplayRefusal::ConfigDeleted(delivery_id.to_string())));
+    };
+    if config.state != ConfigState::Active {
+        return Ok(Err(ReplayRefusal::ConfigDisabled(delivery_id.to_string())));
+    }
+    update_delivery(tables, delivery_id.as_bytes(), |d| {
+        d.state = DeliveryState::Pending;
+        d.manual = true;
+        d.next_attempt_at_ms = now;
+        d.updated_at_ms = now;
+    })?;
+    tables.insert(Table::Pending, &lane_key(&delivery), delivery_id.as_bytes())?;
+    Ok(Ok(PendingDelivery {
+        tenant: delivery.tenant,
+        task_id: delivery.task_id,
+        config_id: delivery.config_id,
+        delivery_id: delivery.id,
+        sequence: delivery.sequence,
+        next_attempt_at_ms: now,
+        url: config.url,
+    }))
+}
+
+#[async_trait::async_trait]
+pub trait DeliveryStore: Send + Sync {
+    async fn get_delivery(&self, id: String) -> Result<Option<DeliveryRecord>, StoreError>;
+    async fn delivery_counts(
+        &self,
+        tenant: String,
+        task_id: String,
+    ) -> Result<DeliveryCounts, StoreError>;
+    /// Every pending delivery, grouped by lane and in sequence order within a lane (the
+    /// scheduler's state at start).
+    async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError>;
+    /// The delivery, its config and its event, or `None` if the delivery does not exist.
+    async fn attempt_context(
+        &self,
+        delivery_id: String,
+    ) -> Result<Option<AttemptContext>, StoreError>;
+    /// Appends to the attempt log (bounded per delivery) and applies `update`, atomically.
+    /// Returns the ids of other deliveries it made dead (410 Gone kills the whole lane).
+    /// Nobody answers a client with it, so an implementation may hold it briefly to commit it
+    /// together with other writes.
+    async fn record_attempt(
+        &self,
+        delivery_id: String,
+        attempt: AttemptRecord,
+        update: DeliveryUpdate,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The attempt log of a delivery, oldest first.
+    async fn attempts(&self, delivery_id: String) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// Deliveries matching `filter`, oldest first, starting after delivery id `after`.
+    async fn list_deliveries(
+        &self,
+        filter: DeliveryFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Makes each delivery pending again for one manual attempt. Per id: the pending
+    /// delivery, or why it was not replayed.
+    async fn replay(
+        &self,
+        delivery_ids: Vec<String>,
+    ) -> Result<Vec<Result<PendingDelivery, ReplayRefusal>>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> DeliveryStore for TableStore<B> {
+    async fn get_delivery(&self, id: String) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.read(move |tables| get_json(tables, Table::Deliveries, id.as_bytes()))
+            .await
+    }
+
+    async fn delivery_counts(
+        &self,
+        tenant: String,
+        task_id: String,
+    ) -> Result<DeliveryCounts, StoreError> {
+        self.read(move |tables| {
+            let prefix = task_key(&tenant, &task_id);
+            let mut counts = DeliveryCounts::default();
+            for (_, delivery_id) in collect_prefix(tables, Table::Lanes, &prefix)? {
+                if let Some(delivery) =
+                    get_json::<DeliveryRecord>(tables, Table::Deliveries, &delivery_id)?
+                {
+                    match delivery.state {
+                        DeliveryState::Pending => counts.pending += 1,
+                        DeliveryState::Delivered => counts.delivered += 1,
+                        DeliveryState::Dead => counts.dead += 1,
+                        DeliveryState::Canceled => counts.canceled += 1,
+                    }
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read(move |tables| pending_under(&sealing, tables, &[]))
+            .await
+    }
+
+    async fn attempt_context(
+        &self,
+        delivery_id: String,
+    ) -> Result<Option<AttemptContext>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read(move |tables| {
+            let Some(delivery) =
+                get_json::<DeliveryRecord>(tables, Table::Deliveries, delivery_id.as_bytes())?
+            else {
+                return Ok(None);
+            };
+            let config = get_sealed(
+                &sealing,
+                tables,
+                Table::Configs,
+                &config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id),
+            )?;
+            let event = match &delivery.snapshot {
+                Some(snapshot) => EventRecord {
+                    event_id: delivery.event_id.clone(),
+                    sequence: delivery.sequence,
+                    received_at_ms: delivery.created_at_ms,
+                    body: serde_json::value::RawValue::from_string(snapshot.clone()).map_err(
+                        |e| {
+                            StoreError::Corrupt(format!(
+                                "snapshot of delivery {}: {e}",
+                                delivery.id
+                            ))
+                        },
+                    )?,
+                },
+                None => {
+                    let event_key = with_sequence(
+                        task_key(&delivery.tenant, &delivery.task_id),
+                        delivery.sequence,
+                    );
+                    get_json(tables, Table::Events, &event_key)?.ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "event {} of delivery {} is missing",
+                            delivery.sequence, delivery.id
+                        ))
+                    })?
+                }
+            };
+            Ok(Some(AttemptContext {
+                delivery,
+                config,
+                event,
+            }))
+        })
+        .await
+    }
+
+    async fn record_attempt(
+        &self,
+        delivery_id: String,
+        attempt: AttemptRecord,
+        update: DeliveryUpdate,
+    ) -> Result<Vec<String>, StoreError> {
+        let sealing = self.sealing.clone();
+        let reads = vec![(Table::Deliveries, delivery_id.as_bytes().to_vec())];
+        self.backend
+            .write(
+                Urgency::Linger,
+                reads,
+                Box::new(move |tables| {
+                    record_attempt_in(&sealing, tables, &delivery_id, attempt, update)
+                }),
+            )
+            .await
+    }
+
+    async fn attempts(&self, delivery_id: String) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.read(move |tables| {
+            let prefix = text_key(&[&delivery_id]);
+            page(
+                tables,
+                Table::Attempts,
+                &prefix,
+                &prefix,
+                usize::MAX,
+                decode,
+            )
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        filter: DeliveryFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.read(move |tables| {
+            let mut found: Vec<DeliveryRecord> = Vec::new();
+            if limit == 0 {
+                return Ok(found);
+            }
+            if let Some(task_id) = &filter.task_id {
+                // A task's deliveries through the lane index, then in id (creation) order.
+                let prefix = match &filter.config_id {
+                    Some(config_id) => config_key(&filter.tenant, task_id, config_id),
+                    None => task_key(&filter.tenant, task_id),
+                };
+                let mut ids: Vec<Vec<u8>> = collect_prefix(tables, Table::Lanes, &prefix)?
+                    .into_iter()
+                    .map(|(_, id)| id)
+                    .collect();
+                ids.sort();
+                for id in ids {
+                    if after
+                        .as_ref()
+                        .is_some_and(|after| id.as_slice() <= after.as_bytes())
+                    {
+                        continue;
+                    }
+                    if let Some(delivery) =
+                        get_json::<DeliveryRecord>(tables, Table::Deliveries, &id)?
+                    {
+                        if filter.matches(&delivery) {
+                            found.push(delivery);
+                            if found.len() >= limit {
+                                break;
+                            }
+                        }
+                    }
+                }
+                return Ok(found);
+            }
+            let start: Vec<u8> = match &after {
+                Some(after) => {
+                    let mut key = after.as_bytes().to_vec();
+                    key.push(0);
+                    key
+                }
+                None => Vec::new(),
+            };
+            tables.scan(Table::Deliveries, &[], &start, &mut |_, value| {
+                let delivery: DeliveryRecord = decode(value)?;
+                if filter.matches(&delivery) {
+                    found.push(delivery);
+                }
+                Ok(found.len() < limit)
+            })?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn replay(
+        &self,
+        delivery_ids: Vec<String>,
+    ) -> Result<Vec<Result<PendingDelivery, ReplayRefusal>>, StoreError> {
+        let sealing = self.sealing.clone();
+        let results: Vec<Result<PendingDelivery, ReplayRefusal>> = self
+            .write(move |tables| {
+                let now = now_ms();
+                delivery_ids
+                    .iter()
+                    .map(|id| replay_in(&sealing, tables, id, now))
+                    .collect()
+            })
+            .await?;
+        self.outbox.announce(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().ok().cloned())
+                .collect(),
+        );
+        Ok(results)
+    }
+}

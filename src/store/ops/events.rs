@@ -1,0 +1,258 @@
+//! Publishing: an event, the task folded with it and one delivery per active config, in one
+//! transaction; and a task's snapshot for a config created on a running task.
+
+use super::configs::declare_owner;
+use super::retention;
+use super::*;
+
+/// Puts a snapshot at the head of a config's lane that has no delivery yet, numbered as the
+/// task's newest event: the config's next event follows it in order.
+fn deliver_snapshot_in(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    snapshot: ConfigSnapshot,
+) -> Result<SnapshotOutcome, StoreError> {
+    let tkey = task_key(&snapshot.tenant, &snapshot.task_id);
+    let last_sequence =
+        get_json::<TaskRecord>(tables, Table::Tasks, &tkey)?.map_or(0, |t| t.last_sequence);
+    let mut outcome = SnapshotOutcome {
+        last_sequence,
+        pending: None,
+    };
+    let ckey = config_key(&snapshot.tenant, &snapshot.task_id, &snapshot.config_id);
+    let Some(config) = get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? else {
+        return Ok(outcome);
+    };
+    if config.state != ConfigState::Active
+        || !first_under(tables, Table::Lanes, &ckey, 1)?.is_empty()
+    {
+        return Ok(outcome);
+    }
+    let now = now_ms();
+    let body_v03 = (config.wire_version == crate::a2a::version::WireVersion::V0_3).then(|| {
+        crate::a2a::v03::task_from_v1(&serde_json::to_value(&snapshot.task).unwrap_or_default())
+            .to_string()
+    });
+    let delivery = DeliveryRecord {
+        id: Uuid::now_v7().to_string(),
+        tenant: snapshot.tenant.clone(),
+        task_id: snapshot.task_id.clone(),
+        config_id: snapshot.config_id.clone(),
+        sequence: last_sequence,
+        event_id: Uuid::now_v7().to_string(),
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at_ms: now,
+        last_error: None,
+        manual: false,
+        body_v03,
+        snapshot: Some(snapshot.body.get().to_string()),
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    tables.insert(
+        Table::Deliveries,
+        delivery.id.as_bytes(),
+        &encode(&delivery)?,
+    )?;
+    let lane = with_sequence(ckey, last_sequence);
+    tables.insert(Table::Lanes, &lane, delivery.id.as_bytes())?;
+    tables.insert(Table::Pending, &lane, delivery.id.as_bytes())?;
+    outcome.pending = Some(PendingDelivery {
+        tenant: snapshot.tenant,
+        task_id: snapshot.task_id,
+        config_id: snapshot.config_id,
+        delivery_id: delivery.id,
+        sequence: last_sequence,
+        next_attempt_at_ms: now,
+        url: config.url,
+    });
+    Ok(outcome)
+}
+
+pub(super) fn publish_one(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    new: NewEvent,
+    now: u64,
+) -> Result<PublishedEvent, StoreError> {
+    let tkey = task_key(&new.tenant, &new.task_id);
+    if let Some(owner) = &new.owner {
+        declare_owner(sealing, tables, &tkey, owner, now)?;
+    }
+    let previous: Option<TaskRecord> = get_json(tables, Table::Tasks, &tkey)?;
+    let sequence = previous.as_ref().map_or(0, |t| t.last_sequence) + 1;
+    let was_finished_at = previous
+        .as_ref()
+        .and_then(|t| t.terminal.then_some(t.updated_at_ms));
+    let task = fold::apply(previous.map(|t| t.task), &new.task_id, &new.event);
+    let terminal = task.status.state.is_terminal() && task.status.state != TaskState::Unspecified;
+    let record = TaskRecord {
+        tenant: new.tenant.clone(),
+        task_id: new.task_id.clone(),
+        task,
+        last_sequence: sequence,
+        terminal,
+        updated_at_ms: now,
+    };
+    tables.insert(Table::Tasks, &tkey, &encode(&record)?)?;
+    retention::track_finished(tables, &tkey, was_finished_at, terminal.then_some(now))?;
+
+    let event_id = Uuid::now_v7().to_string();
+    let event = EventRecord {
+        event_id: event_id.clone(),
+        sequence,
+        received_at_ms: now,
+        body: new.body,
+    };
+    tables.insert(
+        Table::Events,
+        &with_sequence(tkey.clone(), sequence),
+        &encode(&event)?,
+    )?;
+
+    let mut active = Vec::new();
+    tables.scan(Table::Configs, &tkey, &tkey, &mut |_, value| {
+        let config: ConfigRecord = decode_sealed(sealing, value)?;
+        if config.state == ConfigState::Active {
+            active.push((config.id, config.url, config.wire_version));
+        }
+        Ok(true)
+    })?;
+    let mut created = Vec::with_capacity(active.len());
+    // A 0.3 webhook gets the whole task, as it stands after this event, in 0.3 JSON.
+    let body_v03 = active
+        .iter()
+        .any(|(_, _, version)| *version == crate::a2a::version::WireVersion::V0_3)
+        .then(|| {
+            crate::a2a::v03::task_from_v1(&serde_json::to_value(&record.task).unwrap_or_default())
+                .to_string()
+        });
+    for (config_id, url, version) in active {
+        let delivery = DeliveryRecord {
+            id: Uuid::now_v7().to_string(),
+            tenant: new.tenant.clone(),
+            task_id: new.task_id.clone(),
+            config_id: config_id.clone(),
+            sequence,
+            event_id: event_id.clone(),
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_attempt_at_ms: now,
+            last_error: None,
+            manual: false,
+            body_v03: (version == crate::a2a::version::WireVersion::V0_3)
+                .then(|| body_v03.clone())
+                .flatten(),
+            snapshot: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        tables.insert(
+            Table::Deliveries,
+            delivery.id.as_bytes(),
+            &encode(&delivery)?,
+        )?;
+        let lane = with_sequence(config_key(&new.tenant, &new.task_id, &config_id), sequence);
+        tables.insert(Table::Lanes, &lane, delivery.id.as_bytes())?;
+        tables.insert(Table::Pending, &lane, delivery.id.as_bytes())?;
+        created.push(CreatedDelivery {
+            delivery_id: delivery.id,
+            config_id,
+            url,
+        });
+    }
+    Ok(PublishedEvent {
+        event_id,
+        tenant: new.tenant,
+        task_id: new.task_id,
+        sequence,
+        deliveries: created,
+    })
+}
+
+#[async_trait::async_trait]
+pub trait EventStore: Send + Sync {
+    /// Stores every event, its deliveries (one per active config of its task) and the folded
+    /// task, atomically: all of them or none. Returns after the write is durable.
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<PublishedEvent>, StoreError>;
+    async fn get_task(
+        &self,
+        tenant: String,
+        task_id: String,
+    ) -> Result<Option<TaskRecord>, StoreError>;
+    async fn get_event(
+        &self,
+        tenant: String,
+        task_id: String,
+        sequence: u64,
+    ) -> Result<Option<EventRecord>, StoreError>;
+    /// Gives one config a snapshot of its task, ahead of every event it has not received yet;
+    /// no other config sees it and no sequence number is used up. Nothing is written when the
+    /// config is gone or has deliveries already (they carry the task's state).
+    async fn deliver_snapshot(
+        &self,
+        snapshot: ConfigSnapshot,
+    ) -> Result<SnapshotOutcome, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> EventStore for TableStore<B> {
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<PublishedEvent>, StoreError> {
+        let sealing = self.sealing.clone();
+        let reads = events
+            .iter()
+            .map(|event| (Table::Tasks, task_key(&event.tenant, &event.task_id)))
+            .collect();
+        let job = move |tables: &dyn TablesMut| {
+            let now = now_ms();
+            events
+                .into_iter()
+                .map(|event| publish_one(&sealing, tables, event, now))
+                .collect()
+        };
+        let published: Vec<PublishedEvent> = self
+            .backend
+            .write(Urgency::Now, reads, Box::new(job))
+            .await?;
+        let now = now_ms();
+        self.outbox
+            .announce(published.iter().flat_map(|e| e.pending(now)).collect());
+        Ok(published)
+    }
+
+    async fn get_task(
+        &self,
+        tenant: String,
+        task_id: String,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        self.read(move |tables| get_json(tables, Table::Tasks, &task_key(&tenant, &task_id)))
+            .await
+    }
+
+    async fn get_event(
+        &self,
+        tenant: String,
+        task_id: String,
+        sequence: u64,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        self.read(move |tables| {
+            let key = with_sequence(task_key(&tenant, &task_id), sequence);
+            get_json(tables, Table::Events, &key)
+        })
+        .await
+    }
+
+    async fn deliver_snapshot(
+        &self,
+        snapshot: ConfigSnapshot,
+    ) -> Result<SnapshotOutcome, StoreError> {
+        let sealing = self.sealing.clone();
+        let outcome = self
+            .write(move |tables| deliver_snapshot_in(&sealing, tables, snapshot))
+            .await?;
+        self.outbox
+            .announce(outcome.pending.iter().cloned().collect());
+        Ok(outcome)
+    }
+}

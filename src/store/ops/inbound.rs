@@ -1,0 +1,411 @@
+//! The inbound role: subscriptions, accepted events with their replay cache, receipts and
+//! counters.
+
+use super::events::publish_one;
+use super::*;
+
+/// Receipts kept per subscription; older ones are dropped.
+const MAX_RECEIPTS: u64 = 1000;
+/// Expired replay entries removed per accepted request (bounds the work of one request).
+const REPLAY_PRUNE_BATCH: usize = 64;
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct InboundCounters {
+    last_event: u64,
+    last_receipt: u64,
+    /// Entries in the subscription's replay cache (those written before it was counted are
+    /// not: they expire soon after an upgrade).
+    #[serde(default)]
+    replay_entries: u64,
+}
+
+fn counters(tables: &dyn Tables, subscription_id: &str) -> Result<InboundCounters, StoreError> {
+    Ok(get_json(tables, Table::InboundCounters, subscription_id.as_bytes())?.unwrap_or_default())
+}
+
+fn save_counters(
+    tables: &dyn TablesMut,
+    subscription_id: &str,
+    counters: &InboundCounters,
+) -> Result<(), StoreError> {
+    tables.insert(
+        Table::InboundCounters,
+        subscription_id.as_bytes(),
+        &encode(counters)?,
+    )
+}
+
+/// Numbers and stores a receipt, dropping the oldest beyond `MAX_RECEIPTS`.
+fn insert_receipt(
+    tables: &dyn TablesMut,
+    subscription_id: &str,
+    counters: &mut InboundCounters,
+    mut receipt: ReceiptRecord,
+) -> Result<ReceiptRecord, StoreError> {
+    counters.last_receipt += 1;
+    receipt.number = counters.last_receipt;
+    let prefix = text_key(&[subscription_id]);
+    tables.insert(
+        Table::Receipts,
+        &with_sequence(prefix.clone(), receipt.number),
+        &encode(&receipt)?,
+    )?;
+    if receipt.number > MAX_RECEIPTS {
+        tables.remove(
+            Table::Receipts,
+            &with_sequence(prefix, receipt.number - MAX_RECEIPTS),
+        )?;
+    }
+    Ok(receipt)
+}
+
+/// The live replay entry of `key`, if any: until when it lasts.
+fn replay_entry(tables: &dyn Tables, replay_key: &[u8]) -> Result<Option<u64>, StoreError> {
+    tables
+        .get(Table::Replay, replay_key)?
+        .map(|value| {
+            value
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    StoreError::Corrupt("a replay entry is not an 8-byte time".to_string())
+                })
+        })
+        .transpose()
+}
+
+/// Removes up to `limit` entries of the subscription's replay cache, soonest to expire first,
+/// stopping at the first that lasts until `until_ms` or later. How many it removed.
+fn drop_replay_entries(
+    tables: &dyn TablesMut,
+    prefix: &[u8],
+    until_ms: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let mut due = Vec::new();
+    tables.scan(
+        Table::ReplayByTime,
+        prefix,
+        prefix,
+        &mut |time_key, replay_key| {
+            let at = u64::from_be_bytes(
+                time_key[prefix.len()..prefix.len() + 8]
+                    .try_into()
+                    .unwrap_or_default(),
+            );
+            if at >= until_ms || due.len() >= limit {
+                return Ok(false);
+            }
+            due.push((time_key.to_vec(), replay_key.to_vec()));
+            Ok(true)
+        },
+    )?;
+    for (time_key, replay_key) in &due {
+        tables.remove(Table::ReplayByTime, time_key)?;
+        tables.remove(Table::Replay, replay_key)?;
+    }
+    Ok(due.len())
+}
+
+/// What the replay cache said of a push.
+struct ReplayVerdict {
+    duplicate: bool,
+    /// Entries dropped before they expired, to stay within the bound.
+    evicted: u64,
+}
+
+/// Refuses a push any of whose keys is live in the cache; otherwise records every key until
+/// its own expiry, keeping at most `max_entries` for the subscription.
+fn replay_check(
+    tables: &dyn TablesMut,
+    subscription_id: &str,
+    keys: &[ReplayKey],
+    max_entries: usize,
+    counters: &mut InboundCounters,
+    now: u64,
+) -> Result<ReplayVerdict, StoreError> {
+    let prefix = text_key(&[subscription_id]);
+    let expired = drop_replay_entries(tables, &prefix, now, REPLAY_PRUNE_BATCH)?;
+    counters.replay_entries = counters.replay_entries.saturating_sub(expired as u64);
+    for key in keys {
+        let replay_key = text_key(&[subscription_id, &key.key]);
+        if replay_entry(tables, &replay_key)?.is_some_and(|until| until >= now) {
+            return Ok(ReplayVerdict {
+                duplicate: true,
+                evicted: 0,
+            });
+        }
+    }
+    for key in keys {
+        let replay_key = text_key(&[subscription_id, &key.key]);
+        match replay_entry(tables, &replay_key)? {
+            // Expired but not yet pruned: its place in the time index moves.
+            Some(until) => {
+                let mut old = with_sequence(prefix.clone(), until);
+                old.extend_from_slice(key.key.as_bytes());
+                tables.remove(Table::ReplayByTime, &old)?;
+            }
+            None => counters.replay_entries += 1,
+        }
+        tables.insert(Table::Replay, &replay_key, &key.expires_at_ms.to_be_bytes())?;
+        let mut time_key = with_sequence(prefix.clone(), key.expires_at_ms);
+        time_key.extend_from_slice(key.key.as_bytes());
+        tables.insert(Table::ReplayByTime, &time_key, &replay_key)?;
+    }
+    let mut evicted = 0;
+    let excess = counters.replay_entries.saturating_sub(max_entries as u64);
+    if excess > 0 {
+        let limit = (excess as usize).min(REPLAY_PRUNE_BATCH);
+        evicted = drop_replay_entries(tables, &prefix, u64::MAX, limit)? as u64;
+        counters.replay_entries -= evicted;
+    }
+    Ok(ReplayVerdict {
+        duplicate: false,
+        evicted,
+    })
+}
+
+fn accept_inbound_in(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    accept: InboundAccept,
+) -> Result<InboundOutcome, StoreError> {
+    let now = now_ms();
+    let id = accept.subscription_id.clone();
+    let mut counters = counters(tables, &id)?;
+    let mut receipt = accept.receipt;
+    receipt.task_id = Some(accept.task_id.clone());
+    let replay = replay_check(
+        tables,
+        &id,
+        &accept.replay_keys,
+        accept.replay_max_entries,
+        &mut counters,
+        now,
+    )?;
+    if replay.duplicate {
+        receipt.verdict = "duplicate".to_string();
+        receipt
+            .notes
+            .push("already accepted within its window: acknowledged, not routed again".to_string());
+        let receipt = insert_receipt(tables, &id, &mut counters, receipt)?;
+        save_counters(tables, &id, &counters)?;
+        return Ok(InboundOutcome::Duplicate { receipt });
+    }
+    let task_key = text_key(&[&id, &accept.task_id]);
+    let progress: fold::Progress =
+        get_json(tables, Table::InboundTasks, &task_key)?.unwrap_or_default();
+    let (notes, progress) = fold::progress_notes(&progress, &accept.event, accept.push_sequence);
+    tables.insert(Table::InboundTasks, &task_key, &encode(&progress)?)?;
+    receipt.notes.extend(notes);
+    counters.last_event += 1;
+    let sequence = counters.last_event;
+    receipt.event_sequence = Some(sequence);
+    let record = InboundEventRecord {
+        sequence,
+        received_at_ms: now,
+        task_id: accept.task_id.clone(),
+        event: accept.body.clone(),
+    };
+    tables.insert(
+        Table::InboundEvents,
+        &with_sequence(text_key(&[&id]), sequence),
+        &encode(&record)?,
+    )?;
+    let forwarded = match accept.route {
+        InboundRoute::Log => None,
+        InboundRoute::Publish { tenant } => {
+            let event = NewEvent {
+                tenant,
+                task_id: accept.task_id.clone(),
+                event: accept.event,
+                body: accept.body,
+                owner: None,
+            };
+            Some(publish_one(sealing, tables, event, now)?)
+        }
+        InboundRoute::Forward { tenant, url } => {
+            let ckey = config_key(&tenant, &accept.task_id, FORWARD_CONFIG_ID);
+            if tables.get(Table::Configs, &ckey)?.is_none() {
+                let config = ConfigRecord {
+                    tenant: tenant.clone(),
+                    task_id: accept.task_id.clone(),
+                    id: FORWARD_CONFIG_ID.to_string(),
+                    url,
+                    token: None,
+                    authentication: None,
+                    wire_version: crate::a2a::version::WireVersion::V1_0,
+                    state: ConfigState::Active,
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                    owner: None,
+                };
+                tables.insert(Table::Configs, &ckey, &encode_sealed(sealing, &config)?)?;
+            }
+            let event = NewEvent {
+                tenant,
+                task_id: accept.task_id.clone(),
+                event: accept.event,
+                body: accept.body,
+                owner: None,
+            };
+            Some(publish_one(sealing, tables, event, now)?)
+        }
+    };
+    let receipt = insert_receipt(tables, &id, &mut counters, receipt)?;
+    save_counters(tables, &id, &counters)?;
+    Ok(InboundOutcome::Accepted {
+        sequence,
+        forwarded,
+        receipt,
+        replay_evicted: replay.evicted,
+    })
+}
+
+/// Removes a subscription with its events, receipts and replay cache; whether it existed.
+pub(super) fn delete_subscription_in(tables: &dyn TablesMut, id: &str) -> Result<bool, StoreError> {
+    let existed = tables.get(Table::Subscriptions, id.as_bytes())?.is_some();
+    tables.remove(Table::Subscriptions, id.as_bytes())?;
+    let prefix = text_key(&[id]);
+    for table in [
+        Table::InboundEvents,
+        Table::Receipts,
+        Table::InboundTasks,
+        Table::ReplayByTime,
+        Table::Replay,
+    ] {
+        take_prefix(tables, table, &prefix)?;
+    }
+    tables.remove(Table::InboundCounters, id.as_bytes())?;
+    Ok(existed)
+}
+
+#[async_trait::async_trait]
+pub trait InboundStore: Send + Sync {
+    async fn put_subscription(&self, subscription: SubscriptionRecord) -> Result<(), StoreError>;
+    async fn get_subscription(&self, id: String) -> Result<Option<SubscriptionRecord>, StoreError>;
+    async fn list_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// Removes a subscription with its events, receipts and replay cache.
+    async fn delete_subscription(&self, id: String) -> Result<bool, StoreError>;
+    /// In one transaction: the replay check, the event, its forwarding deliveries, the receipt
+    /// (numbered here, with order notes added).
+    async fn accept_inbound(&self, accept: InboundAccept) -> Result<InboundOutcome, StoreError>;
+    /// Records a refused request; returns the receipt as numbered.
+    async fn add_receipt(
+        &self,
+        subscription_id: String,
+        receipt: ReceiptRecord,
+    ) -> Result<ReceiptRecord, StoreError>;
+    /// Accepted events after `after`, oldest first.
+    async fn inbound_events(
+        &self,
+        subscription_id: String,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboundEventRecord>, StoreError>;
+    /// Receipts after number `after`, oldest first.
+    async fn receipts(
+        &self,
+        subscription_id: String,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ReceiptRecord>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> InboundStore for TableStore<B> {
+    async fn put_subscription(&self, subscription: SubscriptionRecord) -> Result<(), StoreError> {
+        let sealing = self.sealing.clone();
+        self.write(move |tables| {
+            tables.insert(
+                Table::Subscriptions,
+                subscription.id.as_bytes(),
+                &encode_sealed(&sealing, &subscription)?,
+            )
+        })
+        .await
+    }
+
+    async fn get_subscription(&self, id: String) -> Result<Option<SubscriptionRecord>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read(move |tables| get_sealed(&sealing, tables, Table::Subscriptions, id.as_bytes()))
+            .await
+    }
+
+    async fn list_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read(move |tables| {
+            page(
+                tables,
+                Table::Subscriptions,
+                &[],
+                &[],
+                usize::MAX,
+                |value| decode_sealed(&sealing, value),
+            )
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, id: String) -> Result<bool, StoreError> {
+        self.write(move |tables| delete_subscription_in(tables, &id))
+            .await
+    }
+
+    async fn accept_inbound(&self, accept: InboundAccept) -> Result<InboundOutcome, StoreError> {
+        let sealing = self.sealing.clone();
+        let outcome = self
+            .write(move |tables| accept_inbound_in(&sealing, tables, accept))
+            .await?;
+        if let InboundOutcome::Accepted {
+            forwarded: Some(published),
+            ..
+        } = &outcome
+        {
+            self.outbox.announce(published.pending(now_ms()));
+        }
+        Ok(outcome)
+    }
+
+    async fn add_receipt(
+        &self,
+        subscription_id: String,
+        receipt: ReceiptRecord,
+    ) -> Result<ReceiptRecord, StoreError> {
+        self.write(move |tables| {
+            let mut counters = counters(tables, &subscription_id)?;
+            let receipt = insert_receipt(tables, &subscription_id, &mut counters, receipt)?;
+            save_counters(tables, &subscription_id, &counters)?;
+            Ok(receipt)
+        })
+        .await
+    }
+
+    async fn inbound_events(
+        &self,
+        subscription_id: String,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboundEventRecord>, StoreError> {
+        self.read(move |tables| {
+            let prefix = text_key(&[&subscription_id]);
+            let start = with_sequence(prefix.clone(), after.saturating_add(1));
+            page(tables, Table::InboundEvents, &prefix, &start, limit, decode)
+        })
+        .await
+    }
+
+    async fn receipts(
+        &self,
+        subscription_id: String,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ReceiptRecord>, StoreError> {
+        self.read(move |tables| {
+            let prefix = text_key(&[&subscription_id]);
+            let start = with_sequence(prefix.clone(), after.saturating_add(1));
+            page(tables, Table::Receipts, &prefix, &start, limit, decode)
+        })
+        .await
+    }
+}

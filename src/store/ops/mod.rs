@@ -1,0 +1,210 @@
+//! Every operation of the store, written once over ordered tables (`tables.rs`) and run by a
+//! backend that provides transactions: the embedded redb file, a PostgreSQL database, or memory
+//! (tests). One file per aggregate, each with the trait callers see and its implementation:
+//! `configs.rs`, `events.rs`, `deliveries.rs`, `inbound.rs`, `follows.rs`, `signing_keys.rs`,
+//! `retention.rs`, `lanes.rs`; this file has what they share (the backend seam, the outbox,
+//! key builders).
+//!
+//! A backend runs a read in one read transaction and a write in one write transaction. Writes
+//! share commits (group commit, `writer.rs`), and a batch commits whole or not at all: should
+//! one write of a batch fail, every write of that batch fails with it and nothing of any of them
+//! is stored, so each caller is told to retry (the API answers 503, nothing accepted). A write
+//! fails only on a storage fault (the engine's error, a record that does not decode or unseal);
+//! refusals (a task with too many configs, another principal's task, a duplicate push) are
+//! answers, not errors, and never touch the other writes of their batch.
+
+use std::sync::Arc;
+
+use a2a::TaskState;
+use uuid::Uuid;
+
+use super::keys::{text_key, with_sequence};
+use super::sealing::Sealing;
+use super::tables::*;
+use super::*;
+use crate::a2a::fold;
+
+mod configs;
+mod deliveries;
+mod events;
+mod follows;
+mod inbound;
+mod lanes;
+pub(super) mod retention;
+mod signing_keys;
+
+pub use configs::ConfigStore;
+pub use deliveries::DeliveryStore;
+pub use events::EventStore;
+pub use follows::FollowStore;
+pub use inbound::InboundStore;
+pub use lanes::LaneStore;
+pub use retention::RetentionStore;
+pub use signing_keys::KeyStore;
+
+/// Whether a write may wait briefly to share a later commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// A caller is waiting to answer someone: commit as soon as possible.
+    Now,
+    /// Nobody is waiting on it (an attempt's outcome, whose lane has moved on): it may wait a
+    /// little for another write to share its commit.
+    Linger,
+}
+
+pub type ReadJob<R> = Box<dyn FnOnce(&dyn Tables) -> Result<R, StoreError> + Send>;
+pub type WriteJob<R> = Box<dyn FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send>;
+
+/// A storage engine: transactions over the tables of `Table::ALL`.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Runs `job` in a read transaction, off the async runtime.
+    async fn read<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError>;
+    /// Runs `job` in a write transaction and returns its result once the commit is durable;
+    /// `reads` are entries it will read (a hint: they may be fetched together first).
+    async fn write<R: Send + 'static>(
+        &self,
+        urgency: Urgency,
+        reads: Vec<Entry>,
+        job: WriteJob<R>,
+    ) -> Result<R, StoreError>;
+    /// Finishes the writes in progress and releases the engine.
+    async fn close(&self);
+
+    /// Lane leases, for a backend several nodes share (see `Store::shared`); a backend of
+    /// one node holds every lane.
+    fn shared(&self) -> bool {
+        false
+    }
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        Ok(lanes)
+    }
+    async fn claim_abandoned_lanes(&self, _limit: usize) -> Result<Vec<LaneId>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        Ok(lanes)
+    }
+    async fn release_lanes(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
+        None
+    }
+}
+
+/// Receives the deliveries a commit made pending, once the commit is durable.
+pub type Announce = Box<dyn Fn(Vec<PendingDelivery>) + Send + Sync>;
+
+/// Where the store announces the deliveries its commits make pending: the delivery scheduler,
+/// once it runs. Every write that makes deliveries pending (publish, a snapshot for a new
+/// config, replay, an accepted inbound push that is forwarded) announces them here itself, so
+/// no caller can forget to; before the scheduler runs they wait in the store, which the
+/// scheduler reads at start.
+#[derive(Default)]
+pub struct Outbox(std::sync::OnceLock<Announce>);
+
+impl Outbox {
+    fn announce(&self, pending: Vec<PendingDelivery>) {
+        if let (false, Some(announce)) = (pending.is_empty(), self.0.get()) {
+            announce(pending);
+        }
+    }
+}
+
+/// The hub's store on a backend.
+pub struct TableStore<B> {
+    pub(super) backend: B,
+    pub(super) sealing: Arc<Sealing>,
+    pub(super) outbox: Outbox,
+}
+
+impl<B: Backend> TableStore<B> {
+    async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn Tables) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.backend.read(Box::new(f)).await
+    }
+
+    async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.backend
+            .write(Urgency::Now, Vec::new(), Box::new(f))
+            .await
+    }
+
+    /// A write nobody waits on to answer someone: it may wait to share a later commit.
+    async fn write_lingering<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.backend
+            .write(Urgency::Linger, Vec::new(), Box::new(f))
+            .await
+    }
+}
+
+fn config_key(tenant: &str, task_id: &str, id: &str) -> Vec<u8> {
+    text_key(&[tenant, task_id, id])
+}
+
+fn task_key(tenant: &str, task_id: &str) -> Vec<u8> {
+    text_key(&[tenant, task_id])
+}
+
+fn lane_key(delivery: &DeliveryRecord) -> Vec<u8> {
+    with_sequence(
+        config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id),
+        delivery.sequence,
+    )
+}
+
+fn attempt_key(delivery_id: &str, number: u32) -> Vec<u8> {
+    let mut key = text_key(&[delivery_id]);
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+/// Every record of `table` under `prefix`, from `start`, at most `limit`, decoded.
+fn page<T: serde::de::DeserializeOwned>(
+    tables: &dyn Tables,
+    table: Table,
+    prefix: &[u8],
+    start: &[u8],
+    limit: usize,
+    decode_one: impl Fn(&[u8]) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut found = Vec::new();
+    if limit == 0 {
+        return Ok(found);
+    }
+    tables.scan(table, prefix, start, &mut |_, value| {
+        found.push(decode_one(value)?);
+        Ok(found.len() < limit)
+    })?;
+    Ok(found)
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> Store for TableStore<B> {
+    fn announce_pending_to(&self, announce: Announce) {
+        if self.outbox.0.set(announce).is_err() {
+            tracing::error!("the store already announces its pending deliveries elsewhere");
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|tables| tables.get(Table::Tasks, &[]).map(|_| ()))
+            .await
+    }
+
+    async fn close(&self) {
+        self.backend.close().await;
+    }
+}
