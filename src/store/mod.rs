@@ -4,7 +4,10 @@
 //! "Accepted" means durable: `publish` writes an event, its deliveries and the task's new
 //! state in one transaction and returns only after that transaction is on disk.
 
+#[cfg(test)]
+mod contract_tests;
 mod keys;
+mod memory;
 mod model;
 mod ops;
 mod postgres_lanes;
@@ -17,6 +20,7 @@ mod writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use self::memory::MemoryStore;
 pub use self::model::*;
 pub use self::ops::Announce;
 pub use self::ops::retention::PurgeStep;

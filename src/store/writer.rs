@@ -76,8 +76,9 @@ impl Writer {
             run: Box::new(move |tables| {
                 let result = job(tables);
                 let ok = result.is_ok();
+                // A job that failed is told its own error; the others, the commit's outcome.
                 let completion: Completion = Box::new(move |committed| {
-                    let _ = reply.send(committed.and(result));
+                    let _ = reply.send(result.and_then(|r| committed.map(|()| r)));
                 });
                 (ok, completion)
             }),

@@ -368,70 +368,11 @@ impl<B: Backend> RetentionStore for TableStore<B> {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::store::keys::with_sequence;
+    use crate::store::memory::MemoryTables;
 
-    /// (table index, key) → value.
-    type Contents = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
-
-    /// Ordered tables in memory, with the engines' key order.
-    #[derive(Default)]
-    struct Memory(RefCell<Contents>);
-
-    impl Tables for Memory {
-        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(self.0.borrow().get(&(table.index(), key.to_vec())).cloned())
-        }
-        fn scan(
-            &self,
-            table: Table,
-            prefix: &[u8],
-            start: &[u8],
-            visit: Visit<'_>,
-        ) -> Result<(), StoreError> {
-            let entries: Entries = self
-                .0
-                .borrow()
-                .range((table.index(), start.to_vec())..)
-                .take_while(|((t, key), _)| *t == table.index() && key.starts_with(prefix))
-                .map(|((_, key), value)| (key.clone(), value.clone()))
-                .collect();
-            for (key, value) in entries {
-                if !visit(&key, &value)? {
-                    break;
-                }
-            }
-            Ok(())
-        }
-    }
-
-    impl TablesMut for Memory {
-        fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-            self.0
-                .borrow_mut()
-                .insert((table.index(), key.to_vec()), value.to_vec());
-            Ok(())
-        }
-        fn remove(&self, table: Table, key: &[u8]) -> Result<(), StoreError> {
-            self.0.borrow_mut().remove(&(table.index(), key.to_vec()));
-            Ok(())
-        }
-    }
-
-    impl Memory {
-        fn count(&self, table: Table) -> usize {
-            self.0
-                .borrow()
-                .keys()
-                .filter(|(t, _)| *t == table.index())
-                .count()
-        }
-    }
-
-    fn task(tables: &Memory, id: &str, terminal: bool, at: u64, deliveries: u64) -> Vec<u8> {
+    fn task(tables: &MemoryTables, id: &str, terminal: bool, at: u64, deliveries: u64) -> Vec<u8> {
         let key = text_key(&["", id]);
         let record = serde_json::json!({"terminal": terminal, "updated_at_ms": at});
         tables
@@ -461,7 +402,7 @@ mod tests {
         key
     }
 
-    fn purge_all(tables: &Memory, before: u64) -> (u64, usize) {
+    fn purge_all(tables: &MemoryTables, before: u64) -> (u64, usize) {
         let (mut purged, mut steps) = (0, 0);
         let mut from = Some(Vec::new());
         while let Some(start) = from {
@@ -475,7 +416,7 @@ mod tests {
 
     #[test]
     fn tasks_finished_before_the_index_existed_are_indexed_in_steps_then_purged() {
-        let tables = Memory::default();
+        let tables = MemoryTables::default();
         for i in 0..1000 {
             task(&tables, &format!("t{i:04}"), i % 2 == 0, 100 + i, 1);
         }
@@ -521,7 +462,7 @@ mod tests {
 
     #[test]
     fn a_task_larger_than_a_step_is_purged_over_several_steps() {
-        let tables = Memory::default();
+        let tables = MemoryTables::default();
         let key = task(&tables, "big", true, 10, 1500);
         track_finished(&tables, &key, None, Some(10)).unwrap();
         let first = purge_step(&tables, 20, &[]).unwrap();
@@ -553,7 +494,7 @@ mod tests {
 
     #[test]
     fn a_task_that_changed_after_it_finished_is_judged_by_its_newest_version() {
-        let tables = Memory::default();
+        let tables = MemoryTables::default();
         let key = task(&tables, "again", true, 10, 1);
         track_finished(&tables, &key, None, Some(10)).unwrap();
         // A later event: finished again at 50 (the index moves with it).
@@ -595,7 +536,7 @@ mod tests {
 
     #[test]
     fn old_inbound_events_go_in_bounded_steps_and_newer_ones_stay() {
-        let tables = Memory::default();
+        let tables = MemoryTables::default();
         for id in ["a", "b"] {
             tables
                 .insert(Table::Subscriptions, id.as_bytes(), b"{}")

@@ -1,0 +1,639 @@
+//! The store's contract: one suite of tests of what the operations promise, run against every
+//! backend — memory, the embedded redb file, and PostgreSQL (ignored without a database: set
+//! `A2A_PUSH_HUB_TEST_POSTGRES_URL` and run with `--ignored`; CI does).
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use super::ops::{Backend, TableStore, Urgency};
+use super::tables::Table;
+use super::*;
+use crate::a2a::event::parse_event;
+use crate::config::Secret;
+
+const HOOK: &str = "https://receiver.example/hook";
+
+fn config(task_id: &str, id: &str) -> ConfigRecord {
+    ConfigRecord {
+        tenant: String::new(),
+        task_id: task_id.to_string(),
+        id: id.to_string(),
+        url: format!("{HOOK}/{id}"),
+        token: Some(Secret::new("tok".to_string())),
+        authentication: None,
+        wire_version: crate::a2a::version::WireVersion::V1_0,
+        state: ConfigState::Active,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+        owner: None,
+    }
+}
+
+fn anyone(max_per_task: usize) -> ConfigRules {
+    ConfigRules {
+        principal: None,
+        max_per_task,
+    }
+}
+
+fn status_event(task_id: &str, state: &str) -> NewEvent {
+    let value = json!({"statusUpdate": {"taskId": task_id, "contextId": "ctx", "status": {"state": state}}});
+    let parsed = parse_event(&value, "").unwrap();
+    NewEvent {
+        tenant: String::new(),
+        task_id: parsed.task_id,
+        event: parsed.event,
+        body: serde_json::value::to_raw_value(&value).unwrap(),
+        owner: None,
+    }
+}
+
+/// Collects what the store announces as newly pending.
+fn announced<B: Backend>(store: &TableStore<B>) -> Arc<Mutex<Vec<PendingDelivery>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    store.announce_pending_to(Box::new(move |pending| {
+        sink.lock().unwrap().extend(pending);
+    }));
+    seen
+}
+
+async fn configs_are_kept_in_order_paged_and_removed<B: Backend>(store: TableStore<B>) {
+    for id in ["c", "a", "b"] {
+        let written = store.put_config(config("t", id), anyone(10)).await.unwrap();
+        assert_eq!(written, ConfigWrite::Stored);
+    }
+    let ids = |configs: Vec<ConfigRecord>| configs.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let all = store
+        .list_configs(String::new(), "t".into(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(all), ["a", "b", "c"]);
+    let page = store
+        .list_configs(String::new(), "t".into(), Some("a".into()), 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(page), ["b"]);
+    let got = store
+        .get_config(String::new(), "t".into(), "b".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        got.unwrap().token.unwrap().expose(),
+        "tok",
+        "secrets come back unsealed"
+    );
+    assert!(
+        store
+            .delete_config(String::new(), "t".into(), "b".into())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_config(String::new(), "t".into(), "b".into())
+            .await
+            .unwrap()
+    );
+    let left = store
+        .list_configs(String::new(), "t".into(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(left), ["a", "c"]);
+}
+
+async fn a_task_belongs_to_its_first_principal_and_holds_a_bounded_number_of_configs<B: Backend>(
+    store: TableStore<B>,
+) {
+    let rules = |principal: &str| ConfigRules {
+        principal: Some(principal.to_string()),
+        max_per_task: 2,
+    };
+    assert_eq!(
+        store
+            .put_config(config("t", "1"), rules("alice"))
+            .await
+            .unwrap(),
+        ConfigWrite::Stored
+    );
+    assert_eq!(
+        store
+            .put_config(config("t", "2"), rules("bob"))
+            .await
+            .unwrap(),
+        ConfigWrite::NotOwner
+    );
+    assert_eq!(
+        store
+            .put_config(config("t", "2"), rules("alice"))
+            .await
+            .unwrap(),
+        ConfigWrite::Stored
+    );
+    assert_eq!(
+        store
+            .put_config(config("t", "3"), rules("alice"))
+            .await
+            .unwrap(),
+        ConfigWrite::TooMany
+    );
+    assert_eq!(
+        store
+            .put_config(config("t", "2"), rules("alice"))
+            .await
+            .unwrap(),
+        ConfigWrite::Stored,
+        "replacing a config is always allowed"
+    );
+    let owner = store.task_owner(String::new(), "t".into()).await.unwrap();
+    assert_eq!(owner.as_deref(), Some("alice"));
+    let listed = store
+        .list_configs(String::new(), "t".into(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2, "nothing of the refused writes was stored");
+}
+
+async fn publishing_numbers_events_per_task_and_announces_one_delivery_per_active_config<
+    B: Backend,
+>(
+    store: TableStore<B>,
+) {
+    let announced = announced(&store);
+    store
+        .put_config(config("t", "a"), anyone(10))
+        .await
+        .unwrap();
+    store
+        .put_config(config("t", "b"), anyone(10))
+        .await
+        .unwrap();
+    let published = store
+        .publish(vec![
+            status_event("t", "TASK_STATE_WORKING"),
+            status_event("t", "TASK_STATE_COMPLETED"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        published.iter().map(|p| p.sequence).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(published.iter().all(|p| p.deliveries.len() == 2));
+    let pending = store.pending_deliveries().await.unwrap();
+    let lanes: Vec<(String, u64)> = pending
+        .iter()
+        .map(|p| (p.config_id.clone(), p.sequence))
+        .collect();
+    assert_eq!(
+        lanes,
+        [
+            ("a".into(), 1),
+            ("a".into(), 2),
+            ("b".into(), 1),
+            ("b".into(), 2)
+        ],
+        "pending deliveries by lane, in sequence order"
+    );
+    let mut seen = announced.lock().unwrap().clone();
+    seen.sort_by_key(|p| (p.config_id.clone(), p.sequence));
+    let mut stored = pending.clone();
+    for p in seen.iter_mut().chain(stored.iter_mut()) {
+        p.next_attempt_at_ms = 0;
+    }
+    assert_eq!(
+        seen, stored,
+        "the commit announced exactly what it made pending"
+    );
+    let task = store
+        .get_task(String::new(), "t".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(task.last_sequence, 2);
+    assert!(task.terminal);
+    let event = store
+        .get_event(String::new(), "t".into(), 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(event.body.get().contains("TASK_STATE_COMPLETED"));
+}
+
+async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store: TableStore<B>) {
+    store
+        .put_config(config("t", "a"), anyone(10))
+        .await
+        .unwrap();
+    let published = store
+        .publish(vec![status_event("t", "TASK_STATE_WORKING")])
+        .await
+        .unwrap();
+    let id = published[0].deliveries[0].delivery_id.clone();
+    let context = store.attempt_context(id.clone()).await.unwrap().unwrap();
+    assert_eq!(context.config.unwrap().id, "a");
+    assert_eq!(context.event.sequence, 1);
+    let attempt = |number| AttemptRecord {
+        number,
+        started_at_ms: 10,
+        duration_ms: 3,
+        status: Some(500),
+        error_class: "http_status".into(),
+        error: Some("HTTP 500".into()),
+        response_snippet: None,
+    };
+    let retry = DeliveryUpdate::Retry {
+        next_attempt_at_ms: 99,
+        error: "HTTP 500".into(),
+    };
+    store
+        .record_attempt(id.clone(), attempt(1), retry)
+        .await
+        .unwrap();
+    let delivery = store.get_delivery(id.clone()).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            delivery.state,
+            delivery.attempts,
+            delivery.next_attempt_at_ms
+        ),
+        (DeliveryState::Pending, 1, 99)
+    );
+    let mut ok = attempt(2);
+    ok.status = Some(200);
+    ok.error_class = "success".into();
+    store
+        .record_attempt(id.clone(), ok, DeliveryUpdate::Delivered)
+        .await
+        .unwrap();
+    let log = store.attempts(id.clone()).await.unwrap();
+    assert_eq!(log.iter().map(|a| a.number).collect::<Vec<_>>(), [1, 2]);
+    assert!(store.pending_deliveries().await.unwrap().is_empty());
+    let counts = store
+        .delivery_counts(String::new(), "t".into())
+        .await
+        .unwrap();
+    assert_eq!((counts.pending, counts.delivered), (0, 1));
+}
+
+async fn replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_one<B: Backend>(
+    store: TableStore<B>,
+) {
+    store
+        .put_config(config("t", "a"), anyone(10))
+        .await
+        .unwrap();
+    let first = store
+        .publish(vec![status_event("t", "TASK_STATE_WORKING")])
+        .await
+        .unwrap();
+    let second = store
+        .publish(vec![status_event("t", "TASK_STATE_WORKING")])
+        .await
+        .unwrap();
+    let (dead, pending) = (
+        first[0].deliveries[0].delivery_id.clone(),
+        second[0].deliveries[0].delivery_id.clone(),
+    );
+    let failed = AttemptRecord {
+        number: 1,
+        started_at_ms: 1,
+        duration_ms: 1,
+        status: None,
+        error_class: "connect".into(),
+        error: Some("refused".into()),
+        response_snippet: None,
+    };
+    store
+        .record_attempt(
+            dead.clone(),
+            failed,
+            DeliveryUpdate::Dead {
+                error: "refused".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let announced = announced(&store);
+    let results = store
+        .replay(vec![dead.clone(), pending.clone(), "nope".into()])
+        .await
+        .unwrap();
+    assert_eq!(results[0].as_ref().unwrap().delivery_id, dead);
+    assert_eq!(results[1], Err(ReplayRefusal::AlreadyPending(pending)));
+    assert_eq!(results[2], Err(ReplayRefusal::NotFound("nope".into())));
+    let seen: Vec<String> = announced
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.delivery_id.clone())
+        .collect();
+    assert_eq!(
+        seen,
+        std::slice::from_ref(&dead),
+        "only the replayed delivery is announced"
+    );
+    let delivery = store.get_delivery(dead).await.unwrap().unwrap();
+    assert!(delivery.manual && delivery.state == DeliveryState::Pending);
+}
+
+async fn deleting_a_config_cancels_its_pending_deliveries<B: Backend>(store: TableStore<B>) {
+    store
+        .put_config(config("t", "a"), anyone(10))
+        .await
+        .unwrap();
+    let published = store
+        .publish(vec![status_event("t", "TASK_STATE_WORKING")])
+        .await
+        .unwrap();
+    store
+        .delete_config(String::new(), "t".into(), "a".into())
+        .await
+        .unwrap();
+    assert!(store.pending_deliveries().await.unwrap().is_empty());
+    let delivery = store
+        .get_delivery(published[0].deliveries[0].delivery_id.clone())
+        .await
+        .unwrap();
+    assert_eq!(delivery.unwrap().state, DeliveryState::Canceled);
+    let more = store
+        .publish(vec![status_event("t", "TASK_STATE_WORKING")])
+        .await
+        .unwrap();
+    assert!(more[0].deliveries.is_empty(), "no config, no delivery");
+}
+
+fn subscription(id: &str) -> SubscriptionRecord {
+    SubscriptionRecord {
+        id: id.to_string(),
+        tenant: String::new(),
+        task_id: None,
+        token: Some(Secret::new("sub-token".to_string())),
+        authentication: None,
+        jwks_url: None,
+        issuer: None,
+        jwt_profile: JwtProfile::Hub,
+        webhook_secret: None,
+        more_webhook_secrets: Vec::new(),
+        webhook_public_keys: Vec::new(),
+        tolerance_s: 300,
+        forward_to: None,
+        agent: None,
+        gateway: None,
+        created_at_ms: 1,
+    }
+}
+
+fn push(subscription_id: &str, replay_key: &str, route: InboundRoute) -> InboundAccept {
+    let event = status_event("t", "TASK_STATE_WORKING");
+    InboundAccept {
+        subscription_id: subscription_id.to_string(),
+        replay_keys: vec![ReplayKey {
+            key: replay_key.to_string(),
+            expires_at_ms: u64::MAX / 2,
+        }],
+        replay_max_entries: 100,
+        task_id: "t".into(),
+        push_sequence: None,
+        event: event.event,
+        body: event.body,
+        route,
+        receipt: ReceiptRecord {
+            number: 0,
+            received_at_ms: 1,
+            verdict: "accepted".into(),
+            status: 200,
+            checks: Vec::new(),
+            headers: Vec::new(),
+            notes: Vec::new(),
+            task_id: Some("t".into()),
+            event_sequence: None,
+        },
+    }
+}
+
+async fn an_inbound_push_is_accepted_once_and_a_forwarded_one_is_announced<B: Backend>(
+    store: TableStore<B>,
+) {
+    store.put_subscription(subscription("s")).await.unwrap();
+    let announced = announced(&store);
+    let route = || InboundRoute::Forward {
+        tenant: String::new(),
+        url: HOOK.to_string(),
+    };
+    let first = store
+        .accept_inbound(push("s", "webhook-id:1", route()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, InboundOutcome::Accepted { sequence: 1, .. }),
+        "{first:?}"
+    );
+    let again = store
+        .accept_inbound(push("s", "webhook-id:1", route()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, InboundOutcome::Duplicate { .. }),
+        "{again:?}"
+    );
+    let events = store.inbound_events("s".into(), 0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    let receipts = store.receipts("s".into(), 0, 10).await.unwrap();
+    assert_eq!(
+        receipts.iter().map(|r| r.number).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let seen = announced.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "the accepted push's forwarding delivery, once: {seen:?}"
+    );
+    assert_eq!(seen[0].url, HOOK);
+    assert!(store.delete_subscription("s".into()).await.unwrap());
+    assert!(
+        store
+            .inbound_events("s".into(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn signing_keys_are_replaced_and_retired_together<B: Backend>(store: TableStore<B>) {
+    let key = |kid: &str| KeyRecord {
+        kid: kid.to_string(),
+        alg: "EdDSA".into(),
+        private_pkcs8: Secret::new(format!("private-{kid}")),
+        public_key: format!("public-{kid}"),
+        created_at_ms: 1,
+        retire_at_ms: None,
+    };
+    store
+        .put_signing_keys(vec![key("k1")], Vec::new())
+        .await
+        .unwrap();
+    store
+        .put_signing_keys(vec![key("k2")], vec!["k1".into()])
+        .await
+        .unwrap();
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (keys[0].kid.as_str(), keys[0].private_pkcs8.expose()),
+        ("k2", "private-k2")
+    );
+}
+
+async fn a_follow_is_held_by_one_node_until_its_lease_ends<B: Backend>(store: TableStore<B>) {
+    let follow = |node: &str, lease_until_ms| FollowRecord {
+        tenant: String::new(),
+        task_id: "t".into(),
+        headers: vec![("authorization".into(), Secret::new("Bearer x".to_string()))],
+        node: node.to_string(),
+        lease_until_ms,
+    };
+    let far = now_ms() + 60_000;
+    assert!(store.start_follow(follow("a", far)).await.unwrap());
+    assert!(
+        !store.start_follow(follow("b", far)).await.unwrap(),
+        "a holds it"
+    );
+    let held = store.hold_follows("b".into(), far, false).await.unwrap();
+    assert!(held.is_empty());
+    // a gives its follows up (a lease in the past): b takes the task at its next round.
+    store.hold_follows("a".into(), 0, false).await.unwrap();
+    let held = store.hold_follows("b".into(), far, false).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].headers[0].1.expose(), "Bearer x");
+    store
+        .end_follow(String::new(), "t".into(), "b".into())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .hold_follows("b".into(), far, true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_failing_write_leaves_nothing_behind<B: Backend>(store: TableStore<B>) {
+    let failed: Result<(), StoreError> = store
+        .backend
+        .write(
+            Urgency::Now,
+            Vec::new(),
+            Box::new(|tables| {
+                tables.insert(Table::Tasks, b"written-then-failed", b"{}")?;
+                Err(StoreError::Corrupt("a record does not decode".into()))
+            }),
+        )
+        .await;
+    assert!(matches!(failed, Err(StoreError::Corrupt(_))), "{failed:?}");
+    let left = store
+        .backend
+        .read(Box::new(|tables| {
+            tables.get(Table::Tasks, b"written-then-failed")
+        }))
+        .await
+        .unwrap();
+    assert_eq!(left, None);
+    store.ping().await.unwrap();
+}
+
+/// Declares each contract test once per backend.
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::MemoryStore::new(super::Sealing::none())).await;
+                }
+            )*
+        }
+
+        mod redb {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::RedbStore::open_sealed(dir.path(), super::Sealing::none(), 1 << 20).unwrap();
+                    super::$test(store).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                #[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
+                async fn $test() {
+                    let (store, schema) = super::postgres_store().await;
+                    super::$test(store).await;
+                    schema.drop();
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    configs_are_kept_in_order_paged_and_removed,
+    a_task_belongs_to_its_first_principal_and_holds_a_bounded_number_of_configs,
+    publishing_numbers_events_per_task_and_announces_one_delivery_per_active_config,
+    an_attempt_is_logged_and_its_outcome_applied_together,
+    replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_one,
+    deleting_a_config_cancels_its_pending_deliveries,
+    an_inbound_push_is_accepted_once_and_a_forwarded_one_is_announced,
+    signing_keys_are_replaced_and_retired_together,
+    a_follow_is_held_by_one_node_until_its_lease_ends,
+    a_failing_write_leaves_nothing_behind,
+);
+
+/// A schema of the test database made for one test, dropped by `drop`.
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Schema {
+    fn drop(self) {
+        let _ =
+            std::thread::spawn(move || postgres_schema::drop_schema(&self.url, &self.name)).join();
+    }
+}
+
+/// A PostgreSQL store in a fresh schema of the database `A2A_PUSH_HUB_TEST_POSTGRES_URL` names.
+async fn postgres_store() -> (PostgresStore, Schema) {
+    let url = std::env::var("A2A_PUSH_HUB_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("the PostgreSQL contract tests need A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh starts a database)");
+    let name = format!("contract_{}", uuid::Uuid::new_v4().simple());
+    let (create_url, create_name) = (url.clone(), name.clone());
+    // The synchronous client runs its own runtime: on a thread of its own.
+    tokio::task::spawn_blocking(move || {
+        postgres_schema::create_schema(&create_url, &create_name)?;
+        PostgresStore::open(
+            &PostgresSettings {
+                url: postgres_schema::in_schema(&create_url, &create_name),
+                pool_size: 2,
+                connect_timeout: std::time::Duration::from_secs(10),
+                leases: LeaseSettings {
+                    node: "contract".into(),
+                    lease: std::time::Duration::from_secs(30),
+                },
+            },
+            Sealing::none(),
+        )
+    })
+    .await
+    .unwrap()
+    .map(|store| (store, Schema { url, name }))
+    .unwrap()
+}
