@@ -10,9 +10,7 @@ mod keys;
 mod memory;
 mod model;
 mod ops;
-mod postgres_lanes;
-mod postgres_store;
-mod postgres_tls;
+mod postgres;
 mod redb_store;
 mod sealing;
 mod tables;
@@ -28,13 +26,12 @@ pub use self::ops::{
     ConfigStore, DeliveryStore, EventStore, FollowStore, InboundStore, KeyStore, LaneStore,
     RetentionStore,
 };
-pub use self::postgres_lanes::LeaseSettings;
-pub use self::postgres_store::{PostgresSettings, PostgresStore};
+pub use self::postgres::{LeaseSettings, PostgresSettings, PostgresStore};
 pub use self::redb_store::RedbStore;
 
 /// The PostgreSQL schema: applying migrations, and the version this build writes.
 pub mod postgres_schema {
-    pub use super::postgres_store::{
+    pub use super::postgres::{
         create_schema, drop_schema, in_schema, migrate, parse_url, schema_for_folder,
         schema_version,
     };

@@ -1,7 +1,7 @@
 //! The seam between the store's operations and a storage engine: a fixed set of ordered
 //! tables from byte keys to byte values, read and written inside one transaction.
 //!
-//! Every operation of the hub's store (`ops.rs`) is written once against these traits; each
+//! Every operation of the hub's store (`ops/`) is written once against these traits; each
 //! engine (redb, PostgreSQL) only has to provide ordered tables and transactions. Keys compare
 //! as bytes (shorter first on a common prefix), which both engines do natively.
 

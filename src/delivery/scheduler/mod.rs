@@ -95,7 +95,7 @@ enum Command {
 #[derive(Clone)]
 pub struct SchedulerHandle {
     commands: mpsc::UnboundedSender<Command>,
-    /// On a shared store, new deliveries go to the lane leases first (`store/postgres_lanes.rs`), which
+    /// On a shared store, new deliveries go to the lane leases first (`store/postgres/lanes.rs`), which
     /// passes on those of lanes this node holds.
     offers: Option<mpsc::UnboundedSender<Vec<PendingDelivery>>>,
 }

@@ -18,8 +18,8 @@ use std::time::Duration;
 use postgres::{Client, fallible_iterator::FallibleIterator};
 use tokio::sync::mpsc;
 
-use super::postgres_store::{Target, close, connect, pg_error};
-use super::{LaneId, StoreError};
+use super::connect::{Target, close, connect, pg_error};
+use crate::store::{LaneId, StoreError};
 
 /// How a node takes part in lane leasing.
 #[derive(Clone)]

@@ -1,0 +1,191 @@
+//! The PostgreSQL backend: each of the store's tables is a table of the database with a
+//! `bytea` key and value, so that every operation is the same code as on the embedded store
+//! (`store/ops/`). Writes go through the group-commit writer (`store/writer.rs`) on one
+//! connection, and PostgreSQL's commit (with its default `synchronous_commit`) makes them
+//! durable. Reads run on the blocking pool, each in a read-only repeatable-read transaction on a
+//! pooled connection (`pool.rs`); `tables.rs` maps the tables, `connect.rs` and `tls.rs` reach
+//! the database.
+//!
+//! The schema is versioned (`schema.rs`): `migrate` brings a database up to this build's
+//! version (serialised by an advisory lock, so nodes starting together do not race), and a
+//! database newer than the build is refused. Several hub nodes may share a database: their
+//! write transactions take turns (`lock_for_writing`), and lanes are leased to one node at a
+//! time (`lanes.rs`).
+
+mod connect;
+mod lanes;
+mod pool;
+mod schema;
+mod tables;
+mod tls;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::config::SslMode;
+use postgres::{Client, Config, GenericClient, NoTls, Statement};
+use tokio::sync::Semaphore;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
+use super::sealing::Sealing;
+use super::tables::{Entry, Table, Tables, TablesMut, Visit};
+use super::writer::{self, Job, Writer};
+use super::{LaneId, StoreError};
+
+pub use connect::parse_url;
+use connect::*;
+use lanes::Lanes;
+pub use lanes::LeaseSettings;
+use pool::*;
+use schema::migrate_client;
+pub use schema::{
+    create_schema, drop_schema, in_schema, migrate, schema_for_folder, schema_version,
+};
+use tables::*;
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// A `postgres://` URL or a `key=value` connection string (never logged: it may hold a
+    /// password).
+    pub url: String,
+    /// Connections for reads, besides the writer's one.
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    /// This node's part in lane leasing.
+    pub leases: LeaseSettings,
+}
+
+/// The hub's store on a PostgreSQL database.
+pub type PostgresStore = TableStore<PostgresBackend>;
+
+pub struct PostgresBackend {
+    reads: Arc<ReadPool>,
+    writer: Writer,
+    lanes: Arc<Lanes>,
+}
+
+impl PostgresStore {
+    /// Connects, migrates the schema and claims the writer lock. Blocking: call before serving.
+    pub fn open(
+        settings: &PostgresSettings,
+        sealing: Sealing,
+    ) -> Result<PostgresStore, StoreError> {
+        let target = parse_url(&settings.url).map_err(StoreError::Storage)?;
+        let mut client = connect(&target, settings.connect_timeout)?;
+        migrate_client(&mut client)?;
+        name_writer(&mut client, &settings.leases.node)?;
+        let mut writer_connection = WriterConnection {
+            target: target.clone(),
+            timeout: settings.connect_timeout,
+            node: settings.leases.node.clone(),
+            connection: Some(Connection {
+                client,
+                statements: HashMap::new(),
+            }),
+        };
+        let writer = Writer::start("store-writer", move |batch| {
+            writer_connection.commit_batch(batch)
+        })?;
+        let lanes = Arc::new(Lanes::start(
+            target.clone(),
+            settings.connect_timeout,
+            settings.leases.clone(),
+        )?);
+        let reads = Arc::new(ReadPool {
+            target,
+            timeout: settings.connect_timeout,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(settings.pool_size.max(1)),
+        });
+        Ok(TableStore {
+            backend: PostgresBackend {
+                reads,
+                writer,
+                lanes,
+            },
+            sealing: Arc::new(sealing),
+            outbox: Default::default(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for PostgresBackend {
+    async fn read<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {
+        let _permit = self
+            .reads
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let reads = self.reads.clone();
+        tokio::task::spawn_blocking(move || {
+            let Connection {
+                client,
+                mut statements,
+            } = reads.take()?;
+            let tables = PgTables::new(client, &mut statements);
+            let result = job(&tables);
+            let client = tables.into_inner();
+            reads.give_back(Connection { client, statements });
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
+    }
+
+    async fn write<R: Send + 'static>(
+        &self,
+        urgency: Urgency,
+        reads: Vec<Entry>,
+        job: WriteJob<R>,
+    ) -> Result<R, StoreError> {
+        self.writer.write(urgency, reads, job).await
+    }
+
+    async fn close(&self) {
+        self.writer.stop().await;
+        self.reads.permits.close();
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        let leases = self.lanes.clone();
+        blocking(move || leases.claim(&lanes)).await
+    }
+
+    async fn claim_abandoned_lanes(&self, limit: usize) -> Result<Vec<LaneId>, StoreError> {
+        let leases = self.lanes.clone();
+        blocking(move || leases.claim_abandoned(limit)).await
+    }
+
+    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+        let leases = self.lanes.clone();
+        blocking(move || leases.renew(&lanes)).await
+    }
+
+    async fn release_lanes(&self) -> Result<(), StoreError> {
+        let leases = self.lanes.clone();
+        blocking(move || leases.release_all()).await
+    }
+
+    fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
+        self.lanes.wakeups()
+    }
+}
+
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+) -> Result<R, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Storage(format!("store task failed: {e}")))?
+}

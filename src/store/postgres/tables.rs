@@ -1,0 +1,336 @@
+//! The store's tables as database tables (`bytea` key and value), read and written through
+//! prepared statements, with writes buffered and sent in batches.
+
+use super::*;
+
+/// Rows a scan reads per round trip.
+pub(super) const SCAN_PAGE: i64 = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Op {
+    Get,
+    GetMany,
+    PutMany,
+    DeleteMany,
+    ScanBounded,
+    ScanOpen,
+}
+
+pub(super) fn sql(table: Table, op: Op) -> String {
+    let name = table.name();
+    match op {
+        Op::Get => format!("SELECT v FROM hub_{name} WHERE k = $1"),
+        Op::GetMany => format!("SELECT k, v FROM hub_{name} WHERE k = ANY($1)"),
+        Op::PutMany => format!(
+            "INSERT INTO hub_{name} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
+             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+        ),
+        Op::DeleteMany => format!("DELETE FROM hub_{name} WHERE k = ANY($1)"),
+        Op::ScanBounded => format!(
+            "SELECT k, v FROM hub_{name} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT {SCAN_PAGE}"
+        ),
+        Op::ScanOpen => {
+            format!("SELECT k, v FROM hub_{name} WHERE k >= $1 ORDER BY k LIMIT {SCAN_PAGE}")
+        }
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`; `None` if there is none.
+pub(super) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// A connection and the statements prepared on it.
+pub(super) struct Connection {
+    pub(super) client: Client,
+    pub(super) statements: HashMap<(Table, Op), Statement>,
+}
+
+/// What a transaction knows of one entry: its value (`None`: absent), and whether that is a
+/// write not yet sent to the database.
+pub(super) struct Known {
+    value: Option<Vec<u8>>,
+    unsent: bool,
+}
+
+/// The tables inside one transaction of a connection.
+///
+/// Writes are kept here and sent together, a statement per table, before a scan of their
+/// table and at the end (`flush`); reads see them first. A transaction thus costs a round trip
+/// per read of an entry it has not seen, not one per statement the operations make.
+pub(super) struct PgTables<'c, C> {
+    /// A transaction for writes; the client itself for reads, where each statement sees the
+    /// committed state of its moment (no read needs more, and it saves two round trips).
+    txn: RefCell<C>,
+    pub(super) statements: RefCell<&'c mut HashMap<(Table, Op), Statement>>,
+    known: RefCell<HashMap<Table, HashMap<Vec<u8>, Known>>>,
+    /// Writes kept and not sent yet.
+    unsent: std::cell::Cell<usize>,
+}
+
+/// Writes a transaction keeps before it sends them: bounds its memory whatever the batch.
+pub(super) const MAX_UNSENT: usize = 4096;
+
+impl<'c, C: GenericClient> PgTables<'c, C> {
+    pub(super) fn new(txn: C, statements: &'c mut HashMap<(Table, Op), Statement>) -> Self {
+        PgTables {
+            txn: RefCell::new(txn),
+            statements: RefCell::new(statements),
+            known: RefCell::new(HashMap::new()),
+            unsent: std::cell::Cell::new(0),
+        }
+    }
+
+    fn statement(&self, table: Table, op: Op) -> Result<Statement, StoreError> {
+        if let Some(statement) = self.statements.borrow().get(&(table, op)) {
+            return Ok(statement.clone());
+        }
+        let statement = self
+            .txn
+            .borrow_mut()
+            .prepare(&sql(table, op))
+            .map_err(pg_error)?;
+        self.statements
+            .borrow_mut()
+            .insert((table, op), statement.clone());
+        Ok(statement)
+    }
+
+    /// Waits for the schema's write lock, held until this transaction ends. Writes of every
+    /// node take turns, so that each reads what the one before it wrote (a task's next
+    /// sequence number, a lane's bookkeeping) exactly as on the embedded store; a commit
+    /// carries a whole batch, so the turns are few.
+    pub(super) fn lock_for_writing(&self) -> Result<(), StoreError> {
+        self.txn
+            .borrow_mut()
+            .batch_execute(
+                "SELECT pg_advisory_xact_lock(hashtext('a2a-push-hub write ' || current_schema()))",
+            )
+            .map_err(pg_error)
+    }
+
+    fn write(&self, table: Table, key: &[u8], value: Option<Vec<u8>>) -> Result<(), StoreError> {
+        self.known.borrow_mut().entry(table).or_default().insert(
+            key.to_vec(),
+            Known {
+                value,
+                unsent: true,
+            },
+        );
+        self.unsent.set(self.unsent.get() + 1);
+        if self.unsent.get() >= MAX_UNSENT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the writes of `table` not yet sent.
+    fn flush_table(&self, table: Table) -> Result<(), StoreError> {
+        let (mut put_keys, mut put_values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+        if let Some(entries) = self.known.borrow_mut().get_mut(&table) {
+            for (key, known) in entries.iter_mut().filter(|(_, k)| k.unsent) {
+                known.unsent = false;
+                match &known.value {
+                    Some(value) => {
+                        put_keys.push(key.clone());
+                        put_values.push(value.clone());
+                    }
+                    None => deleted.push(key.clone()),
+                }
+            }
+        }
+        if !put_keys.is_empty() {
+            let statement = self.statement(table, Op::PutMany)?;
+            self.txn
+                .borrow_mut()
+                .execute(&statement, &[&put_keys, &put_values])
+                .map_err(pg_error)?;
+        }
+        if !deleted.is_empty() {
+            let statement = self.statement(table, Op::DeleteMany)?;
+            self.txn
+                .borrow_mut()
+                .execute(&statement, &[&deleted])
+                .map_err(pg_error)?;
+        }
+        Ok(())
+    }
+
+    /// Sends every write not yet sent (then the transaction may commit) and forgets what it
+    /// read: the database has it all now.
+    pub(super) fn flush(&self) -> Result<(), StoreError> {
+        let tables: Vec<Table> = self.known.borrow().keys().copied().collect();
+        for table in tables {
+            self.flush_table(table)?;
+        }
+        self.known.borrow_mut().clear();
+        self.unsent.set(0);
+        Ok(())
+    }
+
+    pub(super) fn into_inner(self) -> C {
+        self.txn.into_inner()
+    }
+}
+
+impl<C: GenericClient> Tables for PgTables<'_, C> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(known) = self.known.borrow().get(&table).and_then(|t| t.get(key)) {
+            return Ok(known.value.clone());
+        }
+        let statement = self.statement(table, Op::Get)?;
+        let value: Option<Vec<u8>> = self
+            .txn
+            .borrow_mut()
+            .query_opt(&statement, &[&key])
+            .map_err(pg_error)?
+            .map(|row| row.get(0));
+        self.known.borrow_mut().entry(table).or_default().insert(
+            key.to_vec(),
+            Known {
+                value: value.clone(),
+                unsent: false,
+            },
+        );
+        Ok(value)
+    }
+
+    fn prefetch(&self, keys: &[Entry]) -> Result<(), StoreError> {
+        let mut by_table: HashMap<Table, Vec<Vec<u8>>> = HashMap::new();
+        for (table, key) in keys {
+            by_table.entry(*table).or_default().push(key.clone());
+        }
+        for (table, keys) in by_table {
+            self.get_many(table, &keys)?;
+        }
+        Ok(())
+    }
+
+    fn get_many(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let unknown: Vec<Vec<u8>> = {
+            let known = self.known.borrow();
+            let seen = known.get(&table);
+            keys.iter()
+                .filter(|key| seen.is_none_or(|t| !t.contains_key(*key)))
+                .cloned()
+                .collect()
+        };
+        if !unknown.is_empty() {
+            let statement = self.statement(table, Op::GetMany)?;
+            let rows = self
+                .txn
+                .borrow_mut()
+                .query(&statement, &[&unknown])
+                .map_err(pg_error)?;
+            let mut known = self.known.borrow_mut();
+            let entries = known.entry(table).or_default();
+            for key in unknown {
+                entries.entry(key).or_insert(Known {
+                    value: None,
+                    unsent: false,
+                });
+            }
+            for row in rows {
+                let key: Vec<u8> = row.get(0);
+                entries.insert(
+                    key,
+                    Known {
+                        value: Some(row.get(1)),
+                        unsent: false,
+                    },
+                );
+            }
+        }
+        let known = self.known.borrow();
+        let entries = known.get(&table);
+        Ok(keys
+            .iter()
+            .map(|key| {
+                entries
+                    .and_then(|t| t.get(key))
+                    .and_then(|k| k.value.clone())
+            })
+            .collect())
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        visit: Visit<'_>,
+    ) -> Result<(), StoreError> {
+        self.flush_table(table)?;
+        let end = prefix_end(prefix);
+        let statement = self.statement(
+            table,
+            if end.is_some() {
+                Op::ScanBounded
+            } else {
+                Op::ScanOpen
+            },
+        )?;
+        let mut from = start.max(prefix).to_vec();
+        loop {
+            // One page at a time, read before visiting, so that `visit` may read meanwhile.
+            let rows = match &end {
+                Some(end) => self
+                    .txn
+                    .borrow_mut()
+                    .query(&statement, &[&from, end])
+                    .map_err(pg_error)?,
+                None => self
+                    .txn
+                    .borrow_mut()
+                    .query(&statement, &[&from])
+                    .map_err(pg_error)?,
+            };
+            let full = rows.len() as i64 == SCAN_PAGE;
+            for row in &rows {
+                let key: &[u8] = row.get(0);
+                let value: &[u8] = row.get(1);
+                if !visit(key, value)? {
+                    return Ok(());
+                }
+            }
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            if !full {
+                return Ok(());
+            }
+            from = last.get::<_, &[u8]>(0).to_vec();
+            from.push(0);
+        }
+    }
+}
+
+impl<C: GenericClient> TablesMut for PgTables<'_, C> {
+    fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.write(table, key, Some(value.to_vec()))
+    }
+
+    fn remove(&self, table: Table, key: &[u8]) -> Result<(), StoreError> {
+        self.write(table, key, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_every_key_with_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+}
