@@ -105,6 +105,15 @@ impl Table {
         }
     }
 
+    /// Whether its records hold secrets, and so are sealed at rest (`sealing.rs`) when the
+    /// store has an encryption key. Decided here, for every read and write of the table.
+    pub const fn sealed(self) -> bool {
+        matches!(
+            self,
+            Table::Configs | Table::Keys | Table::Subscriptions | Table::Follows
+        )
+    }
+
     /// Position in `ALL`.
     pub fn index(self) -> usize {
         self as usize
@@ -158,37 +167,60 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreEr
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-pub fn encode_sealed<T: Serialize>(sealing: &Sealing, value: &T) -> Result<Vec<u8>, StoreError> {
-    sealing.seal(encode(value)?)
+/// A record of `table` as stored: sealed when the table holds secrets (`Table::sealed`).
+pub fn encode_record<T: Serialize>(
+    sealing: &Sealing,
+    table: Table,
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
+    let bytes = encode(value)?;
+    if table.sealed() {
+        sealing.seal(bytes)
+    } else {
+        Ok(bytes)
+    }
 }
 
-pub fn decode_sealed<T: serde::de::DeserializeOwned>(
+/// A stored record of `table`, unsealed when the table holds secrets.
+pub fn decode_record<T: serde::de::DeserializeOwned>(
     sealing: &Sealing,
+    table: Table,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    decode(&sealing.open(bytes)?)
+    if table.sealed() {
+        decode(&sealing.open(bytes)?)
+    } else {
+        decode(bytes)
+    }
 }
 
+/// The record of `table` at `key`, unsealed when the table holds secrets.
+pub fn get_record<T: serde::de::DeserializeOwned>(
+    sealing: &Sealing,
+    tables: &dyn Tables,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    tables
+        .get(table, key)?
+        .map(|bytes| decode_record(sealing, table, &bytes))
+        .transpose()
+}
+
+/// The record at `key` of a table that holds no secrets (no sealing to undo).
 pub fn get_json<T: serde::de::DeserializeOwned>(
     tables: &dyn Tables,
     table: Table,
     key: &[u8],
 ) -> Result<Option<T>, StoreError> {
+    debug_assert!(
+        !table.sealed(),
+        "{} is sealed: read it with get_record",
+        table.name()
+    );
     tables
         .get(table, key)?
         .map(|bytes| decode(&bytes))
-        .transpose()
-}
-
-pub fn get_sealed<T: serde::de::DeserializeOwned>(
-    sealing: &Sealing,
-    tables: &dyn Tables,
-    table: Table,
-    key: &[u8],
-) -> Result<Option<T>, StoreError> {
-    tables
-        .get(table, key)?
-        .map(|bytes| decode_sealed(sealing, &bytes))
         .transpose()
 }
 

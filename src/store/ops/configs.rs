@@ -20,7 +20,7 @@ fn put_config_in(
         }
     }
     let key = config_key(&config.tenant, &config.task_id, &config.id);
-    match get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &key)? {
+    match get_record::<ConfigRecord>(sealing, tables, Table::Configs, &key)? {
         Some(existing) => config.created_at_ms = existing.created_at_ms,
         None => {
             let others = first_under(tables, Table::Configs, &tkey, rules.max_per_task)?;
@@ -30,7 +30,11 @@ fn put_config_in(
         }
     }
     config.owner = rules.principal;
-    tables.insert(Table::Configs, &key, &encode_sealed(sealing, &config)?)?;
+    tables.insert(
+        Table::Configs,
+        &key,
+        &encode_record(sealing, Table::Configs, &config)?,
+    )?;
     Ok(ConfigWrite::Stored)
 }
 
@@ -63,7 +67,7 @@ pub(super) fn declare_owner(
     tables.insert(Table::Owners, tkey, &encode(&owner)?)?;
     let mut foreign = Vec::new();
     tables.scan(Table::Configs, tkey, tkey, &mut |key, value| {
-        let config: ConfigRecord = decode_sealed(sealing, value)?;
+        let config: ConfigRecord = decode_record(sealing, Table::Configs, value)?;
         if config.owner.as_deref().is_some_and(|o| o != owner) {
             foreign.push((key.to_vec(), config.id));
         }
@@ -145,7 +149,7 @@ impl<B: Backend> ConfigStore for TableStore<B> {
     ) -> Result<Option<ConfigRecord>, StoreError> {
         let sealing = self.sealing.clone();
         self.read(move |tables| {
-            get_sealed(
+            get_record(
                 &sealing,
                 tables,
                 Table::Configs,
@@ -175,7 +179,7 @@ impl<B: Backend> ConfigStore for TableStore<B> {
                 None => prefix.clone(),
             };
             page(tables, Table::Configs, &prefix, &start, limit, |value| {
-                decode_sealed(&sealing, value)
+                decode_record(&sealing, Table::Configs, value)
             })
         })
         .await

@@ -29,7 +29,7 @@ pub(super) fn pending_under(
             Some((key, url)) if *key == ckey => url.clone(),
             _ => {
                 let Some(config) =
-                    get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)?
+                    get_record::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)?
                 else {
                     continue;
                 };
@@ -121,10 +121,14 @@ fn record_attempt_in(
         })?;
         killed.push(String::from_utf8_lossy(&other).into_owned());
     }
-    if let Some(mut config) = get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? {
+    if let Some(mut config) = get_record::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? {
         config.state = ConfigState::Disabled;
         config.updated_at_ms = now;
-        tables.insert(Table::Configs, &ckey, &encode_sealed(sealing, &config)?)?;
+        tables.insert(
+            Table::Configs,
+            &ckey,
+            &encode_record(sealing, Table::Configs, &config)?,
+        )?;
     }
     Ok(killed)
 }
@@ -144,7 +148,7 @@ fn replay_in(
         return Ok(Err(ReplayRefusal::AlreadyPending(delivery_id.to_string())));
     }
     let ckey = config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id);
-    let Some(config) = get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? else {
+    let Some(config) = get_record::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? else {
         return Ok(Err(ReplayRefusal::ConfigDeleted(delivery_id.to_string())));
     };
     if config.state != ConfigState::Active {
@@ -260,7 +264,7 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
             else {
                 return Ok(None);
             };
-            let config = get_sealed(
+            let config = get_record(
                 &sealing,
                 tables,
                 Table::Configs,

@@ -20,7 +20,7 @@ fn deliver_snapshot_in(
         pending: None,
     };
     let ckey = config_key(&snapshot.tenant, &snapshot.task_id, &snapshot.config_id);
-    let Some(config) = get_sealed::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? else {
+    let Some(config) = get_record::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? else {
         return Ok(outcome);
     };
     if config.state != ConfigState::Active
@@ -113,7 +113,7 @@ pub(super) fn publish_one(
 
     let mut active = Vec::new();
     tables.scan(Table::Configs, &tkey, &tkey, &mut |_, value| {
-        let config: ConfigRecord = decode_sealed(sealing, value)?;
+        let config: ConfigRecord = decode_record(sealing, Table::Configs, value)?;
         if config.state == ConfigState::Active {
             active.push((config.id, config.url, config.wire_version));
         }

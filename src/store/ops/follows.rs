@@ -33,11 +33,15 @@ impl<B: Backend> FollowStore for TableStore<B> {
         let sealing = self.sealing.clone();
         self.write(move |tables| {
             let key = task_key(&follow.tenant, &follow.task_id);
-            let held: Option<FollowRecord> = get_sealed(&sealing, tables, Table::Follows, &key)?;
+            let held: Option<FollowRecord> = get_record(&sealing, tables, Table::Follows, &key)?;
             if held.is_some_and(|h| h.node != follow.node && h.lease_until_ms > now_ms()) {
                 return Ok(false);
             }
-            tables.insert(Table::Follows, &key, &encode_sealed(&sealing, &follow)?)?;
+            tables.insert(
+                Table::Follows,
+                &key,
+                &encode_record(&sealing, Table::Follows, &follow)?,
+            )?;
             Ok(true)
         })
         .await
@@ -52,7 +56,7 @@ impl<B: Backend> FollowStore for TableStore<B> {
         let sealing = self.sealing.clone();
         self.write(move |tables| {
             let key = task_key(&tenant, &task_id);
-            let held: Option<FollowRecord> = get_sealed(&sealing, tables, Table::Follows, &key)?;
+            let held: Option<FollowRecord> = get_record(&sealing, tables, Table::Follows, &key)?;
             if held.is_some_and(|h| h.node == node) {
                 tables.remove(Table::Follows, &key)?;
             }
@@ -72,11 +76,15 @@ impl<B: Backend> FollowStore for TableStore<B> {
             let now = now_ms();
             let mut held = Vec::new();
             for (key, value) in collect_prefix(tables, Table::Follows, &[])? {
-                let mut follow: FollowRecord = decode_sealed(&sealing, &value)?;
+                let mut follow: FollowRecord = decode_record(&sealing, Table::Follows, &value)?;
                 if follow.node == node || follow.lease_until_ms <= now || take_all {
                     follow.node = node.clone();
                     follow.lease_until_ms = lease_until_ms;
-                    tables.insert(Table::Follows, &key, &encode_sealed(&sealing, &follow)?)?;
+                    tables.insert(
+                        Table::Follows,
+                        &key,
+                        &encode_record(&sealing, Table::Follows, &follow)?,
+                    )?;
                     held.push(follow);
                 }
             }

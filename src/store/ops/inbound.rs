@@ -240,7 +240,11 @@ fn accept_inbound_in(
                     updated_at_ms: now,
                     owner: None,
                 };
-                tables.insert(Table::Configs, &ckey, &encode_sealed(sealing, &config)?)?;
+                tables.insert(
+                    Table::Configs,
+                    &ckey,
+                    &encode_record(sealing, Table::Configs, &config)?,
+                )?;
             }
             let event = NewEvent {
                 tenant,
@@ -320,7 +324,7 @@ impl<B: Backend> InboundStore for TableStore<B> {
             tables.insert(
                 Table::Subscriptions,
                 subscription.id.as_bytes(),
-                &encode_sealed(&sealing, &subscription)?,
+                &encode_record(&sealing, Table::Subscriptions, &subscription)?,
             )
         })
         .await
@@ -328,7 +332,7 @@ impl<B: Backend> InboundStore for TableStore<B> {
 
     async fn get_subscription(&self, id: String) -> Result<Option<SubscriptionRecord>, StoreError> {
         let sealing = self.sealing.clone();
-        self.read(move |tables| get_sealed(&sealing, tables, Table::Subscriptions, id.as_bytes()))
+        self.read(move |tables| get_record(&sealing, tables, Table::Subscriptions, id.as_bytes()))
             .await
     }
 
@@ -341,7 +345,7 @@ impl<B: Backend> InboundStore for TableStore<B> {
                 &[],
                 &[],
                 usize::MAX,
-                |value| decode_sealed(&sealing, value),
+                |value| decode_record(&sealing, Table::Subscriptions, value),
             )
         })
         .await

@@ -179,7 +179,7 @@ pub fn purge_intakes_step(
     })?;
     let mut step = PurgeStep::default();
     for (_, value) in &seen {
-        let subscription: SubscriptionRecord = decode_sealed(sealing, value)?;
+        let subscription: SubscriptionRecord = decode_record(sealing, Table::Subscriptions, value)?;
         let Some(intake) = &subscription.gateway else {
             continue;
         };

@@ -20,7 +20,7 @@ impl<B: Backend> KeyStore for TableStore<B> {
         let sealing = self.sealing.clone();
         self.read(move |tables| {
             page(tables, Table::Keys, &[], &[], usize::MAX, |value| {
-                decode_sealed(&sealing, value)
+                decode_record(&sealing, Table::Keys, value)
             })
         })
         .await
@@ -37,7 +37,7 @@ impl<B: Backend> KeyStore for TableStore<B> {
                 tables.insert(
                     Table::Keys,
                     record.kid.as_bytes(),
-                    &encode_sealed(&sealing, record)?,
+                    &encode_record(&sealing, Table::Keys, record)?,
                 )?;
             }
             for kid in &retired {
