@@ -15,7 +15,6 @@
 //! ```
 
 pub mod a2a;
-pub mod admin_client;
 pub mod api;
 pub mod config;
 pub mod delivery;

@@ -1,4 +1,4 @@
-//! A small client of the admin API, used by the `deliveries` subcommands of the CLI.
+//! A small client of the admin API, used by the `deliveries` and `keys` subcommands.
 
 use std::time::Duration;
 

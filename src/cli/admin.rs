@@ -1,0 +1,82 @@
+//! The subcommands that talk to a running hub's admin API: `deliveries` and `keys`.
+
+use std::process::ExitCode;
+
+use super::admin_client::AdminError;
+use super::args::{AdminArgs, DeliveriesAction, KeysAction};
+
+pub fn print_answer(result: Result<serde_json::Value, AdminError>) -> ExitCode {
+    match result {
+        Ok(answer) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn keys(admin: AdminArgs, action: KeysAction) -> ExitCode {
+    let client = admin.client();
+    print_answer(match action {
+        KeysAction::List => client.get("/api/v1/keys", &[]).await,
+        KeysAction::Rotate => client.post("/api/v1/keys:rotate", &[], None).await,
+    })
+}
+
+pub async fn deliveries(admin: AdminArgs, action: DeliveriesAction) -> ExitCode {
+    let client = admin.client();
+    let result = match action {
+        DeliveriesAction::List {
+            filter,
+            limit,
+            after,
+        } => {
+            let mut query = filter.pairs();
+            query.extend(limit.map(|l| ("limit", l.to_string())));
+            query.extend(after.map(|a| ("after", a)));
+            client.get("/api/v1/deliveries", &query).await
+        }
+        DeliveriesAction::Show { delivery_id } => {
+            client
+                .get(&format!("/api/v1/deliveries/{delivery_id}"), &[])
+                .await
+        }
+        DeliveriesAction::Replay {
+            delivery_id: Some(id),
+            ..
+        } => {
+            client
+                .post(&format!("/api/v1/deliveries/{id}/replay"), &[], None)
+                .await
+        }
+        DeliveriesAction::Replay {
+            delivery_id: None,
+            filter,
+        } => {
+            let mut query: Vec<(&str, String)> = filter.pairs();
+            let tenant = query
+                .iter()
+                .position(|(k, _)| *k == "tenant")
+                .map(|i| query.remove(i).1);
+            let body: serde_json::Map<String, serde_json::Value> = query
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+                .collect();
+            let tenant: Vec<(&str, String)> = tenant.map(|t| ("tenant", t)).into_iter().collect();
+            client
+                .post(
+                    "/api/v1/deliveries:replay",
+                    &tenant,
+                    Some(serde_json::Value::Object(body)),
+                )
+                .await
+        }
+    };
+    print_answer(result)
+}
