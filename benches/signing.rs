@@ -2,8 +2,10 @@
 //! Compare with the rest of a delivery's CPU (an fsynced commit share, an HTTP request) to see
 //! that signing is not the bottleneck.
 
-use a2a_push_hub::signing::keys::{ALG_ED25519, ALG_ES256, Signer, generate, jwk};
-use a2a_push_hub::signing::{JwtInput, KeySet, SigningInput, jwt, sign_delivery, webhooks};
+use a2a_push_hub::internals::signing::{
+    ALG_ED25519, ALG_ES256, JwtInput, KeySet, Signer, SigningInput, generate, jwk, jwt,
+    sign_delivery, webhooks,
+};
 use aws_lc_rs::signature::KeyPair;
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;

@@ -1,7 +1,8 @@
 //! a2a-push-hub: reliable, signed and observable A2A task push notifications.
 //!
 //! The library exposes [`Hub`], which starts the same server the `a2a-push-hub serve`
-//! command runs (the binary is only a thin CLI over it), and [`Settings`].
+//! command runs (the binary is only a thin CLI over it), [`Settings`] with the types of its
+//! fields ([`config`]), and [`verify`], for receivers that check the hub's signatures.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), a2a_push_hub::StartError> {
@@ -14,19 +15,40 @@
 //! # Ok(()) }
 //! ```
 
-pub mod a2a;
-pub mod api;
+#![forbid(unsafe_code)]
+
 pub mod config;
-pub mod delivery;
-pub mod domain;
-pub mod gateway;
-pub mod inbound;
-pub mod listener;
-pub mod metrics;
-pub mod retention;
-pub mod signing;
-pub mod ssrf;
-pub mod store;
+pub mod verify;
+
+pub(crate) mod a2a;
+pub(crate) mod api;
+pub(crate) mod delivery;
+pub(crate) mod domain;
+pub(crate) mod gateway;
+pub(crate) mod inbound;
+pub(crate) mod listener;
+pub(crate) mod metrics;
+pub(crate) mod retention;
+pub(crate) mod signing;
+pub(crate) mod ssrf;
+pub(crate) mod store;
+
+#[cfg(test)]
+mod property_tests;
+
+/// Not part of the library's API: what the project's own command line, benchmarks and tests
+/// reach into. It changes whenever they need it to.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::postgres_settings;
+    pub use crate::store::{StoreError, postgres_schema};
+
+    /// Signing, for the signing benchmark.
+    pub mod signing {
+        pub use crate::signing::keys::{ALG_ED25519, ALG_ES256, Signer, generate, jwk};
+        pub use crate::signing::{JwtInput, KeySet, SigningInput, jwt, sign_delivery, webhooks};
+    }
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,29 +84,17 @@ pub enum StartError {
 /// Configures a hub before starting it.
 pub struct HubBuilder {
     settings: Settings,
-    store: Option<Arc<dyn Store>>,
 }
 
 impl HubBuilder {
-    /// Uses `store` instead of opening the embedded store at `store.path`.
-    pub fn store(mut self, store: Arc<dyn Store>) -> HubBuilder {
-        self.store = Some(store);
-        self
-    }
-
     /// Opens the store, binds both listeners and starts serving.
     pub async fn start(self) -> Result<Hub, StartError> {
         let settings = self.settings;
         settings.validate()?;
-        let store: Arc<dyn Store> = match self.store {
-            Some(store) => store,
-            None => {
-                let store_settings = settings.store.clone();
-                tokio::task::spawn_blocking(move || open_store(&store_settings))
-                    .await
-                    .map_err(|e| StoreError::Storage(format!("store open task failed: {e}")))??
-            }
-        };
+        let store_settings = settings.store.clone();
+        let store = tokio::task::spawn_blocking(move || open_store(&store_settings))
+            .await
+            .map_err(|e| StoreError::Storage(format!("store open task failed: {e}")))??;
         match serve(settings, store.clone()).await {
             Ok(hub) => Ok(hub),
             Err(e) => {
@@ -298,10 +308,7 @@ pub struct Hub {
 
 impl Hub {
     pub fn builder(settings: Settings) -> HubBuilder {
-        HubBuilder {
-            settings,
-            store: None,
-        }
+        HubBuilder { settings }
     }
 
     /// The bound address of the public (A2A) listener.

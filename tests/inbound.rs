@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use a2a_push_hub::signing::webhooks;
+use a2a_push_hub::verify::webhooks;
 use common::{
     Receiver, Reply, SseReader, TestHub, create_subscription, fast_delivery, push, refs,
     status_event, wait_until,
@@ -682,10 +682,10 @@ async fn a_peer_signing_its_jwts_with_rs256_is_verified_by_its_jwks_and_the_rece
     );
     let token = created["pushNotificationConfig"]["token"].as_str().unwrap();
     let body = status_event("t1", "TASK_STATE_WORKING").to_string();
-    let now = a2a_push_hub::store::now_ms() as i64 / 1000;
+    let now = now_ms() as i64 / 1000;
     let claims = json!({"iss": "https://peer.example", "aud": url, "iat": now, "exp": now + 300,
         "jti": "peer-1", "taskId": "t1",
-        "request_body_sha256": a2a_push_hub::signing::jwt::body_sha256(body.as_bytes())});
+        "request_body_sha256": a2a_push_hub::verify::jwt::body_sha256(body.as_bytes())});
     let input = format!(
         "{}.{}",
         b64(json!({"alg": "RS256", "kid": "peer-rsa"})
@@ -795,7 +795,7 @@ async fn a_peer_rotating_its_webhook_secret_is_verified_with_old_and_new_until_t
         .as_str()
         .unwrap()
         .to_string();
-    let now = a2a_push_hub::store::now_ms() / 1000;
+    let now = now_ms() / 1000;
     let send = |secret: &'static str, n: u32, extra_signature: Option<String>| {
         let (http, url, token) = (hub.http.clone(), url.clone(), token.clone());
         async move {
@@ -858,4 +858,12 @@ async fn a_peer_rotating_its_webhook_secret_is_verified_with_old_and_new_until_t
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
     assert_eq!(refused["field"], "webhookSecret[1]");
     hub.stop().await;
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }

@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use a2a_push_hub::signing::verify::{CapturedRequest, VerifyOptions, verify_request};
-use a2a_push_hub::signing::{jwt, webhooks};
+use a2a_push_hub::verify::{CapturedRequest, VerifyOptions, verify_request};
+use a2a_push_hub::verify::{jwt, webhooks};
 use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -224,7 +224,7 @@ async fn migrate_brings_the_schema_up_once_and_a_newer_schema_is_refused() {
             String::from_utf8_lossy(&output.stdout).trim(),
             format!(
                 "the database schema is at version {}",
-                a2a_push_hub::store::postgres_schema::schema_version()
+                a2a_push_hub::internals::postgres_schema::schema_version()
             )
         );
     }

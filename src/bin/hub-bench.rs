@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use a2a_push_hub::store::postgres_schema;
+use a2a_push_hub::internals::postgres_schema;
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
@@ -27,7 +27,9 @@ static POSTGRES: OnceLock<(String, Mutex<Vec<String>>)> = OnceLock::new();
 
 /// Runs a blocking schema statement on a thread of its own (the synchronous client runs its
 /// own runtime).
-fn on_own_thread(f: impl FnOnce() -> Result<(), a2a_push_hub::store::StoreError> + Send + 'static) {
+fn on_own_thread(
+    f: impl FnOnce() -> Result<(), a2a_push_hub::internals::StoreError> + Send + 'static,
+) {
     std::thread::spawn(f)
         .join()
         .unwrap()

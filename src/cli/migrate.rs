@@ -12,9 +12,9 @@ pub async fn migrate(settings: Settings) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let postgres = a2a_push_hub::postgres_settings(&settings.store);
+    let postgres = a2a_push_hub::internals::postgres_settings(&settings.store);
     let migrated = tokio::task::spawn_blocking(move || {
-        a2a_push_hub::store::postgres_schema::migrate(&postgres)
+        a2a_push_hub::internals::postgres_schema::migrate(&postgres)
     })
     .await;
     match migrated {

@@ -3,8 +3,8 @@
 use super::args::VerifyArgs;
 
 pub async fn verify(args: VerifyArgs) -> Result<bool, String> {
-    use a2a_push_hub::signing::verify::{CapturedRequest, VerifyOptions, verify_request};
-    use a2a_push_hub::signing::webhooks;
+    use a2a_push_hub::verify::webhooks;
+    use a2a_push_hub::verify::{CapturedRequest, VerifyOptions, verify_request};
     let raw = std::fs::read(&args.request)
         .map_err(|e| format!("cannot read {}: {e}", args.request.display()))?;
     let request = CapturedRequest::parse(&raw).map_err(|e| {
@@ -33,23 +33,7 @@ pub async fn verify(args: VerifyArgs) -> Result<bool, String> {
     let jwks = match &args.jwks {
         None => None,
         Some(source) if source.starts_with("http://") || source.starts_with("https://") => {
-            let security = a2a_push_hub::config::SecuritySettings {
-                allow_private_networks: args.allow_private_networks,
-                ..Default::default()
-            };
-            let policy = std::sync::Arc::new(a2a_push_hub::ssrf::Policy::from_settings(&security));
-            let client = a2a_push_hub::delivery::client::GuardedClient::new(
-                policy,
-                a2a_push_hub::delivery::request::USER_AGENT,
-            )
-            .map_err(|e| e.to_string())?;
-            Some(
-                client
-                    .fetch_json(source, 1024 * 1024)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .body,
-            )
+            Some(a2a_push_hub::verify::fetch_jwks(source, args.allow_private_networks).await?)
         }
         Some(path) => {
             let text = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;

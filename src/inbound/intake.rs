@@ -461,7 +461,7 @@ pub async fn intake(
             state.inbound.notify(id, sequence).await;
             answer(200, json!({"status": "accepted", "sequence": sequence}))
         }
-        Ok(InboundOutcome::Duplicate { .. }) => answer(200, json!({"status": "duplicate"})),
+        Ok(InboundOutcome::Duplicate) => answer(200, json!({"status": "duplicate"})),
         Err(e) => {
             tracing::error!(error = %e, "could not store an inbound event");
             answer(503, json!({"error": "temporarily unavailable; retry"}))

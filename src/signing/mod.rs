@@ -377,7 +377,8 @@ mod tests {
     use crate::store::RedbStore;
 
     async fn keyring(dir: &std::path::Path, grace: Duration) -> (Arc<dyn Store>, Keyring) {
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(RedbStore::open_sealed(dir, crate::store::Sealing::none(), 1 << 20).unwrap());
         let keyring = Keyring::open(store.clone(), grace).await.unwrap();
         (store, keyring)
     }

@@ -213,12 +213,6 @@ async fn publishing_numbers_events_per_task_and_announces_one_delivery_per_activ
         .unwrap();
     assert_eq!(task.last_sequence, 2);
     assert!(task.terminal);
-    let event = store
-        .get_event(String::new(), "t".into(), 2)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(event.body.get().contains("TASK_STATE_COMPLETED"));
 }
 
 async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store: TableStore<B>) {
@@ -434,10 +428,7 @@ async fn an_inbound_push_is_accepted_once_and_a_forwarded_one_is_announced<B: Ba
         .accept_inbound(push("s", "webhook-id:1", route()))
         .await
         .unwrap();
-    assert!(
-        matches!(again, InboundOutcome::Duplicate { .. }),
-        "{again:?}"
-    );
+    assert!(matches!(again, InboundOutcome::Duplicate), "{again:?}");
     let events = store.inbound_events("s".into(), 0, 10).await.unwrap();
     assert_eq!(events.len(), 1);
     let receipts = store.receipts("s".into(), 0, 10).await.unwrap();

@@ -1,6 +1,6 @@
-//! A backend in memory: the same tables and operations as the embedded store, kept in one
-//! ordered map and lost when the process ends. The store's contract tests run on it beside
-//! redb and PostgreSQL, and unit tests of table-level code use its tables directly.
+//! A backend in memory, for tests: the same tables and operations as the embedded store, kept
+//! in one ordered map and lost when the process ends. The store's contract tests run on it
+//! beside redb and PostgreSQL, and unit tests of table-level code use its tables directly.
 //!
 //! A write runs under the map's lock and keeps an undo log, so a write that fails leaves
 //! nothing behind, as a rolled-back transaction does; reads wait for writes in progress.
@@ -100,7 +100,6 @@ impl MemoryTables {
     }
 
     /// Entries in `table`.
-    #[cfg(test)]
     pub(crate) fn count(&self, table: Table) -> usize {
         self.contents
             .borrow()

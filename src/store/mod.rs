@@ -7,6 +7,7 @@
 #[cfg(test)]
 mod contract_tests;
 mod keys;
+#[cfg(test)]
 mod memory;
 mod model;
 mod ops;
@@ -18,6 +19,7 @@ mod writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+#[cfg(test)]
 pub use self::memory::MemoryStore;
 pub use self::model::*;
 pub use self::ops::Announce;

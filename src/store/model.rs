@@ -504,12 +504,11 @@ pub enum InboundOutcome {
     Accepted {
         sequence: u64,
         forwarded: Option<PublishedEvent>,
-        receipt: ReceiptRecord,
         /// Replay entries dropped before they expired, to keep the cache within its bound.
         replay_evicted: u64,
     },
     /// Seen within its window: acknowledged, not routed again.
-    Duplicate { receipt: ReceiptRecord },
+    Duplicate,
 }
 
 /// A lane: the deliveries of one task to one of its configs, attempted in order.

@@ -17,9 +17,6 @@ use super::sealing::Sealing;
 use super::tables::{Entry, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
 
-/// Page cache of a store opened without settings (the hub's own default is `store.cache_mib`).
-pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
-
 type Bytes = &'static [u8];
 
 /// Every table holds bytes but the replay table, whose values are times (u64): it was
@@ -46,11 +43,6 @@ pub struct RedbBackend {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the store in `dir`. Blocking: call before serving requests.
-    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
-        RedbStore::open_sealed(dir, Sealing::none(), DEFAULT_CACHE_BYTES)
-    }
-
     /// Opens the store with secret-bearing records sealed by `sealing`, caching at most
     /// `cache_bytes` of its pages in memory.
     pub fn open_sealed(

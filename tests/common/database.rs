@@ -1,7 +1,7 @@
 //! Running the tests on PostgreSQL: the database `A2A_PUSH_HUB_TEST_POSTGRES_URL` names, one
 //! schema per test hub, and reading what a hub stored.
 
-use a2a_push_hub::store::postgres_schema;
+use a2a_push_hub::internals::postgres_schema;
 use std::path::Path;
 
 /// The variable naming a PostgreSQL database for the tests: when set, every test hub keeps its

@@ -181,12 +181,6 @@ pub trait EventStore: Send + Sync {
         tenant: String,
         task_id: String,
     ) -> Result<Option<TaskRecord>, StoreError>;
-    async fn get_event(
-        &self,
-        tenant: String,
-        task_id: String,
-        sequence: u64,
-    ) -> Result<Option<EventRecord>, StoreError>;
     /// Gives one config a snapshot of its task, ahead of every event it has not received yet;
     /// no other config sees it and no sequence number is used up. Nothing is written when the
     /// config is gone or has deliveries already (they carry the task's state).
@@ -228,19 +222,6 @@ impl<B: Backend> EventStore for TableStore<B> {
     ) -> Result<Option<TaskRecord>, StoreError> {
         self.read(move |tables| get_json(tables, Table::Tasks, &task_key(&tenant, &task_id)))
             .await
-    }
-
-    async fn get_event(
-        &self,
-        tenant: String,
-        task_id: String,
-        sequence: u64,
-    ) -> Result<Option<EventRecord>, StoreError> {
-        self.read(move |tables| {
-            let key = with_sequence(task_key(&tenant, &task_id), sequence);
-            get_json(tables, Table::Events, &key)
-        })
-        .await
     }
 
     async fn deliver_snapshot(

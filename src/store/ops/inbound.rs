@@ -188,9 +188,9 @@ fn accept_inbound_in(
         receipt
             .notes
             .push("already accepted within its window: acknowledged, not routed again".to_string());
-        let receipt = insert_receipt(tables, &id, &mut counters, receipt)?;
+        insert_receipt(tables, &id, &mut counters, receipt)?;
         save_counters(tables, &id, &counters)?;
-        return Ok(InboundOutcome::Duplicate { receipt });
+        return Ok(InboundOutcome::Duplicate);
     }
     let task_key = text_key(&[&id, &accept.task_id]);
     let progress: fold::Progress =
@@ -256,12 +256,11 @@ fn accept_inbound_in(
             Some(publish_one(sealing, tables, event, now)?)
         }
     };
-    let receipt = insert_receipt(tables, &id, &mut counters, receipt)?;
+    insert_receipt(tables, &id, &mut counters, receipt)?;
     save_counters(tables, &id, &counters)?;
     Ok(InboundOutcome::Accepted {
         sequence,
         forwarded,
-        receipt,
         replay_evicted: replay.evicted,
     })
 }

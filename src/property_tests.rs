@@ -2,13 +2,13 @@
 //! strings must never panic, and refused addresses stay refused in every spelling. (Longer,
 //! coverage-guided runs: see README, "Fuzzing".)
 
-use a2a_push_hub::a2a::event::parse_event;
-use a2a_push_hub::a2a::params::Params;
-use a2a_push_hub::a2a::push_config::{config_address, config_input, list_request};
-use a2a_push_hub::a2a::v03;
-use a2a_push_hub::signing::verify::{CapturedRequest, VerifyOptions, verify_request};
-use a2a_push_hub::signing::{jwt, webhooks};
-use a2a_push_hub::ssrf::Policy;
+use crate::a2a::event::parse_event;
+use crate::a2a::params::Params;
+use crate::a2a::push_config::{config_address, config_input, list_request};
+use crate::a2a::v03;
+use crate::signing::verify::{CapturedRequest, VerifyOptions, verify_request};
+use crate::signing::{jwt, webhooks};
+use crate::ssrf::Policy;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
