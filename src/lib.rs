@@ -40,7 +40,6 @@ mod property_tests;
 /// reach into. It changes whenever they need it to.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::postgres_settings;
     pub use crate::store::{StoreError, postgres_schema};
 
     /// Signing, for the signing benchmark.
@@ -69,6 +68,8 @@ pub enum StartError {
     Settings(#[from] config::SettingsError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot migrate the database: {0}")]
+    Migrate(StoreError),
     #[error(transparent)]
     Gateway(#[from] gateway::GatewayError),
     #[error("signing keys are unusable: {0}")]
@@ -90,12 +91,24 @@ impl HubBuilder {
     /// Opens the store, binds both listeners and starts serving.
     pub async fn start(self) -> Result<Hub, StartError> {
         let settings = self.settings;
-        settings.validate()?;
-        let store_settings = settings.store.clone();
-        let store = tokio::task::spawn_blocking(move || open_store(&store_settings))
+        let config::Plan {
+            store: target,
+            sealing,
+            upstream,
+            public_base_url,
+            admin_token,
+            content_type,
+        } = settings.plan()?;
+        let store = tokio::task::spawn_blocking(move || open_store(target, sealing))
             .await
             .map_err(|e| StoreError::Storage(format!("store open task failed: {e}")))??;
-        match serve(settings, store.clone()).await {
+        let chosen = Chosen {
+            upstream,
+            public_base_url,
+            admin_token,
+            content_type,
+        };
+        match serve(settings, chosen, store.clone()).await {
             Ok(hub) => Ok(hub),
             Err(e) => {
                 // Release the store (its file lock, its writer thread) before reporting.
@@ -106,37 +119,46 @@ impl HubBuilder {
     }
 }
 
-/// Opens the store the settings select: PostgreSQL when `store.url` is set, else the embedded
-/// store in `store.path`. Blocking.
-fn open_store(settings: &config::StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
-    let sealing = match settings.encryption_key.expose() {
-        "" => store::Sealing::none(),
-        key => store::Sealing::with_key(key),
-    };
-    if settings.url.is_empty() {
-        let cache_bytes = settings.cache_mib * 1024 * 1024;
-        let store = RedbStore::open_sealed(&settings.path, sealing, cache_bytes)?;
-        tracing::info!(path = %settings.path.display(), "embedded store open");
-        return Ok(Arc::new(store));
-    }
-    let store = PostgresStore::open(&postgres_settings(settings), sealing)?;
-    tracing::info!(
-        schema_version = store::postgres_schema::schema_version(),
-        "PostgreSQL store open"
-    );
-    Ok(Arc::new(store))
+/// What the settings chose besides the store (see `config::Plan`).
+struct Chosen {
+    upstream: Option<url::Url>,
+    public_base_url: Option<String>,
+    admin_token: Option<config::Secret>,
+    content_type: config::ContentType,
 }
 
-/// The PostgreSQL part of the store settings.
-pub fn postgres_settings(settings: &config::StoreSettings) -> store::PostgresSettings {
-    store::PostgresSettings {
-        url: settings.url.expose().to_string(),
-        pool_size: settings.pool_size,
-        connect_timeout: settings.connect_timeout.0,
-        leases: store::LeaseSettings {
-            node: format!("node-{}", uuid::Uuid::new_v4().simple()),
-            lease: settings.lane_lease.0,
-        },
+/// Opens the store the settings select. Blocking.
+fn open_store(
+    target: config::StoreTarget,
+    sealing: store::Sealing,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match target {
+        config::StoreTarget::Embedded { path, cache_bytes } => {
+            let store = RedbStore::open_sealed(&path, sealing, cache_bytes)?;
+            tracing::info!(path = %path.display(), "embedded store open");
+            Ok(Arc::new(store))
+        }
+        config::StoreTarget::Postgres(postgres) => {
+            let store = PostgresStore::open(&postgres, sealing)?;
+            tracing::info!(
+                schema_version = store::postgres_schema::schema_version(),
+                "PostgreSQL store open"
+            );
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Brings the PostgreSQL database `store.url` names up to this build's schema and returns its
+/// version; `None` for the embedded store, whose tables are made when it opens. Blocking.
+pub fn migrate_store(settings: &Settings) -> Result<Option<i32>, StartError> {
+    match settings.plan()?.store {
+        config::StoreTarget::Embedded { .. } => Ok(None),
+        config::StoreTarget::Postgres(postgres) => {
+            let version =
+                store::postgres_schema::migrate(&postgres).map_err(StartError::Migrate)?;
+            Ok(Some(version))
+        }
     }
 }
 
@@ -144,7 +166,11 @@ pub fn postgres_settings(settings: &config::StoreSettings) -> store::PostgresSet
 const KEY_RELOAD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Binds the listeners and starts everything on an open store.
-async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartError> {
+async fn serve(
+    settings: Settings,
+    chosen: Chosen,
+    store: Arc<dyn Store>,
+) -> Result<Hub, StartError> {
     let bind = |listener: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -166,17 +192,16 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
         addr: settings.server.admin_listen,
         source,
     })?;
-    let public_base_url: Arc<str> = if settings.server.public_base_url.is_empty() {
-        format!("http://{public_addr}").into()
-    } else {
-        settings.public_base_url().into()
-    };
+    let public_base_url: Arc<str> = chosen
+        .public_base_url
+        .unwrap_or_else(|| format!("http://{public_addr}"))
+        .into();
     let body_limit = DefaultBodyLimit::max(settings.limits.max_body_bytes);
     let policy = Arc::new(ssrf::Policy::from_settings(&settings.security));
     let metrics = Arc::new(metrics::Metrics::default());
-    let gateway = match settings.gateway.upstream.as_str() {
-        "" => None,
-        upstream => Some(Arc::new(gateway::Gateway::new(upstream, &policy).await?)),
+    let gateway = match &chosen.upstream {
+        None => None,
+        Some(upstream) => Some(Arc::new(gateway::Gateway::new(upstream, &policy).await?)),
     };
     let inbound = Arc::new(inbound::Inbound::new(
         delivery::client::GuardedClient::new(policy.clone(), delivery::request::USER_AGENT)
@@ -211,6 +236,7 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
             metrics: metrics.clone(),
             keyring: keyring.clone(),
             issuer: public_base_url.to_string(),
+            content_type: chosen.content_type,
         },
         delivery_shutdown.clone(),
     )
@@ -224,6 +250,7 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
     );
     let shutdown = CancellationToken::new();
     let state = HubState {
+        admin_token: chosen.admin_token,
         store: store.clone(),
         policy,
         settings: Arc::new(settings),
@@ -259,7 +286,11 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
             shutdown.clone(),
         ),
     ];
-    warn_about_open_listeners(&state.settings);
+    warn_about_open_listeners(
+        &state.settings,
+        state.gateway.is_some(),
+        state.admin_token.is_some(),
+    );
     tracing::info!(%public_addr, %admin_addr, public_base_url = %state.public_base_url, "a2a-push-hub serving");
     Ok(Hub {
         public_addr,
@@ -276,10 +307,10 @@ async fn serve(settings: Settings, store: Arc<dyn Store>) -> Result<Hub, StartEr
 
 /// Says at start which listener serves without authentication beyond loopback, as the
 /// settings allowed it explicitly.
-fn warn_about_open_listeners(settings: &Settings) {
+fn warn_about_open_listeners(settings: &Settings, gateway: bool, admin_token: bool) {
     let server = &settings.server;
     if server.public_auth == config::PublicAuth::None && !server.public_listen.ip().is_loopback() {
-        if settings.gateway.upstream.is_empty() {
+        if !gateway {
             tracing::warn!(public_listen = %server.public_listen, "the public listener serves push-config methods without authentication (allow_unauthenticated_public): anyone who reaches it can change any task's configs");
         } else {
             tracing::info!(
@@ -287,7 +318,7 @@ fn warn_about_open_listeners(settings: &Settings) {
             );
         }
     }
-    if server.admin_token.is_empty() && !server.admin_listen.ip().is_loopback() {
+    if !admin_token && !server.admin_listen.ip().is_loopback() {
         tracing::warn!(admin_listen = %server.admin_listen, "the admin listener serves without admin_token (allow_unauthenticated_admin): anyone who reaches it can publish, replay and rotate keys");
     }
 }

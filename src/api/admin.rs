@@ -74,14 +74,13 @@ async fn admin_guard(State(state): State<HubState>, request: Request, next: Next
     {
         return problem(StatusCode::BAD_REQUEST, reason, Some("Host"));
     }
-    let expected = state.settings.server.admin_token.expose();
-    if !expected.is_empty() {
+    if let Some(expected) = &state.admin_token {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        if !bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
             let mut response = problem(
                 StatusCode::UNAUTHORIZED,
                 "the admin API needs Authorization: Bearer <server.admin_token>",

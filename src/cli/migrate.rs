@@ -5,20 +5,18 @@ use std::process::ExitCode;
 use a2a_push_hub::Settings;
 
 pub async fn migrate(settings: Settings) -> ExitCode {
-    if settings.store.url.is_empty() {
-        println!(
-            "the embedded store ({}) needs no migration: its tables are created when it opens; set store.url to migrate a PostgreSQL database",
-            settings.store.path.display()
-        );
-        return ExitCode::SUCCESS;
-    }
-    let postgres = a2a_push_hub::internals::postgres_settings(&settings.store);
-    let migrated = tokio::task::spawn_blocking(move || {
-        a2a_push_hub::internals::postgres_schema::migrate(&postgres)
-    })
-    .await;
+    let path = settings.store.path.clone();
+    let migrated =
+        tokio::task::spawn_blocking(move || a2a_push_hub::migrate_store(&settings)).await;
     match migrated {
-        Ok(Ok(version)) => {
+        Ok(Ok(None)) => {
+            println!(
+                "the embedded store ({}) needs no migration: its tables are created when it opens; set store.url to migrate a PostgreSQL database",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(Some(version))) => {
             println!("the database schema is at version {version}");
             ExitCode::SUCCESS
         }

@@ -36,6 +36,8 @@ pub struct Shared {
     pub keyring: Arc<Keyring>,
     /// The hub's public base URL, the `iss` of its JWTs.
     pub issuer: String,
+    /// The `Content-Type` of 1.0 deliveries.
+    pub content_type: crate::config::ContentType,
 }
 
 /// The running delivery engine.
@@ -56,6 +58,7 @@ pub async fn start(
         metrics,
         keyring,
         issuer,
+        content_type,
     } = shared;
     let client = client::GuardedClient::new(policy, request::USER_AGENT)
         .map_err(|e| StoreError::Storage(format!("cannot build the HTTP client: {e}")))?;
@@ -64,8 +67,7 @@ pub async fn start(
         store: store.clone(),
         client,
         policy: retry::RetryPolicy::from_settings(delivery),
-        content_type: HeaderValue::from_str(&delivery.content_type)
-            .unwrap_or(HeaderValue::from_static("application/a2a+json")),
+        content_type: HeaderValue::from_static(content_type.as_str()),
         metrics,
         keyring,
         issuer,

@@ -34,6 +34,8 @@ pub struct HubState {
     pub inbound: Arc<crate::inbound::Inbound>,
     /// Cancelled when the hub shuts down: long-lived responses (SSE) end with it.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// What admin requests must carry as `Authorization: Bearer …`, when set.
+    pub admin_token: Option<crate::config::Secret>,
     /// Set in gateway mode: the agent behind the hub.
     pub gateway: Option<Arc<crate::gateway::Gateway>>,
 }

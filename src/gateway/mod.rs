@@ -40,12 +40,12 @@ pub struct GatewayError {
 impl Gateway {
     /// Resolves the upstream once and opens the policy to its addresses (the operator chose
     /// it; webhook URLs stay under the full policy).
-    pub async fn new(upstream: &str, policy: &Policy) -> Result<Gateway, GatewayError> {
+    pub async fn new(upstream: &Url, policy: &Policy) -> Result<Gateway, GatewayError> {
         let error = |reason: String| GatewayError {
             url: upstream.to_string(),
             reason,
         };
-        let url = Url::parse(upstream).map_err(|e| error(e.to_string()))?;
+        let url = upstream.clone();
         let host = url
             .host_str()
             .ok_or_else(|| error("has no host".into()))?

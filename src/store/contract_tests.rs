@@ -612,7 +612,11 @@ async fn postgres_store() -> (PostgresStore, Schema) {
         postgres_schema::create_schema(&create_url, &create_name)?;
         PostgresStore::open(
             &PostgresSettings {
-                url: postgres_schema::in_schema(&create_url, &create_name),
+                target: postgres_schema::parse_url(&postgres_schema::in_schema(
+                    &create_url,
+                    &create_name,
+                ))
+                .map_err(StoreError::Storage)?,
                 pool_size: 2,
                 connect_timeout: std::time::Duration::from_secs(10),
                 leases: LeaseSettings {

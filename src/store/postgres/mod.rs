@@ -36,8 +36,8 @@ use super::tables::{Entry, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
 use super::{LaneId, StoreError};
 
-pub use connect::parse_url;
 use connect::*;
+pub use connect::{Target, parse_url};
 use lanes::Lanes;
 pub use lanes::LeaseSettings;
 use pool::*;
@@ -50,9 +50,9 @@ use tables::*;
 /// How to reach the database.
 #[derive(Clone)]
 pub struct PostgresSettings {
-    /// A `postgres://` URL or a `key=value` connection string (never logged: it may hold a
-    /// password).
-    pub url: String,
+    /// The database, from a `postgres://` URL or a `key=value` connection string
+    /// (`parse_url`; never logged: it may hold a password).
+    pub target: Target,
     /// Connections for reads, besides the writer's one.
     pub pool_size: usize,
     pub connect_timeout: Duration,
@@ -75,7 +75,7 @@ impl PostgresStore {
         settings: &PostgresSettings,
         sealing: Sealing,
     ) -> Result<PostgresStore, StoreError> {
-        let target = parse_url(&settings.url).map_err(StoreError::Storage)?;
+        let target = settings.target.clone();
         let mut client = connect(&target, settings.connect_timeout)?;
         migrate_client(&mut client)?;
         name_writer(&mut client, &settings.leases.node)?;

@@ -183,10 +183,9 @@ pub fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Applies the migrations this build knows to the database at `settings.url`.
+/// Applies the migrations this build knows to the database `settings` names.
 pub fn migrate(settings: &PostgresSettings) -> Result<i32, StoreError> {
-    let target = parse_url(&settings.url).map_err(StoreError::Storage)?;
-    let mut client = connect(&target, settings.connect_timeout)?;
+    let mut client = connect(&settings.target, settings.connect_timeout)?;
     migrate_client(&mut client)
 }
 
