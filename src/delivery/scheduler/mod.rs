@@ -17,6 +17,8 @@
 //! are attempted again.
 
 mod machine;
+#[cfg(test)]
+mod machine_tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

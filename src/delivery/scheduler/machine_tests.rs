@@ -1,0 +1,268 @@
+//! The scheduler machine's invariants (`machine.rs`), in simulated time: no sleeps, no I/O.
+
+use std::time::Duration;
+
+use super::super::attempt::{Answered, LaneStep};
+use super::super::circuit::CircuitSettings;
+use super::machine::*;
+use crate::store::{LaneId, PendingDelivery};
+
+const CIRCUIT: CircuitSettings = CircuitSettings {
+    threshold: 2,
+    cooldown: Duration::from_secs(10),
+    max_cooldown: Duration::from_secs(60),
+};
+
+fn machine(max_in_flight: usize, per_origin: usize) -> Machine {
+    Machine::new(MachineLimits {
+        max_in_flight,
+        max_in_flight_per_origin: per_origin,
+        circuit: CIRCUIT,
+    })
+}
+
+/// Delivery `seq` of task `task`'s config `c` to `host`, due at `due`.
+fn pending(host: &str, task: &str, seq: u64, due: u64) -> PendingDelivery {
+    PendingDelivery {
+        tenant: String::new(),
+        task_id: task.to_string(),
+        config_id: "c".to_string(),
+        delivery_id: format!("{task}-{seq}"),
+        sequence: seq,
+        next_attempt_at_ms: due,
+        url: format!("https://{host}/hook"),
+    }
+}
+
+fn ids(starts: &[Start]) -> Vec<&str> {
+    starts.iter().map(|s| s.delivery_id.as_str()).collect()
+}
+
+const DELIVERED: Answered = Answered {
+    healthy: Some(true),
+    lane_free: true,
+};
+const FAILED: Answered = Answered {
+    healthy: Some(false),
+    lane_free: false,
+};
+
+/// Runs one attempt to its end: answered, then finished with `step`.
+fn complete(m: &mut Machine, start: &Start, answer: Answered, step: LaneStep, now: u64) {
+    m.on_answered(start.attempt, answer, now);
+    m.on_finished(start.attempt, step, now);
+}
+
+#[test]
+fn a_lane_attempts_its_head_alone_and_in_sequence_order() {
+    let mut m = machine(10, 10);
+    m.on_enqueue(vec![pending("a", "t", 2, 0), pending("a", "t", 3, 0)]);
+    m.on_enqueue(vec![pending("a", "t", 1, 0)]);
+    let first = m.tick(0, true);
+    assert_eq!(ids(&first), ["t-1"], "only the lowest sequence, once");
+    assert!(m.tick(0, true).is_empty(), "never two attempts of one lane");
+    m.on_enqueue(vec![pending("a", "t", 0, 0)]);
+    assert!(
+        m.tick(0, true).is_empty(),
+        "not even of a lower sequence found meanwhile"
+    );
+    complete(&mut m, &first[0], DELIVERED, LaneStep::Advance, 1);
+    let next = m.tick(1, true);
+    assert_eq!(ids(&next), ["t-0"], "then the lowest pending sequence");
+    complete(&mut m, &next[0], DELIVERED, LaneStep::Advance, 2);
+    assert_eq!(ids(&m.tick(2, true)), ["t-2"]);
+    assert_eq!(m.stats(2).pending, 2);
+}
+
+#[test]
+fn a_delivered_head_frees_its_lane_at_the_answer_and_is_not_queued_again_meanwhile() {
+    let mut m = machine(10, 10);
+    m.on_enqueue(vec![pending("a", "t", 1, 0), pending("a", "t", 2, 0)]);
+    let first = m.tick(0, true);
+    m.on_answered(first[0].attempt, DELIVERED, 5);
+    let second = m.tick(5, true);
+    assert_eq!(
+        ids(&second),
+        ["t-2"],
+        "the lane moved on while t-1 is recorded"
+    );
+    // The store still lists t-1 as pending until its outcome is durable.
+    m.on_enqueue(vec![pending("a", "t", 1, 0)]);
+    m.on_finished(first[0].attempt, LaneStep::Advance, 6);
+    complete(&mut m, &second[0], DELIVERED, LaneStep::Advance, 7);
+    assert!(m.tick(8, true).is_empty(), "t-1 is not sent twice");
+    assert_eq!(m.stats(8).pending, 0);
+}
+
+#[test]
+fn an_outcome_that_could_not_be_recorded_sends_the_delivery_again() {
+    let mut m = machine(10, 10);
+    m.on_enqueue(vec![pending("a", "t", 1, 0)]);
+    let first = m.tick(0, true);
+    m.on_answered(first[0].attempt, DELIVERED, 1);
+    m.on_finished(first[0].attempt, LaneStep::RetryAt(1_000), 2);
+    assert!(m.tick(999, true).is_empty());
+    assert_eq!(ids(&m.tick(1_000, true)), ["t-1"]);
+}
+
+#[test]
+fn a_retry_waits_for_its_due_time_and_holds_the_lane_meanwhile() {
+    let mut m = machine(10, 10);
+    m.on_enqueue(vec![pending("a", "t", 1, 0), pending("a", "t", 2, 0)]);
+    let first = m.tick(0, true);
+    complete(&mut m, &first[0], FAILED, LaneStep::RetryAt(5_000), 100);
+    assert_eq!(m.next_wake(), Some(5_000));
+    assert!(
+        m.tick(4_999, true).is_empty(),
+        "not before it is due, nor its successor"
+    );
+    assert_eq!(m.stats(4_999).due, 0);
+    assert_eq!(ids(&m.tick(5_000, true)), ["t-1"]);
+}
+
+#[test]
+fn the_global_limit_bounds_attempts_and_a_finished_one_lets_the_next_start() {
+    let mut m = machine(2, 10);
+    m.on_enqueue(vec![
+        pending("a", "t1", 1, 0),
+        pending("b", "t2", 1, 0),
+        pending("c", "t3", 1, 0),
+    ]);
+    let started = m.tick(0, true);
+    assert_eq!(started.len(), 2);
+    assert_eq!(
+        m.next_wake(),
+        None,
+        "nothing to wake for while every slot is taken"
+    );
+    assert_eq!(m.stats(0).due, 1);
+    complete(&mut m, &started[0], DELIVERED, LaneStep::Advance, 1);
+    assert_eq!(m.tick(1, true).len(), 1);
+}
+
+#[test]
+fn an_origin_limit_parks_its_other_lanes_until_the_answer() {
+    let mut m = machine(10, 1);
+    m.on_enqueue(vec![
+        pending("a", "t1", 1, 0),
+        pending("a", "t2", 1, 0),
+        pending("b", "t3", 1, 0),
+    ]);
+    let started = m.tick(0, true);
+    assert_eq!(started.len(), 2, "one per origin: {:?}", ids(&started));
+    let on_a = started
+        .iter()
+        .find(|s| s.delivery_id != "t3-1")
+        .unwrap()
+        .clone();
+    // The origin's slot is back once the receiver answered, before the outcome is recorded.
+    m.on_answered(on_a.attempt, DELIVERED, 1);
+    let next = m.tick(1, true);
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0].delivery_id, on_a.delivery_id);
+}
+
+#[test]
+fn failures_open_the_circuit_which_parks_the_origin_until_one_probe_decides() {
+    let mut m = machine(10, 10);
+    m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("a", "t2", 1, 0)]);
+    let started = m.tick(0, true);
+    assert_eq!(started.len(), 2);
+    complete(&mut m, &started[0], FAILED, LaneStep::RetryAt(1_000), 500);
+    complete(&mut m, &started[1], FAILED, LaneStep::RetryAt(1_000), 500);
+    assert_eq!(
+        m.take_circuit_changes(),
+        [("https://a".to_string(), Some(10_500))],
+        "the second failure opens it for the cool-down"
+    );
+    assert_eq!(m.stats(600).open_circuits, 1);
+    assert!(
+        m.tick(1_000, true).is_empty(),
+        "due, but the circuit is open"
+    );
+    assert!(m.tick(10_499, true).is_empty());
+    let probe = m.tick(10_500, true);
+    assert_eq!(probe.len(), 1, "one probe after the cool-down");
+    assert!(
+        m.tick(10_600, true).is_empty(),
+        "the other lane waits for the probe"
+    );
+    complete(&mut m, &probe[0], DELIVERED, LaneStep::Advance, 10_700);
+    assert_eq!(m.take_circuit_changes(), [("https://a".to_string(), None)]);
+    assert_eq!(m.tick(10_700, true).len(), 1, "closed: the other lane goes");
+    assert_eq!(m.stats(10_700).open_circuits, 0);
+}
+
+#[test]
+fn a_circuit_another_node_opened_parks_this_nodes_lanes_too() {
+    let mut m = machine(10, 10);
+    m.open_circuits(vec![("https://a".to_string(), 2_000)], 0);
+    m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("b", "t2", 1, 0)]);
+    assert_eq!(ids(&m.tick(0, true)), ["t2-1"]);
+    assert_eq!(ids(&m.tick(2_000, true)), ["t1-1"]);
+    assert!(m.take_circuit_changes().is_empty(), "not announced back");
+}
+
+#[test]
+fn without_valid_leases_nothing_starts_and_due_lanes_look_again_shortly() {
+    let mut m = machine(10, 10);
+    m.on_enqueue(vec![pending("a", "t", 1, 0)]);
+    assert!(m.tick(0, false).is_empty());
+    assert_eq!(m.next_wake(), Some(LEASE_WAIT_MS));
+    assert_eq!(ids(&m.tick(LEASE_WAIT_MS, true)), ["t-1"]);
+}
+
+#[test]
+fn a_closed_config_ends_its_lane_and_a_forgotten_lane_is_dropped() {
+    let mut m = machine(10, 10);
+    m.on_enqueue(vec![
+        pending("a", "t1", 1, 0),
+        pending("a", "t1", 2, 0),
+        pending("a", "t2", 1, 0),
+        pending("a", "t2", 2, 0),
+    ]);
+    let started = m.tick(0, true);
+    let t1 = started.iter().find(|s| s.delivery_id == "t1-1").unwrap();
+    complete(&mut m, t1, FAILED, LaneStep::Close, 1);
+    assert_eq!(m.stats(1).pending, 2, "t1's lane is over");
+    let t2_lane = LaneId {
+        tenant: String::new(),
+        task_id: "t2".to_string(),
+        config_id: "c".to_string(),
+    };
+    assert_eq!(m.lane_ids(), std::slice::from_ref(&t2_lane));
+    m.forget(vec![t2_lane]);
+    assert_eq!(m.stats(1).pending, 0);
+    assert!(m.lane_ids().is_empty());
+    let t2 = started.iter().find(|s| s.delivery_id == "t2-1").unwrap();
+    complete(&mut m, t2, DELIVERED, LaneStep::Advance, 2);
+    assert!(
+        m.tick(3, true).is_empty(),
+        "what it decided left with the lane"
+    );
+}
+
+#[test]
+fn an_attempt_that_never_reached_the_receiver_gives_its_origin_slot_back() {
+    let mut m = machine(10, 1);
+    m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("a", "t2", 1, 0)]);
+    let first = m.tick(0, true);
+    assert_eq!(first.len(), 1);
+    m.on_finished(first[0].attempt, LaneStep::RetryAt(60_000), 1);
+    assert_eq!(
+        m.tick(1, true).len(),
+        1,
+        "the other lane of the origin goes"
+    );
+    assert_eq!(m.stats(1).open_circuits, 0, "inconclusive: not a failure");
+}
+
+#[test]
+fn stats_say_how_late_the_oldest_due_head_is() {
+    let mut m = machine(1, 1);
+    m.on_enqueue(vec![pending("a", "t1", 1, 100), pending("b", "t2", 1, 300)]);
+    assert_eq!(m.tick(1_000, true).len(), 1);
+    let stats = m.stats(1_000);
+    assert_eq!((stats.pending, stats.in_flight, stats.due), (2, 1, 1));
+    assert_eq!(stats.oldest_due_age_ms, 700);
+}
