@@ -29,6 +29,7 @@ pub(crate) mod inbound;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod retention;
+pub(crate) mod secret;
 pub(crate) mod signing;
 pub(crate) mod ssrf;
 pub(crate) mod store;

@@ -4,7 +4,30 @@
 use a2a::{AuthenticationInfo, TaskPushNotificationConfig};
 
 use super::params::{InvalidField, Params, check_id};
-use crate::store::{Authentication, ConfigRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// `Authorization: {scheme} {credentials}` to send with each delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Authentication {
+    pub scheme: String,
+    pub credentials: Option<Secret>,
+    /// Every scheme a 0.3 client gave (`schemes[]`), answered back on 0.3 reads; the first is
+    /// `scheme`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schemes_v03: Vec<String>,
+}
+
+/// A stored config as the bindings answer it: never its token or credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigView<'a> {
+    pub tenant: &'a str,
+    pub task_id: &'a str,
+    pub id: &'a str,
+    pub url: &'a str,
+    pub authentication: Option<&'a Authentication>,
+}
 
 /// What a client asked to create; the domain layer validates the URL and assigns ids.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,8 +81,8 @@ pub fn config_input(params: &Params) -> Result<ConfigInput, InvalidField> {
     let token = params.string("token")?;
     if let Some(token) = &token {
         check_header_safe("token".to_string(), token)?;
-        if token.starts_with(crate::signing::webhooks::SECRET_PREFIX)
-            && crate::signing::webhooks::parse_secret(token).is_none()
+        if token.starts_with(crate::secret::SECRET_PREFIX)
+            && crate::secret::parse_secret(token).is_none()
         {
             return Err(InvalidField::new(
                 "token",
@@ -87,7 +110,7 @@ pub fn config_input(params: &Params) -> Result<ConfigInput, InvalidField> {
             }
             Some(Authentication {
                 scheme,
-                credentials: credentials.map(crate::config::Secret::new),
+                credentials: credentials.map(Secret::new),
                 schemes_v03: Vec::new(),
             })
         }
@@ -145,28 +168,28 @@ pub fn list_request(params: &Params) -> Result<ListRequest, InvalidField> {
 /// The config as answered to A2A clients. Secrets are never answered: `token` and
 /// `authentication.credentials` are omitted; the scheme is kept so clients see how the hub
 /// will authenticate.
-pub fn render(config: &ConfigRecord) -> TaskPushNotificationConfig {
+pub fn render(config: ConfigView<'_>) -> TaskPushNotificationConfig {
     TaskPushNotificationConfig {
-        url: config.url.clone(),
-        id: Some(config.id.clone()),
-        task_id: config.task_id.clone(),
+        url: config.url.to_string(),
+        id: Some(config.id.to_string()),
+        task_id: config.task_id.to_string(),
         token: None,
-        authentication: config
-            .authentication
-            .as_ref()
-            .map(|auth| AuthenticationInfo {
-                scheme: auth.scheme.clone(),
-                credentials: None,
-            }),
-        tenant: (!config.tenant.is_empty()).then(|| config.tenant.clone()),
+        authentication: config.authentication.map(|auth| AuthenticationInfo {
+            scheme: auth.scheme.clone(),
+            credentials: None,
+        }),
+        tenant: (!config.tenant.is_empty()).then(|| config.tenant.to_string()),
     }
 }
 
 /// `ListTaskPushNotificationConfigsResponse`, always with `configs` and `nextPageToken`
 /// present (ProtoJSON would omit empty ones; some clients break on that).
-pub fn render_list(configs: &[ConfigRecord], next_page_token: Option<&str>) -> serde_json::Value {
+pub fn render_list<'a>(
+    configs: impl IntoIterator<Item = ConfigView<'a>>,
+    next_page_token: Option<&str>,
+) -> serde_json::Value {
     serde_json::json!({
-        "configs": configs.iter().map(render).collect::<Vec<_>>(),
+        "configs": configs.into_iter().map(render).collect::<Vec<_>>(),
         "nextPageToken": next_page_token.unwrap_or(""),
     })
 }

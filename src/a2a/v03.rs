@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::params::InvalidField;
+use super::push_config::ConfigView;
 
 fn state_to_v1(state: &str) -> Option<&'static str> {
     Some(match state {
@@ -313,9 +314,9 @@ pub fn config_input(
                     "needs at least one scheme",
                 )
             })?;
-            Some(crate::store::Authentication {
+            Some(super::push_config::Authentication {
                 scheme,
-                credentials: auth.string("credentials")?.map(crate::config::Secret::new),
+                credentials: auth.string("credentials")?.map(crate::secret::Secret::new),
                 schemes_v03: schemes,
             })
         }
@@ -339,9 +340,9 @@ pub fn config_input(
 }
 
 /// A stored config as a 0.3 `PushNotificationConfig`, secrets omitted.
-pub fn render_config(config: &crate::store::ConfigRecord) -> Value {
+pub fn render_config(config: ConfigView<'_>) -> Value {
     let mut out = json!({"id": config.id, "url": config.url});
-    if let Some(auth) = &config.authentication {
+    if let Some(auth) = config.authentication {
         let schemes = if auth.schemes_v03.is_empty() {
             vec![auth.scheme.clone()]
         } else {
@@ -353,12 +354,12 @@ pub fn render_config(config: &crate::store::ConfigRecord) -> Value {
 }
 
 /// `TaskPushNotificationConfig` of the 0.3 JSON-RPC binding.
-pub fn render_task_config(config: &crate::store::ConfigRecord) -> Value {
+pub fn render_task_config(config: ConfigView<'_>) -> Value {
     json!({"taskId": config.task_id, "pushNotificationConfig": render_config(config)})
 }
 
 /// `TaskPushNotificationConfig` of the 0.3 REST (proto JSON) binding.
-pub fn render_named_config(config: &crate::store::ConfigRecord) -> Value {
+pub fn render_named_config(config: ConfigView<'_>) -> Value {
     json!({"name": format!("tasks/{}/pushNotificationConfigs/{}", config.task_id, config.id), "pushNotificationConfig": render_config(config)})
 }
 
@@ -448,26 +449,20 @@ mod tests {
             (auth.scheme.as_str(), auth.schemes_v03.len()),
             ("Bearer", 2)
         );
-        let record = crate::store::ConfigRecord {
-            tenant: String::new(),
-            task_id: "t".into(),
-            id: "c".into(),
-            url: input.url.clone(),
-            token: None,
-            authentication: Some(auth),
-            wire_version: crate::a2a::version::WireVersion::V0_3,
-            state: crate::store::ConfigState::Active,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            owner: None,
+        let record = ConfigView {
+            tenant: "",
+            task_id: "t",
+            id: "c",
+            url: &input.url,
+            authentication: Some(&auth),
         };
         assert_eq!(
-            render_task_config(&record),
+            render_task_config(record),
             json!({"taskId": "t", "pushNotificationConfig": {"id": "c", "url": "https://x/hook",
             "authentication": {"schemes": ["Bearer", "Basic"]}}})
         );
         assert_eq!(
-            render_named_config(&record)["name"],
+            render_named_config(record)["name"],
             "tasks/t/pushNotificationConfigs/c"
         );
     }

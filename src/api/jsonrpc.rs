@@ -278,21 +278,24 @@ async fn dispatch(
             let config = push_configs::create(state, caller, None, None, input, version)
                 .await
                 .map_err(domain)?;
-            Ok(json!(render(&config)))
+            Ok(json!(render(config.view())))
         }
         methods::GET_PUSH_CONFIG => {
             let address = config_address(&params).map_err(field)?;
             let config = push_configs::get(state, caller, None, address)
                 .await
                 .map_err(domain)?;
-            Ok(json!(render(&config)))
+            Ok(json!(render(config.view())))
         }
         methods::LIST_PUSH_CONFIGS => {
             let request = list_request(&params).map_err(field)?;
             let page = push_configs::list(state, caller, None, request)
                 .await
                 .map_err(domain)?;
-            Ok(render_list(&page.configs, page.next_page_token.as_deref()))
+            Ok(render_list(
+                page.configs.iter().map(|c| c.view()),
+                page.next_page_token.as_deref(),
+            ))
         }
         methods::DELETE_PUSH_CONFIG => {
             let address = config_address(&params).map_err(field)?;
@@ -336,7 +339,7 @@ async fn dispatch_v03(
             let config = push_configs::create(state, caller, None, None, input, WireVersion::V0_3)
                 .await
                 .map_err(domain)?;
-            Ok(v03::render_task_config(&config))
+            Ok(v03::render_task_config(config.view()))
         }
         V03_GET => {
             let task_id = params.required_string("id").map_err(field)?;
@@ -369,7 +372,7 @@ async fn dispatch_v03(
                     })?
                 }
             };
-            Ok(v03::render_task_config(&config))
+            Ok(v03::render_task_config(config.view()))
         }
         V03_LIST => {
             let task_id = params.required_string("id").map_err(field)?;
@@ -377,7 +380,9 @@ async fn dispatch_v03(
                 .await
                 .map_err(domain)?;
             Ok(Value::Array(
-                all.iter().map(v03::render_task_config).collect(),
+                all.iter()
+                    .map(|c| v03::render_task_config(c.view()))
+                    .collect(),
             ))
         }
         V03_DELETE => {

@@ -197,7 +197,7 @@ async fn create(
             return rest_response(&error, None);
         }
     }
-    Json(render(&config)).into_response()
+    Json(render(config.view())).into_response()
 }
 
 /// The config a path names, in the tenant the caller passes beside it.
@@ -242,7 +242,7 @@ async fn get_one(
     let (tenant, _) = path.scope(&state);
     let address = config_address(path.task_id, path.config_id);
     match push_configs::get(&state, caller.as_deref(), tenant.as_deref(), address).await {
-        Ok(config) => Json(render(&config)).into_response(),
+        Ok(config) => Json(render(config.view())).into_response(),
         Err(e) => domain_error(e),
     }
 }
@@ -267,9 +267,11 @@ async fn list(
         Err(response) => return response,
     };
     match push_configs::list(&state, caller.as_deref(), tenant.as_deref(), request).await {
-        Ok(page) => {
-            Json(render_list(&page.configs, page.next_page_token.as_deref())).into_response()
-        }
+        Ok(page) => Json(render_list(
+            page.configs.iter().map(|c| c.view()),
+            page.next_page_token.as_deref(),
+        ))
+        .into_response(),
         Err(e) => domain_error(e),
     }
 }
@@ -508,7 +510,7 @@ async fn create_v03(
             return rest_response(&error, None);
         }
     }
-    Json(crate::a2a::v03::render_named_config(&config)).into_response()
+    Json(crate::a2a::v03::render_named_config(config.view())).into_response()
 }
 
 async fn get_v03(
@@ -523,7 +525,7 @@ async fn get_v03(
     }
     let address = config_address(path.task_id, path.config_id);
     match push_configs::get(&state, caller.as_deref(), None, address).await {
-        Ok(config) => Json(crate::a2a::v03::render_named_config(&config)).into_response(),
+        Ok(config) => Json(crate::a2a::v03::render_named_config(config.view())).into_response(),
         Err(e) => domain_error(e),
     }
 }
@@ -545,7 +547,7 @@ async fn list_v03(
     };
     match push_configs::list(&state, caller.as_deref(), None, request).await {
         Ok(page) => Json(json!({
-            "configs": page.configs.iter().map(crate::a2a::v03::render_named_config).collect::<Vec<_>>(),
+            "configs": page.configs.iter().map(|c| crate::a2a::v03::render_named_config(c.view())).collect::<Vec<_>>(),
             "nextPageToken": page.next_page_token.unwrap_or_default(),
         }))
         .into_response(),

@@ -11,8 +11,9 @@ use std::time::Duration;
 mod plan;
 mod values;
 
+pub use crate::secret::Secret;
 pub(crate) use plan::{ContentType, Plan, StoreTarget};
-pub use values::{HumanDuration, Secret, parse_duration};
+pub use values::{HumanDuration, parse_duration};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
 use super::SigningError;
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::store::KeyRecord;
 
 pub const ALG_ED25519: &str = "EdDSA";

@@ -11,7 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::VerifyError;
 
-pub const SECRET_PREFIX: &str = "whsec_";
+pub use crate::secret::{SECRET_PREFIX, parse_secret};
+
 pub const PUBLIC_KEY_PREFIX: &str = "whpk_";
 
 /// `{id}.{timestamp}.{body}`.
@@ -23,15 +24,6 @@ pub fn signed_content(id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
     content.push(b'.');
     content.extend_from_slice(body);
     content
-}
-
-/// Decodes a `whsec_…` secret (base64, padding optional) into its key bytes.
-pub fn parse_secret(secret: &str) -> Option<Vec<u8>> {
-    let encoded = secret.strip_prefix(SECRET_PREFIX)?.trim_end_matches('=');
-    let key = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(encoded)
-        .ok()?;
-    (!key.is_empty()).then_some(key)
 }
 
 /// Decodes a `whpk_…` Ed25519 public key (base64 of the 32 raw bytes).

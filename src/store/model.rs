@@ -7,19 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::keys;
+pub use crate::a2a::push_config::Authentication;
+use crate::a2a::push_config::ConfigView;
 use crate::a2a::version::WireVersion;
-use crate::config::Secret;
-
-/// `Authorization: {scheme} {credentials}` to send with each delivery.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Authentication {
-    pub scheme: String,
-    pub credentials: Option<Secret>,
-    /// Every scheme a 0.3 client gave (`schemes[]`), answered back on 0.3 reads; the first is
-    /// `scheme`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub schemes_v03: Vec<String>,
-}
+use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -542,6 +533,19 @@ impl PendingDelivery {
             tenant: self.tenant.clone(),
             task_id: self.task_id.clone(),
             config_id: self.config_id.clone(),
+        }
+    }
+}
+
+impl ConfigRecord {
+    /// What the A2A bindings answer about the config (never its secrets).
+    pub fn view(&self) -> ConfigView<'_> {
+        ConfigView {
+            tenant: &self.tenant,
+            task_id: &self.task_id,
+            id: &self.id,
+            url: &self.url,
+            authentication: self.authentication.as_ref(),
         }
     }
 }
