@@ -59,7 +59,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Settings;
-use domain::HubState;
 use store::{PostgresStore, RedbStore, Store, StoreError};
 
 /// Why the hub could not start.
@@ -200,15 +199,39 @@ async fn serve(
     let body_limit = DefaultBodyLimit::max(settings.limits.max_body_bytes);
     let policy = Arc::new(ssrf::Policy::from_settings(&settings.security));
     let metrics = Arc::new(metrics::Metrics::default());
-    let gateway = match &chosen.upstream {
-        None => None,
-        Some(upstream) => Some(Arc::new(gateway::Gateway::new(upstream, &policy).await?)),
+    let shutdown = CancellationToken::new();
+    let events = domain::Events {
+        store: store.clone(),
+        metrics: metrics.clone(),
     };
     let inbound = Arc::new(inbound::Inbound::new(
+        store.clone(),
+        metrics.clone(),
+        public_base_url.clone(),
+        policy.clone(),
         delivery::client::GuardedClient::new(policy.clone(), delivery::request::USER_AGENT)
             .map_err(|e| StoreError::Storage(format!("cannot build the HTTP client: {e}")))?,
         settings.inbound.clone(),
+        inbound::InboundLimits {
+            max_body_bytes: settings.limits.max_body_bytes,
+            max_configs_per_task: settings.limits.max_configs_per_task,
+        },
     ));
+    let gateway = match &chosen.upstream {
+        None => None,
+        Some(upstream) => {
+            let services = gateway::Services {
+                store: store.clone(),
+                events: events.clone(),
+                inbound: inbound.clone(),
+                metrics: metrics.clone(),
+                policy: policy.clone(),
+                lane_lease: settings.store.lane_lease.0,
+                shutdown: shutdown.clone(),
+            };
+            Some(Arc::new(gateway::Gateway::new(upstream, services).await?))
+        }
+    };
     let keyring =
         Arc::new(signing::Keyring::open(store.clone(), settings.signing.rotation_grace.0).await?);
     let delivery_shutdown = CancellationToken::new();
@@ -249,24 +272,28 @@ async fn serve(
         metrics.clone(),
         delivery_shutdown.clone(),
     );
-    let shutdown = CancellationToken::new();
-    let state = HubState {
-        admin_token: chosen.admin_token,
+    let state = api::AppState {
+        configs: domain::PushConfigs {
+            store: store.clone(),
+            policy,
+            max_per_task: settings.limits.max_configs_per_task,
+        },
+        events,
+        deliveries: domain::Deliveries {
+            store: store.clone(),
+        },
+        inbound,
+        gateway,
         store: store.clone(),
-        policy,
         settings: Arc::new(settings),
         public_base_url,
         scheduler: delivery.handle,
         metrics,
         keyring,
-        inbound,
+        admin_token: chosen.admin_token,
         shutdown: shutdown.clone(),
-        gateway,
     };
-    let follows = state
-        .gateway
-        .clone()
-        .map(|gateway| gateway::follow::keep(state.clone(), gateway));
+    let follows = state.gateway.clone().map(gateway::follow::keep);
     let (public_limits, admin_limits) =
         listener::Limits::of_listeners(&state.settings.server, listener::raise_open_files_limit());
     let servers = vec![
@@ -328,7 +355,7 @@ fn warn_about_open_listeners(settings: &Settings, gateway: bool, admin_token: bo
 pub struct Hub {
     public_addr: SocketAddr,
     admin_addr: SocketAddr,
-    state: HubState,
+    state: api::AppState,
     shutdown: CancellationToken,
     servers: Vec<JoinHandle<()>>,
     delivery_shutdown: CancellationToken,

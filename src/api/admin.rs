@@ -1,6 +1,8 @@
 //! The admin listener: the event API, the task view, health and readiness. Guarded by
 //! `server.admin_token` when one is set.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, Request, State};
@@ -13,14 +15,15 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use super::AppState;
 use super::errors::{problem, problem_for};
 use crate::a2a::params::{InvalidField, Params};
 use crate::domain::push_configs::resolve_tenant;
-use crate::domain::{HubState, deliveries, events, tasks};
-use crate::inbound::subscriptions;
+use crate::domain::{Deliveries, deliveries, events, tasks};
+use crate::inbound::{Inbound, subscriptions};
 use crate::store::{DeliveryFilter, DeliveryState};
 
-pub fn routes(state: HubState) -> Router {
+pub fn routes(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/events", post(publish_one))
         .route("/api/v1/events:batch", post(publish_batch))
@@ -68,7 +71,7 @@ pub fn routes(state: HubState) -> Router {
 /// In front of every `/api/v1/` route: the `Host` must be one the hub answers to (DNS
 /// rebinding), `Authorization: Bearer <server.admin_token>` when a token is configured, and a
 /// POST must declare a JSON body (a browser's cross-site form or `text/plain` POST cannot).
-async fn admin_guard(State(state): State<HubState>, request: Request, next: Next) -> Response {
+async fn admin_guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     if let Err(reason) = super::guard::check_host(&state.settings, &state.public_base_url, headers)
     {
@@ -132,7 +135,7 @@ struct TenantQuery {
 }
 
 fn body_or_problem(
-    state: &HubState,
+    state: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Bytes, Response> {
     body.map_err(|rejection| {
@@ -163,7 +166,7 @@ fn tenant_or_problem(query: &TenantQuery) -> Result<String, Response> {
 
 /// The `?tenant=` and the body of a write request, or the problem answer for either.
 fn tenant_and_body(
-    state: &HubState,
+    state: &AppState,
     query: &TenantQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, Bytes), Response> {
@@ -171,7 +174,7 @@ fn tenant_and_body(
 }
 
 async fn publish_one(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     AdminQuery(query): AdminQuery<TenantQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -179,14 +182,14 @@ async fn publish_one(
         Ok(parts) => parts,
         Err(response) => return response,
     };
-    match events::publish_one(&state, &tenant, &body).await {
+    match events::publish_one(&state.events, &tenant, &body).await {
         Ok(published) => (StatusCode::ACCEPTED, Json(published)).into_response(),
         Err(e) => problem_for(&e),
     }
 }
 
 async fn publish_batch(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     AdminQuery(query): AdminQuery<TenantQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -194,7 +197,7 @@ async fn publish_batch(
         Ok(parts) => parts,
         Err(response) => return response,
     };
-    match events::publish_batch(&state, &tenant, &body).await {
+    match events::publish_batch(&state.events, &tenant, &body).await {
         Ok(published) => {
             (StatusCode::ACCEPTED, Json(json!({ "events": published }))).into_response()
         }
@@ -203,7 +206,7 @@ async fn publish_batch(
 }
 
 async fn task_view(
-    State(state): State<HubState>,
+    State(deliveries): State<Deliveries>,
     Path(task_id): Path<String>,
     AdminQuery(query): AdminQuery<TenantQuery>,
 ) -> Response {
@@ -211,7 +214,7 @@ async fn task_view(
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    match tasks::view(&state, &tenant, &task_id).await {
+    match tasks::view(&deliveries, &tenant, &task_id).await {
         Ok(view) => Json(view).into_response(),
         Err(e) => problem_for(&e),
     }
@@ -221,7 +224,7 @@ async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-async fn readyz(State(state): State<HubState>) -> Response {
+async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => problem(
@@ -276,7 +279,7 @@ fn query_params(query: std::collections::HashMap<String, String>) -> Params {
 }
 
 async fn list_deliveries(
-    State(state): State<HubState>,
+    State(deliveries): State<Deliveries>,
     AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
 ) -> Response {
     let params = query_params(query);
@@ -301,21 +304,24 @@ async fn list_deliveries(
         Ok(parsed) => parsed,
         Err(field) => return field_problem(field),
     };
-    match deliveries::list(&state, filter, after, limit).await {
+    match deliveries::list(&deliveries, filter, after, limit).await {
         Ok(page) => Json(page).into_response(),
         Err(e) => problem_for(&e),
     }
 }
 
-async fn show_delivery(State(state): State<HubState>, Path(delivery_id): Path<String>) -> Response {
-    match deliveries::show(&state, &delivery_id).await {
+async fn show_delivery(
+    State(deliveries): State<Deliveries>,
+    Path(delivery_id): Path<String>,
+) -> Response {
+    match deliveries::show(&deliveries, &delivery_id).await {
         Ok(detail) => Json(detail).into_response(),
         Err(e) => problem_for(&e),
     }
 }
 
-async fn replay_one(State(state): State<HubState>, Path(delivery_id): Path<String>) -> Response {
-    match deliveries::replay_one(&state, &delivery_id).await {
+async fn replay_one(State(state): State<AppState>, Path(delivery_id): Path<String>) -> Response {
+    match deliveries::replay_one(&state.deliveries, &delivery_id).await {
         Ok(id) => (
             StatusCode::ACCEPTED,
             Json(json!({"deliveryId": id, "state": "pending"})),
@@ -326,7 +332,7 @@ async fn replay_one(State(state): State<HubState>, Path(delivery_id): Path<Strin
 }
 
 async fn replay_matching(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     AdminQuery(query): AdminQuery<TenantQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -372,13 +378,13 @@ async fn replay_matching(
         Ok(filter) => filter,
         Err(field) => return field_problem(field),
     };
-    match deliveries::replay_matching(&state, filter).await {
+    match deliveries::replay_matching(&state.deliveries, filter).await {
         Ok(outcome) => (StatusCode::ACCEPTED, Json(outcome)).into_response(),
         Err(e) => problem_for(&e),
     }
 }
 
-async fn metrics(State(state): State<HubState>) -> Response {
+async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.scheduler.stats().await;
     let text = state.metrics.render(&stats);
     (
@@ -391,11 +397,11 @@ async fn metrics(State(state): State<HubState>) -> Response {
         .into_response()
 }
 
-async fn list_keys(State(state): State<HubState>) -> Response {
+async fn list_keys(State(state): State<AppState>) -> Response {
     Json(json!({"keys": state.keyring.current().info(crate::store::now_ms())})).into_response()
 }
 
-async fn rotate_keys(State(state): State<HubState>) -> Response {
+async fn rotate_keys(State(state): State<AppState>) -> Response {
     match state.keyring.rotate().await {
         Ok(keys) => Json(json!({"keys": keys})).into_response(),
         Err(e) => {
@@ -410,7 +416,7 @@ async fn rotate_keys(State(state): State<HubState>) -> Response {
 }
 
 async fn create_subscription(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     AdminQuery(query): AdminQuery<TenantQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -425,28 +431,31 @@ async fn create_subscription(
         }
     };
     let tenant = (!tenant.is_empty()).then_some(tenant);
-    match subscriptions::create(&state, tenant.as_deref(), value).await {
+    match subscriptions::create(&state.inbound, tenant.as_deref(), value).await {
         Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
         Err(e) => problem_for(&e),
     }
 }
 
-async fn list_subscriptions(State(state): State<HubState>) -> Response {
-    match subscriptions::list(&state).await {
+async fn list_subscriptions(State(inbound): State<Arc<Inbound>>) -> Response {
+    match subscriptions::list(&inbound).await {
         Ok(all) => Json(json!({ "subscriptions": all })).into_response(),
         Err(e) => problem_for(&e),
     }
 }
 
-async fn show_subscription(State(state): State<HubState>, Path(id): Path<String>) -> Response {
-    match subscriptions::get(&state, &id).await {
-        Ok(subscription) => Json(subscriptions::view(&state, &subscription)).into_response(),
+async fn show_subscription(
+    State(inbound): State<Arc<Inbound>>,
+    Path(id): Path<String>,
+) -> Response {
+    match subscriptions::get(&inbound, &id).await {
+        Ok(subscription) => Json(subscriptions::view(&inbound, &subscription)).into_response(),
         Err(e) => problem_for(&e),
     }
 }
 
 async fn update_subscription_keys(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -460,14 +469,17 @@ async fn update_subscription_keys(
             return field_problem(InvalidField::new("body", format!("is not valid JSON: {e}")));
         }
     };
-    match subscriptions::update_keys(&state, &id, value).await {
+    match subscriptions::update_keys(&state.inbound, &id, value).await {
         Ok(updated) => Json(updated).into_response(),
         Err(e) => problem_for(&e),
     }
 }
 
-async fn delete_subscription(State(state): State<HubState>, Path(id): Path<String>) -> Response {
-    match subscriptions::delete(&state, &id).await {
+async fn delete_subscription(
+    State(inbound): State<Arc<Inbound>>,
+    Path(id): Path<String>,
+) -> Response {
+    match subscriptions::delete(&inbound, &id).await {
         Ok(deleted) => Json(deleted).into_response(),
         Err(e) => problem_for(&e),
     }
@@ -480,11 +492,11 @@ struct PageQuery {
 }
 
 async fn subscription_receipts(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     Path(id): Path<String>,
     AdminQuery(page): AdminQuery<PageQuery>,
 ) -> Response {
-    if let Err(e) = subscriptions::get(&state, &id).await {
+    if let Err(e) = subscriptions::get(&state.inbound, &id).await {
         return problem_for(&e);
     }
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
@@ -501,12 +513,12 @@ async fn subscription_receipts(
 /// Accepted events as JSON (`?after=`), or as a Server-Sent Events stream with
 /// `Accept: text/event-stream` (resumable with `Last-Event-ID`).
 async fn subscription_events(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     Path(id): Path<String>,
     AdminQuery(page): AdminQuery<PageQuery>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if let Err(e) = subscriptions::get(&state, &id).await {
+    if let Err(e) = subscriptions::get(&state.inbound, &id).await {
         return problem_for(&e);
     }
     let wants_stream = headers

@@ -9,9 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use super::AppState;
 use crate::a2a::errors::jsonrpc_error;
 use crate::config::PublicAuth;
-use crate::domain::HubState;
 use crate::signing::jwt;
 
 /// Clock difference accepted on a caller's JWT, seconds.
@@ -34,7 +34,7 @@ pub enum Unauthenticated {
 
 /// The caller's principal, `None` when `public_auth = "none"`.
 pub async fn authenticate(
-    state: &HubState,
+    state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<String>, Unauthenticated> {
     let server = &state.settings.server;
@@ -87,7 +87,7 @@ fn principal_of_key(keys: &[crate::config::ApiKey], key: &str) -> Option<String>
     found
 }
 
-async fn verify_jwt(state: &HubState, headers: &HeaderMap) -> Result<String, Unauthenticated> {
+async fn verify_jwt(state: &AppState, headers: &HeaderMap) -> Result<String, Unauthenticated> {
     let Some(settings) = &state.settings.server.jwt else {
         return Err(Unauthenticated::BadJwt(
             "no [server.jwt] configured".to_string(),
@@ -117,7 +117,7 @@ async fn verify_jwt(state: &HubState, headers: &HeaderMap) -> Result<String, Una
     .map_err(|e| Unauthenticated::BadJwt(e.to_string()))
 }
 
-fn challenge(state: &HubState) -> HeaderValue {
+fn challenge(state: &AppState) -> HeaderValue {
     match state.settings.server.public_auth {
         PublicAuth::ApiKeys => HeaderValue::from_static("Bearer, ApiKey header=\"X-API-Key\""),
         _ => HeaderValue::from_static("Bearer"),
@@ -125,7 +125,7 @@ fn challenge(state: &HubState) -> HeaderValue {
 }
 
 /// The JSON-RPC answer to an unauthenticated call: HTTP 401 with a JSON-RPC error.
-pub fn jsonrpc_refusal(state: &HubState, id: JsonRpcId, why: &Unauthenticated) -> Response {
+pub fn jsonrpc_refusal(state: &AppState, id: JsonRpcId, why: &Unauthenticated) -> Response {
     let error = A2AError::new(error_code::INVALID_REQUEST, why.to_string());
     let mut response = (StatusCode::UNAUTHORIZED, Json(jsonrpc_error(id, &error))).into_response();
     response
@@ -137,7 +137,7 @@ pub fn jsonrpc_refusal(state: &HubState, id: JsonRpcId, why: &Unauthenticated) -
 /// The HTTP+JSON answer to an unauthenticated call: HTTP 401 with a `google.rpc.Status` of
 /// `UNAUTHENTICATED` (no A2A error reason: it is not an A2A error, and clients then report the
 /// HTTP status).
-pub fn rest_refusal(state: &HubState, why: &Unauthenticated) -> Response {
+pub fn rest_refusal(state: &AppState, why: &Unauthenticated) -> Response {
     let body = serde_json::json!({"error": {
         "code": 401,
         "status": "UNAUTHENTICATED",
@@ -157,7 +157,7 @@ pub struct Caller(pub Option<String>);
 /// In front of the HTTP+JSON push-config routes: the `Host` must be the hub's, a POST must
 /// be JSON, and the caller must authenticate; the handler then gets its `Caller`.
 pub async fn rest_guard(
-    axum::extract::State(state): axum::extract::State<HubState>,
+    axum::extract::State(state): axum::extract::State<AppState>,
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -172,7 +172,7 @@ pub async fn rest_guard(
 
 /// The checks in front of an HTTP+JSON push-config call, and its caller when they pass.
 pub async fn rest_caller(
-    state: &HubState,
+    state: &AppState,
     method: &axum::http::Method,
     headers: &HeaderMap,
 ) -> Result<Caller, Response> {

@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
-use crate::domain::HubState;
+use super::AppState;
 use crate::gateway::{card, upstream};
 
 /// Largest agent card the gateway reads from the agent.
@@ -18,7 +18,7 @@ const MAX_CARD_BYTES: usize = 4 * 1024 * 1024;
 /// When the agent says nothing of caching: five minutes, then ask again (cheaply, by `ETag`).
 const DEFAULT_CACHE_CONTROL: &str = "public, max-age=300";
 
-pub async fn agent_card(State(state): State<HubState>, headers: HeaderMap) -> Response {
+pub async fn agent_card(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let auth = state.settings.server.public_auth;
     let Some(gateway) = state.gateway.clone() else {
         let card = card::standalone(&state.public_base_url, auth);

@@ -11,12 +11,13 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::errors::{invalid_params, to_a2a};
 use crate::a2a::errors::jsonrpc_error;
 use crate::a2a::params::Params;
 use crate::a2a::push_config::config_input;
 use crate::a2a::version::WireVersion;
-use crate::domain::{DomainError, HubState, events};
+use crate::domain::{DomainError, events};
 use crate::gateway::{Gateway, follow, intake, upstream};
 use crate::store::PublishedEvent;
 
@@ -92,7 +93,7 @@ pub struct CreatedConfig<'a> {
 /// snapshot (it alone: the task's other configs have seen every state), then the agent is made
 /// to push the task to the hub.
 pub async fn after_config_created(
-    state: &HubState,
+    state: &AppState,
     gateway: &Arc<Gateway>,
     headers: &HeaderMap,
     created: CreatedConfig<'_>,
@@ -106,14 +107,14 @@ pub async fn after_config_created(
     } = created;
     // The snapshot goes first, so the new config's lane starts with it…
     let before = task_for_caller(gateway, headers, tenant, task_id, rest_prefix, version).await?;
-    let seen = events::snapshot_to_config(state, tenant, task_id, config_id, &before)
+    let seen = events::snapshot_to_config(&state.events, tenant, task_id, config_id, &before)
         .await
         .map_err(|e| to_a2a(&e))?;
     if !gateway.agent_pushes().await {
-        follow::follow(state, gateway, headers, tenant, task_id).await;
+        follow::follow(gateway, headers, tenant, task_id).await;
         return Ok(());
     }
-    intake::ensure_agent_pushes(state, gateway, headers, tenant, task_id)
+    intake::ensure_agent_pushes(gateway, headers, tenant, task_id)
         .await
         .map_err(|e| to_a2a(&e))?;
     // …and if the task moved while the hub registered itself, and no push has told of it yet,
@@ -129,7 +130,7 @@ pub async fn after_config_created(
     if after != before && newest == seen {
         let snapshot = json!({"task": after}).to_string();
         let published: Result<PublishedEvent, DomainError> =
-            events::publish_one(state, tenant, snapshot.as_bytes()).await;
+            events::publish_one(&state.events, tenant, snapshot.as_bytes()).await;
         published.map_err(|e| to_a2a(&e))?;
     }
     Ok(())
@@ -159,7 +160,7 @@ fn inline_keys(version: WireVersion, jsonrpc: bool) -> &'static [&'static str] {
 /// `SendMessage` / `SendStreamingMessage` (JSON-RPC) and `message:send|stream` (REST): the
 /// inline push config is swapped for an intake; the rest goes to the agent unchanged.
 pub async fn send(
-    state: &HubState,
+    state: &AppState,
     gateway: &Arc<Gateway>,
     headers: &HeaderMap,
     mut body: Value,
@@ -206,7 +207,7 @@ pub async fn send(
             Ok(input) => input,
             Err(field) => return fail(invalid_params(&field)),
         };
-        let intake = match intake::open(state, tenant, None, Some((input, version))).await {
+        let intake = match intake::open(gateway, tenant, None, Some((input, version))).await {
             Ok(intake) => intake,
             Err(e) => return fail(to_a2a(&e)),
         };
@@ -267,11 +268,14 @@ pub async fn send(
         if let (Some(task_id), Ok(Some(subscription))) =
             (task_id, state.store.get_subscription(subscription_id).await)
         {
-            if let Err(e) = intake::bind(state, &subscription, task_id).await {
+            if let Err(e) =
+                crate::inbound::intake::bind_client_config(&state.inbound, &subscription, task_id)
+                    .await
+            {
                 tracing::error!(error = %e, "could not store the client's inline config");
             }
             if !pushes {
-                follow::follow(state, gateway, headers, tenant, task_id).await;
+                follow::follow(gateway, headers, tenant, task_id).await;
             }
         }
     }
@@ -280,7 +284,7 @@ pub async fn send(
 
 /// Removes the intake opened for a request the agent did not take: no task will ever be
 /// pushed to it.
-async fn discard_intake(state: &HubState, opened: Option<String>) {
+async fn discard_intake(state: &AppState, opened: Option<String>) {
     let Some(subscription_id) = opened else {
         return;
     };
@@ -308,7 +312,7 @@ fn first_task_id(text: &str) -> Option<String> {
 /// Passes a streamed answer through untouched while reading its first event's task id, then
 /// stores the client's config for that task and follows it.
 fn sniff_task(
-    state: &HubState,
+    state: &AppState,
     gateway: &Arc<Gateway>,
     headers: &HeaderMap,
     tenant: &str,
@@ -336,11 +340,11 @@ fn sniff_task(
                     (state.clone(), gateway.clone(), headers.clone(), tenant.clone(), subscription_id.clone());
                 tokio::spawn(async move {
                     if let Ok(Some(subscription)) = state.store.get_subscription(subscription_id).await {
-                        if let Err(e) = intake::bind(&state, &subscription, &task_id).await {
+                        if let Err(e) = crate::inbound::intake::bind_client_config(&state.inbound, &subscription, &task_id).await {
                             tracing::error!(error = %e, "could not store the client's inline config");
                         }
                     }
-                    follow::follow(&state, &gateway, &headers, &tenant, &task_id).await;
+                    follow::follow(&gateway, &headers, &tenant, &task_id).await;
                 });
             }
         }
@@ -351,7 +355,7 @@ fn sniff_task(
 
 /// Everything the hub does not answer itself goes to the agent; REST message sends get their
 /// inline config swapped first.
-pub async fn fallback(State(state): State<HubState>, request: Request) -> Response {
+pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     let Some(gateway) = state.gateway.clone() else {
         return super::rest::not_found().await;
     };
@@ -410,7 +414,7 @@ pub async fn fallback(State(state): State<HubState>, request: Request) -> Respon
 
 /// JSON-RPC in gateway mode for the methods the hub does not answer itself.
 pub async fn jsonrpc(
-    state: &HubState,
+    state: &AppState,
     gateway: &Arc<Gateway>,
     headers: &HeaderMap,
     raw: Bytes,

@@ -1,6 +1,8 @@
 //! `/inbound/{subscriptionId}` on the public listener: pushes from peer agents (`POST`), and
 //! the URL-ownership challenge some senders make first (`GET ?validationToken=`).
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -8,12 +10,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::domain::HubState;
+use crate::inbound::Inbound;
 use crate::inbound::intake::{challenge, intake};
 use crate::signing::verify::CapturedRequest;
 
 pub async fn receive(
-    State(state): State<HubState>,
+    State(inbound): State<Arc<Inbound>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -32,7 +34,7 @@ pub async fn receive(
             .collect(),
         body: body.map(|b| b.to_vec()).unwrap_or_default(),
     };
-    let answer = intake(&state, &id, request, too_large).await;
+    let answer = intake(&inbound, &id, request, too_large).await;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, Json(answer.body)).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
@@ -50,7 +52,7 @@ pub struct Challenge {
 }
 
 pub async fn answer_challenge(
-    State(state): State<HubState>,
+    State(inbound): State<Arc<Inbound>>,
     Path(id): Path<String>,
     Query(query): Query<Challenge>,
 ) -> Response {
@@ -64,7 +66,7 @@ pub async fn answer_challenge(
             HeaderValue::from_static("nosniff"),
         ),
     ];
-    match challenge(&state, &id, query.validation_token.as_deref()).await {
+    match challenge(&inbound, &id, query.validation_token.as_deref()).await {
         Ok(token) => (headers, token).into_response(),
         Err((status, reason)) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::errors::{invalid_params, to_a2a};
 use super::requested_version;
 use crate::a2a::errors::jsonrpc_error;
@@ -19,7 +20,7 @@ use crate::a2a::push_config::{
 };
 use crate::a2a::v03;
 use crate::a2a::version::{WireVersion, negotiate, of_method};
-use crate::domain::{DomainError, HubState, push_configs};
+use crate::domain::{DomainError, push_configs};
 
 /// The push-config methods the hub answers itself, gateway or not.
 const PUSH_CONFIG_METHODS: [&str; 4] = [
@@ -56,7 +57,7 @@ fn fail(id: JsonRpcId, error: A2AError) -> Response {
 }
 
 pub async fn handle(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
@@ -260,7 +261,7 @@ fn envelope(request: Value) -> Result<(JsonRpcId, String, Option<Value>), (JsonR
 }
 
 async fn dispatch(
-    state: &HubState,
+    state: &AppState,
     caller: Option<&str>,
     method: &str,
     params: Option<Value>,
@@ -275,21 +276,21 @@ async fn dispatch(
     match method {
         methods::CREATE_PUSH_CONFIG => {
             let input = config_input(&params).map_err(field)?;
-            let config = push_configs::create(state, caller, None, None, input, version)
+            let config = push_configs::create(&state.configs, caller, None, None, input, version)
                 .await
                 .map_err(domain)?;
             Ok(json!(render(config.view())))
         }
         methods::GET_PUSH_CONFIG => {
             let address = config_address(&params).map_err(field)?;
-            let config = push_configs::get(state, caller, None, address)
+            let config = push_configs::get(&state.configs, caller, None, address)
                 .await
                 .map_err(domain)?;
             Ok(json!(render(config.view())))
         }
         methods::LIST_PUSH_CONFIGS => {
             let request = list_request(&params).map_err(field)?;
-            let page = push_configs::list(state, caller, None, request)
+            let page = push_configs::list(&state.configs, caller, None, request)
                 .await
                 .map_err(domain)?;
             Ok(render_list(
@@ -299,7 +300,7 @@ async fn dispatch(
         }
         methods::DELETE_PUSH_CONFIG => {
             let address = config_address(&params).map_err(field)?;
-            push_configs::delete(state, caller, None, address)
+            push_configs::delete(&state.configs, caller, None, address)
                 .await
                 .map_err(domain)?;
             Ok(Value::Null)
@@ -313,7 +314,7 @@ async fn dispatch(
 
 /// The A2A 0.3 push-config methods, with their 0.3 params and results.
 async fn dispatch_v03(
-    state: &HubState,
+    state: &AppState,
     caller: Option<&str>,
     method: &str,
     params: Option<Value>,
@@ -336,9 +337,10 @@ async fn dispatch_v03(
                 })?;
             let mut input = v03::config_input(Some(task_id), &config).map_err(field)?;
             input.tenant = tenant;
-            let config = push_configs::create(state, caller, None, None, input, WireVersion::V0_3)
-                .await
-                .map_err(domain)?;
+            let config =
+                push_configs::create(&state.configs, caller, None, None, input, WireVersion::V0_3)
+                    .await
+                    .map_err(domain)?;
             Ok(v03::render_task_config(config.view()))
         }
         V03_GET => {
@@ -350,7 +352,7 @@ async fn dispatch_v03(
                         task_id,
                         id: config_id,
                     };
-                    push_configs::get(state, caller, None, address)
+                    push_configs::get(&state.configs, caller, None, address)
                         .await
                         .map_err(domain)?
                 }
@@ -391,7 +393,7 @@ async fn dispatch_v03(
                 .required_string("pushNotificationConfigId")
                 .map_err(field)?;
             push_configs::delete(
-                state,
+                &state.configs,
                 caller,
                 None,
                 ConfigAddress {
@@ -415,7 +417,7 @@ async fn dispatch_v03(
 
 /// Every config of a task, page after page (0.3 `list` has no pagination).
 async fn list_all(
-    state: &HubState,
+    state: &AppState,
     caller: Option<&str>,
     tenant: Option<String>,
     task_id: &str,
@@ -429,7 +431,7 @@ async fn list_all(
             page_size: Some(push_configs::MAX_PAGE_SIZE as i64),
             page_token: token,
         };
-        let page = push_configs::list(state, caller, None, request).await?;
+        let page = push_configs::list(&state.configs, caller, None, request).await?;
         all.extend(page.configs);
         match page.next_page_token {
             Some(next) if all.len() < 10_000 => token = Some(next),

@@ -15,15 +15,16 @@ mod inbound;
 mod jsonrpc;
 mod rest;
 mod sse;
+mod state;
+
+pub use state::AppState;
 
 use axum::Router;
 use axum::http::HeaderMap;
 use tower_http::trace::TraceLayer;
 
-use crate::domain::HubState;
-
 /// Routes of the public listener.
-pub fn public_router(state: HubState) -> Router {
+pub fn public_router(state: AppState) -> Router {
     Router::new()
         .route("/", axum::routing::post(jsonrpc::handle))
         .route("/.well-known/jwks.json", axum::routing::get(jwks))
@@ -46,7 +47,7 @@ pub fn public_router(state: HubState) -> Router {
 /// The hub's public signing keys. Clients may cache it briefly; after a rotation the old keys
 /// stay listed for the grace period, so a cached copy keeps verifying.
 async fn jwks(
-    axum::extract::State(state): axum::extract::State<HubState>,
+    axum::extract::State(state): axum::extract::State<AppState>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let document = state.keyring.current().jwks(crate::store::now_ms());
@@ -58,7 +59,7 @@ async fn jwks(
 }
 
 /// Routes of the admin listener.
-pub fn admin_router(state: HubState) -> Router {
+pub fn admin_router(state: AppState) -> Router {
     admin::routes(state).layer(TraceLayer::new_for_http())
 }
 

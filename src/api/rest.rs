@@ -13,6 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
+use super::AppState;
 use super::auth::Caller;
 use super::errors::{invalid_params, rest_response, to_a2a};
 use super::requested_version;
@@ -21,9 +22,9 @@ use crate::a2a::push_config::{
     ConfigAddress, ListRequest, config_input, list_request, render, render_list,
 };
 use crate::a2a::version::{WireVersion, negotiate};
-use crate::domain::{HubState, push_configs};
+use crate::domain::push_configs;
 
-pub fn routes() -> Router<HubState> {
+pub fn routes() -> Router<AppState> {
     let collection = get(list).post(create);
     let item = get(get_one).delete(delete);
     Router::new()
@@ -56,7 +57,7 @@ pub struct PathParams {
 impl PathParams {
     /// In gateway mode the path prefix is the agent interface's path (its tenant, if it has
     /// one) and the hub keeps configs in the default tenant; otherwise it is the hub's tenant.
-    fn scope(&self, state: &HubState) -> (Option<String>, Option<String>) {
+    fn scope(&self, state: &AppState) -> (Option<String>, Option<String>) {
         match state.gateway {
             Some(_) => (
                 None,
@@ -74,7 +75,7 @@ impl PathParams {
 
 /// In gateway mode: the task must exist for the caller at the agent.
 async fn gateway_check(
-    state: &HubState,
+    state: &AppState,
     headers: &HeaderMap,
     path: &PathParams,
 ) -> Result<(), Response> {
@@ -124,7 +125,7 @@ fn domain_error(error: crate::domain::DomainError) -> Response {
 }
 
 async fn create(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathParams>,
     headers: HeaderMap,
@@ -166,7 +167,7 @@ async fn create(
     }
     let (tenant, prefix) = path.scope(&state);
     let config = match push_configs::create(
-        &state,
+        &state.configs,
         caller.as_deref(),
         tenant.as_deref(),
         Some(&path.task_id),
@@ -227,7 +228,7 @@ fn list_request_from_query(
 }
 
 async fn get_one(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathParams>,
     headers: HeaderMap,
@@ -241,14 +242,21 @@ async fn get_one(
     }
     let (tenant, _) = path.scope(&state);
     let address = config_address(path.task_id, path.config_id);
-    match push_configs::get(&state, caller.as_deref(), tenant.as_deref(), address).await {
+    match push_configs::get(
+        &state.configs,
+        caller.as_deref(),
+        tenant.as_deref(),
+        address,
+    )
+    .await
+    {
         Ok(config) => Json(render(config.view())).into_response(),
         Err(e) => domain_error(e),
     }
 }
 
 async fn list(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathParams>,
     headers: HeaderMap,
@@ -266,7 +274,14 @@ async fn list(
         Ok(request) => request,
         Err(response) => return response,
     };
-    match push_configs::list(&state, caller.as_deref(), tenant.as_deref(), request).await {
+    match push_configs::list(
+        &state.configs,
+        caller.as_deref(),
+        tenant.as_deref(),
+        request,
+    )
+    .await
+    {
         Ok(page) => Json(render_list(
             page.configs.iter().map(|c| c.view()),
             page.next_page_token.as_deref(),
@@ -277,7 +292,7 @@ async fn list(
 }
 
 async fn delete(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathParams>,
     headers: HeaderMap,
@@ -291,7 +306,14 @@ async fn delete(
     }
     let (tenant, _) = path.scope(&state);
     let address = config_address(path.task_id, path.config_id);
-    match push_configs::delete(&state, caller.as_deref(), tenant.as_deref(), address).await {
+    match push_configs::delete(
+        &state.configs,
+        caller.as_deref(),
+        tenant.as_deref(),
+        address,
+    )
+    .await
+    {
         Ok(()) => Json(json!({})).into_response(),
         Err(e) => domain_error(e),
     }
@@ -321,7 +343,7 @@ pub fn prefixed_config_path(path: &str) -> Option<(String, String, Option<String
 /// Answers a push-config call on a path `prefixed_config_path` recognised, as the routes above
 /// would, after the same checks.
 pub async fn prefixed(
-    state: HubState,
+    state: AppState,
     parts: axum::http::request::Parts,
     body: Bytes,
     (prefix, task_id, config_id): (String, String, Option<String>),
@@ -366,7 +388,7 @@ pub async fn not_found() -> Response {
 }
 
 /// The A2A 0.3 HTTP+JSON binding under `/v1/` (proto JSON of `a2a.v1`).
-pub fn routes_v03() -> Router<HubState> {
+pub fn routes_v03() -> Router<AppState> {
     Router::new()
         .route(
             "/v1/tasks/{task_id}/pushNotificationConfigs",
@@ -386,7 +408,7 @@ pub struct PathV03 {
 
 /// The `/v1/` paths are 0.3; a header naming another version is refused.
 async fn check_v03(
-    state: &HubState,
+    state: &AppState,
     headers: &HeaderMap,
     query: Option<&str>,
     task_id: &str,
@@ -429,7 +451,7 @@ async fn check_v03(
 }
 
 async fn create_v03(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathV03>,
     headers: HeaderMap,
@@ -479,7 +501,7 @@ async fn create_v03(
         Err(e) => return field_error(e),
     };
     let config = match push_configs::create(
-        &state,
+        &state.configs,
         caller.as_deref(),
         None,
         Some(&path.task_id),
@@ -514,7 +536,7 @@ async fn create_v03(
 }
 
 async fn get_v03(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathV03>,
     headers: HeaderMap,
@@ -524,14 +546,14 @@ async fn get_v03(
         return response;
     }
     let address = config_address(path.task_id, path.config_id);
-    match push_configs::get(&state, caller.as_deref(), None, address).await {
+    match push_configs::get(&state.configs, caller.as_deref(), None, address).await {
         Ok(config) => Json(crate::a2a::v03::render_named_config(config.view())).into_response(),
         Err(e) => domain_error(e),
     }
 }
 
 async fn list_v03(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathV03>,
     headers: HeaderMap,
@@ -545,7 +567,7 @@ async fn list_v03(
         Ok(request) => request,
         Err(response) => return response,
     };
-    match push_configs::list(&state, caller.as_deref(), None, request).await {
+    match push_configs::list(&state.configs, caller.as_deref(), None, request).await {
         Ok(page) => Json(json!({
             "configs": page.configs.iter().map(|c| crate::a2a::v03::render_named_config(c.view())).collect::<Vec<_>>(),
             "nextPageToken": page.next_page_token.unwrap_or_default(),
@@ -556,7 +578,7 @@ async fn list_v03(
 }
 
 async fn delete_v03(
-    State(state): State<HubState>,
+    State(state): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(path): Path<PathV03>,
     headers: HeaderMap,
@@ -566,7 +588,7 @@ async fn delete_v03(
         return response;
     }
     let address = config_address(path.task_id, path.config_id);
-    match push_configs::delete(&state, caller.as_deref(), None, address).await {
+    match push_configs::delete(&state.configs, caller.as_deref(), None, address).await {
         Ok(()) => Json(json!({})).into_response(),
         Err(e) => domain_error(e),
     }

@@ -13,7 +13,7 @@ use futures_util::Stream;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::domain::HubState;
+use super::AppState;
 use crate::store::InboundEventRecord;
 
 const BATCH: usize = 100;
@@ -26,7 +26,7 @@ pub fn event_json(record: &InboundEventRecord) -> Value {
 }
 
 struct Cursor {
-    state: HubState,
+    state: AppState,
     id: String,
     after: u64,
     buffer: VecDeque<InboundEventRecord>,
@@ -34,7 +34,7 @@ struct Cursor {
 }
 
 pub async fn events(
-    state: HubState,
+    state: AppState,
     id: String,
     after: u64,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

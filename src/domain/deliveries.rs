@@ -5,9 +5,19 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::{DomainError, HubState};
+use std::sync::Arc;
+
+use super::DomainError;
 use crate::a2a::params::InvalidField;
-use crate::store::{AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryState, ReplayRefusal};
+use crate::store::{
+    AttemptRecord, DeliveryFilter, DeliveryRecord, DeliveryState, ReplayRefusal, Store,
+};
+
+/// The operator's views of tasks and deliveries, and replay: what they need.
+#[derive(Clone)]
+pub struct Deliveries {
+    pub store: Arc<dyn Store>,
+}
 
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -130,7 +140,7 @@ pub fn parse_time(field: &str, text: &str) -> Result<u64, InvalidField> {
 }
 
 pub async fn list(
-    state: &HubState,
+    deliveries: &Deliveries,
     filter: DeliveryFilter,
     after: Option<String>,
     limit: Option<usize>,
@@ -140,7 +150,10 @@ pub async fn list(
         Some(0) => return Err(InvalidField::new("limit", "must be at least 1").into()),
         Some(n) => n.min(MAX_LIST_LIMIT),
     };
-    let found = state.store.list_deliveries(filter, after, limit).await?;
+    let found = deliveries
+        .store
+        .list_deliveries(filter, after, limit)
+        .await?;
     let next_cursor = (found.len() == limit)
         .then(|| found.last().map(|d| d.id.clone()))
         .flatten();
@@ -150,13 +163,13 @@ pub async fn list(
     })
 }
 
-pub async fn show(state: &HubState, id: &str) -> Result<DeliveryDetail, DomainError> {
-    let delivery = state
+pub async fn show(deliveries: &Deliveries, id: &str) -> Result<DeliveryDetail, DomainError> {
+    let delivery = deliveries
         .store
         .get_delivery(id.to_string())
         .await?
         .ok_or_else(|| DomainError::NotFound(format!("delivery {id:?} does not exist")))?;
-    let attempts = state.store.attempts(id.to_string()).await?;
+    let attempts = deliveries.store.attempts(id.to_string()).await?;
     Ok(DeliveryDetail {
         delivery: delivery.into(),
         attempt_log: attempts.into_iter().map(AttemptView::from).collect(),
@@ -181,8 +194,8 @@ pub struct ReplayOutcome {
 }
 
 /// Replays one delivery; refusals become errors a user can act on.
-pub async fn replay_one(state: &HubState, id: &str) -> Result<String, DomainError> {
-    let outcome = replay_ids(state, vec![id.to_string()]).await?;
+pub async fn replay_one(deliveries: &Deliveries, id: &str) -> Result<String, DomainError> {
+    let outcome = replay_ids(deliveries, vec![id.to_string()]).await?;
     if let Some(refused) = outcome.refused.into_iter().next() {
         return Err(DomainError::Conflict(refused.reason));
     }
@@ -191,22 +204,25 @@ pub async fn replay_one(state: &HubState, id: &str) -> Result<String, DomainErro
 
 /// Replays every delivery matching `filter` (at most `MAX_REPLAY` per call).
 pub async fn replay_matching(
-    state: &HubState,
+    deliveries: &Deliveries,
     filter: DeliveryFilter,
 ) -> Result<ReplayOutcome, DomainError> {
-    let found = state
+    let found = deliveries
         .store
         .list_deliveries(filter, None, MAX_REPLAY + 1)
         .await?;
     let more = found.len() > MAX_REPLAY;
     let ids = found.into_iter().take(MAX_REPLAY).map(|d| d.id).collect();
-    let mut outcome = replay_ids(state, ids).await?;
+    let mut outcome = replay_ids(deliveries, ids).await?;
     outcome.more = more;
     Ok(outcome)
 }
 
-async fn replay_ids(state: &HubState, ids: Vec<String>) -> Result<ReplayOutcome, DomainError> {
-    let results = state.store.replay(ids.clone()).await?;
+async fn replay_ids(
+    deliveries: &Deliveries,
+    ids: Vec<String>,
+) -> Result<ReplayOutcome, DomainError> {
+    let results = deliveries.store.replay(ids.clone()).await?;
     let mut outcome = ReplayOutcome {
         replayed: Vec::new(),
         refused: Vec::new(),

@@ -4,24 +4,34 @@
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{DomainError, HubState};
+use std::sync::Arc;
+
+use super::DomainError;
 use crate::a2a::event::parse_event;
 use crate::a2a::params::InvalidField;
-use crate::store::{ConfigSnapshot, NewEvent, PublishedEvent};
+use crate::metrics::Metrics;
+use crate::store::{ConfigSnapshot, NewEvent, PublishedEvent, Store};
+
+/// Publishing: what it needs.
+#[derive(Clone)]
+pub struct Events {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+}
 
 /// Most events in one batch request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
 /// Publishes one event given as raw JSON bytes.
 pub async fn publish_one(
-    state: &HubState,
+    events: &Events,
     tenant: &str,
     body: &[u8],
 ) -> Result<PublishedEvent, DomainError> {
     let raw: Box<RawValue> = serde_json::from_slice(body)
         .map_err(|e| InvalidField::new("body", format!("is not valid JSON: {e}")))?;
     let event = validate(tenant, raw, "")?;
-    let mut published = store_events(state, vec![event]).await?;
+    let mut published = store_events(events, vec![event]).await?;
     published.pop().ok_or_else(|| {
         DomainError::Store(crate::store::StoreError::Storage(
             "publish returned nothing".to_string(),
@@ -31,7 +41,7 @@ pub async fn publish_one(
 
 /// Publishes a JSON array of events atomically: one invalid event rejects the whole batch.
 pub async fn publish_batch(
-    state: &HubState,
+    events: &Events,
     tenant: &str,
     body: &[u8],
 ) -> Result<Vec<PublishedEvent>, DomainError> {
@@ -54,21 +64,21 @@ pub async fn publish_batch(
         )
         .into());
     }
-    let events = items
+    let new = items
         .into_iter()
         .enumerate()
         .map(|(i, raw)| validate(tenant, raw, &format!("[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    store_events(state, events).await
+    store_events(events, new).await
 }
 
 /// Stores the events durably (the store hands their deliveries to the scheduler).
 async fn store_events(
-    state: &HubState,
-    events: Vec<NewEvent>,
+    events: &Events,
+    new: Vec<NewEvent>,
 ) -> Result<Vec<PublishedEvent>, DomainError> {
-    let published = state.store.publish(events).await?;
-    state.metrics.events_published(published.len() as u64);
+    let published = events.store.publish(new).await?;
+    events.metrics.events_published(published.len() as u64);
     Ok(published)
 }
 
@@ -118,7 +128,7 @@ fn validate(tenant: &str, raw: Box<RawValue>, at: &str) -> Result<NewEvent, Inva
 /// received yet (a config created on a running task). Returns the task's newest sequence
 /// number at that moment.
 pub async fn snapshot_to_config(
-    state: &HubState,
+    events: &Events,
     tenant: &str,
     task_id: &str,
     config_id: &str,
@@ -131,7 +141,7 @@ pub async fn snapshot_to_config(
     };
     let body = serde_json::value::to_raw_value(&value)
         .map_err(|e| InvalidField::new("task", format!("cannot be stored: {e}")))?;
-    let outcome = state
+    let outcome = events
         .store
         .deliver_snapshot(ConfigSnapshot {
             tenant: tenant.to_string(),

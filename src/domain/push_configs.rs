@@ -11,11 +11,24 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
-use super::{DomainError, HubState};
+use std::sync::Arc;
+
+use super::DomainError;
 use crate::a2a::params::{InvalidField, check_id};
 use crate::a2a::push_config::{ConfigAddress, ConfigInput, ListRequest};
 use crate::a2a::version::WireVersion;
-use crate::store::{ConfigRecord, ConfigRules, ConfigState, ConfigWrite, now_ms};
+use crate::ssrf::Policy;
+use crate::store::{ConfigRecord, ConfigRules, ConfigState, ConfigWrite, Store, now_ms};
+
+/// Push-config management: what it needs.
+#[derive(Clone)]
+pub struct PushConfigs {
+    pub store: Arc<dyn Store>,
+    /// Which webhook URLs may be registered.
+    pub policy: Arc<Policy>,
+    /// `limits.max_configs_per_task`.
+    pub max_per_task: usize,
+}
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 100;
@@ -40,7 +53,7 @@ fn not_found(task_id: &str) -> DomainError {
 
 /// Refuses, as "not found", a task that is not the caller's. No caller: no ownership.
 async fn check_owner(
-    state: &HubState,
+    configs: &PushConfigs,
     caller: Option<&str>,
     tenant: &str,
     task_id: &str,
@@ -48,7 +61,7 @@ async fn check_owner(
     let Some(caller) = caller else {
         return Ok(());
     };
-    let owner = state
+    let owner = configs
         .store
         .task_owner(tenant.to_string(), task_id.to_string())
         .await?;
@@ -60,7 +73,7 @@ async fn check_owner(
 
 /// Creates or replaces a config. The path's task id (REST) wins over the body's.
 pub async fn create(
-    state: &HubState,
+    configs: &PushConfigs,
     caller: Option<&str>,
     path_tenant: Option<&str>,
     path_task_id: Option<&str>,
@@ -73,7 +86,7 @@ pub async fn create(
         .or(input.task_id)
         .ok_or_else(|| InvalidField::new("taskId", "is required"))?;
     check_id("taskId", &task_id)?;
-    state
+    configs
         .policy
         .check_url(&input.url)
         .await
@@ -92,12 +105,12 @@ pub async fn create(
         updated_at_ms: now,
         owner: caller.map(str::to_string),
     };
-    let max_per_task = state.settings.limits.max_configs_per_task;
+    let max_per_task = configs.max_per_task;
     let rules = ConfigRules {
         principal: config.owner.clone(),
         max_per_task,
     };
-    match state.store.put_config(config.clone(), rules).await? {
+    match configs.store.put_config(config.clone(), rules).await? {
         ConfigWrite::Stored => {}
         ConfigWrite::NotOwner => return Err(not_found(&config.task_id)),
         ConfigWrite::TooMany => {
@@ -116,14 +129,14 @@ pub async fn create(
 }
 
 pub async fn get(
-    state: &HubState,
+    configs: &PushConfigs,
     caller: Option<&str>,
     path_tenant: Option<&str>,
     address: ConfigAddress,
 ) -> Result<ConfigRecord, DomainError> {
     let tenant = resolve_tenant(path_tenant, address.tenant.as_deref())?;
-    check_owner(state, caller, &tenant, &address.task_id).await?;
-    state
+    check_owner(configs, caller, &tenant, &address.task_id).await?;
+    configs
         .store
         .get_config(tenant, address.task_id.clone(), address.id.clone())
         .await?
@@ -142,13 +155,13 @@ pub struct Page {
 }
 
 pub async fn list(
-    state: &HubState,
+    configs: &PushConfigs,
     caller: Option<&str>,
     path_tenant: Option<&str>,
     request: ListRequest,
 ) -> Result<Page, DomainError> {
     let tenant = resolve_tenant(path_tenant, request.tenant.as_deref())?;
-    check_owner(state, caller, &tenant, &request.task_id).await?;
+    check_owner(configs, caller, &tenant, &request.task_id).await?;
     let page_size = match request.page_size {
         None | Some(0) => DEFAULT_PAGE_SIZE,
         Some(n) if n < 0 => {
@@ -160,7 +173,7 @@ pub async fn list(
         None => None,
         Some(token) => Some(decode_page_token(token)?),
     };
-    let mut configs = state
+    let mut configs = configs
         .store
         .list_configs(tenant, request.task_id, after, page_size + 1)
         .await?;
@@ -191,14 +204,14 @@ fn decode_page_token(token: &str) -> Result<String, InvalidField> {
 
 /// Deletes a config; deleting one that does not exist succeeds (the operation is idempotent).
 pub async fn delete(
-    state: &HubState,
+    configs: &PushConfigs,
     caller: Option<&str>,
     path_tenant: Option<&str>,
     address: ConfigAddress,
 ) -> Result<(), DomainError> {
     let tenant = resolve_tenant(path_tenant, address.tenant.as_deref())?;
-    check_owner(state, caller, &tenant, &address.task_id).await?;
-    let existed = state
+    check_owner(configs, caller, &tenant, &address.task_id).await?;
+    let existed = configs
         .store
         .delete_config(tenant, address.task_id.clone(), address.id.clone())
         .await?;

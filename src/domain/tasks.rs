@@ -1,10 +1,10 @@
-//! The operator's view of one task: its folded state, its configs (secrets redacted) and its
-//! deliveries by state.
+//! The operator's view of one task: its folded deliveries, its configs (secrets redacted) and its
+//! deliveries by deliveries.
 
 use a2a::Task;
 use serde::Serialize;
 
-use super::{DomainError, HubState};
+use super::{Deliveries, DomainError};
 use crate::a2a::version::WireVersion;
 use crate::store::{ConfigRecord, ConfigState, DeliveryCounts};
 
@@ -58,12 +58,16 @@ impl From<&ConfigRecord> for ConfigView {
     }
 }
 
-pub async fn view(state: &HubState, tenant: &str, task_id: &str) -> Result<TaskView, DomainError> {
-    let record = state
+pub async fn view(
+    deliveries: &Deliveries,
+    tenant: &str,
+    task_id: &str,
+) -> Result<TaskView, DomainError> {
+    let record = deliveries
         .store
         .get_task(tenant.to_string(), task_id.to_string())
         .await?;
-    let configs = state
+    let configs = deliveries
         .store
         .list_configs(
             tenant.to_string(),
@@ -77,7 +81,7 @@ pub async fn view(state: &HubState, tenant: &str, task_id: &str) -> Result<TaskV
             "task {task_id:?} has no events and no push configs in this hub"
         )));
     }
-    let deliveries = state
+    let deliveries = deliveries
         .store
         .delivery_counts(tenant.to_string(), task_id.to_string())
         .await?;

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Gateway;
 use crate::config::Secret;
-use crate::domain::{HubState, events};
+use crate::domain::events;
 use crate::store::{FollowRecord, now_ms};
 
 /// Reconnects after the stream ends before the task did.
@@ -96,37 +96,31 @@ fn header_map(kept: &[(String, Secret)]) -> HeaderMap {
 }
 
 /// Starts following `task_id` unless this node or another already does.
-pub async fn follow(
-    state: &HubState,
-    gateway: &Arc<Gateway>,
-    headers: &HeaderMap,
-    tenant: &str,
-    task_id: &str,
-) {
+pub async fn follow(gateway: &Arc<Gateway>, headers: &HeaderMap, tenant: &str, task_id: &str) {
     let follow = FollowRecord {
         tenant: tenant.to_string(),
         task_id: task_id.to_string(),
         headers: kept_headers(headers),
         node: gateway.node.clone(),
-        lease_until_ms: now_ms() + lease_ms(state),
+        lease_until_ms: now_ms() + lease_ms(gateway),
     };
-    match state.store.start_follow(follow.clone()).await {
-        Ok(true) => run_follow(state, gateway, follow).await,
+    match gateway.store.start_follow(follow.clone()).await {
+        Ok(true) => run_follow(gateway, follow).await,
         Ok(false) => {}
         Err(e) => {
             // Followed all the same, only not kept across a restart.
             tracing::warn!(task_id, error = %e, "cannot record a follow of the agent's task");
-            run_follow(state, gateway, follow).await;
+            run_follow(gateway, follow).await;
         }
     }
 }
 
-fn lease_ms(state: &HubState) -> u64 {
-    state.settings.store.lane_lease.0.as_millis() as u64
+fn lease_ms(gateway: &Gateway) -> u64 {
+    gateway.lane_lease.as_millis() as u64
 }
 
 /// Runs a follow this node holds, unless it runs already.
-async fn run_follow(state: &HubState, gateway: &Arc<Gateway>, follow: FollowRecord) {
+async fn run_follow(gateway: &Arc<Gateway>, follow: FollowRecord) {
     let key = (follow.tenant.clone(), follow.task_id.clone());
     let stop = CancellationToken::new();
     {
@@ -136,12 +130,12 @@ async fn run_follow(state: &HubState, gateway: &Arc<Gateway>, follow: FollowReco
         }
         running.insert(key.clone(), (stop.clone(), Instant::now()));
     }
-    let (state, gateway) = (state.clone(), gateway.clone());
-    let shutdown = state.shutdown.clone();
+    let gateway = gateway.clone();
+    let shutdown = gateway.shutdown.clone();
     let tasks = gateway.followers.tasks.clone();
     tasks.spawn(async move {
         let headers = header_map(&follow.headers);
-        let run = run(&state, &gateway, &headers, &key.0, &key.1);
+        let run = run(&gateway, &headers, &key.0, &key.1);
         let ended = tokio::select! {
             _ = tokio::time::timeout(MAX_FOLLOW, run) => true,
             _ = shutdown.cancelled() => false,
@@ -150,7 +144,7 @@ async fn run_follow(state: &HubState, gateway: &Arc<Gateway>, follow: FollowReco
         // Forgotten in the store before here, so the keeper cannot start it again meanwhile.
         if ended {
             let (tenant, task_id) = key.clone();
-            if let Err(e) = state
+            if let Err(e) = gateway
                 .store
                 .end_follow(tenant, task_id.clone(), gateway.node.clone())
                 .await
@@ -166,17 +160,17 @@ async fn run_follow(state: &HubState, gateway: &Arc<Gateway>, follow: FollowReco
 /// them at start on a store of its own: the previous run's), stops those it lost. At shutdown
 /// it waits for its followers to stop, then gives their leases up, so that the next start or
 /// another node follows at once.
-pub fn keep(state: HubState, gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+pub fn keep(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let lease = state.settings.store.lane_lease.0;
+        let lease = gateway.lane_lease;
         let mut every = tokio::time::interval(lease / 3);
-        let mut take_all = !state.store.shared();
+        let mut take_all = !gateway.store.shared();
         loop {
             tokio::select! {
-                _ = state.shutdown.cancelled() => {
+                _ = gateway.shutdown.cancelled() => {
                     gateway.followers.stopped().await;
                     // A lease that ends now: the follows stay stored for whoever comes next.
-                    let released = state.store.hold_follows(gateway.node.clone(), 0, false).await;
+                    let released = gateway.store.hold_follows(gateway.node.clone(), 0, false).await;
                     if let Err(e) = released {
                         tracing::warn!(error = %e, "cannot give up the follows; they move when their leases run out");
                     }
@@ -185,9 +179,13 @@ pub fn keep(state: HubState, gateway: Arc<Gateway>) -> tokio::task::JoinHandle<(
                 _ = every.tick() => {}
             }
             let asked = Instant::now();
-            let held = state
+            let held = gateway
                 .store
-                .hold_follows(gateway.node.clone(), now_ms() + lease_ms(&state), take_all)
+                .hold_follows(
+                    gateway.node.clone(),
+                    now_ms() + lease_ms(&gateway),
+                    take_all,
+                )
                 .await;
             let held = match held {
                 Ok(held) => held,
@@ -197,7 +195,7 @@ pub fn keep(state: HubState, gateway: Arc<Gateway>) -> tokio::task::JoinHandle<(
                 }
             };
             take_all = false;
-            state.metrics.follow_renewal();
+            gateway.metrics.follow_renewal();
             let keys: HashSet<(String, String)> = held
                 .iter()
                 .map(|f| (f.tenant.clone(), f.task_id.clone()))
@@ -210,7 +208,7 @@ pub fn keep(state: HubState, gateway: Arc<Gateway>) -> tokio::task::JoinHandle<(
                 }
             }
             for follow in held {
-                run_follow(&state, &gateway, follow).await;
+                run_follow(&gateway, follow).await;
             }
         }
     })
@@ -219,17 +217,11 @@ pub fn keep(state: HubState, gateway: Arc<Gateway>) -> tokio::task::JoinHandle<(
 /// Longest wait between two looks at a task waiting for its client.
 const MAX_INTERRUPTED_WAIT: Duration = Duration::from_secs(30);
 
-async fn run(
-    state: &HubState,
-    gateway: &Gateway,
-    headers: &HeaderMap,
-    tenant: &str,
-    task_id: &str,
-) {
+async fn run(gateway: &Gateway, headers: &HeaderMap, tenant: &str, task_id: &str) {
     let mut attempt = 0;
     let mut waiting = Duration::from_secs(1);
     loop {
-        match stream_once(state, gateway, headers, tenant, task_id).await {
+        match stream_once(gateway, headers, tenant, task_id).await {
             Ok(true) => return,
             Ok(false) => tracing::info!(
                 task_id,
@@ -242,7 +234,7 @@ async fn run(
         }
         // Whatever the stream missed (it may refuse a task that finished meanwhile, or end at
         // an interrupted state): the task as it stands, when the hub has not seen it so.
-        match catch_up(state, gateway, headers, tenant, task_id).await {
+        match catch_up(gateway, headers, tenant, task_id).await {
             Ok(Some(task)) if is_terminal(&task) => return,
             Ok(Some(task)) if is_interrupted(&task) => {
                 // Its client answers through the gateway when it likes: keep looking, slower,
@@ -265,7 +257,6 @@ async fn run(
 /// Reads the task at the agent and publishes it (`{"task": …}`) when its status differs from
 /// the one the hub folded last; returns it as an event.
 async fn catch_up(
-    state: &HubState,
     gateway: &Gateway,
     headers: &HeaderMap,
     tenant: &str,
@@ -279,7 +270,7 @@ async fn catch_up(
         return Ok(None);
     };
     let event = json!({ "task": task });
-    let known = state
+    let known = gateway
         .store
         .get_task(tenant.to_string(), task_id.to_string())
         .await
@@ -290,7 +281,9 @@ async fn catch_up(
         .ok()
         .and_then(|status| serde_json::to_value(status).ok());
     if fetched.is_none() || known != fetched {
-        if let Err(e) = events::publish_one(state, tenant, event.to_string().as_bytes()).await {
+        if let Err(e) =
+            events::publish_one(&gateway.events, tenant, event.to_string().as_bytes()).await
+        {
             tracing::warn!(task_id, error = %e, "the agent's task could not be published");
         }
     }
@@ -299,7 +292,6 @@ async fn catch_up(
 
 /// Reads one `SubscribeToTask` stream; `Ok(true)` once the task reached a terminal state.
 async fn stream_once(
-    state: &HubState,
     gateway: &Gateway,
     headers: &HeaderMap,
     tenant: &str,
@@ -351,7 +343,9 @@ async fn stream_once(
                 return Err(format!("the agent refused SubscribeToTask: {error}"));
             }
             let event = message.get("result").cloned().unwrap_or(message);
-            if let Err(e) = events::publish_one(state, tenant, event.to_string().as_bytes()).await {
+            if let Err(e) =
+                events::publish_one(&gateway.events, tenant, event.to_string().as_bytes()).await
+            {
                 tracing::warn!(task_id, error = %e, "a streamed event could not be published");
             }
             if is_terminal(&event) {

@@ -12,7 +12,7 @@ use super::upstream::{self, UpstreamError};
 use crate::a2a::push_config::ConfigInput;
 use crate::a2a::version::WireVersion;
 use crate::config::Secret;
-use crate::domain::{DomainError, HubState};
+use crate::domain::DomainError;
 use crate::inbound::subscriptions::inbound_url;
 use crate::store::{ConfigRecord, ConfigState, GatewayIntake, SubscriptionRecord, now_ms};
 
@@ -46,7 +46,7 @@ impl Intake {
 /// Creates an intake for one request. `client` is the client's inline config, to be stored
 /// for the task when the task is known; `task_id` is set when it already is.
 pub async fn open(
-    state: &HubState,
+    gateway: &Gateway,
     tenant: &str,
     task_id: Option<&str>,
     client: Option<(ConfigInput, WireVersion)>,
@@ -54,7 +54,7 @@ pub async fn open(
     let client_config = match client {
         None => None,
         Some((input, wire_version)) => {
-            state
+            gateway
                 .policy
                 .check_url(&input.url)
                 .await
@@ -102,58 +102,23 @@ pub async fn open(
         }),
         created_at_ms: now_ms(),
     };
-    state.store.put_subscription(subscription.clone()).await?;
+    gateway.store.put_subscription(subscription.clone()).await?;
     Ok(Intake {
         subscription_id: subscription.id.clone(),
-        url: inbound_url(state, &subscription.id),
+        url: inbound_url(&gateway.inbound, &subscription.id),
         token,
     })
-}
-
-/// Stores the intake's client config for `task_id` if it is not stored yet.
-pub async fn bind(
-    state: &HubState,
-    intake: &SubscriptionRecord,
-    task_id: &str,
-) -> Result<(), DomainError> {
-    let Some(GatewayIntake {
-        client_config: Some(template),
-        tenant,
-    }) = &intake.gateway
-    else {
-        return Ok(());
-    };
-    let existing = state
-        .store
-        .get_config(tenant.clone(), task_id.to_string(), template.id.clone())
-        .await?;
-    if existing.is_none() {
-        let mut config = template.clone();
-        config.task_id = task_id.to_string();
-        let rules = crate::store::ConfigRules {
-            principal: None,
-            max_per_task: state.settings.limits.max_configs_per_task,
-        };
-        if state.store.put_config(config, rules).await? == crate::store::ConfigWrite::TooMany {
-            tracing::warn!(
-                task_id,
-                "the client's inline push config was not stored: the task has limits.max_configs_per_task configs already"
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Makes sure the agent pushes `task_id` to the hub: registers an intake there (with the
 /// caller's credentials) unless one is registered already.
 pub async fn ensure_agent_pushes(
-    state: &HubState,
     gateway: &Gateway,
     headers: &HeaderMap,
     tenant: &str,
     task_id: &str,
 ) -> Result<(), DomainError> {
-    let registered = state
+    let registered = gateway
         .store
         .list_subscriptions()
         .await?
@@ -164,7 +129,7 @@ pub async fn ensure_agent_pushes(
     if registered {
         return Ok(());
     }
-    let intake = open(state, tenant, Some(task_id), None).await?;
+    let intake = open(gateway, tenant, Some(task_id), None).await?;
     let mut params = intake.config(Some(task_id));
     if !tenant.is_empty() {
         params["tenant"] = json!(tenant);
@@ -178,7 +143,7 @@ pub async fn ensure_agent_pushes(
             Err(UpstreamError::Unreachable(reason)) => DomainError::Upstream(reason),
         };
     // An intake the agent does not know would make the next attempt believe it registered.
-    if let Err(e) = state
+    if let Err(e) = gateway
         .store
         .delete_subscription(intake.subscription_id.clone())
         .await

@@ -12,11 +12,33 @@ pub mod intake;
 pub mod upstream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::delivery::client::GuardedClient;
+use crate::domain::Events;
+use crate::inbound::Inbound;
+use crate::metrics::Metrics;
 use crate::ssrf::Policy;
+use crate::store::Store;
+
+/// What the gateway uses of the rest of the hub.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    /// Publishes what a followed task's stream carries.
+    pub events: Events,
+    /// The intakes the agent pushes to are inbound subscriptions.
+    pub inbound: Arc<Inbound>,
+    pub metrics: Arc<Metrics>,
+    /// The full SSRF policy (for the client's webhook URLs).
+    pub policy: Arc<Policy>,
+    /// How long a follow's lease lasts (`store.lane_lease`).
+    pub lane_lease: Duration,
+    /// Cancelled when the hub shuts down: follows end with it.
+    pub shutdown: CancellationToken,
+}
 
 /// The agent behind the hub.
 pub struct Gateway {
@@ -27,6 +49,13 @@ pub struct Gateway {
     pub node: String,
     /// Whether the agent declares push support (from its card), with when that was learnt.
     pushes: tokio::sync::Mutex<Option<(bool, std::time::Instant)>>,
+    pub store: Arc<dyn Store>,
+    pub events: Events,
+    pub inbound: Arc<Inbound>,
+    pub metrics: Arc<Metrics>,
+    pub policy: Arc<Policy>,
+    pub lane_lease: Duration,
+    pub shutdown: CancellationToken,
 }
 
 /// Why the gateway could not start.
@@ -40,7 +69,8 @@ pub struct GatewayError {
 impl Gateway {
     /// Resolves the upstream once and opens the policy to its addresses (the operator chose
     /// it; webhook URLs stay under the full policy).
-    pub async fn new(upstream: &Url, policy: &Policy) -> Result<Gateway, GatewayError> {
+    pub async fn new(upstream: &Url, services: Services) -> Result<Gateway, GatewayError> {
+        let policy = &services.policy;
         let error = |reason: String| GatewayError {
             url: upstream.to_string(),
             reason,
@@ -58,7 +88,7 @@ impl Gateway {
         let addrs = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(|e| error(format!("cannot be resolved: {e}")))?;
-        let mut opened = policy.clone();
+        let mut opened = Policy::clone(policy);
         for addr in addrs {
             opened = opened.allowing(addr.ip());
         }
@@ -70,6 +100,13 @@ impl Gateway {
             followers: follow::Followers::default(),
             node: format!("node-{}", uuid::Uuid::new_v4().simple()),
             pushes: tokio::sync::Mutex::new(None),
+            store: services.store,
+            events: services.events,
+            inbound: services.inbound,
+            metrics: services.metrics,
+            policy: services.policy,
+            lane_lease: services.lane_lease,
+            shutdown: services.shutdown,
         })
     }
 

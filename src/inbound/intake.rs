@@ -6,15 +6,16 @@
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use super::Inbound;
 use super::subscriptions::inbound_url;
 use crate::a2a::event::parse_event;
 use crate::a2a::v03;
-use crate::domain::HubState;
+use crate::domain::DomainError;
 use crate::signing::verify::{CapturedRequest, ed25519_keys};
 use crate::signing::{jwt, webhooks};
 use crate::store::{
-    CheckResult, InboundAccept, InboundOutcome, InboundRoute, JwtProfile, ReceiptRecord, ReplayKey,
-    SubscriptionRecord, now_ms,
+    CheckResult, GatewayIntake, InboundAccept, InboundOutcome, InboundRoute, JwtProfile,
+    ReceiptRecord, ReplayKey, SubscriptionRecord, now_ms,
 };
 
 /// The answer to the pushing peer.
@@ -112,7 +113,7 @@ const JWT_LEEWAY_S: i64 = 60;
 /// Runs the authentication checks. Returns the checks, notes, and the identifiers the verified
 /// credentials signed (JWT `jti`, a signed `webhook-id`), each with when it stops verifying.
 async fn authenticate(
-    state: &HubState,
+    inbound: &Inbound,
     sub: &SubscriptionRecord,
     request: &CapturedRequest,
 ) -> (Vec<CheckResult>, Vec<String>, Vec<ReplayKey>) {
@@ -193,10 +194,10 @@ async fn authenticate(
             None => Err("no Authorization: Bearer JWT".to_string()),
             Some(token) => {
                 let kid = jwt::header_field(token, "kid");
-                match state.inbound.jwks.get(jwks_url, kid.as_deref()).await {
+                match inbound.jwks.get(jwks_url, kid.as_deref()).await {
                     Err(e) => Err(format!("the peer's JWKS is unavailable: {e}")),
                     Ok(document) => {
-                        let verified = verify_jwt(state, sub, token, &document, &request.body);
+                        let verified = verify_jwt(inbound, sub, token, &document, &request.body);
                         jwks_document = Some(document);
                         verified
                     }
@@ -327,9 +328,9 @@ fn receipt(
     }
 }
 
-async fn refuse(state: &HubState, id: &str, receipt: ReceiptRecord, body: Value) -> IntakeAnswer {
+async fn refuse(inbound: &Inbound, id: &str, receipt: ReceiptRecord, body: Value) -> IntakeAnswer {
     let status = receipt.status;
-    if let Err(e) = state.store.add_receipt(id.to_string(), receipt).await {
+    if let Err(e) = inbound.store.add_receipt(id.to_string(), receipt).await {
         tracing::warn!(subscription_id = id, error = %e, "could not record a receipt");
     }
     answer(status, body)
@@ -337,12 +338,12 @@ async fn refuse(state: &HubState, id: &str, receipt: ReceiptRecord, body: Value)
 
 /// Handles one push. `too_large` is set when the body exceeded the limit (and is empty).
 pub async fn intake(
-    state: &HubState,
+    inbound: &Inbound,
     id: &str,
     request: CapturedRequest,
     too_large: bool,
 ) -> IntakeAnswer {
-    let subscription = match state.store.get_subscription(id.to_string()).await {
+    let subscription = match inbound.store.get_subscription(id.to_string()).await {
         Ok(Some(subscription)) => subscription,
         Ok(None) => return answer(404, json!({"error": "unknown subscription"})),
         Err(e) => {
@@ -350,16 +351,16 @@ pub async fn intake(
             return answer(503, json!({"error": "temporarily unavailable; retry"}));
         }
     };
-    if !state.inbound.allow(id).await {
+    if !inbound.allow(id).await {
         return answer(429, json!({"error": "rate limited; retry later"}));
     }
     if too_large {
-        let limit = state.settings.limits.max_body_bytes;
+        let limit = inbound.limits.max_body_bytes;
         let notes = vec![format!(
             "body larger than limits.max_body_bytes ({limit} bytes)"
         )];
         return refuse(
-            state,
+            inbound,
             id,
             receipt(&request, &subscription, "too_large", 413, vec![], notes),
             json!({"error": "body too large"}),
@@ -382,7 +383,7 @@ pub async fn intake(
         )),
         None => notes.push("no content-type".to_string()),
     }
-    let (checks, auth_notes, signed_ids) = authenticate(state, &subscription, &request).await;
+    let (checks, auth_notes, signed_ids) = authenticate(inbound, &subscription, &request).await;
     notes.extend(auth_notes);
     if checks.iter().any(|c| !c.passed) {
         tracing::info!(
@@ -390,7 +391,7 @@ pub async fn intake(
             "inbound push refused: verification failed"
         );
         return refuse(
-            state,
+            inbound,
             id,
             receipt(&request, &subscription, "unauthorized", 401, checks, notes),
             json!({"error": "unauthorized"}),
@@ -402,7 +403,7 @@ pub async fn intake(
         Err(reason) => {
             notes.push(reason.clone());
             return refuse(
-                state,
+                inbound,
                 id,
                 receipt(&request, &subscription, "malformed", 400, checks, notes),
                 json!({"error": reason}),
@@ -417,7 +418,7 @@ pub async fn intake(
             );
             notes.push(reason.clone());
             return refuse(
-                state,
+                inbound,
                 id,
                 receipt(&request, &subscription, "malformed", 400, checks, notes),
                 json!({"error": reason}),
@@ -426,7 +427,7 @@ pub async fn intake(
         }
     }
     if subscription.gateway.is_some() {
-        if let Err(e) = crate::gateway::intake::bind(state, &subscription, &task_id).await {
+        if let Err(e) = bind_client_config(inbound, &subscription, &task_id).await {
             tracing::error!(error = %e, "could not store the client's config for a gateway task");
             return answer(503, json!({"error": "temporarily unavailable; retry"}));
         }
@@ -434,7 +435,7 @@ pub async fn intake(
     let accept = InboundAccept {
         subscription_id: id.to_string(),
         replay_keys: replay_keys(&request, signed_ids, subscription.tolerance_s),
-        replay_max_entries: state.settings.inbound.replay_cache_max_entries,
+        replay_max_entries: inbound.settings.replay_cache_max_entries,
         task_id: task_id.clone(),
         push_sequence: request
             .header("x-a2a-push-sequence")
@@ -444,21 +445,21 @@ pub async fn intake(
         route: route_of(&subscription),
         receipt: receipt(&request, &subscription, "accepted", 200, checks, notes),
     };
-    match state.store.accept_inbound(accept).await {
+    match inbound.store.accept_inbound(accept).await {
         Ok(InboundOutcome::Accepted {
             sequence,
             replay_evicted,
             ..
         }) => {
             if replay_evicted > 0 {
-                state.metrics.replay_evictions(replay_evicted);
+                inbound.metrics.replay_evictions(replay_evicted);
                 tracing::warn!(
                     subscription_id = id,
                     evicted = replay_evicted,
                     "replay cache full (inbound.replay_cache_max_entries): entries dropped before they expired"
                 );
             }
-            state.inbound.notify(id, sequence).await;
+            inbound.notify(id, sequence).await;
             answer(200, json!({"status": "accepted", "sequence": sequence}))
         }
         Ok(InboundOutcome::Duplicate) => answer(200, json!({"status": "duplicate"})),
@@ -472,7 +473,7 @@ pub async fn intake(
 /// Verifies a push's JWT by the subscription's profile; says what verified, and the key that
 /// remembers the token until it stops verifying.
 fn verify_jwt(
-    state: &HubState,
+    inbound: &Inbound,
     sub: &SubscriptionRecord,
     token: &str,
     jwks: &Value,
@@ -481,7 +482,7 @@ fn verify_jwt(
     let algorithm = jwt::header_field(token, "alg").unwrap_or_default();
     match sub.jwt_profile {
         JwtProfile::Hub => {
-            let audience = inbound_url(state, &sub.id);
+            let audience = inbound_url(inbound, &sub.id);
             let expect = jwt::Expectations {
                 audience: Some(&audience),
                 issuer: sub.issuer.as_deref(),
@@ -567,7 +568,7 @@ const MAX_VALIDATION_TOKEN: usize = 256;
 /// existing subscription only, within its rate limit, and only for a token of URL-safe
 /// characters (a reflected value is never markup). `Err` holds the status and the reason.
 pub async fn challenge(
-    state: &HubState,
+    inbound: &Inbound,
     id: &str,
     token: Option<&str>,
 ) -> Result<String, (u16, &'static str)> {
@@ -587,7 +588,7 @@ pub async fn challenge(
             "validationToken must be 1 to 256 characters of A-Z a-z 0-9 - _ . ~",
         ));
     }
-    match state.store.get_subscription(id.to_string()).await {
+    match inbound.store.get_subscription(id.to_string()).await {
         Ok(Some(_)) => {}
         Ok(None) => return Err((404, "unknown subscription")),
         Err(e) => {
@@ -595,7 +596,7 @@ pub async fn challenge(
             return Err((503, "temporarily unavailable; retry"));
         }
     }
-    if !state.inbound.allow(id).await {
+    if !inbound.allow(id).await {
         return Err((429, "rate limited; retry later"));
     }
     Ok(token.to_string())
@@ -618,4 +619,39 @@ fn route_of(subscription: &SubscriptionRecord) -> InboundRoute {
 /// The tenant under which a subscription's forwarded deliveries live.
 pub fn forward_tenant(subscription_id: &str) -> String {
     format!("inbound:{subscription_id}")
+}
+
+/// A gateway intake's first push for `task_id`: stores the client's inline config for the task
+/// (unless it is stored already), so that the task's events reach the client.
+pub async fn bind_client_config(
+    inbound: &Inbound,
+    intake: &SubscriptionRecord,
+    task_id: &str,
+) -> Result<(), DomainError> {
+    let Some(GatewayIntake {
+        client_config: Some(template),
+        tenant,
+    }) = &intake.gateway
+    else {
+        return Ok(());
+    };
+    let existing = inbound
+        .store
+        .get_config(tenant.clone(), task_id.to_string(), template.id.clone())
+        .await?;
+    if existing.is_none() {
+        let mut config = template.clone();
+        config.task_id = task_id.to_string();
+        let rules = crate::store::ConfigRules {
+            principal: None,
+            max_per_task: inbound.limits.max_configs_per_task,
+        };
+        if inbound.store.put_config(config, rules).await? == crate::store::ConfigWrite::TooMany {
+            tracing::warn!(
+                task_id,
+                "the client's inline push config was not stored: the task has limits.max_configs_per_task configs already"
+            );
+        }
+    }
+    Ok(())
 }

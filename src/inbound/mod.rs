@@ -11,12 +11,25 @@ pub mod remote;
 pub mod subscriptions;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{Mutex, watch};
 
 use crate::config::InboundSettings;
 use crate::delivery::client::GuardedClient;
+use crate::metrics::Metrics;
+use crate::ssrf::Policy;
+use crate::store::Store;
+
+/// Bounds of the inbound role that come from the hub's `limits`.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundLimits {
+    /// Largest push body accepted.
+    pub max_body_bytes: usize,
+    /// Configs a task may have (a gateway intake adds the client's).
+    pub max_configs_per_task: usize,
+}
 
 /// Per-subscription token bucket.
 struct Bucket {
@@ -35,22 +48,42 @@ struct Buckets {
 /// Buckets kept before the first pruning.
 const BUCKETS_PRUNE_AT: usize = 1024;
 
-/// The inbound role's shared state.
+/// The inbound role: what it needs and what it keeps between requests.
 pub struct Inbound {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    /// How peers reach the public listener (the base of every intake URL).
+    pub public_base_url: Arc<str>,
+    /// Which URLs a subscription may name (forwarding, JWKS, the remote agent).
+    pub policy: Arc<Policy>,
     pub client: GuardedClient,
     pub jwks: jwks::JwksCache,
-    settings: InboundSettings,
+    pub settings: InboundSettings,
+    pub limits: InboundLimits,
     buckets: Mutex<Buckets>,
     /// The newest accepted event sequence per subscription that has SSE listeners.
     newest: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
 
 impl Inbound {
-    pub fn new(client: GuardedClient, settings: InboundSettings) -> Inbound {
+    pub fn new(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        public_base_url: Arc<str>,
+        policy: Arc<Policy>,
+        client: GuardedClient,
+        settings: InboundSettings,
+        limits: InboundLimits,
+    ) -> Inbound {
         Inbound {
+            store,
+            metrics,
+            public_base_url,
+            policy,
             jwks: jwks::JwksCache::new(client.clone()),
             client,
             settings,
+            limits,
             buckets: Mutex::new(Buckets {
                 by_subscription: HashMap::new(),
                 prune_at: BUCKETS_PRUNE_AT,
@@ -139,13 +172,21 @@ mod tests {
 
     fn inbound(rate_limit_per_second: f64, rate_limit_burst: u32) -> Inbound {
         let policy = Arc::new(crate::ssrf::Policy::from_settings(&Default::default()));
-        let client = GuardedClient::new(policy, "test").unwrap();
+        let client = GuardedClient::new(policy.clone(), "test").unwrap();
         Inbound::new(
+            Arc::new(crate::store::MemoryStore::new(crate::store::Sealing::none())),
+            Arc::new(Metrics::default()),
+            "http://127.0.0.1:1".into(),
+            policy,
             client,
             InboundSettings {
                 rate_limit_per_second,
                 rate_limit_burst,
                 ..InboundSettings::default()
+            },
+            InboundLimits {
+                max_body_bytes: 1 << 20,
+                max_configs_per_task: 10,
             },
         )
     }

@@ -6,11 +6,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::Inbound;
 use super::remote::{self, HTTP_JSON, JSONRPC, Registration};
 use crate::a2a::params::{InvalidField, Params, check_id};
 use crate::config::Secret;
+use crate::domain::DomainError;
 use crate::domain::push_configs::resolve_tenant;
-use crate::domain::{DomainError, HubState};
 use crate::signing::webhooks;
 use crate::store::{Authentication, JwtProfile, RemoteAgent, SubscriptionRecord, now_ms};
 
@@ -23,8 +24,8 @@ fn random_secret() -> String {
 }
 
 /// The inbound URL peers push to.
-pub fn inbound_url(state: &HubState, id: &str) -> String {
-    format!("{}/inbound/{id}", state.public_base_url)
+pub fn inbound_url(inbound: &Inbound, id: &str) -> String {
+    format!("{}/inbound/{id}", inbound.public_base_url)
 }
 
 /// A subscription as the admin API shows it: secrets masked.
@@ -49,11 +50,11 @@ pub struct SubscriptionView {
     pub created_at_ms: u64,
 }
 
-pub fn view(state: &HubState, s: &SubscriptionRecord) -> SubscriptionView {
+pub fn view(inbound: &Inbound, s: &SubscriptionRecord) -> SubscriptionView {
     SubscriptionView {
         id: s.id.clone(),
         tenant: s.tenant.clone(),
-        url: inbound_url(state, &s.id),
+        url: inbound_url(inbound, &s.id),
         task_id: s.task_id.clone(),
         has_token: s.token.is_some(),
         authentication_scheme: s.authentication.as_ref().map(|a| a.scheme.clone()),
@@ -141,7 +142,7 @@ fn keys_of(
 /// Replaces a subscription's Standard Webhooks secrets or public keys (a peer's rotation:
 /// give the old and the new, then the new alone). Only those two fields may be given.
 pub async fn update_keys(
-    state: &HubState,
+    inbound: &Inbound,
     id: &str,
     body: Value,
 ) -> Result<SubscriptionView, DomainError> {
@@ -156,7 +157,7 @@ pub async fn update_keys(
         )
         .into());
     }
-    let mut subscription = get(state, id).await?;
+    let mut subscription = get(inbound, id).await?;
     if subscription.gateway.is_some() {
         return Err(DomainError::NotFound(format!("no subscription {id:?}")));
     }
@@ -168,20 +169,20 @@ pub async fn update_keys(
     if let Some(keys) = public_keys {
         subscription.webhook_public_keys = keys;
     }
-    state.store.put_subscription(subscription.clone()).await?;
+    inbound.store.put_subscription(subscription.clone()).await?;
     tracing::info!(subscription_id = id, "subscription keys replaced");
-    Ok(view(state, &subscription))
+    Ok(view(inbound, &subscription))
 }
 
 async fn checked_url(
-    state: &HubState,
+    inbound: &Inbound,
     field: &str,
     url: Option<String>,
 ) -> Result<Option<String>, InvalidField> {
     match url {
         None => Ok(None),
         Some(url) => {
-            state
+            inbound
                 .policy
                 .check_url(&url)
                 .await
@@ -193,7 +194,7 @@ async fn checked_url(
 
 /// Creates a subscription from the admin API's JSON body.
 pub async fn create(
-    state: &HubState,
+    inbound: &Inbound,
     tenant: Option<&str>,
     body: Value,
 ) -> Result<Created, DomainError> {
@@ -231,7 +232,7 @@ pub async fn create(
             })
         }
     };
-    let jwks_url = checked_url(state, "jwksUrl", params.string("jwksUrl")?).await?;
+    let jwks_url = checked_url(inbound, "jwksUrl", params.string("jwksUrl")?).await?;
     if jwks_url.is_some() && authentication.is_some() {
         return Err(InvalidField::new(
             "authentication",
@@ -266,12 +267,12 @@ pub async fn create(
             return Err(InvalidField::new("toleranceSeconds", "must be between 1 and 3600").into());
         }
     };
-    let forward_to = checked_url(state, "forwardTo", params.string("forwardTo")?).await?;
+    let forward_to = checked_url(inbound, "forwardTo", params.string("forwardTo")?).await?;
     let agent = match params.object("agent")? {
         None => None,
         Some(agent) => {
             agent.only(&["url", "binding"])?;
-            let url = checked_url(state, "agent.url", Some(agent.required_string("url")?))
+            let url = checked_url(inbound, "agent.url", Some(agent.required_string("url")?))
                 .await?
                 .unwrap_or_default();
             let binding = agent
@@ -314,9 +315,9 @@ pub async fn create(
         gateway: None,
         created_at_ms: now_ms(),
     };
-    let url = inbound_url(state, &subscription.id);
+    let url = inbound_url(inbound, &subscription.id);
     // Stored first, so the agent's first push (it may come at once) finds the subscription.
-    state.store.put_subscription(subscription.clone()).await?;
+    inbound.store.put_subscription(subscription.clone()).await?;
     if let Some(agent) = subscription.agent.clone() {
         let registration = Registration {
             agent_url: &agent.url,
@@ -331,16 +332,16 @@ pub async fn create(
                     .map(|c| (a.scheme.as_str(), c.expose()))
             }),
         };
-        match remote::register(&state.inbound.client, &registration).await {
+        match remote::register(&inbound.client, &registration).await {
             Ok(remote_id) => {
                 subscription.agent = Some(RemoteAgent {
                     remote_config_id: Some(remote_id),
                     ..agent
                 });
-                state.store.put_subscription(subscription.clone()).await?;
+                inbound.store.put_subscription(subscription.clone()).await?;
             }
             Err(reason) => {
-                state
+                inbound
                     .store
                     .delete_subscription(subscription.id.clone())
                     .await?;
@@ -359,22 +360,22 @@ pub async fn create(
         config["authentication"] = serde_json::json!({"scheme": auth.scheme, "credentials": auth.credentials.as_ref().map(|c| c.expose())});
     }
     Ok(Created {
-        subscription: view(state, &subscription),
+        subscription: view(inbound, &subscription),
         push_notification_config: config,
     })
 }
 
-pub async fn get(state: &HubState, id: &str) -> Result<SubscriptionRecord, DomainError> {
-    state
+pub async fn get(inbound: &Inbound, id: &str) -> Result<SubscriptionRecord, DomainError> {
+    inbound
         .store
         .get_subscription(id.to_string())
         .await?
         .ok_or_else(|| DomainError::NotFound(format!("subscription {id:?} does not exist")))
 }
 
-pub async fn list(state: &HubState) -> Result<Vec<SubscriptionView>, DomainError> {
-    let all = state.store.list_subscriptions().await?;
-    Ok(all.iter().map(|s| view(state, s)).collect())
+pub async fn list(inbound: &Inbound) -> Result<Vec<SubscriptionView>, DomainError> {
+    let all = inbound.store.list_subscriptions().await?;
+    Ok(all.iter().map(|s| view(inbound, s)).collect())
 }
 
 /// What deleting did at the remote agent, if there was one.
@@ -385,8 +386,8 @@ pub struct Deleted {
     pub remote: Option<String>,
 }
 
-pub async fn delete(state: &HubState, id: &str) -> Result<Deleted, DomainError> {
-    let Some(subscription) = state.store.get_subscription(id.to_string()).await? else {
+pub async fn delete(inbound: &Inbound, id: &str) -> Result<Deleted, DomainError> {
+    let Some(subscription) = inbound.store.get_subscription(id.to_string()).await? else {
         return Ok(Deleted {
             deleted: false,
             remote: None,
@@ -397,7 +398,7 @@ pub async fn delete(state: &HubState, id: &str) -> Result<Deleted, DomainError> 
             let config_id = agent.remote_config_id.clone().unwrap_or_default();
             Some(
                 match remote::unregister(
-                    &state.inbound.client,
+                    &inbound.client,
                     &agent.url,
                     &agent.binding,
                     task_id,
@@ -417,8 +418,8 @@ pub async fn delete(state: &HubState, id: &str) -> Result<Deleted, DomainError> 
         }
         _ => None,
     };
-    state.store.delete_subscription(id.to_string()).await?;
-    state.inbound.forget(id).await;
+    inbound.store.delete_subscription(id.to_string()).await?;
+    inbound.forget(id).await;
     Ok(Deleted {
         deleted: true,
         remote,
