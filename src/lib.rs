@@ -3,6 +3,7 @@
 //! The library exposes [`Hub`], which starts the same server the `a2a-push-hub serve`
 //! command runs (the binary is only a thin CLI over it), [`Settings`] with the types of its
 //! fields ([`config`]), and [`verify`], for receivers that check the hub's signatures.
+//! `docs/ARCHITECTURE.md` describes the modules behind them and how they fit together.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), a2a_push_hub::StartError> {

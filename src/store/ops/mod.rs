@@ -96,7 +96,8 @@ pub trait Backend: Send + Sync + 'static {
 /// Receives the deliveries a commit made pending, once the commit is durable.
 pub type Announce = Box<dyn Fn(Vec<PendingDelivery>) + Send + Sync>;
 
-/// Where the store announces the deliveries its commits make pending: the delivery scheduler,
+/// Where the store announces the deliveries its commits make pending (docs/ARCHITECTURE.md,
+/// "Nothing pending is forgotten"): the delivery scheduler,
 /// once it runs. Every write that makes deliveries pending (publish, a snapshot for a new
 /// config, replay, an accepted inbound push that is forwarded) announces them here itself, so
 /// no caller can forget to; before the scheduler runs they wait in the store, which the
