@@ -1,8 +1,7 @@
 //! The scheduler's decisions (docs/ARCHITECTURE.md, "Lane order"), as a state machine with no
-//! I/O and no clock of its own: the
-//! actor (`mod.rs`) feeds it what happened (`on_enqueue`, `on_answered`, `on_finished`, …)
-//! with the time it happened, and asks it what to start now (`tick`) and when to ask again
-//! (`next_wake`). Its invariants are unit-tested in simulated time (`machine_tests.rs`):
+//! I/O and no clock of its own: the actor (`mod.rs`) feeds it what happened (`on_enqueue`,
+//! `on_answered`, `on_finished`, …) with the time it happened, and asks it what to start now
+//! (`tick`) and when to ask again (`next_wake`). Its invariants are unit-tested in simulated time (`machine_tests.rs`):
 //!
 //! - a lane (tenant, task, config) has at most one attempt in flight, always of its head (the
 //!   lowest pending sequence number), so event n+1 is never attempted before event n is over;
