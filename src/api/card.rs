@@ -39,7 +39,7 @@ pub async fn agent_card(State(state): State<AppState>, headers: HeaderMap) -> Re
     .await
     {
         Ok(response) => response,
-        Err(error) => return super::gateway::unreachable_rest(&error),
+        Err(error) => return super::gateway_configs::unreachable_rest(&error),
     };
     if !response.status().is_success() {
         return response;

@@ -13,128 +13,17 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::errors::{invalid_params, to_a2a};
+use super::gateway_configs::{unreachable, unreachable_rest};
 use crate::a2a::errors::jsonrpc_error;
 use crate::a2a::params::Params;
 use crate::a2a::push_config::config_input;
 use crate::a2a::version::WireVersion;
-use crate::domain::{DomainError, events};
 use crate::gateway::{Gateway, follow, intake, upstream};
-use crate::store::PublishedEvent;
 
 fn rpc(id: JsonRpcId, error: A2AError) -> Response {
     (StatusCode::OK, Json(jsonrpc_error(id, &error))).into_response()
 }
 
-fn unreachable(reason: &str) -> A2AError {
-    A2AError::internal(format!(
-        "the agent behind this hub is unreachable: {reason}"
-    ))
-}
-
-/// The REST-binding answer for an unreachable agent.
-pub(super) fn unreachable_rest(error: &upstream::UpstreamError) -> Response {
-    tracing::warn!(%error, "upstream agent unreachable");
-    let (status, body) = crate::a2a::errors::rest_error_with_status(
-        &unreachable(&error.to_string()),
-        upstream::unreachable_status().as_u16(),
-    );
-    (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-        Json(body),
-    )
-        .into_response()
-}
-
-/// Checks with the agent that the task exists for this caller.
-async fn task_for_caller(
-    gateway: &Gateway,
-    headers: &HeaderMap,
-    tenant: &str,
-    task_id: &str,
-    rest_prefix: Option<&str>,
-    version: WireVersion,
-) -> Result<Value, A2AError> {
-    let found = match rest_prefix {
-        Some(prefix) => upstream::get_task_rest(gateway, headers, prefix, task_id).await,
-        None => upstream::get_task(gateway, headers, tenant, task_id, version).await,
-    };
-    match found {
-        Ok(Some(task)) => Ok(task),
-        Ok(None) => Err(A2AError::new(
-            error_code::TASK_NOT_FOUND,
-            format!("task {task_id:?} does not exist at the agent for this caller"),
-        )),
-        Err(e) => Err(unreachable(&e.to_string())),
-    }
-}
-
-/// Before a push-config method: the task must exist for the caller at the agent.
-pub async fn before_config_method(
-    gateway: &Gateway,
-    headers: &HeaderMap,
-    tenant: &str,
-    task_id: &str,
-    rest_prefix: Option<&str>,
-    version: WireVersion,
-) -> Result<(), A2AError> {
-    task_for_caller(gateway, headers, tenant, task_id, rest_prefix, version)
-        .await
-        .map(|_| ())
-}
-
-/// The config a created config is, named from the answer the hub gives its client.
-pub struct CreatedConfig<'a> {
-    pub tenant: &'a str,
-    pub task_id: &'a str,
-    pub config_id: &'a str,
-}
-
-/// After a config was created on an existing task: the new config gets the task's current
-/// snapshot (it alone: the task's other configs have seen every state), then the agent is made
-/// to push the task to the hub.
-pub async fn after_config_created(
-    state: &AppState,
-    gateway: &Arc<Gateway>,
-    headers: &HeaderMap,
-    created: CreatedConfig<'_>,
-    rest_prefix: Option<&str>,
-    version: WireVersion,
-) -> Result<(), A2AError> {
-    let CreatedConfig {
-        tenant,
-        task_id,
-        config_id,
-    } = created;
-    // The snapshot goes first, so the new config's lane starts with it…
-    let before = task_for_caller(gateway, headers, tenant, task_id, rest_prefix, version).await?;
-    let seen = events::snapshot_to_config(&state.events, tenant, task_id, config_id, &before)
-        .await
-        .map_err(|e| to_a2a(&e))?;
-    if !gateway.agent_pushes().await {
-        follow::follow(gateway, headers, tenant, task_id).await;
-        return Ok(());
-    }
-    intake::ensure_agent_pushes(gateway, headers, tenant, task_id)
-        .await
-        .map_err(|e| to_a2a(&e))?;
-    // …and if the task moved while the hub registered itself, and no push has told of it yet,
-    // the agent will never push that change: it is published as the task's event, for every
-    // config.
-    let after = task_for_caller(gateway, headers, tenant, task_id, rest_prefix, version).await?;
-    let newest = state
-        .store
-        .get_task(tenant.to_string(), task_id.to_string())
-        .await
-        .map_err(|e| to_a2a(&e.into()))?
-        .map_or(0, |t| t.last_sequence);
-    if after != before && newest == seen {
-        let snapshot = json!({"task": after}).to_string();
-        let published: Result<PublishedEvent, DomainError> =
-            events::publish_one(&state.events, tenant, snapshot.as_bytes()).await;
-        published.map_err(|e| to_a2a(&e))?;
-    }
-    Ok(())
-}
 /// How a send request came: where it goes at the agent, its tenant, its JSON-RPC id (`None`
 /// for HTTP+JSON) and its A2A version.
 pub struct Sent<'a> {

@@ -160,7 +160,7 @@ pub async fn handle(
             Err(why) => return super::auth::jsonrpc_refusal(&state, id, &why),
         };
         if let Some(task_id) = &task_id {
-            if let Err(error) = super::gateway::before_config_method(
+            if let Err(error) = super::gateway_configs::before_config_method(
                 &gateway, &headers, &tenant, task_id, None, version,
             )
             .await
@@ -180,12 +180,12 @@ pub async fn handle(
         if let (methods::CREATE_PUSH_CONFIG | V03_SET, Some(task_id), Some(config_id)) =
             (method.as_str(), &task_id, config_id)
         {
-            let created = super::gateway::CreatedConfig {
+            let created = super::gateway_configs::CreatedConfig {
                 tenant: &tenant,
                 task_id,
                 config_id,
             };
-            if let Err(error) = super::gateway::after_config_created(
+            if let Err(error) = super::gateway_configs::after_config_created(
                 &state, &gateway, &headers, created, None, version,
             )
             .await

@@ -10,6 +10,7 @@ mod auth;
 mod card;
 mod errors;
 mod gateway;
+mod gateway_configs;
 mod guard;
 mod inbound;
 mod jsonrpc;

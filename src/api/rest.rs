@@ -82,7 +82,7 @@ async fn gateway_check(
     let (Some(gateway), (_, Some(prefix))) = (&state.gateway, path.scope(state)) else {
         return Ok(());
     };
-    super::gateway::before_config_method(
+    super::gateway_configs::before_config_method(
         gateway,
         headers,
         "",
@@ -180,12 +180,12 @@ async fn create(
         Err(e) => return domain_error(e),
     };
     if let (Some(gateway), Some(prefix)) = (&state.gateway, prefix) {
-        let created = super::gateway::CreatedConfig {
+        let created = super::gateway_configs::CreatedConfig {
             tenant: "",
             task_id: &path.task_id,
             config_id: &config.id,
         };
-        if let Err(error) = super::gateway::after_config_created(
+        if let Err(error) = super::gateway_configs::after_config_created(
             &state,
             gateway,
             &headers,
@@ -436,7 +436,7 @@ async fn check_v03(
         }
     }
     if let Some(gateway) = &state.gateway {
-        super::gateway::before_config_method(
+        super::gateway_configs::before_config_method(
             gateway,
             headers,
             "",
@@ -514,12 +514,12 @@ async fn create_v03(
         Err(e) => return domain_error(e),
     };
     if let Some(gateway) = &state.gateway {
-        let created = super::gateway::CreatedConfig {
+        let created = super::gateway_configs::CreatedConfig {
             tenant: "",
             task_id: &path.task_id,
             config_id: &config.id,
         };
-        if let Err(error) = super::gateway::after_config_created(
+        if let Err(error) = super::gateway_configs::after_config_created(
             &state,
             gateway,
             &headers,

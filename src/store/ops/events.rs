@@ -2,7 +2,7 @@
 //! transaction; and a task's snapshot for a config created on a running task.
 
 use super::configs::declare_owner;
-use super::retention;
+use super::finished::track_finished;
 use super::*;
 
 /// Puts a snapshot at the head of a config's lane that has no delivery yet, numbered as the
@@ -96,7 +96,7 @@ pub(super) fn publish_one(
         updated_at_ms: now,
     };
     tables.insert(Table::Tasks, &tkey, &encode(&record)?)?;
-    retention::track_finished(tables, &tkey, was_finished_at, terminal.then_some(now))?;
+    track_finished(tables, &tkey, was_finished_at, terminal.then_some(now))?;
 
     let event_id = Uuid::now_v7().to_string();
     let event = EventRecord {

@@ -27,6 +27,7 @@ use crate::a2a::fold;
 mod configs;
 mod deliveries;
 mod events;
+mod finished;
 mod follows;
 mod inbound;
 mod lanes;

@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use super::finished::finished_key;
 use super::inbound::delete_subscription_in;
 use super::{Backend, TableStore};
 use crate::store::keys::{parse_text_key, text_key};
@@ -48,37 +49,11 @@ struct TaskStamp {
     updated_at_ms: u64,
 }
 
-fn finished_key(finished_at_ms: u64, task_key: &[u8]) -> Vec<u8> {
-    let mut key = finished_at_ms.to_be_bytes().to_vec();
-    key.extend_from_slice(task_key);
-    key
-}
-
 /// The smallest key greater than `key`.
 fn after(key: &[u8]) -> Vec<u8> {
     let mut next = key.to_vec();
     next.push(0);
     next
-}
-
-/// Keeps the index in step with a task just written: `was_finished_at` is when its previous
-/// version finished (if it had), `finished_at` when this one did (if it has).
-pub fn track_finished(
-    tables: &dyn TablesMut,
-    task_key: &[u8],
-    was_finished_at: Option<u64>,
-    finished_at: Option<u64>,
-) -> Result<(), StoreError> {
-    if was_finished_at == finished_at {
-        return Ok(());
-    }
-    if let Some(at) = was_finished_at {
-        tables.remove(Table::FinishedTasks, &finished_key(at, task_key))?;
-    }
-    if let Some(at) = finished_at {
-        tables.insert(Table::FinishedTasks, &finished_key(at, task_key), &[1])?;
-    }
-    Ok(())
 }
 
 /// Adds up to a step's worth of finished tasks, from task key `from` on, to the index; where
@@ -368,6 +343,7 @@ impl<B: Backend> RetentionStore for TableStore<B> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::finished::track_finished;
     use super::*;
     use crate::store::keys::with_sequence;
     use crate::store::memory::MemoryTables;
