@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::inbound::Inbound;
-use crate::inbound::intake::{challenge, intake};
+use crate::inbound::challenge::challenge;
+use crate::inbound::intake::intake;
 use crate::signing::verify::CapturedRequest;
 
 pub async fn receive(

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::Inbound;
+use super::receipt::receipt;
 use super::subscriptions::inbound_url;
 use crate::a2a::event::parse_event;
 use crate::a2a::v03;
@@ -27,68 +28,6 @@ pub struct IntakeAnswer {
 
 fn answer(status: u16, body: Value) -> IntakeAnswer {
     IntakeAnswer { status, body }
-}
-
-const SECRET_HEADERS: [&str; 5] = [
-    "authorization",
-    "x-a2a-notification-token",
-    "a2a-notification-token",
-    "cookie",
-    "proxy-authorization",
-];
-/// Parts of header names that suggest the value is a credential (`x-api-key`,
-/// `x-session-token`, `x-client-secret`, …): masked whatever the header is.
-const SECRET_NAME_PARTS: [&str; 8] = [
-    "auth",
-    "token",
-    "secret",
-    "key",
-    "password",
-    "passwd",
-    "session",
-    "credential",
-];
-const MAX_RECEIPT_HEADERS: usize = 64;
-const MAX_HEADER_VALUE: usize = 512;
-
-/// Headers for a receipt: values of credential headers masked (the Authorization scheme is
-/// kept), and any value holding one of the subscription's own secrets masked whatever its
-/// header is called; long values cut.
-fn masked_headers(request: &CapturedRequest, sub: &SubscriptionRecord) -> Vec<(String, String)> {
-    let secrets: Vec<&str> = sub
-        .token
-        .iter()
-        .chain(sub.webhook_secret.iter())
-        .chain(sub.more_webhook_secrets.iter())
-        .chain(
-            sub.authentication
-                .iter()
-                .filter_map(|a| a.credentials.as_ref()),
-        )
-        .map(|s| s.expose())
-        .filter(|s| !s.is_empty())
-        .collect();
-    request
-        .headers
-        .iter()
-        .take(MAX_RECEIPT_HEADERS)
-        .map(|(name, value)| {
-            let lower = name.to_ascii_lowercase();
-            let named_secret = SECRET_HEADERS.contains(&lower.as_str())
-                || SECRET_NAME_PARTS.iter().any(|part| lower.contains(part));
-            let shown = if named_secret || secrets.iter().any(|s| value.contains(s)) {
-                match (lower.as_str(), value.split_once(' ')) {
-                    ("authorization" | "proxy-authorization", Some((scheme, _))) => {
-                        format!("{scheme} ****")
-                    }
-                    _ => "****".to_string(),
-                }
-            } else {
-                value.chars().take(MAX_HEADER_VALUE).collect()
-            };
-            (lower, shown)
-        })
-        .collect()
 }
 
 fn check(name: &str, passed: bool, detail: impl Into<String>) -> CheckResult {
@@ -305,27 +244,6 @@ fn parse_body(
     notes.push(format!("body: {shape} ({kind})"));
     let raw = serde_json::value::to_raw_value(&value).map_err(|e| e.to_string())?;
     Ok((parsed.task_id, parsed.event, raw))
-}
-
-fn receipt(
-    request: &CapturedRequest,
-    sub: &SubscriptionRecord,
-    verdict: &str,
-    status: u16,
-    checks: Vec<CheckResult>,
-    notes: Vec<String>,
-) -> ReceiptRecord {
-    ReceiptRecord {
-        number: 0,
-        received_at_ms: now_ms(),
-        verdict: verdict.to_string(),
-        status,
-        checks,
-        headers: masked_headers(request, sub),
-        notes,
-        task_id: None,
-        event_sequence: None,
-    }
 }
 
 async fn refuse(inbound: &Inbound, id: &str, receipt: ReceiptRecord, body: Value) -> IntakeAnswer {
@@ -558,48 +476,6 @@ fn replay_keys(
         });
     }
     keys
-}
-
-/// Longest `validationToken` echoed back.
-const MAX_VALIDATION_TOKEN: usize = 256;
-
-/// The URL-ownership challenge of the A2A samples' sender: before it pushes, it sends
-/// `GET <url>?validationToken=<token>` and expects the token back as the body. Answered for an
-/// existing subscription only, within its rate limit, and only for a token of URL-safe
-/// characters (a reflected value is never markup). `Err` holds the status and the reason.
-pub async fn challenge(
-    inbound: &Inbound,
-    id: &str,
-    token: Option<&str>,
-) -> Result<String, (u16, &'static str)> {
-    let Some(token) = token else {
-        return Err((
-            405,
-            "pushes are POSTed; a GET only answers ?validationToken=",
-        ));
-    };
-    let valid = (1..=MAX_VALIDATION_TOKEN).contains(&token.len())
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
-    if !valid {
-        return Err((
-            400,
-            "validationToken must be 1 to 256 characters of A-Z a-z 0-9 - _ . ~",
-        ));
-    }
-    match inbound.store.get_subscription(id.to_string()).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err((404, "unknown subscription")),
-        Err(e) => {
-            tracing::error!(error = %e, "store failure at an inbound challenge");
-            return Err((503, "temporarily unavailable; retry"));
-        }
-    }
-    if !inbound.allow(id).await {
-        return Err((429, "rate limited; retry later"));
-    }
-    Ok(token.to_string())
 }
 
 /// Where a subscription's accepted events go.

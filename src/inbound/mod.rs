@@ -5,8 +5,10 @@
 //! Storage goes through the `Store` trait, outbound requests (JWKS, remote registration)
 //! through the SSRF-guarded client; nothing here knows axum.
 
+pub mod challenge;
 pub mod intake;
 pub mod jwks;
+mod receipt;
 pub mod remote;
 pub mod subscriptions;
 
