@@ -104,7 +104,7 @@ pub async fn follow(gateway: &Arc<Gateway>, headers: &HeaderMap, tenant: &str, t
         node: gateway.node.clone(),
         lease_until_ms: now_ms() + lease_ms(gateway),
     };
-    match gateway.store.start_follow(follow.clone()).await {
+    match gateway.services.store.start_follow(follow.clone()).await {
         Ok(true) => run_follow(gateway, follow).await,
         Ok(false) => {}
         Err(e) => {
@@ -116,7 +116,7 @@ pub async fn follow(gateway: &Arc<Gateway>, headers: &HeaderMap, tenant: &str, t
 }
 
 fn lease_ms(gateway: &Gateway) -> u64 {
-    gateway.lane_lease.as_millis() as u64
+    gateway.services.lane_lease.as_millis() as u64
 }
 
 /// Runs a follow this node holds, unless it runs already.
@@ -131,7 +131,7 @@ async fn run_follow(gateway: &Arc<Gateway>, follow: FollowRecord) {
         running.insert(key.clone(), (stop.clone(), Instant::now()));
     }
     let gateway = gateway.clone();
-    let shutdown = gateway.shutdown.clone();
+    let shutdown = gateway.services.shutdown.clone();
     let tasks = gateway.followers.tasks.clone();
     tasks.spawn(async move {
         let headers = header_map(&follow.headers);
@@ -145,6 +145,7 @@ async fn run_follow(gateway: &Arc<Gateway>, follow: FollowRecord) {
         if ended {
             let (tenant, task_id) = key.clone();
             if let Err(e) = gateway
+                .services
                 .store
                 .end_follow(tenant, task_id.clone(), gateway.node.clone())
                 .await
@@ -162,15 +163,15 @@ async fn run_follow(gateway: &Arc<Gateway>, follow: FollowRecord) {
 /// another node follows at once.
 pub fn keep(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let lease = gateway.lane_lease;
+        let lease = gateway.services.lane_lease;
         let mut every = tokio::time::interval(lease / 3);
-        let mut take_all = !gateway.store.shared();
+        let mut take_all = !gateway.services.store.shared();
         loop {
             tokio::select! {
-                _ = gateway.shutdown.cancelled() => {
+                _ = gateway.services.shutdown.cancelled() => {
                     gateway.followers.stopped().await;
                     // A lease that ends now: the follows stay stored for whoever comes next.
-                    let released = gateway.store.hold_follows(gateway.node.clone(), 0, false).await;
+                    let released = gateway.services.store.hold_follows(gateway.node.clone(), 0, false).await;
                     if let Err(e) = released {
                         tracing::warn!(error = %e, "cannot give up the follows; they move when their leases run out");
                     }
@@ -180,6 +181,7 @@ pub fn keep(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
             }
             let asked = Instant::now();
             let held = gateway
+                .services
                 .store
                 .hold_follows(
                     gateway.node.clone(),
@@ -195,7 +197,7 @@ pub fn keep(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
                 }
             };
             take_all = false;
-            gateway.metrics.follow_renewal();
+            gateway.services.metrics.follow_renewal();
             let keys: HashSet<(String, String)> = held
                 .iter()
                 .map(|f| (f.tenant.clone(), f.task_id.clone()))
@@ -271,6 +273,7 @@ async fn catch_up(
     };
     let event = json!({ "task": task });
     let known = gateway
+        .services
         .store
         .get_task(tenant.to_string(), task_id.to_string())
         .await
@@ -281,8 +284,12 @@ async fn catch_up(
         .ok()
         .and_then(|status| serde_json::to_value(status).ok());
     if fetched.is_none() || known != fetched {
-        if let Err(e) =
-            events::publish_one(&gateway.events, tenant, event.to_string().as_bytes()).await
+        if let Err(e) = events::publish_one(
+            &gateway.services.events,
+            tenant,
+            event.to_string().as_bytes(),
+        )
+        .await
         {
             tracing::warn!(task_id, error = %e, "the agent's task could not be published");
         }
@@ -343,8 +350,12 @@ async fn stream_once(
                 return Err(format!("the agent refused SubscribeToTask: {error}"));
             }
             let event = message.get("result").cloned().unwrap_or(message);
-            if let Err(e) =
-                events::publish_one(&gateway.events, tenant, event.to_string().as_bytes()).await
+            if let Err(e) = events::publish_one(
+                &gateway.services.events,
+                tenant,
+                event.to_string().as_bytes(),
+            )
+            .await
             {
                 tracing::warn!(task_id, error = %e, "a streamed event could not be published");
             }

@@ -55,6 +55,7 @@ pub async fn open(
         None => None,
         Some((input, wire_version)) => {
             gateway
+                .services
                 .policy
                 .check_url(&input.url)
                 .await
@@ -102,10 +103,14 @@ pub async fn open(
         }),
         created_at_ms: now_ms(),
     };
-    gateway.store.put_subscription(subscription.clone()).await?;
+    gateway
+        .services
+        .store
+        .put_subscription(subscription.clone())
+        .await?;
     Ok(Intake {
         subscription_id: subscription.id.clone(),
-        url: inbound_url(&gateway.inbound, &subscription.id),
+        url: inbound_url(&gateway.services.inbound, &subscription.id),
         token,
     })
 }
@@ -119,6 +124,7 @@ pub async fn ensure_agent_pushes(
     task_id: &str,
 ) -> Result<(), DomainError> {
     let registered = gateway
+        .services
         .store
         .list_subscriptions()
         .await?
@@ -144,6 +150,7 @@ pub async fn ensure_agent_pushes(
         };
     // An intake the agent does not know would make the next attempt believe it registered.
     if let Err(e) = gateway
+        .services
         .store
         .delete_subscription(intake.subscription_id.clone())
         .await

@@ -49,13 +49,8 @@ pub struct Gateway {
     pub node: String,
     /// Whether the agent declares push support (from its card), with when that was learnt.
     pushes: tokio::sync::Mutex<Option<(bool, std::time::Instant)>>,
-    pub store: Arc<dyn Store>,
-    pub events: Events,
-    pub inbound: Arc<Inbound>,
-    pub metrics: Arc<Metrics>,
-    pub policy: Arc<Policy>,
-    pub lane_lease: Duration,
-    pub shutdown: CancellationToken,
+    /// What it uses of the rest of the hub.
+    pub services: Services,
 }
 
 /// Why the gateway could not start.
@@ -100,13 +95,7 @@ impl Gateway {
             followers: follow::Followers::default(),
             node: format!("node-{}", uuid::Uuid::new_v4().simple()),
             pushes: tokio::sync::Mutex::new(None),
-            store: services.store,
-            events: services.events,
-            inbound: services.inbound,
-            metrics: services.metrics,
-            policy: services.policy,
-            lane_lease: services.lane_lease,
-            shutdown: services.shutdown,
+            services,
         })
     }
 
