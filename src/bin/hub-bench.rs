@@ -287,7 +287,19 @@ async fn register(
             for (task, config) in chunk {
                 let request = json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
                     "params": {"taskId": task, "id": format!("c{config}-{}", sink.port()), "url": format!("http://{sink}/hook/{task}/{config}")}});
-                http.post(&url).json(&request).send().await.unwrap();
+                let answer: Value = http
+                    .post(&url)
+                    .json(&request)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert!(
+                    answer.get("result").is_some(),
+                    "the hub refused a config the benchmark needs: {answer}"
+                );
             }
         }));
     }
@@ -356,7 +368,13 @@ async fn throughput(
     configs: usize,
     events_per_task: usize,
 ) -> Value {
-    let hub = Hub::start();
+    // Fan-out registers more configs per task than the default limit allows.
+    let most_configs = configs.max(10).to_string();
+    let settings = [(
+        "A2A_PUSH_HUB_LIMITS__MAX_CONFIGS_PER_TASK",
+        most_configs.as_str(),
+    )];
+    let hub = Hub::start_in(Arc::new(tempfile::tempdir().unwrap()), &settings);
     let task_ids: Vec<String> = (0..tasks).map(|t| format!("{name}-{t}")).collect();
     register(http, &hub, &task_ids, configs, sink_addr).await;
     let events: Vec<(String, usize)> = (0..events_per_task)
