@@ -24,11 +24,19 @@ impl Drop for HubProcess {
     }
 }
 
+/// The hub binary the process tests run: `A2A_PUSH_HUB_TEST_BINARY` when set (CI points it at
+/// the release build, so that the crash tests exercise the binary users run), else this
+/// build's own.
+pub fn hub_binary() -> std::ffi::OsString {
+    std::env::var_os("A2A_PUSH_HUB_TEST_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_a2a-push-hub").into())
+}
+
 /// The hub binary's `serve` on ephemeral loopback ports, with its store in `data_dir` (or in
 /// that folder's PostgreSQL schema when the tests run on PostgreSQL) and webhooks on
 /// 127.0.0.0/8 allowed; add arguments and variables before spawning it.
 pub fn hub_command(data_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"));
+    let mut command = Command::new(hub_binary());
     command
         .args([
             "--log-format",
