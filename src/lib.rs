@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod probe;
 pub mod verify;
 
 pub(crate) mod a2a;

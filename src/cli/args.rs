@@ -73,6 +73,11 @@ pub enum Command {
     /// Check a captured delivery (headers and body) against the hub's keys or a secret, and
     /// say which checks passed. Exit code 0 when every check passed.
     Verify(VerifyArgs),
+    /// Grade how an A2A agent pushes task updates: drive tasks as a client, receive the
+    /// pushes on the probe's own webhook (answering with faults on purpose), and report each
+    /// check with its evidence. Exit code 1 when a MUST check failed, 2 when the probe could
+    /// not run.
+    Probe(ProbeArgs),
     /// Inspect and replay deliveries through a running hub's admin API.
     Deliveries {
         #[command(flatten)]
@@ -202,4 +207,81 @@ pub struct VerifyArgs {
     /// Allow fetching the JWKS from loopback or private addresses.
     #[arg(long)]
     pub allow_private_networks: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BindingChoice {
+    Auto,
+    #[value(name = "JSONRPC", alias = "jsonrpc")]
+    JsonRpc,
+    #[value(name = "HTTP+JSON", alias = "http+json", alias = "rest")]
+    HttpJson,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum VersionChoice {
+    Auto,
+    #[value(name = "1.0")]
+    V1,
+    #[value(name = "0.3")]
+    V03,
+}
+
+#[derive(clap::Args)]
+pub struct ProbeArgs {
+    /// The agent: its base URL, or its agent card's URL.
+    #[arg(long)]
+    pub agent: String,
+    /// Which of the card's interfaces to use; auto prefers JSONRPC.
+    #[arg(long, value_enum, default_value_t = BindingChoice::Auto)]
+    pub binding: BindingChoice,
+    /// Which A2A version to speak; auto prefers 1.0 when the card offers it.
+    #[arg(long, value_enum, default_value_t = VersionChoice::Auto)]
+    pub version: VersionChoice,
+    /// The text of the message that starts each task.
+    #[arg(
+        long,
+        default_value = "a2a-push-hub probe: please work on this task and finish it"
+    )]
+    pub message: String,
+    /// A JSON file with the whole message to send instead (its messageId is replaced).
+    #[arg(long, conflicts_with = "message")]
+    pub message_file: Option<PathBuf>,
+    /// A header sent on every request to the agent, as `Name: value` (its own
+    /// credentials); repeatable. Never written to the report.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Where the probe's webhook listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub webhook_listen: SocketAddr,
+    /// The webhook's base URL as the agent reaches it (a tunnel, a container network),
+    /// when not the listen address.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// How long each task may take to finish.
+    #[arg(long, default_value = "60s")]
+    pub timeout: String,
+    /// How long to wait for the retry of a push the webhook failed on purpose.
+    #[arg(long, default_value = "20s")]
+    pub retry_wait: String,
+    /// How long the webhook holds the push it never answers (past 30 s grades the
+    /// agent's timeout fully).
+    #[arg(long, default_value = "35s")]
+    pub hang_for: String,
+    /// The agent's JWKS, to verify signed pushes and JWTs (default:
+    /// /.well-known/jwks.json at the agent's origin).
+    #[arg(long)]
+    pub jwks: Option<String>,
+    /// Let the probe reach an agent (and its JWKS) on a loopback or private address.
+    #[arg(long)]
+    pub allow_private_networks: bool,
+    /// Write the report as JSON (schema: spec/probe-report.md).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the report as JUnit XML, one test case per check.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write the report as a self-contained HTML page.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }

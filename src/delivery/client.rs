@@ -136,13 +136,32 @@ impl GuardedClient {
         body: Option<&serde_json::Value>,
         max_bytes: usize,
     ) -> Result<JsonAnswer, ExchangeError> {
+        self.exchange_json_within(
+            method,
+            url,
+            headers,
+            body,
+            max_bytes,
+            Duration::from_secs(10),
+        )
+        .await
+    }
+
+    /// `exchange_json` with its own time limit, for a peer that may be slow on purpose (an
+    /// agent that pushes to a held webhook before it answers).
+    pub async fn exchange_json_within(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<JsonAnswer, ExchangeError> {
         let checked = self
             .check_destination(url)
             .map_err(|refusal| ExchangeError::Refused(format!("{url} is refused: it {refusal}")))?;
-        let mut request = self
-            .http
-            .request(method, checked)
-            .timeout(Duration::from_secs(10));
+        let mut request = self.http.request(method, checked).timeout(timeout);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }

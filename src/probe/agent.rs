@@ -1,0 +1,667 @@
+//! The probe as an A2A client: reads the agent card, picks a binding and a protocol version,
+//! and calls the agent's methods (send a message, the four push-config methods, get a task)
+//! over JSON-RPC or HTTP+JSON, in A2A 1.0 or 0.3 shapes. Answers are normalised to the 1.0
+//! shapes so that the checks read one form.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::delivery::client::GuardedClient;
+
+/// Largest answer read from the agent.
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    JsonRpc,
+    HttpJson,
+}
+
+impl Binding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Binding::JsonRpc => "JSONRPC",
+            Binding::HttpJson => "HTTP+JSON",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V03,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V1 => "1.0",
+            Version::V03 => "0.3",
+        }
+    }
+}
+
+/// The message the probe sends to start each task.
+#[derive(Debug, Clone)]
+pub enum MessageSpec {
+    /// One text part.
+    Text(String),
+    /// A whole message object in the version's shape; its `messageId` is replaced per send.
+    Json(Value),
+}
+
+/// What the probe asks the agent to push to.
+#[derive(Debug, Clone, Default)]
+pub struct PushTarget {
+    pub id: Option<String>,
+    pub url: String,
+    pub token: Option<String>,
+    /// `(scheme, credentials)`; credentials may be absent (a scheme alone).
+    pub authentication: Option<(String, Option<String>)>,
+}
+
+/// A failed call: what the agent answered, in a form a report can show.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    /// The HTTP status, when an answer came.
+    pub status: Option<u16>,
+    /// JSON-RPC error code, when there was one.
+    pub code: Option<i64>,
+    pub message: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.status, self.code) {
+            (_, Some(code)) => write!(f, "error {code}: {}", self.message),
+            (Some(status), None) => write!(f, "HTTP {status}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+impl CallError {
+    fn transport(message: String) -> CallError {
+        CallError {
+            status: None,
+            code: None,
+            message,
+        }
+    }
+
+    /// Whether the agent said "no such thing" rather than failing.
+    pub fn is_not_found(&self) -> bool {
+        // -32001 TaskNotFound (both versions); REST 404.
+        self.code == Some(-32001)
+            || (self.code.is_none() && self.status == Some(404))
+            || self.message.to_ascii_lowercase().contains("not found")
+    }
+}
+
+/// The card's facts the probe uses.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CardFacts {
+    pub card_url: String,
+    pub name: String,
+    pub push_notifications: Option<bool>,
+    pub streaming: Option<bool>,
+}
+
+/// A connection to the agent, as chosen from its card.
+pub struct Agent {
+    client: GuardedClient,
+    pub endpoint: String,
+    pub binding: Binding,
+    pub version: Version,
+    headers: Vec<(String, String)>,
+    /// How long one call may take: an agent may push (to a held webhook) before it answers.
+    pub call_timeout: Duration,
+}
+
+fn card_urls(agent_url: &str) -> Vec<String> {
+    if agent_url.ends_with(".json") {
+        return vec![agent_url.to_string()];
+    }
+    let base = agent_url.trim_end_matches('/');
+    let origin = url::Url::parse(agent_url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| base.to_string());
+    let mut urls = vec![
+        format!("{base}/.well-known/agent-card.json"),
+        format!("{base}/.well-known/agent.json"),
+    ];
+    if origin != base {
+        urls.push(format!("{origin}/.well-known/agent-card.json"));
+    }
+    urls
+}
+
+/// The interfaces a card offers: `(url, binding, version)`.
+fn interfaces(card: &Value) -> Vec<(String, String, String)> {
+    let mut found = Vec::new();
+    for interface in card["supportedInterfaces"].as_array().into_iter().flatten() {
+        found.push((
+            interface["url"].as_str().unwrap_or_default().to_string(),
+            interface["protocolBinding"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            interface["protocolVersion"]
+                .as_str()
+                .unwrap_or("1.0")
+                .to_string(),
+        ));
+    }
+    // A 0.3 card: `url` with `preferredTransport`, plus `additionalInterfaces`.
+    if let Some(url) = card["url"].as_str() {
+        let version = card["protocolVersion"]
+            .as_str()
+            .unwrap_or("0.3")
+            .to_string();
+        let preferred = card["preferredTransport"].as_str().unwrap_or("JSONRPC");
+        found.push((url.to_string(), preferred.to_string(), version.clone()));
+        for interface in card["additionalInterfaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            found.push((
+                interface["url"].as_str().unwrap_or_default().to_string(),
+                interface["transport"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                version.clone(),
+            ));
+        }
+    }
+    found
+}
+
+fn version_of(text: &str) -> Option<Version> {
+    if text.starts_with("1.") {
+        Some(Version::V1)
+    } else if text.starts_with("0.3") {
+        Some(Version::V03)
+    } else {
+        None
+    }
+}
+
+fn binding_of(text: &str) -> Option<Binding> {
+    match text.to_ascii_uppercase().as_str() {
+        "JSONRPC" => Some(Binding::JsonRpc),
+        "HTTP+JSON" | "REST" => Some(Binding::HttpJson),
+        _ => None,
+    }
+}
+
+impl Agent {
+    /// Reads the card and picks the first interface that matches the wishes (`None` = any),
+    /// preferring 1.0 and JSON-RPC.
+    pub async fn discover(
+        client: GuardedClient,
+        agent_url: &str,
+        headers: Vec<(String, String)>,
+        binding: Option<Binding>,
+        version: Option<Version>,
+    ) -> Result<(Agent, CardFacts), String> {
+        let header_refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let mut tried = Vec::new();
+        let mut card = None;
+        for url in card_urls(agent_url) {
+            match client
+                .exchange_json(Method::GET, &url, &header_refs, None, MAX_ANSWER_BYTES)
+                .await
+            {
+                Ok(answer) if answer.status == 200 && answer.body.is_object() => {
+                    card = Some((url, answer.body));
+                    break;
+                }
+                Ok(answer) => tried.push(format!("{url} answered {}", answer.status)),
+                Err(e) => tried.push(e.to_string()),
+            }
+        }
+        let (card_url, card) =
+            card.ok_or_else(|| format!("no agent card found: {}", tried.join("; ")))?;
+        let mut candidates: Vec<(String, Binding, Version)> = interfaces(&card)
+            .into_iter()
+            .filter_map(|(url, b, v)| Some((url, binding_of(&b)?, version_of(&v)?)))
+            .filter(|(url, b, v)| {
+                !url.is_empty()
+                    && binding.is_none_or(|wanted| wanted == *b)
+                    && version.is_none_or(|wanted| wanted == *v)
+            })
+            .collect();
+        candidates.sort_by_key(|(_, b, v)| (*v != Version::V1, *b != Binding::JsonRpc));
+        let (endpoint, binding, version) = candidates.into_iter().next().ok_or_else(|| {
+            format!(
+                "the card at {card_url} offers no JSONRPC or HTTP+JSON interface{} (it lists: {})",
+                match (binding, version) {
+                    (None, None) => String::new(),
+                    (b, v) => format!(
+                        " matching{}{}",
+                        b.map(|b| format!(" --binding {}", b.as_str()))
+                            .unwrap_or_default(),
+                        v.map(|v| format!(" --version {}", v.as_str()))
+                            .unwrap_or_default()
+                    ),
+                },
+                interfaces(&card)
+                    .iter()
+                    .map(|(u, b, v)| format!("{b} {v} at {u}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        let facts = CardFacts {
+            card_url,
+            name: card["name"].as_str().unwrap_or_default().to_string(),
+            push_notifications: card["capabilities"]["pushNotifications"].as_bool(),
+            streaming: card["capabilities"]["streaming"].as_bool(),
+        };
+        Ok((
+            Agent {
+                client,
+                endpoint,
+                binding,
+                version,
+                headers,
+                call_timeout: Duration::from_secs(10),
+            },
+            facts,
+        ))
+    }
+
+    async fn http(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), CallError> {
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("accept", "application/json"),
+            ("a2a-version", self.version.as_str()),
+        ];
+        headers.extend(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let answer = self
+            .client
+            .exchange_json_within(
+                method,
+                url,
+                &headers,
+                body,
+                MAX_ANSWER_BYTES,
+                self.call_timeout,
+            )
+            .await
+            .map_err(|e| CallError::transport(e.to_string()))?;
+        Ok((answer.status, answer.body))
+    }
+
+    async fn rpc(&self, method: &str, params: Value) -> Result<Value, CallError> {
+        let request = json!({"jsonrpc": "2.0", "id": uuid::Uuid::new_v4().to_string(),
+            "method": method, "params": params});
+        let (status, answer) = self
+            .http(Method::POST, &self.endpoint, Some(&request))
+            .await?;
+        if let Some(error) = answer.get("error") {
+            return Err(CallError {
+                status: Some(status),
+                code: error["code"].as_i64(),
+                message: error["message"]
+                    .as_str()
+                    .unwrap_or("no message")
+                    .to_string(),
+            });
+        }
+        answer.get("result").cloned().ok_or_else(|| CallError {
+            status: Some(status),
+            code: None,
+            message: format!("the answer to {method} has neither result nor error: {answer}"),
+        })
+    }
+
+    async fn rest(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CallError> {
+        let url = format!("{}{path}", self.endpoint.trim_end_matches('/'));
+        let (status, answer) = self.http(method, &url, body).await?;
+        if (200..300).contains(&status) {
+            return Ok(answer);
+        }
+        let message = answer["error"]["message"]
+            .as_str()
+            .or(answer["message"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| answer.to_string());
+        Err(CallError {
+            status: Some(status),
+            code: None,
+            message,
+        })
+    }
+
+    fn target_json(&self, target: &PushTarget, task_id: Option<&str>) -> Value {
+        let mut config = json!({"url": target.url});
+        if let Some(id) = &target.id {
+            config["id"] = json!(id);
+        }
+        if let Some(token) = &target.token {
+            config["token"] = json!(token);
+        }
+        if let Some((scheme, credentials)) = &target.authentication {
+            config["authentication"] = match self.version {
+                Version::V1 => json!({"scheme": scheme}),
+                Version::V03 => json!({"schemes": [scheme]}),
+            };
+            if let Some(credentials) = credentials {
+                config["authentication"]["credentials"] = json!(credentials);
+            }
+        }
+        if let (Some(task_id), Version::V1) = (task_id, self.version) {
+            config["taskId"] = json!(task_id);
+        }
+        config
+    }
+
+    /// Sends a text message, with an inline push config when given; returns the task as
+    /// answered (1.0 shape), or an error when the agent answered with a bare message.
+    pub async fn send_message(
+        &self,
+        message: &MessageSpec,
+        push: Option<&PushTarget>,
+    ) -> Result<Value, CallError> {
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let text = match message {
+            MessageSpec::Text(text) => text.as_str(),
+            MessageSpec::Json(_) => "",
+        };
+        let message = |text_form: Value| match message {
+            MessageSpec::Text(_) => text_form,
+            MessageSpec::Json(template) => {
+                let mut message = template.clone();
+                message["messageId"] = json!(message_id);
+                message
+            }
+        };
+        let answer = match self.version {
+            Version::V1 => {
+                let mut configuration = json!({"returnImmediately": true});
+                if let Some(push) = push {
+                    configuration["taskPushNotificationConfig"] = self.target_json(push, None);
+                }
+                let params = json!({
+                    "message": message(json!({"messageId": message_id, "role": "ROLE_USER", "parts": [{"text": text}]})),
+                    "configuration": configuration,
+                });
+                let result = match self.binding {
+                    Binding::JsonRpc => self.rpc("SendMessage", params).await?,
+                    Binding::HttpJson => {
+                        self.rest(Method::POST, "/message:send", Some(&params))
+                            .await?
+                    }
+                };
+                result.get("task").cloned().unwrap_or(result)
+            }
+            Version::V03 => {
+                let mut configuration = json!({"blocking": false});
+                if let Some(push) = push {
+                    configuration["pushNotificationConfig"] = self.target_json(push, None);
+                }
+                let params = json!({
+                    "message": message(json!({"kind": "message", "messageId": message_id, "role": "user",
+                                "parts": [{"kind": "text", "text": text}]})),
+                    "configuration": configuration,
+                });
+                let result = match self.binding {
+                    Binding::JsonRpc => self.rpc("message/send", params).await?,
+                    Binding::HttpJson => {
+                        self.rest(Method::POST, "/v1/message:send", Some(&params))
+                            .await?
+                    }
+                };
+                task_from_v03(result.get("task").cloned().unwrap_or(result))
+            }
+        };
+        if answer["id"].as_str().is_none_or(str::is_empty) {
+            return Err(CallError {
+                status: None,
+                code: None,
+                message: format!(
+                    "the agent answered without a task (nothing can be pushed): {answer}"
+                ),
+            });
+        }
+        Ok(answer)
+    }
+
+    /// The task as the agent reports it now (1.0 shape).
+    pub async fn get_task(&self, task_id: &str) -> Result<Value, CallError> {
+        match (self.version, self.binding) {
+            (Version::V1, Binding::JsonRpc) => self.rpc("GetTask", json!({"id": task_id})).await,
+            (Version::V1, Binding::HttpJson) => {
+                self.rest(Method::GET, &format!("/tasks/{task_id}"), None)
+                    .await
+            }
+            (Version::V03, Binding::JsonRpc) => self
+                .rpc("tasks/get", json!({"id": task_id}))
+                .await
+                .map(task_from_v03),
+            (Version::V03, Binding::HttpJson) => self
+                .rest(Method::GET, &format!("/v1/tasks/{task_id}"), None)
+                .await
+                .map(task_from_v03),
+        }
+    }
+
+    /// `CreateTaskPushNotificationConfig`; the config as answered (1.0 shape).
+    pub async fn create_config(
+        &self,
+        task_id: &str,
+        target: &PushTarget,
+    ) -> Result<Value, CallError> {
+        let config = self.target_json(target, Some(task_id));
+        match (self.version, self.binding) {
+            (Version::V1, Binding::JsonRpc) => {
+                self.rpc("CreateTaskPushNotificationConfig", config).await
+            }
+            (Version::V1, Binding::HttpJson) => {
+                self.rest(
+                    Method::POST,
+                    &format!("/tasks/{task_id}/pushNotificationConfigs"),
+                    Some(&config),
+                )
+                .await
+            }
+            (Version::V03, Binding::JsonRpc) => self
+                .rpc(
+                    "tasks/pushNotificationConfig/set",
+                    json!({"taskId": task_id, "pushNotificationConfig": config}),
+                )
+                .await
+                .map(config_from_v03),
+            (Version::V03, Binding::HttpJson) => self
+                .rest(
+                    Method::POST,
+                    &format!("/v1/tasks/{task_id}/pushNotificationConfigs"),
+                    Some(&json!({"taskId": task_id, "pushNotificationConfig": config})),
+                )
+                .await
+                .map(config_from_v03),
+        }
+    }
+
+    /// `GetTaskPushNotificationConfig` (1.0 shape).
+    pub async fn get_config(&self, task_id: &str, id: &str) -> Result<Value, CallError> {
+        match (self.version, self.binding) {
+            (Version::V1, Binding::JsonRpc) => {
+                self.rpc(
+                    "GetTaskPushNotificationConfig",
+                    json!({"taskId": task_id, "id": id}),
+                )
+                .await
+            }
+            (Version::V1, Binding::HttpJson) => {
+                self.rest(
+                    Method::GET,
+                    &format!("/tasks/{task_id}/pushNotificationConfigs/{id}"),
+                    None,
+                )
+                .await
+            }
+            (Version::V03, Binding::JsonRpc) => self
+                .rpc(
+                    "tasks/pushNotificationConfig/get",
+                    json!({"id": task_id, "pushNotificationConfigId": id}),
+                )
+                .await
+                .map(config_from_v03),
+            (Version::V03, Binding::HttpJson) => self
+                .rest(
+                    Method::GET,
+                    &format!("/v1/tasks/{task_id}/pushNotificationConfigs/{id}"),
+                    None,
+                )
+                .await
+                .map(config_from_v03),
+        }
+    }
+
+    /// `ListTaskPushNotificationConfigs`: the configs (1.0 shape).
+    pub async fn list_configs(&self, task_id: &str) -> Result<Vec<Value>, CallError> {
+        let answer = match (self.version, self.binding) {
+            (Version::V1, Binding::JsonRpc) => {
+                self.rpc(
+                    "ListTaskPushNotificationConfigs",
+                    json!({"taskId": task_id}),
+                )
+                .await?
+            }
+            (Version::V1, Binding::HttpJson) => {
+                self.rest(
+                    Method::GET,
+                    &format!("/tasks/{task_id}/pushNotificationConfigs"),
+                    None,
+                )
+                .await?
+            }
+            (Version::V03, Binding::JsonRpc) => {
+                self.rpc("tasks/pushNotificationConfig/list", json!({"id": task_id}))
+                    .await?
+            }
+            (Version::V03, Binding::HttpJson) => {
+                self.rest(
+                    Method::GET,
+                    &format!("/v1/tasks/{task_id}/pushNotificationConfigs"),
+                    None,
+                )
+                .await?
+            }
+        };
+        let list = match (&answer["configs"], &answer) {
+            (Value::Array(configs), _) => configs.clone(),
+            (_, Value::Array(configs)) => configs.clone(),
+            _ => {
+                return Err(CallError {
+                    status: None,
+                    code: None,
+                    message: format!("the list answer is not a list of configs: {answer}"),
+                });
+            }
+        };
+        Ok(match self.version {
+            Version::V1 => list,
+            Version::V03 => list.into_iter().map(config_from_v03).collect(),
+        })
+    }
+
+    /// `DeleteTaskPushNotificationConfig`.
+    pub async fn delete_config(&self, task_id: &str, id: &str) -> Result<(), CallError> {
+        match (self.version, self.binding) {
+            (Version::V1, Binding::JsonRpc) => self
+                .rpc(
+                    "DeleteTaskPushNotificationConfig",
+                    json!({"taskId": task_id, "id": id}),
+                )
+                .await
+                .map(|_| ()),
+            (Version::V1, Binding::HttpJson) => self
+                .rest(
+                    Method::DELETE,
+                    &format!("/tasks/{task_id}/pushNotificationConfigs/{id}"),
+                    None,
+                )
+                .await
+                .map(|_| ()),
+            (Version::V03, Binding::JsonRpc) => self
+                .rpc(
+                    "tasks/pushNotificationConfig/delete",
+                    json!({"id": task_id, "pushNotificationConfigId": id}),
+                )
+                .await
+                .map(|_| ()),
+            (Version::V03, Binding::HttpJson) => self
+                .rest(
+                    Method::DELETE,
+                    &format!("/v1/tasks/{task_id}/pushNotificationConfigs/{id}"),
+                    None,
+                )
+                .await
+                .map(|_| ()),
+        }
+    }
+}
+
+/// A 0.3 task (`{"kind":"task","status":{"state":"working"}}`) in the 1.0 shape the checks read.
+fn task_from_v03(task: Value) -> Value {
+    let mut task = task;
+    if let Some(state) = task["status"]["state"].as_str() {
+        task["status"]["state"] = json!(state_from_v03(state));
+    }
+    task
+}
+
+/// A 0.3 state name as its 1.0 enum name.
+pub fn state_from_v03(state: &str) -> String {
+    if state.starts_with("TASK_STATE_") {
+        return state.to_string();
+    }
+    format!(
+        "TASK_STATE_{}",
+        state.replace('-', "_").to_ascii_uppercase()
+    )
+}
+
+/// A 0.3 `TaskPushNotificationConfig` (`{taskId, pushNotificationConfig:{…}}`) flattened.
+fn config_from_v03(config: Value) -> Value {
+    let Some(inner) = config.get("pushNotificationConfig") else {
+        return config;
+    };
+    let mut flat = inner.clone();
+    flat["taskId"] = config["taskId"].clone();
+    if let Some(schemes) = flat["authentication"]["schemes"].as_array() {
+        let scheme = schemes.first().cloned().unwrap_or(Value::Null);
+        flat["authentication"]["scheme"] = scheme;
+    }
+    flat
+}
+
+/// Terminal task states (1.0 names).
+pub fn is_terminal(state: &str) -> bool {
+    matches!(
+        state,
+        "TASK_STATE_COMPLETED"
+            | "TASK_STATE_FAILED"
+            | "TASK_STATE_CANCELED"
+            | "TASK_STATE_REJECTED"
+    )
+}
