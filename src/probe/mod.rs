@@ -86,9 +86,21 @@ struct Context {
     options: ProbeOptions,
     started: Instant,
     calls: Mutex<Vec<CallRecord>>,
+    /// Every token and credential handed to the agent, to mask in the report.
+    secrets: Mutex<Vec<String>>,
 }
 
 impl Context {
+    /// A new random token or credential, remembered so that the report masks it.
+    fn secret(&self, kind: &str) -> String {
+        let secret = format!("probe-{kind}-{}", uuid::Uuid::new_v4().simple());
+        self.secrets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(secret.clone());
+        secret
+    }
+
     /// Records a call that started at `at`.
     fn record<T>(
         &self,
@@ -208,10 +220,6 @@ impl Context {
     }
 }
 
-fn secret(kind: &str) -> String {
-    format!("probe-{kind}-{}", uuid::Uuid::new_v4().simple())
-}
-
 /// A scenario whose config is given inline with the message.
 struct Inline {
     name: &'static str,
@@ -268,11 +276,11 @@ async fn run_inline(context: Arc<Context>, spec: Inline) -> Scenario {
     let target = PushTarget {
         id: None,
         url,
-        token: spec.token.then(|| secret("token")),
+        token: spec.token.then(|| context.secret("token")),
         authentication: spec.authentication.map(|(scheme, credentials)| {
             (
                 scheme.to_string(),
-                credentials.then(|| secret("credentials")),
+                credentials.then(|| context.secret("credentials")),
             )
         }),
     };
@@ -307,7 +315,7 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
         target: PushTarget {
             id: Some(late_id.clone()),
             url: late_url.clone(),
-            token: Some(secret("token")),
+            token: Some(context.secret("token")),
             authentication: None,
         },
         task_id: None,
@@ -344,7 +352,7 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
     let extra = PushTarget {
         id: None,
         url: extra_url.clone(),
-        token: Some(secret("token")),
+        token: Some(context.secret("token")),
         authentication: None,
     };
     let at = context.started.elapsed();
@@ -354,6 +362,20 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
         "late",
         "CreateTaskPushNotificationConfig (no id)",
         &created_without_id,
+        show_config,
+    );
+    let doomed_id = "probe-doomed".to_string();
+    let doomed = PushTarget {
+        id: Some(doomed_id.clone()),
+        ..extra.clone()
+    };
+    let at = context.started.elapsed();
+    let created_doomed = agent.create_config(&task_id, &doomed).await;
+    context.record(
+        at,
+        "late",
+        "CreateTaskPushNotificationConfig (to delete)",
+        &created_doomed,
         show_config,
     );
     let at = context.started.elapsed();
@@ -386,17 +408,19 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
         late_url,
         created,
         created_without_id,
+        extra_id: extra_id.clone(),
+        doomed_id: doomed_id.clone(),
+        created_doomed,
         got,
         listed,
-        extra_id: extra_id.clone(),
         deleted: None,
         got_after_delete: None,
         listed_after_delete: None,
         deleted_again: None,
     };
-    if let Some(extra_id) = &extra_id {
+    if calls.created_doomed.is_ok() {
         let at = context.started.elapsed();
-        let deleted = agent.delete_config(&task_id, extra_id).await;
+        let deleted = agent.delete_config(&task_id, &doomed_id).await;
         context.record(
             at,
             "late",
@@ -405,7 +429,7 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
             |_| "deleted".to_string(),
         );
         let at = context.started.elapsed();
-        let got_after = agent.get_config(&task_id, extra_id).await;
+        let got_after = agent.get_config(&task_id, &doomed_id).await;
         context.record(
             at,
             "late",
@@ -423,7 +447,7 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
             |l| format!("{} configs", l.len()),
         );
         let at = context.started.elapsed();
-        let deleted_again = agent.delete_config(&task_id, extra_id).await;
+        let deleted_again = agent.delete_config(&task_id, &doomed_id).await;
         context.record(
             at,
             "late",
@@ -435,6 +459,10 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
         calls.got_after_delete = Some(got_after);
         calls.listed_after_delete = Some(listed_after);
         calls.deleted_again = Some(deleted_again);
+    }
+    if let Some(extra_id) = &extra_id {
+        // Not graded: only so that the agent stops pushing there.
+        let _ = agent.delete_config(&task_id, extra_id).await;
     }
     if calls.created.is_err() {
         scenario.error = Some("the config could not be registered".to_string());
@@ -477,7 +505,7 @@ async fn run_ssrf(context: Arc<Context>) -> Vec<SsrfAttempt> {
                 let target = PushTarget {
                     id: Some(format!("probe-ssrf-{n}")),
                     url: url.to_string(),
-                    token: Some(secret("token")),
+                    token: Some(context.secret("token")),
                     authentication: None,
                 };
                 let at = context.started.elapsed();
@@ -563,6 +591,7 @@ pub async fn run(options: ProbeOptions) -> Result<Report, ProbeError> {
         options: options.clone(),
         started,
         calls: Mutex::new(Vec::new()),
+        secrets: Mutex::new(Vec::new()),
     });
 
     let mut inline = tokio::task::JoinSet::new();
@@ -622,6 +651,11 @@ pub async fn run(options: ProbeOptions) -> Result<Report, ProbeError> {
         jwks,
         retry_wait: options.retry_wait,
         hang_limit: options.hang_limit,
+        secrets: context
+            .secrets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     };
     let checks = checks::grade(&observed);
     let calls = context

@@ -52,10 +52,13 @@ pub struct ConfigCalls {
     pub late_url: String,
     pub created: Result<Value, CallError>,
     pub created_without_id: Result<Value, CallError>,
+    /// The id the agent assigned to the config created without one.
+    pub extra_id: Option<String>,
+    /// A config created to be deleted: `config.delete` and `config.delete-idempotent`.
+    pub doomed_id: String,
+    pub created_doomed: Result<Value, CallError>,
     pub got: Result<Value, CallError>,
     pub listed: Result<Vec<Value>, CallError>,
-    /// The id the extra config was deleted under (the id the agent assigned).
-    pub extra_id: Option<String>,
     pub deleted: Option<Result<(), CallError>>,
     pub got_after_delete: Option<Result<Value, CallError>>,
     pub listed_after_delete: Option<Result<Vec<Value>, CallError>>,
@@ -84,6 +87,8 @@ pub struct Observed {
     pub jwks: Option<Result<(String, Value), String>>,
     pub retry_wait: Duration,
     pub hang_limit: Duration,
+    /// Every token and credential the probe made up for the agent.
+    pub secrets: Vec<String>,
 }
 
 impl Observed {
@@ -104,17 +109,7 @@ impl Observed {
 
     /// Every secret the probe handed to the agent (tokens, credentials), to mask.
     pub fn secrets(&self) -> Vec<String> {
-        self.scenarios
-            .iter()
-            .flat_map(|s| {
-                let credentials = s
-                    .target
-                    .authentication
-                    .as_ref()
-                    .and_then(|(_, c)| c.clone());
-                s.target.token.clone().into_iter().chain(credentials)
-            })
-            .collect()
+        self.secrets.clone()
     }
 }
 

@@ -1,10 +1,11 @@
 //! Shared harness for black-box tests, by concern: a hub in this process (`hub.rs`) or as a
 //! child process (`process.rs`), a webhook receiver (`receiver.rs`), an SSE reader (`sse.rs`),
-//! PostgreSQL (`database.rs`), a fake agent (`agent.rs`), whole interop scenarios (`interop.rs`),
+//! PostgreSQL (`database.rs`), fake agents (`agent.rs`, and `broken_agent.rs` for the probe), whole interop scenarios (`interop.rs`),
 //! and what every test uses (below).
 #![allow(dead_code)]
 
 mod agent;
+mod broken_agent;
 mod database;
 mod hub;
 mod interop;
@@ -14,7 +15,9 @@ mod sse;
 
 // Each test binary uses part of the harness.
 #[allow(unused_imports)]
-pub use self::{agent::*, database::*, hub::*, interop::*, process::*, receiver::*, sse::*};
+pub use self::{
+    agent::*, broken_agent::*, database::*, hub::*, interop::*, process::*, receiver::*, sse::*,
+};
 
 use serde_json::{Value, json};
 use std::future::Future;
