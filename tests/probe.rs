@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use a2a_push_hub::probe::{MessageSpec, ProbeOptions, Report, Verdict, run};
-use common::{BrokenAgent, TestHub, fast_delivery, hub_binary, start_listening};
+use common::{BROKEN_AGENT_KEY, BrokenAgent, TestHub, fast_delivery, hub_binary, start_listening};
 
 fn options(agent_url: &str, retry_wait_s: u64, hang_s: u64) -> ProbeOptions {
     ProbeOptions {
@@ -75,6 +75,7 @@ async fn every_check_fails_against_an_agent_that_breaks_them_and_the_reports_say
     let run = tokio::process::Command::new(hub_binary())
         .args(["probe", "--agent", &agent.url, "--allow-private-networks"])
         .args(["--retry-wait", "3s", "--hang-for", "5s", "--timeout", "15s"])
+        .args(["--header", &format!("X-Api-Key: {BROKEN_AGENT_KEY}")])
         .arg("--json")
         .arg(&json)
         .arg("--junit")
@@ -134,7 +135,7 @@ async fn every_check_fails_against_an_agent_that_breaks_them_and_the_reports_say
     assert_eq!(junit.matches("<testcase ").count(), checks.len());
     assert_eq!(junit.matches("<failure ").count(), checks.len());
     let html = std::fs::read_to_string(&html).unwrap();
-    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    assert_well_formed(&html);
     for check in checks {
         assert!(
             html.contains(&format!(
@@ -286,4 +287,35 @@ async fn behind_the_gateway_the_same_python_agent_retries_in_order_and_signs() {
     );
     assert!(evidence(&report, "signature.jwt").contains("/.well-known/jwks.json"));
     hub.stop().await;
+}
+
+/// Every element the page opens is closed, in order (the page uses `<meta>` and `<br>` as its
+/// only void elements), and text holds no raw `<`.
+fn assert_well_formed(html: &str) {
+    let body = html
+        .strip_prefix("<!DOCTYPE html>")
+        .expect("a DOCTYPE first");
+    let mut open: Vec<String> = Vec::new();
+    let mut rest = body;
+    while let Some(at) = rest.find('<') {
+        let end = rest[at..].find('>').expect("every tag ends") + at;
+        let tag = &rest[at + 1..end];
+        assert!(!tag.contains('<'), "a raw < inside {tag:?}");
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        assert!(!name.is_empty(), "not a tag: <{tag}>");
+        if let Some(closing) = tag.strip_prefix('/') {
+            let expected = open
+                .pop()
+                .unwrap_or_else(|| panic!("</{closing}> closes nothing"));
+            assert_eq!(expected, name, "</{name}> closes <{expected}>");
+        } else if !["meta", "br"].contains(&name.as_str()) {
+            open.push(name);
+        }
+        rest = &rest[end + 1..];
+    }
+    assert!(open.is_empty(), "never closed: {open:?}");
 }

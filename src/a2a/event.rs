@@ -74,6 +74,65 @@ pub fn parse_event(value: &Value, at: &str) -> Result<ParsedEvent, InvalidField>
     Ok(ParsedEvent { task_id, event })
 }
 
+/// The A2A version whose shape a push body has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyShape {
+    /// A 1.0 `StreamResponse`.
+    V1,
+    /// A 0.3 Task or event (with `kind`), as 0.3 agents push.
+    V03,
+}
+
+impl BodyShape {
+    /// How error messages and notes name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyShape::V1 => "A2A 1.0 StreamResponse",
+            BodyShape::V03 => "A2A 0.3",
+        }
+    }
+}
+
+/// A push body as a peer agent sent it, read as the 1.0 event it is or stands for.
+#[derive(Debug, Clone)]
+pub struct PushBody {
+    /// The 1.0 `StreamResponse` value (a 0.3 body converted).
+    pub value: Value,
+    pub shape: BodyShape,
+    pub event: ParsedEvent,
+}
+
+impl PushBody {
+    /// `task`, `statusUpdate`, `artifactUpdate` or `message`.
+    pub fn kind(&self) -> &str {
+        self.value
+            .as_object()
+            .and_then(|o| o.keys().next())
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// Reads a push body: an A2A 1.0 `StreamResponse`, or a 0.3 Task/event normalised to one.
+pub fn read_push_body(body: &[u8]) -> Result<PushBody, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let (value, shape) = match super::v03::to_stream_response(&value) {
+        Some(converted) => (
+            converted.map_err(|e| format!("the body is not a valid A2A 0.3 push: {e}"))?,
+            BodyShape::V03,
+        ),
+        None => (value, BodyShape::V1),
+    };
+    let event = parse_event(&value, "")
+        .map_err(|e| format!("the body is not a valid {}: {e}", shape.name()))?;
+    Ok(PushBody {
+        value,
+        shape,
+        event,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,7 @@ use subtle::ConstantTimeEq;
 use super::Inbound;
 use super::receipt::receipt;
 use super::subscriptions::inbound_url;
-use crate::a2a::event::parse_event;
-use crate::a2a::v03;
+use crate::a2a::event::read_push_body;
 use crate::domain::DomainError;
 use crate::signing::verify::{CapturedRequest, ed25519_keys};
 use crate::signing::{jwt, webhooks};
@@ -214,7 +213,7 @@ async fn authenticate(
     (checks, notes, signed_ids)
 }
 
-/// Reads the body as an A2A 1.0 `StreamResponse`, or a 0.3 Task/event normalised to one.
+/// Reads the body (a 1.0 `StreamResponse` or a 0.3 Task/event) and notes its shape.
 fn parse_body(
     body: &[u8],
     notes: &mut Vec<String>,
@@ -226,24 +225,10 @@ fn parse_body(
     ),
     String,
 > {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let (value, shape) = match v03::to_stream_response(&value) {
-        Some(converted) => (
-            converted.map_err(|e| format!("the body is not a valid A2A 0.3 push: {e}"))?,
-            "A2A 0.3",
-        ),
-        None => (value, "A2A 1.0 StreamResponse"),
-    };
-    let parsed =
-        parse_event(&value, "").map_err(|e| format!("the body is not a valid {shape}: {e}"))?;
-    let kind = value
-        .as_object()
-        .and_then(|o| o.keys().next().cloned())
-        .unwrap_or_default();
-    notes.push(format!("body: {shape} ({kind})"));
-    let raw = serde_json::value::to_raw_value(&value).map_err(|e| e.to_string())?;
-    Ok((parsed.task_id, parsed.event, raw))
+    let push = read_push_body(body)?;
+    notes.push(format!("body: {} ({})", push.shape.name(), push.kind()));
+    let raw = serde_json::value::to_raw_value(&push.value).map_err(|e| e.to_string())?;
+    Ok((push.event.task_id, push.event.event, raw))
 }
 
 async fn refuse(inbound: &Inbound, id: &str, receipt: ReceiptRecord, body: Value) -> IntakeAnswer {

@@ -1394,7 +1394,6 @@ pub fn must_failed(checks: &[Check]) -> bool {
         .any(|c| c.level == Level::Must && c.result == Verdict::Fail)
 }
 
-/// Every check id in the catalog is graded exactly once (guards the catalog and `grade`).
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1407,6 +1406,27 @@ mod tests {
         assert_eq!(
             mask("Bearer abc and abc", &["abc".to_string(), String::new()]),
             "Bearer **** and ****"
+        );
+    }
+
+    #[test]
+    fn the_report_spec_lists_every_check_with_its_level() {
+        let spec = include_str!("../../spec/probe-report.md");
+        for rule in RULES {
+            let row = format!("| `{}` | {} |", rule.id, rule.level.as_str());
+            assert!(spec.contains(&row), "spec/probe-report.md lacks {row}");
+        }
+        let rows = spec
+            .lines()
+            .filter(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                cells.len() > 3 && ["MUST", "SHOULD", "MAY"].contains(&cells[2])
+            })
+            .count();
+        assert_eq!(
+            rows,
+            RULES.len(),
+            "spec/probe-report.md lists a check the probe does not grade"
         );
     }
 

@@ -7,8 +7,7 @@ use serde_json::Value;
 
 use super::agent::{CallError, CardFacts, PushTarget, Version};
 use super::webhook::{Answered, Received};
-use crate::a2a::event::parse_event;
-use crate::a2a::v03;
+use crate::a2a::event::{BodyShape, read_push_body};
 
 /// What the webhook of a scenario does, which decides what its checks look for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,22 +126,10 @@ pub struct EventFacts {
 
 /// Reads a push body as the A2A 1.0 `StreamResponse` or the 0.3 Task/event it must be.
 pub fn read_event(body: &[u8]) -> Result<EventFacts, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let (value, shape) = match v03::to_stream_response(&value) {
-        Some(converted) => (
-            converted.map_err(|e| format!("not a valid A2A 0.3 push body: {e}"))?,
-            "0.3",
-        ),
-        None => (value, "1.0"),
-    };
-    let parsed = parse_event(&value, "").map_err(|e| format!("not a valid StreamResponse: {e}"))?;
-    let (kind, inner) = value
-        .as_object()
-        .and_then(|o| o.iter().next())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .unwrap_or_default();
-    if shape == "1.0" {
+    let push = read_push_body(body)?;
+    let kind = push.kind().to_string();
+    let inner = &push.value[&kind];
+    if push.shape == BodyShape::V1 {
         // 0.3-only fields inside a 1.0 body fail the conformance kit's schema check.
         if let Some(field) = ["kind", "final"].iter().find(|f| inner.get(**f).is_some()) {
             return Err(format!(
@@ -150,14 +137,16 @@ pub fn read_event(body: &[u8]) -> Result<EventFacts, String> {
             ));
         }
     }
-    let state = inner["status"]["state"]
-        .as_str()
-        .map(super::agent::state_from_v03);
     Ok(EventFacts {
+        state: inner["status"]["state"]
+            .as_str()
+            .map(super::agent::state_from_v03),
         kind,
-        task_id: parsed.task_id,
-        state,
-        shape,
+        task_id: push.event.task_id,
+        shape: match push.shape {
+            BodyShape::V1 => "1.0",
+            BodyShape::V03 => "0.3",
+        },
     })
 }
 

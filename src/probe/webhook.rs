@@ -505,3 +505,117 @@ async fn refuse(stream: &mut TcpStream, status: u16, why: &str) {
     tracing::debug!(status, why, "probe webhook refused a request");
     let _ = write_answer(stream, status, None, false).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn webhook(hang_limit: Duration) -> Webhook {
+        Webhook::start(
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            hang_limit,
+            Instant::now(),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_are_recorded_as_sent_and_answered_by_the_plan() {
+        let hook = webhook(Duration::from_secs(5)).await;
+        let url = hook.scenario_url(
+            "flaky",
+            Plan::first(vec![Fault::Status {
+                status: 429,
+                retry_after_s: Some(7),
+            }]),
+        );
+        assert!(url.starts_with(&hook.base()), "{url}");
+        let http = reqwest::Client::new();
+        let first = http
+            .post(&url)
+            .header("X-Mixed-Case", "1")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                vec![Ok::<_, std::io::Error>("{\"a\":"), Ok("1}")],
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(first.status(), 429);
+        assert_eq!(first.headers()["retry-after"], "7");
+        let second = http.post(&url).body("{}").send().await.unwrap();
+        assert_eq!(second.status(), 200);
+        let stray = http
+            .post(format!("{}/nobody", hook.base()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stray.status(), 404);
+
+        let received = hook.received();
+        assert_eq!(received.len(), 3);
+        assert_eq!(received[0].scenario.as_deref(), Some("flaky"));
+        assert_eq!(
+            received[0].body, b"{\"a\":1}",
+            "a chunked body is read whole"
+        );
+        assert_eq!(received[0].header("x-mixed-case"), Some("1"));
+        assert!(
+            received[0]
+                .headers
+                .iter()
+                .any(|(n, _)| n == "x-mixed-case" || n == "X-Mixed-Case")
+        );
+        assert_eq!(
+            received[1].answered,
+            Answered::Status {
+                status: 200,
+                retry_after_s: None
+            }
+        );
+        assert_eq!(received[2].scenario, None);
+    }
+
+    #[tokio::test]
+    async fn a_held_request_records_when_the_client_gave_up_and_a_reset_is_a_failure() {
+        let hook = webhook(Duration::from_secs(10)).await;
+        let held = hook.scenario_url("held", Plan::first(vec![Fault::Hang]));
+        let reset = hook.scenario_url("reset", Plan::always(Fault::Reset));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(400))
+            .build()
+            .unwrap();
+        assert!(
+            http.post(&held)
+                .body("{}")
+                .send()
+                .await
+                .unwrap_err()
+                .is_timeout()
+        );
+        assert!(http.post(&reset).body("{}").send().await.is_err());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let gave_up = loop {
+            let received = hook.received();
+            if let Some(Answered::Hang {
+                gave_up_after: Some(after),
+                ..
+            }) = received.iter().map(|r| r.answered.clone()).next()
+            {
+                break after;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the hang never ended: {received:?}"
+            );
+            hook.wait_for_request(Instant::now() + Duration::from_millis(100))
+                .await;
+        };
+        assert!(
+            gave_up >= Duration::from_millis(350) && gave_up < Duration::from_secs(3),
+            "{gave_up:?}"
+        );
+        assert_eq!(hook.received()[1].answered, Answered::Reset);
+    }
+}

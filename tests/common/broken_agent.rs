@@ -1,7 +1,8 @@
 //! An A2A agent (JSON-RPC, A2A 1.0) that gets push notifications wrong on purpose, one way
 //! for each of the probe's checks: the probe must fail every one of them against it.
 //!
-//! - card: `pushNotifications: false`;
+//! - card: `pushNotifications: false`; its methods want `X-Api-Key: broken-agent-key`
+//!   (`BROKEN_AGENT_KEY`: the probe's `--header`);
 //! - config methods: Create answers another id and echoes the token, a config created without
 //!   an id gets none back, Get answers another URL, List leaves out `probe-late`, Delete keeps
 //!   the config and the second Delete is an internal error; configs created after the task
@@ -23,6 +24,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+
+/// The API key the agent's methods require.
+pub const BROKEN_AGENT_KEY: &str = "broken-agent-key";
 
 #[derive(Clone, Default)]
 struct Config {
@@ -124,7 +128,17 @@ fn config_of(params: &Value) -> Config {
     }
 }
 
-async fn rpc(State(agent): State<Agent>, Json(request): Json<Value>) -> Json<Value> {
+async fn rpc(
+    State(agent): State<Agent>,
+    headers: axum::http::HeaderMap,
+    Json(request): Json<Value>,
+) -> Result<Json<Value>, axum::http::StatusCode> {
+    if headers
+        .get("x-api-key")
+        .is_none_or(|key| key != BROKEN_AGENT_KEY)
+    {
+        return Err(axum::http::StatusCode::UNAUTHORIZED);
+    }
     let id = request["id"].clone();
     let params = &request["params"];
     let task_id = params["taskId"].as_str().unwrap_or_default().to_string();
@@ -217,12 +231,12 @@ async fn rpc(State(agent): State<Agent>, Json(request): Json<Value>) -> Json<Val
             _ => Err((-32601, "Method not found")),
         }
     };
-    Json(match result {
+    Ok(Json(match result {
         Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
         Err((code, message)) => {
             json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
         }
-    })
+    }))
 }
 
 /// Pushes the task's wrong sequence of events to one config, one after another.
