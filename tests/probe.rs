@@ -1,9 +1,11 @@
 //! `a2a-push-hub probe` against real agents: the official Python and JS SDKs' agents bare
-//! (what they really do, finding by finding), the same Python agent behind the hub's gateway
-//! (retries, ordering and signatures now pass), and a scripted agent that breaks every check.
+//! (what they really do, finding by finding; the Python 0.3 SDK too), the same Python agent
+//! behind the hub's gateway (retries, ordering and signatures now pass), and a scripted agent
+//! that breaks every check.
 //!
 //! The SDK runs need the interop environments; `.ci/run` builds them and runs
-//! `cargo test --test probe -- --ignored` with `A2A_INTEROP_PYTHON` and `A2A_INTEROP_NODE` set.
+//! `cargo test --test probe -- --ignored` with `A2A_INTEROP_PYTHON`, `A2A_INTEROP_PYTHON03` and
+//! `A2A_INTEROP_NODE` set.
 
 mod common;
 
@@ -318,4 +320,38 @@ fn assert_well_formed(html: &str) {
         rest = &rest[end + 1..];
     }
     assert!(open.is_empty(), "never closed: {open:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the Python 0.3 SDK venv; run by .ci/run"]
+async fn a_python_0_3_sdk_agent_sends_no_authorization_and_answers_get_with_the_wrong_config() {
+    let python = std::env::var("A2A_INTEROP_PYTHON03")
+        .expect("set A2A_INTEROP_PYTHON03 to a Python that has a2a-sdk==0.3.26 (see .ci/run)");
+    let mut agent = tokio::process::Command::new(python);
+    agent.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python03/agent_server.py"
+    ));
+    let (_agent, port) = start_listening(agent).await;
+    let report = run(options(&format!("http://127.0.0.1:{port}"), 4, 15))
+        .await
+        .unwrap();
+    assert_eq!(report.agent.version, "0.3", "the 0.3 card is recognised");
+    let mut fails = SDK_FAILS.to_vec();
+    // a2a-sdk 0.3.26 answers Get with the task's first config whatever the id, and its
+    // sender never sends Authorization (SHOULD for 0.3).
+    fails.extend(["config.get", "config.delete", "delivery.authorization"]);
+    assert_verdicts(&report, &fails, &SDK_SKIPS);
+    assert!(report.must_failed());
+    let authorization = report
+        .checks
+        .iter()
+        .find(|c| c.id == "delivery.authorization")
+        .unwrap();
+    assert_eq!(authorization.level, a2a_push_hub::probe::Level::Should);
+    assert!(
+        evidence(&report, "delivery.body").contains("valid A2A 0.3 push bodies"),
+        "{}",
+        evidence(&report, "delivery.body")
+    );
 }

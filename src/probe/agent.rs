@@ -320,11 +320,9 @@ impl Agent {
                     .to_string(),
             });
         }
-        answer.get("result").cloned().ok_or_else(|| CallError {
-            status: Some(status),
-            code: None,
-            message: format!("the answer to {method} has neither result nor error: {answer}"),
-        })
+        // A success without `result` is what some SDKs send for methods that return nothing
+        // (Delete): read it as `null` and let the checks judge the content.
+        Ok(answer.get("result").cloned().unwrap_or(Value::Null))
     }
 
     async fn rest(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::agent::{CallError, is_terminal};
+use super::agent::{CallError, Version, is_terminal};
 use super::observed::{
     ConfigCalls, EventFacts, Kind, Observed, acknowledged, event_key, failure_known_at, read_event,
 };
@@ -291,6 +291,13 @@ pub fn ids() -> impl Iterator<Item = &'static str> {
     RULES.iter().map(|r| r.id)
 }
 
+/// Where A2A 0.3 asks less than 1.0: the level and section a 0.3 registration is graded by.
+const V03_RULES: &[(&str, Level, &str)] = &[(
+    "delivery.authorization",
+    Level::Should,
+    "A2A 0.3 §6.8, §9.5 (authentication is described for 0.3 senders, not required)",
+)];
+
 /// Replaces every secret in `text` with `****`.
 pub fn mask(text: &str, secrets: &[String]) -> String {
     let mut masked = text.to_string();
@@ -413,10 +420,14 @@ pub fn grade(observed: &Observed) -> Vec<Check> {
             let finding = findings
                 .remove(rule.id)
                 .unwrap_or_else(|| skip("not graded: the scenario it needs did not run"));
+            let (level, spec) = match V03_RULES.iter().find(|(id, ..)| *id == rule.id) {
+                Some((_, level, spec)) if observed.version == Version::V03 => (*level, *spec),
+                _ => (rule.level, rule.spec),
+            };
             Check {
                 id: rule.id,
-                level: rule.level,
-                spec: rule.spec,
+                level,
+                spec,
                 title: rule.title,
                 result: finding.result,
                 evidence: finding.evidence.iter().map(|e| mask(e, &secrets)).collect(),
@@ -513,19 +524,7 @@ fn config_checks(observed: &Observed, findings: &mut HashMap<&'static str, Findi
             Err(e) => call_failed("creating a config without an id", e),
         },
     );
-    findings.insert(
-        "config.get",
-        match &calls.got {
-            Ok(config) => match same(config).as_slice() {
-                [] => pass("Get answered the created config"),
-                wrong => fail(format!(
-                    "Get answered a different config: {}",
-                    wrong.join("; ")
-                )),
-            },
-            Err(e) => call_failed("GetTaskPushNotificationConfig", e),
-        },
-    );
+    findings.insert("config.get", get_check(calls, &same));
     findings.insert("config.list", list_check(calls));
     findings.insert("config.delete", delete_check(calls));
     findings.insert(
@@ -584,6 +583,36 @@ fn ids_of(configs: &[Value]) -> Vec<String> {
         .collect()
 }
 
+fn get_check(calls: &ConfigCalls, same_as_late: &dyn Fn(&Value) -> Vec<String>) -> Finding {
+    let late = match &calls.got {
+        Ok(config) => match same_as_late(config).as_slice() {
+            [] => format!("Get {:?} answered it", calls.late_id),
+            wrong => {
+                return fail(format!(
+                    "Get {:?} answered a different config: {}",
+                    calls.late_id,
+                    wrong.join("; ")
+                ));
+            }
+        },
+        Err(e) => return fail(format!("GetTaskPushNotificationConfig failed: {e}")),
+    };
+    match &calls.got_doomed {
+        None => pass(late),
+        Some(Ok(config)) if config["id"].as_str() == Some(calls.doomed_id.as_str()) => {
+            pass(format!("{late}; Get {:?} answered it", calls.doomed_id))
+        }
+        Some(Ok(config)) => fail(format!(
+            "Get {:?} answered config {} instead: the config id is not honoured",
+            calls.doomed_id, config["id"]
+        )),
+        Some(Err(e)) => fail(format!(
+            "Get {:?} (the task's second config) failed: {e}",
+            calls.doomed_id
+        )),
+    }
+}
+
 fn list_check(calls: &ConfigCalls) -> Finding {
     let listed = match &calls.listed {
         Ok(listed) => ids_of(listed),
@@ -614,7 +643,13 @@ fn delete_check(calls: &ConfigCalls) -> Finding {
         None => return skip("the delete did not run"),
     }
     match &calls.got_after_delete {
-        Some(Ok(config)) => problems.push(format!("Get after the delete still answers {config}")),
+        Some(Ok(config)) if config["id"].as_str() == Some(doomed.as_str()) => {
+            problems.push(format!("Get after the delete still answers {config}"))
+        }
+        Some(Ok(config)) => problems.push(format!(
+            "Get after the delete answers another config ({}) instead of not found",
+            config["id"]
+        )),
         Some(Err(e)) if !e.is_not_found() => problems.push(format!(
             "Get after the delete failed otherwise than not found: {e}"
         )),
@@ -1439,7 +1474,7 @@ mod tests {
 
     #[test]
     fn version_names_read_both_ways() {
-        assert_eq!(super::super::agent::Version::V03.as_str(), "0.3");
+        assert_eq!(Version::V03.as_str(), "0.3");
         assert_eq!(
             super::super::agent::state_from_v03("input-required"),
             "TASK_STATE_INPUT_REQUIRED"

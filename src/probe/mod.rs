@@ -412,6 +412,7 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
         doomed_id: doomed_id.clone(),
         created_doomed,
         got,
+        got_doomed: None,
         listed,
         deleted: None,
         got_after_delete: None,
@@ -419,6 +420,16 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
         deleted_again: None,
     };
     if calls.created_doomed.is_ok() {
+        let at = context.started.elapsed();
+        let got_doomed = agent.get_config(&task_id, &doomed_id).await;
+        context.record(
+            at,
+            "late",
+            "GetTaskPushNotificationConfig (to delete)",
+            &got_doomed,
+            show_config,
+        );
+        calls.got_doomed = Some(got_doomed);
         let at = context.started.elapsed();
         let deleted = agent.delete_config(&task_id, &doomed_id).await;
         context.record(

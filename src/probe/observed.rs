@@ -57,6 +57,8 @@ pub struct ConfigCalls {
     pub doomed_id: String,
     pub created_doomed: Result<Value, CallError>,
     pub got: Result<Value, CallError>,
+    /// Get of the config to delete, before the delete: a second id to look up.
+    pub got_doomed: Option<Result<Value, CallError>>,
     pub listed: Result<Vec<Value>, CallError>,
     pub deleted: Option<Result<(), CallError>>,
     pub got_after_delete: Option<Result<Value, CallError>>,
