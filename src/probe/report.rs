@@ -238,7 +238,9 @@ impl Report {
         Report {
             schema: SCHEMA,
             tool: concat!("a2a-push-hub ", env!("CARGO_PKG_VERSION")).to_string(),
-            started_at: run.started_at.to_rfc3339(),
+            started_at: run
+                .started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             duration_ms: millis(run.duration),
             agent: AgentFacts {
                 url: run.options.agent_url.clone(),
@@ -439,7 +441,22 @@ impl Report {
                 of(Verdict::Skip)
             );
         }
-        html.push_str("</tbody></table>\n<h2>Checks</h2>\n<table id=\"checks\"><thead><tr><th scope=\"col\">Result</th><th scope=\"col\">Level</th><th scope=\"col\">Check</th><th scope=\"col\">Evidence</th></tr></thead><tbody>\n");
+        html.push_str("</tbody></table>\n");
+        let failed: Vec<&Check> = self.checks.iter().filter(|c| c.result == Verdict::Fail).collect();
+        if !failed.is_empty() {
+            html.push_str("<h2>Failed</h2>\n<ul id=\"failed\">\n");
+            for check in failed {
+                let _ = writeln!(
+                    html,
+                    "<li><a href=\"#check-{id}\"><code>{id}</code></a> ({}) {}</li>",
+                    check.level.as_str(),
+                    html_escape(check.title),
+                    id = html_escape(check.id),
+                );
+            }
+            html.push_str("</ul>\n");
+        }
+        html.push_str("<h2>Checks</h2>\n<table id=\"checks\"><thead><tr><th scope=\"col\">Result</th><th scope=\"col\">Level</th><th scope=\"col\">Check</th><th scope=\"col\">Evidence</th></tr></thead><tbody>\n");
         for check in &self.checks {
             let requests: String = check
                 .requests
