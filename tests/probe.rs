@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use a2a_push_hub::probe::{MessageSpec, ProbeOptions, Report, Verdict, run};
+use a2a_push_hub::probe::{Binding, MessageSpec, ProbeOptions, Report, Verdict, run};
 use common::{BROKEN_AGENT_KEY, BrokenAgent, TestHub, fast_delivery, hub_binary, start_listening};
 
 fn options(agent_url: &str, retry_wait_s: u64, hang_s: u64) -> ProbeOptions {
@@ -209,22 +209,28 @@ const SDK_SKIPS: [&str; 3] = ["retry.retry-after", "signature.webhook", "signatu
 
 #[tokio::test]
 #[ignore = "needs the Python SDK venv; run by .ci/run"]
-async fn a_python_sdk_agent_pushes_once_and_never_retries() {
+async fn a_python_sdk_agent_pushes_once_and_never_retries_over_either_binding() {
     let (_agent, port) = start_listening(python_agent()).await;
-    let report = run(options(&format!("http://127.0.0.1:{port}"), 4, 15))
-        .await
-        .unwrap();
-    assert_verdicts(&report, &SDK_FAILS, &SDK_SKIPS);
-    assert!(!report.must_failed());
-    // This agent gives its sender an httpx client with a 10 s timeout.
-    assert!(
-        evidence(&report, "delivery.timeout").contains("gave up after 10."),
-        "{}",
-        evidence(&report, "delivery.timeout")
-    );
-    assert!(evidence(&report, "delivery.token").contains("X-A2A-Notification-Token"));
-    assert!(evidence(&report, "retry.after-5xx").starts_with("not retried within 4.0s"));
-    assert_eq!(report.agent.name, "interop-agent");
+    let url = format!("http://127.0.0.1:{port}");
+    let rest = ProbeOptions {
+        binding: Some(Binding::HttpJson),
+        ..options(&url, 4, 15)
+    };
+    let (jsonrpc, rest) = tokio::join!(run(options(&url, 4, 15)), run(rest));
+    for (report, binding) in [(jsonrpc.unwrap(), "JSONRPC"), (rest.unwrap(), "HTTP+JSON")] {
+        assert_eq!(report.agent.binding, binding);
+        assert_verdicts(&report, &SDK_FAILS, &SDK_SKIPS);
+        assert!(!report.must_failed());
+        // This agent gives its sender an httpx client with a 10 s timeout.
+        assert!(
+            evidence(&report, "delivery.timeout").contains("gave up after 10."),
+            "{}",
+            evidence(&report, "delivery.timeout")
+        );
+        assert!(evidence(&report, "delivery.token").contains("X-A2A-Notification-Token"));
+        assert!(evidence(&report, "retry.after-5xx").starts_with("not retried within 4.0s"));
+        assert_eq!(report.agent.name, "interop-agent");
+    }
 }
 
 #[tokio::test]

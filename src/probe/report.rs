@@ -442,7 +442,11 @@ impl Report {
             );
         }
         html.push_str("</tbody></table>\n");
-        let failed: Vec<&Check> = self.checks.iter().filter(|c| c.result == Verdict::Fail).collect();
+        let failed: Vec<&Check> = self
+            .checks
+            .iter()
+            .filter(|c| c.result == Verdict::Fail)
+            .collect();
         if !failed.is_empty() {
             html.push_str("<h2>Failed</h2>\n<ul id=\"failed\">\n");
             for check in failed {

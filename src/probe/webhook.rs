@@ -24,6 +24,9 @@ const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 const MAX_CONNECTIONS: usize = 256;
 /// How long a connection may stay silent between requests.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests recorded at most; past it the webhook answers 503 and records nothing, so that a
+/// flood (the listener may face a network) cannot exhaust memory.
+const MAX_RECORDED: usize = 10_000;
 /// Path prefix of every scenario's webhook: `/probe/{run}/{scenario}`.
 const PATH_PREFIX: &str = "/probe/";
 
@@ -377,6 +380,10 @@ async fn serve_connection(stream: TcpStream, shared: &Shared) {
             Some((_, v)) if v.eq_ignore_ascii_case("keep-alive") => true,
             _ => keep_alive_default,
         };
+        if lock(&shared.received).len() >= MAX_RECORDED {
+            let _ = write_answer(&mut connection.stream, 503, None, false).await;
+            return;
+        }
         let scenario = path
             .strip_prefix(PATH_PREFIX)
             .and_then(|rest| rest.strip_prefix(shared.run.as_str()))
