@@ -1,6 +1,7 @@
 //! A secret value (a token, a credential, a key, a password in a URL): readable by the code that
 //! needs it, never printed by `Debug`, so that no log line or error message carries it. And the
-//! one secret format the hub reads: a Standard Webhooks `whsec_` secret.
+//! one secret format the hub reads: a Standard Webhooks `whsec_` secret. And how a header that
+//! may carry a credential is shown to people (receipts, probe reports).
 
 use std::fmt;
 
@@ -56,4 +57,46 @@ pub fn parse_secret(secret: &str) -> Option<Vec<u8>> {
         .decode(encoded)
         .ok()?;
     (!key.is_empty()).then_some(key)
+}
+
+/// Headers whose values are credentials.
+const SECRET_HEADERS: [&str; 5] = [
+    "authorization",
+    "x-a2a-notification-token",
+    "a2a-notification-token",
+    "cookie",
+    "proxy-authorization",
+];
+/// Parts of header names that suggest the value is a credential (`x-api-key`,
+/// `x-session-token`, `x-client-secret`, …): masked whatever the header is.
+const SECRET_NAME_PARTS: [&str; 8] = [
+    "auth",
+    "token",
+    "secret",
+    "key",
+    "password",
+    "passwd",
+    "session",
+    "credential",
+];
+/// Longest header value shown; the rest is cut.
+const MAX_SHOWN_HEADER_VALUE: usize = 512;
+
+/// A header's value as shown to people: masked when the header carries credentials by its name,
+/// or when the value holds one of `secrets` (the Authorization scheme is kept); otherwise cut
+/// to 512 characters.
+pub fn masked_header_value(name: &str, value: &str, secrets: &[&str]) -> String {
+    let lower = name.to_ascii_lowercase();
+    let named_secret = SECRET_HEADERS.contains(&lower.as_str())
+        || SECRET_NAME_PARTS.iter().any(|part| lower.contains(part));
+    if named_secret || secrets.iter().any(|s| !s.is_empty() && value.contains(s)) {
+        match (lower.as_str(), value.split_once(' ')) {
+            ("authorization" | "proxy-authorization", Some((scheme, _))) => {
+                format!("{scheme} ****")
+            }
+            _ => "****".to_string(),
+        }
+    } else {
+        value.chars().take(MAX_SHOWN_HEADER_VALUE).collect()
+    }
 }

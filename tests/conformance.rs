@@ -46,13 +46,7 @@ impl Target {
     }
 
     async fn gateway() -> Target {
-        let python = std::env::var("A2A_INTEROP_PYTHON")
-            .expect("set A2A_INTEROP_PYTHON to a Python that has a2a-sdk==1.3.0 (see .ci/run)");
-        let mut agent = tokio::process::Command::new(python);
-        agent.arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/interop/python/agent_server.py"
-        ));
+        let agent = common::python_sdk_agent();
         let (child, port) = common::start_listening(agent).await;
         let upstream = format!("http://127.0.0.1:{port}/");
         let hub = TestHub::start_with(move |s| {

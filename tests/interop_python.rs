@@ -226,11 +226,7 @@ async fn independent_python_verifiers_accept_every_signature_across_a_rotation()
 /// The Python SDK agent, registered over `binding`; the Python SDK sends both the token and
 /// the Authorization header, and both must match.
 async fn python_agent_over(binding: &str) {
-    let mut agent = tokio::process::Command::new(python());
-    agent.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/python/agent_server.py"
-    ));
+    let agent = common::python_sdk_agent();
     common::agent_pushes_after_remote_registration(
         agent,
         binding,
@@ -253,11 +249,7 @@ async fn a_python_sdk_agent_pushes_to_the_hub_registered_over_http_json() {
 
 /// The Python SDK agent behind the gateway.
 async fn gateway_in_front_of_the_python_agent(binding: &str) {
-    let mut agent = tokio::process::Command::new(python());
-    agent.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/python/agent_server.py"
-    ));
+    let agent = common::python_sdk_agent();
     common::gateway_in_front_of(agent, &python(), binding).await;
 }
 

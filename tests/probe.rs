@@ -12,7 +12,10 @@ mod common;
 use std::time::Duration;
 
 use a2a_push_hub::probe::{Binding, MessageSpec, ProbeOptions, Report, Verdict, run};
-use common::{BROKEN_AGENT_KEY, BrokenAgent, TestHub, fast_delivery, hub_binary, start_listening};
+use common::{
+    BROKEN_AGENT_KEY, BrokenAgent, TestHub, fast_delivery, hub_binary, python_sdk_agent,
+    start_listening,
+};
 
 fn options(agent_url: &str, retry_wait_s: u64, hang_s: u64) -> ProbeOptions {
     ProbeOptions {
@@ -128,7 +131,7 @@ async fn every_check_fails_against_an_agent_that_breaks_them_and_the_reports_say
         "a secret leaked"
     );
     assert!(
-        text.contains("Bearer **** ("),
+        text.contains("\"Bearer ****\""),
         "Authorization is shown masked"
     );
 
@@ -179,17 +182,6 @@ async fn a_probe_that_cannot_reach_the_agent_says_why_and_exits_2() {
     assert_eq!(output.status.code(), Some(2));
 }
 
-fn python_agent() -> tokio::process::Command {
-    let python = std::env::var("A2A_INTEROP_PYTHON")
-        .expect("set A2A_INTEROP_PYTHON to a Python that has a2a-sdk==1.3.0 (see .ci/run)");
-    let mut agent = tokio::process::Command::new(python);
-    agent.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/python/agent_server.py"
-    ));
-    agent
-}
-
 /// What the SDKs' senders leave out, bare: no retry at all, no A2A-Version, no SSRF screen,
 /// no signature, the token echoed back by the config methods.
 const SDK_FAILS: [&str; 10] = [
@@ -210,7 +202,7 @@ const SDK_SKIPS: [&str; 3] = ["retry.retry-after", "signature.webhook", "signatu
 #[tokio::test]
 #[ignore = "needs the Python SDK venv; run by .ci/run"]
 async fn a_python_sdk_agent_pushes_once_and_never_retries_over_either_binding() {
-    let (_agent, port) = start_listening(python_agent()).await;
+    let (_agent, port) = start_listening(python_sdk_agent()).await;
     let url = format!("http://127.0.0.1:{port}");
     let rest = ProbeOptions {
         binding: Some(Binding::HttpJson),
@@ -266,7 +258,7 @@ async fn a_js_sdk_agent_sends_no_token_beside_authorization_and_gives_up_after_5
 #[tokio::test]
 #[ignore = "needs the Python SDK venv; run by .ci/run"]
 async fn behind_the_gateway_the_same_python_agent_retries_in_order_and_signs() {
-    let (_agent, port) = start_listening(python_agent()).await;
+    let (_agent, port) = start_listening(python_sdk_agent()).await;
     let hub = TestHub::start_with(|s| {
         fast_delivery(s);
         s.gateway.upstream = format!("http://127.0.0.1:{port}/");

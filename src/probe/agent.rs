@@ -371,7 +371,25 @@ impl Agent {
         config
     }
 
-    /// Sends a text message, with an inline push config when given; returns the task as
+    /// One operation in the chosen binding: JSON-RPC `method` with `params`, or HTTP+JSON
+    /// `verb path` (a POST carries `params` as its body).
+    async fn call(
+        &self,
+        method: &str,
+        params: Value,
+        verb: Method,
+        path: &str,
+    ) -> Result<Value, CallError> {
+        match self.binding {
+            Binding::JsonRpc => self.rpc(method, params).await,
+            Binding::HttpJson => {
+                let body = (verb == Method::POST).then_some(&params);
+                self.rest(verb, path, body).await
+            }
+        }
+    }
+
+    /// Sends the message, with an inline push config when given; returns the task as
     /// answered (1.0 shape), or an error when the agent answered with a bare message.
     pub async fn send_message(
         &self,
@@ -379,57 +397,38 @@ impl Agent {
         push: Option<&PushTarget>,
     ) -> Result<Value, CallError> {
         let message_id = uuid::Uuid::new_v4().to_string();
-        let text = match message {
-            MessageSpec::Text(text) => text.as_str(),
-            MessageSpec::Json(_) => "",
-        };
-        let message = |text_form: Value| match message {
-            MessageSpec::Text(_) => text_form,
-            MessageSpec::Json(template) => {
+        let message = match (message, self.version) {
+            (MessageSpec::Json(template), _) => {
                 let mut message = template.clone();
                 message["messageId"] = json!(message_id);
                 message
             }
-        };
-        let answer = match self.version {
-            Version::V1 => {
-                let mut configuration = json!({"returnImmediately": true});
-                if let Some(push) = push {
-                    configuration["taskPushNotificationConfig"] = self.target_json(push, None);
-                }
-                let params = json!({
-                    "message": message(json!({"messageId": message_id, "role": "ROLE_USER", "parts": [{"text": text}]})),
-                    "configuration": configuration,
-                });
-                let result = match self.binding {
-                    Binding::JsonRpc => self.rpc("SendMessage", params).await?,
-                    Binding::HttpJson => {
-                        self.rest(Method::POST, "/message:send", Some(&params))
-                            .await?
-                    }
-                };
-                result.get("task").cloned().unwrap_or(result)
+            (MessageSpec::Text(text), Version::V1) => {
+                json!({"messageId": message_id, "role": "ROLE_USER", "parts": [{"text": text}]})
             }
-            Version::V03 => {
-                let mut configuration = json!({"blocking": false});
-                if let Some(push) = push {
-                    configuration["pushNotificationConfig"] = self.target_json(push, None);
-                }
-                let params = json!({
-                    "message": message(json!({"kind": "message", "messageId": message_id, "role": "user",
-                                "parts": [{"kind": "text", "text": text}]})),
-                    "configuration": configuration,
-                });
-                let result = match self.binding {
-                    Binding::JsonRpc => self.rpc("message/send", params).await?,
-                    Binding::HttpJson => {
-                        self.rest(Method::POST, "/v1/message:send", Some(&params))
-                            .await?
-                    }
-                };
-                task_from_v03(result.get("task").cloned().unwrap_or(result))
-            }
+            (MessageSpec::Text(text), Version::V03) => json!({"kind": "message",
+                "messageId": message_id, "role": "user", "parts": [{"kind": "text", "text": text}]}),
         };
+        let (mut configuration, push_field, method, path) = match self.version {
+            Version::V1 => (
+                json!({"returnImmediately": true}),
+                "taskPushNotificationConfig",
+                "SendMessage",
+                "/message:send",
+            ),
+            Version::V03 => (
+                json!({"blocking": false}),
+                "pushNotificationConfig",
+                "message/send",
+                "/v1/message:send",
+            ),
+        };
+        if let Some(push) = push {
+            configuration[push_field] = self.target_json(push, None);
+        }
+        let params = json!({"message": message, "configuration": configuration});
+        let result = self.call(method, params, Method::POST, path).await?;
+        let answer = self.task_of(result.get("task").cloned().unwrap_or(result));
         if answer["id"].as_str().is_none_or(str::is_empty) {
             return Err(CallError {
                 status: None,
@@ -442,23 +441,40 @@ impl Agent {
         Ok(answer)
     }
 
+    /// A task as answered, in the 1.0 shape.
+    fn task_of(&self, task: Value) -> Value {
+        match self.version {
+            Version::V1 => task,
+            Version::V03 => task_from_v03(task),
+        }
+    }
+
+    /// A config as answered, in the 1.0 shape.
+    fn config_of(&self, config: Value) -> Value {
+        match self.version {
+            Version::V1 => config,
+            Version::V03 => config_from_v03(config),
+        }
+    }
+
+    /// The REST path of a task's configs (`/v1` in 0.3).
+    fn configs_path(&self, task_id: &str) -> String {
+        match self.version {
+            Version::V1 => format!("/tasks/{task_id}/pushNotificationConfigs"),
+            Version::V03 => format!("/v1/tasks/{task_id}/pushNotificationConfigs"),
+        }
+    }
+
     /// The task as the agent reports it now (1.0 shape).
     pub async fn get_task(&self, task_id: &str) -> Result<Value, CallError> {
-        match (self.version, self.binding) {
-            (Version::V1, Binding::JsonRpc) => self.rpc("GetTask", json!({"id": task_id})).await,
-            (Version::V1, Binding::HttpJson) => {
-                self.rest(Method::GET, &format!("/tasks/{task_id}"), None)
-                    .await
-            }
-            (Version::V03, Binding::JsonRpc) => self
-                .rpc("tasks/get", json!({"id": task_id}))
-                .await
-                .map(task_from_v03),
-            (Version::V03, Binding::HttpJson) => self
-                .rest(Method::GET, &format!("/v1/tasks/{task_id}"), None)
-                .await
-                .map(task_from_v03),
-        }
+        let (method, path) = match self.version {
+            Version::V1 => ("GetTask", format!("/tasks/{task_id}")),
+            Version::V03 => ("tasks/get", format!("/v1/tasks/{task_id}")),
+        };
+        let task = self
+            .call(method, json!({"id": task_id}), Method::GET, &path)
+            .await?;
+        Ok(self.task_of(task))
     }
 
     /// `CreateTaskPushNotificationConfig`; the config as answered (1.0 shape).
@@ -468,103 +484,56 @@ impl Agent {
         target: &PushTarget,
     ) -> Result<Value, CallError> {
         let config = self.target_json(target, Some(task_id));
-        match (self.version, self.binding) {
-            (Version::V1, Binding::JsonRpc) => {
-                self.rpc("CreateTaskPushNotificationConfig", config).await
-            }
-            (Version::V1, Binding::HttpJson) => {
-                self.rest(
-                    Method::POST,
-                    &format!("/tasks/{task_id}/pushNotificationConfigs"),
-                    Some(&config),
-                )
-                .await
-            }
-            (Version::V03, Binding::JsonRpc) => self
-                .rpc(
-                    "tasks/pushNotificationConfig/set",
-                    json!({"taskId": task_id, "pushNotificationConfig": config}),
-                )
-                .await
-                .map(config_from_v03),
-            (Version::V03, Binding::HttpJson) => self
-                .rest(
-                    Method::POST,
-                    &format!("/v1/tasks/{task_id}/pushNotificationConfigs"),
-                    Some(&json!({"taskId": task_id, "pushNotificationConfig": config})),
-                )
-                .await
-                .map(config_from_v03),
+        let (method, params) = match self.version {
+            Version::V1 => ("CreateTaskPushNotificationConfig", config),
+            Version::V03 => (
+                "tasks/pushNotificationConfig/set",
+                json!({"taskId": task_id, "pushNotificationConfig": config}),
+            ),
+        };
+        let path = self.configs_path(task_id);
+        let config = self.call(method, params, Method::POST, &path).await?;
+        Ok(self.config_of(config))
+    }
+
+    /// The JSON-RPC method and params that name one config.
+    fn config_address(
+        &self,
+        v1: &'static str,
+        v03: &'static str,
+        task_id: &str,
+        id: &str,
+    ) -> (&'static str, Value) {
+        match self.version {
+            Version::V1 => (v1, json!({"taskId": task_id, "id": id})),
+            Version::V03 => (v03, json!({"id": task_id, "pushNotificationConfigId": id})),
         }
     }
 
     /// `GetTaskPushNotificationConfig` (1.0 shape).
     pub async fn get_config(&self, task_id: &str, id: &str) -> Result<Value, CallError> {
-        match (self.version, self.binding) {
-            (Version::V1, Binding::JsonRpc) => {
-                self.rpc(
-                    "GetTaskPushNotificationConfig",
-                    json!({"taskId": task_id, "id": id}),
-                )
-                .await
-            }
-            (Version::V1, Binding::HttpJson) => {
-                self.rest(
-                    Method::GET,
-                    &format!("/tasks/{task_id}/pushNotificationConfigs/{id}"),
-                    None,
-                )
-                .await
-            }
-            (Version::V03, Binding::JsonRpc) => self
-                .rpc(
-                    "tasks/pushNotificationConfig/get",
-                    json!({"id": task_id, "pushNotificationConfigId": id}),
-                )
-                .await
-                .map(config_from_v03),
-            (Version::V03, Binding::HttpJson) => self
-                .rest(
-                    Method::GET,
-                    &format!("/v1/tasks/{task_id}/pushNotificationConfigs/{id}"),
-                    None,
-                )
-                .await
-                .map(config_from_v03),
-        }
+        let (method, params) = self.config_address(
+            "GetTaskPushNotificationConfig",
+            "tasks/pushNotificationConfig/get",
+            task_id,
+            id,
+        );
+        let path = format!("{}/{id}", self.configs_path(task_id));
+        let config = self.call(method, params, Method::GET, &path).await?;
+        Ok(self.config_of(config))
     }
 
     /// `ListTaskPushNotificationConfigs`: the configs (1.0 shape).
     pub async fn list_configs(&self, task_id: &str) -> Result<Vec<Value>, CallError> {
-        let answer = match (self.version, self.binding) {
-            (Version::V1, Binding::JsonRpc) => {
-                self.rpc(
-                    "ListTaskPushNotificationConfigs",
-                    json!({"taskId": task_id}),
-                )
-                .await?
-            }
-            (Version::V1, Binding::HttpJson) => {
-                self.rest(
-                    Method::GET,
-                    &format!("/tasks/{task_id}/pushNotificationConfigs"),
-                    None,
-                )
-                .await?
-            }
-            (Version::V03, Binding::JsonRpc) => {
-                self.rpc("tasks/pushNotificationConfig/list", json!({"id": task_id}))
-                    .await?
-            }
-            (Version::V03, Binding::HttpJson) => {
-                self.rest(
-                    Method::GET,
-                    &format!("/v1/tasks/{task_id}/pushNotificationConfigs"),
-                    None,
-                )
-                .await?
-            }
+        let (method, params) = match self.version {
+            Version::V1 => (
+                "ListTaskPushNotificationConfigs",
+                json!({"taskId": task_id}),
+            ),
+            Version::V03 => ("tasks/pushNotificationConfig/list", json!({"id": task_id})),
         };
+        let path = self.configs_path(task_id);
+        let answer = self.call(method, params, Method::GET, &path).await?;
         let list = match (&answer["configs"], &answer) {
             (Value::Array(configs), _) => configs.clone(),
             (_, Value::Array(configs)) => configs.clone(),
@@ -576,46 +545,21 @@ impl Agent {
                 });
             }
         };
-        Ok(match self.version {
-            Version::V1 => list,
-            Version::V03 => list.into_iter().map(config_from_v03).collect(),
-        })
+        Ok(list.into_iter().map(|c| self.config_of(c)).collect())
     }
 
     /// `DeleteTaskPushNotificationConfig`.
     pub async fn delete_config(&self, task_id: &str, id: &str) -> Result<(), CallError> {
-        match (self.version, self.binding) {
-            (Version::V1, Binding::JsonRpc) => self
-                .rpc(
-                    "DeleteTaskPushNotificationConfig",
-                    json!({"taskId": task_id, "id": id}),
-                )
-                .await
-                .map(|_| ()),
-            (Version::V1, Binding::HttpJson) => self
-                .rest(
-                    Method::DELETE,
-                    &format!("/tasks/{task_id}/pushNotificationConfigs/{id}"),
-                    None,
-                )
-                .await
-                .map(|_| ()),
-            (Version::V03, Binding::JsonRpc) => self
-                .rpc(
-                    "tasks/pushNotificationConfig/delete",
-                    json!({"id": task_id, "pushNotificationConfigId": id}),
-                )
-                .await
-                .map(|_| ()),
-            (Version::V03, Binding::HttpJson) => self
-                .rest(
-                    Method::DELETE,
-                    &format!("/v1/tasks/{task_id}/pushNotificationConfigs/{id}"),
-                    None,
-                )
-                .await
-                .map(|_| ()),
-        }
+        let (method, params) = self.config_address(
+            "DeleteTaskPushNotificationConfig",
+            "tasks/pushNotificationConfig/delete",
+            task_id,
+            id,
+        );
+        let path = format!("{}/{id}", self.configs_path(task_id));
+        self.call(method, params, Method::DELETE, &path)
+            .await
+            .map(|_| ())
     }
 }
 

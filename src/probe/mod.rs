@@ -101,16 +101,17 @@ impl Context {
         secret
     }
 
-    /// Records a call that started at `at`.
-    fn record<T>(
+    /// Makes a call to the agent and records it for the timeline, timed from its start.
+    async fn timed<T>(
         &self,
-        at: Duration,
         scenario: &'static str,
         call: &str,
-        result: &Result<T, agent::CallError>,
+        future: impl std::future::Future<Output = Result<T, agent::CallError>>,
         show: impl Fn(&T) -> String,
-    ) {
-        let outcome = match result {
+    ) -> Result<T, agent::CallError> {
+        let at = self.started.elapsed();
+        let result = future.await;
+        let outcome = match &result {
             Ok(value) => show(value),
             Err(e) => format!("error: {e}"),
         };
@@ -123,6 +124,7 @@ impl Context {
                 call: call.to_string(),
                 outcome,
             });
+        result
     }
 
     async fn send(
@@ -130,12 +132,14 @@ impl Context {
         scenario: &'static str,
         push: Option<&PushTarget>,
     ) -> Result<Value, String> {
-        let at = self.started.elapsed();
-        let result = self.agent.send_message(&self.options.message, push).await;
-        self.record(at, scenario, "SendMessage", &result, |task| {
-            format!("task {} in {}", task["id"], task["status"]["state"])
-        });
-        result.map_err(|e| format!("SendMessage failed: {e}"))
+        self.timed(
+            scenario,
+            "SendMessage",
+            self.agent.send_message(&self.options.message, push),
+            |task| format!("task {} in {}", task["id"], task["status"]["state"]),
+        )
+        .await
+        .map_err(|e| format!("SendMessage failed: {e}"))
     }
 
     /// Polls the task until it is terminal or the timeout passes; returns the states seen.
@@ -340,62 +344,57 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
     let agent = &context.agent;
     let show_config = |c: &Value| format!("config {}", c["id"]);
     scenario.registered_at = Some(context.started.elapsed());
-    let at = context.started.elapsed();
-    let created = agent.create_config(&task_id, &scenario.target).await;
-    context.record(
-        at,
-        "late",
-        "CreateTaskPushNotificationConfig",
-        &created,
-        show_config,
-    );
+    let created = context
+        .timed(
+            "late",
+            "CreateTaskPushNotificationConfig",
+            agent.create_config(&task_id, &scenario.target),
+            show_config,
+        )
+        .await;
     let extra = PushTarget {
         id: None,
         url: extra_url.clone(),
         token: Some(context.secret("token")),
         authentication: None,
     };
-    let at = context.started.elapsed();
-    let created_without_id = agent.create_config(&task_id, &extra).await;
-    context.record(
-        at,
-        "late",
-        "CreateTaskPushNotificationConfig (no id)",
-        &created_without_id,
-        show_config,
-    );
+    let created_without_id = context
+        .timed(
+            "late",
+            "CreateTaskPushNotificationConfig (no id)",
+            agent.create_config(&task_id, &extra),
+            show_config,
+        )
+        .await;
     let doomed_id = "probe-doomed".to_string();
     let doomed = PushTarget {
         id: Some(doomed_id.clone()),
         ..extra.clone()
     };
-    let at = context.started.elapsed();
-    let created_doomed = agent.create_config(&task_id, &doomed).await;
-    context.record(
-        at,
-        "late",
-        "CreateTaskPushNotificationConfig (to delete)",
-        &created_doomed,
-        show_config,
-    );
-    let at = context.started.elapsed();
-    let got = agent.get_config(&task_id, &late_id).await;
-    context.record(
-        at,
-        "late",
-        "GetTaskPushNotificationConfig",
-        &got,
-        show_config,
-    );
-    let at = context.started.elapsed();
-    let listed = agent.list_configs(&task_id).await;
-    context.record(
-        at,
-        "late",
-        "ListTaskPushNotificationConfigs",
-        &listed,
-        |l| format!("{} configs", l.len()),
-    );
+    let created_doomed = context
+        .timed(
+            "late",
+            "CreateTaskPushNotificationConfig (to delete)",
+            agent.create_config(&task_id, &doomed),
+            show_config,
+        )
+        .await;
+    let got = context
+        .timed(
+            "late",
+            "GetTaskPushNotificationConfig",
+            agent.get_config(&task_id, &late_id),
+            show_config,
+        )
+        .await;
+    let listed = context
+        .timed(
+            "late",
+            "ListTaskPushNotificationConfigs",
+            agent.list_configs(&task_id),
+            |l| format!("{} configs", l.len()),
+        )
+        .await;
     let extra_id = created_without_id
         .as_ref()
         .ok()
@@ -420,52 +419,47 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
         deleted_again: None,
     };
     if calls.created_doomed.is_ok() {
-        let at = context.started.elapsed();
-        let got_doomed = agent.get_config(&task_id, &doomed_id).await;
-        context.record(
-            at,
-            "late",
-            "GetTaskPushNotificationConfig (to delete)",
-            &got_doomed,
-            show_config,
-        );
+        let got_doomed = context
+            .timed(
+                "late",
+                "GetTaskPushNotificationConfig (to delete)",
+                agent.get_config(&task_id, &doomed_id),
+                show_config,
+            )
+            .await;
         calls.got_doomed = Some(got_doomed);
-        let at = context.started.elapsed();
-        let deleted = agent.delete_config(&task_id, &doomed_id).await;
-        context.record(
-            at,
-            "late",
-            "DeleteTaskPushNotificationConfig",
-            &deleted,
-            |_| "deleted".to_string(),
-        );
-        let at = context.started.elapsed();
-        let got_after = agent.get_config(&task_id, &doomed_id).await;
-        context.record(
-            at,
-            "late",
-            "GetTaskPushNotificationConfig (deleted)",
-            &got_after,
-            show_config,
-        );
-        let at = context.started.elapsed();
-        let listed_after = agent.list_configs(&task_id).await;
-        context.record(
-            at,
-            "late",
-            "ListTaskPushNotificationConfigs",
-            &listed_after,
-            |l| format!("{} configs", l.len()),
-        );
-        let at = context.started.elapsed();
-        let deleted_again = agent.delete_config(&task_id, &doomed_id).await;
-        context.record(
-            at,
-            "late",
-            "DeleteTaskPushNotificationConfig (again)",
-            &deleted_again,
-            |_| "deleted".to_string(),
-        );
+        let deleted = context
+            .timed(
+                "late",
+                "DeleteTaskPushNotificationConfig",
+                agent.delete_config(&task_id, &doomed_id),
+                |_| "deleted".to_string(),
+            )
+            .await;
+        let got_after = context
+            .timed(
+                "late",
+                "GetTaskPushNotificationConfig (deleted)",
+                agent.get_config(&task_id, &doomed_id),
+                show_config,
+            )
+            .await;
+        let listed_after = context
+            .timed(
+                "late",
+                "ListTaskPushNotificationConfigs",
+                agent.list_configs(&task_id),
+                |l| format!("{} configs", l.len()),
+            )
+            .await;
+        let deleted_again = context
+            .timed(
+                "late",
+                "DeleteTaskPushNotificationConfig (again)",
+                agent.delete_config(&task_id, &doomed_id),
+                |_| "deleted".to_string(),
+            )
+            .await;
         calls.deleted = Some(deleted);
         calls.got_after_delete = Some(got_after);
         calls.listed_after_delete = Some(listed_after);
@@ -519,15 +513,14 @@ async fn run_ssrf(context: Arc<Context>) -> Vec<SsrfAttempt> {
                     token: Some(context.secret("token")),
                     authentication: None,
                 };
-                let at = context.started.elapsed();
-                let result = context.agent.create_config(task_id, &target).await;
-                context.record(
-                    at,
-                    "ssrf",
-                    &format!("CreateTaskPushNotificationConfig ({what})"),
-                    &result,
-                    |_| "accepted".to_string(),
-                );
+                let result = context
+                    .timed(
+                        "ssrf",
+                        &format!("CreateTaskPushNotificationConfig ({what})"),
+                        context.agent.create_config(task_id, &target),
+                        |_| "accepted".to_string(),
+                    )
+                    .await;
                 if result.is_ok() {
                     // Accepted: take it back at once, so the agent pushes there as little as possible.
                     let _ = context

@@ -12,6 +12,7 @@ use super::agent::Binding;
 use super::checks::{self, Check, Level, Verdict, mask};
 use super::observed::Observed;
 use super::{CallRecord, ProbeOptions};
+use crate::secret::masked_header_value;
 
 /// The schema id of the JSON report; a new major number means a breaking change.
 pub const SCHEMA: &str = "a2a-push-hub/probe-report/v1";
@@ -120,27 +121,6 @@ pub struct Report {
     pub received: Vec<ReceivedFacts>,
 }
 
-/// Headers whose values are credentials: shown as `scheme ****` or `****`.
-const SECRET_HEADERS: [&str; 5] = [
-    "authorization",
-    "x-a2a-notification-token",
-    "a2a-notification-token",
-    "cookie",
-    "proxy-authorization",
-];
-
-fn mask_header(name: &str, value: &str, secrets: &[String]) -> String {
-    if !SECRET_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return mask(value, secrets);
-    }
-    match value.split_once(' ') {
-        Some((scheme, rest)) if name.eq_ignore_ascii_case("authorization") => {
-            format!("{scheme} **** ({} characters)", rest.len())
-        }
-        _ => format!("**** ({} characters)", value.len()),
-    }
-}
-
 fn millis(d: Duration) -> u64 {
     d.as_millis() as u64
 }
@@ -149,6 +129,7 @@ impl Report {
     pub(super) fn new(run: Run<'_>) -> Report {
         let observed = run.observed;
         let secrets = observed.secrets();
+        let secret_refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let count = |v: Verdict| run.checks.iter().filter(|c| c.result == v).count();
         let failed = |level: Level| {
             run.checks
@@ -194,7 +175,7 @@ impl Report {
                     headers: r
                         .headers
                         .iter()
-                        .map(|(n, v)| (n.clone(), mask_header(n, v, &secrets)))
+                        .map(|(n, v)| (n.clone(), masked_header_value(n, v, &secret_refs)))
                         .collect(),
                     body,
                     answer: checks::answered_text(&r.answered),

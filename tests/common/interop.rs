@@ -294,3 +294,16 @@ pub async fn gateway_in_front_of(agent: tokio::process::Command, python: &str, b
     assert_eq!(missing["error"]["code"], -32001, "{missing}");
     hub.stop().await;
 }
+
+/// The agent built on the Python SDK (`tests/interop/python/agent_server.py`), run by the
+/// Python that `A2A_INTEROP_PYTHON` names.
+pub fn python_sdk_agent() -> tokio::process::Command {
+    let python = std::env::var("A2A_INTEROP_PYTHON")
+        .expect("set A2A_INTEROP_PYTHON to a Python that has a2a-sdk==1.3.0 (see .ci/run)");
+    let mut agent = tokio::process::Command::new(python);
+    agent.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python/agent_server.py"
+    ));
+    agent
+}
