@@ -9,13 +9,7 @@ mod common;
 #[tokio::test]
 #[ignore = "needs Node.js and tests/interop/js/node_modules; run by .ci/run"]
 async fn a_js_sdk_agent_pushes_to_the_hub_after_remote_registration() {
-    let node = std::env::var("A2A_INTEROP_NODE")
-        .expect("set A2A_INTEROP_NODE to a node binary (see .ci/run)");
-    let mut agent = tokio::process::Command::new(node);
-    agent.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/js/js_agent.mjs"
-    ));
+    let agent = common::js_sdk_agent();
     // The JS SDK sends Authorization and, when authentication is set, no token header.
     common::agent_pushes_after_remote_registration(agent, "JSONRPC", &[("authorization", true)])
         .await;
@@ -24,12 +18,6 @@ async fn a_js_sdk_agent_pushes_to_the_hub_after_remote_registration() {
 #[tokio::test]
 #[ignore = "needs Node.js, tests/interop/js/node_modules and the Python SDK venv; run by .ci/run"]
 async fn the_gateway_makes_a_js_sdk_agents_pushes_reliable() {
-    let node = std::env::var("A2A_INTEROP_NODE").expect("set A2A_INTEROP_NODE (see .ci/run)");
     let python = std::env::var("A2A_INTEROP_PYTHON").expect("set A2A_INTEROP_PYTHON (see .ci/run)");
-    let mut agent = tokio::process::Command::new(node);
-    agent.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/js/js_agent.mjs"
-    ));
-    common::gateway_in_front_of(agent, &python, "JSONRPC").await;
+    common::gateway_in_front_of(common::js_sdk_agent(), &python, "JSONRPC").await;
 }

@@ -228,12 +228,7 @@ async fn a_python_sdk_agent_pushes_once_and_never_retries_over_either_binding() 
 #[tokio::test]
 #[ignore = "needs Node.js and tests/interop/js/node_modules; run by .ci/run"]
 async fn a_js_sdk_agent_sends_no_token_beside_authorization_and_gives_up_after_5_seconds() {
-    let node = std::env::var("A2A_INTEROP_NODE").expect("set A2A_INTEROP_NODE (see .ci/run)");
-    let mut agent = tokio::process::Command::new(node);
-    agent.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/js/js_agent.mjs"
-    ));
+    let agent = common::js_sdk_agent();
     let (_agent, port) = start_listening(agent).await;
     let report = run(options(&format!("http://127.0.0.1:{port}"), 4, 15))
         .await

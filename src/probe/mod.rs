@@ -310,6 +310,7 @@ async fn run_inline(context: Arc<Context>, spec: Inline) -> Scenario {
 
 /// A task started without a config; one registered while it runs, and the config methods.
 async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
+    let context = context.as_ref();
     let late_url = context.webhook.scenario_url("late", Plan::ok());
     let extra_url = context.webhook.scenario_url("extra", Plan::ok());
     let late_id = "probe-late".to_string();
@@ -342,59 +343,56 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
         .into_iter()
         .collect();
     let agent = &context.agent;
+    let task_ref = task_id.as_str();
     let show_config = |c: &Value| format!("config {}", c["id"]);
-    scenario.registered_at = Some(context.started.elapsed());
-    let created = context
-        .timed(
+    let create = |target: PushTarget, label: &'static str| async move {
+        context
+            .timed(
+                "late",
+                label,
+                agent.create_config(task_ref, &target),
+                show_config,
+            )
+            .await
+    };
+    let get = |id: String, label: &'static str| async move {
+        context
+            .timed("late", label, agent.get_config(task_ref, &id), show_config)
+            .await
+    };
+    let list = || {
+        context.timed(
             "late",
-            "CreateTaskPushNotificationConfig",
-            agent.create_config(&task_id, &scenario.target),
-            show_config,
+            "ListTaskPushNotificationConfigs",
+            agent.list_configs(task_ref),
+            |l| format!("{} configs", l.len()),
         )
-        .await;
+    };
+    let delete = |id: String, label: &'static str| async move {
+        context
+            .timed("late", label, agent.delete_config(task_ref, &id), |_| {
+                "deleted".to_string()
+            })
+            .await
+    };
+    scenario.registered_at = Some(context.started.elapsed());
+    let created = create(scenario.target.clone(), "CreateTaskPushNotificationConfig").await;
     let extra = PushTarget {
         id: None,
-        url: extra_url.clone(),
+        url: extra_url,
         token: Some(context.secret("token")),
         authentication: None,
     };
-    let created_without_id = context
-        .timed(
-            "late",
-            "CreateTaskPushNotificationConfig (no id)",
-            agent.create_config(&task_id, &extra),
-            show_config,
-        )
-        .await;
+    let created_without_id =
+        create(extra.clone(), "CreateTaskPushNotificationConfig (no id)").await;
     let doomed_id = "probe-doomed".to_string();
     let doomed = PushTarget {
         id: Some(doomed_id.clone()),
-        ..extra.clone()
+        ..extra
     };
-    let created_doomed = context
-        .timed(
-            "late",
-            "CreateTaskPushNotificationConfig (to delete)",
-            agent.create_config(&task_id, &doomed),
-            show_config,
-        )
-        .await;
-    let got = context
-        .timed(
-            "late",
-            "GetTaskPushNotificationConfig",
-            agent.get_config(&task_id, &late_id),
-            show_config,
-        )
-        .await;
-    let listed = context
-        .timed(
-            "late",
-            "ListTaskPushNotificationConfigs",
-            agent.list_configs(&task_id),
-            |l| format!("{} configs", l.len()),
-        )
-        .await;
+    let created_doomed = create(doomed, "CreateTaskPushNotificationConfig (to delete)").await;
+    let got = get(late_id.clone(), "GetTaskPushNotificationConfig").await;
+    let listed = list().await;
     let extra_id = created_without_id
         .as_ref()
         .ok()
@@ -419,51 +417,13 @@ async fn run_late(context: Arc<Context>) -> (Scenario, Option<ConfigCalls>) {
         deleted_again: None,
     };
     if calls.created_doomed.is_ok() {
-        let got_doomed = context
-            .timed(
-                "late",
-                "GetTaskPushNotificationConfig (to delete)",
-                agent.get_config(&task_id, &doomed_id),
-                show_config,
-            )
-            .await;
-        calls.got_doomed = Some(got_doomed);
-        let deleted = context
-            .timed(
-                "late",
-                "DeleteTaskPushNotificationConfig",
-                agent.delete_config(&task_id, &doomed_id),
-                |_| "deleted".to_string(),
-            )
-            .await;
-        let got_after = context
-            .timed(
-                "late",
-                "GetTaskPushNotificationConfig (deleted)",
-                agent.get_config(&task_id, &doomed_id),
-                show_config,
-            )
-            .await;
-        let listed_after = context
-            .timed(
-                "late",
-                "ListTaskPushNotificationConfigs",
-                agent.list_configs(&task_id),
-                |l| format!("{} configs", l.len()),
-            )
-            .await;
-        let deleted_again = context
-            .timed(
-                "late",
-                "DeleteTaskPushNotificationConfig (again)",
-                agent.delete_config(&task_id, &doomed_id),
-                |_| "deleted".to_string(),
-            )
-            .await;
-        calls.deleted = Some(deleted);
-        calls.got_after_delete = Some(got_after);
-        calls.listed_after_delete = Some(listed_after);
-        calls.deleted_again = Some(deleted_again);
+        let name = || doomed_id.clone();
+        calls.got_doomed = Some(get(name(), "GetTaskPushNotificationConfig (to delete)").await);
+        calls.deleted = Some(delete(name(), "DeleteTaskPushNotificationConfig").await);
+        calls.got_after_delete = Some(get(name(), "GetTaskPushNotificationConfig (deleted)").await);
+        calls.listed_after_delete = Some(list().await);
+        calls.deleted_again =
+            Some(delete(name(), "DeleteTaskPushNotificationConfig (again)").await);
     }
     if let Some(extra_id) = &extra_id {
         // Not graded: only so that the agent stops pushing there.

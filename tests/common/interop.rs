@@ -307,3 +307,16 @@ pub fn python_sdk_agent() -> tokio::process::Command {
     ));
     agent
 }
+
+/// The agent built on the JS SDK (`tests/interop/js/js_agent.mjs`), run by the node that
+/// `A2A_INTEROP_NODE` names.
+pub fn js_sdk_agent() -> tokio::process::Command {
+    let node = std::env::var("A2A_INTEROP_NODE")
+        .expect("set A2A_INTEROP_NODE to a node binary (see .ci/run)");
+    let mut agent = tokio::process::Command::new(node);
+    agent.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/js/js_agent.mjs"
+    ));
+    agent
+}
