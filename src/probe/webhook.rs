@@ -585,6 +585,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn scenario_urls_use_the_address_the_agent_reaches() {
+        let hook = Webhook::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Some("https://probe.example.net/tunnel/"),
+            Duration::from_secs(1),
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+        let url = hook.scenario_url("inline", Plan::ok());
+        assert!(
+            url.starts_with("https://probe.example.net/tunnel/probe/"),
+            "{url}"
+        );
+        assert!(url.ends_with("/inline"), "{url}");
+    }
+
+    #[tokio::test]
     async fn a_held_request_records_when_the_client_gave_up_and_a_reset_is_a_failure() {
         let hook = webhook(Duration::from_secs(10)).await;
         let held = hook.scenario_url("held", Plan::first(vec![Fault::Hang]));
