@@ -79,6 +79,14 @@ const SECRET_NAME_PARTS: [&str; 8] = [
     "session",
     "credential",
 ];
+/// Whether a header carries credentials by its name (`Authorization`, the token headers,
+/// `X-Api-Key`, anything with "token", "secret", "session", …).
+pub fn is_credential_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_HEADERS.contains(&lower.as_str())
+        || SECRET_NAME_PARTS.iter().any(|part| lower.contains(part))
+}
+
 /// Longest header value shown; the rest is cut.
 const MAX_SHOWN_HEADER_VALUE: usize = 512;
 
@@ -87,9 +95,7 @@ const MAX_SHOWN_HEADER_VALUE: usize = 512;
 /// to 512 characters.
 pub fn masked_header_value(name: &str, value: &str, secrets: &[&str]) -> String {
     let lower = name.to_ascii_lowercase();
-    let named_secret = SECRET_HEADERS.contains(&lower.as_str())
-        || SECRET_NAME_PARTS.iter().any(|part| lower.contains(part));
-    if named_secret || secrets.iter().any(|s| !s.is_empty() && value.contains(s)) {
+    if is_credential_header(name) || secrets.iter().any(|s| !s.is_empty() && value.contains(s)) {
         match (lower.as_str(), value.split_once(' ')) {
             ("authorization" | "proxy-authorization", Some((scheme, _))) => {
                 format!("{scheme} ****")

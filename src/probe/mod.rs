@@ -555,7 +555,20 @@ pub async fn run(options: ProbeOptions) -> Result<Report, ProbeError> {
         options: options.clone(),
         started,
         calls: Mutex::new(Vec::new()),
-        secrets: Mutex::new(Vec::new()),
+        // The agent's own credentials: masked too, should the agent echo them in an answer.
+        secrets: Mutex::new(
+            options
+                .headers
+                .iter()
+                .filter(|(name, _)| crate::secret::is_credential_header(name))
+                // `Bearer abc`: abc alone is the secret too.
+                .flat_map(|(_, value)| {
+                    [Some(value.as_str()), value.split_once(' ').map(|(_, c)| c)]
+                })
+                .flatten()
+                .map(str::to_string)
+                .collect(),
+        ),
     });
 
     let mut inline = tokio::task::JoinSet::new();
