@@ -274,7 +274,7 @@ async fn serve(
         metrics.clone(),
         delivery_shutdown.clone(),
     );
-    let state = api::AppState {
+    let state = api::AppState::new(api::Shared {
         configs: domain::PushConfigs {
             store: store.clone(),
             policy,
@@ -294,7 +294,7 @@ async fn serve(
         keyring,
         admin_token: chosen.admin_token,
         shutdown: shutdown.clone(),
-    };
+    });
     let follows = state.gateway.clone().map(gateway::follow::keep);
     let (public_limits, admin_limits) =
         listener::Limits::of_listeners(&state.settings.server, listener::raise_open_files_limit());

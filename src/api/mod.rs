@@ -18,7 +18,7 @@ mod rest;
 mod sse;
 mod state;
 
-pub use state::AppState;
+pub use state::{AppState, Shared};
 
 use axum::Router;
 use axum::http::HeaderMap;

@@ -17,8 +17,26 @@ use crate::metrics::Metrics;
 use crate::signing::Keyring;
 use crate::store::Store;
 
+/// The handlers' state. Axum clones it for every request, so it is one pointer: one atomic
+/// increment per request instead of one per service (and a copy of the admin token).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What the handlers share.
+pub struct Shared {
     pub configs: PushConfigs,
     pub events: Events,
     pub deliveries: Deliveries,

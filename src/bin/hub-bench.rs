@@ -1,6 +1,6 @@
 //! hub-bench: measures the hub end to end against the loopback limit of the same run.
 //!
-//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e] [--store postgres://…]`
+//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e,f] [--store postgres://…]`
 //!
 //! With `--store`, each hub keeps its state in a schema of its own (`bench_…`, dropped at the
 //! end) of that PostgreSQL database instead of the embedded store.
@@ -411,6 +411,82 @@ async fn throughput(
     json!({"hub": hub_result, "baseline": base, "hub_over_baseline": (ratio * 1000.0).round() / 1000.0})
 }
 
+/// (f): one event per request, as agent frameworks publish, from `clients` concurrent
+/// keep-alive clients: the rate the hub accepts at, the rate it delivers at, and how long each
+/// publish waited for its durable commit.
+async fn single_events(
+    http: &reqwest::Client,
+    sink: &Arc<Sink>,
+    sink_addr: SocketAddr,
+    tasks: usize,
+    events_per_task: usize,
+    clients: usize,
+) -> Value {
+    let hub = Hub::start();
+    let task_ids: Vec<String> = (0..tasks).map(|t| format!("single-{t}")).collect();
+    register(http, &hub, &task_ids, 1, sink_addr).await;
+    let events: Vec<(String, usize)> = (0..events_per_task)
+        .flat_map(|n| task_ids.iter().map(move |t| (t.clone(), n)))
+        .collect();
+    let count = events.len() as u64;
+    sink.reset();
+    let (_, cpu_before) = hub.usage();
+    let started = Instant::now();
+    let accept_us = publish_timed(
+        http,
+        &format!("http://{}/api/v1/events", hub.admin),
+        events.clone(),
+        clients,
+    )
+    .await;
+    let accepted_s = started.elapsed().as_secs_f64();
+    let complete = wait_for(sink, count, Duration::from_secs(300)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (rss, cpu_after) = hub.usage();
+    let arrived = sink.arrived.load(Ordering::SeqCst) as f64;
+    let hub_result = json!({"events": count, "clients": clients, "complete": complete,
+        "accepted_per_s": (count as f64 / accepted_s).round(), "delivered_per_s": (arrived / elapsed).round(),
+        "accept_latency": percentiles(&mut accept_us.clone()),
+        "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "hub_peak_rss_mib": rss,
+        "hub_cpu_s": cpu_after - cpu_before, "hub_cpu_us_per_event": ((cpu_after - cpu_before) * 1e6 / count as f64).round()});
+    drop(hub);
+    let base = baseline(http, sink, sink_addr, events).await;
+    let ratio = (arrived / elapsed) / base["delivered_per_s"].as_f64().unwrap_or(1.0);
+    json!({"hub": hub_result, "baseline": base, "hub_over_baseline": (ratio * 1000.0).round() / 1000.0})
+}
+
+/// Posts one event per request with `concurrency` workers; returns each request's time to
+/// its answer, µs.
+async fn publish_timed(
+    http: &reqwest::Client,
+    url: &str,
+    events: Vec<(String, usize)>,
+    concurrency: usize,
+) -> Vec<u64> {
+    let queue = Arc::new(Mutex::new(events));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (http, url, queue) = (http.clone(), url.to_string(), queue.clone());
+        workers.push(tokio::spawn(async move {
+            let mut took = Vec::new();
+            loop {
+                let Some((task, n)) = queue.lock().unwrap().pop() else {
+                    return took;
+                };
+                let posted = Instant::now();
+                let response = http.post(&url).json(&event(&task, n)).send().await.unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                took.push(posted.elapsed().as_micros() as u64);
+            }
+        }));
+    }
+    let mut took = Vec::new();
+    for worker in workers {
+        took.extend(worker.await.unwrap());
+    }
+    took
+}
+
 async fn fixed_rate(
     http: &reqwest::Client,
     sink: &Arc<Sink>,
@@ -521,7 +597,7 @@ async fn main() {
         .iter()
         .position(|a| a == "--scenarios")
         .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "a,b,c,d,e".to_string());
+        .unwrap_or_else(|| "a,b,c,d,e,f".to_string());
     let store = args
         .iter()
         .position(|a| a == "--store")
@@ -570,8 +646,20 @@ async fn main() {
                 json!({"name": format!("fan-out: 1 task x 100 configs x {events} events"),
                     "result": throughput("e", &http, &sink, sink_addr, 1, 100, events).await})
             }
+            "f" => {
+                let (tasks, per_task) = if quick { (1_000, 10) } else { (1_000, 50) };
+                let mut runs = serde_json::Map::new();
+                for clients in [32, 128] {
+                    runs.insert(
+                        format!("{clients}_clients"),
+                        single_events(&http, &sink, sink_addr, tasks, per_task, clients).await,
+                    );
+                }
+                json!({"name": format!("single events: {tasks} tasks x {per_task} events, one event per request, 32 and 128 clients"),
+                    "result": Value::Object(runs)})
+            }
             other => {
-                json!({"name": other, "result": "unknown scenario (a, b, c, d, e are implemented)"})
+                json!({"name": other, "result": "unknown scenario (a, b, c, d, e, f are implemented)"})
             }
         };
         eprintln!("{scenario}: {result}");
