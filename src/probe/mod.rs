@@ -184,6 +184,7 @@ impl Context {
     async fn settle(&self, scenario: &str) {
         let deadline = Instant::now() + self.options.retry_wait + self.options.hang_limit + SETTLE;
         loop {
+            let next_arrival = self.webhook.next_arrival();
             let received: Vec<_> = self
                 .webhook
                 .received()
@@ -219,7 +220,7 @@ impl Context {
             } else {
                 (self.started + quiet_until).min(deadline)
             };
-            self.webhook.wait_for_request(wake).await;
+            let _ = tokio::time::timeout_at(wake.into(), next_arrival).await;
         }
     }
 }

@@ -192,10 +192,10 @@ impl Webhook {
         lock(&self.shared.received).clone()
     }
 
-    /// Waits until a request arrives or `deadline` passes.
-    pub async fn wait_for_request(&self, deadline: Instant) {
-        let arrived = self.shared.arrived.notified();
-        let _ = tokio::time::timeout_at(deadline.into(), arrived).await;
+    /// A future that completes at the next arrival (or the end of a held request). Take it
+    /// before looking at `received`, so that nothing that happens in between is missed.
+    pub fn next_arrival(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.arrived.notified()
     }
 
     pub fn stop(&self) {
@@ -622,6 +622,7 @@ mod tests {
         assert!(http.post(&reset).body("{}").send().await.is_err());
         let deadline = Instant::now() + Duration::from_secs(5);
         let gave_up = loop {
+            let next = hook.next_arrival();
             let received = hook.received();
             if let Some(Answered::Hang {
                 gave_up_after: Some(after),
@@ -634,8 +635,7 @@ mod tests {
                 Instant::now() < deadline,
                 "the hang never ended: {received:?}"
             );
-            hook.wait_for_request(Instant::now() + Duration::from_millis(100))
-                .await;
+            let _ = tokio::time::timeout(Duration::from_millis(100), next).await;
         };
         assert!(
             gave_up >= Duration::from_millis(350) && gave_up < Duration::from_secs(3),
