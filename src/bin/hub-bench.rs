@@ -309,14 +309,14 @@ async fn register(
 }
 
 /// Posts `events` to `url` in batches (`batch` > 1: the hub's batch API) with `concurrency`
-/// workers; returns when all were accepted.
+/// workers; returns when all were accepted, with each request's time to its answer, µs.
 async fn publish(
     http: &reqwest::Client,
     url: &str,
     events: Vec<(String, usize)>,
     batch: usize,
     concurrency: usize,
-) {
+) -> Vec<u64> {
     let queue = Arc::new(Mutex::new(
         events.chunks(batch).map(|c| c.to_vec()).collect::<Vec<_>>(),
     ));
@@ -324,23 +324,28 @@ async fn publish(
     for _ in 0..concurrency {
         let (http, url, queue) = (http.clone(), url.to_string(), queue.clone());
         workers.push(tokio::spawn(async move {
+            let mut took = Vec::new();
             loop {
                 let Some(chunk) = queue.lock().unwrap().pop() else {
-                    return;
+                    return took;
                 };
                 let body = if batch > 1 {
                     Value::Array(chunk.iter().map(|(t, n)| event(t, *n)).collect())
                 } else {
                     event(&chunk[0].0, chunk[0].1)
                 };
+                let posted = Instant::now();
                 let response = http.post(&url).json(&body).send().await.unwrap();
                 assert!(response.status().is_success(), "{}", response.status());
+                took.push(posted.elapsed().as_micros() as u64);
             }
         }));
     }
+    let mut took = Vec::new();
     for worker in workers {
-        worker.await.unwrap();
+        took.extend(worker.await.unwrap());
     }
+    took
 }
 
 /// The same bodies straight to the sink: the loopback limit of this machine, this run.
@@ -432,10 +437,11 @@ async fn single_events(
     sink.reset();
     let (_, cpu_before) = hub.usage();
     let started = Instant::now();
-    let accept_us = publish_timed(
+    let accept_us = publish(
         http,
         &format!("http://{}/api/v1/events", hub.admin),
         events.clone(),
+        1,
         clients,
     )
     .await;
@@ -453,38 +459,6 @@ async fn single_events(
     let base = baseline(http, sink, sink_addr, events).await;
     let ratio = (arrived / elapsed) / base["delivered_per_s"].as_f64().unwrap_or(1.0);
     json!({"hub": hub_result, "baseline": base, "hub_over_baseline": (ratio * 1000.0).round() / 1000.0})
-}
-
-/// Posts one event per request with `concurrency` workers; returns each request's time to
-/// its answer, µs.
-async fn publish_timed(
-    http: &reqwest::Client,
-    url: &str,
-    events: Vec<(String, usize)>,
-    concurrency: usize,
-) -> Vec<u64> {
-    let queue = Arc::new(Mutex::new(events));
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (http, url, queue) = (http.clone(), url.to_string(), queue.clone());
-        workers.push(tokio::spawn(async move {
-            let mut took = Vec::new();
-            loop {
-                let Some((task, n)) = queue.lock().unwrap().pop() else {
-                    return took;
-                };
-                let posted = Instant::now();
-                let response = http.post(&url).json(&event(&task, n)).send().await.unwrap();
-                assert!(response.status().is_success(), "{}", response.status());
-                took.push(posted.elapsed().as_micros() as u64);
-            }
-        }));
-    }
-    let mut took = Vec::new();
-    for worker in workers {
-        took.extend(worker.await.unwrap());
-    }
-    took
 }
 
 async fn fixed_rate(
