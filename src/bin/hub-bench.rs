@@ -1,6 +1,6 @@
 //! hub-bench: measures the hub end to end against the loopback limit of the same run.
 //!
-//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e,f] [--store postgres://…]`
+//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e,f,g] [--store postgres://…]`
 //!
 //! With `--store`, each hub keeps its state in a schema of its own (`bench_…`, dropped at the
 //! end) of that PostgreSQL database instead of the embedded store.
@@ -461,6 +461,15 @@ async fn single_events(
     json!({"hub": hub_result, "baseline": base, "hub_over_baseline": (ratio * 1000.0).round() / 1000.0})
 }
 
+/// How a fixed-rate load reaches the hub.
+#[derive(Clone, Copy, PartialEq)]
+enum Sending {
+    /// Each millisecond's events in one request to the batch API.
+    Batches,
+    /// One request per event (`POST /api/v1/events`), as agent frameworks publish.
+    Single,
+}
+
 async fn fixed_rate(
     http: &reqwest::Client,
     sink: &Arc<Sink>,
@@ -468,6 +477,7 @@ async fn fixed_rate(
     per_second: usize,
     seconds: u64,
     hanging: Option<SocketAddr>,
+    sending: Sending,
 ) -> Value {
     let hub = Hub::start();
     let tasks: Vec<String> = (0..1000).map(|t| format!("rate-{t}")).collect();
@@ -480,7 +490,10 @@ async fn fixed_rate(
     let (_, cpu_before) = hub.usage();
     let ticks_per_s = 1000;
     let per_tick = per_second / ticks_per_s;
-    let url = format!("http://{}/api/v1/events:batch", hub.admin);
+    let url = match sending {
+        Sending::Batches => format!("http://{}/api/v1/events:batch", hub.admin),
+        Sending::Single => format!("http://{}/api/v1/events", hub.admin),
+    };
     let mut interval = tokio::time::interval(Duration::from_millis(1000 / ticks_per_s as u64));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sent = 0usize;
@@ -488,23 +501,27 @@ async fn fixed_rate(
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(seconds) {
         interval.tick().await;
-        let body = Value::Array(
-            (0..per_tick)
-                .map(|i| event(&tasks[(sent + i) % tasks.len()], sent + i))
-                .collect(),
-        );
+        let events: Vec<Value> = (0..per_tick)
+            .map(|i| event(&tasks[(sent + i) % tasks.len()], sent + i))
+            .collect();
         sent += per_tick;
-        let (http, url) = (http.clone(), url.clone());
-        inflight.push(tokio::spawn(async move {
-            let posted = Instant::now();
-            let accepted = http
-                .post(&url)
-                .json(&body)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            accepted.then(|| posted.elapsed().as_micros() as u64)
-        }));
+        let bodies = match sending {
+            Sending::Batches => vec![Value::Array(events)],
+            Sending::Single => events,
+        };
+        for body in bodies {
+            let (http, url) = (http.clone(), url.clone());
+            inflight.push(tokio::spawn(async move {
+                let posted = Instant::now();
+                let accepted = http
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                accepted.then(|| posted.elapsed().as_micros() as u64)
+            }));
+        }
     }
     // How long the hub took to accept (the durable commit included): the part of the
     // publish-to-arrival latency spent before delivery starts.
@@ -514,9 +531,14 @@ async fn fixed_rate(
             intake_us.push(us);
         }
     }
-    let complete = wait_for(sink, sent as u64, Duration::from_secs(60)).await;
+    // Events whose request failed (refused, reset) were never accepted, so never delivered.
+    let accepted = match sending {
+        Sending::Batches => intake_us.len() * per_tick,
+        Sending::Single => intake_us.len(),
+    };
+    let complete = wait_for(sink, accepted as u64, Duration::from_secs(60)).await;
     let (rss, cpu_after) = hub.usage();
-    json!({"events_per_s": per_second, "seconds": seconds, "deliveries": sent, "complete": complete,
+    json!({"events_per_s": per_second, "seconds": seconds, "sent": sent, "accepted": accepted, "complete": complete,
         "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "intake_latency": percentiles(&mut intake_us),
         "hub_peak_rss_mib": rss, "hub_cpu_s": cpu_after - cpu_before})
 }
@@ -571,7 +593,7 @@ async fn main() {
         .iter()
         .position(|a| a == "--scenarios")
         .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "a,b,c,d,e,f".to_string());
+        .unwrap_or_else(|| "a,b,c,d,e,f,g".to_string());
     let store = args
         .iter()
         .position(|a| a == "--store")
@@ -602,13 +624,13 @@ async fn main() {
             }
             "b" => {
                 let seconds = if quick { 5 } else { 20 };
-                json!({"name": format!("latency: 5,000 events/s for {seconds} s"), "result": fixed_rate(&http, &sink, sink_addr, 5_000, seconds, None).await})
+                json!({"name": format!("latency: 5,000 events/s for {seconds} s"), "result": fixed_rate(&http, &sink, sink_addr, 5_000, seconds, None, Sending::Batches).await})
             }
             "c" => {
                 let seconds = if quick { 5 } else { 20 };
                 let hanging = start_hanging_sink().await;
                 json!({"name": format!("isolation: 5,000 events/s for {seconds} s, 10 % of tasks also push to a receiver that never answers"),
-                    "result": fixed_rate(&http, &sink, sink_addr, 5_000, seconds, Some(hanging)).await})
+                    "result": fixed_rate(&http, &sink, sink_addr, 5_000, seconds, Some(hanging), Sending::Batches).await})
             }
             "d" => {
                 let per_task = if quick { 10 } else { 100 };
@@ -632,8 +654,29 @@ async fn main() {
                 json!({"name": format!("single events: {tasks} tasks x {per_task} events, one event per request, 32 and 128 clients"),
                     "result": Value::Object(runs)})
             }
+            "g" => {
+                let seconds = if quick { 5 } else { 20 };
+                let mut runs = serde_json::Map::new();
+                for per_second in [5_000, 10_000] {
+                    runs.insert(
+                        format!("{per_second}_per_s"),
+                        fixed_rate(
+                            &http,
+                            &sink,
+                            sink_addr,
+                            per_second,
+                            seconds,
+                            None,
+                            Sending::Single,
+                        )
+                        .await,
+                    );
+                }
+                json!({"name": format!("latency of single events: a fixed 5,000 and 10,000 events/s for {seconds} s, one request per event"),
+                    "result": Value::Object(runs)})
+            }
             other => {
-                json!({"name": other, "result": "unknown scenario (a, b, c, d, e, f are implemented)"})
+                json!({"name": other, "result": "unknown scenario (a to g are implemented)"})
             }
         };
         eprintln!("{scenario}: {result}");
