@@ -22,8 +22,11 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Connections open at once.
 const MAX_CONNECTIONS: usize = 256;
-/// How long a connection may stay silent between requests.
+/// How long a connection may stay silent between requests, and the most a request head may
+/// take to arrive.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most a request body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests recorded at most; past it the webhook answers 503 and records nothing, so that a
 /// flood (the listener may face a network) cannot exhaust memory.
 const MAX_RECORDED: usize = 10_000;
@@ -342,7 +345,14 @@ async fn serve_connection(stream: TcpStream, shared: &Shared) {
         buffer: Vec::new(),
     };
     loop {
-        let head = match connection.take_until(b"\r\n\r\n", MAX_HEAD_BYTES).await {
+        // Whole-request deadlines, so that a peer trickling bytes cannot hold a slot for ever.
+        let head = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            connection.take_until(b"\r\n\r\n", MAX_HEAD_BYTES),
+        )
+        .await
+        .unwrap_or(Err(ReadError::Closed));
+        let head = match head {
             Ok(head) => head,
             Err(ReadError::Closed) => return,
             Err(ReadError::Bad(why)) => return refuse(&mut connection.stream, 431, why).await,
@@ -367,7 +377,10 @@ async fn serve_connection(stream: TcpStream, shared: &Shared) {
             ),
             _ => return refuse(&mut connection.stream, 400, "malformed request").await,
         };
-        let body = match connection.read_body(&headers).await {
+        let body = tokio::time::timeout(BODY_TIMEOUT, connection.read_body(&headers))
+            .await
+            .unwrap_or(Err(ReadError::Closed));
+        let body = match body {
             Ok(body) => body,
             Err(ReadError::Closed) => return,
             Err(ReadError::Bad(why)) => return refuse(&mut connection.stream, 413, why).await,
