@@ -35,6 +35,7 @@ pub(crate) mod secret;
 pub(crate) mod signing;
 pub(crate) mod ssrf;
 pub(crate) mod store;
+pub(crate) mod trace;
 
 #[cfg(test)]
 mod property_tests;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ use crate::domain::push_configs::resolve_tenant;
 use crate::domain::{Deliveries, deliveries, events, tasks};
 use crate::inbound::{Inbound, subscriptions};
 use crate::store::{DeliveryFilter, DeliveryState};
+use crate::trace::TraceContext;
 
 pub fn routes(state: AppState) -> Router {
     let api = Router::new()
@@ -176,13 +177,15 @@ fn tenant_and_body(
 async fn publish_one(
     State(state): State<AppState>,
     AdminQuery(query): AdminQuery<TenantQuery>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (tenant, body) = match tenant_and_body(&state, &query, body) {
         Ok(parts) => parts,
         Err(response) => return response,
     };
-    match events::publish_one(&state.events, &tenant, &body).await {
+    let trace = TraceContext::from_headers(&headers);
+    match events::publish_one(&state.events, &tenant, &body, trace.as_ref()).await {
         Ok(published) => (StatusCode::ACCEPTED, Json(published)).into_response(),
         Err(e) => problem_for(&e),
     }
@@ -191,13 +194,15 @@ async fn publish_one(
 async fn publish_batch(
     State(state): State<AppState>,
     AdminQuery(query): AdminQuery<TenantQuery>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (tenant, body) = match tenant_and_body(&state, &query, body) {
         Ok(parts) => parts,
         Err(response) => return response,
     };
-    match events::publish_batch(&state.events, &tenant, &body).await {
+    let trace = TraceContext::from_headers(&headers);
+    match events::publish_batch(&state.events, &tenant, &body, trace.as_ref()).await {
         Ok(published) => {
             (StatusCode::ACCEPTED, Json(json!({ "events": published }))).into_response()
         }

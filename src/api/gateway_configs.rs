@@ -124,7 +124,7 @@ pub async fn after_config_created(
     if after != before && newest == seen {
         let snapshot = json!({"task": after}).to_string();
         let published: Result<PublishedEvent, DomainError> =
-            events::publish_one(&state.events, tenant, snapshot.as_bytes()).await;
+            events::publish_one(&state.events, tenant, snapshot.as_bytes(), None).await;
         published.map_err(|e| to_a2a(&e))?;
     }
     Ok(())

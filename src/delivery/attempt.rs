@@ -80,7 +80,9 @@ pub async fn run(engine: &Engine, delivery_id: &str, answered: impl FnOnce(Answe
         delivery_id,
         task_id = tracing::field::Empty,
         sequence = tracing::field::Empty,
-        attempt = tracing::field::Empty
+        attempt = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty
     );
     attempt(engine, delivery_id, answered, span.clone())
         .instrument(span)
@@ -123,6 +125,17 @@ async fn attempt(
     span.record("task_id", delivery.task_id.as_str());
     span.record("sequence", delivery.sequence);
     span.record("attempt", number);
+    // The attempt is a span of the publisher's trace, with an id of its own.
+    let trace = context.event.trace.as_ref().map(|trace| {
+        let span_id = crate::trace::new_span_id();
+        span.record("trace_id", trace.trace_id());
+        span.record("span_id", span_id.as_str());
+        request::AttemptTrace {
+            traceparent: trace.child(&span_id),
+            tracestate: trace.tracestate.as_deref(),
+            baggage: trace.baggage.as_deref(),
+        }
+    });
 
     let started_at_ms = now_ms();
     let started = Instant::now();
@@ -131,6 +144,7 @@ async fn attempt(
         timestamp_s: started_at_ms / 1000,
         now_ms: started_at_ms,
         issuer: &engine.issuer,
+        trace: trace.as_ref(),
     };
     let body = match &delivery.body_v03 {
         Some(task) => task.as_bytes(),
@@ -183,6 +197,7 @@ async fn attempt(
         error_class: answer.outcome.class().to_string(),
         error,
         response_snippet: answer.snippet,
+        traceparent: trace.map(|t| t.traceparent),
     };
     match engine
         .store

@@ -18,6 +18,16 @@ pub struct Attempt<'a> {
     pub now_ms: u64,
     /// The hub's public base URL (`iss`).
     pub issuer: &'a str,
+    /// The attempt's place in the publisher's trace, when the event has one.
+    pub trace: Option<&'a AttemptTrace<'a>>,
+}
+
+/// W3C Trace Context and Baggage headers of one attempt.
+pub struct AttemptTrace<'a> {
+    /// The attempt's own span in the publisher's trace.
+    pub traceparent: String,
+    pub tracestate: Option<&'a str>,
+    pub baggage: Option<&'a str>,
 }
 
 /// Headers of one attempt, signatures included. Fails when a stored value cannot be an HTTP
@@ -110,6 +120,24 @@ pub fn headers(
         HeaderName::from_static("x-a2a-push-sequence"),
         HeaderValue::from(delivery.sequence),
     );
+    if let Some(trace) = attempt.trace {
+        headers.insert(
+            HeaderName::from_static("traceparent"),
+            value("traceparent", &trace.traceparent)?,
+        );
+        if let Some(tracestate) = trace.tracestate {
+            headers.insert(
+                HeaderName::from_static("tracestate"),
+                value("tracestate", tracestate)?,
+            );
+        }
+        if let Some(baggage) = trace.baggage {
+            headers.insert(
+                HeaderName::from_static("baggage"),
+                value("baggage", baggage)?,
+            );
+        }
+    }
     Ok(headers)
 }
 
@@ -170,6 +198,7 @@ mod tests {
             timestamp_s: 1_700_000_000,
             now_ms: 1_700_000_000_000,
             issuer: "https://hub",
+            trace: None,
         };
         let ct = HeaderValue::from_static("application/a2a+json");
         headers(config, &delivery(), &ct, b"{}", &keys, &attempt).unwrap()

@@ -81,6 +81,9 @@ pub struct AttemptView {
     pub error_class: String,
     pub error: Option<String>,
     pub response_snippet: Option<String>,
+    /// The attempt's span in the publisher's trace, as sent; absent outside a trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl From<AttemptRecord> for AttemptView {
@@ -93,6 +96,7 @@ impl From<AttemptRecord> for AttemptView {
             error_class: a.error_class,
             error: a.error,
             response_snippet: a.response_snippet,
+            traceparent: a.traceparent,
         }
     }
 }

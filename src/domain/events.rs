@@ -11,6 +11,7 @@ use crate::a2a::event::parse_event;
 use crate::a2a::params::InvalidField;
 use crate::metrics::Metrics;
 use crate::store::{ConfigSnapshot, NewEvent, PublishedEvent, Store};
+use crate::trace::{TraceContext, TraceError};
 
 /// Publishing: what it needs.
 #[derive(Clone)]
@@ -22,15 +23,17 @@ pub struct Events {
 /// Most events in one batch request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
-/// Publishes one event given as raw JSON bytes.
+/// Publishes one event given as raw JSON bytes, in the trace `trace` (the request's) unless
+/// the event names its own.
 pub async fn publish_one(
     events: &Events,
     tenant: &str,
     body: &[u8],
+    trace: Option<&TraceContext>,
 ) -> Result<PublishedEvent, DomainError> {
     let raw: Box<RawValue> = serde_json::from_slice(body)
         .map_err(|e| InvalidField::new("body", format!("is not valid JSON: {e}")))?;
-    let event = validate(tenant, raw, "")?;
+    let event = validate(tenant, raw, "", trace)?;
     let mut published = store_events(events, vec![event]).await?;
     published.pop().ok_or_else(|| {
         DomainError::Store(crate::store::StoreError::Storage(
@@ -40,10 +43,12 @@ pub async fn publish_one(
 }
 
 /// Publishes a JSON array of events atomically: one invalid event rejects the whole batch.
+/// Each event is in the trace it names, or else in `trace` (the request's).
 pub async fn publish_batch(
     events: &Events,
     tenant: &str,
     body: &[u8],
+    trace: Option<&TraceContext>,
 ) -> Result<Vec<PublishedEvent>, DomainError> {
     let items: Vec<Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
         InvalidField::new(
@@ -67,7 +72,7 @@ pub async fn publish_batch(
     let new = items
         .into_iter()
         .enumerate()
-        .map(|(i, raw)| validate(tenant, raw, &format!("[{i}]")))
+        .map(|(i, raw)| validate(tenant, raw, &format!("[{i}]"), trace))
         .collect::<Result<Vec<_>, _>>()?;
     store_events(events, new).await
 }
@@ -85,35 +90,71 @@ async fn store_events(
 /// Longest principal name the event API accepts as an `owner`.
 const MAX_OWNER_LEN: usize = 256;
 
-fn validate(tenant: &str, raw: Box<RawValue>, at: &str) -> Result<NewEvent, InvalidField> {
+/// The hub's own fields beside an event: taken out so receivers get the event exactly as the
+/// A2A protocol defines it.
+const HUB_FIELDS: [&str; 4] = ["owner", "traceparent", "tracestate", "baggage"];
+
+fn validate(
+    tenant: &str,
+    raw: Box<RawValue>,
+    at: &str,
+    request_trace: Option<&TraceContext>,
+) -> Result<NewEvent, InvalidField> {
     let mut value: Value = serde_json::from_str(raw.get()).map_err(|e| {
         InvalidField::new(
             if at.is_empty() { "body" } else { at },
             format!("is not valid JSON: {e}"),
         )
     })?;
-    // `owner` is the hub's, beside the StreamResponse: taken out so receivers get the event
-    // exactly as the A2A protocol defines it.
-    let owner = match value
-        .as_object_mut()
-        .and_then(|event| event.remove("owner"))
-    {
+    let field = |name: &str| format!("{at}{}{name}", if at.is_empty() { "" } else { "." });
+    let mut hub_fields =
+        HUB_FIELDS.map(|name| value.as_object_mut().and_then(|event| event.remove(name)));
+    let had_hub_fields = hub_fields.iter().any(Option::is_some);
+    let [owner, traceparent, tracestate, baggage] = &mut hub_fields;
+    let owner = match owner.take() {
         None => None,
         Some(Value::String(owner)) if (1..=MAX_OWNER_LEN).contains(&owner.len()) => Some(owner),
         Some(_) => {
             return Err(InvalidField::new(
-                format!("{at}{}owner", if at.is_empty() { "" } else { "." }),
+                field("owner"),
                 format!(
                     "must be the principal the task belongs to: a string of 1 to {MAX_OWNER_LEN} characters"
                 ),
             ));
         }
     };
+    let text = |name: &str, value: &Option<Value>| match value {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(InvalidField::new(
+            field(name),
+            "must be a string (a W3C Trace Context or Baggage header value)",
+        )),
+    };
+    let (traceparent, tracestate, baggage) = (
+        text("traceparent", traceparent)?,
+        text("tracestate", tracestate)?,
+        text("baggage", baggage)?,
+    );
+    let own_trace = TraceContext::parse(
+        traceparent.as_deref(),
+        tracestate.as_deref(),
+        baggage.as_deref(),
+    )
+    .map_err(|e| {
+        let name = match e {
+            TraceError::Tracestate => "tracestate",
+            TraceError::Baggage => "baggage",
+            TraceError::Traceparent | TraceError::Orphan => "traceparent",
+        };
+        InvalidField::new(field(name), e.to_string())
+    })?;
     let parsed = parse_event(&value, at)?;
-    let body = match owner {
-        None => raw,
-        Some(_) => serde_json::value::to_raw_value(&value)
-            .map_err(|e| InvalidField::new("body", format!("cannot be stored: {e}")))?,
+    let body = if !had_hub_fields {
+        raw
+    } else {
+        serde_json::value::to_raw_value(&value)
+            .map_err(|e| InvalidField::new("body", format!("cannot be stored: {e}")))?
     };
     Ok(NewEvent {
         tenant: tenant.to_string(),
@@ -121,6 +162,7 @@ fn validate(tenant: &str, raw: Box<RawValue>, at: &str) -> Result<NewEvent, Inva
         event: parsed.event,
         body,
         owner,
+        trace: own_trace.or_else(|| request_trace.cloned()),
     })
 }
 

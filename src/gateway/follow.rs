@@ -288,6 +288,7 @@ async fn catch_up(
             &gateway.services.events,
             tenant,
             event.to_string().as_bytes(),
+            None,
         )
         .await
         {
@@ -354,6 +355,7 @@ async fn stream_once(
                 &gateway.services.events,
                 tenant,
                 event.to_string().as_bytes(),
+                None,
             )
             .await
             {

@@ -17,6 +17,7 @@ use crate::store::{
     CheckResult, GatewayIntake, InboundAccept, InboundOutcome, InboundRoute, JwtProfile,
     ReceiptRecord, ReplayKey, SubscriptionRecord, now_ms,
 };
+use crate::trace::TraceContext;
 
 /// The answer to the pushing peer.
 #[derive(Debug, Clone)]
@@ -347,6 +348,11 @@ pub async fn intake(
         body,
         route: route_of(&subscription),
         receipt: receipt(&request, &subscription, "accepted", 200, checks, notes),
+        trace: TraceContext::received(
+            request.header("traceparent"),
+            request.header("tracestate"),
+            request.header("baggage"),
+        ),
     };
     match inbound.store.accept_inbound(accept).await {
         Ok(InboundOutcome::Accepted {

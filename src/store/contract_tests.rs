@@ -46,6 +46,7 @@ fn status_event(task_id: &str, state: &str) -> NewEvent {
         event: parsed.event,
         body: serde_json::value::to_raw_value(&value).unwrap(),
         owner: None,
+        trace: None,
     }
 }
 
@@ -220,14 +221,27 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
         .put_config(config("t", "a"), anyone(10))
         .await
         .unwrap();
+    let trace = crate::trace::TraceContext::parse(
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        Some("vendor=1"),
+        None,
+    )
+    .unwrap();
     let published = store
-        .publish(vec![status_event("t", "TASK_STATE_WORKING")])
+        .publish(vec![NewEvent {
+            trace: trace.clone(),
+            ..status_event("t", "TASK_STATE_WORKING")
+        }])
         .await
         .unwrap();
     let id = published[0].deliveries[0].delivery_id.clone();
     let context = store.attempt_context(id.clone()).await.unwrap().unwrap();
     assert_eq!(context.config.unwrap().id, "a");
     assert_eq!(context.event.sequence, 1);
+    assert_eq!(
+        context.event.trace, trace,
+        "the event's trace is kept with it"
+    );
     let attempt = |number| AttemptRecord {
         number,
         started_at_ms: 10,
@@ -236,6 +250,7 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
         error_class: "http_status".into(),
         error: Some("HTTP 500".into()),
         response_snippet: None,
+        traceparent: None,
     };
     let retry = DeliveryUpdate::Retry {
         next_attempt_at_ms: 99,
@@ -298,6 +313,7 @@ async fn replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_on
         error_class: "connect".into(),
         error: Some("refused".into()),
         response_snippet: None,
+        traceparent: None,
     };
     store
         .record_attempt(
@@ -392,6 +408,7 @@ fn push(subscription_id: &str, replay_key: &str, route: InboundRoute) -> Inbound
         push_sequence: None,
         event: event.event,
         body: event.body,
+        trace: None,
         route,
         receipt: ReceiptRecord {
             number: 0,

@@ -11,6 +11,7 @@ pub use crate::a2a::push_config::Authentication;
 use crate::a2a::push_config::ConfigView;
 use crate::a2a::version::WireVersion;
 use crate::secret::Secret;
+use crate::trace::TraceContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,6 +82,8 @@ pub struct NewEvent {
     /// The principal the publisher declares the task belongs to: it becomes the task's owner,
     /// and configs another principal registered are removed.
     pub owner: Option<String>,
+    /// The trace the publisher was in: every attempt to deliver the event is a span of it.
+    pub trace: Option<TraceContext>,
 }
 
 /// A task snapshot for one config (see `Store::deliver_snapshot`).
@@ -110,6 +113,9 @@ pub struct EventRecord {
     pub sequence: u64,
     pub received_at_ms: u64,
     pub body: Box<RawValue>,
+    /// Kept so that every attempt, after a restart too, joins the publisher's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 /// What `publish` created for one event.
@@ -208,6 +214,9 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// The first bytes of the receiver's answer (lossy UTF-8).
     pub response_snippet: Option<String>,
+    /// The `traceparent` the attempt sent: the attempt's span in the publisher's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What an attempt decided for its delivery.
@@ -466,6 +475,8 @@ pub struct InboundAccept {
     /// Where the accepted event goes besides the subscription's own log.
     pub route: InboundRoute,
     pub receipt: ReceiptRecord,
+    /// The peer's trace context, carried on to where the event is routed.
+    pub trace: Option<TraceContext>,
 }
 
 /// One identifier of an inbound push for the replay cache.

@@ -104,6 +104,7 @@ pub(super) fn publish_one(
         sequence,
         received_at_ms: now,
         body: new.body,
+        trace: new.trace,
     };
     tables.insert(
         Table::Events,

@@ -221,6 +221,7 @@ fn accept_inbound_in(
                 event: accept.event,
                 body: accept.body,
                 owner: None,
+                trace: accept.trace,
             };
             Some(publish_one(sealing, tables, event, now)?)
         }
@@ -252,6 +253,7 @@ fn accept_inbound_in(
                 event: accept.event,
                 body: accept.body,
                 owner: None,
+                trace: accept.trace,
             };
             Some(publish_one(sealing, tables, event, now)?)
         }

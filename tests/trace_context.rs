@@ -1,0 +1,266 @@
+//! W3C Trace Context through the hub: what a publisher or a peer agent sent arrives at the
+//! webhook as a span of the same trace — one span per attempt, retries included, after a
+//! crash too — with `tracestate` and `baggage` carried over.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    HubProcess, Receiver, Reply, TestHub, create_subscription, fast_delivery, http_client, push,
+    status_event, wait_until,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// `(trace id, parent id, flags)` of a `traceparent`.
+fn parts(traceparent: &str) -> (String, String, String) {
+    let fields: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(fields.len(), 4, "{traceparent:?} has four fields");
+    assert_eq!(fields[0], "00");
+    (
+        fields[1].to_string(),
+        fields[2].to_string(),
+        fields[3].to_string(),
+    )
+}
+
+async fn publish_traced(hub: &TestHub, path: &str, body: String, headers: &[(&str, &str)]) {
+    let mut request = hub
+        .http
+        .post(format!("{}{path}", hub.admin))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.body(body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn every_attempt_is_its_own_span_of_the_publishers_trace_with_state_and_baggage_carried() {
+    let receiver = Receiver::start().await;
+    // Two failures, then the third attempt is accepted.
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    receiver.script(move |_| {
+        if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+    let hub = TestHub::start_with(fast_delivery).await;
+    hub.create_config("t1", &receiver.url("/hook")).await;
+    publish_traced(
+        &hub,
+        "/api/v1/events",
+        status_event("t1", "TASK_STATE_WORKING").to_string(),
+        &[
+            ("traceparent", PARENT),
+            ("tracestate", "vendor=abc"),
+            ("baggage", "tenant.plan=gold"),
+        ],
+    )
+    .await;
+    let got = receiver.wait_for(3, WAIT).await;
+    let mut span_ids = Vec::new();
+    for request in &got {
+        let (trace_id, span_id, flags) = parts(request.header("traceparent"));
+        assert_eq!(
+            trace_id, TRACE_ID,
+            "the attempt is in the publisher's trace"
+        );
+        assert_eq!(flags, "01", "the sampling decision is the publisher's");
+        assert_ne!(
+            span_id, "00f067aa0ba902b7",
+            "the attempt is a span of its own"
+        );
+        assert_eq!(request.header("tracestate"), "vendor=abc");
+        assert_eq!(request.header("baggage"), "tenant.plan=gold");
+        span_ids.push(span_id);
+    }
+    span_ids.sort();
+    span_ids.dedup();
+    assert_eq!(span_ids.len(), 3, "each attempt has its own span id");
+
+    // The attempt log names the span each attempt sent.
+    let delivery_id = got[0].header("webhook-id").to_string();
+    let (status, attempts) = hub
+        .admin_get(&format!("/api/v1/deliveries/{delivery_id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{attempts}");
+    let logged: Vec<&str> = attempts["attemptLog"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{attempts}"))
+        .iter()
+        .map(|a| a["traceparent"].as_str().unwrap_or_default())
+        .collect();
+    let sent: Vec<&str> = got.iter().map(|r| r.header("traceparent")).collect();
+    assert_eq!(logged, sent);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn batch_events_may_name_their_own_trace_and_the_field_is_not_delivered() {
+    let receiver = Receiver::start().await;
+    let hub = TestHub::start_with(fast_delivery).await;
+    for task in ["a", "b", "c"] {
+        hub.create_config(task, &receiver.url(&format!("/{task}")))
+            .await;
+    }
+    let own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    let mut traced = status_event("a", "TASK_STATE_WORKING");
+    traced["traceparent"] = json!(own);
+    traced["tracestate"] = json!("x=1");
+    let batch = json!([
+        traced,
+        status_event("b", "TASK_STATE_WORKING"),
+        status_event("c", "TASK_STATE_WORKING")
+    ]);
+    publish_traced(
+        &hub,
+        "/api/v1/events:batch",
+        batch.to_string(),
+        &[("traceparent", PARENT)],
+    )
+    .await;
+    let got = receiver.wait_for(3, WAIT).await;
+    let by_path = |path: &str| got.iter().find(|r| r.path == path).unwrap();
+    let a = by_path("/a");
+    assert_eq!(
+        parts(a.header("traceparent")).0,
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert_eq!(parts(a.header("traceparent")).2, "00");
+    assert_eq!(a.header("tracestate"), "x=1");
+    let body = a.json();
+    for field in ["traceparent", "tracestate"] {
+        assert!(
+            body.get(field).is_none(),
+            "the hub's field is not delivered: {body}"
+        );
+    }
+    assert_eq!(body, status_event("a", "TASK_STATE_WORKING"));
+    for path in ["/b", "/c"] {
+        let request = by_path(path);
+        assert_eq!(parts(request.header("traceparent")).0, TRACE_ID);
+        assert_eq!(request.header("tracestate"), "", "the request had none");
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_trace_field_is_refused_by_name_and_a_bad_header_is_ignored() {
+    let receiver = Receiver::start().await;
+    let hub = TestHub::start_with(fast_delivery).await;
+    hub.create_config("t1", &receiver.url("/hook")).await;
+    let mut event = status_event("t1", "TASK_STATE_WORKING");
+    event["traceparent"] = json!("00-not-a-trace-01");
+    let (status, _, problem) = hub
+        .admin_post("/api/v1/events:batch", json!([event]).to_string())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(problem["field"], "[0].traceparent");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("32 hex digits"),
+        "{problem}"
+    );
+
+    // A hop ignores a traceparent it cannot read (W3C Trace Context): the event is published,
+    // outside any trace.
+    publish_traced(
+        &hub,
+        "/api/v1/events",
+        status_event("t1", "TASK_STATE_WORKING").to_string(),
+        &[("traceparent", "garbage"), ("tracestate", "vendor=abc")],
+    )
+    .await;
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("traceparent"), "");
+    assert_eq!(got[0].header("tracestate"), "");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_peers_trace_is_carried_to_where_its_push_is_forwarded() {
+    let receiver = Receiver::start().await;
+    let hub = TestHub::start_with(fast_delivery).await;
+    let created = create_subscription(
+        &hub,
+        json!({"token": "t", "forwardTo": receiver.url("/local")}),
+    )
+    .await;
+    let url = created["url"].as_str().unwrap().to_string();
+    let (status, _) = push(
+        &hub.http,
+        &url,
+        &[
+            ("x-a2a-notification-token", "t"),
+            ("traceparent", PARENT),
+            ("baggage", "peer=agent-b"),
+        ],
+        status_event("t1", "TASK_STATE_WORKING").to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let got = receiver.wait_for(1, WAIT).await;
+    let (trace_id, span_id, _) = parts(got[0].header("traceparent"));
+    assert_eq!(trace_id, TRACE_ID);
+    assert_ne!(span_id, "00f067aa0ba902b7");
+    assert_eq!(got[0].header("baggage"), "peer=agent-b");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_stays_in_the_publishers_trace() {
+    let receiver = Receiver::start().await;
+    receiver.script(|_| Reply::status(503));
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("store");
+    let http = http_client();
+    let mut hub = HubProcess::spawn_on(&data_dir);
+    let created: Value = http
+        .post(format!("http://{}/", hub.public))
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
+            "params": {"taskId": "t1", "url": receiver.url("/hook")}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(created.get("result").is_some(), "{created}");
+    let response = http
+        .post(format!("http://{}/api/v1/events", hub.admin))
+        .header("content-type", "application/json")
+        .header("traceparent", PARENT)
+        .body(status_event("t1", "TASK_STATE_WORKING").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    receiver.wait_for(1, WAIT).await;
+    hub.child.kill().unwrap();
+    hub.child.wait().unwrap();
+    drop(hub);
+
+    receiver.script(|_| Reply::ok());
+    let before = receiver.received().len();
+    let hub = HubProcess::spawn_on(&data_dir);
+    let after_restart = wait_until(WAIT, "a delivery after the restart", || async {
+        receiver.received().get(before).cloned()
+    })
+    .await;
+    assert_eq!(parts(after_restart.header("traceparent")).0, TRACE_ID);
+    drop(hub);
+}
