@@ -831,3 +831,64 @@ async fn configs_under_an_agent_interface_path_of_several_segments_are_the_hubs(
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_agents_pushes_join_the_trace_of_the_clients_request() {
+    const CLIENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    let agent = scripted_agent().await;
+    let receiver = Receiver::start().await;
+    let hub = hub_in_front_of(&agent, |_| {}).await;
+    let send = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+        "message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
+        "configuration": {"returnImmediately": true, "taskPushNotificationConfig": {
+            "url": receiver.url("/client-hook")}}}});
+    let traceparent = format!("00-{CLIENT_TRACE}-b7ad6b7169203331-01");
+    let (status, _) = hub
+        .rpc_raw(
+            send.to_string(),
+            &[
+                ("A2A-Version", "1.0"),
+                ("traceparent", traceparent.as_str()),
+                ("tracestate", "client=1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let forwarded = agent
+        .received()
+        .into_iter()
+        .find(|r| r.json()["method"] == "SendMessage")
+        .unwrap();
+    assert_eq!(
+        forwarded.header("traceparent"),
+        traceparent,
+        "the agent is called in the client's trace"
+    );
+    let swapped = &forwarded.json()["params"]["configuration"]["taskPushNotificationConfig"];
+    let (intake_url, intake_token) = (
+        swapped["url"].as_str().unwrap().to_string(),
+        swapped["token"].as_str().unwrap().to_string(),
+    );
+
+    // Like the official SDKs, the agent pushes without any trace header, twice.
+    for state in ["TASK_STATE_WORKING", "TASK_STATE_COMPLETED"] {
+        let event = json!({"statusUpdate": {"taskId": "t-new", "contextId": "c", "status": {"state": state}}});
+        let (status, _) = push(
+            &hub.http,
+            &intake_url,
+            &[("x-a2a-notification-token", intake_token.as_str())],
+            event.to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let delivered = receiver.wait_for(2, WAIT).await;
+    for request in &delivered {
+        let fields: Vec<&str> = request.header("traceparent").split('-').collect();
+        assert_eq!(fields.len(), 4, "{:?}", request.header("traceparent"));
+        assert_eq!(fields[1], CLIENT_TRACE, "the push joins the client's trace");
+        assert_ne!(fields[2], "b7ad6b7169203331", "as a span of its own");
+        assert_eq!(request.header("tracestate"), "client=1");
+    }
+    hub.stop().await;
+}

@@ -96,10 +96,11 @@ pub async fn send(
             Ok(input) => input,
             Err(field) => return fail(invalid_params(&field)),
         };
-        let intake = match intake::open(gateway, tenant, None, Some((input, version))).await {
-            Ok(intake) => intake,
-            Err(e) => return fail(to_a2a(&e)),
-        };
+        let intake =
+            match intake::open(gateway, headers, tenant, None, Some((input, version))).await {
+                Ok(intake) => intake,
+                Err(e) => return fail(to_a2a(&e)),
+            };
         // An agent that pushes gets the intake instead; one that does not is followed.
         if pushes {
             params["configuration"][inline_keys(version, jsonrpc_id.is_some())[0]] =

@@ -17,6 +17,7 @@ use crate::a2a::version::WireVersion;
 use crate::domain::{DomainError, events};
 use crate::gateway::{Gateway, follow, intake, upstream};
 use crate::store::PublishedEvent;
+use crate::trace::TraceContext;
 
 /// The A2A error for an agent the hub cannot reach.
 pub(super) fn unreachable(reason: &str) -> A2AError {
@@ -101,9 +102,17 @@ pub async fn after_config_created(
     } = created;
     // The snapshot goes first, so the new config's lane starts with it…
     let before = task_for_caller(gateway, headers, tenant, task_id, rest_prefix, version).await?;
-    let seen = events::snapshot_to_config(&state.events, tenant, task_id, config_id, &before)
-        .await
-        .map_err(|e| to_a2a(&e))?;
+    let trace = TraceContext::from_headers(headers);
+    let seen = events::snapshot_to_config(
+        &state.events,
+        tenant,
+        task_id,
+        config_id,
+        &before,
+        trace.clone(),
+    )
+    .await
+    .map_err(|e| to_a2a(&e))?;
     if !gateway.agent_pushes().await {
         follow::follow(gateway, headers, tenant, task_id).await;
         return Ok(());
@@ -124,7 +133,7 @@ pub async fn after_config_created(
     if after != before && newest == seen {
         let snapshot = json!({"task": after}).to_string();
         let published: Result<PublishedEvent, DomainError> =
-            events::publish_one(&state.events, tenant, snapshot.as_bytes(), None).await;
+            events::publish_one(&state.events, tenant, snapshot.as_bytes(), trace.as_ref()).await;
         published.map_err(|e| to_a2a(&e))?;
     }
     Ok(())

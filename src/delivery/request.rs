@@ -183,6 +183,7 @@ mod tests {
             manual: false,
             body_v03: None,
             snapshot: None,
+            snapshot_trace: None,
             created_at_ms: 0,
             updated_at_ms: 0,
         }

@@ -167,14 +167,15 @@ fn validate(
 }
 
 /// Sends a task's snapshot (`{"task": …}`) to one config only, ahead of the events it has not
-/// received yet (a config created on a running task). Returns the task's newest sequence
-/// number at that moment.
+/// received yet (a config created on a running task), in the trace of the request that
+/// created the config. Returns the task's newest sequence number at that moment.
 pub async fn snapshot_to_config(
     events: &Events,
     tenant: &str,
     task_id: &str,
     config_id: &str,
     task: &Value,
+    trace: Option<TraceContext>,
 ) -> Result<u64, DomainError> {
     let value = serde_json::json!({ "task": task });
     let parsed = parse_event(&value, "")?;
@@ -191,6 +192,7 @@ pub async fn snapshot_to_config(
             config_id: config_id.to_string(),
             task: snapshot,
             body,
+            trace,
         })
         .await?;
     Ok(outcome.last_sequence)

@@ -15,6 +15,7 @@ use crate::config::Secret;
 use crate::domain::DomainError;
 use crate::inbound::subscriptions::inbound_url;
 use crate::store::{ConfigRecord, ConfigState, GatewayIntake, SubscriptionRecord, now_ms};
+use crate::trace::TraceContext;
 
 /// The config id the hub registers its intake under at the agent.
 pub const INTAKE_CONFIG_ID: &str = "a2a-push-hub";
@@ -44,9 +45,11 @@ impl Intake {
 }
 
 /// Creates an intake for one request. `client` is the client's inline config, to be stored
-/// for the task when the task is known; `task_id` is set when it already is.
+/// for the task when the task is known; `task_id` is set when it already is. What the agent
+/// pushes there joins the trace of the request's `headers`.
 pub async fn open(
     gateway: &Gateway,
+    headers: &HeaderMap,
     tenant: &str,
     task_id: Option<&str>,
     client: Option<(ConfigInput, WireVersion)>,
@@ -100,6 +103,7 @@ pub async fn open(
         gateway: Some(GatewayIntake {
             tenant: tenant.to_string(),
             client_config,
+            trace: TraceContext::from_headers(headers),
         }),
         created_at_ms: now_ms(),
     };
@@ -135,7 +139,7 @@ pub async fn ensure_agent_pushes(
     if registered {
         return Ok(());
     }
-    let intake = open(gateway, tenant, Some(task_id), None).await?;
+    let intake = open(gateway, headers, tenant, Some(task_id), None).await?;
     let mut params = intake.config(Some(task_id));
     if !tenant.is_empty() {
         params["tenant"] = json!(tenant);

@@ -348,11 +348,14 @@ pub async fn intake(
         body,
         route: route_of(&subscription),
         receipt: receipt(&request, &subscription, "accepted", 200, checks, notes),
+        // The peer's own context; a gateway intake's agent usually sends none, and its pushes
+        // then join the trace of the client's request that opened the intake.
         trace: TraceContext::received(
             request.header("traceparent"),
             request.header("tracestate"),
             request.header("baggage"),
-        ),
+        )
+        .or_else(|| subscription.gateway.as_ref()?.trace.clone()),
     };
     match inbound.store.accept_inbound(accept).await {
         Ok(InboundOutcome::Accepted {
@@ -498,6 +501,7 @@ pub async fn bind_client_config(
     let Some(GatewayIntake {
         client_config: Some(template),
         tenant,
+        ..
     }) = &intake.gateway
     else {
         return Ok(());

@@ -95,6 +95,8 @@ pub struct ConfigSnapshot {
     pub task: Task,
     /// `{"task": …}` as it will be sent to a 1.0 webhook.
     pub body: Box<RawValue>,
+    /// The trace of the request that created the config.
+    pub trace: Option<TraceContext>,
 }
 
 /// What `deliver_snapshot` did.
@@ -195,6 +197,9 @@ pub struct DeliveryRecord {
     /// config created on a running task gets first, alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// A snapshot's trace (an event's is kept with the event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_trace: Option<TraceContext>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -420,6 +425,10 @@ pub struct GatewayIntake {
     /// The client's inline config, stored for the task when its first event arrives (its
     /// `task_id` is filled in then).
     pub client_config: Option<ConfigRecord>,
+    /// The trace of the client's request that opened the intake: the agent's pushes, which
+    /// carry none, join it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 /// One accepted inbound event, normalised to an A2A 1.0 `StreamResponse`.

@@ -236,6 +236,19 @@ pub async fn gateway_in_front_of(agent: tokio::process::Command, python: &str, b
                 r.header("webhook-signature").starts_with("v1a,"),
                 "{path}: the hub's headers"
             );
+            // The agent's pushes carry no trace header; each joins the trace of the client
+            // request that gave the task its webhook (gateway_client.py's trace ids).
+            let trace = match path {
+                "/inline" => 1,
+                "/late" => 2,
+                _ => 3,
+            };
+            let traceparent = r.header("traceparent");
+            assert_eq!(
+                traceparent.split('-').nth(1),
+                Some(format!("{trace:032x}").as_str()),
+                "{path}: in the client's trace: {traceparent:?}"
+            );
         }
         if path == "/late" {
             assert!(

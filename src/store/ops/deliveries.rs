@@ -275,7 +275,7 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
                     event_id: delivery.event_id.clone(),
                     sequence: delivery.sequence,
                     received_at_ms: delivery.created_at_ms,
-                    trace: None,
+                    trace: delivery.snapshot_trace.clone(),
                     body: serde_json::value::RawValue::from_string(snapshot.clone()).map_err(
                         |e| {
                             StoreError::Corrupt(format!(

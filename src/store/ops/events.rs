@@ -47,6 +47,7 @@ fn deliver_snapshot_in(
         manual: false,
         body_v03,
         snapshot: Some(snapshot.body.get().to_string()),
+        snapshot_trace: snapshot.trace,
         created_at_ms: now,
         updated_at_ms: now,
     };
@@ -146,6 +147,7 @@ pub(super) fn publish_one(
                 .then(|| body_v03.clone())
                 .flatten(),
             snapshot: None,
+            snapshot_trace: None,
             created_at_ms: now,
             updated_at_ms: now,
         };
