@@ -35,6 +35,7 @@ pub(crate) mod secret;
 pub(crate) mod signing;
 pub(crate) mod ssrf;
 pub(crate) mod store;
+pub(crate) mod telemetry;
 pub(crate) mod trace;
 
 #[cfg(test)]
@@ -77,6 +78,8 @@ pub enum StartError {
     Gateway(#[from] gateway::GatewayError),
     #[error("signing keys are unusable: {0}")]
     Signing(#[from] signing::SigningError),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
     #[error("cannot listen on {addr} ({listener}): {source}")]
     Bind {
         listener: &'static str,
@@ -101,6 +104,7 @@ impl HubBuilder {
             public_base_url,
             admin_token,
             content_type,
+            telemetry,
         } = settings.plan()?;
         let store = tokio::task::spawn_blocking(move || open_store(target, sealing))
             .await
@@ -110,6 +114,7 @@ impl HubBuilder {
             public_base_url,
             admin_token,
             content_type,
+            telemetry,
         };
         match serve(settings, chosen, store.clone()).await {
             Ok(hub) => Ok(hub),
@@ -128,6 +133,7 @@ struct Chosen {
     public_base_url: Option<String>,
     admin_token: Option<config::Secret>,
     content_type: config::ContentType,
+    telemetry: Option<config::OtlpExport>,
 }
 
 /// Opens the store the settings select. Blocking.
@@ -201,25 +207,33 @@ async fn serve(
         .into();
     let body_limit = DefaultBodyLimit::max(settings.limits.max_body_bytes);
     let policy = Arc::new(ssrf::Policy::from_settings(&settings.security));
+    let telemetry = match &chosen.telemetry {
+        Some(export) => telemetry::Telemetry::start(export, &policy).await?,
+        None => telemetry::Telemetry::default(),
+    };
     let metrics = Arc::new(metrics::Metrics::default());
     let shutdown = CancellationToken::new();
     let events = domain::Events {
         store: store.clone(),
         metrics: metrics.clone(),
+        telemetry: telemetry.clone(),
     };
-    let inbound = Arc::new(inbound::Inbound::new(
-        store.clone(),
-        metrics.clone(),
-        public_base_url.clone(),
-        policy.clone(),
-        delivery::client::GuardedClient::new(policy.clone(), delivery::request::USER_AGENT)
-            .map_err(|e| StoreError::Storage(format!("cannot build the HTTP client: {e}")))?,
-        settings.inbound.clone(),
-        inbound::InboundLimits {
-            max_body_bytes: settings.limits.max_body_bytes,
-            max_configs_per_task: settings.limits.max_configs_per_task,
-        },
-    ));
+    let inbound = Arc::new(
+        inbound::Inbound::new(
+            store.clone(),
+            metrics.clone(),
+            public_base_url.clone(),
+            policy.clone(),
+            delivery::client::GuardedClient::new(policy.clone(), delivery::request::USER_AGENT)
+                .map_err(|e| StoreError::Storage(format!("cannot build the HTTP client: {e}")))?,
+            settings.inbound.clone(),
+            inbound::InboundLimits {
+                max_body_bytes: settings.limits.max_body_bytes,
+                max_configs_per_task: settings.limits.max_configs_per_task,
+            },
+        )
+        .with_telemetry(telemetry.clone()),
+    );
     let gateway = match &chosen.upstream {
         None => None,
         Some(upstream) => {
@@ -264,6 +278,7 @@ async fn serve(
             keyring: keyring.clone(),
             issuer: public_base_url.to_string(),
             content_type: chosen.content_type,
+            telemetry: telemetry.clone(),
         },
         delivery_shutdown.clone(),
     )
@@ -333,6 +348,7 @@ async fn serve(
         delivery: delivery.task,
         retention,
         follows,
+        telemetry,
     })
 }
 
@@ -366,6 +382,7 @@ pub struct Hub {
     retention: JoinHandle<()>,
     /// Gateway mode: the keeper of the follows of agents' tasks.
     follows: Option<JoinHandle<()>>,
+    telemetry: telemetry::Telemetry,
 }
 
 impl Hub {
@@ -406,6 +423,7 @@ impl Hub {
             tracing::warn!(error = %e, "cannot give up lane leases; other nodes take them when they run out");
         }
         self.state.store.close().await;
+        self.telemetry.shutdown().await;
         tracing::info!("a2a-push-hub stopped");
     }
 }

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    HubProcess, Receiver, Reply, TestHub, create_subscription, fast_delivery, http_client, push,
-    status_event, wait_until,
+    HubProcess, OtlpReceiver, Receiver, Reply, TestHub, create_subscription, fast_delivery,
+    http_client, push, status_event, wait_until,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -263,4 +263,194 @@ async fn a_retry_after_a_crash_stays_in_the_publishers_trace() {
     .await;
     assert_eq!(parts(after_restart.header("traceparent")).0, TRACE_ID);
     drop(hub);
+}
+
+/// Span kinds as OTLP numbers them.
+const PRODUCER: i32 = 4;
+const CONSUMER: i32 = 5;
+
+#[tokio::test]
+async fn exported_spans_show_the_publish_and_each_attempt_in_the_publishers_trace() {
+    let otlp = OtlpReceiver::http().await;
+    let receiver = Receiver::start().await;
+    receiver.script(|r| {
+        if r.attempt <= 2 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+    let endpoint = otlp.url();
+    let hub = TestHub::start_with(move |s| {
+        fast_delivery(s);
+        s.telemetry.otlp_endpoint = endpoint;
+        s.telemetry.service_name = "hub-under-test".into();
+    })
+    .await;
+    // A secret in the webhook's query and in the config's token: neither may be exported.
+    let url = format!("{}?key=s3cret-in-url", receiver.url("/hook"));
+    hub.rpc_ok(
+        "CreateTaskPushNotificationConfig",
+        json!({"taskId": "t1", "url": url, "token": "s3cret-token"}),
+    )
+    .await;
+    publish_traced(
+        &hub,
+        "/api/v1/events",
+        status_event("t1", "TASK_STATE_WORKING").to_string(),
+        &[("traceparent", PARENT)],
+    )
+    .await;
+    let arrived = receiver.wait_for(3, WAIT).await;
+    let spans = otlp.wait_for_trace(TRACE_ID, 4).await;
+    let create: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("create"))
+        .collect();
+    assert_eq!(create.len(), 1, "{spans:#?}");
+    let create = create[0];
+    assert_eq!(create.service_name, "hub-under-test");
+    assert_eq!(create.kind, PRODUCER);
+    assert_eq!(
+        create.parent_span_id, "00f067aa0ba902b7",
+        "a child of the publisher's span"
+    );
+    assert_eq!(create.attribute("a2a.task.id"), Some("t1"));
+    assert_eq!(create.attribute("a2a.event.sequence"), Some("1"));
+
+    let mut sends: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("send"))
+        .collect();
+    sends.sort_by_key(|s| {
+        s.attribute("a2a.delivery.attempt")
+            .unwrap_or_default()
+            .to_string()
+    });
+    assert_eq!(sends.len(), 3, "one span per attempt: {spans:#?}");
+    for (n, (send, request)) in sends.iter().zip(&arrived).enumerate() {
+        assert_eq!(
+            send.attribute("a2a.delivery.attempt"),
+            Some(format!("{}", n + 1).as_str())
+        );
+        assert_eq!(
+            send.parent_span_id, "00f067aa0ba902b7",
+            "in the publisher's trace"
+        );
+        assert_eq!(
+            send.links,
+            vec![(TRACE_ID.to_string(), create.span_id.clone())],
+            "linked to the event's create span"
+        );
+        assert_eq!(
+            send.attribute("messaging.message.id"),
+            Some(request.header("webhook-id"))
+        );
+        assert_eq!(
+            parts(request.header("traceparent")).1,
+            send.span_id,
+            "the receiver's parent is the attempt's span"
+        );
+        assert_eq!(send.attribute("server.address"), Some("127.0.0.1"));
+        let (status, decision, error) = if n < 2 {
+            ("503", "retry", 2)
+        } else {
+            ("200", "delivered", 0)
+        };
+        assert_eq!(send.attribute("http.response.status_code"), Some(status));
+        assert_eq!(send.attribute("a2a.delivery.decision"), Some(decision));
+        assert_eq!(send.status_code, error, "{send:#?}");
+    }
+    for span in otlp.spans() {
+        for (key, value) in &span.attributes {
+            assert!(!value.contains("s3cret"), "{key} = {value} leaks a secret");
+        }
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_published_without_a_trace_starts_one_at_the_hub() {
+    let otlp = OtlpReceiver::http().await;
+    let receiver = Receiver::start().await;
+    let endpoint = otlp.url();
+    let hub = TestHub::start_with(move |s| {
+        fast_delivery(s);
+        s.telemetry.otlp_endpoint = endpoint;
+    })
+    .await;
+    hub.create_config("t1", &receiver.url("/hook")).await;
+    hub.publish(status_event("t1", "TASK_STATE_WORKING")).await;
+    let arrived = receiver.wait_for(1, WAIT).await;
+    let (trace_id, parent, _) = parts(arrived[0].header("traceparent"));
+    let spans = otlp.wait_for_trace(&trace_id, 2).await;
+    let create = spans.iter().find(|s| s.name.starts_with("create")).unwrap();
+    let send = spans.iter().find(|s| s.name.starts_with("send")).unwrap();
+    assert_eq!(
+        create.parent_span_id, "",
+        "the hub's create span is the root"
+    );
+    assert_eq!(
+        send.parent_span_id, create.span_id,
+        "the attempt is its child"
+    );
+    assert!(send.links.is_empty(), "no link to its own parent");
+    assert_eq!(parent, send.span_id);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn over_grpc_a_peers_push_is_received_and_forwarded_in_the_peers_trace() {
+    let otlp = OtlpReceiver::grpc().await;
+    let receiver = Receiver::start().await;
+    let endpoint = otlp.url();
+    let hub = TestHub::start_with(move |s| {
+        fast_delivery(s);
+        s.telemetry.otlp_endpoint = endpoint;
+        s.telemetry.otlp_protocol = "grpc".into();
+    })
+    .await;
+    let created = create_subscription(
+        &hub,
+        json!({"token": "t", "forwardTo": receiver.url("/local")}),
+    )
+    .await;
+    let (id, url) = (
+        created["id"].as_str().unwrap().to_string(),
+        created["url"].as_str().unwrap().to_string(),
+    );
+    let (status, _) = push(
+        &hub.http,
+        &url,
+        &[
+            ("x-a2a-notification-token", "t"),
+            ("traceparent", PARENT),
+            ("webhook-id", "msg-1"),
+        ],
+        status_event("t1", "TASK_STATE_WORKING").to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let arrived = receiver.wait_for(1, WAIT).await;
+    let spans = otlp.wait_for_trace(TRACE_ID, 2).await;
+    let receive = spans
+        .iter()
+        .find(|s| s.name.starts_with("receive"))
+        .unwrap();
+    assert_eq!(receive.kind, CONSUMER);
+    assert_eq!(receive.parent_span_id, "00f067aa0ba902b7");
+    assert_eq!(
+        receive.attribute("a2a.inbound.subscription.id"),
+        Some(id.as_str())
+    );
+    assert_eq!(receive.attribute("messaging.message.id"), Some("msg-1"));
+    assert_eq!(receive.attribute("a2a.inbound.verdict"), Some("accepted"));
+    let send = spans.iter().find(|s| s.name.starts_with("send")).unwrap();
+    assert_eq!(send.parent_span_id, "00f067aa0ba902b7");
+    assert_eq!(
+        send.links,
+        vec![(TRACE_ID.to_string(), receive.span_id.clone())]
+    );
+    assert_eq!(parts(arrived[0].header("traceparent")).1, send.span_id);
+    hub.stop().await;
 }

@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod plan;
+mod telemetry;
 mod values;
 
 pub use crate::secret::Secret;
 pub(crate) use plan::{ContentType, Plan, StoreTarget};
+pub(crate) use telemetry::OtlpExport;
 pub use values::{HumanDuration, parse_duration};
 
 use figment::Figment;
@@ -33,6 +35,21 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub signing: SigningSettings,
     pub inbound: InboundSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+/// Exporting spans over OTLP (README, "Tracing"). Off unless an endpoint is set here or in
+/// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// The collector: `http://host:4318` for `http/protobuf` (`/v1/traces` is added to a URL
+    /// without a path), `http://host:4317` for `grpc`. Empty: the `OTEL_*` variables decide.
+    pub otlp_endpoint: String,
+    /// `http/protobuf` or `grpc`; empty: `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf`.
+    pub otlp_protocol: String,
+    /// The `service.name` of the hub's spans; empty: `OTEL_SERVICE_NAME`, else `a2a-push-hub`.
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

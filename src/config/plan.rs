@@ -23,6 +23,8 @@ pub(crate) struct Plan {
     pub admin_token: Option<Secret>,
     /// The `Content-Type` of 1.0 deliveries.
     pub content_type: ContentType,
+    /// Where spans are exported, when telemetry is on.
+    pub telemetry: Option<super::OtlpExport>,
 }
 
 /// The store the hub keeps its state in.
@@ -275,6 +277,7 @@ impl Settings {
             public_base_url,
             admin_token: set(self.server.admin_token.expose()).map(Secret::new),
             content_type,
+            telemetry: super::OtlpExport::plan(&self.telemetry, |name| std::env::var(name).ok())?,
         })
     }
 

@@ -31,6 +31,7 @@ pub struct Engine {
     pub keyring: Arc<Keyring>,
     /// The `iss` of the hub's JWTs.
     pub issuer: String,
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// What the lane does next.
@@ -125,9 +126,27 @@ async fn attempt(
     span.record("task_id", delivery.task_id.as_str());
     span.record("sequence", delivery.sequence);
     span.record("attempt", number);
-    // The attempt is a span of the publisher's trace, with an id of its own.
+    // The attempt is a span of the publisher's trace, with an id of its own: the exported
+    // `send` span's when telemetry is on.
+    let mut send_span = context.event.trace.as_ref().map(|trace| {
+        engine.telemetry.send(
+            trace,
+            context.event.origin_span.as_deref(),
+            crate::telemetry::SendAttrs {
+                delivery_id: &delivery.id,
+                task_id: &delivery.task_id,
+                config_id: &delivery.config_id,
+                sequence: delivery.sequence,
+                number,
+                url: &config.url,
+            },
+        )
+    });
     let trace = context.event.trace.as_ref().map(|trace| {
-        let span_id = crate::trace::new_span_id();
+        let span_id = send_span
+            .as_ref()
+            .and_then(|s| s.span_id())
+            .unwrap_or_else(crate::trace::new_span_id);
         span.record("trace_id", trace.trace_id());
         span.record("span_id", span_id.as_str());
         request::AttemptTrace {
@@ -189,6 +208,30 @@ async fn attempt(
             DeliveryOutcome::Dead,
         ),
     };
+    if let Some(send) = &mut send_span {
+        if let Some(status) = answer.status {
+            send.set("http.response.status_code", i64::from(status));
+        }
+        let class = answer.outcome.class();
+        let verdict = match &decision {
+            Decision::Delivered => "delivered",
+            Decision::RetryIn(delay) => {
+                send.set("a2a.delivery.retry_in_ms", delay.as_millis() as i64);
+                "retry"
+            }
+            Decision::Dead(_) => "dead",
+            Decision::Disable(_) => "config_disabled",
+        };
+        send.set("a2a.delivery.decision", verdict);
+        if !matches!(decision, Decision::Delivered) {
+            send.set("error.type", class);
+            // The class and status only: error texts may quote the URL.
+            send.fail(match answer.status {
+                Some(status) => format!("{class}: HTTP {status}"),
+                None => class.to_string(),
+            });
+        }
+    }
     let record = AttemptRecord {
         number,
         started_at_ms,

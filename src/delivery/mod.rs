@@ -38,6 +38,7 @@ pub struct Shared {
     pub issuer: String,
     /// The `Content-Type` of 1.0 deliveries.
     pub content_type: crate::config::ContentType,
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// The running delivery engine.
@@ -59,6 +60,7 @@ pub async fn start(
         keyring,
         issuer,
         content_type,
+        telemetry,
     } = shared;
     let client = client::GuardedClient::new(policy, request::USER_AGENT)
         .map_err(|e| StoreError::Storage(format!("cannot build the HTTP client: {e}")))?;
@@ -71,6 +73,7 @@ pub async fn start(
         metrics,
         keyring,
         issuer,
+        telemetry,
     });
     let limits = scheduler::Limits {
         max_in_flight: delivery.max_in_flight,

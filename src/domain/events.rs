@@ -11,6 +11,7 @@ use crate::a2a::event::parse_event;
 use crate::a2a::params::InvalidField;
 use crate::metrics::Metrics;
 use crate::store::{ConfigSnapshot, NewEvent, PublishedEvent, Store};
+use crate::telemetry::Telemetry;
 use crate::trace::{TraceContext, TraceError};
 
 /// Publishing: what it needs.
@@ -18,6 +19,8 @@ use crate::trace::{TraceContext, TraceError};
 pub struct Events {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    /// Records a `create` span per event.
+    pub telemetry: Telemetry,
 }
 
 /// Most events in one batch request.
@@ -77,12 +80,41 @@ pub async fn publish_batch(
     store_events(events, new).await
 }
 
-/// Stores the events durably (the store hands their deliveries to the scheduler).
+/// Stores the events durably (the store hands their deliveries to the scheduler), each with
+/// its `create` span.
 async fn store_events(
     events: &Events,
-    new: Vec<NewEvent>,
+    mut new: Vec<NewEvent>,
 ) -> Result<Vec<PublishedEvent>, DomainError> {
-    let published = events.store.publish(new).await?;
+    let mut spans = Vec::new();
+    if events.telemetry.is_on() {
+        for event in &mut new {
+            let span = events
+                .telemetry
+                .create(event.trace.as_ref(), &event.task_id);
+            // Deliveries are children of the publisher's span, or of this one when the
+            // publisher sent none, and link to it.
+            event.origin_span = span.span_id();
+            if event.trace.is_none() {
+                event.trace = span.context();
+            }
+            spans.push(span);
+        }
+    }
+    let published = match events.store.publish(new).await {
+        Ok(published) => published,
+        Err(e) => {
+            for span in &mut spans {
+                span.fail("the event could not be stored");
+            }
+            return Err(e.into());
+        }
+    };
+    for (span, event) in spans.iter_mut().zip(&published) {
+        span.set("messaging.message.id", event.event_id.clone());
+        span.set("a2a.event.sequence", event.sequence as i64);
+        span.set("a2a.deliveries", event.deliveries.len() as i64);
+    }
     events.metrics.events_published(published.len() as u64);
     Ok(published)
 }
@@ -163,6 +195,7 @@ fn validate(
         body,
         owner,
         trace: own_trace.or_else(|| request_trace.cloned()),
+        origin_span: None,
     })
 }
 

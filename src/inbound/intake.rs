@@ -336,6 +336,21 @@ pub async fn intake(
             return answer(503, json!({"error": "temporarily unavailable; retry"}));
         }
     }
+    // The peer's own context; a gateway intake's agent usually sends none, and its pushes then
+    // join the trace of the client's request that opened the intake.
+    let mut trace = TraceContext::received(
+        request.header("traceparent"),
+        request.header("tracestate"),
+        request.header("baggage"),
+    )
+    .or_else(|| subscription.gateway.as_ref()?.trace.clone());
+    let mut span = inbound.telemetry.receive(trace.as_ref(), id, &task_id);
+    if let Some(webhook_id) = request.header("webhook-id") {
+        span.set("messaging.message.id", webhook_id.to_string());
+    }
+    if trace.is_none() {
+        trace = span.context();
+    }
     let accept = InboundAccept {
         subscription_id: id.to_string(),
         replay_keys: replay_keys(&request, signed_ids, subscription.tolerance_s),
@@ -348,16 +363,22 @@ pub async fn intake(
         body,
         route: route_of(&subscription),
         receipt: receipt(&request, &subscription, "accepted", 200, checks, notes),
-        // The peer's own context; a gateway intake's agent usually sends none, and its pushes
-        // then join the trace of the client's request that opened the intake.
-        trace: TraceContext::received(
-            request.header("traceparent"),
-            request.header("tracestate"),
-            request.header("baggage"),
-        )
-        .or_else(|| subscription.gateway.as_ref()?.trace.clone()),
+        trace,
+        origin_span: span.span_id(),
     };
-    match inbound.store.accept_inbound(accept).await {
+    let outcome = inbound.store.accept_inbound(accept).await;
+    span.set(
+        "a2a.inbound.verdict",
+        match &outcome {
+            Ok(InboundOutcome::Accepted { .. }) => "accepted",
+            Ok(InboundOutcome::Duplicate) => "duplicate",
+            Err(_) => "unavailable",
+        },
+    );
+    if outcome.is_err() {
+        span.fail("the push could not be stored");
+    }
+    match outcome {
         Ok(InboundOutcome::Accepted {
             sequence,
             replay_evicted,

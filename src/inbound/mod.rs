@@ -62,6 +62,8 @@ pub struct Inbound {
     pub jwks: jwks::JwksCache,
     pub settings: InboundSettings,
     pub limits: InboundLimits,
+    /// Records a `receive` span per accepted push.
+    pub telemetry: crate::telemetry::Telemetry,
     buckets: Mutex<Buckets>,
     /// The newest accepted event sequence per subscription that has SSE listeners.
     newest: Mutex<HashMap<String, watch::Sender<u64>>>,
@@ -86,12 +88,19 @@ impl Inbound {
             client,
             settings,
             limits,
+            telemetry: Default::default(),
             buckets: Mutex::new(Buckets {
                 by_subscription: HashMap::new(),
                 prune_at: BUCKETS_PRUNE_AT,
             }),
             newest: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, recording its spans with `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Inbound {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Takes one request from the subscription's budget; `false` when it is spent.

@@ -47,6 +47,7 @@ fn status_event(task_id: &str, state: &str) -> NewEvent {
         body: serde_json::value::to_raw_value(&value).unwrap(),
         owner: None,
         trace: None,
+        origin_span: None,
     }
 }
 
@@ -409,6 +410,7 @@ fn push(subscription_id: &str, replay_key: &str, route: InboundRoute) -> Inbound
         event: event.event,
         body: event.body,
         trace: None,
+        origin_span: None,
         route,
         receipt: ReceiptRecord {
             number: 0,

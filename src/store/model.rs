@@ -84,6 +84,9 @@ pub struct NewEvent {
     pub owner: Option<String>,
     /// The trace the publisher was in: every attempt to deliver the event is a span of it.
     pub trace: Option<TraceContext>,
+    /// The span id of the event's `create` or `receive` span, which each attempt's span links
+    /// to (when telemetry is on).
+    pub origin_span: Option<String>,
 }
 
 /// A task snapshot for one config (see `Store::deliver_snapshot`).
@@ -118,6 +121,8 @@ pub struct EventRecord {
     /// Kept so that every attempt, after a restart too, joins the publisher's trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_span: Option<String>,
 }
 
 /// What `publish` created for one event.
@@ -486,6 +491,8 @@ pub struct InboundAccept {
     pub receipt: ReceiptRecord,
     /// The peer's trace context, carried on to where the event is routed.
     pub trace: Option<TraceContext>,
+    /// The `receive` span's id, which the routed event's attempts link to.
+    pub origin_span: Option<String>,
 }
 
 /// One identifier of an inbound push for the replay cache.

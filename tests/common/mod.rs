@@ -1,6 +1,6 @@
 //! Shared harness for black-box tests, by concern: a hub in this process (`hub.rs`) or as a
 //! child process (`process.rs`), a webhook receiver (`receiver.rs`), an SSE reader (`sse.rs`),
-//! PostgreSQL (`database.rs`), fake agents (`agent.rs`, and `broken_agent.rs` for the probe), whole interop scenarios (`interop.rs`),
+//! PostgreSQL (`database.rs`), an OTLP trace receiver (`otlp.rs`), fake agents (`agent.rs`, and `broken_agent.rs` for the probe), whole interop scenarios (`interop.rs`),
 //! and what every test uses (below).
 #![allow(dead_code)]
 
@@ -9,6 +9,7 @@ mod broken_agent;
 mod database;
 mod hub;
 mod interop;
+mod otlp;
 mod process;
 mod receiver;
 mod sse;
@@ -16,7 +17,8 @@ mod sse;
 // Each test binary uses part of the harness.
 #[allow(unused_imports)]
 pub use self::{
-    agent::*, broken_agent::*, database::*, hub::*, interop::*, process::*, receiver::*, sse::*,
+    agent::*, broken_agent::*, database::*, hub::*, interop::*, otlp::*, process::*, receiver::*,
+    sse::*,
 };
 
 use serde_json::{Value, json};

@@ -276,6 +276,7 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
                     sequence: delivery.sequence,
                     received_at_ms: delivery.created_at_ms,
                     trace: delivery.snapshot_trace.clone(),
+                    origin_span: None,
                     body: serde_json::value::RawValue::from_string(snapshot.clone()).map_err(
                         |e| {
                             StoreError::Corrupt(format!(

@@ -106,6 +106,7 @@ pub(super) fn publish_one(
         received_at_ms: now,
         body: new.body,
         trace: new.trace,
+        origin_span: new.origin_span,
     };
     tables.insert(
         Table::Events,

@@ -222,6 +222,7 @@ fn accept_inbound_in(
                 body: accept.body,
                 owner: None,
                 trace: accept.trace,
+                origin_span: accept.origin_span,
             };
             Some(publish_one(sealing, tables, event, now)?)
         }
@@ -254,6 +255,7 @@ fn accept_inbound_in(
                 body: accept.body,
                 owner: None,
                 trace: accept.trace,
+                origin_span: accept.origin_span,
             };
             Some(publish_one(sealing, tables, event, now)?)
         }
