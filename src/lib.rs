@@ -208,8 +208,20 @@ async fn serve(
     let body_limit = DefaultBodyLimit::max(settings.limits.max_body_bytes);
     let policy = Arc::new(ssrf::Policy::from_settings(&settings.security));
     let telemetry = match &chosen.telemetry {
-        Some(export) => telemetry::Telemetry::start(export, &policy).await?,
         None => telemetry::Telemetry::default(),
+        Some(export) => {
+            let collector = url::Url::parse(&export.endpoint)
+                .map_err(|e| telemetry::TelemetryError(format!("otlp_endpoint: {e}")))?;
+            let client = delivery::client::GuardedClient::opened_to(&policy, &collector)
+                .await
+                .map_err(|e| telemetry::TelemetryError(format!("the collector {collector} {e}")))?;
+            let http = client.http().clone();
+            let connect: telemetry::Connect = Arc::new(move |host, port| {
+                let client = client.clone();
+                Box::pin(async move { client.connect_tcp(&host, port).await })
+            });
+            telemetry::Telemetry::start(export, http, connect)?
+        }
     };
     let metrics = Arc::new(metrics::Metrics::default());
     let shutdown = CancellationToken::new();

@@ -17,13 +17,11 @@ use opentelemetry::trace::{
     TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracer, SdkTracerProvider};
 
 use crate::config::OtlpExport as Export;
-use crate::delivery::client::GuardedClient;
-use crate::ssrf::Policy;
 use crate::trace::TraceContext;
 
 /// The spans' instrumentation scope.
@@ -34,7 +32,18 @@ const EXPORT_EVERY: Duration = Duration::from_secs(1);
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("telemetry: {0}")]
-pub struct TelemetryError(String);
+pub struct TelemetryError(pub String);
+
+/// Opens a TCP connection to `(host, port)`: the gRPC exporter's way out.
+pub type Connect = Arc<
+    dyn Fn(
+            String,
+            u16,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<tokio::net::TcpStream>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 /// The hub's tracer, or nothing when telemetry is off. Cheap to clone.
 #[derive(Clone, Default)]
@@ -48,42 +57,43 @@ struct Exporting {
 }
 
 impl Telemetry {
-    /// Starts exporting as `export` says, on the current tokio runtime. The collector is the
-    /// operator's choice: the SSRF policy is opened to its addresses, as resolved now, and to
-    /// nothing else.
-    pub async fn start(export: &Export, policy: &Policy) -> Result<Telemetry, TelemetryError> {
-        let url = url::Url::parse(&export.endpoint)
-            .map_err(|e| TelemetryError(format!("otlp_endpoint: {e}")))?;
-        let host = url
-            .host_str()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addrs = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| {
-                TelemetryError(format!(
-                    "the collector {} cannot be resolved: {e}",
-                    export.endpoint
-                ))
-            })?;
-        let mut opened = policy.clone();
-        for addr in addrs {
-            opened = opened.allowing(addr.ip());
-        }
+    /// Starts exporting as `export` says, on the current tokio runtime. `http` is the client
+    /// the HTTP exporter uses and `connect` how the gRPC exporter opens connections: both the
+    /// hub's SSRF guard, opened to the collector.
+    pub fn start(
+        export: &Export,
+        http: reqwest::Client,
+        connect: Connect,
+    ) -> Result<Telemetry, TelemetryError> {
         let exporter = if export.grpc {
+            let endpoint = tonic::transport::Endpoint::from_shared(export.endpoint.clone())
+                .map_err(|e| TelemetryError(format!("otlp_endpoint: {e}")))?
+                .connect_timeout(Duration::from_secs(10));
+            let channel = endpoint.connect_with_connector_lazy(tower::service_fn(
+                move |uri: tonic::transport::Uri| {
+                    let connect = connect.clone();
+                    async move {
+                        let host = uri.host().unwrap_or_default().to_string();
+                        let port = uri
+                            .port_u16()
+                            .unwrap_or(if uri.scheme_str() == Some("https") {
+                                443
+                            } else {
+                                80
+                            });
+                        let stream = connect(host, port).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                },
+            ));
             opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
-                .with_endpoint(export.endpoint.clone())
+                .with_channel(channel)
                 .build()
         } else {
-            let client = GuardedClient::new(Arc::new(opened), crate::delivery::request::USER_AGENT)
-                .map_err(|e| TelemetryError(format!("cannot build the HTTP client: {e}")))?;
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
-                .with_http_client(client.http().clone())
+                .with_http_client(http)
                 .with_endpoint(export.endpoint.clone())
                 .build()
         }

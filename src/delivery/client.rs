@@ -30,33 +30,45 @@ impl Resolve for GuardedResolver {
         let policy = self.policy.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let lookup = tokio::net::lookup_host((host.as_str(), 0));
-            let resolved: Vec<SocketAddr> = tokio::time::timeout(Duration::from_secs(5), lookup)
-                .await
-                .map_err(|_| format!("resolving {host} timed out after 5s"))??
-                .collect();
-            let mut first_refusal = None;
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|addr| match policy.check_ip(addr.ip()) {
-                    Ok(()) => true,
-                    Err(refusal) => {
-                        first_refusal.get_or_insert(refusal);
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty() {
-                let refusal = first_refusal.unwrap_or(Refusal::Unresolvable {
-                    host,
-                    reason: "no addresses".to_string(),
-                });
-                return Err(Box::new(RefusedDestination(refusal))
-                    as Box<dyn std::error::Error + Send + Sync>);
-            }
+            let allowed = allowed_addrs(&policy, host, 0).await?;
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `host`'s addresses that `policy` allows, with `port`. A refusal by the policy is a
+/// [`RefusedDestination`]; a failed lookup is an ordinary error (worth trying again).
+async fn allowed_addrs(
+    policy: &Policy,
+    host: String,
+    port: u16,
+) -> Result<Vec<SocketAddr>, BoxError> {
+    let lookup = tokio::net::lookup_host((host.as_str(), port));
+    let resolved: Vec<SocketAddr> = tokio::time::timeout(Duration::from_secs(5), lookup)
+        .await
+        .map_err(|_| format!("resolving {host} timed out after 5s"))??
+        .collect();
+    let mut first_refusal = None;
+    let allowed: Vec<SocketAddr> = resolved
+        .into_iter()
+        .filter(|addr| match policy.check_ip(addr.ip()) {
+            Ok(()) => true,
+            Err(refusal) => {
+                first_refusal.get_or_insert(refusal);
+                false
+            }
+        })
+        .collect();
+    if allowed.is_empty() {
+        let refusal = first_refusal.unwrap_or(Refusal::Unresolvable {
+            host,
+            reason: "no addresses".to_string(),
+        });
+        return Err(Box::new(RefusedDestination(refusal)));
+    }
+    Ok(allowed)
 }
 
 /// A `reqwest::Client` bound to the SSRF policy.
@@ -80,6 +92,65 @@ impl GuardedClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
         Ok(GuardedClient { http, policy })
+    }
+
+    /// A client for a destination the operator chose (the gateway's agent, the telemetry
+    /// collector): the policy is opened to the addresses `url`'s host resolves to now, and to
+    /// nothing else.
+    pub async fn opened_to(policy: &Policy, url: &Url) -> Result<GuardedClient, String> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| "has no host".to_string())?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addrs = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot be resolved: {e}"))?;
+        let mut opened = policy.clone();
+        for addr in addrs {
+            opened = opened.allowing(addr.ip());
+        }
+        GuardedClient::new(Arc::new(opened), super::request::USER_AGENT).map_err(|e| e.to_string())
+    }
+
+    /// A TCP connection to `host:port` through the policy, for a protocol the HTTP client does
+    /// not speak (gRPC to the telemetry collector): the first allowed address that answers.
+    pub async fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let allowed = allowed_addrs(&self.policy, host, port)
+            .await
+            .map_err(std::io::Error::other)?;
+        let mut last = None;
+        for addr in allowed {
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {
+                    last = Some(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connecting to {addr} timed out"),
+                    ))
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no address to connect to")))
     }
 
     /// Checks what can be checked before connecting: scheme, credentials, IP literals.

@@ -71,24 +71,9 @@ impl Gateway {
             reason,
         };
         let url = upstream.clone();
-        let host = url
-            .host_str()
-            .ok_or_else(|| error("has no host".into()))?
-            .to_string();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let addrs = tokio::net::lookup_host((host.as_str(), port))
+        let client = GuardedClient::opened_to(policy, &url)
             .await
-            .map_err(|e| error(format!("cannot be resolved: {e}")))?;
-        let mut opened = Policy::clone(policy);
-        for addr in addrs {
-            opened = opened.allowing(addr.ip());
-        }
-        let client = GuardedClient::new(Arc::new(opened), crate::delivery::request::USER_AGENT)
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(error)?;
         Ok(Gateway {
             upstream: url,
             client,
