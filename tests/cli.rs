@@ -63,6 +63,14 @@ fn bad_settings_stop_the_start_with_a_message_naming_the_key() {
             "[security]\nallowed_subnets = [\"not-a-cidr\"]\n",
             "allowed_subnets",
         ),
+        (
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\notlp_protocol = \"http/json\"\n",
+            "otlp_protocol",
+        ),
+        (
+            "[telemetry]\notlp_endpoint = \"collector:4318\"\n",
+            "otlp_endpoint",
+        ),
     ];
     for (toml, expected) in cases {
         let file = dir.path().join("bad.toml");

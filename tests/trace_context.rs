@@ -454,3 +454,52 @@ async fn over_grpc_a_peers_push_is_received_and_forwarded_in_the_peers_trace() {
     assert_eq!(parts(arrived[0].header("traceparent")).1, send.span_id);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_json_log_of_an_attempt_names_its_trace_and_span() {
+    let receiver = Receiver::start().await;
+    receiver.script(|r| {
+        if r.attempt == 1 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let http = http_client();
+    let hub = HubProcess::spawn_on(&dir.path().join("store"));
+    let created: Value = http
+        .post(format!("http://{}/", hub.public))
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
+            "params": {"taskId": "t1", "url": receiver.url("/hook")}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(created.get("result").is_some(), "{created}");
+    let response = http
+        .post(format!("http://{}/api/v1/events", hub.admin))
+        .header("content-type", "application/json")
+        .header("traceparent", PARENT)
+        .body(status_event("t1", "TASK_STATE_WORKING").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let first = receiver.wait_for(1, WAIT).await;
+    let sent_span = parts(first[0].header("traceparent")).1;
+    let line = wait_until(WAIT, "the log line of the failed attempt", || {
+        let log = hub.log.lock().unwrap().clone();
+        async move {
+            log.into_iter()
+                .find(|entry| entry["fields"]["message"] == "attempt failed; will retry")
+        }
+    })
+    .await;
+    assert_eq!(line["span"]["trace_id"], TRACE_ID, "{line}");
+    assert_eq!(line["span"]["span_id"], sent_span.as_str(), "{line}");
+}

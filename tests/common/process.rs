@@ -15,6 +15,8 @@ pub struct HubProcess {
     pub child: Child,
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    /// Every JSON log line the hub wrote so far, parsed.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
 }
 
 impl Drop for HubProcess {
@@ -81,10 +83,13 @@ impl HubProcess {
             .expect("the hub binary runs");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             let mut seen = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                kept.lock().unwrap().push(entry.clone());
                 let fields = &entry["fields"];
                 if fields["message"] == "a2a-push-hub serving" {
                     let _ = tx.send(Ok((
@@ -102,6 +107,7 @@ impl HubProcess {
                 child,
                 public,
                 admin,
+                log,
             }),
             Ok(Err(stderr)) => {
                 let status = child.wait().ok();
