@@ -7,11 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    HubProcess, OtlpReceiver, Receiver, Reply, TestHub, create_subscription, fast_delivery,
-    http_client, push, status_event, wait_until,
+    HubProcess, OtlpReceiver, Receiver, Reply, TestHub, create_config_at, create_subscription,
+    fast_delivery, http_client, push, status_event, wait_until,
 };
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -219,27 +219,10 @@ async fn a_peers_trace_is_carried_to_where_its_push_is_forwarded() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn a_retry_after_a_crash_stays_in_the_publishers_trace() {
-    let receiver = Receiver::start().await;
-    receiver.script(|_| Reply::status(503));
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("store");
-    let http = http_client();
-    let mut hub = HubProcess::spawn_on(&data_dir);
-    let created: Value = http
-        .post(format!("http://{}/", hub.public))
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
-            "params": {"taskId": "t1", "url": receiver.url("/hook")}}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(created.get("result").is_some(), "{created}");
+/// Gives task `t1` of the hub process a config at `receiver`, then publishes its event in the
+/// trace `PARENT`.
+async fn config_and_traced_event(http: &reqwest::Client, hub: &HubProcess, receiver: &Receiver) {
+    create_config_at(http, hub.public, "t1", "c1", &receiver.url("/hook")).await;
     let response = http
         .post(format!("http://{}/api/v1/events", hub.admin))
         .header("content-type", "application/json")
@@ -249,6 +232,17 @@ async fn a_retry_after_a_crash_stays_in_the_publishers_trace() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_stays_in_the_publishers_trace() {
+    let receiver = Receiver::start().await;
+    receiver.script(|_| Reply::status(503));
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("store");
+    let http = http_client();
+    let mut hub = HubProcess::spawn_on(&data_dir);
+    config_and_traced_event(&http, &hub, &receiver).await;
     receiver.wait_for(1, WAIT).await;
     hub.child.kill().unwrap();
     hub.child.wait().unwrap();
@@ -468,28 +462,7 @@ async fn the_json_log_of_an_attempt_names_its_trace_and_span() {
     let dir = tempfile::tempdir().unwrap();
     let http = http_client();
     let hub = HubProcess::spawn_on(&dir.path().join("store"));
-    let created: Value = http
-        .post(format!("http://{}/", hub.public))
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
-            "params": {"taskId": "t1", "url": receiver.url("/hook")}}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(created.get("result").is_some(), "{created}");
-    let response = http
-        .post(format!("http://{}/api/v1/events", hub.admin))
-        .header("content-type", "application/json")
-        .header("traceparent", PARENT)
-        .body(status_event("t1", "TASK_STATE_WORKING").to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    config_and_traced_event(&http, &hub, &receiver).await;
     let first = receiver.wait_for(1, WAIT).await;
     let sent_span = parts(first[0].header("traceparent")).1;
     let line = wait_until(WAIT, "the log line of the failed attempt", || {
