@@ -128,9 +128,12 @@ pub async fn gateway_in_front_of(agent: tokio::process::Command, python: &str, b
             Reply::ok()
         }
     });
+    let otlp = OtlpReceiver::http().await;
+    let collector = otlp.url();
     let hub = TestHub::start_with(|s| {
         fast_delivery(s);
         s.gateway.upstream = upstream.clone();
+        s.telemetry.otlp_endpoint = collector;
     })
     .await;
     let (_, card) = hub
@@ -267,6 +270,24 @@ pub async fn gateway_in_front_of(agent: tokio::process::Command, python: &str, b
                 "{path}: the artifact arrives"
             );
         }
+    }
+    // The exported spans tell the same story: for each client, the agent's pushes were
+    // received into the client's trace (under the client's span, as the agent sent no
+    // context), and each attempt to the client's webhook is a span of that trace.
+    for trace in 1..=3u32 {
+        let trace_id = format!("{trace:032x}");
+        let spans = otlp.wait_for_trace(&trace_id, 2).await;
+        let client_span = format!("{trace:016x}");
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.name.starts_with("receive") && s.parent_span_id == client_span),
+            "trace {trace}: a receive span under the client's span: {spans:#?}"
+        );
+        assert!(
+            spans.iter().any(|s| s.name.starts_with("send")),
+            "trace {trace}: send spans: {spans:#?}"
+        );
     }
     // The agent never saw the client's webhooks or credentials: only the hub's intake.
     for task in ["inline", "late", "stream"] {
