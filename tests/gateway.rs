@@ -309,7 +309,10 @@ async fn an_agent_without_push_support_is_followed_through_subscribe_to_task() {
     let receiver = Receiver::start().await;
     let hub = hub_in_front_of(&agent, |_| {}).await;
     let send = common::send_with_inline_config(&receiver.url("/hook"));
-    let (_, answer) = hub.rpc_raw(send.to_string(), &[]).await;
+    let client_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (_, answer) = hub
+        .rpc_raw(send.to_string(), &[("traceparent", client_trace)])
+        .await;
     assert_eq!(answer["result"]["task"]["id"], "t-new");
     let forwarded = agent
         .received()
@@ -323,6 +326,13 @@ async fn an_agent_without_push_support_is_followed_through_subscribe_to_task() {
         "no config goes to an agent that cannot push"
     );
     let got = receiver.wait_for(3, WAIT).await;
+    for request in &got {
+        assert_eq!(
+            request.header("traceparent").split('-').nth(1),
+            Some("0af7651916cd43dd8448eb211c80319c"),
+            "what the follow publishes is in the client's trace"
+        );
+    }
     let kinds: Vec<String> = got
         .iter()
         .map(|r| r.json().as_object().unwrap().keys().next().unwrap().clone())
@@ -336,7 +346,9 @@ async fn an_agent_without_push_support_is_followed_through_subscribe_to_task() {
         agent
             .received()
             .iter()
-            .any(|r| r.json()["method"] == "SubscribeToTask")
+            .any(|r| r.json()["method"] == "SubscribeToTask"
+                && r.header("traceparent") == client_trace),
+        "the follow calls the agent in the client's trace"
     );
     hub.stop().await;
 }

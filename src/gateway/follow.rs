@@ -23,6 +23,7 @@ use super::Gateway;
 use crate::config::Secret;
 use crate::domain::events;
 use crate::store::{FollowRecord, now_ms};
+use crate::trace::TraceContext;
 
 /// Reconnects after the stream ends before the task did.
 const MAX_RECONNECTS: u32 = 3;
@@ -72,8 +73,13 @@ fn is_interrupted(event: &Value) -> bool {
 }
 
 /// Whether the agent gets this header of the caller's: its credentials and extensions.
+/// The caller's headers a follow keeps and sends the agent: its credentials, and its trace
+/// context, which the events the follow publishes join too.
 fn passed_on(name: &str) -> bool {
-    name == "authorization" || name.starts_with("x-")
+    matches!(
+        name,
+        "authorization" | "traceparent" | "tracestate" | "baggage"
+    ) || name.starts_with("x-")
 }
 
 fn kept_headers(headers: &HeaderMap) -> Vec<(String, Secret)> {
@@ -288,7 +294,7 @@ async fn catch_up(
             &gateway.services.events,
             tenant,
             event.to_string().as_bytes(),
-            None,
+            TraceContext::from_headers(headers).as_ref(),
         )
         .await
         {
@@ -355,7 +361,7 @@ async fn stream_once(
                 &gateway.services.events,
                 tenant,
                 event.to_string().as_bytes(),
-                None,
+                TraceContext::from_headers(headers).as_ref(),
             )
             .await
             {
