@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -174,17 +174,30 @@ fn tenant_and_body(
     Ok((tenant_or_problem(query)?, body_or_problem(state, body)?))
 }
 
+/// The request's W3C trace context, read from its headers in place.
+struct RequestTrace(Option<TraceContext>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestTrace {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(RequestTrace(TraceContext::from_headers(&parts.headers)))
+    }
+}
+
 async fn publish_one(
     State(state): State<AppState>,
     AdminQuery(query): AdminQuery<TenantQuery>,
-    headers: HeaderMap,
+    RequestTrace(trace): RequestTrace,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (tenant, body) = match tenant_and_body(&state, &query, body) {
         Ok(parts) => parts,
         Err(response) => return response,
     };
-    let trace = TraceContext::from_headers(&headers);
     match events::publish_one(&state.events, &tenant, &body, trace.as_ref()).await {
         Ok(published) => (StatusCode::ACCEPTED, Json(published)).into_response(),
         Err(e) => problem_for(&e),
@@ -194,14 +207,13 @@ async fn publish_one(
 async fn publish_batch(
     State(state): State<AppState>,
     AdminQuery(query): AdminQuery<TenantQuery>,
-    headers: HeaderMap,
+    RequestTrace(trace): RequestTrace,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (tenant, body) = match tenant_and_body(&state, &query, body) {
         Ok(parts) => parts,
         Err(response) => return response,
     };
-    let trace = TraceContext::from_headers(&headers);
     match events::publish_batch(&state.events, &tenant, &body, trace.as_ref()).await {
         Ok(published) => {
             (StatusCode::ACCEPTED, Json(json!({ "events": published }))).into_response()
