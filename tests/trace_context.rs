@@ -88,15 +88,18 @@ async fn every_attempt_is_its_own_span_of_the_publishers_trace_with_state_and_ba
     span_ids.dedup();
     assert_eq!(span_ids.len(), 3, "each attempt has its own span id");
 
-    // The attempt log names the span each attempt sent.
-    let delivery_id = got[0].header("webhook-id").to_string();
-    let (status, attempts) = hub
-        .admin_get(&format!("/api/v1/deliveries/{delivery_id}"))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{attempts}");
+    // The attempt log names the span each attempt sent (the last outcome is recorded just
+    // after the receiver answered).
+    let path = format!("/api/v1/deliveries/{}", got[0].header("webhook-id"));
+    let attempts = wait_until(WAIT, "three attempts in the log", || async {
+        let (status, delivery) = hub.admin_get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{delivery}");
+        (delivery["attemptLog"].as_array().map_or(0, Vec::len) == 3).then_some(delivery)
+    })
+    .await;
     let logged: Vec<&str> = attempts["attemptLog"]
         .as_array()
-        .unwrap_or_else(|| panic!("{attempts}"))
+        .unwrap()
         .iter()
         .map(|a| a["traceparent"].as_str().unwrap_or_default())
         .collect();

@@ -66,7 +66,15 @@ impl OtlpExport {
             return Ok(None);
         };
         let parsed = url::Url::parse(&endpoint)
-            .map_err(|e| invalid(format!("otlp_endpoint {endpoint:?} is not a URL: {e}")))?;
+            .map_err(|e| invalid(format!("otlp_endpoint is not a URL: {e}")))?;
+        // The endpoint is logged at start: credentials go in OTEL_EXPORTER_OTLP_HEADERS.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(invalid(
+                "otlp_endpoint must not carry credentials; give a collector that needs them \
+                 OTEL_EXPORTER_OTLP_HEADERS (e.g. authorization=Bearer%20…)"
+                    .to_string(),
+            ));
+        }
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
             return Err(invalid(format!(
                 "otlp_endpoint {endpoint:?} must be an http(s) URL of the collector, e.g. http://127.0.0.1:4318"
@@ -165,6 +173,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("otlp_protocol"), "{error}");
+        let with_credentials = TelemetrySettings {
+            otlp_endpoint: "http://user:s3cret@collector:4318".into(),
+            ..Default::default()
+        };
+        let error = OtlpExport::plan(&with_credentials, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("credentials") && !error.contains("s3cret"),
+            "{error}"
+        );
         let bad_url = TelemetrySettings {
             otlp_endpoint: "collector:4318".into(),
             ..Default::default()
