@@ -281,11 +281,7 @@ pub async fn gateway_in_front_of(agent: tokio::process::Command, python: &str, b
             Duration::from_secs(20),
             &format!("trace {trace}: a receive span under the client's span, and sends"),
             || {
-                let spans: Vec<ExportedSpan> = otlp
-                    .spans()
-                    .into_iter()
-                    .filter(|s| s.trace_id == trace_id)
-                    .collect();
+                let spans = otlp.trace(&trace_id);
                 let received = spans
                     .iter()
                     .any(|s| s.name.starts_with("receive") && s.parent_span_id == client_span);

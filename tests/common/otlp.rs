@@ -98,17 +98,21 @@ impl OtlpReceiver {
         self.spans.lock().unwrap().clone()
     }
 
+    /// The spans of trace `trace_id` exported so far.
+    pub fn trace(&self, trace_id: &str) -> Vec<ExportedSpan> {
+        self.spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect()
+    }
+
     /// Waits until `count` spans of trace `trace_id` were exported; returns them all.
     pub async fn wait_for_trace(&self, trace_id: &str, count: usize) -> Vec<ExportedSpan> {
         wait_until(
             Duration::from_secs(20),
             &format!("{count} spans of trace {trace_id}"),
             || {
-                let spans: Vec<ExportedSpan> = self
-                    .spans()
-                    .into_iter()
-                    .filter(|s| s.trace_id == trace_id)
-                    .collect();
+                let spans = self.trace(trace_id);
                 async move { (spans.len() >= count).then_some(spans) }
             },
         )
