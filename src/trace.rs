@@ -59,24 +59,8 @@ impl TraceContext {
             };
         };
         let traceparent = parse_traceparent(traceparent).ok_or(TraceError::Traceparent)?;
-        let tracestate = tracestate
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                valid_tracestate(s)
-                    .then(|| s.to_string())
-                    .ok_or(TraceError::Tracestate)
-            })
-            .transpose()?;
-        let baggage = baggage
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                valid_baggage(s)
-                    .then(|| s.to_string())
-                    .ok_or(TraceError::Baggage)
-            })
-            .transpose()?;
+        let tracestate = checked(tracestate, valid_tracestate, TraceError::Tracestate)?;
+        let baggage = checked(baggage, valid_baggage, TraceError::Baggage)?;
         Ok(Some(TraceContext {
             traceparent,
             tracestate,
@@ -108,14 +92,12 @@ impl TraceContext {
         baggage: Option<&str>,
     ) -> Option<TraceContext> {
         let traceparent = parse_traceparent(traceparent?)?;
-        let tracestate = tracestate
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && valid_tracestate(s))
-            .map(str::to_string);
-        let baggage = baggage
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && valid_baggage(s))
-            .map(str::to_string);
+        let tracestate = checked(tracestate, valid_tracestate, TraceError::Tracestate)
+            .ok()
+            .flatten();
+        let baggage = checked(baggage, valid_baggage, TraceError::Baggage)
+            .ok()
+            .flatten();
         Some(TraceContext {
             traceparent,
             tracestate,
@@ -178,6 +160,19 @@ fn is_hex(text: &str) -> bool {
 
 fn printable(text: &str) -> bool {
     text.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+/// An optional value, trimmed: `None` when absent or empty, `error` when `valid` refuses it.
+fn checked(
+    value: Option<&str>,
+    valid: fn(&str) -> bool,
+    error: TraceError,
+) -> Result<Option<String>, TraceError> {
+    match value.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(text) if valid(text) => Ok(Some(text.to_string())),
+        Some(_) => Err(error),
+    }
 }
 
 fn valid_baggage(value: &str) -> bool {
