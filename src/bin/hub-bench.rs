@@ -1,6 +1,6 @@
 //! hub-bench: measures the hub end to end against the loopback limit of the same run.
 //!
-//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e,f,g] [--store postgres://…]`
+//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e,f,g,h,i] [--store postgres://…]`
 //!
 //! With `--store`, each hub keeps its state in a schema of its own (`bench_…`, dropped at the
 //! end) of that PostgreSQL database instead of the embedded store.
@@ -308,6 +308,14 @@ async fn register(
     }
 }
 
+/// Where one event's request goes: its URL and the headers it carries.
+type Target = Arc<dyn Fn(&str) -> (String, Vec<(&'static str, String)>) + Send + Sync>;
+
+/// The same URL for every event, no extra header.
+fn to_url(url: String) -> Target {
+    Arc::new(move |_| (url.clone(), Vec::new()))
+}
+
 /// Posts `events` to `url` in batches (`batch` > 1: the hub's batch API) with `concurrency`
 /// workers; returns when all were accepted, with each request's time to its answer, µs.
 async fn publish(
@@ -317,12 +325,23 @@ async fn publish(
     batch: usize,
     concurrency: usize,
 ) -> Vec<u64> {
+    publish_to(http, to_url(url.to_string()), events, batch, concurrency).await
+}
+
+/// [`publish`] with each request sent where `target` says for its (first) event's task.
+async fn publish_to(
+    http: &reqwest::Client,
+    target: Target,
+    events: Vec<(String, usize)>,
+    batch: usize,
+    concurrency: usize,
+) -> Vec<u64> {
     let queue = Arc::new(Mutex::new(
         events.chunks(batch).map(|c| c.to_vec()).collect::<Vec<_>>(),
     ));
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (http, url, queue) = (http.clone(), url.to_string(), queue.clone());
+        let (http, target, queue) = (http.clone(), target.clone(), queue.clone());
         workers.push(tokio::spawn(async move {
             let mut took = Vec::new();
             loop {
@@ -334,8 +353,13 @@ async fn publish(
                 } else {
                     event(&chunk[0].0, chunk[0].1)
                 };
+                let (url, headers) = target(&chunk[0].0);
+                let mut request = http.post(&url).json(&body);
+                for (name, value) in headers {
+                    request = request.header(name, value);
+                }
                 let posted = Instant::now();
-                let response = http.post(&url).json(&body).send().await.unwrap();
+                let response = request.send().await.unwrap();
                 assert!(response.status().is_success(), "{}", response.status());
                 took.push(posted.elapsed().as_micros() as u64);
             }
@@ -430,35 +454,185 @@ async fn single_events(
     let hub = Hub::start();
     let task_ids: Vec<String> = (0..tasks).map(|t| format!("single-{t}")).collect();
     register(http, &hub, &task_ids, 1, sink_addr).await;
-    let events: Vec<(String, usize)> = (0..events_per_task)
-        .flat_map(|n| task_ids.iter().map(move |t| (t.clone(), n)))
-        .collect();
-    let count = events.len() as u64;
-    sink.reset();
-    let (_, cpu_before) = hub.usage();
-    let started = Instant::now();
-    let accept_us = publish(
-        http,
-        &format!("http://{}/api/v1/events", hub.admin),
-        events.clone(),
-        1,
-        clients,
-    )
-    .await;
-    let accepted_s = started.elapsed().as_secs_f64();
-    let complete = wait_for(sink, count, Duration::from_secs(300)).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let (rss, cpu_after) = hub.usage();
-    let arrived = sink.arrived.load(Ordering::SeqCst) as f64;
-    let hub_result = json!({"events": count, "clients": clients, "complete": complete,
-        "accepted_per_s": (count as f64 / accepted_s).round(), "delivered_per_s": (arrived / elapsed).round(),
-        "accept_latency": percentiles(&mut accept_us.clone()),
-        "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "hub_peak_rss_mib": rss,
-        "hub_cpu_s": cpu_after - cpu_before, "hub_cpu_us_per_event": ((cpu_after - cpu_before) * 1e6 / count as f64).round()});
-    drop(hub);
-    let base = baseline(http, sink, sink_addr, events).await;
-    let ratio = (arrived / elapsed) / base["delivered_per_s"].as_f64().unwrap_or(1.0);
-    json!({"hub": hub_result, "baseline": base, "hub_over_baseline": (ratio * 1000.0).round() / 1000.0})
+    let target = to_url(format!("http://{}/api/v1/events", hub.admin));
+    let run = Run::new(&task_ids, events_per_task, clients);
+    run.measure(http, sink, sink_addr, hub, target).await
+}
+
+/// (h): a peer agent pushing to the hub's inbound intake, one subscription per task (token
+/// checked), every accepted push forwarded to a webhook.
+async fn inbound_forward(
+    http: &reqwest::Client,
+    sink: &Arc<Sink>,
+    sink_addr: SocketAddr,
+    tasks: usize,
+    events_per_task: usize,
+    clients: usize,
+) -> Value {
+    // The intake's per-subscription rate limit is for misbehaving peers, not this load.
+    let hub = Hub::start_in(
+        Arc::new(tempfile::tempdir().unwrap()),
+        &[
+            ("A2A_PUSH_HUB_INBOUND__RATE_LIMIT_PER_SECOND", "100000"),
+            ("A2A_PUSH_HUB_INBOUND__RATE_LIMIT_BURST", "100000"),
+        ],
+    );
+    let task_ids: Vec<String> = (0..tasks).map(|t| format!("inbound-{t}")).collect();
+    let mut intakes = std::collections::HashMap::new();
+    for task in &task_ids {
+        let answer: Value = http
+            .post(format!("http://{}/api/v1/subscriptions", hub.admin))
+            .json(&json!({"taskId": task, "token": format!("token-{task}"),
+                "forwardTo": format!("http://{sink_addr}/forward/{task}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = answer["url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the hub refused a subscription: {answer}"));
+        intakes.insert(task.clone(), url.to_string());
+    }
+    let target: Target = Arc::new(move |task| {
+        let token = format!("token-{task}");
+        (
+            intakes[task].clone(),
+            vec![("x-a2a-notification-token", token)],
+        )
+    });
+    let run = Run::new(&task_ids, events_per_task, clients);
+    run.measure(http, sink, sink_addr, hub, target).await
+}
+
+/// An A2A agent that pushes: `SendMessage` starts the task its message id names and keeps the
+/// push config it was given (in gateway mode, the hub's intake) for the benchmark to push to.
+async fn start_pushing_agent() -> (
+    SocketAddr,
+    Arc<Mutex<std::collections::HashMap<String, (String, String)>>>,
+) {
+    let configs = Arc::new(Mutex::new(std::collections::HashMap::new()));
+    let kept = configs.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let card = json!({"name": "bench agent", "capabilities": {"streaming": false, "pushNotifications": true},
+        "supportedInterfaces": [{"url": format!("http://{addr}/"), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}]});
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/agent-card.json",
+            axum::routing::get(move || async move { axum::Json(card) }),
+        )
+        .fallback(move |axum::Json(request): axum::Json<Value>| async move {
+            let params = &request["params"];
+            let result = match request["method"].as_str().unwrap_or_default() {
+                "SendMessage" => {
+                    let task = params["message"]["messageId"].as_str().unwrap_or_default();
+                    let push = &params["configuration"]["taskPushNotificationConfig"];
+                    let config = (push["url"].as_str().unwrap_or_default().to_string(),
+                        push["token"].as_str().unwrap_or_default().to_string());
+                    kept.lock().unwrap().insert(task.to_string(), config);
+                    json!({"task": {"id": task, "contextId": "bench", "status": {"state": "TASK_STATE_SUBMITTED"}}})
+                }
+                _ => params.clone(),
+            };
+            axum::Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": result}))
+        });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, configs)
+}
+
+/// (i): the hub as a gateway in front of an agent: each client's `SendMessage` with an inline
+/// push config goes through the hub, which hands the agent its intake instead; the agent then
+/// pushes every task update there, one request each, and the hub delivers them to the
+/// client's webhook.
+async fn gateway_pushes(
+    http: &reqwest::Client,
+    sink: &Arc<Sink>,
+    sink_addr: SocketAddr,
+    tasks: usize,
+    events_per_task: usize,
+    clients: usize,
+) -> Value {
+    let (agent, configs) = start_pushing_agent().await;
+    let upstream = format!("http://{agent}/");
+    let hub = Hub::start_in(
+        Arc::new(tempfile::tempdir().unwrap()),
+        &[("A2A_PUSH_HUB_GATEWAY__UPSTREAM", upstream.as_str())],
+    );
+    let task_ids: Vec<String> = (0..tasks).map(|t| format!("gateway-{t}")).collect();
+    for task in &task_ids {
+        let send = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+            "message": {"messageId": task, "role": "ROLE_USER", "parts": [{"text": "work"}]},
+            "configuration": {"returnImmediately": true,
+                "taskPushNotificationConfig": {"url": format!("http://{sink_addr}/client/{task}")}}}});
+        let answer: Value = http
+            .post(format!("http://{}/", hub.public))
+            .header("A2A-Version", "1.0")
+            .json(&send)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["result"]["task"]["id"], *task, "{answer}");
+    }
+    let intakes = configs.lock().unwrap().clone();
+    let target: Target = Arc::new(move |task| {
+        let (url, token) = intakes[task].clone();
+        (url, vec![("x-a2a-notification-token", token)])
+    });
+    let run = Run::new(&task_ids, events_per_task, clients);
+    run.measure(http, sink, sink_addr, hub, target).await
+}
+
+/// One event per request from concurrent keep-alive clients, the events of all tasks
+/// interleaved.
+struct Run {
+    events: Vec<(String, usize)>,
+    clients: usize,
+}
+
+impl Run {
+    fn new(task_ids: &[String], events_per_task: usize, clients: usize) -> Run {
+        let events = (0..events_per_task)
+            .flat_map(|n| task_ids.iter().map(move |t| (t.clone(), n)))
+            .collect();
+        Run { events, clients }
+    }
+
+    /// Sends the events to `target` and waits for them at the sink: accepted and delivered
+    /// rates, accept and publish-to-arrival latency, the hub's CPU per event — then the
+    /// baseline, the same bodies straight to the sink.
+    async fn measure(
+        self,
+        http: &reqwest::Client,
+        sink: &Arc<Sink>,
+        sink_addr: SocketAddr,
+        hub: Hub,
+        target: Target,
+    ) -> Value {
+        let count = self.events.len() as u64;
+        sink.reset();
+        let (_, cpu_before) = hub.usage();
+        let started = Instant::now();
+        let accept_us = publish_to(http, target, self.events.clone(), 1, self.clients).await;
+        let accepted_s = started.elapsed().as_secs_f64();
+        let complete = wait_for(sink, count, Duration::from_secs(300)).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let (rss, cpu_after) = hub.usage();
+        let arrived = sink.arrived.load(Ordering::SeqCst) as f64;
+        let hub_result = json!({"events": count, "clients": self.clients, "complete": complete,
+            "accepted_per_s": (count as f64 / accepted_s).round(), "delivered_per_s": (arrived / elapsed).round(),
+            "accept_latency": percentiles(&mut accept_us.clone()),
+            "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "hub_peak_rss_mib": rss,
+            "hub_cpu_s": cpu_after - cpu_before, "hub_cpu_us_per_event": ((cpu_after - cpu_before) * 1e6 / count as f64).round()});
+        drop(hub);
+        let base = baseline(http, sink, sink_addr, self.events).await;
+        let ratio = (arrived / elapsed) / base["delivered_per_s"].as_f64().unwrap_or(1.0);
+        json!({"hub": hub_result, "baseline": base, "hub_over_baseline": (ratio * 1000.0).round() / 1000.0})
+    }
 }
 
 /// How a fixed-rate load reaches the hub.
@@ -593,7 +767,7 @@ async fn main() {
         .iter()
         .position(|a| a == "--scenarios")
         .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "a,b,c,d,e,f,g".to_string());
+        .unwrap_or_else(|| "a,b,c,d,e,f,g,h,i".to_string());
     let store = args
         .iter()
         .position(|a| a == "--store")
@@ -675,8 +849,27 @@ async fn main() {
                 json!({"name": format!("latency of single events: a fixed 5,000 and 10,000 events/s for {seconds} s, one request per event"),
                     "result": Value::Object(runs)})
             }
+            "h" | "i" => {
+                let (tasks, per_task) = if quick { (1_000, 10) } else { (1_000, 50) };
+                let path = if scenario.trim() == "h" {
+                    "inbound push (token checked) forwarded to a webhook"
+                } else {
+                    "gateway: an agent pushing its task updates to the intake, delivered to the client's webhook"
+                };
+                let mut runs = serde_json::Map::new();
+                for clients in [32, 128] {
+                    let run = if scenario.trim() == "h" {
+                        inbound_forward(&http, &sink, sink_addr, tasks, per_task, clients).await
+                    } else {
+                        gateway_pushes(&http, &sink, sink_addr, tasks, per_task, clients).await
+                    };
+                    runs.insert(format!("{clients}_clients"), run);
+                }
+                json!({"name": format!("{path}: {tasks} tasks x {per_task} events, one push per request, 32 and 128 clients"),
+                    "result": Value::Object(runs)})
+            }
             other => {
-                json!({"name": other, "result": "unknown scenario (a to g are implemented)"})
+                json!({"name": other, "result": "unknown scenario (a to i are implemented)"})
             }
         };
         eprintln!("{scenario}: {result}");
