@@ -25,6 +25,7 @@ pub mod verify;
 pub(crate) mod a2a;
 pub(crate) mod api;
 pub(crate) mod delivery;
+pub(crate) mod digest;
 pub(crate) mod domain;
 pub(crate) mod gateway;
 pub(crate) mod inbound;
@@ -229,6 +230,7 @@ async fn serve(
         store: store.clone(),
         metrics: metrics.clone(),
         telemetry: telemetry.clone(),
+        idempotency_window: settings.retention.idempotency_keys.0,
     };
     let inbound = Arc::new(
         inbound::Inbound::new(

@@ -38,6 +38,8 @@ const DURATION_BOUNDS: [f64; 12] = [
 #[derive(Default)]
 pub struct Metrics {
     events_published: AtomicU64,
+    events_replayed: AtomicU64,
+    idempotency_keys_purged: AtomicU64,
     tasks_purged: AtomicU64,
     inbound_events_purged: AtomicU64,
     outcomes: [AtomicU64; OUTCOMES.len()],
@@ -63,6 +65,15 @@ pub enum DeliveryOutcome {
 impl Metrics {
     pub fn events_published(&self, count: u64) {
         self.events_published.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub fn events_replayed(&self, count: u64) {
+        self.events_replayed.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub fn idempotency_keys_purged(&self, count: u64) {
+        self.idempotency_keys_purged
+            .fetch_add(count, Ordering::Relaxed);
     }
 
     pub fn tasks_purged(&self, count: u64) {
@@ -136,6 +147,29 @@ impl Metrics {
             out,
             "a2a_push_hub_events_published_total {}",
             load(&self.events_published)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP a2a_push_hub_events_replayed_total Publishes answered again for an idempotency key seen within its window: nothing was stored."
+        );
+        let _ = writeln!(out, "# TYPE a2a_push_hub_events_replayed_total counter");
+        let _ = writeln!(
+            out,
+            "a2a_push_hub_events_replayed_total {}",
+            load(&self.events_replayed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP a2a_push_hub_idempotency_keys_purged_total Idempotency keys removed by retention once their window passed."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE a2a_push_hub_idempotency_keys_purged_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "a2a_push_hub_idempotency_keys_purged_total {}",
+            load(&self.idempotency_keys_purged)
         );
         let _ = writeln!(
             out,

@@ -1,6 +1,7 @@
 //! Retention: purges finished tasks, with everything recorded for them, once they have been
-//! finished for `retention.finished_tasks`, and accepted inbound events once they are older
-//! than `retention.inbound_events`.
+//! finished for `retention.finished_tasks`, accepted inbound events once they are older than
+//! `retention.inbound_events`, and the event API's idempotency keys once they are older than
+//! `retention.idempotency_keys`.
 //!
 //! A sweep runs every tenth of the shorter period (at least every second, at most every ten
 //! minutes). It works in bounded store steps, each its own small write, so intakes never wait
@@ -29,9 +30,14 @@ pub fn start(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let (tasks, inbound_events) = (settings.finished_tasks.0, settings.inbound_events.0);
+    let (tasks, inbound_events, keys) = (
+        settings.finished_tasks.0,
+        settings.inbound_events.0,
+        settings.idempotency_keys.0,
+    );
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(sweep_interval(tasks.min(inbound_events)));
+        let shortest = tasks.min(inbound_events).min(keys);
+        let mut every = tokio::time::interval(sweep_interval(shortest));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut indexed = false;
         loop {
@@ -70,6 +76,15 @@ pub fn start(
                     tracing::info!(events, "retention removed inbound events");
                 }
                 Err(e) => failed("removing inbound events", &e),
+            }
+            let before_ms = now_ms().saturating_sub(keys.as_millis() as u64);
+            match in_steps(&stop, |from| store.purge_idempotency_keys(before_ms, from)).await {
+                Ok(0) => {}
+                Ok(keys) => {
+                    metrics.idempotency_keys_purged(keys);
+                    tracing::info!(keys, "retention removed idempotency keys");
+                }
+                Err(e) => failed("removing idempotency keys", &e),
             }
         }
     })

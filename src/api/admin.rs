@@ -188,18 +188,62 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestTrace {
     }
 }
 
+/// The request's `Idempotency-Key` header: absent, its text, or one that is not text.
+struct IdempotencyKey(Result<Option<String>, ()>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(events::IDEMPOTENCY_KEY_HEADER);
+        Ok(IdempotencyKey(match value {
+            None => Ok(None),
+            Some(value) => value.to_str().map(|v| Some(v.to_string())).map_err(|_| ()),
+        }))
+    }
+}
+
 async fn publish_one(
     State(state): State<AppState>,
     AdminQuery(query): AdminQuery<TenantQuery>,
     RequestTrace(trace): RequestTrace,
+    IdempotencyKey(key): IdempotencyKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (tenant, body) = match tenant_and_body(&state, &query, body) {
         Ok(parts) => parts,
         Err(response) => return response,
     };
-    match events::publish_one(&state.events, &tenant, &body, trace.as_ref()).await {
-        Ok(published) => (StatusCode::ACCEPTED, Json(published)).into_response(),
+    let Ok(key) = key else {
+        let field = InvalidField::new(
+            events::IDEMPOTENCY_KEY_HEADER,
+            "must be printable ASCII text",
+        );
+        return problem_for(&field.into());
+    };
+    let published = events::publish_one(
+        &state.events,
+        &tenant,
+        &body,
+        trace.as_ref(),
+        key.as_deref(),
+    )
+    .await;
+    match published {
+        Ok(published) => {
+            let replayed = published.replayed;
+            let mut response = (StatusCode::ACCEPTED, Json(published)).into_response();
+            if replayed {
+                // The name other APIs with idempotency keys answer a replay with.
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            response
+        }
         Err(e) => problem_for(&e),
     }
 }
@@ -208,12 +252,20 @@ async fn publish_batch(
     State(state): State<AppState>,
     AdminQuery(query): AdminQuery<TenantQuery>,
     RequestTrace(trace): RequestTrace,
+    IdempotencyKey(key): IdempotencyKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (tenant, body) = match tenant_and_body(&state, &query, body) {
         Ok(parts) => parts,
         Err(response) => return response,
     };
+    if !matches!(key, Ok(None)) {
+        let field = InvalidField::new(
+            events::IDEMPOTENCY_KEY_HEADER,
+            "is for one event (POST /api/v1/events); in a batch, give each event its own \"idempotencyKey\" field",
+        );
+        return problem_for(&field.into());
+    }
     match events::publish_batch(&state.events, &tenant, &body, trace.as_ref()).await {
         Ok(published) => {
             (StatusCode::ACCEPTED, Json(json!({ "events": published }))).into_response()

@@ -29,6 +29,7 @@ pub fn to_a2a(error: &DomainError) -> A2AError {
             A2AError::new(error_code::TASK_NOT_FOUND, message.clone())
         }
         DomainError::Conflict(message) => A2AError::invalid_request(message.clone()),
+        DomainError::ConflictingField(field) => A2AError::invalid_request(field.to_string()),
         DomainError::Upstream(message) => A2AError::internal(message.clone()),
         DomainError::Store(StoreError::Busy) => {
             A2AError::internal("the hub is overloaded; retry shortly")
@@ -87,6 +88,9 @@ pub fn problem_for(error: &DomainError) -> Response {
             problem(StatusCode::NOT_FOUND, message.clone(), None)
         }
         DomainError::Conflict(message) => problem(StatusCode::CONFLICT, message.clone(), None),
+        DomainError::ConflictingField(field) => {
+            problem(StatusCode::CONFLICT, field.to_string(), Some(&field.field))
+        }
         DomainError::Upstream(message) => problem(StatusCode::BAD_GATEWAY, message.clone(), None),
         DomainError::Store(StoreError::Busy) => problem(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -132,8 +132,14 @@ pub async fn after_config_created(
         .map_or(0, |t| t.last_sequence);
     if after != before && newest == seen {
         let snapshot = json!({"task": after}).to_string();
-        let published: Result<PublishedEvent, DomainError> =
-            events::publish_one(&state.events, tenant, snapshot.as_bytes(), trace.as_ref()).await;
+        let published: Result<PublishedEvent, DomainError> = events::publish_one(
+            &state.events,
+            tenant,
+            snapshot.as_bytes(),
+            trace.as_ref(),
+            None,
+        )
+        .await;
         published.map_err(|e| to_a2a(&e))?;
     }
     Ok(())

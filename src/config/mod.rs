@@ -305,6 +305,9 @@ pub struct RetentionSettings {
     pub finished_tasks: HumanDuration,
     /// How long an accepted inbound event is kept for pull and SSE.
     pub inbound_events: HumanDuration,
+    /// How long the event API remembers an idempotency key: a publish retried with the same
+    /// key within this window is answered as the first time.
+    pub idempotency_keys: HumanDuration,
 }
 
 impl Default for RetentionSettings {
@@ -313,6 +316,7 @@ impl Default for RetentionSettings {
         RetentionSettings {
             finished_tasks: week,
             inbound_events: week,
+            idempotency_keys: HumanDuration(Duration::from_secs(24 * 3600)),
         }
     }
 }

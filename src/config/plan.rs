@@ -99,6 +99,10 @@ impl Settings {
         for (key, period) in [
             ("retention.finished_tasks", &self.retention.finished_tasks),
             ("retention.inbound_events", &self.retention.inbound_events),
+            (
+                "retention.idempotency_keys",
+                &self.retention.idempotency_keys,
+            ),
         ] {
             if period.0 < Duration::from_secs(1) {
                 return Err(SettingsError::Invalid {

@@ -21,6 +21,10 @@ pub enum DomainError {
     /// The request contradicts the resource's state (e.g. replaying a pending delivery).
     #[error("{0}")]
     Conflict(String),
+    /// A field of the request contradicts what is stored (an idempotency key used for another
+    /// event).
+    #[error(transparent)]
+    ConflictingField(InvalidField),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -5,12 +5,17 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::DomainError;
 use crate::a2a::event::parse_event;
 use crate::a2a::params::InvalidField;
+use crate::config::HumanDuration;
 use crate::metrics::Metrics;
-use crate::store::{ConfigSnapshot, NewEvent, PublishedEvent, Store};
+use crate::store::{
+    ConfigSnapshot, ConflictWith, IdempotencyClaim, KeyConflict, NewEvent, Published,
+    PublishedEvent, Store, now_ms,
+};
 use crate::telemetry::Telemetry;
 use crate::trace::{TraceContext, TraceError};
 
@@ -21,23 +26,43 @@ pub struct Events {
     pub metrics: Arc<Metrics>,
     /// Records a `create` span per event.
     pub telemetry: Telemetry,
+    /// How long an idempotency key answers its first event (`retention.idempotency_keys`).
+    pub idempotency_window: Duration,
 }
+
+/// Longest idempotency key, as other webhook and payment APIs accept.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The request header that carries a single event's idempotency key.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 
 /// Most events in one batch request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
 /// Publishes one event given as raw JSON bytes, in the trace `trace` (the request's) unless
-/// the event names its own.
+/// the event names its own; `key` is the request's `Idempotency-Key`.
 pub async fn publish_one(
     events: &Events,
     tenant: &str,
     body: &[u8],
     trace: Option<&TraceContext>,
+    key: Option<&str>,
 ) -> Result<PublishedEvent, DomainError> {
     let raw: Box<RawValue> = serde_json::from_slice(body)
         .map_err(|e| InvalidField::new("body", format!("is not valid JSON: {e}")))?;
-    let event = validate(tenant, raw, "", trace)?;
-    let mut published = store_events(events, vec![event]).await?;
+    let request = Request {
+        tenant,
+        trace,
+        key,
+        window: events.idempotency_window,
+    };
+    let event = validate(&request, raw, "")?;
+    let key_field = if key.is_some() {
+        IDEMPOTENCY_KEY_HEADER
+    } else {
+        "idempotencyKey"
+    };
+    let mut published = store_events(events, vec![event], |_| key_field.to_string()).await?;
     published.pop().ok_or_else(|| {
         DomainError::Store(crate::store::StoreError::Storage(
             "publish returned nothing".to_string(),
@@ -72,19 +97,26 @@ pub async fn publish_batch(
         )
         .into());
     }
+    let request = Request {
+        tenant,
+        trace,
+        key: None,
+        window: events.idempotency_window,
+    };
     let new = items
         .into_iter()
         .enumerate()
-        .map(|(i, raw)| validate(tenant, raw, &format!("[{i}]"), trace))
+        .map(|(i, raw)| validate(&request, raw, &format!("[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    store_events(events, new).await
+    store_events(events, new, |i| format!("[{i}].idempotencyKey")).await
 }
 
 /// Stores the events durably (the store hands their deliveries to the scheduler), each with
-/// its `create` span.
+/// its `create` span; `key_field` names the idempotency key of the `i`th event in an error.
 async fn store_events(
     events: &Events,
     mut new: Vec<NewEvent>,
+    key_field: impl Fn(usize) -> String,
 ) -> Result<Vec<PublishedEvent>, DomainError> {
     let mut spans = Vec::new();
     if events.telemetry.is_on() {
@@ -102,7 +134,17 @@ async fn store_events(
         }
     }
     let published = match events.store.publish(new).await {
-        Ok(published) => published,
+        Ok(Published::Events(published)) => published,
+        Ok(Published::KeyConflict(conflict)) => {
+            for span in &mut spans {
+                span.fail("the idempotency key stands for another event");
+            }
+            let reason = conflict_reason(&conflict, events.idempotency_window);
+            return Err(DomainError::ConflictingField(InvalidField::new(
+                key_field(conflict.index),
+                reason,
+            )));
+        }
         Err(e) => {
             for span in &mut spans {
                 span.fail("the event could not be stored");
@@ -114,9 +156,45 @@ async fn store_events(
         span.set("messaging.message.id", event.event_id.clone());
         span.set("a2a.event.sequence", event.sequence as i64);
         span.set("a2a.deliveries", event.deliveries.len() as i64);
+        if event.replayed {
+            span.set("a2a.event.replayed", true);
+        }
     }
-    events.metrics.events_published(published.len() as u64);
+    let replayed = published.iter().filter(|e| e.replayed).count() as u64;
+    events.metrics.events_replayed(replayed);
+    events
+        .metrics
+        .events_published(published.len() as u64 - replayed);
     Ok(published)
+}
+
+/// What a conflicting idempotency key already stands for, and what to do about it.
+fn conflict_reason(conflict: &KeyConflict, window: Duration) -> String {
+    let key = &conflict.key;
+    match &conflict.with {
+        ConflictWith::Stored {
+            event_id,
+            task_id,
+            sequence,
+        } => format!(
+            "{key:?} was used within the last {} for another event (event {event_id}: task {task_id:?}, sequence {sequence}); \
+             a retry must repeat the event as it was (its trace may differ), a new event needs a new key",
+            HumanDuration(window)
+        ),
+        ConflictWith::Batch(first) => format!(
+            "{key:?} is also the key of event [{first}] of this batch, a different event; each event needs its own key"
+        ),
+    }
+}
+
+/// What every event of one request shares.
+struct Request<'a> {
+    tenant: &'a str,
+    /// The request's trace context, for events that name none.
+    trace: Option<&'a TraceContext>,
+    /// The `Idempotency-Key` header (a single event's).
+    key: Option<&'a str>,
+    window: Duration,
 }
 
 /// Longest principal name the event API accepts as an `owner`.
@@ -124,14 +202,15 @@ const MAX_OWNER_LEN: usize = 256;
 
 /// The hub's own fields beside an event: taken out so receivers get the event exactly as the
 /// A2A protocol defines it.
-const HUB_FIELDS: [&str; 4] = ["owner", "traceparent", "tracestate", "baggage"];
+const HUB_FIELDS: [&str; 5] = [
+    "owner",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "idempotencyKey",
+];
 
-fn validate(
-    tenant: &str,
-    raw: Box<RawValue>,
-    at: &str,
-    request_trace: Option<&TraceContext>,
-) -> Result<NewEvent, InvalidField> {
+fn validate(request: &Request<'_>, raw: Box<RawValue>, at: &str) -> Result<NewEvent, InvalidField> {
     let mut value: Value = serde_json::from_str(raw.get()).map_err(|e| {
         InvalidField::new(
             if at.is_empty() { "body" } else { at },
@@ -142,7 +221,7 @@ fn validate(
     let mut hub_fields =
         HUB_FIELDS.map(|name| value.as_object_mut().and_then(|event| event.remove(name)));
     let had_hub_fields = hub_fields.iter().any(Option::is_some);
-    let [owner, traceparent, tracestate, baggage] = &mut hub_fields;
+    let [owner, traceparent, tracestate, baggage, key] = &mut hub_fields;
     let owner = match owner.take() {
         None => None,
         Some(Value::String(owner)) if (1..=MAX_OWNER_LEN).contains(&owner.len()) => Some(owner),
@@ -182,6 +261,40 @@ fn validate(
         InvalidField::new(field(name), e.to_string())
     })?;
     let parsed = parse_event(&value, at)?;
+    let key = match (request.key, text("idempotencyKey", key)?) {
+        (Some(header), Some(given)) if header != given => {
+            return Err(InvalidField::new(
+                field("idempotencyKey"),
+                format!("differs from the {IDEMPOTENCY_KEY_HEADER} header; give the key once"),
+            ));
+        }
+        (Some(header), _) => Some((IDEMPOTENCY_KEY_HEADER.to_string(), header.to_string())),
+        (None, field_key) => field_key.map(|k| (field("idempotencyKey"), k)),
+    };
+    let idempotency = match key {
+        None => None,
+        Some((name, key)) => {
+            if key.is_empty()
+                || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+                || !key.bytes().all(|b| (0x20..0x7f).contains(&b))
+            {
+                return Err(InvalidField::new(
+                    name,
+                    format!(
+                        "must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters (a UUID is a good key)"
+                    ),
+                ));
+            }
+            // What the event says, in one spelling (object keys sorted): a retry matches
+            // whatever its whitespace, key order or trace.
+            let said = serde_json::json!({"event": &value, "owner": &owner});
+            Some(IdempotencyClaim {
+                key,
+                fingerprint: crate::digest::sha256_hex(said.to_string().as_bytes()),
+                recorded_after_ms: now_ms().saturating_sub(request.window.as_millis() as u64),
+            })
+        }
+    };
     let body = if !had_hub_fields {
         raw
     } else {
@@ -189,13 +302,14 @@ fn validate(
             .map_err(|e| InvalidField::new("body", format!("cannot be stored: {e}")))?
     };
     Ok(NewEvent {
-        tenant: tenant.to_string(),
+        tenant: request.tenant.to_string(),
         task_id: parsed.task_id,
         event: parsed.event,
         body,
         owner,
-        trace: own_trace.or_else(|| request_trace.cloned()),
+        trace: own_trace.or_else(|| request.trace.cloned()),
         origin_span: None,
+        idempotency,
     })
 }
 

@@ -295,6 +295,7 @@ async fn catch_up(
             tenant,
             event.to_string().as_bytes(),
             TraceContext::from_headers(headers).as_ref(),
+            None,
         )
         .await
         {
@@ -362,6 +363,7 @@ async fn stream_once(
                 tenant,
                 event.to_string().as_bytes(),
                 TraceContext::from_headers(headers).as_ref(),
+                None,
             )
             .await
             {

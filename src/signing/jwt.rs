@@ -35,8 +35,7 @@ pub struct Claims {
 
 /// Hex SHA-256 of the raw body bytes.
 pub fn body_sha256(body: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::sha256_hex(body)
 }
 
 pub fn sign(key: &EcdsaKeyPair, kid: &str, claims: &Claims) -> Result<String, SigningError> {

@@ -48,6 +48,21 @@ fn status_event(task_id: &str, state: &str) -> NewEvent {
         owner: None,
         trace: None,
         origin_span: None,
+        idempotency: None,
+    }
+}
+
+/// The events a publish stored (it had no conflicting idempotency key).
+trait Stored {
+    fn stored(self) -> Vec<PublishedEvent>;
+}
+
+impl Stored for Published {
+    fn stored(self) -> Vec<PublishedEvent> {
+        match self {
+            Published::Events(events) => events,
+            conflict => panic!("nothing was stored: {conflict:?}"),
+        }
     }
 }
 
@@ -177,7 +192,8 @@ async fn publishing_numbers_events_per_task_and_announces_one_delivery_per_activ
             status_event("t", "TASK_STATE_COMPLETED"),
         ])
         .await
-        .unwrap();
+        .unwrap()
+        .stored();
     assert_eq!(
         published.iter().map(|p| p.sequence).collect::<Vec<_>>(),
         [1, 2]
@@ -234,7 +250,8 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
             ..status_event("t", "TASK_STATE_WORKING")
         }])
         .await
-        .unwrap();
+        .unwrap()
+        .stored();
     let id = published[0].deliveries[0].delivery_id.clone();
     let context = store.attempt_context(id.clone()).await.unwrap().unwrap();
     assert_eq!(context.config.unwrap().id, "a");
@@ -297,11 +314,13 @@ async fn replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_on
     let first = store
         .publish(vec![status_event("t", "TASK_STATE_WORKING")])
         .await
-        .unwrap();
+        .unwrap()
+        .stored();
     let second = store
         .publish(vec![status_event("t", "TASK_STATE_WORKING")])
         .await
-        .unwrap();
+        .unwrap()
+        .stored();
     let (dead, pending) = (
         first[0].deliveries[0].delivery_id.clone(),
         second[0].deliveries[0].delivery_id.clone(),
@@ -357,7 +376,8 @@ async fn deleting_a_config_cancels_its_pending_deliveries<B: Backend>(store: Tab
     let published = store
         .publish(vec![status_event("t", "TASK_STATE_WORKING")])
         .await
-        .unwrap();
+        .unwrap()
+        .stored();
     store
         .delete_config(String::new(), "t".into(), "a".into())
         .await
@@ -371,7 +391,8 @@ async fn deleting_a_config_cancels_its_pending_deliveries<B: Backend>(store: Tab
     let more = store
         .publish(vec![status_event("t", "TASK_STATE_WORKING")])
         .await
-        .unwrap();
+        .unwrap()
+        .stored();
     assert!(more[0].deliveries.is_empty(), "no config, no delivery");
 }
 
@@ -555,6 +576,155 @@ async fn a_failing_write_leaves_nothing_behind<B: Backend>(store: TableStore<B>)
     store.ping().await.unwrap();
 }
 
+/// `event` with idempotency key `key` saying `fingerprint`, live for keys recorded from
+/// `recorded_after_ms` on.
+fn keyed(event: NewEvent, key: &str, fingerprint: &str, recorded_after_ms: u64) -> NewEvent {
+    NewEvent {
+        idempotency: Some(IdempotencyClaim {
+            key: key.to_string(),
+            fingerprint: fingerprint.to_string(),
+            recorded_after_ms,
+        }),
+        ..event
+    }
+}
+
+async fn an_idempotency_key_answers_its_first_event_and_refuses_another<B: Backend>(
+    store: TableStore<B>,
+) {
+    store
+        .put_config(config("t", "a"), anyone(10))
+        .await
+        .unwrap();
+    let announced = announced(&store);
+    let working = || status_event("t", "TASK_STATE_WORKING");
+    let first = store
+        .publish(vec![keyed(working(), "k1", "f1", 0)])
+        .await
+        .unwrap()
+        .stored();
+    assert!(!first[0].replayed);
+    assert_eq!(announced.lock().unwrap().len(), 1);
+
+    let again = store
+        .publish(vec![keyed(working(), "k1", "f1", 0)])
+        .await
+        .unwrap()
+        .stored();
+    assert!(again[0].replayed);
+    assert_eq!(
+        (
+            &again[0].event_id,
+            again[0].sequence,
+            &again[0].deliveries[0].delivery_id
+        ),
+        (&first[0].event_id, 1, &first[0].deliveries[0].delivery_id),
+        "the first answer, again"
+    );
+    assert_eq!(announced.lock().unwrap().len(), 1, "nothing new to deliver");
+
+    let other = store
+        .publish(vec![keyed(working(), "k1", "f2", 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        other,
+        Published::KeyConflict(KeyConflict {
+            index: 0,
+            key: "k1".to_string(),
+            with: ConflictWith::Stored {
+                event_id: first[0].event_id.clone(),
+                task_id: "t".to_string(),
+                sequence: 1,
+            },
+        })
+    );
+    // A batch: a new event, then a key taken by another event of the batch — nothing stored.
+    let batch = store
+        .publish(vec![
+            keyed(working(), "k2", "f2", 0),
+            keyed(working(), "k2", "f3", 0),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(
+        batch,
+        Published::KeyConflict(KeyConflict {
+            index: 1,
+            with: ConflictWith::Batch(0),
+            ..
+        })
+    ));
+    let task = store
+        .get_task(String::new(), "t".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(task.last_sequence, 1, "a conflict stores nothing");
+
+    // The same event twice in one batch is one event; another tenant's key is its own; an
+    // expired key is free again.
+    let mixed = store
+        .publish(vec![
+            keyed(working(), "k3", "f3", 0),
+            keyed(working(), "k3", "f3", 0),
+            NewEvent {
+                tenant: "other".to_string(),
+                ..keyed(working(), "k1", "f9", 0)
+            },
+            keyed(working(), "k1", "f4", u64::MAX),
+        ])
+        .await
+        .unwrap()
+        .stored();
+    let sequences: Vec<(u64, bool)> = mixed.iter().map(|e| (e.sequence, e.replayed)).collect();
+    assert_eq!(sequences, [(2, false), (2, true), (1, false), (3, false)]);
+}
+
+async fn retention_removes_expired_idempotency_keys_and_keeps_newer_ones<B: Backend>(
+    store: TableStore<B>,
+) {
+    let working = || status_event("t", "TASK_STATE_WORKING");
+    store
+        .publish(vec![keyed(working(), "old", "f", 0)])
+        .await
+        .unwrap()
+        .stored();
+    let cut = now_ms() + 1;
+    while now_ms() <= cut {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    store
+        .publish(vec![keyed(working(), "new", "f", 0)])
+        .await
+        .unwrap()
+        .stored();
+    let mut purged = 0;
+    let mut from = Some(Vec::new());
+    while let Some(start) = from {
+        let step = store.purge_idempotency_keys(cut, start).await.unwrap();
+        purged += step.purged;
+        from = step.next;
+    }
+    assert_eq!(purged, 1);
+    let again = store
+        .publish(vec![
+            keyed(working(), "old", "f", 0),
+            keyed(working(), "new", "f", 0),
+        ])
+        .await
+        .unwrap()
+        .stored();
+    assert_eq!(
+        again
+            .iter()
+            .map(|e| (e.sequence, e.replayed))
+            .collect::<Vec<_>>(),
+        [(3, false), (2, true)],
+        "the purged key is free, the newer one still answers"
+    );
+}
+
 /// Declares each contract test once per backend.
 macro_rules! contract {
     ($($test:ident),* $(,)?) => {
@@ -603,6 +773,8 @@ contract!(
     signing_keys_are_replaced_and_retired_together,
     a_follow_is_held_by_one_node_until_its_lease_ends,
     a_failing_write_leaves_nothing_behind,
+    an_idempotency_key_answers_its_first_event_and_refuses_another,
+    retention_removes_expired_idempotency_keys_and_keeps_newer_ones,
 );
 
 /// A schema of the test database made for one test, dropped by `drop`.

@@ -87,6 +87,61 @@ pub struct NewEvent {
     /// The span id of the event's `create` or `receive` span, which each attempt's span links
     /// to (when telemetry is on).
     pub origin_span: Option<String>,
+    /// The publisher's idempotency key: the same key again answers this event.
+    pub idempotency: Option<IdempotencyClaim>,
+}
+
+/// An idempotency key given with an event. Within its window the same key answers the event
+/// first published with it, without storing anything; with another event it is a conflict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    /// SHA-256 (hex) of what the event says — its body and owner, not its trace — so that a
+    /// retry is recognised whatever trace it is sent in.
+    pub fingerprint: String,
+    /// Keys recorded before this moment (ms) have expired: the key is free again.
+    pub recorded_after_ms: u64,
+}
+
+/// What an idempotency key stands for, stored with the event in its transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub fingerprint: String,
+    pub recorded_at_ms: u64,
+    pub event_id: String,
+    pub task_id: String,
+    pub sequence: u64,
+    /// (delivery id, config id) of each delivery the event made.
+    pub deliveries: Vec<(String, String)>,
+}
+
+/// A request whose idempotency key is taken by another event: nothing was stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyConflict {
+    /// Which event of the request (0 for a single event).
+    pub index: usize,
+    pub key: String,
+    pub with: ConflictWith,
+}
+
+/// What an idempotency key in conflict already stands for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConflictWith {
+    /// An event stored earlier with that key.
+    Stored {
+        event_id: String,
+        task_id: String,
+        sequence: u64,
+    },
+    /// An earlier, different event of the same request.
+    Batch(usize),
+}
+
+/// What `publish` did: the events stored (or answered again), or nothing, for a conflict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Published {
+    Events(Vec<PublishedEvent>),
+    KeyConflict(KeyConflict),
 }
 
 /// A task snapshot for one config (see `Store::deliver_snapshot`).
@@ -136,6 +191,9 @@ pub struct PublishedEvent {
     pub task_id: String,
     pub sequence: u64,
     pub deliveries: Vec<CreatedDelivery>,
+    /// Answered again for an idempotency key: nothing new was stored or queued.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -151,6 +209,9 @@ pub struct CreatedDelivery {
 impl PublishedEvent {
     /// The deliveries this event created, as the scheduler takes them.
     pub fn pending(&self, now_ms: u64) -> Vec<PendingDelivery> {
+        if self.replayed {
+            return Vec::new();
+        }
         self.deliveries
             .iter()
             .map(|d| PendingDelivery {

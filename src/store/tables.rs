@@ -56,10 +56,15 @@ pub enum Table {
     /// (tenant, task) → the principal whose task it is (JSON string): the first to register a
     /// config for it, or the owner the event API declared.
     Owners,
+    /// (tenant, idempotency key) → the event first published with that key.
+    IdempotencyKeys,
+    /// (ms, 8 bytes big-endian; tenant, idempotency key) → nothing: keys in the order
+    /// retention purges them.
+    IdempotencyByTime,
 }
 
 impl Table {
-    pub const ALL: [Table; 19] = [
+    pub const ALL: [Table; 21] = [
         Table::Configs,
         Table::Tasks,
         Table::Events,
@@ -79,6 +84,8 @@ impl Table {
         Table::FinishedTasks,
         Table::Follows,
         Table::Owners,
+        Table::IdempotencyKeys,
+        Table::IdempotencyByTime,
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,6 +109,8 @@ impl Table {
             Table::FinishedTasks => "finished_tasks",
             Table::Follows => "follows",
             Table::Owners => "task_owners",
+            Table::IdempotencyKeys => "idempotency_keys",
+            Table::IdempotencyByTime => "idempotency_by_time",
         }
     }
 

@@ -71,6 +71,24 @@ fn deliver_snapshot_in(
     Ok(outcome)
 }
 
+/// Publishes `new`, or answers it again when its idempotency key is live.
+fn publish_keyed(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    mut new: NewEvent,
+    now: u64,
+) -> Result<PublishedEvent, StoreError> {
+    let Some(claim) = new.idempotency.take() else {
+        return publish_one(sealing, tables, new, now);
+    };
+    if let Some(first) = idempotency::answered(tables, &new.tenant, &claim)? {
+        return Ok(first);
+    }
+    let published = publish_one(sealing, tables, new, now)?;
+    idempotency::record(tables, &published, claim, now)?;
+    Ok(published)
+}
+
 pub(super) fn publish_one(
     sealing: &Sealing,
     tables: &dyn TablesMut,
@@ -172,14 +190,17 @@ pub(super) fn publish_one(
         task_id: new.task_id,
         sequence,
         deliveries: created,
+        replayed: false,
     })
 }
 
 #[async_trait::async_trait]
 pub trait EventStore: Send + Sync {
     /// Stores every event, its deliveries (one per active config of its task) and the folded
-    /// task, atomically: all of them or none. Returns after the write is durable.
-    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<PublishedEvent>, StoreError>;
+    /// task, atomically: all of them or none. Returns after the write is durable. An event
+    /// whose idempotency key is live is answered as the first time, and nothing is stored for
+    /// it; a key that stands for another event stores nothing of the request.
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Published, StoreError>;
     async fn get_task(
         &self,
         tenant: String,
@@ -196,26 +217,33 @@ pub trait EventStore: Send + Sync {
 
 #[async_trait::async_trait]
 impl<B: Backend> EventStore for TableStore<B> {
-    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<PublishedEvent>, StoreError> {
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Published, StoreError> {
         let sealing = self.sealing.clone();
         let reads = events
             .iter()
             .map(|event| (Table::Tasks, task_key(&event.tenant, &event.task_id)))
+            .chain(idempotency::reads(&events))
             .collect();
         let job = move |tables: &dyn TablesMut| {
+            if let Some(conflict) = idempotency::conflict(tables, &events)? {
+                return Ok(Published::KeyConflict(conflict));
+            }
             let now = now_ms();
             events
                 .into_iter()
-                .map(|event| publish_one(&sealing, tables, event, now))
-                .collect()
+                .map(|event| publish_keyed(&sealing, tables, event, now))
+                .collect::<Result<_, _>>()
+                .map(Published::Events)
         };
-        let published: Vec<PublishedEvent> = self
+        let published = self
             .backend
             .write(Urgency::Now, reads, Box::new(job))
             .await?;
-        let now = now_ms();
-        self.outbox
-            .announce(published.iter().flat_map(|e| e.pending(now)).collect());
+        if let Published::Events(events) = &published {
+            let now = now_ms();
+            self.outbox
+                .announce(events.iter().flat_map(|e| e.pending(now)).collect());
+        }
         Ok(published)
     }
 

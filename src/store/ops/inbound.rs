@@ -223,6 +223,7 @@ fn accept_inbound_in(
                 owner: None,
                 trace: accept.trace,
                 origin_span: accept.origin_span,
+                idempotency: None,
             };
             Some(publish_one(sealing, tables, event, now)?)
         }
@@ -256,6 +257,7 @@ fn accept_inbound_in(
                 owner: None,
                 trace: accept.trace,
                 origin_span: accept.origin_span,
+                idempotency: None,
             };
             Some(publish_one(sealing, tables, event, now)?)
         }

@@ -1,7 +1,7 @@
 //! Every operation of the store, written once over ordered tables (`tables.rs`) and run by a
 //! backend that provides transactions: the embedded redb file, a PostgreSQL database, or memory
 //! (tests). One file per aggregate, each with the trait callers see and its implementation:
-//! `configs.rs`, `events.rs`, `deliveries.rs`, `inbound.rs`, `follows.rs`, `signing_keys.rs`,
+//! `configs.rs`, `events.rs` (with `idempotency.rs`), `deliveries.rs`, `inbound.rs`, `follows.rs`, `signing_keys.rs`,
 //! `retention.rs`, `lanes.rs`; this file has what they share (the backend seam, the outbox,
 //! key builders).
 //!
@@ -29,6 +29,7 @@ mod deliveries;
 mod events;
 mod finished;
 mod follows;
+mod idempotency;
 mod inbound;
 mod lanes;
 pub(super) mod retention;

@@ -24,6 +24,8 @@ const RECORDS_PER_STEP: usize = 2_000;
 const SUBSCRIPTIONS_PER_STEP: usize = 64;
 /// Accepted inbound events removed per step at most.
 const INBOUND_EVENTS_PER_STEP: usize = 2_000;
+/// Idempotency keys removed per step at most.
+const IDEMPOTENCY_KEYS_PER_STEP: usize = 2_000;
 /// Tasks read per step while indexing the tasks that finished before the index existed.
 const INDEX_PER_STEP: usize = 512;
 /// The key that marks the index as complete (it sorts before every entry).
@@ -40,6 +42,12 @@ pub struct PurgeStep {
 #[derive(Deserialize)]
 struct ReceivedStamp {
     received_at_ms: u64,
+}
+
+/// The field of an idempotency key's record that retention reads.
+#[derive(Deserialize)]
+struct IdempotencyStamp {
+    recorded_at_ms: u64,
 }
 
 /// The fields of a stored task that retention reads (the folded task itself is skipped).
@@ -235,6 +243,43 @@ pub fn purge_inbound_events_step(
     Ok(step)
 }
 
+/// Removes idempotency keys recorded before `recorded_before_ms`, oldest first, from
+/// `Table::IdempotencyByTime` key `from` on. A key used again after it expired has a newer
+/// record, which stays.
+pub fn purge_idempotency_keys_step(
+    tables: &dyn TablesMut,
+    recorded_before_ms: u64,
+    from: &[u8],
+) -> Result<PurgeStep, StoreError> {
+    let mut expired = Vec::new();
+    tables.scan(Table::IdempotencyByTime, &[], from, &mut |key, _| {
+        let Some(at) = key.first_chunk::<8>().map(|at| u64::from_be_bytes(*at)) else {
+            return Err(StoreError::Corrupt(
+                "an idempotency key's time entry is shorter than its time".to_string(),
+            ));
+        };
+        if at >= recorded_before_ms || expired.len() == IDEMPOTENCY_KEYS_PER_STEP {
+            return Ok(false);
+        }
+        expired.push((at, key.to_vec()));
+        Ok(true)
+    })?;
+    for (at, by_time) in &expired {
+        tables.remove(Table::IdempotencyByTime, by_time)?;
+        let key = &by_time[8..];
+        let recorded: Option<IdempotencyStamp> = get_json(tables, Table::IdempotencyKeys, key)?;
+        if recorded.is_some_and(|r| r.recorded_at_ms == *at) {
+            tables.remove(Table::IdempotencyKeys, key)?;
+        }
+    }
+    Ok(PurgeStep {
+        purged: expired.len() as u64,
+        next: (expired.len() == IDEMPOTENCY_KEYS_PER_STEP)
+            .then(|| expired.last().map(|(_, key)| after(key)))
+            .flatten(),
+    })
+}
+
 /// Removes a task's deliveries (with their attempt logs), events, configs and the task itself,
 /// spending `budget` records; whether the task is gone (else the budget ran out first).
 fn purge_task(
@@ -296,6 +341,13 @@ pub trait RetentionStore: Send + Sync {
         received_before_ms: u64,
         from: Vec<u8>,
     ) -> Result<PurgeStep, StoreError>;
+    /// One bounded step of removing idempotency keys recorded before `recorded_before_ms`.
+    /// Cursor as above.
+    async fn purge_idempotency_keys(
+        &self,
+        recorded_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError>;
     /// One bounded step of adding tasks that finished before retention's index existed to it.
     /// Start with an empty `from`, go on from each returned key until `None`.
     async fn index_finished_tasks(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>;
@@ -331,6 +383,17 @@ impl<B: Backend> RetentionStore for TableStore<B> {
     ) -> Result<PurgeStep, StoreError> {
         self.write_lingering(move |tables| {
             purge_inbound_events_step(tables, received_before_ms, &from)
+        })
+        .await
+    }
+
+    async fn purge_idempotency_keys(
+        &self,
+        recorded_before_ms: u64,
+        from: Vec<u8>,
+    ) -> Result<PurgeStep, StoreError> {
+        self.write_lingering(move |tables| {
+            purge_idempotency_keys_step(tables, recorded_before_ms, &from)
         })
         .await
     }

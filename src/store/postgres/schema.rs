@@ -73,6 +73,11 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[
         6,
         "CREATE TABLE hub_task_owners (k bytea PRIMARY KEY, v bytea NOT NULL);",
     ),
+    (
+        7,
+        "CREATE TABLE hub_idempotency_keys (k bytea PRIMARY KEY, v bytea NOT NULL);
+         CREATE TABLE hub_idempotency_by_time (k bytea PRIMARY KEY, v bytea NOT NULL);",
+    ),
 ];
 
 /// The schema version this build writes.
