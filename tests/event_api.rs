@@ -6,6 +6,7 @@ mod common;
 use common::{TestHub, status_event};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const HOOK: &str = "http://127.0.0.1:9/hook";
 
@@ -347,5 +348,309 @@ async fn events_are_not_served_on_the_public_listener() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let (status, _) = hub.admin_get("/api/v1/tasks/t").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    hub.stop().await;
+}
+
+/// POSTs `body` to the admin listener's `path` with extra `headers`; status, headers, JSON.
+async fn post_with(
+    hub: &TestHub,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut request = hub
+        .http
+        .post(format!("{}{path}", hub.admin))
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let text = response.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn a_publish_retried_with_its_idempotency_key_is_answered_as_the_first_and_delivered_once() {
+    let receiver = common::Receiver::start().await;
+    let hub = TestHub::start_with(common::fast_delivery).await;
+    hub.create_config("t1", &receiver.url("/hook")).await;
+    let key = [("Idempotency-Key", "publish-7f3a")];
+    let first_trace = (
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    );
+    let (status, headers, first) = post_with(
+        &hub,
+        "/api/v1/events",
+        &[key[0], first_trace],
+        r#"{"statusUpdate": {"taskId": "t1", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}}}"#.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert!(first.get("replayed").is_none(), "{first}");
+
+    // The retry: the same event spelled differently, in another span of the same trace.
+    let retry_trace = (
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01",
+    );
+    let (status, headers, again) = post_with(
+        &hub,
+        "/api/v1/events",
+        &[key[0], retry_trace],
+        r#"{"statusUpdate":{"status":{"state":"TASK_STATE_WORKING"},"contextId":"c","taskId":"t1"}}"#
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(again["replayed"], true);
+    for field in ["eventId", "taskId", "sequence", "deliveries"] {
+        assert_eq!(
+            again[field], first[field],
+            "{field}: the first answer again"
+        );
+    }
+
+    // One delivery for the two publishes: the next event is the second to arrive.
+    hub.publish(status_event("t1", "TASK_STATE_COMPLETED"))
+        .await;
+    let received = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        received.iter().map(|r| r.sequence()).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(
+        received[0].header("traceparent")[..35],
+        first_trace.1[..35],
+        "delivered in the first publish's trace"
+    );
+    let (_, view) = hub.admin_get("/api/v1/tasks/t1").await;
+    assert_eq!(view["lastSequence"], 2);
+    let metrics = hub.metrics().await;
+    assert_eq!(
+        common::metric_value(&metrics, "a2a_push_hub_events_replayed_total"),
+        1.0
+    );
+    assert_eq!(
+        common::metric_value(&metrics, "a2a_push_hub_events_published_total"),
+        2.0
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_used_for_another_event_is_a_409_that_stores_nothing() {
+    let hub = TestHub::start().await;
+    let key = [("Idempotency-Key", "k-1")];
+    let (status, _, first) = post_with(
+        &hub,
+        "/api/v1/events",
+        &key,
+        status_event("t1", "TASK_STATE_WORKING").to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, headers, problem) = post_with(
+        &hub,
+        "/api/v1/events",
+        &key,
+        status_event("t1", "TASK_STATE_COMPLETED").to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(problem["field"], "Idempotency-Key");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(first["eventId"].as_str().unwrap()) && detail.contains("sequence 1"),
+        "names the event the key stands for: {detail}"
+    );
+    let (_, view) = hub.admin_get("/api/v1/tasks/t1").await;
+    assert_eq!(view["lastSequence"], 1);
+    assert_eq!(view["task"]["status"]["state"], "TASK_STATE_WORKING");
+
+    // Keys are per tenant.
+    let (status, _, other) = post_with(
+        &hub,
+        "/api/v1/events?tenant=other",
+        &key,
+        status_event("t1", "TASK_STATE_COMPLETED").to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{other}");
+    assert_eq!(other["sequence"], 1);
+    assert!(other.get("replayed").is_none());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn each_event_of_a_batch_has_its_own_idempotency_key() {
+    let receiver = common::Receiver::start().await;
+    let hub = TestHub::start_with(common::fast_delivery).await;
+    hub.create_config("t1", &receiver.url("/hook")).await;
+    let keyed = |key: &str, state: &str| {
+        let mut event = status_event("t1", state);
+        event["idempotencyKey"] = json!(key);
+        event
+    };
+    let first_batch = json!([
+        keyed("a", "TASK_STATE_SUBMITTED"),
+        keyed("b", "TASK_STATE_WORKING")
+    ]);
+    let (status, _, first) =
+        post_with(&hub, "/api/v1/events:batch", &[], first_batch.to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+
+    // The batch resent after a timeout, with one event more.
+    let resent = json!([
+        keyed("a", "TASK_STATE_SUBMITTED"),
+        keyed("b", "TASK_STATE_WORKING"),
+        keyed("c", "TASK_STATE_COMPLETED")
+    ]);
+    let (status, _, again) = post_with(&hub, "/api/v1/events:batch", &[], resent.to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    let events = again["events"].as_array().unwrap();
+    for i in 0..2 {
+        assert_eq!(events[i]["eventId"], first["events"][i]["eventId"]);
+        assert_eq!(events[i]["replayed"], true);
+    }
+    assert_eq!(events[2]["sequence"], 3);
+    assert!(events[2].get("replayed").is_none());
+
+    // Receivers get each event once, without the hub's field.
+    let received = receiver.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(
+        received.iter().map(|r| r.sequence()).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        received[2].json(),
+        status_event("t1", "TASK_STATE_COMPLETED")
+    );
+
+    // A key taken by another event, stored or in the same batch: 409, nothing stored.
+    for (batch, field) in [
+        (
+            json!([
+                keyed("d", "TASK_STATE_WORKING"),
+                keyed("a", "TASK_STATE_FAILED")
+            ]),
+            "[1].idempotencyKey",
+        ),
+        (
+            json!([
+                keyed("e", "TASK_STATE_WORKING"),
+                keyed("e", "TASK_STATE_FAILED")
+            ]),
+            "[1].idempotencyKey",
+        ),
+    ] {
+        let (status, _, problem) =
+            post_with(&hub, "/api/v1/events:batch", &[], batch.to_string()).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        assert_eq!(problem["field"], field);
+    }
+    let (_, view) = hub.admin_get("/api/v1/tasks/t1").await;
+    assert_eq!(view["lastSequence"], 3);
+
+    // The header keys one event; a batch's events carry their own.
+    let (status, _, problem) = post_with(
+        &hub,
+        "/api/v1/events:batch",
+        &[("Idempotency-Key", "whole-batch")],
+        json!([status_event("t1", "TASK_STATE_WORKING")]).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["field"], "Idempotency-Key");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("idempotencyKey")
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_idempotency_keys_are_400s_that_say_what_a_key_is() {
+    let hub = TestHub::start().await;
+    let long = "k".repeat(256);
+    let event = status_event("t1", "TASK_STATE_WORKING");
+    let mut with_field = event.clone();
+    with_field["idempotencyKey"] = json!("field-key");
+    let mut numeric = event.clone();
+    numeric["idempotencyKey"] = json!(42);
+    for (headers, body, field) in [
+        (
+            vec![("Idempotency-Key", "")],
+            event.clone(),
+            "Idempotency-Key",
+        ),
+        (
+            vec![("Idempotency-Key", long.as_str())],
+            event.clone(),
+            "Idempotency-Key",
+        ),
+        (
+            vec![("Idempotency-Key", "header-key")],
+            with_field,
+            "idempotencyKey",
+        ),
+        (vec![], numeric, "idempotencyKey"),
+    ] {
+        let (status, _, problem) =
+            post_with(&hub, "/api/v1/events", &headers, body.to_string()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{headers:?}: {problem}");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    let response = hub
+        .http
+        .post(format!("{}/api/v1/events", hub.admin))
+        .header("content-type", "application/json")
+        .header(
+            "Idempotency-Key",
+            reqwest::header::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        )
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let (status, _) = hub.admin_get("/api/v1/tasks/t1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_forgotten_once_its_window_has_passed() {
+    let hub = TestHub::start_with(|s| {
+        s.retention.idempotency_keys = a2a_push_hub::config::HumanDuration(Duration::from_secs(1));
+    })
+    .await;
+    let key = [("Idempotency-Key", "short-lived")];
+    let body = status_event("t1", "TASK_STATE_WORKING").to_string();
+    let (status, _, first) = post_with(&hub, "/api/v1/events", &key, body.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(first["sequence"], 1);
+    common::wait_until(Duration::from_secs(15), "the key purged", || async {
+        let metrics = hub.metrics().await;
+        (common::metric_value(&metrics, "a2a_push_hub_idempotency_keys_purged_total") >= 1.0)
+            .then_some(())
+    })
+    .await;
+    let (status, headers, later) = post_with(&hub, "/api/v1/events", &key, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(later["sequence"], 2, "a new event: {later}");
+    assert!(headers.get("idempotent-replayed").is_none());
     hub.stop().await;
 }
