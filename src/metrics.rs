@@ -39,6 +39,7 @@ const DURATION_BOUNDS: [f64; 12] = [
 pub struct Metrics {
     events_published: AtomicU64,
     events_replayed: AtomicU64,
+    configs_suspended: AtomicU64,
     idempotency_keys_purged: AtomicU64,
     tasks_purged: AtomicU64,
     inbound_events_purged: AtomicU64,
@@ -65,6 +66,10 @@ pub enum DeliveryOutcome {
 impl Metrics {
     pub fn events_published(&self, count: u64) {
         self.events_published.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub fn config_suspended(&self) {
+        self.configs_suspended.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn events_replayed(&self, count: u64) {
@@ -147,6 +152,16 @@ impl Metrics {
             out,
             "a2a_push_hub_events_published_total {}",
             load(&self.events_published)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP a2a_push_hub_configs_suspended_total Push configs suspended after failing for delivery.disable_after (their deliveries are held until enabled)."
+        );
+        let _ = writeln!(out, "# TYPE a2a_push_hub_configs_suspended_total counter");
+        let _ = writeln!(
+            out,
+            "a2a_push_hub_configs_suspended_total {}",
+            load(&self.configs_suspended)
         );
         let _ = writeln!(
             out,

@@ -206,6 +206,52 @@ async fn the_deliveries_commands_list_show_and_replay_through_the_admin_api() {
 }
 
 #[tokio::test]
+async fn the_configs_commands_show_health_and_enable_a_suspended_config() {
+    use common::{Receiver, Reply, TestHub, fast_delivery, wait_until};
+    let receiver = Receiver::start().await;
+    receiver.script(|_| Reply::status(503));
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        let ms = |n| a2a_push_hub::config::HumanDuration(Duration::from_millis(n));
+        s.delivery.retry_schedule = vec![ms(100); 20];
+        s.delivery.disable_after = ms(300);
+    })
+    .await;
+    // A task id that needs encoding in a path.
+    let task = "tasks/one two";
+    let config = hub.create_config(task, &receiver.url("/hook")).await;
+    let response = hub
+        .http
+        .post(format!("{}/api/v1/events", hub.admin))
+        .header("content-type", "application/json")
+        .body(status_event(task, "TASK_STATE_WORKING").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let admin = hub.admin.clone();
+    let base = ["configs", "--admin-url", admin.as_str()];
+    let health = wait_until(Duration::from_secs(20), "the config suspended", || async {
+        let (ok, health, _) = cli(&[&base[..], &["health", task, &config]].concat()).await;
+        (ok && health["state"] == "suspended").then_some(health)
+    })
+    .await;
+    assert_eq!(health["lastFailure"]["status"], 503);
+    assert_eq!(health["pending"]["count"], 1);
+
+    let (ok, enabled, stderr) = cli(&[&base[..], &["enable", task, &config]].concat()).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        (enabled["was"].as_str(), enabled["resumed"].as_u64()),
+        (Some("suspended"), Some(1))
+    );
+    let (ok, _, stderr) = cli(&[&base[..], &["health", task, "no-such-config"]].concat()).await;
+    assert!(!ok);
+    assert!(stderr.contains("404"), "{stderr}");
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn the_keys_commands_list_and_rotate() {
     let hub = common::TestHub::start().await;
     let admin = hub.admin.clone();

@@ -700,3 +700,152 @@ async fn the_content_type_can_be_plain_json_and_configs_without_secrets_send_no_
     }
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_config_failing_for_disable_after_is_suspended_and_enabling_resumes_its_held_events_in_order()
+ {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let receiver = Receiver::start().await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let answers = failing.clone();
+    receiver.script(move |_| {
+        if answers.load(Ordering::SeqCst) {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        let ms = |n| a2a_push_hub::config::HumanDuration(Duration::from_millis(n));
+        // Each delivery is dead after three attempts; the lane moves on and keeps failing.
+        s.delivery.retry_schedule = vec![ms(100), ms(100)];
+        s.delivery.disable_after = ms(1000);
+    })
+    .await;
+    let config = hub.create_config("t1", &receiver.url("/hook")).await;
+    let mut published = Vec::new();
+    for _ in 0..12 {
+        published.push(hub.publish(status_event("t1", "TASK_STATE_WORKING")).await);
+    }
+    let health_path = format!("/api/v1/tasks/t1/configs/{config}/health");
+    let health = || async {
+        let (status, body) = hub.admin_get(&health_path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    };
+
+    let failing_health = wait_until(WAIT, "two failures in a row", || async {
+        let body = health().await;
+        (body["consecutiveFailures"].as_u64() >= Some(2) && body["state"] == "active")
+            .then_some(body)
+    })
+    .await;
+    assert!(
+        failing_health["failingSince"].is_string(),
+        "{failing_health}"
+    );
+    assert!(failing_health["suspendsAt"].is_string(), "{failing_health}");
+    assert_eq!(failing_health["lastFailure"]["status"], 503);
+    assert_eq!(failing_health["lastFailure"]["errorClass"], "http_status");
+    assert_eq!(failing_health["windows"]["1h"]["successRate"], 0.0);
+    assert_eq!(
+        failing_health["circuit"]["origin"],
+        receiver.url("").trim_end_matches('/')
+    );
+    assert_eq!(failing_health["circuit"]["state"], "closed");
+    assert!(failing_health["lastSuccessAt"].is_null());
+
+    let suspended = wait_until(WAIT, "the config suspended", || async {
+        let body = health().await;
+        (body["state"] == "suspended").then_some(body)
+    })
+    .await;
+    assert_eq!(suspended["disabled"], true);
+    assert!(suspended["suspendsAt"].is_null());
+    // Counted once the suspending outcome is committed, which the store shows first.
+    let suspensions = wait_until(WAIT, "the suspension counted", || async {
+        let metrics = hub.metrics().await;
+        let counted = common::metric_value(&metrics, "a2a_push_hub_configs_suspended_total");
+        (counted > 0.0).then_some(counted)
+    })
+    .await;
+    assert_eq!(suspensions, 1.0);
+    let (_, view) = hub.admin_get("/api/v1/tasks/t1").await;
+    assert_eq!(view["configs"][0]["state"], "suspended");
+
+    // Events keep coming while it is suspended: held, not attempted, not dropped.
+    let during = hub
+        .publish(status_event("t1", "TASK_STATE_COMPLETED"))
+        .await;
+    let held_sequence = during["sequence"].as_u64().unwrap();
+    let held = health().await;
+    let held_count = held["pending"]["count"].as_u64().unwrap();
+    let first_held = held["pending"]["oldest"]["sequence"].as_u64().unwrap();
+    assert_eq!(
+        first_held + held_count - 1,
+        held_sequence,
+        "every event from the first held one on is pending: {held}"
+    );
+    // A dead delivery cannot be replayed into a suspended config.
+    let (status, _, refusal) = hub
+        .admin_post(
+            &format!("/api/v1/deliveries/{}/replay", delivery_id(&published[0])),
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refusal}");
+    assert!(
+        refusal["detail"].as_str().unwrap().contains(":enable"),
+        "{refusal}"
+    );
+
+    failing.store(false, Ordering::SeqCst);
+    let before_enable = receiver.received().len();
+    let (status, _, enabled) = hub
+        .admin_post(&format!("/api/v1/tasks/t1/configs/{config}:enable"), "")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{enabled}");
+    assert_eq!(enabled["was"], "suspended");
+    assert_eq!(enabled["resumed"], held_count);
+    let received = receiver
+        .wait_for(before_enable + held_count as usize, WAIT)
+        .await;
+    let resumed: Vec<u64> = received[before_enable..]
+        .iter()
+        .map(|r| r.sequence())
+        .collect();
+    assert_eq!(
+        resumed,
+        (first_held..=held_sequence).collect::<Vec<_>>(),
+        "the held events, once each, in order"
+    );
+    assert!(
+        received[..before_enable]
+            .iter()
+            .all(|r| r.sequence() < held_sequence),
+        "nothing was attempted for the event published while suspended"
+    );
+    // Outcomes are recorded a moment after the receiver answered.
+    let recovered = wait_until(
+        WAIT,
+        "the held deliveries recorded as delivered",
+        || async {
+            let body = health().await;
+            (body["pending"]["count"] == 0).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(recovered["state"], "active");
+    assert_eq!(recovered["consecutiveFailures"], 0);
+    assert!(recovered["lastSuccessAt"].is_string(), "{recovered}");
+    assert!(recovered["windows"]["1h"]["succeeded"].as_u64() >= Some(held_count));
+
+    let (status, _, _) = hub
+        .admin_post(&format!("/api/v1/tasks/t1/configs/{config}:pause"), "")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = hub.admin_get("/api/v1/tasks/t1/configs/nope/health").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    hub.stop().await;
+}

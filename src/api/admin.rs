@@ -19,7 +19,7 @@ use super::AppState;
 use super::errors::{problem, problem_for};
 use crate::a2a::params::{InvalidField, Params};
 use crate::domain::push_configs::resolve_tenant;
-use crate::domain::{Deliveries, deliveries, events, tasks};
+use crate::domain::{Deliveries, deliveries, events, health, tasks};
 use crate::inbound::{Inbound, subscriptions};
 use crate::store::{DeliveryFilter, DeliveryState};
 use crate::trace::TraceContext;
@@ -29,6 +29,15 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/events", post(publish_one))
         .route("/api/v1/events:batch", post(publish_batch))
         .route("/api/v1/tasks/{task_id}", get(task_view))
+        .route(
+            "/api/v1/tasks/{task_id}/configs/{config_id}/health",
+            get(config_health),
+        )
+        // `{configId}:enable`: the router cannot split a segment, the handler does.
+        .route(
+            "/api/v1/tasks/{task_id}/configs/{config_action}",
+            post(config_action),
+        )
         .route("/api/v1/deliveries", get(list_deliveries))
         .route("/api/v1/deliveries:replay", post(replay_matching))
         .route("/api/v1/deliveries/{delivery_id}", get(show_delivery))
@@ -285,6 +294,67 @@ async fn task_view(
     };
     match tasks::view(&deliveries, &tenant, &task_id).await {
         Ok(view) => Json(view).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn config_health(
+    State(state): State<AppState>,
+    Path((task_id, config_id)): Path<(String, String)>,
+    AdminQuery(query): AdminQuery<TenantQuery>,
+) -> Response {
+    let tenant = match tenant_or_problem(&query) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let disable_after = state.settings.delivery.disable_after.0;
+    let health = health::config_health(
+        &state.deliveries,
+        &tenant,
+        &task_id,
+        &config_id,
+        disable_after,
+    )
+    .await;
+    match health {
+        Ok(mut health) => {
+            let (origin, circuit) = state.scheduler.circuit_of(&health.url).await;
+            let mut circuit = serde_json::to_value(circuit).unwrap_or_default();
+            circuit["origin"] = json!(origin);
+            health.circuit = Some(circuit);
+            Json(health).into_response()
+        }
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn config_action(
+    State(deliveries): State<Deliveries>,
+    Path((task_id, action)): Path<(String, String)>,
+    AdminQuery(query): AdminQuery<TenantQuery>,
+) -> Response {
+    let tenant = match tenant_or_problem(&query) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let Some(config_id) = action.strip_suffix(":enable") else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no action at {action:?}: POST /api/v1/tasks/{{taskId}}/configs/{{configId}}:enable resumes a suspended or disabled config"
+            ),
+            None,
+        );
+    };
+    match health::enable_config(&deliveries, &tenant, &task_id, config_id).await {
+        Ok(enabled) => Json(json!({
+            "taskId": task_id,
+            "configId": config_id,
+            "state": "active",
+            "was": enabled.was,
+            "resumed": enabled.resumed.len(),
+        }))
+        .into_response(),
         Err(e) => problem_for(&e),
     }
 }

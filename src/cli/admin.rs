@@ -1,9 +1,10 @@
-//! The subcommands that talk to a running hub's admin API: `deliveries` and `keys`.
+//! The subcommands that talk to a running hub's admin API: `deliveries`, `configs` and `keys`.
 
 use std::process::ExitCode;
 
 use super::admin_client::AdminError;
-use super::args::{AdminArgs, DeliveriesAction, KeysAction};
+use super::admin_client::path;
+use super::args::{AdminArgs, ConfigsAction, DeliveriesAction, KeysAction};
 
 pub fn print_answer(result: Result<serde_json::Value, AdminError>) -> ExitCode {
     match result {
@@ -79,4 +80,32 @@ pub async fn deliveries(admin: AdminArgs, action: DeliveriesAction) -> ExitCode 
         }
     };
     print_answer(result)
+}
+
+pub async fn configs(admin: AdminArgs, action: ConfigsAction) -> ExitCode {
+    let client = admin.client();
+    let tenant = |tenant: Option<String>| -> Vec<(&str, String)> {
+        tenant.map(|t| ("tenant", t)).into_iter().collect()
+    };
+    print_answer(match action {
+        ConfigsAction::Health {
+            task_id,
+            config_id,
+            tenant: t,
+        } => {
+            let at = path(&[
+                "api", "v1", "tasks", &task_id, "configs", &config_id, "health",
+            ]);
+            client.get(&at, &tenant(t)).await
+        }
+        ConfigsAction::Enable {
+            task_id,
+            config_id,
+            tenant: t,
+        } => {
+            let action = format!("{config_id}:enable");
+            let at = path(&["api", "v1", "tasks", &task_id, "configs", &action]);
+            client.post(&at, &tenant(t), None).await
+        }
+    })
 }

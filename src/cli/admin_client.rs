@@ -13,6 +13,16 @@ pub enum AdminError {
     Refused { status: u16, detail: String },
 }
 
+/// A path of the admin API from its segments, each percent-encoded (task and config ids are
+/// the clients' own strings).
+pub fn path(segments: &[&str]) -> String {
+    let mut url = url::Url::parse("http://admin/").expect("a fixed URL parses");
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.clear().extend(segments);
+    }
+    url.path().to_string()
+}
+
 pub struct AdminClient {
     base: String,
     token: Option<String>,

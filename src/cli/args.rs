@@ -85,6 +85,34 @@ pub enum Command {
         #[command(subcommand)]
         action: DeliveriesAction,
     },
+    /// A push config's health, and enabling a suspended one, through a running hub's admin
+    /// API.
+    Configs {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        action: ConfigsAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigsAction {
+    /// Is this webhook working? Its failing streak, recent attempts (success rate, latency),
+    /// pending deliveries and its origin's circuit.
+    Health {
+        task_id: String,
+        config_id: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Make a suspended (or disabled) config active again: its held deliveries resume in
+    /// order.
+    Enable {
+        task_id: String,
+        config_id: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 /// Filters shared by `list` and `replay`.

@@ -241,6 +241,9 @@ pub struct DeliverySettings {
     /// First cool-down of an open circuit; doubles after each failed probe.
     pub circuit_cooldown: HumanDuration,
     pub circuit_max_cooldown: HumanDuration,
+    /// A config whose attempts have all failed for this long is suspended: its deliveries are
+    /// held until it is enabled again. `0s`: never.
+    pub disable_after: HumanDuration,
 }
 
 impl Default for DeliverySettings {
@@ -262,6 +265,7 @@ impl Default for DeliverySettings {
             circuit_threshold: 5,
             circuit_cooldown: HumanDuration(Duration::from_secs(5)),
             circuit_max_cooldown: HumanDuration(Duration::from_secs(300)),
+            disable_after: HumanDuration(Duration::from_secs(5 * 24 * 3600)),
         }
     }
 }

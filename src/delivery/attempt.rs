@@ -112,10 +112,19 @@ async fn attempt(
         }
     };
     let delivery = context.delivery;
-    let Some(config) = context.config.filter(|c| c.state == ConfigState::Active) else {
-        return Report {
-            step: LaneStep::Advance,
-        };
+    let config = match context.config {
+        Some(config) if config.state == ConfigState::Active => config,
+        // Held until the config is enabled, which hands the lane over again.
+        Some(config) if config.state == ConfigState::Suspended => {
+            return Report {
+                step: LaneStep::Close,
+            };
+        }
+        _ => {
+            return Report {
+                step: LaneStep::Advance,
+            };
+        }
     };
     if delivery.state != DeliveryState::Pending {
         return Report {
@@ -179,7 +188,7 @@ async fn attempt(
         lane_free: matches!(decision, Decision::Delivered | Decision::Dead(_)),
     });
     let error = answer.outcome.describe(engine.policy.timeout);
-    let (update, step, outcome) = match &decision {
+    let (update, mut step, outcome) = match &decision {
         Decision::Delivered => (
             DeliveryUpdate::Delivered,
             LaneStep::Advance,
@@ -242,16 +251,39 @@ async fn attempt(
         response_snippet: answer.snippet,
         traceparent: trace.map(|t| t.traceparent),
     };
+    let lane = crate::store::LaneId {
+        tenant: delivery.tenant.clone(),
+        task_id: delivery.task_id.clone(),
+        config_id: delivery.config_id.clone(),
+    };
+    let disable_after_ms = engine.policy.disable_after.as_millis() as u64;
     match engine
         .store
-        .record_attempt(delivery_id.to_string(), record, update)
+        .record_attempt(
+            delivery_id.to_string(),
+            lane,
+            record,
+            update,
+            disable_after_ms,
+        )
         .await
     {
-        Ok(killed) => {
+        Ok(recorded) => {
             engine
                 .metrics
                 .attempt(answer.outcome.class(), duration, outcome);
-            engine.metrics.dead_without_attempt(killed.len() as u64);
+            engine
+                .metrics
+                .dead_without_attempt(recorded.killed.len() as u64);
+            if recorded.suspended {
+                engine.metrics.config_suspended();
+                tracing::warn!(
+                    config_id = delivery.config_id.as_str(),
+                    disable_after = %crate::config::HumanDuration(engine.policy.disable_after),
+                    "push config suspended: its deliveries failed continuously; they are held until it is enabled"
+                );
+                step = LaneStep::Close;
+            }
         }
         Err(e) => {
             // The receiver may have the event already; sending it again is the at-least-once

@@ -32,6 +32,17 @@ pub struct Circuit {
     cooldown: Duration,
 }
 
+/// A circuit as an operator reads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitReport {
+    /// `closed`, `open` (attempts wait until `openUntilMs`) or `half_open` (one probe decides).
+    pub state: &'static str,
+    pub open_until_ms: Option<u64>,
+    /// Failures since the origin's last success.
+    pub consecutive_failures: u32,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct CircuitSettings {
     pub threshold: u32,
@@ -55,6 +66,19 @@ impl Circuit {
     /// Closed with no failure counted: nothing worth remembering about the origin.
     pub fn is_pristine(&self) -> bool {
         self.state == State::Closed && self.failures == 0
+    }
+
+    pub fn report(&self) -> CircuitReport {
+        let (state, open_until_ms) = match self.state {
+            State::Closed => ("closed", None),
+            State::Open { until_ms } => ("open", Some(until_ms)),
+            State::HalfOpen { .. } => ("half_open", None),
+        };
+        CircuitReport {
+            state,
+            open_until_ms,
+            consecutive_failures: self.failures,
+        }
     }
 
     /// May an attempt start now?

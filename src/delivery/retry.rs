@@ -90,6 +90,8 @@ pub struct RetryPolicy {
     pub jitter: f64,
     pub throttle_backoff: Duration,
     pub timeout: Duration,
+    /// How long a config may fail continuously before it is suspended (zero: never).
+    pub disable_after: Duration,
 }
 
 impl RetryPolicy {
@@ -99,6 +101,7 @@ impl RetryPolicy {
             jitter: settings.jitter,
             throttle_backoff: settings.throttle_backoff.0,
             timeout: settings.timeout.0,
+            disable_after: settings.disable_after.0,
         }
     }
 
@@ -170,6 +173,7 @@ mod tests {
             jitter: 0.0,
             throttle_backoff: Duration::from_secs(30),
             timeout: Duration::from_secs(15),
+            disable_after: Duration::ZERO,
         }
     }
 

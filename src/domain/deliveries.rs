@@ -24,7 +24,7 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// Most deliveries one replay-by-filter call replays.
 pub const MAX_REPLAY: usize = 1000;
 
-fn rfc3339(ms: u64) -> String {
+pub(super) fn rfc3339(ms: u64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms as i64)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -30,6 +30,14 @@ fn config(task_id: &str, id: &str) -> ConfigRecord {
     }
 }
 
+fn lane(task_id: &str, config_id: &str) -> LaneId {
+    LaneId {
+        tenant: String::new(),
+        task_id: task_id.to_string(),
+        config_id: config_id.to_string(),
+    }
+}
+
 fn anyone(max_per_task: usize) -> ConfigRules {
     ConfigRules {
         principal: None,
@@ -275,7 +283,7 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
         error: "HTTP 500".into(),
     };
     store
-        .record_attempt(id.clone(), attempt(1), retry)
+        .record_attempt(id.clone(), lane("t", "a"), attempt(1), retry, 0)
         .await
         .unwrap();
     let delivery = store.get_delivery(id.clone()).await.unwrap().unwrap();
@@ -291,7 +299,7 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
     ok.status = Some(200);
     ok.error_class = "success".into();
     store
-        .record_attempt(id.clone(), ok, DeliveryUpdate::Delivered)
+        .record_attempt(id.clone(), lane("t", "a"), ok, DeliveryUpdate::Delivered, 0)
         .await
         .unwrap();
     let log = store.attempts(id.clone()).await.unwrap();
@@ -338,10 +346,12 @@ async fn replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_on
     store
         .record_attempt(
             dead.clone(),
+            lane("t", "a"),
             failed,
             DeliveryUpdate::Dead {
                 error: "refused".into(),
             },
+            0,
         )
         .await
         .unwrap();
@@ -725,6 +735,155 @@ async fn retention_removes_expired_idempotency_keys_and_keeps_newer_ones<B: Back
     );
 }
 
+async fn a_config_failing_for_its_limit_is_suspended_holds_new_events_and_resumes_in_order<
+    B: Backend,
+>(
+    store: TableStore<B>,
+) {
+    store
+        .put_config(config("t", "a"), anyone(10))
+        .await
+        .unwrap();
+    let published = store
+        .publish(vec![status_event("t", "TASK_STATE_WORKING")])
+        .await
+        .unwrap()
+        .stored();
+    let first = published[0].deliveries[0].delivery_id.clone();
+    let failed_at = |number, started_at_ms| AttemptRecord {
+        number,
+        started_at_ms,
+        duration_ms: 5,
+        status: Some(503),
+        error_class: "http_status".into(),
+        error: Some("HTTP 503".into()),
+        response_snippet: None,
+        traceparent: None,
+    };
+    let retry = || DeliveryUpdate::Retry {
+        next_attempt_at_ms: 1_000_000,
+        error: "HTTP 503".into(),
+    };
+    let record = |number, at| {
+        store.record_attempt(
+            first.clone(),
+            lane("t", "a"),
+            failed_at(number, at),
+            retry(),
+            1_000,
+        )
+    };
+    assert!(!record(1, 10_000).await.unwrap().suspended);
+    assert!(
+        !record(2, 10_999).await.unwrap().suspended,
+        "999 ms of failing"
+    );
+    assert!(
+        record(3, 11_000).await.unwrap().suspended,
+        "1,000 ms of failing"
+    );
+    let health = store
+        .config_health(String::new(), "t".into(), "a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(health.config.state, ConfigState::Suspended);
+    let streak = health.streak.unwrap();
+    assert_eq!(
+        (streak.since_ms, streak.failures, streak.last_status),
+        (10_000, 3, Some(503))
+    );
+    assert_eq!(health.recent.len(), 1);
+    assert_eq!(health.recent[0].1.len(), 3, "the delivery's attempts");
+
+    // A suspended config still gets its events, held; replay waits for enabling.
+    let held = store
+        .publish(vec![status_event("t", "TASK_STATE_COMPLETED")])
+        .await
+        .unwrap()
+        .stored();
+    let second = held[0].deliveries[0].delivery_id.clone();
+    assert_eq!(
+        store.replay(vec![second.clone()]).await.unwrap()[0],
+        Err(ReplayRefusal::AlreadyPending(second.clone()))
+    );
+    let health = store
+        .config_health(String::new(), "t".into(), "a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(health.pending, 2);
+    assert_eq!(health.oldest_pending.unwrap().id, first);
+
+    let announced = announced(&store);
+    let enabled = store
+        .enable_config(String::new(), "t".into(), "a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(enabled.was, ConfigState::Suspended);
+    let resumed: Vec<String> = enabled
+        .resumed
+        .iter()
+        .map(|p| p.delivery_id.clone())
+        .collect();
+    assert_eq!(resumed, [first.clone(), second.clone()], "in lane order");
+    assert!(
+        enabled
+            .resumed
+            .iter()
+            .all(|p| p.next_attempt_at_ms > 1_000_000),
+        "due now"
+    );
+    assert_eq!(
+        announced.lock().unwrap().len(),
+        2,
+        "handed to the scheduler"
+    );
+    let health = store
+        .config_health(String::new(), "t".into(), "a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(health.config.state, ConfigState::Active);
+    assert!(health.streak.is_none(), "enabling forgets the streak");
+
+    // A success ends a streak; enabling an active config changes nothing.
+    record(4, 20_000).await.unwrap();
+    let mut ok = failed_at(5, 20_100);
+    ok.status = Some(200);
+    ok.error_class = "success".into();
+    store
+        .record_attempt(
+            first.clone(),
+            lane("t", "a"),
+            ok,
+            DeliveryUpdate::Delivered,
+            1_000,
+        )
+        .await
+        .unwrap();
+    let health = store
+        .config_health(String::new(), "t".into(), "a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(health.streak.is_none());
+    let again = store
+        .enable_config(String::new(), "t".into(), "a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.was, again.resumed.len()), (ConfigState::Active, 0));
+    assert!(
+        store
+            .enable_config(String::new(), "t".into(), "nope".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// Declares each contract test once per backend.
 macro_rules! contract {
     ($($test:ident),* $(,)?) => {
@@ -775,6 +934,7 @@ contract!(
     a_failing_write_leaves_nothing_behind,
     an_idempotency_key_answers_its_first_event_and_refuses_another,
     retention_removes_expired_idempotency_keys_and_keeps_newer_ones,
+    a_config_failing_for_its_limit_is_suspended_holds_new_events_and_resumes_in_order,
 );
 
 /// A schema of the test database made for one test, dropped by `drop`.

@@ -19,6 +19,65 @@ pub enum ConfigState {
     Active,
     /// The receiver answered 410 Gone; nothing more is delivered.
     Disabled,
+    /// Its deliveries failed continuously for `delivery.disable_after`: new events still make
+    /// deliveries, held pending until the config is enabled again.
+    Suspended,
+}
+
+impl ConfigState {
+    /// Whether a new event makes a delivery for the config (delivered now, or held).
+    pub fn takes_events(self) -> bool {
+        matches!(self, ConfigState::Active | ConfigState::Suspended)
+    }
+}
+
+/// A config whose latest attempts all failed: since when, how many. Kept from its first
+/// failure after a success until its next success, so a success costs no write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailingStreak {
+    /// When the first failed attempt of the streak started.
+    pub since_ms: u64,
+    pub failures: u64,
+    pub last_failure_at_ms: u64,
+    /// The latest failure's class (`http_status`, `timeout`, …) and HTTP status.
+    pub last_class: String,
+    pub last_status: Option<u16>,
+}
+
+/// What a config's health is computed from (see `ConfigStore::config_health`).
+#[derive(Debug, Clone)]
+pub struct ConfigHealthData {
+    pub config: ConfigRecord,
+    pub streak: Option<FailingStreak>,
+    /// The lane's newest deliveries (at most `HEALTH_SAMPLE`), oldest first, each with its
+    /// attempt log.
+    pub recent: Vec<(DeliveryRecord, Vec<AttemptRecord>)>,
+    /// How many deliveries of the lane are pending (counted up to `HEALTH_PENDING_COUNTED`).
+    pub pending: usize,
+    pub oldest_pending: Option<DeliveryRecord>,
+}
+
+/// Deliveries of a lane whose attempts a health answer looks at.
+pub const HEALTH_SAMPLE: u64 = 200;
+/// Pending deliveries of a lane a health answer counts, at most.
+pub const HEALTH_PENDING_COUNTED: usize = 100_000;
+
+/// What enabling a config did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enabled {
+    /// Its state before.
+    pub was: ConfigState,
+    /// Its held deliveries, due now, handed to the scheduler in lane order.
+    pub resumed: Vec<PendingDelivery>,
+}
+
+/// What recording an attempt did besides the attempt itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recorded {
+    /// Other deliveries of the lane made dead (a 410 Gone disables the config).
+    pub killed: Vec<String>,
+    /// The config failed for `delivery.disable_after` and is suspended now: its lane holds.
+    pub suspended: bool,
 }
 
 /// A push-notification config: where and how to deliver one task's events.
@@ -374,9 +433,13 @@ pub enum ReplayRefusal {
     #[error("delivery {0} cannot be replayed: its push config was deleted")]
     ConfigDeleted(String),
     #[error(
-        "delivery {0} cannot be replayed: its push config is disabled (the receiver answered 410 Gone); register the config again first"
+        "delivery {0} cannot be replayed: its push config is disabled (the receiver answered 410 Gone); enable it (POST …/configs/{{configId}}:enable) or register it again first"
     )]
     ConfigDisabled(String),
+    #[error(
+        "delivery {0} cannot be replayed: its push config is suspended after failing continuously; enable it (POST …/configs/{{configId}}:enable) and its held deliveries resume in order"
+    )]
+    ConfigSuspended(String),
 }
 
 /// Deliveries of one task by state.

@@ -61,10 +61,12 @@ pub enum Table {
     /// (ms, 8 bytes big-endian; tenant, idempotency key) → nothing: keys in the order
     /// retention purges them.
     IdempotencyByTime,
+    /// (tenant, task, config) → the config's failing streak, while its latest attempts fail.
+    FailingStreaks,
 }
 
 impl Table {
-    pub const ALL: [Table; 21] = [
+    pub const ALL: [Table; 22] = [
         Table::Configs,
         Table::Tasks,
         Table::Events,
@@ -86,6 +88,7 @@ impl Table {
         Table::Owners,
         Table::IdempotencyKeys,
         Table::IdempotencyByTime,
+        Table::FailingStreaks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +114,7 @@ impl Table {
             Table::Owners => "task_owners",
             Table::IdempotencyKeys => "idempotency_keys",
             Table::IdempotencyByTime => "idempotency_by_time",
+            Table::FailingStreaks => "failing_streaks",
         }
     }
 

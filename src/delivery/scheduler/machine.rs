@@ -16,7 +16,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use super::super::attempt::{Answered, LaneStep};
-use super::super::circuit::{Admission, Circuit, CircuitSettings};
+use super::super::circuit::{Admission, Circuit, CircuitReport, CircuitSettings};
 use crate::metrics::SchedulerStats;
 use crate::store::{LaneId, PendingDelivery};
 
@@ -516,6 +516,17 @@ impl Machine {
                 self.origins.remove(&origin);
             }
         }
+    }
+
+    /// The circuit of `url`'s origin (closed, with no failure, for an origin it has no
+    /// record of).
+    pub fn circuit_of(&self, url: &str) -> (String, CircuitReport) {
+        let origin = origin_of(url);
+        let report = match self.origins.get(&origin) {
+            Some(state) => state.circuit.report(),
+            None => Circuit::new(&self.limits.circuit).report(),
+        };
+        (origin, report)
     }
 
     pub fn stats(&self, now: u64) -> SchedulerStats {

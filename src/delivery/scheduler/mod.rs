@@ -30,7 +30,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{self, Answered, Engine, LaneStep, Report};
-use super::circuit::CircuitSettings;
+use super::circuit::{CircuitReport, CircuitSettings};
 use crate::metrics::SchedulerStats;
 use crate::store::{LaneId, PendingDelivery, now_ms};
 pub use machine::CircuitChange;
@@ -91,6 +91,7 @@ enum Command {
     Lanes(oneshot::Sender<Vec<LaneId>>),
     Forget(Vec<LaneId>),
     OpenCircuits(Vec<(String, u64)>),
+    Circuit(String, oneshot::Sender<(String, CircuitReport)>),
 }
 
 /// How the rest of the hub talks to the scheduler.
@@ -157,6 +158,29 @@ impl SchedulerHandle {
         if !lanes.is_empty() {
             let _ = self.commands.send(Command::Forget(lanes));
         }
+    }
+
+    /// The origin of `url` and its circuit on this node.
+    pub async fn circuit_of(&self, url: &str) -> (String, CircuitReport) {
+        let (reply, answer) = oneshot::channel();
+        let unknown = || {
+            (
+                String::new(),
+                CircuitReport {
+                    state: "unknown",
+                    open_until_ms: None,
+                    consecutive_failures: 0,
+                },
+            )
+        };
+        if self
+            .commands
+            .send(Command::Circuit(url.to_string(), reply))
+            .is_err()
+        {
+            return unknown();
+        }
+        answer.await.unwrap_or_else(|_| unknown())
     }
 
     pub async fn stats(&self) -> SchedulerStats {
@@ -256,6 +280,7 @@ impl Actor {
                     Some(Command::Lanes(reply)) => { let _ = reply.send(self.machine.lane_ids()); }
                     Some(Command::Forget(lanes)) => self.machine.forget(lanes),
                     Some(Command::OpenCircuits(open)) => self.machine.open_circuits(open, now_ms()),
+                    Some(Command::Circuit(url, reply)) => { let _ = reply.send(self.machine.circuit_of(&url)); }
                     None => break,
                 },
                 _ = sleep => {}

@@ -42,6 +42,7 @@ fn put_config_in(
 fn remove_config(tables: &dyn TablesMut, key: &[u8], now: u64) -> Result<bool, StoreError> {
     let existed = tables.get(Table::Configs, key)?.is_some();
     tables.remove(Table::Configs, key)?;
+    tables.remove(Table::FailingStreaks, key)?;
     for (_, delivery_id) in take_prefix(tables, Table::Pending, key)? {
         update_delivery(tables, &delivery_id, |delivery| {
             delivery.state = DeliveryState::Canceled;
@@ -83,6 +84,95 @@ pub(super) fn declare_owner(
     Ok(())
 }
 
+/// Makes a config active again: its failing streak is forgotten and its held deliveries are
+/// due now. `None` if there is no such config.
+fn enable_config_in(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    ckey: &[u8],
+    now: u64,
+) -> Result<Option<Enabled>, StoreError> {
+    let Some(config) = get_record::<ConfigRecord>(sealing, tables, Table::Configs, ckey)? else {
+        return Ok(None);
+    };
+    let was = config.state;
+    if was == ConfigState::Active {
+        return Ok(Some(Enabled {
+            was,
+            resumed: Vec::new(),
+        }));
+    }
+    super::deliveries::set_config_state(sealing, tables, ckey, was, ConfigState::Active, now)?;
+    tables.remove(Table::FailingStreaks, ckey)?;
+    let mut resumed = super::deliveries::pending_under(sealing, tables, ckey)?;
+    for pending in &mut resumed {
+        update_delivery(tables, pending.delivery_id.as_bytes(), |delivery| {
+            delivery.next_attempt_at_ms = now;
+        })?;
+        pending.next_attempt_at_ms = now;
+    }
+    Ok(Some(Enabled { was, resumed }))
+}
+
+/// The config with its failing streak, its lane's newest deliveries and attempts, and its
+/// pending deliveries; `None` if there is no such config.
+fn config_health_in(
+    sealing: &Sealing,
+    tables: &dyn Tables,
+    tenant: &str,
+    task_id: &str,
+    id: &str,
+) -> Result<Option<ConfigHealthData>, StoreError> {
+    let ckey = config_key(tenant, task_id, id);
+    let Some(config) = get_record::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? else {
+        return Ok(None);
+    };
+    let streak = get_json(tables, Table::FailingStreaks, &ckey)?;
+    // The lane's newest deliveries: from HEALTH_SAMPLE sequence numbers before the task's
+    // newest on (a snapshot shares the number of the event before it, so one more fits).
+    let last_sequence = get_json::<TaskRecord>(tables, Table::Tasks, &task_key(tenant, task_id))?
+        .map_or(0, |t| t.last_sequence);
+    let start = with_sequence(
+        ckey.clone(),
+        last_sequence.saturating_sub(HEALTH_SAMPLE - 1),
+    );
+    let mut ids = Vec::new();
+    tables.scan(Table::Lanes, &ckey, &start, &mut |_, id| {
+        ids.push(id.to_vec());
+        Ok(ids.len() <= HEALTH_SAMPLE as usize)
+    })?;
+    let mut recent = Vec::with_capacity(ids.len());
+    for delivery in tables
+        .get_many(Table::Deliveries, &ids)?
+        .into_iter()
+        .flatten()
+    {
+        let delivery: DeliveryRecord = decode(&delivery)?;
+        let prefix = text_key(&[&delivery.id]);
+        let attempts = page(
+            tables,
+            Table::Attempts,
+            &prefix,
+            &prefix,
+            usize::MAX,
+            decode,
+        )?;
+        recent.push((delivery, attempts));
+    }
+    let pending_ids = first_under(tables, Table::Pending, &ckey, HEALTH_PENDING_COUNTED)?;
+    let oldest_pending = match pending_ids.first() {
+        Some((_, id)) => get_json(tables, Table::Deliveries, id)?,
+        None => None,
+    };
+    Ok(Some(ConfigHealthData {
+        config,
+        streak,
+        recent,
+        pending: pending_ids.len(),
+        oldest_pending,
+    }))
+}
+
 #[async_trait::async_trait]
 pub trait ConfigStore: Send + Sync {
     /// Inserts or replaces the config with the same (tenant, task, id).
@@ -118,6 +208,21 @@ pub trait ConfigStore: Send + Sync {
         task_id: String,
         id: String,
     ) -> Result<bool, StoreError>;
+    /// Makes a suspended (or disabled) config active again; its held deliveries are announced
+    /// as due now, in lane order. `None` if there is no such config.
+    async fn enable_config(
+        &self,
+        tenant: String,
+        task_id: String,
+        id: String,
+    ) -> Result<Option<Enabled>, StoreError>;
+    /// What a config's health is computed from; `None` if there is no such config.
+    async fn config_health(
+        &self,
+        tenant: String,
+        task_id: String,
+        id: String,
+    ) -> Result<Option<ConfigHealthData>, StoreError>;
 }
 
 #[async_trait::async_trait]
@@ -195,5 +300,39 @@ impl<B: Backend> ConfigStore for TableStore<B> {
             remove_config(tables, &config_key(&tenant, &task_id, &id), now_ms())
         })
         .await
+    }
+
+    async fn enable_config(
+        &self,
+        tenant: String,
+        task_id: String,
+        id: String,
+    ) -> Result<Option<Enabled>, StoreError> {
+        let sealing = self.sealing.clone();
+        let enabled = self
+            .write(move |tables| {
+                enable_config_in(
+                    &sealing,
+                    tables,
+                    &config_key(&tenant, &task_id, &id),
+                    now_ms(),
+                )
+            })
+            .await?;
+        if let Some(enabled) = &enabled {
+            self.outbox.announce(enabled.resumed.clone());
+        }
+        Ok(enabled)
+    }
+
+    async fn config_health(
+        &self,
+        tenant: String,
+        task_id: String,
+        id: String,
+    ) -> Result<Option<ConfigHealthData>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read(move |tables| config_health_in(&sealing, tables, &tenant, &task_id, &id))
+            .await
     }
 }

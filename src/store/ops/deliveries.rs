@@ -56,7 +56,8 @@ fn record_attempt_in(
     delivery_id: &str,
     attempt: AttemptRecord,
     update: DeliveryUpdate,
-) -> Result<Vec<String>, StoreError> {
+    disable_after_ms: u64,
+) -> Result<Recorded, StoreError> {
     let now = now_ms();
     let number = attempt.number;
     tables.insert(
@@ -73,7 +74,7 @@ fn record_attempt_in(
     let Some(current) =
         get_json::<DeliveryRecord>(tables, Table::Deliveries, delivery_id.as_bytes())?
     else {
-        return Ok(Vec::new());
+        return Ok(Recorded::default());
     };
     let still_pending = current.state == DeliveryState::Pending;
     update_delivery(tables, delivery_id.as_bytes(), |delivery| {
@@ -103,24 +104,41 @@ fn record_attempt_in(
         }
     })?;
     if !still_pending {
-        return Ok(Vec::new());
+        return Ok(Recorded::default());
     }
     if !matches!(update, DeliveryUpdate::Retry { .. }) {
         tables.remove(Table::Pending, &lane_key(&current))?;
     }
-    let DeliveryUpdate::DisableConfig { error } = update else {
-        return Ok(Vec::new());
-    };
     let ckey = config_key(&current.tenant, &current.task_id, &current.config_id);
-    let mut killed = Vec::new();
+    let mut recorded = Recorded::default();
+    let DeliveryUpdate::DisableConfig { error } = update else {
+        let streak = track_streak(tables, &ckey, &attempt, &update)?;
+        if streak.is_some_and(|s| {
+            disable_after_ms > 0
+                && attempt.started_at_ms.saturating_sub(s.since_ms) >= disable_after_ms
+        }) {
+            recorded.suspended = set_config_state(
+                sealing,
+                tables,
+                &ckey,
+                ConfigState::Active,
+                ConfigState::Suspended,
+                now,
+            )?;
+        }
+        return Ok(recorded);
+    };
     for (_, other) in take_prefix(tables, Table::Pending, &ckey)? {
         update_delivery(tables, &other, |delivery| {
             delivery.state = DeliveryState::Dead;
             delivery.last_error = Some(format!("its push config was disabled: {error}"));
             delivery.updated_at_ms = now;
         })?;
-        killed.push(String::from_utf8_lossy(&other).into_owned());
+        recorded
+            .killed
+            .push(String::from_utf8_lossy(&other).into_owned());
     }
+    tables.remove(Table::FailingStreaks, &ckey)?;
     if let Some(mut config) = get_record::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? {
         config.state = ConfigState::Disabled;
         config.updated_at_ms = now;
@@ -130,7 +148,63 @@ fn record_attempt_in(
             &encode_record(sealing, Table::Configs, &config)?,
         )?;
     }
-    Ok(killed)
+    Ok(recorded)
+}
+
+/// Keeps the config's failing streak: a failure starts or extends it, a success ends it (a
+/// write only when there is a streak). The streak after this attempt, if any.
+fn track_streak(
+    tables: &dyn TablesMut,
+    ckey: &[u8],
+    attempt: &AttemptRecord,
+    update: &DeliveryUpdate,
+) -> Result<Option<FailingStreak>, StoreError> {
+    let streak: Option<FailingStreak> = get_json(tables, Table::FailingStreaks, ckey)?;
+    if matches!(update, DeliveryUpdate::Delivered) {
+        if streak.is_some() {
+            tables.remove(Table::FailingStreaks, ckey)?;
+        }
+        return Ok(None);
+    }
+    let mut streak = streak.unwrap_or(FailingStreak {
+        since_ms: attempt.started_at_ms,
+        failures: 0,
+        last_failure_at_ms: 0,
+        last_class: String::new(),
+        last_status: None,
+    });
+    streak.failures += 1;
+    streak.last_failure_at_ms = attempt.started_at_ms;
+    streak.last_class = attempt.error_class.clone();
+    streak.last_status = attempt.status;
+    tables.insert(Table::FailingStreaks, ckey, &encode(&streak)?)?;
+    Ok(Some(streak))
+}
+
+/// Moves the config from state `from` to `to`; whether it was in `from`.
+pub(super) fn set_config_state(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    ckey: &[u8],
+    from: ConfigState,
+    to: ConfigState,
+    now: u64,
+) -> Result<bool, StoreError> {
+    let Some(mut config) = get_record::<ConfigRecord>(sealing, tables, Table::Configs, ckey)?
+    else {
+        return Ok(false);
+    };
+    if config.state != from {
+        return Ok(false);
+    }
+    config.state = to;
+    config.updated_at_ms = now;
+    tables.insert(
+        Table::Configs,
+        ckey,
+        &encode_record(sealing, Table::Configs, &config)?,
+    )?;
+    Ok(true)
 }
 
 fn replay_in(
@@ -151,8 +225,14 @@ fn replay_in(
     let Some(config) = get_record::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? else {
         return Ok(Err(ReplayRefusal::ConfigDeleted(delivery_id.to_string())));
     };
-    if config.state != ConfigState::Active {
-        return Ok(Err(ReplayRefusal::ConfigDisabled(delivery_id.to_string())));
+    match config.state {
+        ConfigState::Active => {}
+        ConfigState::Disabled => {
+            return Ok(Err(ReplayRefusal::ConfigDisabled(delivery_id.to_string())));
+        }
+        ConfigState::Suspended => {
+            return Ok(Err(ReplayRefusal::ConfigSuspended(delivery_id.to_string())));
+        }
     }
     update_delivery(tables, delivery_id.as_bytes(), |d| {
         d.state = DeliveryState::Pending;
@@ -188,16 +268,19 @@ pub trait DeliveryStore: Send + Sync {
         &self,
         delivery_id: String,
     ) -> Result<Option<AttemptContext>, StoreError>;
-    /// Appends to the attempt log (bounded per delivery) and applies `update`, atomically.
-    /// Returns the ids of other deliveries it made dead (410 Gone kills the whole lane).
-    /// Nobody answers a client with it, so an implementation may hold it briefly to commit it
-    /// together with other writes.
+    /// Appends to the attempt log (bounded per delivery) and applies `update`, atomically,
+    /// keeping the config's failing streak: a config of `lane` failing for `disable_after_ms`
+    /// (0: never) is suspended. Returns the ids of other deliveries it made dead (410 Gone
+    /// kills the whole lane) and whether it suspended the config. Nobody answers a client with
+    /// it, so an implementation may hold it briefly to commit it together with other writes.
     async fn record_attempt(
         &self,
         delivery_id: String,
+        lane: LaneId,
         attempt: AttemptRecord,
         update: DeliveryUpdate,
-    ) -> Result<Vec<String>, StoreError>;
+        disable_after_ms: u64,
+    ) -> Result<Recorded, StoreError>;
     /// The attempt log of a delivery, oldest first.
     async fn attempts(&self, delivery_id: String) -> Result<Vec<AttemptRecord>, StoreError>;
     /// Deliveries matching `filter`, oldest first, starting after delivery id `after`.
@@ -311,17 +394,29 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
     async fn record_attempt(
         &self,
         delivery_id: String,
+        lane: LaneId,
         attempt: AttemptRecord,
         update: DeliveryUpdate,
-    ) -> Result<Vec<String>, StoreError> {
+        disable_after_ms: u64,
+    ) -> Result<Recorded, StoreError> {
         let sealing = self.sealing.clone();
-        let reads = vec![(Table::Deliveries, delivery_id.as_bytes().to_vec())];
+        let reads = vec![
+            (Table::Deliveries, delivery_id.as_bytes().to_vec()),
+            (Table::FailingStreaks, lane.key()),
+        ];
         self.backend
             .write(
                 Urgency::Linger,
                 reads,
                 Box::new(move |tables| {
-                    record_attempt_in(&sealing, tables, &delivery_id, attempt, update)
+                    record_attempt_in(
+                        &sealing,
+                        tables,
+                        &delivery_id,
+                        attempt,
+                        update,
+                        disable_after_ms,
+                    )
                 }),
             )
             .await

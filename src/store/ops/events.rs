@@ -135,7 +135,7 @@ pub(super) fn publish_one(
     let mut active = Vec::new();
     tables.scan(Table::Configs, &tkey, &tkey, &mut |_, value| {
         let config: ConfigRecord = decode_record(sealing, Table::Configs, value)?;
-        if config.state == ConfigState::Active {
+        if config.state.takes_events() {
             active.push((config.id, config.url, config.wire_version));
         }
         Ok(true)

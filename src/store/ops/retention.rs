@@ -300,7 +300,7 @@ fn purge_task(
             return Ok(false);
         }
     }
-    for table in [Table::Events, Table::Configs] {
+    for table in [Table::Events, Table::Configs, Table::FailingStreaks] {
         for (key, _) in first_under(tables, table, task_key, *budget)? {
             tables.remove(table, &key)?;
             *budget -= 1;
