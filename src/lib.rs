@@ -31,6 +31,7 @@ pub(crate) mod gateway;
 pub(crate) mod inbound;
 pub(crate) mod listener;
 pub(crate) mod metrics;
+pub(crate) mod operator;
 pub(crate) mod retention;
 pub(crate) mod secret;
 pub(crate) mod signing;
@@ -81,6 +82,8 @@ pub enum StartError {
     Signing(#[from] signing::SigningError),
     #[error(transparent)]
     Telemetry(#[from] telemetry::TelemetryError),
+    #[error("operator.webhook_url is refused: {0}")]
+    OperatorWebhook(String),
     #[error("cannot listen on {addr} ({listener}): {source}")]
     Bind {
         listener: &'static str,
@@ -226,6 +229,10 @@ async fn serve(
     };
     let metrics = Arc::new(metrics::Metrics::default());
     let shutdown = CancellationToken::new();
+    let (operator_notes, noted) = operator::notes();
+    operator::configure_webhook(&store, &policy, &settings.operator)
+        .await
+        .map_err(StartError::OperatorWebhook)?;
     let events = domain::Events {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -246,7 +253,8 @@ async fn serve(
                 max_configs_per_task: settings.limits.max_configs_per_task,
             },
         )
-        .with_telemetry(telemetry.clone()),
+        .with_telemetry(telemetry.clone())
+        .with_operator(operator_notes.clone()),
     );
     let gateway = match &chosen.upstream {
         None => None,
@@ -293,6 +301,7 @@ async fn serve(
             issuer: public_base_url.to_string(),
             content_type: chosen.content_type,
             telemetry: telemetry.clone(),
+            operator: operator_notes,
         },
         delivery_shutdown.clone(),
     )
@@ -302,6 +311,12 @@ async fn serve(
         store.clone(),
         settings.retention.clone(),
         metrics.clone(),
+        delivery_shutdown.clone(),
+    );
+    let operator = operator::start(
+        store.clone(),
+        metrics.clone(),
+        noted,
         delivery_shutdown.clone(),
     );
     let state = api::AppState::new(api::Shared {
@@ -361,6 +376,7 @@ async fn serve(
         delivery_shutdown,
         delivery: delivery.task,
         retention,
+        operator,
         follows,
         telemetry,
     })
@@ -394,6 +410,7 @@ pub struct Hub {
     delivery_shutdown: CancellationToken,
     delivery: JoinHandle<()>,
     retention: JoinHandle<()>,
+    operator: JoinHandle<()>,
     /// Gateway mode: the keeper of the follows of agents' tasks.
     follows: Option<JoinHandle<()>>,
     telemetry: telemetry::Telemetry,
@@ -432,6 +449,7 @@ impl Hub {
         self.delivery_shutdown.cancel();
         let _ = self.delivery.await;
         let _ = self.retention.await;
+        let _ = self.operator.await;
         // No attempt is in flight any more: other nodes may take this node's lanes at once.
         if let Err(e) = self.state.store.release_lanes().await {
             tracing::warn!(error = %e, "cannot give up lane leases; other nodes take them when they run out");

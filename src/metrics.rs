@@ -29,6 +29,15 @@ const ATTEMPT_CLASSES: [&str; 7] = [
     "invalid_url",
 ];
 const OUTCOMES: [&str; 3] = ["delivered", "retry", "dead"];
+/// The kinds of operator events, as metric labels.
+pub const OPERATOR_EVENT_TYPES: [&str; 6] = [
+    "delivery.dead",
+    "config.disabled",
+    "config.recovered",
+    "circuit.opened",
+    "circuit.closed",
+    "inbound.rejected",
+];
 /// The hub's two listeners, as metric labels.
 pub const LISTENERS: [&str; 2] = ["public", "admin"];
 const DURATION_BOUNDS: [f64; 12] = [
@@ -44,6 +53,7 @@ pub struct Metrics {
     tasks_purged: AtomicU64,
     inbound_events_purged: AtomicU64,
     outcomes: [AtomicU64; OUTCOMES.len()],
+    operator_events: [AtomicU64; OPERATOR_EVENT_TYPES.len()],
     attempts: [AtomicU64; ATTEMPT_CLASSES.len()],
     duration_buckets: [AtomicU64; DURATION_BOUNDS.len()],
     duration_count: AtomicU64,
@@ -88,6 +98,12 @@ impl Metrics {
     pub fn inbound_events_purged(&self, count: u64) {
         self.inbound_events_purged
             .fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub fn operator_event(&self, kind: &str) {
+        if let Some(i) = OPERATOR_EVENT_TYPES.iter().position(|t| *t == kind) {
+            self.operator_events[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn attempt(&self, class: &str, duration: Duration, outcome: DeliveryOutcome) {
@@ -218,6 +234,18 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "a2a_push_hub_deliveries_total{{outcome=\"{name}\"}} {}",
+                load(value)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP a2a_push_hub_operator_events_total Operator events recorded, by type."
+        );
+        let _ = writeln!(out, "# TYPE a2a_push_hub_operator_events_total counter");
+        for (kind, value) in OPERATOR_EVENT_TYPES.iter().zip(&self.operator_events) {
+            let _ = writeln!(
+                out,
+                "a2a_push_hub_operator_events_total{{type=\"{kind}\"}} {}",
                 load(value)
             );
         }

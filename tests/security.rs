@@ -1010,3 +1010,39 @@ async fn a_body_that_trickles_in_slower_than_body_read_timeout_is_cut_off() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn no_client_may_register_a_config_where_a_subscription_forwards() {
+    let hub = TestHub::start().await;
+    let answer = hub
+        .rpc(
+            "CreateTaskPushNotificationConfig",
+            json!({"tenant": "inbound:some-subscription", "taskId": "t1", "url": "http://127.0.0.1:9/hook"}),
+        )
+        .await;
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("inbound:"),
+        "{answer}"
+    );
+    let (status, body) = hub
+        .rest(
+            reqwest::Method::POST,
+            "/inbound:some-subscription/tasks/t1/pushNotificationConfigs",
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = hub
+        .rest(
+            reqwest::Method::GET,
+            "/inbound:some-subscription/tasks/t1/pushNotificationConfigs",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    hub.stop().await;
+}

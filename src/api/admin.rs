@@ -43,6 +43,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/deliveries/{delivery_id}", get(show_delivery))
         .route("/api/v1/deliveries/{delivery_id}/replay", post(replay_one))
         .route("/api/v1/keys", get(list_keys))
+        .route("/api/v1/operator/events", get(operator_events))
         .route(
             "/api/v1/subscriptions",
             post(create_subscription).get(list_subscriptions),
@@ -651,15 +652,12 @@ async fn subscription_receipts(
 
 /// Accepted events as JSON (`?after=`), or as a Server-Sent Events stream with
 /// `Accept: text/event-stream` (resumable with `Last-Event-ID`).
-async fn subscription_events(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    AdminQuery(page): AdminQuery<PageQuery>,
-    headers: axum::http::HeaderMap,
-) -> Response {
-    if let Err(e) = subscriptions::get(&state.inbound, &id).await {
-        return problem_for(&e);
-    }
+/// Whether a numbered list is asked for as an SSE stream, and after which sequence it starts
+/// (`Last-Event-ID`, else `?after=`).
+fn stream_or_page(
+    headers: &axum::http::HeaderMap,
+    page: &PageQuery,
+) -> Result<(bool, u64), Response> {
     let wants_stream = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -673,15 +671,30 @@ async fn subscription_events(
         {
             Some(id) => Some(id),
             None => {
-                return problem(
+                return Err(problem(
                     StatusCode::BAD_REQUEST,
                     "Last-Event-ID must be the id of an event this stream sent (a whole number)",
                     Some("Last-Event-ID"),
-                );
+                ));
             }
         },
     };
-    let after = last_event_id.or(page.after).unwrap_or(0);
+    Ok((wants_stream, last_event_id.or(page.after).unwrap_or(0)))
+}
+
+async fn subscription_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AdminQuery(page): AdminQuery<PageQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Err(e) = subscriptions::get(&state.inbound, &id).await {
+        return problem_for(&e);
+    }
+    let (wants_stream, after) = match stream_or_page(&headers, &page) {
+        Ok(asked) => asked,
+        Err(response) => return response,
+    };
     if wants_stream {
         return super::sse::events(state, id, after).await.into_response();
     }
@@ -694,4 +707,45 @@ async fn subscription_events(
         }
         Err(e) => problem_for(&e.into()),
     }
+}
+
+/// The operator events (`GET /api/v1/operator/events`): a page after `?after=`, or an SSE
+/// stream with `Accept: text/event-stream`.
+async fn operator_events(
+    State(state): State<AppState>,
+    AdminQuery(page): AdminQuery<PageQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let (wants_stream, after) = match stream_or_page(&headers, &page) {
+        Ok(asked) => asked,
+        Err(response) => return response,
+    };
+    if wants_stream {
+        let store = state.store.clone();
+        let fetch = move |after| {
+            let store = store.clone();
+            async move {
+                let events = store.operator_events(after, 100).await?;
+                Ok(events
+                    .into_iter()
+                    .map(|e| (e.sequence, operator_event_json(e)))
+                    .collect())
+            }
+        };
+        return super::sse::stream(state, after, None, "operator-event", fetch).into_response();
+    }
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    match state.store.operator_events(after, limit).await {
+        Ok(events) => {
+            let next_after = events.last().map_or(after, |e| e.sequence);
+            let events: Vec<_> = events.into_iter().map(operator_event_json).collect();
+            Json(json!({ "events": events, "nextAfter": next_after })).into_response()
+        }
+        Err(e) => problem_for(&e.into()),
+    }
+}
+
+/// An operator event as the API shows it (its webhook delivery's id included, to follow it).
+fn operator_event_json(event: crate::store::OperatorEvent) -> serde_json::Value {
+    serde_json::to_value(event).unwrap_or_default()
 }

@@ -1,8 +1,8 @@
-//! Server-Sent Events of a subscription's accepted events: each event's `id:` is its
-//! sequence, so a consumer that reconnects with `Last-Event-ID` resumes with the next one —
-//! every event exactly once. Events come from the store; the stream only waits for news: from
-//! this node when it accepts an event, and, when nodes share the store, by looking again every
-//! `SHARED_STORE_POLL` for events other nodes accepted.
+//! Server-Sent Events of numbered records — a subscription's accepted events, the operator
+//! events: each event's `id:` is its sequence, so a consumer that reconnects with
+//! `Last-Event-ID` resumes with the next one — every event exactly once. Events come from the
+//! store; the stream only waits for news: from this node when it accepts an event, and, when
+//! nodes share the store or there is no such news, by looking again every `POLL`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -14,54 +14,83 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::AppState;
-use crate::store::InboundEventRecord;
+use crate::store::{InboundEventRecord, StoreError};
 
 const BATCH: usize = 100;
-/// How often a stream on a shared store looks for events other nodes accepted.
-const SHARED_STORE_POLL: Duration = Duration::from_secs(1);
+/// How often a stream without news of its own (or on a shared store, for what other nodes
+/// wrote) looks for new events.
+const POLL: Duration = Duration::from_secs(1);
 
 pub fn event_json(record: &InboundEventRecord) -> Value {
     let event: Value = serde_json::from_str(record.event.get()).unwrap_or(Value::Null);
     json!({"sequence": record.sequence, "taskId": record.task_id, "receivedAtMs": record.received_at_ms, "event": event})
 }
 
-struct Cursor {
+/// One event of a stream: its sequence (the SSE `id:`) and what it carries.
+pub type Sequenced = (u64, Value);
+
+struct Cursor<F> {
     state: AppState,
-    id: String,
     after: u64,
-    buffer: VecDeque<InboundEventRecord>,
-    news: watch::Receiver<u64>,
+    buffer: VecDeque<Sequenced>,
+    /// News of this node; without it, or when nodes share the store, the stream also looks
+    /// again every `POLL`.
+    news: Option<watch::Receiver<u64>>,
+    fetch: F,
+    name: &'static str,
 }
 
+/// A subscription's accepted events.
 pub async fn events(
     state: AppState,
     id: String,
     after: u64,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let news = state.inbound.watch(&id).await;
+    let store = state.store.clone();
+    stream(state, after, Some(news), "a2a-event", move |after| {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            let records = store.inbound_events(id, after, BATCH).await?;
+            Ok(records
+                .iter()
+                .map(|r| (r.sequence, event_json(r)))
+                .collect())
+        }
+    })
+}
+
+/// Every event `fetch` reads after `after`, then each new one as it comes, named `name`.
+pub fn stream<F, Fut>(
+    state: AppState,
+    after: u64,
+    news: Option<watch::Receiver<u64>>,
+    name: &'static str,
+    fetch: F,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+where
+    F: Fn(u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<Sequenced>, StoreError>> + Send,
+{
     let cursor = Cursor {
         state,
-        id,
         after,
         buffer: VecDeque::new(),
         news,
+        fetch,
+        name,
     };
     let stream = futures_util::stream::unfold(cursor, |mut cursor| async move {
         loop {
-            if let Some(record) = cursor.buffer.pop_front() {
-                cursor.after = record.sequence;
+            if let Some((sequence, data)) = cursor.buffer.pop_front() {
+                cursor.after = sequence;
                 let event = Event::default()
-                    .id(record.sequence.to_string())
-                    .event("a2a-event")
-                    .data(event_json(&record).to_string());
+                    .id(sequence.to_string())
+                    .event(cursor.name)
+                    .data(data.to_string());
                 return Some((Ok(event), cursor));
             }
-            match cursor
-                .state
-                .store
-                .inbound_events(cursor.id.clone(), cursor.after, BATCH)
-                .await
-            {
+            match (cursor.fetch)(cursor.after).await {
                 Ok(records) if !records.is_empty() => {
                     cursor.buffer.extend(records);
                     continue;
@@ -75,14 +104,20 @@ pub async fn events(
             }
             // Caught up: wait for news; a deleted subscription or a shutdown ends the stream.
             let shutdown = cursor.state.shutdown.clone();
-            let shared = cursor.state.store.shared();
+            let poll = cursor.news.is_none() || cursor.state.store.shared();
+            let news = async {
+                match &mut cursor.news {
+                    Some(news) => news.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                changed = cursor.news.changed() => {
-                    if changed.is_err() {
+                alive = news => {
+                    if !alive {
                         return None;
                     }
                 }
-                _ = tokio::time::sleep(SHARED_STORE_POLL), if shared => {}
+                _ = tokio::time::sleep(POLL), if poll => {}
                 _ = shutdown.cancelled() => return None,
             }
         }

@@ -36,6 +36,7 @@ pub struct Settings {
     pub signing: SigningSettings,
     pub inbound: InboundSettings,
     pub telemetry: TelemetrySettings,
+    pub operator: OperatorSettings,
 }
 
 /// Exporting spans over OTLP (README, "Tracing"). Off unless an endpoint is set here or in
@@ -300,6 +301,17 @@ impl Default for LimitSettings {
 pub struct GatewaySettings {
     /// The agent's A2A URL; empty = no gateway.
     pub upstream: String,
+}
+
+/// Where operator events are delivered, besides `GET /api/v1/operator/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorSettings {
+    /// The operator webhook; empty: events are only kept and listed.
+    pub webhook_url: String,
+    /// Sent as the webhook's token (`X-A2A-Notification-Token`); a `whsec_` secret makes the
+    /// hub add a Standard Webhooks `v1` HMAC signature instead.
+    pub webhook_token: Secret,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -32,6 +32,8 @@ pub struct Engine {
     /// The `iss` of the hub's JWTs.
     pub issuer: String,
     pub telemetry: crate::telemetry::Telemetry,
+    /// Where circuits opening and closing are reported.
+    pub operator: crate::operator::OperatorNotes,
 }
 
 /// What the lane does next.
@@ -251,21 +253,10 @@ async fn attempt(
         response_snippet: answer.snippet,
         traceparent: trace.map(|t| t.traceparent),
     };
-    let lane = crate::store::LaneId {
-        tenant: delivery.tenant.clone(),
-        task_id: delivery.task_id.clone(),
-        config_id: delivery.config_id.clone(),
-    };
     let disable_after_ms = engine.policy.disable_after.as_millis() as u64;
     match engine
         .store
-        .record_attempt(
-            delivery_id.to_string(),
-            lane,
-            record,
-            update,
-            disable_after_ms,
-        )
+        .record_attempt(delivery_id.to_string(), record, update, disable_after_ms)
         .await
     {
         Ok(recorded) => {
@@ -275,6 +266,9 @@ async fn attempt(
             engine
                 .metrics
                 .dead_without_attempt(recorded.killed.len() as u64);
+            for kind in &recorded.operator_events {
+                engine.metrics.operator_event(kind);
+            }
             if recorded.suspended {
                 engine.metrics.config_suspended();
                 tracing::warn!(

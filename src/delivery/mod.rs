@@ -39,6 +39,7 @@ pub struct Shared {
     /// The `Content-Type` of 1.0 deliveries.
     pub content_type: crate::config::ContentType,
     pub telemetry: crate::telemetry::Telemetry,
+    pub operator: crate::operator::OperatorNotes,
 }
 
 /// The running delivery engine.
@@ -61,6 +62,7 @@ pub async fn start(
         issuer,
         content_type,
         telemetry,
+        operator,
     } = shared;
     let client = client::GuardedClient::new(policy, request::USER_AGENT)
         .map_err(|e| StoreError::Storage(format!("cannot build the HTTP client: {e}")))?;
@@ -74,6 +76,7 @@ pub async fn start(
         keyring,
         issuer,
         telemetry,
+        operator,
     });
     let limits = scheduler::Limits {
         max_in_flight: delivery.max_in_flight,

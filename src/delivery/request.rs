@@ -184,6 +184,7 @@ mod tests {
             body_v03: None,
             snapshot: None,
             snapshot_trace: None,
+            lane_failing: false,
             created_at_ms: 0,
             updated_at_ms: 0,
         }

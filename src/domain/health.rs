@@ -145,13 +145,16 @@ fn health_of(data: ConfigHealthData, disable_after: Duration, now: u64) -> Confi
             (name.to_string(), value)
         })
         .collect();
-    let last_success_at = attempts
+    let last_success_ms = attempts
         .iter()
         .filter(|a| succeeded(a))
         .map(|a| a.started_at_ms + a.duration_ms)
-        .max()
-        .map(rfc3339);
-    let streak = data.streak;
+        .max();
+    // A streak a later success did not end (see `FailingStreak`) is over.
+    let streak = data
+        .streak
+        .filter(|s| last_success_ms.is_none_or(|ok| ok < s.last_failure_at_ms));
+    let last_success_at = last_success_ms.map(rfc3339);
     let config = data.config;
     let suspends_at = streak
         .as_ref()

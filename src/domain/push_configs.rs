@@ -46,6 +46,26 @@ pub fn resolve_tenant(
     Ok(tenant.to_string())
 }
 
+/// The tenant of an A2A push-config request: as `resolve_tenant`, without the tenants where the
+/// hub keeps what a subscription forwards — a client registering a config there could receive
+/// a peer's pushes.
+fn client_tenant(
+    path_tenant: Option<&str>,
+    param_tenant: Option<&str>,
+) -> Result<String, InvalidField> {
+    let tenant = resolve_tenant(path_tenant, param_tenant)?;
+    if tenant.starts_with(crate::store::FORWARDING_TENANTS) {
+        return Err(InvalidField::new(
+            "tenant",
+            format!(
+                "{}… is where the hub keeps what its inbound subscriptions forward; choose another tenant",
+                crate::store::FORWARDING_TENANTS
+            ),
+        ));
+    }
+    Ok(tenant)
+}
+
 /// The answer for a task the caller may not see: the same as for a task that does not exist.
 fn not_found(task_id: &str) -> DomainError {
     DomainError::TaskNotFound(format!("task {task_id:?} not found"))
@@ -80,7 +100,7 @@ pub async fn create(
     input: ConfigInput,
     wire_version: WireVersion,
 ) -> Result<ConfigRecord, DomainError> {
-    let tenant = resolve_tenant(path_tenant, input.tenant.as_deref())?;
+    let tenant = client_tenant(path_tenant, input.tenant.as_deref())?;
     let task_id = path_task_id
         .map(str::to_string)
         .or(input.task_id)
@@ -134,7 +154,7 @@ pub async fn get(
     path_tenant: Option<&str>,
     address: ConfigAddress,
 ) -> Result<ConfigRecord, DomainError> {
-    let tenant = resolve_tenant(path_tenant, address.tenant.as_deref())?;
+    let tenant = client_tenant(path_tenant, address.tenant.as_deref())?;
     check_owner(configs, caller, &tenant, &address.task_id).await?;
     configs
         .store
@@ -160,7 +180,7 @@ pub async fn list(
     path_tenant: Option<&str>,
     request: ListRequest,
 ) -> Result<Page, DomainError> {
-    let tenant = resolve_tenant(path_tenant, request.tenant.as_deref())?;
+    let tenant = client_tenant(path_tenant, request.tenant.as_deref())?;
     check_owner(configs, caller, &tenant, &request.task_id).await?;
     let page_size = match request.page_size {
         None | Some(0) => DEFAULT_PAGE_SIZE,
@@ -209,7 +229,7 @@ pub async fn delete(
     path_tenant: Option<&str>,
     address: ConfigAddress,
 ) -> Result<(), DomainError> {
-    let tenant = resolve_tenant(path_tenant, address.tenant.as_deref())?;
+    let tenant = client_tenant(path_tenant, address.tenant.as_deref())?;
     check_owner(configs, caller, &tenant, &address.task_id).await?;
     let existed = configs
         .store

@@ -234,6 +234,7 @@ fn parse_body(
 
 async fn refuse(inbound: &Inbound, id: &str, receipt: ReceiptRecord, body: Value) -> IntakeAnswer {
     let status = receipt.status;
+    inbound.operator.inbound_rejected(id, &receipt.verdict);
     if let Err(e) = inbound.store.add_receipt(id.to_string(), receipt).await {
         tracing::warn!(subscription_id = id, error = %e, "could not record a receipt");
     }
@@ -509,7 +510,7 @@ fn route_of(subscription: &SubscriptionRecord) -> InboundRoute {
 
 /// The tenant under which a subscription's forwarded deliveries live.
 pub fn forward_tenant(subscription_id: &str) -> String {
-    format!("inbound:{subscription_id}")
+    format!("{}{subscription_id}", crate::store::FORWARDING_TENANTS)
 }
 
 /// A gateway intake's first push for `task_id`: stores the client's inline config for the task

@@ -64,6 +64,8 @@ pub struct Inbound {
     pub limits: InboundLimits,
     /// Records a `receive` span per accepted push.
     pub telemetry: crate::telemetry::Telemetry,
+    /// Where rejected pushes are counted for the operator.
+    pub operator: crate::operator::OperatorNotes,
     buckets: Mutex<Buckets>,
     /// The newest accepted event sequence per subscription that has SSE listeners.
     newest: Mutex<HashMap<String, watch::Sender<u64>>>,
@@ -89,6 +91,7 @@ impl Inbound {
             settings,
             limits,
             telemetry: Default::default(),
+            operator: crate::operator::OperatorNotes::none(),
             buckets: Mutex::new(Buckets {
                 by_subscription: HashMap::new(),
                 prune_at: BUCKETS_PRUNE_AT,
@@ -100,6 +103,12 @@ impl Inbound {
     /// The same, recording its spans with `telemetry`.
     pub fn with_telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Inbound {
         self.telemetry = telemetry;
+        self
+    }
+
+    /// The same, counting rejected pushes for the operator with `operator`.
+    pub fn with_operator(mut self, operator: crate::operator::OperatorNotes) -> Inbound {
+        self.operator = operator;
         self
     }
 

@@ -30,14 +30,6 @@ fn config(task_id: &str, id: &str) -> ConfigRecord {
     }
 }
 
-fn lane(task_id: &str, config_id: &str) -> LaneId {
-    LaneId {
-        tenant: String::new(),
-        task_id: task_id.to_string(),
-        config_id: config_id.to_string(),
-    }
-}
-
 fn anyone(max_per_task: usize) -> ConfigRules {
     ConfigRules {
         principal: None,
@@ -283,7 +275,7 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
         error: "HTTP 500".into(),
     };
     store
-        .record_attempt(id.clone(), lane("t", "a"), attempt(1), retry, 0)
+        .record_attempt(id.clone(), attempt(1), retry, 0)
         .await
         .unwrap();
     let delivery = store.get_delivery(id.clone()).await.unwrap().unwrap();
@@ -299,7 +291,7 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
     ok.status = Some(200);
     ok.error_class = "success".into();
     store
-        .record_attempt(id.clone(), lane("t", "a"), ok, DeliveryUpdate::Delivered, 0)
+        .record_attempt(id.clone(), ok, DeliveryUpdate::Delivered, 0)
         .await
         .unwrap();
     let log = store.attempts(id.clone()).await.unwrap();
@@ -346,7 +338,6 @@ async fn replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_on
     store
         .record_attempt(
             dead.clone(),
-            lane("t", "a"),
             failed,
             DeliveryUpdate::Dead {
                 error: "refused".into(),
@@ -764,15 +755,8 @@ async fn a_config_failing_for_its_limit_is_suspended_holds_new_events_and_resume
         next_attempt_at_ms: 1_000_000,
         error: "HTTP 503".into(),
     };
-    let record = |number, at| {
-        store.record_attempt(
-            first.clone(),
-            lane("t", "a"),
-            failed_at(number, at),
-            retry(),
-            1_000,
-        )
-    };
+    let record =
+        |number, at| store.record_attempt(first.clone(), failed_at(number, at), retry(), 1_000);
     assert!(!record(1, 10_000).await.unwrap().suspended);
     assert!(
         !record(2, 10_999).await.unwrap().suspended,
@@ -854,13 +838,7 @@ async fn a_config_failing_for_its_limit_is_suspended_holds_new_events_and_resume
     ok.status = Some(200);
     ok.error_class = "success".into();
     store
-        .record_attempt(
-            first.clone(),
-            lane("t", "a"),
-            ok,
-            DeliveryUpdate::Delivered,
-            1_000,
-        )
+        .record_attempt(first.clone(), ok, DeliveryUpdate::Delivered, 1_000)
         .await
         .unwrap();
     let health = store
@@ -882,6 +860,111 @@ async fn a_config_failing_for_its_limit_is_suspended_holds_new_events_and_resume
             .unwrap()
             .is_none()
     );
+}
+
+async fn a_failing_streak_outlives_a_dead_delivery_and_is_never_extended_past_an_unseen_success<
+    B: Backend,
+>(
+    store: TableStore<B>,
+) {
+    for id in ["a", "b"] {
+        store.put_config(config("t", id), anyone(10)).await.unwrap();
+    }
+    let failure = |number, started_at_ms| AttemptRecord {
+        number,
+        started_at_ms,
+        duration_ms: 1,
+        status: Some(500),
+        error_class: "http_status".into(),
+        error: None,
+        response_snippet: None,
+        traceparent: None,
+    };
+    let retry = || DeliveryUpdate::Retry {
+        next_attempt_at_ms: 0,
+        error: "HTTP 500".into(),
+    };
+    let dead = || DeliveryUpdate::Dead {
+        error: "HTTP 500".into(),
+    };
+    let delivery_of = |published: Vec<PublishedEvent>, config: &str| {
+        published[0]
+            .deliveries
+            .iter()
+            .find(|d| d.config_id == config)
+            .unwrap()
+            .delivery_id
+            .clone()
+    };
+    let publish = || async {
+        store
+            .publish(vec![status_event("t", "TASK_STATE_WORKING")])
+            .await
+            .unwrap()
+            .stored()
+    };
+    let (first, second) = (publish().await, publish().await);
+    let (a1, a2) = (
+        delivery_of(first.clone(), "a"),
+        delivery_of(second.clone(), "a"),
+    );
+    store
+        .record_attempt(a1.clone(), failure(1, 1_000), retry(), 1_000)
+        .await
+        .unwrap();
+    store
+        .record_attempt(a1, failure(2, 1_500), dead(), 1_000)
+        .await
+        .unwrap();
+    let recorded = store
+        .record_attempt(a2, failure(1, 2_000), retry(), 1_000)
+        .await
+        .unwrap();
+    assert!(
+        recorded.suspended,
+        "the streak went on from the dead delivery to the next"
+    );
+
+    // Config b: its first delivery dies with nothing behind it; the next one, published
+    // later, succeeds unseen; a failure after that starts a new streak.
+    let b1 = delivery_of(first, "b");
+    store
+        .record_attempt(b1.clone(), failure(1, 1_000), retry(), 10_000)
+        .await
+        .unwrap();
+    store
+        .record_attempt(b1, failure(2, 1_500), dead(), 10_000)
+        .await
+        .unwrap();
+    let b2 = delivery_of(second, "b");
+    store
+        .record_attempt(b2, failure(1, 2_000), dead(), 10_000)
+        .await
+        .unwrap();
+    let b3 = delivery_of(publish().await, "b");
+    let mut ok = failure(1, 5_000);
+    ok.error_class = "success".into();
+    store
+        .record_attempt(b3, ok, DeliveryUpdate::Delivered, 10_000)
+        .await
+        .unwrap();
+    let b4 = delivery_of(publish().await, "b");
+    let recorded = store
+        .record_attempt(b4, failure(1, 20_000), retry(), 10_000)
+        .await
+        .unwrap();
+    assert!(
+        !recorded.suspended,
+        "not suspended on a streak a success ended"
+    );
+    let streak = store
+        .config_health(String::new(), "t".into(), "b".into())
+        .await
+        .unwrap()
+        .unwrap()
+        .streak
+        .unwrap();
+    assert_eq!((streak.since_ms, streak.failures), (20_000, 1));
 }
 
 /// Declares each contract test once per backend.
@@ -935,6 +1018,7 @@ contract!(
     an_idempotency_key_answers_its_first_event_and_refuses_another,
     retention_removes_expired_idempotency_keys_and_keeps_newer_ones,
     a_config_failing_for_its_limit_is_suspended_holds_new_events_and_resumes_in_order,
+    a_failing_streak_outlives_a_dead_delivery_and_is_never_extended_past_an_unseen_success,
 );
 
 /// A schema of the test database made for one test, dropped by `drop`.

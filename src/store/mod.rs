@@ -26,7 +26,7 @@ pub use self::ops::Announce;
 pub use self::ops::retention::PurgeStep;
 pub use self::ops::{
     ConfigStore, DeliveryStore, EventStore, FollowStore, InboundStore, KeyStore, LaneStore,
-    RetentionStore,
+    OperatorEventStore, RetentionStore,
 };
 pub use self::postgres::{LeaseSettings, PostgresSettings, PostgresStore};
 pub use self::redb_store::RedbStore;
@@ -82,6 +82,7 @@ pub trait Store:
     + KeyStore
     + RetentionStore
     + LaneStore
+    + OperatorEventStore
     + Send
     + Sync
     + 'static

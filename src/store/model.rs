@@ -71,6 +71,44 @@ pub struct Enabled {
     pub resumed: Vec<PendingDelivery>,
 }
 
+/// The tenants where the hub keeps what an inbound subscription forwards:
+/// `inbound:{subscriptionId}`.
+pub const FORWARDING_TENANTS: &str = "inbound:";
+
+/// Where the operator webhook's deliveries live: a lane of their own, in a tenant no API caller
+/// can name (tenants may not hold control characters).
+pub const OPERATOR_TENANT: &str = "\u{1}operator";
+pub const OPERATOR_TASK: &str = "events";
+pub const OPERATOR_CONFIG: &str = "webhook";
+
+/// Operator events kept (the newest); older ones go, with their webhook deliveries.
+pub const OPERATOR_EVENTS_KEPT: u64 = 10_000;
+
+/// Something an operator should know, before it is numbered and stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOperatorEvent {
+    /// `delivery.dead`, `config.disabled`, `config.recovered`, `circuit.opened`,
+    /// `circuit.closed`, `inbound.rejected`.
+    pub kind: &'static str,
+    /// What happened, without secrets: ids, counts, classes, statuses, origins.
+    pub data: serde_json::Value,
+}
+
+/// A stored operator event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorEvent {
+    /// 1, 2, … in the order they were recorded.
+    pub sequence: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at_ms: u64,
+    pub data: serde_json::Value,
+    /// Its delivery to the operator webhook, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+}
+
 /// What recording an attempt did besides the attempt itself.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recorded {
@@ -78,6 +116,8 @@ pub struct Recorded {
     pub killed: Vec<String>,
     /// The config failed for `delivery.disable_after` and is suspended now: its lane holds.
     pub suspended: bool,
+    /// Operator events recorded with it.
+    pub operator_events: Vec<&'static str>,
 }
 
 /// A push-notification config: where and how to deliver one task's events.
@@ -325,6 +365,11 @@ pub struct DeliveryRecord {
     /// A snapshot's trace (an event's is kept with the event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_trace: Option<TraceContext>,
+    /// Its lane's config is failing (see `FailingStreak`): set on a failed attempt and handed
+    /// to the next delivery when this one dies, so that only a success of such a delivery
+    /// has a streak to end — a success of any other costs no read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lane_failing: bool,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }

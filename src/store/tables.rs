@@ -63,10 +63,12 @@ pub enum Table {
     IdempotencyByTime,
     /// (tenant, task, config) → the config's failing streak, while its latest attempts fail.
     FailingStreaks,
+    /// Sequence (8 bytes big-endian) → operator event; the empty key holds the next sequence.
+    OperatorEvents,
 }
 
 impl Table {
-    pub const ALL: [Table; 22] = [
+    pub const ALL: [Table; 23] = [
         Table::Configs,
         Table::Tasks,
         Table::Events,
@@ -89,6 +91,7 @@ impl Table {
         Table::IdempotencyKeys,
         Table::IdempotencyByTime,
         Table::FailingStreaks,
+        Table::OperatorEvents,
     ];
 
     pub fn name(self) -> &'static str {
@@ -115,6 +118,7 @@ impl Table {
             Table::IdempotencyKeys => "idempotency_keys",
             Table::IdempotencyByTime => "idempotency_by_time",
             Table::FailingStreaks => "failing_streaks",
+            Table::OperatorEvents => "operator_events",
         }
     }
 

@@ -317,9 +317,9 @@ impl Actor {
     }
 
     fn share_circuit_changes(&mut self) {
-        let changes = self.machine.take_circuit_changes();
-        if let Some(sender) = &self.circuit_changes {
-            for change in changes {
+        for change in self.machine.take_circuit_changes() {
+            self.engine.operator.circuit(change.0.clone(), change.1);
+            if let Some(sender) = &self.circuit_changes {
                 let _ = sender.send(change);
             }
         }

@@ -50,6 +50,9 @@ pub(super) fn pending_under(
     Ok(found)
 }
 
+/// A failing streak at least this long that ends is reported as `config.recovered`.
+const RECOVERY_REPORTED_AFTER_MS: u64 = 60_000;
+
 fn record_attempt_in(
     sealing: &Sealing,
     tables: &dyn TablesMut,
@@ -57,7 +60,7 @@ fn record_attempt_in(
     attempt: AttemptRecord,
     update: DeliveryUpdate,
     disable_after_ms: u64,
-) -> Result<Recorded, StoreError> {
+) -> Result<(Recorded, Vec<PendingDelivery>), StoreError> {
     let now = now_ms();
     let number = attempt.number;
     tables.insert(
@@ -74,9 +77,10 @@ fn record_attempt_in(
     let Some(current) =
         get_json::<DeliveryRecord>(tables, Table::Deliveries, delivery_id.as_bytes())?
     else {
-        return Ok(Recorded::default());
+        return Ok(Default::default());
     };
     let still_pending = current.state == DeliveryState::Pending;
+    let failed = !matches!(update, DeliveryUpdate::Delivered);
     update_delivery(tables, delivery_id.as_bytes(), |delivery| {
         delivery.attempts = delivery.attempts.max(number);
         delivery.manual = false;
@@ -85,6 +89,7 @@ fn record_attempt_in(
             // Canceled while the attempt was in flight: keep the log, not the outcome.
             return;
         }
+        delivery.lane_failing |= failed;
         match &update {
             DeliveryUpdate::Delivered => {
                 delivery.state = DeliveryState::Delivered;
@@ -104,16 +109,80 @@ fn record_attempt_in(
         }
     })?;
     if !still_pending {
-        return Ok(Recorded::default());
+        return Ok(Default::default());
     }
     if !matches!(update, DeliveryUpdate::Retry { .. }) {
         tables.remove(Table::Pending, &lane_key(&current))?;
     }
     let ckey = config_key(&current.tenant, &current.task_id, &current.config_id);
+    let config_ids = serde_json::json!({"tenant": current.tenant, "taskId": current.task_id,
+        "configId": current.config_id});
+    let with_ids = |extra: serde_json::Value| {
+        let mut data = config_ids.clone();
+        if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
+            data.extend(extra);
+        }
+        data
+    };
     let mut recorded = Recorded::default();
-    let DeliveryUpdate::DisableConfig { error } = update else {
-        let streak = track_streak(tables, &ckey, &attempt, &update)?;
-        if streak.is_some_and(|s| {
+    let mut events = Vec::new();
+    if matches!(
+        update,
+        DeliveryUpdate::Dead { .. } | DeliveryUpdate::DisableConfig { .. }
+    ) {
+        events.push(NewOperatorEvent {
+            kind: "delivery.dead",
+            data: with_ids(serde_json::json!({"deliveryId": current.id,
+                "sequence": current.sequence, "attempts": number,
+                "errorClass": attempt.error_class, "status": attempt.status})),
+        });
+    }
+    if let DeliveryUpdate::DisableConfig { error } = &update {
+        for (_, other) in take_prefix(tables, Table::Pending, &ckey)? {
+            update_delivery(tables, &other, |delivery| {
+                delivery.state = DeliveryState::Dead;
+                delivery.last_error = Some(format!("its push config was disabled: {error}"));
+                delivery.updated_at_ms = now;
+            })?;
+            recorded
+                .killed
+                .push(String::from_utf8_lossy(&other).into_owned());
+        }
+        tables.remove(Table::FailingStreaks, &ckey)?;
+        set_config_state(
+            sealing,
+            tables,
+            &ckey,
+            ConfigState::Active,
+            ConfigState::Disabled,
+            now,
+        )?;
+        events.push(NewOperatorEvent {
+            kind: "config.disabled",
+            data: with_ids(
+                serde_json::json!({"reason": "gone", "status": attempt.status,
+                "deadDeliveries": recorded.killed.len() + 1}),
+            ),
+        });
+    } else {
+        let (ended, streak) = track_streak(tables, &ckey, &current, &attempt, &update)?;
+        if streak.is_some() && matches!(update, DeliveryUpdate::Dead { .. }) {
+            // The lane's next delivery carries the streak on.
+            if let Some((_, next)) = first_under(tables, Table::Pending, &ckey, 1)?.pop() {
+                update_delivery(tables, &next, |delivery| delivery.lane_failing = true)?;
+            }
+        }
+        if let Some(ended) = ended.filter(|s| {
+            attempt.started_at_ms.saturating_sub(s.since_ms) >= RECOVERY_REPORTED_AFTER_MS
+        }) {
+            events.push(NewOperatorEvent {
+                kind: "config.recovered",
+                data: with_ids(serde_json::json!({"failingSinceMs": ended.since_ms,
+                    "failures": ended.failures,
+                    "downForMs": attempt.started_at_ms.saturating_sub(ended.since_ms)})),
+            });
+        }
+        if let Some(streak) = streak.filter(|s| {
             disable_after_ms > 0
                 && attempt.started_at_ms.saturating_sub(s.since_ms) >= disable_after_ms
         }) {
@@ -125,46 +194,47 @@ fn record_attempt_in(
                 ConfigState::Suspended,
                 now,
             )?;
+            if recorded.suspended {
+                events.push(NewOperatorEvent {
+                    kind: "config.disabled",
+                    data: with_ids(serde_json::json!({"reason": "failing",
+                        "failingSinceMs": streak.since_ms, "failures": streak.failures,
+                        "errorClass": streak.last_class, "status": streak.last_status})),
+                });
+            }
         }
-        return Ok(recorded);
-    };
-    for (_, other) in take_prefix(tables, Table::Pending, &ckey)? {
-        update_delivery(tables, &other, |delivery| {
-            delivery.state = DeliveryState::Dead;
-            delivery.last_error = Some(format!("its push config was disabled: {error}"));
-            delivery.updated_at_ms = now;
-        })?;
-        recorded
-            .killed
-            .push(String::from_utf8_lossy(&other).into_owned());
     }
-    tables.remove(Table::FailingStreaks, &ckey)?;
-    if let Some(mut config) = get_record::<ConfigRecord>(sealing, tables, Table::Configs, &ckey)? {
-        config.state = ConfigState::Disabled;
-        config.updated_at_ms = now;
-        tables.insert(
-            Table::Configs,
-            &ckey,
-            &encode_record(sealing, Table::Configs, &config)?,
-        )?;
+    // The operator webhook's own troubles are not reported to it.
+    if current.tenant == OPERATOR_TENANT {
+        events.clear();
     }
-    Ok(recorded)
+    recorded.operator_events = events.iter().map(|e| e.kind).collect();
+    let announce = super::operator::append(sealing, tables, events, now)?;
+    Ok((recorded, announce))
 }
 
-/// Keeps the config's failing streak: a failure starts or extends it, a success ends it (a
-/// write only when there is a streak). The streak after this attempt, if any.
+/// Keeps the config's failing streak: a failure starts or extends it, a success ends it. Only
+/// a delivery that carries the streak (`lane_failing`) extends or ends one, so a success of any
+/// other reads and writes nothing; a streak such a success left behind is never extended (a
+/// failure of an unmarked delivery starts afresh), so it can only delay a suspension, never
+/// hasten it. The streak a success ended, and the one going on after this attempt.
 fn track_streak(
     tables: &dyn TablesMut,
     ckey: &[u8],
+    delivery: &DeliveryRecord,
     attempt: &AttemptRecord,
     update: &DeliveryUpdate,
-) -> Result<Option<FailingStreak>, StoreError> {
-    let streak: Option<FailingStreak> = get_json(tables, Table::FailingStreaks, ckey)?;
+) -> Result<(Option<FailingStreak>, Option<FailingStreak>), StoreError> {
+    let streak: Option<FailingStreak> = if delivery.lane_failing {
+        get_json(tables, Table::FailingStreaks, ckey)?
+    } else {
+        None
+    };
     if matches!(update, DeliveryUpdate::Delivered) {
         if streak.is_some() {
             tables.remove(Table::FailingStreaks, ckey)?;
         }
-        return Ok(None);
+        return Ok((streak, None));
     }
     let mut streak = streak.unwrap_or(FailingStreak {
         since_ms: attempt.started_at_ms,
@@ -178,7 +248,7 @@ fn track_streak(
     streak.last_class = attempt.error_class.clone();
     streak.last_status = attempt.status;
     tables.insert(Table::FailingStreaks, ckey, &encode(&streak)?)?;
-    Ok(Some(streak))
+    Ok((None, Some(streak)))
 }
 
 /// Moves the config from state `from` to `to`; whether it was in `from`.
@@ -269,14 +339,13 @@ pub trait DeliveryStore: Send + Sync {
         delivery_id: String,
     ) -> Result<Option<AttemptContext>, StoreError>;
     /// Appends to the attempt log (bounded per delivery) and applies `update`, atomically,
-    /// keeping the config's failing streak: a config of `lane` failing for `disable_after_ms`
+    /// keeping the config's failing streak: a config failing for `disable_after_ms`
     /// (0: never) is suspended. Returns the ids of other deliveries it made dead (410 Gone
     /// kills the whole lane) and whether it suspended the config. Nobody answers a client with
     /// it, so an implementation may hold it briefly to commit it together with other writes.
     async fn record_attempt(
         &self,
         delivery_id: String,
-        lane: LaneId,
         attempt: AttemptRecord,
         update: DeliveryUpdate,
         disable_after_ms: u64,
@@ -394,17 +463,14 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
     async fn record_attempt(
         &self,
         delivery_id: String,
-        lane: LaneId,
         attempt: AttemptRecord,
         update: DeliveryUpdate,
         disable_after_ms: u64,
     ) -> Result<Recorded, StoreError> {
         let sealing = self.sealing.clone();
-        let reads = vec![
-            (Table::Deliveries, delivery_id.as_bytes().to_vec()),
-            (Table::FailingStreaks, lane.key()),
-        ];
-        self.backend
+        let reads = vec![(Table::Deliveries, delivery_id.as_bytes().to_vec())];
+        let (recorded, announce) = self
+            .backend
             .write(
                 Urgency::Linger,
                 reads,
@@ -419,7 +485,9 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
                     )
                 }),
             )
-            .await
+            .await?;
+        self.outbox.announce(announce);
+        Ok(recorded)
     }
 
     async fn attempts(&self, delivery_id: String) -> Result<Vec<AttemptRecord>, StoreError> {

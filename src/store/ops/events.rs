@@ -48,6 +48,7 @@ fn deliver_snapshot_in(
         body_v03,
         snapshot: Some(snapshot.body.get().to_string()),
         snapshot_trace: snapshot.trace,
+        lane_failing: false,
         created_at_ms: now,
         updated_at_ms: now,
     };
@@ -167,6 +168,7 @@ pub(super) fn publish_one(
                 .flatten(),
             snapshot: None,
             snapshot_trace: None,
+            lane_failing: false,
             created_at_ms: now,
             updated_at_ms: now,
         };

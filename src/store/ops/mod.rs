@@ -32,6 +32,7 @@ mod follows;
 mod idempotency;
 mod inbound;
 mod lanes;
+pub(super) mod operator;
 pub(super) mod retention;
 mod signing_keys;
 
@@ -41,6 +42,7 @@ pub use events::EventStore;
 pub use follows::FollowStore;
 pub use inbound::InboundStore;
 pub use lanes::LaneStore;
+pub use operator::OperatorEventStore;
 pub use retention::RetentionStore;
 pub use signing_keys::KeyStore;
 
@@ -175,6 +177,24 @@ fn attempt_key(delivery_id: &str, number: u32) -> Vec<u8> {
 }
 
 /// Every record of `table` under `prefix`, from `start`, at most `limit`, decoded.
+/// Removes a delivery with its attempt log, lane entry and pending entry (if any); how many
+/// records went.
+fn remove_delivery(
+    tables: &dyn TablesMut,
+    lane_key: &[u8],
+    delivery_id: &[u8],
+) -> Result<usize, StoreError> {
+    let attempts = text_key(&[&String::from_utf8_lossy(delivery_id)]);
+    let logged = collect_prefix(tables, Table::Attempts, &attempts)?;
+    for (key, _) in &logged {
+        tables.remove(Table::Attempts, key)?;
+    }
+    tables.remove(Table::Deliveries, delivery_id)?;
+    tables.remove(Table::Lanes, lane_key)?;
+    tables.remove(Table::Pending, lane_key)?;
+    Ok(2 + logged.len())
+}
+
 fn page<T: serde::de::DeserializeOwned>(
     tables: &dyn Tables,
     table: Table,

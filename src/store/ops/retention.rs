@@ -288,14 +288,8 @@ fn purge_task(
     budget: &mut usize,
 ) -> Result<bool, StoreError> {
     for (lane_key, delivery_id) in first_under(tables, Table::Lanes, task_key, *budget)? {
-        let attempts = text_key(&[&String::from_utf8_lossy(&delivery_id)]);
-        let logged = collect_prefix(tables, Table::Attempts, &attempts)?;
-        for (key, _) in &logged {
-            tables.remove(Table::Attempts, key)?;
-        }
-        tables.remove(Table::Deliveries, &delivery_id)?;
-        tables.remove(Table::Lanes, &lane_key)?;
-        *budget = budget.saturating_sub(2 + logged.len());
+        let removed = super::remove_delivery(tables, &lane_key, &delivery_id)?;
+        *budget = budget.saturating_sub(removed);
         if *budget == 0 {
             return Ok(false);
         }

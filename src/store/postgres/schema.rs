@@ -77,7 +77,8 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[
         7,
         "CREATE TABLE hub_idempotency_keys (k bytea PRIMARY KEY, v bytea NOT NULL);
          CREATE TABLE hub_idempotency_by_time (k bytea PRIMARY KEY, v bytea NOT NULL);
-         CREATE TABLE hub_failing_streaks (k bytea PRIMARY KEY, v bytea NOT NULL);",
+         CREATE TABLE hub_failing_streaks (k bytea PRIMARY KEY, v bytea NOT NULL);
+         CREATE TABLE hub_operator_events (k bytea PRIMARY KEY, v bytea NOT NULL);",
     ),
 ];
 
