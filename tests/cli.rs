@@ -206,7 +206,7 @@ async fn the_deliveries_commands_list_show_and_replay_through_the_admin_api() {
 }
 
 #[tokio::test]
-async fn the_configs_commands_show_health_and_enable_a_suspended_config() {
+async fn the_configs_and_operator_commands_show_health_events_and_enable_a_suspended_config() {
     use common::{Receiver, Reply, TestHub, fast_delivery, wait_until};
     let receiver = Receiver::start().await;
     receiver.script(|_| Reply::status(503));
@@ -238,6 +238,26 @@ async fn the_configs_commands_show_health_and_enable_a_suspended_config() {
     .await;
     assert_eq!(health["lastFailure"]["status"], 503);
     assert_eq!(health["pending"]["count"], 1);
+
+    let (ok, events, stderr) = cli(&[
+        "operator",
+        "events",
+        "--admin-url",
+        admin.as_str(),
+        "--after",
+        "0",
+    ])
+    .await;
+    assert!(ok, "{stderr}");
+    let disabled = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "config.disabled")
+        .unwrap_or_else(|| panic!("{events}"))
+        .clone();
+    assert_eq!(disabled["data"]["reason"], "failing");
+    assert_eq!(disabled["data"]["taskId"], task);
 
     let (ok, enabled, stderr) = cli(&[&base[..], &["enable", task, &config]].concat()).await;
     assert!(ok, "{stderr}");

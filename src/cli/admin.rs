@@ -1,10 +1,11 @@
-//! The subcommands that talk to a running hub's admin API: `deliveries`, `configs` and `keys`.
+//! The subcommands that talk to a running hub's admin API: `deliveries`, `configs`,
+//! `operator` and `keys`.
 
 use std::process::ExitCode;
 
 use super::admin_client::AdminError;
 use super::admin_client::path;
-use super::args::{AdminArgs, ConfigsAction, DeliveriesAction, KeysAction};
+use super::args::{AdminArgs, ConfigsAction, DeliveriesAction, KeysAction, OperatorAction};
 
 pub fn print_answer(result: Result<serde_json::Value, AdminError>) -> ExitCode {
     match result {
@@ -106,6 +107,16 @@ pub async fn configs(admin: AdminArgs, action: ConfigsAction) -> ExitCode {
             let action = format!("{config_id}:enable");
             let at = path(&["api", "v1", "tasks", &task_id, "configs", &action]);
             client.post(&at, &tenant(t), None).await
+        }
+    })
+}
+
+pub async fn operator(admin: AdminArgs, action: OperatorAction) -> ExitCode {
+    let client = admin.client();
+    print_answer(match action {
+        OperatorAction::Events { after, limit } => {
+            let query = [("after", after.to_string()), ("limit", limit.to_string())];
+            client.get("/api/v1/operator/events", &query).await
         }
     })
 }

@@ -85,6 +85,14 @@ pub enum Command {
         #[command(subcommand)]
         action: DeliveriesAction,
     },
+    /// What needs an operator (dead deliveries, configs disabled or recovered, circuits,
+    /// rejected inbound pushes), through a running hub's admin API.
+    Operator {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        action: OperatorAction,
+    },
     /// A push config's health, and enabling a suspended one, through a running hub's admin
     /// API.
     Configs {
@@ -92,6 +100,19 @@ pub enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         action: ConfigsAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OperatorAction {
+    /// List operator events, oldest first.
+    Events {
+        /// Only events after this sequence number (the `nextAfter` of the previous page).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 

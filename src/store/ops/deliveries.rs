@@ -115,10 +115,10 @@ fn record_attempt_in(
         tables.remove(Table::Pending, &lane_key(&current))?;
     }
     let ckey = config_key(&current.tenant, &current.task_id, &current.config_id);
-    let config_ids = serde_json::json!({"tenant": current.tenant, "taskId": current.task_id,
-        "configId": current.config_id});
+    // Built only for an event, which most outcomes do not make.
     let with_ids = |extra: serde_json::Value| {
-        let mut data = config_ids.clone();
+        let mut data = serde_json::json!({"tenant": current.tenant, "taskId": current.task_id,
+            "configId": current.config_id});
         if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
             data.extend(extra);
         }
