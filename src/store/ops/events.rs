@@ -33,33 +33,18 @@ fn deliver_snapshot_in(
         crate::a2a::v03::task_from_v1(&serde_json::to_value(&snapshot.task).unwrap_or_default())
             .to_string()
     });
-    let delivery = DeliveryRecord {
-        id: Uuid::now_v7().to_string(),
+    let lane = LaneId {
         tenant: snapshot.tenant.clone(),
         task_id: snapshot.task_id.clone(),
         config_id: snapshot.config_id.clone(),
-        sequence: last_sequence,
-        event_id: Uuid::now_v7().to_string(),
-        state: DeliveryState::Pending,
-        attempts: 0,
-        next_attempt_at_ms: now,
-        last_error: None,
-        manual: false,
+    };
+    let delivery = DeliveryRecord {
         body_v03,
         snapshot: Some(snapshot.body.get().to_string()),
         snapshot_trace: snapshot.trace,
-        lane_failing: false,
-        created_at_ms: now,
-        updated_at_ms: now,
+        ..new_delivery(&lane, last_sequence, Uuid::now_v7().to_string(), now)
     };
-    tables.insert(
-        Table::Deliveries,
-        delivery.id.as_bytes(),
-        &encode(&delivery)?,
-    )?;
-    let lane = with_sequence(ckey, last_sequence);
-    tables.insert(Table::Lanes, &lane, delivery.id.as_bytes())?;
-    tables.insert(Table::Pending, &lane, delivery.id.as_bytes())?;
+    add_pending(tables, &delivery)?;
     outcome.pending = Some(PendingDelivery {
         tenant: snapshot.tenant,
         task_id: snapshot.task_id,
@@ -151,35 +136,18 @@ pub(super) fn publish_one(
                 .to_string()
         });
     for (config_id, url, version) in active {
-        let delivery = DeliveryRecord {
-            id: Uuid::now_v7().to_string(),
+        let lane = LaneId {
             tenant: new.tenant.clone(),
             task_id: new.task_id.clone(),
             config_id: config_id.clone(),
-            sequence,
-            event_id: event_id.clone(),
-            state: DeliveryState::Pending,
-            attempts: 0,
-            next_attempt_at_ms: now,
-            last_error: None,
-            manual: false,
+        };
+        let delivery = DeliveryRecord {
             body_v03: (version == crate::a2a::version::WireVersion::V0_3)
                 .then(|| body_v03.clone())
                 .flatten(),
-            snapshot: None,
-            snapshot_trace: None,
-            lane_failing: false,
-            created_at_ms: now,
-            updated_at_ms: now,
+            ..new_delivery(&lane, sequence, event_id.clone(), now)
         };
-        tables.insert(
-            Table::Deliveries,
-            delivery.id.as_bytes(),
-            &encode(&delivery)?,
-        )?;
-        let lane = with_sequence(config_key(&new.tenant, &new.task_id, &config_id), sequence);
-        tables.insert(Table::Lanes, &lane, delivery.id.as_bytes())?;
-        tables.insert(Table::Pending, &lane, delivery.id.as_bytes())?;
+        add_pending(tables, &delivery)?;
         created.push(CreatedDelivery {
             delivery_id: delivery.id,
             config_id,

@@ -163,6 +163,39 @@ fn task_key(tenant: &str, task_id: &str) -> Vec<u8> {
     text_key(&[tenant, task_id])
 }
 
+/// A new delivery of `lane` at `sequence`, pending and due now; its body is the event's unless
+/// the caller sets `body_v03` or `snapshot`.
+fn new_delivery(lane: &LaneId, sequence: u64, event_id: String, now: u64) -> DeliveryRecord {
+    DeliveryRecord {
+        id: Uuid::now_v7().to_string(),
+        tenant: lane.tenant.clone(),
+        task_id: lane.task_id.clone(),
+        config_id: lane.config_id.clone(),
+        sequence,
+        event_id,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at_ms: now,
+        last_error: None,
+        manual: false,
+        body_v03: None,
+        snapshot: None,
+        snapshot_trace: None,
+        lane_failing: false,
+        created_at_ms: now,
+        updated_at_ms: now,
+    }
+}
+
+/// Stores a new pending delivery with its lane and pending entries.
+fn add_pending(tables: &dyn TablesMut, delivery: &DeliveryRecord) -> Result<(), StoreError> {
+    let id = delivery.id.as_bytes();
+    tables.insert(Table::Deliveries, id, &encode(delivery)?)?;
+    let lane = lane_key(delivery);
+    tables.insert(Table::Lanes, &lane, id)?;
+    tables.insert(Table::Pending, &lane, id)
+}
+
 fn lane_key(delivery: &DeliveryRecord) -> Vec<u8> {
     with_sequence(
         config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id),

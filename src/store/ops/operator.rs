@@ -48,33 +48,16 @@ pub(super) fn append(
         if let Some(config) = &webhook {
             let body = serde_json::json!({"type": record.kind, "sequence": sequence,
                 "atMs": now, "data": record.data});
-            let delivery = DeliveryRecord {
-                id: Uuid::now_v7().to_string(),
+            let lane = LaneId {
                 tenant: OPERATOR_TENANT.to_string(),
                 task_id: OPERATOR_TASK.to_string(),
                 config_id: OPERATOR_CONFIG.to_string(),
-                sequence,
-                event_id: Uuid::now_v7().to_string(),
-                state: DeliveryState::Pending,
-                attempts: 0,
-                next_attempt_at_ms: now,
-                last_error: None,
-                manual: false,
-                body_v03: None,
-                snapshot: Some(body.to_string()),
-                snapshot_trace: None,
-                lane_failing: false,
-                created_at_ms: now,
-                updated_at_ms: now,
             };
-            tables.insert(
-                Table::Deliveries,
-                delivery.id.as_bytes(),
-                &encode(&delivery)?,
-            )?;
-            let lane = with_sequence(ckey.clone(), sequence);
-            tables.insert(Table::Lanes, &lane, delivery.id.as_bytes())?;
-            tables.insert(Table::Pending, &lane, delivery.id.as_bytes())?;
+            let delivery = DeliveryRecord {
+                snapshot: Some(body.to_string()),
+                ..new_delivery(&lane, sequence, Uuid::now_v7().to_string(), now)
+            };
+            add_pending(tables, &delivery)?;
             if config.state == ConfigState::Active {
                 pending.push(PendingDelivery {
                     tenant: delivery.tenant,
