@@ -17,8 +17,8 @@ use crate::config::OperatorSettings;
 use crate::metrics::Metrics;
 use crate::ssrf::Policy;
 use crate::store::{
-    ConfigRecord, ConfigRules, ConfigState, ConfigWrite, NewOperatorEvent, OPERATOR_CONFIG,
-    OPERATOR_TASK, OPERATOR_TENANT, Store, now_ms,
+    ConfigRecord, ConfigRules, ConfigWrite, NewOperatorEvent, OPERATOR_CONFIG, OPERATOR_TASK,
+    OPERATOR_TENANT, Store, now_ms,
 };
 
 /// How often rejected inbound pushes are reported, summed.
@@ -139,17 +139,8 @@ pub async fn configure_webhook(
     let token = settings.webhook_token.expose();
     let now = now_ms();
     let config = ConfigRecord {
-        tenant,
-        task_id: task,
-        id: OPERATOR_CONFIG.to_string(),
-        url: url.to_string(),
         token: (!token.is_empty()).then(|| settings.webhook_token.clone()),
-        authentication: None,
-        wire_version: crate::a2a::version::WireVersion::V1_0,
-        state: ConfigState::Active,
-        created_at_ms: now,
-        updated_at_ms: now,
-        owner: None,
+        ..ConfigRecord::hub_made(tenant, task, OPERATOR_CONFIG, url.to_string(), now)
     };
     let rules = ConfigRules {
         principal: None,

@@ -734,6 +734,24 @@ impl PendingDelivery {
 }
 
 impl ConfigRecord {
+    /// A config the hub makes for itself (an inbound subscription's forwarding, the operator
+    /// webhook): active, A2A 1.0, nobody's, without credentials.
+    pub fn hub_made(tenant: String, task_id: String, id: &str, url: String, now: u64) -> Self {
+        ConfigRecord {
+            tenant,
+            task_id,
+            id: id.to_string(),
+            url,
+            token: None,
+            authentication: None,
+            wire_version: crate::a2a::version::WireVersion::V1_0,
+            state: ConfigState::Active,
+            created_at_ms: now,
+            updated_at_ms: now,
+            owner: None,
+        }
+    }
+
     /// What the A2A bindings answer about the config (never its secrets).
     pub fn view(&self) -> ConfigView<'_> {
         ConfigView {

@@ -148,15 +148,7 @@ fn config_health_in(
         .flatten()
     {
         let delivery: DeliveryRecord = decode(&delivery)?;
-        let prefix = text_key(&[&delivery.id]);
-        let attempts = page(
-            tables,
-            Table::Attempts,
-            &prefix,
-            &prefix,
-            usize::MAX,
-            decode,
-        )?;
+        let attempts = super::deliveries::attempt_log(tables, &delivery.id)?;
         recent.push((delivery, attempts));
     }
     let pending_ids = first_under(tables, Table::Pending, &ckey, HEALTH_PENDING_COUNTED)?;

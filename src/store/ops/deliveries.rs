@@ -53,6 +53,22 @@ pub(super) fn pending_under(
 /// A failing streak at least this long that ends is reported as `config.recovered`.
 const RECOVERY_REPORTED_AFTER_MS: u64 = 60_000;
 
+/// A delivery's attempt log, oldest first.
+pub(super) fn attempt_log(
+    tables: &dyn Tables,
+    delivery_id: &str,
+) -> Result<Vec<AttemptRecord>, StoreError> {
+    let prefix = text_key(&[delivery_id]);
+    page(
+        tables,
+        Table::Attempts,
+        &prefix,
+        &prefix,
+        usize::MAX,
+        decode,
+    )
+}
+
 fn record_attempt_in(
     sealing: &Sealing,
     tables: &dyn TablesMut,
@@ -491,18 +507,8 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
     }
 
     async fn attempts(&self, delivery_id: String) -> Result<Vec<AttemptRecord>, StoreError> {
-        self.read(move |tables| {
-            let prefix = text_key(&[&delivery_id]);
-            page(
-                tables,
-                Table::Attempts,
-                &prefix,
-                &prefix,
-                usize::MAX,
-                decode,
-            )
-        })
-        .await
+        self.read(move |tables| attempt_log(tables, &delivery_id))
+            .await
     }
 
     async fn list_deliveries(

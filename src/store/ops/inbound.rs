@@ -230,19 +230,13 @@ fn accept_inbound_in(
         InboundRoute::Forward { tenant, url } => {
             let ckey = config_key(&tenant, &accept.task_id, FORWARD_CONFIG_ID);
             if tables.get(Table::Configs, &ckey)?.is_none() {
-                let config = ConfigRecord {
-                    tenant: tenant.clone(),
-                    task_id: accept.task_id.clone(),
-                    id: FORWARD_CONFIG_ID.to_string(),
+                let config = ConfigRecord::hub_made(
+                    tenant.clone(),
+                    accept.task_id.clone(),
+                    FORWARD_CONFIG_ID,
                     url,
-                    token: None,
-                    authentication: None,
-                    wire_version: crate::a2a::version::WireVersion::V1_0,
-                    state: ConfigState::Active,
-                    created_at_ms: now,
-                    updated_at_ms: now,
-                    owner: None,
-                };
+                    now,
+                );
                 tables.insert(
                     Table::Configs,
                     &ckey,
