@@ -2,8 +2,12 @@
 //!
 //! Each listener holds at most a fixed number of connections (more are closed on arrival and
 //! counted in `a2a_push_hub_connections_refused_total`); a client gets `header_read_timeout` to
-//! send a request's headers, `body_read_timeout` to send its whole body, and a connection with
-//! no request in progress is closed after `idle_timeout`. The admin listener has a cap of its
+//! send a request's headers — from the connection's opening for its first request, from the
+//! request's first byte for the next ones —, `body_read_timeout` to send its whole body, and a
+//! kept-alive connection with no request in progress is closed after `idle_timeout`. (hyper's
+//! own header timeout also runs while a kept-alive connection waits for its next request, so a
+//! client reusing a pooled connection after `header_read_timeout` would race its closing; the
+//! listener keeps that clock itself.) The admin listener has a cap of its
 //! own, so a flood of the public listener never takes the connections operators need for
 //! `/healthz` and `/metrics`. Without these bounds, idle or slow connections held file
 //! descriptors until the process had none left and both listeners stopped answering.
@@ -186,11 +190,12 @@ async fn connection(
         })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    builder.timer(TokioTimer::new()).keep_alive(true);
+    let watched = Watched {
+        stream,
+        activity: activity.clone(),
+    };
+    let conn = builder.serve_connection(TokioIo::new(watched), service);
     tokio::pin!(conn);
     let mut check = tokio::time::interval((limits.idle_timeout / 4).min(Duration::from_secs(1)));
     let mut stopping: Option<Pin<Box<Sleep>>> = None;
@@ -208,7 +213,10 @@ async fn connection(
             }
             _ = async { stopping.as_mut().expect("guarded").await }, if stopping.is_some() => break,
             _ = check.tick() => {
-                if activity.idle_for() >= limits.idle_timeout {
+                let head_late = activity
+                    .head_waited()
+                    .is_some_and(|waited| waited >= limits.header_read_timeout);
+                if head_late || activity.idle_for() >= limits.idle_timeout {
                     break;
                 }
             }
@@ -217,12 +225,19 @@ async fn connection(
     metrics.connection(index, false);
 }
 
-/// Whether a connection has a request in progress, and since when it has had none.
+/// No request head is awaited (`Activity::head_since_ms`).
+const NO_HEAD: u64 = u64::MAX;
+
+/// Whether a connection has a request in progress, since when it has had none, and since when
+/// it has been sending a request head.
 struct Activity {
     opened: Instant,
     in_progress: AtomicUsize,
     /// Milliseconds after `opened` when the last request finished.
     last_finished_ms: AtomicU64,
+    /// Milliseconds after `opened` when the head of the next request began (at the opening
+    /// for the first request), or `NO_HEAD`.
+    head_since_ms: AtomicU64,
 }
 
 impl Activity {
@@ -231,12 +246,37 @@ impl Activity {
             opened: Instant::now(),
             in_progress: AtomicUsize::new(0),
             last_finished_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(0),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    /// The request's head is complete.
     fn start(self: &Arc<Self>) -> RequestGuard {
         self.in_progress.fetch_add(1, Ordering::SeqCst);
+        self.head_since_ms.store(NO_HEAD, Ordering::SeqCst);
         RequestGuard(self.clone())
+    }
+
+    /// Bytes arrived: between requests, they begin the next one's head.
+    fn read_some(&self) {
+        if self.in_progress.load(Ordering::SeqCst) == 0 {
+            let _ = self.head_since_ms.compare_exchange(
+                NO_HEAD,
+                self.now_ms(),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
+    }
+
+    /// How long the head being sent has taken so far, if one is awaited.
+    fn head_waited(&self) -> Option<Duration> {
+        let since = self.head_since_ms.load(Ordering::SeqCst);
+        (since != NO_HEAD).then(|| Duration::from_millis(self.now_ms().saturating_sub(since)))
     }
 
     fn idle_for(&self) -> Duration {
@@ -245,6 +285,57 @@ impl Activity {
         }
         let finished = Duration::from_millis(self.last_finished_ms.load(Ordering::SeqCst));
         self.opened.elapsed().saturating_sub(finished)
+    }
+}
+
+/// The connection's stream, telling `Activity` when bytes arrive.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read_some();
+        }
+        read
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -1046,3 +1046,52 @@ async fn no_client_may_register_a_config_where_a_subscription_forwards() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     hub.stop().await;
 }
+
+/// Sends `GET /healthz` on a kept-alive connection and reads its answer's head and body.
+async fn healthz_on(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains("{\"status\":\"ok\"}") {
+        let read = tokio::time::timeout(WAIT, stream.read(&mut buffer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(read > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_waits_idle_timeout_for_its_next_request_and_no_longer_for_a_slow_head()
+ {
+    use tokio::io::AsyncWriteExt;
+    let hub = TestHub::start_with(|s| {
+        s.server.header_read_timeout = HumanDuration(Duration::from_secs(1));
+        s.server.idle_timeout = HumanDuration(Duration::from_secs(8));
+    })
+    .await;
+    let admin = hub.admin.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&admin).await.unwrap();
+    assert!(healthz_on(&mut stream).await.starts_with("HTTP/1.1 200"));
+    // Idle between requests for longer than a head may take, as pooled client connections are:
+    // still open, and it serves the next request.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(healthz_on(&mut stream).await.starts_with("HTTP/1.1 200"));
+    // A head begun and never finished is cut after header_read_timeout, not idle_timeout.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 1")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    assert!(
+        all_closed_by(std::slice::from_mut(&mut stream), deadline).await,
+        "the slow head is cut off"
+    );
+    hub.stop().await;
+}
