@@ -7,6 +7,7 @@
 
 pub mod errors;
 pub mod event;
+pub mod filter;
 pub mod fold;
 pub mod params;
 pub mod push_config;

@@ -19,7 +19,7 @@ use super::AppState;
 use super::errors::{problem, problem_for};
 use crate::a2a::params::{InvalidField, Params};
 use crate::domain::push_configs::resolve_tenant;
-use crate::domain::{Deliveries, deliveries, events, health, tasks};
+use crate::domain::{Deliveries, deliveries, events, filters, health, tasks};
 use crate::inbound::{Inbound, subscriptions};
 use crate::store::{DeliveryFilter, DeliveryState};
 use crate::trace::TraceContext;
@@ -32,6 +32,14 @@ pub fn routes(state: AppState) -> Router {
         .route(
             "/api/v1/tasks/{task_id}/configs/{config_id}/health",
             get(config_health),
+        )
+        .route(
+            "/api/v1/tasks/{task_id}/configs/{config_id}/filter",
+            get(show_config_filter).put(set_config_filter),
+        )
+        .route(
+            "/api/v1/tenant-defaults",
+            get(show_tenant_defaults).put(set_tenant_defaults),
         )
         // `{configId}:enable`: the router cannot split a segment, the handler does.
         .route(
@@ -325,6 +333,67 @@ async fn config_health(
             health.circuit = Some(circuit);
             Json(health).into_response()
         }
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn show_config_filter(
+    State(deliveries): State<Deliveries>,
+    Path((task_id, config_id)): Path<(String, String)>,
+    AdminQuery(query): AdminQuery<TenantQuery>,
+) -> Response {
+    let tenant = match tenant_or_problem(&query) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    match filters::config_filter(&deliveries, &tenant, &task_id, &config_id).await {
+        Ok(filter) => Json(filter).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn set_config_filter(
+    State(state): State<AppState>,
+    Path((task_id, config_id)): Path<(String, String)>,
+    AdminQuery(query): AdminQuery<TenantQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (tenant, body) = match tenant_and_body(&state, &query, body) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let set = filters::set_config_filter(&state.deliveries, &tenant, &task_id, &config_id, &body);
+    match set.await {
+        Ok(filter) => Json(filter).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn show_tenant_defaults(
+    State(deliveries): State<Deliveries>,
+    AdminQuery(query): AdminQuery<TenantQuery>,
+) -> Response {
+    let tenant = match tenant_or_problem(&query) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    match filters::tenant_defaults(&deliveries, &tenant).await {
+        Ok(defaults) => Json(defaults).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn set_tenant_defaults(
+    State(state): State<AppState>,
+    AdminQuery(query): AdminQuery<TenantQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (tenant, body) = match tenant_and_body(&state, &query, body) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    match filters::set_tenant_defaults(&state.deliveries, &tenant, &body).await {
+        Ok(defaults) => Json(defaults).into_response(),
         Err(e) => problem_for(&e),
     }
 }

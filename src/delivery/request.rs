@@ -120,6 +120,13 @@ pub fn headers(
         HeaderName::from_static("x-a2a-push-sequence"),
         HeaderValue::from(delivery.sequence),
     );
+    if !config.filter.is_all() {
+        // Sequence numbers skip what the filter held back; this says why.
+        headers.insert(
+            HeaderName::from_static("x-a2a-push-filter"),
+            HeaderValue::from_static(config.filter.name()),
+        );
+    }
     if let Some(trace) = attempt.trace {
         headers.insert(
             HeaderName::from_static("traceparent"),
@@ -164,6 +171,7 @@ mod tests {
             state: ConfigState::Active,
             created_at_ms: 0,
             updated_at_ms: 0,
+            filter: Default::default(),
             owner: None,
         }
     }
@@ -185,6 +193,7 @@ mod tests {
             snapshot: None,
             snapshot_trace: None,
             lane_failing: false,
+            skipped_by: None,
             created_at_ms: 0,
             updated_at_ms: 0,
         }

@@ -45,6 +45,9 @@ pub struct DeliveryView {
     /// When the next attempt is due (pending deliveries only).
     pub next_attempt_at: Option<String>,
     pub last_error: Option<String>,
+    /// The config's filter that held the event back (`skipped` deliveries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped_by: Option<String>,
     pub manual_replay: bool,
     pub created_at: String,
     pub updated_at: String,
@@ -66,6 +69,7 @@ impl From<DeliveryRecord> for DeliveryView {
             state: d.state,
             attempts: d.attempts,
             last_error: d.last_error,
+            skipped_by: d.skipped_by,
             manual_replay: d.manual,
         }
     }
@@ -117,16 +121,17 @@ pub struct DeliveryDetail {
     pub attempt_log: Vec<AttemptView>,
 }
 
-/// Parses `pending|delivered|dead|canceled`.
+/// Parses `pending|delivered|dead|canceled|skipped`.
 pub fn parse_state(field: &str, text: &str) -> Result<DeliveryState, InvalidField> {
     match text {
         "pending" => Ok(DeliveryState::Pending),
         "delivered" => Ok(DeliveryState::Delivered),
         "dead" => Ok(DeliveryState::Dead),
         "canceled" => Ok(DeliveryState::Canceled),
+        "skipped" => Ok(DeliveryState::Skipped),
         other => Err(InvalidField::new(
             field,
-            format!("must be one of pending, delivered, dead, canceled; got {other:?}"),
+            format!("must be one of pending, delivered, dead, canceled, skipped; got {other:?}"),
         )),
     }
 }

@@ -25,6 +25,8 @@ pub struct ConfigHealth {
     pub state: ConfigState,
     /// Whether deliveries are held (`suspended`) or stopped (`disabled`).
     pub disabled: bool,
+    /// Which events it receives (`PUT …/filter`).
+    pub filter: serde_json::Value,
     /// Failed attempts since the last success.
     pub consecutive_failures: u64,
     pub failing_since: Option<String>,
@@ -162,6 +164,7 @@ fn health_of(data: ConfigHealthData, disable_after: Duration, now: u64) -> Confi
         .map(|s| rfc3339(s.since_ms + disable_after.as_millis() as u64));
     ConfigHealth {
         disabled: config.state != ConfigState::Active,
+        filter: config.filter.to_json(),
         state: config.state,
         consecutive_failures: streak.as_ref().map_or(0, |s| s.failures),
         failing_since: streak.as_ref().map(|s| rfc3339(s.since_ms)),

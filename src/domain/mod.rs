@@ -7,6 +7,7 @@
 pub mod deliveries;
 pub mod error;
 pub mod events;
+pub mod filters;
 pub mod health;
 pub mod push_configs;
 pub mod tasks;

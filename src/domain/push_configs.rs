@@ -123,6 +123,7 @@ pub async fn create(
         state: ConfigState::Active,
         created_at_ms: now,
         updated_at_ms: now,
+        filter: Default::default(),
         owner: caller.map(str::to_string),
     };
     let max_per_task = configs.max_per_task;

@@ -35,6 +35,8 @@ pub struct ConfigView {
     pub has_credentials: bool,
     pub wire_version: WireVersion,
     pub state: ConfigState,
+    /// Which events it receives (`PUT …/configs/{configId}/filter`).
+    pub filter: serde_json::Value,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -52,6 +54,7 @@ impl From<&ConfigRecord> for ConfigView {
                 .is_some_and(|a| a.credentials.is_some()),
             wire_version: config.wire_version,
             state: config.state,
+            filter: config.filter.to_json(),
             created_at_ms: config.created_at_ms,
             updated_at_ms: config.updated_at_ms,
         }

@@ -80,6 +80,7 @@ pub async fn open(
                 state: ConfigState::Active,
                 created_at_ms: now,
                 updated_at_ms: now,
+                filter: Default::default(),
                 owner: None,
             })
         }

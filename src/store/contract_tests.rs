@@ -26,6 +26,7 @@ fn config(task_id: &str, id: &str) -> ConfigRecord {
         state: ConfigState::Active,
         created_at_ms: 1,
         updated_at_ms: 1,
+        filter: Default::default(),
         owner: None,
     }
 }
@@ -968,6 +969,107 @@ async fn a_failing_streak_outlives_a_dead_delivery_and_is_never_extended_past_an
 }
 
 /// Declares each contract test once per backend.
+async fn a_filtered_config_gets_skipped_deliveries_and_a_new_config_its_tenants_default<
+    B: Backend,
+>(
+    store: TableStore<B>,
+) {
+    use crate::a2a::filter::EventFilter;
+    let announced = announced(&store);
+    store
+        .put_config(config("t", "all"), anyone(10))
+        .await
+        .unwrap();
+    store
+        .set_tenant_defaults(
+            String::new(),
+            TenantDefaults {
+                filter: EventFilter::StateChanges,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .put_config(config("t", "changes"), anyone(10))
+        .await
+        .unwrap();
+    let stored = store
+        .get_config(String::new(), "t".into(), "changes".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.filter,
+        EventFilter::StateChanges,
+        "the tenant's default"
+    );
+    // Registered again (as A2A clients do), the config keeps its filter.
+    store
+        .put_config(config("t", "changes"), anyone(10))
+        .await
+        .unwrap();
+    let published = store
+        .publish(vec![
+            status_event("t", "TASK_STATE_WORKING"),
+            status_event("t", "TASK_STATE_WORKING"),
+            status_event("t", "TASK_STATE_COMPLETED"),
+        ])
+        .await
+        .unwrap()
+        .stored();
+    let made: Vec<usize> = published.iter().map(|p| p.deliveries.len()).collect();
+    assert_eq!(made, [2, 1, 2], "the skipped one is not a delivery to make");
+    let pending: Vec<(String, u64)> = store
+        .pending_deliveries()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.config_id, p.sequence))
+        .collect();
+    assert_eq!(
+        pending,
+        [
+            ("all".into(), 1),
+            ("all".into(), 2),
+            ("all".into(), 3),
+            ("changes".into(), 1),
+            ("changes".into(), 3)
+        ]
+    );
+    assert_eq!(
+        announced.lock().unwrap().len(),
+        5,
+        "nothing skipped is announced"
+    );
+    let counts = store
+        .delivery_counts(String::new(), "t".into())
+        .await
+        .unwrap();
+    assert_eq!((counts.pending, counts.skipped), (5, 1));
+    let skipped = store
+        .list_deliveries(
+            DeliveryFilter {
+                tenant: String::new(),
+                task_id: Some("t".into()),
+                config_id: Some("changes".into()),
+                state: Some(DeliveryState::Skipped),
+                created_after_ms: None,
+                created_before_ms: None,
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].sequence, 2);
+    assert_eq!(skipped[0].skipped_by.as_deref(), Some("state_changes"));
+    assert_eq!(
+        store.tenant_defaults("other".into()).await.unwrap(),
+        TenantDefaults::default()
+    );
+}
+
 macro_rules! contract {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1019,6 +1121,7 @@ contract!(
     retention_removes_expired_idempotency_keys_and_keeps_newer_ones,
     a_config_failing_for_its_limit_is_suspended_holds_new_events_and_resumes_in_order,
     a_failing_streak_outlives_a_dead_delivery_and_is_never_extended_past_an_unseen_success,
+    a_filtered_config_gets_skipped_deliveries_and_a_new_config_its_tenants_default,
 );
 
 /// A schema of the test database made for one test, dropped by `drop`.

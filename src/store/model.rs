@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::keys;
+use crate::a2a::filter::EventFilter;
 pub use crate::a2a::push_config::Authentication;
 use crate::a2a::push_config::ConfigView;
 use crate::a2a::version::WireVersion;
@@ -137,6 +138,9 @@ pub struct ConfigRecord {
     /// The authenticated principal that registered it (`None` without `public_auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Which events it receives; the others are recorded as skipped deliveries.
+    #[serde(default, skip_serializing_if = "EventFilter::is_all")]
+    pub filter: EventFilter,
 }
 
 /// What a config write must respect, checked in the write's own transaction so that two
@@ -147,6 +151,14 @@ pub struct ConfigRules {
     pub principal: Option<String>,
     /// Configs the task may have; replacing one of them is always allowed.
     pub max_per_task: usize,
+}
+
+/// What a tenant's new configs start with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TenantDefaults {
+    /// The event filter of a config created from now on (set per config afterwards).
+    #[serde(default)]
+    pub filter: EventFilter,
 }
 
 /// What `put_config` did.
@@ -336,6 +348,8 @@ pub enum DeliveryState {
     Dead,
     /// Its config was deleted before it was delivered.
     Canceled,
+    /// Its config's filter held the event back: never sent, kept so the gap is explained.
+    Skipped,
 }
 
 /// One (event, config) pair to deliver.
@@ -370,6 +384,9 @@ pub struct DeliveryRecord {
     /// has a streak to end — a success of any other costs no read.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lane_failing: bool,
+    /// The filter (`state_changes`, `terminal`, `match`) that skipped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_by: Option<String>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -494,6 +511,7 @@ pub struct DeliveryCounts {
     pub delivered: u64,
     pub dead: u64,
     pub canceled: u64,
+    pub skipped: u64,
 }
 
 /// A signing key of the hub. The private key is PKCS#8, base64.
@@ -749,6 +767,7 @@ impl ConfigRecord {
             created_at_ms: now,
             updated_at_ms: now,
             owner: None,
+            filter: EventFilter::All,
         }
     }
 

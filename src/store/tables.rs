@@ -65,10 +65,12 @@ pub enum Table {
     FailingStreaks,
     /// Sequence (8 bytes big-endian) → operator event; the empty key holds the next sequence.
     OperatorEvents,
+    /// Tenant → what a new config of the tenant starts with (its event filter).
+    TenantDefaults,
 }
 
 impl Table {
-    pub const ALL: [Table; 23] = [
+    pub const ALL: [Table; 24] = [
         Table::Configs,
         Table::Tasks,
         Table::Events,
@@ -92,6 +94,7 @@ impl Table {
         Table::IdempotencyByTime,
         Table::FailingStreaks,
         Table::OperatorEvents,
+        Table::TenantDefaults,
     ];
 
     pub fn name(self) -> &'static str {
@@ -119,6 +122,7 @@ impl Table {
             Table::IdempotencyByTime => "idempotency_by_time",
             Table::FailingStreaks => "failing_streaks",
             Table::OperatorEvents => "operator_events",
+            Table::TenantDefaults => "tenant_defaults",
         }
     }
 

@@ -145,6 +145,20 @@ impl TestHub {
         split(response).await
     }
 
+    /// PUTs a JSON body to the admin listener; returns status and JSON body.
+    pub async fn admin_put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .put(format!("{}{path}", self.admin))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let (status, _, body) = split(response).await;
+        (status, body)
+    }
+
     pub async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
         let (status, _, body) = self.admin_get_typed(path).await;
         (status, body)

@@ -2,6 +2,7 @@
 //! per-task limit in the same transaction.
 
 use super::*;
+use crate::a2a::filter::EventFilter;
 
 /// Stores a config if the task is the caller's (or nobody's: then it becomes the caller's)
 /// and has room for it.
@@ -21,11 +22,22 @@ fn put_config_in(
     }
     let key = config_key(&config.tenant, &config.task_id, &config.id);
     match get_record::<ConfigRecord>(sealing, tables, Table::Configs, &key)? {
-        Some(existing) => config.created_at_ms = existing.created_at_ms,
+        Some(existing) => {
+            // Registering it again over A2A replaces what A2A says of it, not the hub's own.
+            config.created_at_ms = existing.created_at_ms;
+            config.filter = existing.filter;
+        }
         None => {
             let others = first_under(tables, Table::Configs, &tkey, rules.max_per_task)?;
             if others.len() >= rules.max_per_task {
                 return Ok(ConfigWrite::TooMany);
+            }
+            if let Some(defaults) = get_json::<TenantDefaults>(
+                tables,
+                Table::TenantDefaults,
+                &text_key(&[&config.tenant]),
+            )? {
+                config.filter = defaults.filter;
             }
         }
     }
@@ -215,6 +227,22 @@ pub trait ConfigStore: Send + Sync {
         task_id: String,
         id: String,
     ) -> Result<Option<ConfigHealthData>, StoreError>;
+    /// Sets which events a config receives from its next event on; the config as stored, or
+    /// `None` if there is no such config.
+    async fn set_config_filter(
+        &self,
+        tenant: String,
+        task_id: String,
+        id: String,
+        filter: EventFilter,
+    ) -> Result<Option<ConfigRecord>, StoreError>;
+    /// What a tenant's new configs start with.
+    async fn tenant_defaults(&self, tenant: String) -> Result<TenantDefaults, StoreError>;
+    async fn set_tenant_defaults(
+        &self,
+        tenant: String,
+        defaults: TenantDefaults,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait::async_trait]
@@ -326,5 +354,56 @@ impl<B: Backend> ConfigStore for TableStore<B> {
         let sealing = self.sealing.clone();
         self.read(move |tables| config_health_in(&sealing, tables, &tenant, &task_id, &id))
             .await
+    }
+
+    async fn set_config_filter(
+        &self,
+        tenant: String,
+        task_id: String,
+        id: String,
+        filter: EventFilter,
+    ) -> Result<Option<ConfigRecord>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.write(move |tables| {
+            let key = config_key(&tenant, &task_id, &id);
+            let Some(mut config) =
+                get_record::<ConfigRecord>(&sealing, tables, Table::Configs, &key)?
+            else {
+                return Ok(None);
+            };
+            config.filter = filter;
+            config.updated_at_ms = now_ms();
+            tables.insert(
+                Table::Configs,
+                &key,
+                &encode_record(&sealing, Table::Configs, &config)?,
+            )?;
+            Ok(Some(config))
+        })
+        .await
+    }
+
+    async fn tenant_defaults(&self, tenant: String) -> Result<TenantDefaults, StoreError> {
+        self.read(move |tables| {
+            get_json(tables, Table::TenantDefaults, &text_key(&[&tenant]))
+                .map(Option::unwrap_or_default)
+        })
+        .await
+    }
+
+    async fn set_tenant_defaults(
+        &self,
+        tenant: String,
+        defaults: TenantDefaults,
+    ) -> Result<(), StoreError> {
+        self.write(move |tables| {
+            let key = text_key(&[&tenant]);
+            if defaults == TenantDefaults::default() {
+                tables.remove(Table::TenantDefaults, &key)
+            } else {
+                tables.insert(Table::TenantDefaults, &key, &encode(&defaults)?)
+            }
+        })
+        .await
     }
 }

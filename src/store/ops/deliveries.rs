@@ -322,6 +322,7 @@ fn replay_in(
     }
     update_delivery(tables, delivery_id.as_bytes(), |d| {
         d.state = DeliveryState::Pending;
+        d.skipped_by = None;
         d.manual = true;
         d.next_attempt_at_ms = now;
         d.updated_at_ms = now;
@@ -407,6 +408,7 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
                         DeliveryState::Delivered => counts.delivered += 1,
                         DeliveryState::Dead => counts.dead += 1,
                         DeliveryState::Canceled => counts.canceled += 1,
+                        DeliveryState::Skipped => counts.skipped += 1,
                     }
                 }
             }

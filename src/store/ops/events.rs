@@ -4,6 +4,7 @@
 use super::configs::declare_owner;
 use super::finished::track_finished;
 use super::*;
+use crate::a2a::filter::EventChange;
 
 /// Puts a snapshot at the head of a config's lane that has no delivery yet, numbered as the
 /// task's newest event: the config's next event follows it in order.
@@ -86,6 +87,7 @@ pub(super) fn publish_one(
         declare_owner(sealing, tables, &tkey, owner, now)?;
     }
     let previous: Option<TaskRecord> = get_json(tables, Table::Tasks, &tkey)?;
+    let state_before = previous.as_ref().map(|t| t.task.status.state.clone());
     let sequence = previous.as_ref().map_or(0, |t| t.last_sequence) + 1;
     let was_finished_at = previous
         .as_ref()
@@ -122,27 +124,42 @@ pub(super) fn publish_one(
     tables.scan(Table::Configs, &tkey, &tkey, &mut |_, value| {
         let config: ConfigRecord = decode_record(sealing, Table::Configs, value)?;
         if config.state.takes_events() {
-            active.push((config.id, config.url, config.wire_version));
+            active.push(config);
         }
         Ok(true)
     })?;
+    let change = EventChange {
+        event: &new.event,
+        before: state_before,
+        after: record.task.status.state.clone(),
+        body: &event.body,
+    };
     let mut created = Vec::with_capacity(active.len());
     // A 0.3 webhook gets the whole task, as it stands after this event, in 0.3 JSON.
     let body_v03 = active
         .iter()
-        .any(|(_, _, version)| *version == crate::a2a::version::WireVersion::V0_3)
+        .any(|config| config.wire_version == crate::a2a::version::WireVersion::V0_3)
         .then(|| {
             crate::a2a::v03::task_from_v1(&serde_json::to_value(&record.task).unwrap_or_default())
                 .to_string()
         });
-    for (config_id, url, version) in active {
+    for config in active {
         let lane = LaneId {
             tenant: new.tenant.clone(),
             task_id: new.task_id.clone(),
-            config_id: config_id.clone(),
+            config_id: config.id.clone(),
         };
+        if !config.filter.passes(&change) {
+            let skipped = DeliveryRecord {
+                state: DeliveryState::Skipped,
+                skipped_by: Some(config.filter.name().to_string()),
+                ..new_delivery(&lane, sequence, event_id.clone(), now)
+            };
+            add_to_lane(tables, &skipped)?;
+            continue;
+        }
         let delivery = DeliveryRecord {
-            body_v03: (version == crate::a2a::version::WireVersion::V0_3)
+            body_v03: (config.wire_version == crate::a2a::version::WireVersion::V0_3)
                 .then(|| body_v03.clone())
                 .flatten(),
             ..new_delivery(&lane, sequence, event_id.clone(), now)
@@ -150,8 +167,8 @@ pub(super) fn publish_one(
         add_pending(tables, &delivery)?;
         created.push(CreatedDelivery {
             delivery_id: delivery.id,
-            config_id,
-            url,
+            config_id: config.id,
+            url: config.url,
         });
     }
     Ok(PublishedEvent {

@@ -182,6 +182,7 @@ fn new_delivery(lane: &LaneId, sequence: u64, event_id: String, now: u64) -> Del
         snapshot: None,
         snapshot_trace: None,
         lane_failing: false,
+        skipped_by: None,
         created_at_ms: now,
         updated_at_ms: now,
     }
@@ -189,11 +190,15 @@ fn new_delivery(lane: &LaneId, sequence: u64, event_id: String, now: u64) -> Del
 
 /// Stores a new pending delivery with its lane and pending entries.
 fn add_pending(tables: &dyn TablesMut, delivery: &DeliveryRecord) -> Result<(), StoreError> {
+    add_to_lane(tables, delivery)?;
+    tables.insert(Table::Pending, &lane_key(delivery), delivery.id.as_bytes())
+}
+
+/// Stores a delivery and its lane entry, not pending (so as it stands: one a filter skipped).
+fn add_to_lane(tables: &dyn TablesMut, delivery: &DeliveryRecord) -> Result<(), StoreError> {
     let id = delivery.id.as_bytes();
     tables.insert(Table::Deliveries, id, &encode(delivery)?)?;
-    let lane = lane_key(delivery);
-    tables.insert(Table::Lanes, &lane, id)?;
-    tables.insert(Table::Pending, &lane, id)
+    tables.insert(Table::Lanes, &lane_key(delivery), id)
 }
 
 fn lane_key(delivery: &DeliveryRecord) -> Vec<u8> {

@@ -80,6 +80,10 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[
          CREATE TABLE hub_failing_streaks (k bytea PRIMARY KEY, v bytea NOT NULL);
          CREATE TABLE hub_operator_events (k bytea PRIMARY KEY, v bytea NOT NULL);",
     ),
+    (
+        8,
+        "CREATE TABLE hub_tenant_defaults (k bytea PRIMARY KEY, v bytea NOT NULL);",
+    ),
 ];
 
 /// The schema version this build writes.
