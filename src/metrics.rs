@@ -17,6 +17,10 @@ pub struct SchedulerStats {
     pub oldest_due_age_ms: u64,
     pub in_flight: u64,
     pub open_circuits: u64,
+    /// Origins with lanes waiting for a token of `delivery.max_rate_per_origin`.
+    pub rate_limited_origins: u64,
+    /// Nodes sharing the store, as this node last counted them (1 alone).
+    pub nodes: u64,
 }
 
 const ATTEMPT_CLASSES: [&str; 7] = [
@@ -355,6 +359,16 @@ impl Metrics {
                 "a2a_push_hub_circuits_open",
                 "Origins whose circuit breaker is open or probing.",
                 stats.open_circuits as f64,
+            ),
+            (
+                "a2a_push_hub_origins_rate_limited",
+                "Origins with deliveries waiting for their delivery.max_rate_per_origin.",
+                stats.rate_limited_origins as f64,
+            ),
+            (
+                "a2a_push_hub_nodes",
+                "Hub nodes sharing the store, as this node last counted them; each takes this share of delivery.max_rate_per_origin.",
+                stats.nodes as f64,
             ),
         ];
         for (name, help, value) in gauges {

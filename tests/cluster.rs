@@ -412,3 +412,73 @@ async fn a_follow_moves_to_another_node_when_its_node_stops() {
     assert_eq!(agent.subscribed(), 2);
     second.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
+async fn two_nodes_together_keep_an_origin_within_its_rate_cap() {
+    common::require_postgres("two nodes on one database");
+    const RATE: f64 = 20.0;
+    const TASKS: usize = 80;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("store");
+    let spawn = || {
+        let mut command = common::hub_command(&data_dir);
+        common::crash_test_settings(&mut command);
+        command.env("A2A_PUSH_HUB_DELIVERY__MAX_RATE_PER_ORIGIN", "20");
+        HubProcess::spawn(command).expect("a node starts")
+    };
+    let nodes = [spawn(), spawn()];
+    let http = http_client();
+    for node in &nodes {
+        wait_until(
+            Duration::from_secs(10),
+            "each node to count two nodes",
+            || async { (metric(&http, node, "a2a_push_hub_nodes").await == 2.0).then_some(()) },
+        )
+        .await;
+    }
+    for task in 0..TASKS {
+        let url = receiver.url("/hook");
+        common::create_config_at(&http, nodes[0].public, &format!("r{task}"), "c", &url).await;
+    }
+    // Half the events accepted at each node: each delivers its own share of the lanes.
+    for (half, node) in nodes.iter().enumerate() {
+        let body: Vec<Value> = (half * TASKS / 2..(half + 1) * TASKS / 2)
+            .map(|task| common::status_event(&format!("r{task}"), "TASK_STATE_WORKING"))
+            .collect();
+        let response = http
+            .post(format!("http://{}/api/v1/events:batch", node.admin))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let mut arrivals: Vec<std::time::Instant> = receiver
+        .wait_for(TASKS, Duration::from_secs(30))
+        .await
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    arrivals.sort();
+    // Each node bursts a tenth of its share (at least 1), then takes half the rate.
+    let most = (0..arrivals.len())
+        .map(|i| {
+            arrivals[i..]
+                .iter()
+                .take_while(|at| at.duration_since(arrivals[i]) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        most <= 2 + RATE as usize + 2,
+        "{most} requests within one second"
+    );
+    let spread = arrivals[TASKS - 1].duration_since(arrivals[0]);
+    assert!(
+        spread >= Duration::from_secs_f64((TASKS - 2) as f64 / RATE - 0.3),
+        "{TASKS} requests came within {spread:?}"
+    );
+}

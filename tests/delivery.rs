@@ -849,3 +849,66 @@ async fn a_config_failing_for_disable_after_is_suspended_and_enabling_resumes_it
     assert_eq!(status, StatusCode::NOT_FOUND);
     hub.stop().await;
 }
+
+/// The most arrivals within any `window`, of arrivals in time order.
+fn most_within(arrivals: &[Instant], window: Duration) -> usize {
+    (0..arrivals.len())
+        .map(|i| {
+            arrivals[i..]
+                .iter()
+                .take_while(|at| at.duration_since(arrivals[i]) < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_origin_with_a_rate_cap_gets_no_more_requests_per_second_and_others_are_not_held_up() {
+    const RATE: f64 = 20.0;
+    const TASKS: usize = 60;
+    let capped = Receiver::start().await;
+    let other = Receiver::start_on("127.0.0.2").await;
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.delivery.max_rate_per_origin = RATE;
+    })
+    .await;
+    let mut batch = Vec::new();
+    for task in 0..TASKS {
+        let task = format!("t{task}");
+        hub.create_config(&task, &capped.url("/hook")).await;
+        batch.push(status_event(&task, "TASK_STATE_WORKING"));
+    }
+    hub.create_config("t-other", &other.url("/hook")).await;
+    batch.push(status_event("t-other", "TASK_STATE_WORKING"));
+    let (status, _, body) = hub
+        .admin_post("/api/v1/events:batch", Value::from(batch).to_string())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    let first_other = other.wait_for(1, WAIT).await[0].at;
+    let arrivals: Vec<Instant> = capped
+        .wait_for(TASKS, WAIT)
+        .await
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    // A burst of a tenth of a second's worth (2), then RATE a second; a little room for the
+    // network moving arrivals closer together than their starts were.
+    let most = most_within(&arrivals, Duration::from_secs(1));
+    assert!(
+        most <= 2 + RATE as usize + 2,
+        "{most} requests within one second"
+    );
+    let spread = arrivals[TASKS - 1].duration_since(arrivals[0]);
+    assert!(
+        spread >= Duration::from_secs_f64((TASKS - 2) as f64 / RATE - 0.2),
+        "{TASKS} requests came within {spread:?}"
+    );
+    assert!(
+        first_other < arrivals[TASKS / 2],
+        "the other origin's delivery waited for the capped one"
+    );
+    assert!(hub.metrics().await.contains("a2a_push_hub_nodes 1"));
+}

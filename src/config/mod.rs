@@ -234,6 +234,9 @@ pub struct DeliverySettings {
     pub max_in_flight: usize,
     /// Requests open at one scheme://host:port; a slot is free again once the receiver answered.
     pub max_in_flight_per_origin: usize,
+    /// Attempts per second one scheme://host:port may get (a token bucket; on several nodes,
+    /// all of them together); 0: no cap.
+    pub max_rate_per_origin: f64,
     pub content_type: String,
     /// Least wait after a 429 or a timeout, whatever the schedule says.
     pub throttle_backoff: HumanDuration,
@@ -261,6 +264,7 @@ impl Default for DeliverySettings {
             jitter: 0.2,
             max_in_flight: 512,
             max_in_flight_per_origin: 32,
+            max_rate_per_origin: 0.0,
             content_type: "application/a2a+json".to_string(),
             throttle_backoff: HumanDuration(Duration::from_secs(30)),
             circuit_threshold: 5,

@@ -90,6 +90,15 @@ impl Settings {
                 reason: "limits must be at least 1".to_string(),
             });
         }
+        let rate = self.delivery.max_rate_per_origin;
+        if !rate.is_finite() || !(0.0..=1_000_000.0).contains(&rate) {
+            return Err(SettingsError::Invalid {
+                key: "delivery.max_rate_per_origin",
+                reason: format!(
+                    "must be between 0 (no cap) and 1000000 requests per second, got {rate}"
+                ),
+            });
+        }
         if !(1..=65_536).contains(&self.store.cache_mib) {
             return Err(SettingsError::Invalid {
                 key: "store.cache_mib",

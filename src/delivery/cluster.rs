@@ -142,6 +142,10 @@ impl Node {
                         Ok(open) => self.scheduler.open_circuits(open),
                         Err(e) => tracing::warn!(error = %e, "cannot read the circuits other nodes opened"),
                     }
+                    match self.store.live_nodes().await {
+                        Ok(nodes) => self.scheduler.set_nodes(nodes),
+                        Err(e) => tracing::warn!(error = %e, "cannot count the nodes sharing the store"),
+                    }
                 }
             }
         }

@@ -9,6 +9,7 @@ pub mod attempt;
 pub mod circuit;
 pub mod client;
 pub mod cluster;
+pub mod rate_limit;
 pub mod request;
 pub mod retry;
 pub mod scheduler;
@@ -81,6 +82,7 @@ pub async fn start(
     let limits = scheduler::Limits {
         max_in_flight: delivery.max_in_flight,
         max_in_flight_per_origin: delivery.max_in_flight_per_origin,
+        max_rate_per_origin: delivery.max_rate_per_origin,
         circuit: circuit::CircuitSettings {
             threshold: delivery.circuit_threshold,
             cooldown: delivery.circuit_cooldown.0,

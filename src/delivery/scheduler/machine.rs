@@ -9,6 +9,8 @@
 //!   (counted until the receiver's answer is read);
 //! - an origin whose circuit is open parks its lanes until the cool-down ends, then lets one
 //!   probe through;
+//! - with `max_rate_per_origin`, an origin starts attempts no faster than its token bucket
+//!   (`rate_limit.rs`) allows; lanes wait parked for the next token;
 //! - a head to retry waits until its due time; a head the answer finished frees its lane at
 //!   once, and is not queued again while its outcome is being recorded.
 
@@ -17,6 +19,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use super::super::attempt::{Answered, LaneStep};
 use super::super::circuit::{Admission, Circuit, CircuitReport, CircuitSettings};
+use super::super::rate_limit::TokenBucket;
 use crate::metrics::SchedulerStats;
 use crate::store::{LaneId, PendingDelivery};
 
@@ -42,6 +45,8 @@ pub type CircuitChange = (String, Option<u64>);
 pub struct MachineLimits {
     pub max_in_flight: usize,
     pub max_in_flight_per_origin: usize,
+    /// Attempts an origin may start per second, on all nodes together; 0: no cap.
+    pub max_rate_per_origin: f64,
     pub circuit: CircuitSettings,
 }
 
@@ -65,15 +70,19 @@ struct Lane {
 struct Origin {
     in_flight: usize,
     circuit: Circuit,
+    /// The throughput cap, when there is one.
+    bucket: Option<TokenBucket>,
     parked: VecDeque<LaneId>,
     wake_scheduled: bool,
 }
 
 impl Origin {
-    fn new(settings: &CircuitSettings) -> Origin {
+    fn new(limits: &MachineLimits, nodes: usize, now: u64) -> Origin {
         Origin {
             in_flight: 0,
-            circuit: Circuit::new(settings),
+            circuit: Circuit::new(&limits.circuit),
+            bucket: (limits.max_rate_per_origin > 0.0)
+                .then(|| TokenBucket::new(limits.max_rate_per_origin / nodes as f64, now)),
             parked: VecDeque::new(),
             wake_scheduled: false,
         }
@@ -112,6 +121,8 @@ pub struct Machine {
     recording: HashSet<String>,
     /// Circuit changes not yet taken by the actor.
     circuit_changes: Vec<CircuitChange>,
+    /// Nodes sharing the store: each takes this share of `max_rate_per_origin`.
+    nodes: usize,
 }
 
 /// The origin (scheme, host, port) that limits and circuits are kept for.
@@ -135,7 +146,29 @@ impl Machine {
             next_attempt: 0,
             recording: HashSet::new(),
             circuit_changes: Vec::new(),
+            nodes: 1,
         }
+    }
+
+    /// The nodes sharing the store changed: each origin's rate is shared among `nodes`.
+    pub fn set_nodes(&mut self, nodes: usize, now: u64) {
+        let nodes = nodes.max(1);
+        if nodes == self.nodes {
+            return;
+        }
+        self.nodes = nodes;
+        let rate = self.limits.max_rate_per_origin / nodes as f64;
+        for bucket in self.origins.values_mut().filter_map(|o| o.bucket.as_mut()) {
+            bucket.set_rate(rate, now);
+        }
+    }
+
+    /// The origin's state, made when first needed.
+    fn origin_mut(&mut self, origin: &str, now: u64) -> &mut Origin {
+        let (limits, nodes) = (self.limits, self.nodes);
+        self.origins
+            .entry(origin.to_string())
+            .or_insert_with(|| Origin::new(&limits, nodes, now))
     }
 
     /// When `tick` has something to do next (ms since the epoch): `None` while nothing is
@@ -261,7 +294,8 @@ impl Machine {
                     if let Some(state) = self.origins.get_mut(&origin) {
                         state.wake_scheduled = false;
                     }
-                    self.unpark(&origin);
+                    self.unpark(&origin, now);
+                    self.forget_origin_if_idle(&origin, now);
                 }
                 Some(Wake::Lane(_)) | None => {}
             }
@@ -279,23 +313,35 @@ impl Machine {
     }
 
     /// Lets parked lanes of `origin` compete again, as many as it has room for.
-    fn unpark(&mut self, origin: &str) {
+    fn unpark(&mut self, origin: &str, now: u64) {
         let Some(state) = self.origins.get_mut(origin) else {
             return;
         };
-        let room = if state.circuit.is_open() {
+        let mut room = if state.circuit.is_open() {
             usize::from(state.in_flight == 0)
         } else {
             self.limits
                 .max_in_flight_per_origin
                 .saturating_sub(state.in_flight)
         };
+        // Lanes left parked for want of a token look again when the next one is there.
+        let mut next_token_at = None;
+        if let Some(bucket) = state.bucket.as_mut() {
+            let tokens = bucket.available(now);
+            if tokens < room.min(state.parked.len()) {
+                next_token_at = bucket.ready(now).err().or(Some(now + 1));
+            }
+            room = room.min(tokens);
+        }
         let released: Vec<LaneId> = (0..room).map_while(|_| state.parked.pop_front()).collect();
         for key in released {
             if let Some(lane) = self.lanes.get_mut(&key) {
                 lane.parked = false;
                 self.schedule(&key);
             }
+        }
+        if let Some(at) = next_token_at {
+            self.wake_origin_at(origin, at);
         }
     }
 
@@ -327,15 +373,18 @@ impl Machine {
 
     fn try_start(&mut self, key: LaneId, now: u64) -> Option<Start> {
         let origin = self.lanes.get(&key)?.origin.clone();
-        let circuit_settings = self.limits.circuit;
-        let state = self
-            .origins
-            .entry(origin.clone())
-            .or_insert_with(|| Origin::new(&circuit_settings));
-        if state.in_flight >= self.limits.max_in_flight_per_origin {
+        let max_per_origin = self.limits.max_in_flight_per_origin;
+        let state = self.origin_mut(&origin, now);
+        if state.in_flight >= max_per_origin {
             self.park(key, &origin);
             return None;
         }
+        if let Some(Err(next_token_at)) = state.bucket.as_mut().map(|b| b.ready(now)) {
+            self.park(key, &origin);
+            self.wake_origin_at(&origin, next_token_at);
+            return None;
+        }
+        let state = self.origin_mut(&origin, now);
         match state.circuit.admit(now) {
             Admission::Allow | Admission::Probe => {}
             Admission::Wait(until) => {
@@ -347,6 +396,9 @@ impl Machine {
             }
         }
         state.in_flight += 1;
+        if let Some(bucket) = state.bucket.as_mut() {
+            bucket.spend();
+        }
         let lane = self.lanes.get_mut(&key)?;
         let (&sequence, head) = lane.queue.iter().next()?;
         lane.in_flight = Some(sequence);
@@ -448,21 +500,16 @@ impl Machine {
         if let Some(change) = change {
             self.circuit_changes.push((origin.to_string(), change));
         }
-        self.unpark(origin);
+        self.unpark(origin, now);
     }
 
     /// Opens the circuits other nodes found open, for as long as they said.
     pub fn open_circuits(&mut self, open: Vec<(String, u64)>, now: u64) {
-        let circuit_settings = self.limits.circuit;
         for (origin, until) in open {
             if until <= now {
                 continue;
             }
-            let state = self
-                .origins
-                .entry(origin.clone())
-                .or_insert_with(|| Origin::new(&circuit_settings));
-            if state.circuit.open_until(until) {
+            if self.origin_mut(&origin, now).circuit.open_until(until) {
                 tracing::info!(
                     origin,
                     reopen_in_ms = until - now,
@@ -506,14 +553,28 @@ impl Machine {
             (true, _) => {}
             (false, step) => self.step_lane(&key, Some(sequence), step),
         }
-        self.unpark(&origin);
-        if let Some(state) = self.origins.get(&origin) {
-            if state.in_flight == 0
-                && state.parked.is_empty()
-                && state.circuit.is_pristine()
-                && !state.wake_scheduled
-            {
-                self.origins.remove(&origin);
+        self.unpark(&origin, now);
+        self.forget_origin_if_idle(&origin, now);
+    }
+
+    /// Forgets an origin with nothing going on, so that idle origins cost no memory; one
+    /// whose token bucket is still refilling is looked at again once it is full (forgetting it
+    /// earlier would hand it a full bucket too soon).
+    fn forget_origin_if_idle(&mut self, origin: &str, now: u64) {
+        let Some(state) = self.origins.get(origin) else {
+            return;
+        };
+        if state.in_flight > 0
+            || !state.parked.is_empty()
+            || !state.circuit.is_pristine()
+            || state.wake_scheduled
+        {
+            return;
+        }
+        match state.bucket.as_ref().map(|b| b.full_at()) {
+            Some(full_at) if full_at > now => self.wake_origin_at(origin, full_at),
+            _ => {
+                self.origins.remove(origin);
             }
         }
     }
@@ -538,6 +599,17 @@ impl Machine {
                 .values()
                 .filter(|o| o.circuit.is_open())
                 .count() as u64,
+            rate_limited_origins: self
+                .origins
+                .values()
+                .filter(|o| {
+                    o.bucket.is_some()
+                        && !o.parked.is_empty()
+                        && !o.circuit.is_open()
+                        && o.in_flight < self.limits.max_in_flight_per_origin
+                })
+                .count() as u64,
+            nodes: self.nodes as u64,
             ..SchedulerStats::default()
         };
         for lane in self.lanes.values().filter(|lane| lane.in_flight.is_none()) {

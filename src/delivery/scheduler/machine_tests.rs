@@ -17,8 +17,28 @@ fn machine(max_in_flight: usize, per_origin: usize) -> Machine {
     Machine::new(MachineLimits {
         max_in_flight,
         max_in_flight_per_origin: per_origin,
+        max_rate_per_origin: 0.0,
         circuit: CIRCUIT,
     })
+}
+
+/// Attempts started per simulated second over `seconds`, every attempt answered at once;
+/// the machine is woken whenever it asks (`next_wake`).
+fn starts_per_second(m: &mut Machine, seconds: u64) -> Vec<usize> {
+    starts_per_second_from(m, 0, seconds)
+}
+
+fn starts_per_second_from(m: &mut Machine, from: u64, seconds: u64) -> Vec<usize> {
+    let mut per_second = vec![0; seconds as usize];
+    let mut now = from;
+    while now < from + seconds * 1000 {
+        for start in m.tick(now, true) {
+            per_second[((now - from) / 1000) as usize] += 1;
+            complete(m, &start, DELIVERED, LaneStep::Advance, now);
+        }
+        now = m.next_wake().map_or(now + 1, |wake| wake.max(now + 1));
+    }
+    per_second
 }
 
 /// Delivery `seq` of task `task`'s config `c` to `host`, due at `due`.
@@ -265,4 +285,44 @@ fn stats_say_how_late_the_oldest_due_head_is() {
     let stats = m.stats(1_000);
     assert_eq!((stats.pending, stats.in_flight, stats.due), (2, 1, 1));
     assert_eq!(stats.oldest_due_age_ms, 700);
+}
+
+#[test]
+fn an_origin_gets_no_more_attempts_per_second_than_its_rate_allows() {
+    let mut m = Machine::new(MachineLimits {
+        max_in_flight: 100,
+        max_in_flight_per_origin: 100,
+        max_rate_per_origin: 20.0,
+        circuit: CIRCUIT,
+    });
+    let backlog: Vec<PendingDelivery> = (0..50)
+        .flat_map(|task| (1..=10).map(move |seq| pending("a", &format!("t{task}"), seq, 0)))
+        .collect();
+    m.on_enqueue(backlog);
+    m.on_enqueue(vec![pending("b", "other", 1, 0)]);
+    let per_second = starts_per_second(&mut m, 5);
+    // A burst of a tenth of a second's worth (2) and the rate; the other origin's one
+    // delivery is not held up by it.
+    assert_eq!(per_second, [1 + 2 + 19, 20, 20, 20, 20]);
+
+    // Two nodes share the store: each takes half the rate.
+    m.set_nodes(2, 5_000);
+    let per_second = starts_per_second_from(&mut m, 5_000, 3);
+    assert!(
+        per_second.iter().all(|&n| (10..=11).contains(&n)),
+        "{per_second:?}"
+    );
+}
+
+#[test]
+fn one_lane_delivering_one_at_a_time_is_capped_too() {
+    // Its origin is idle between attempts; forgetting it then must not refill its bucket.
+    let mut m = Machine::new(MachineLimits {
+        max_in_flight: 10,
+        max_in_flight_per_origin: 10,
+        max_rate_per_origin: 20.0,
+        circuit: CIRCUIT,
+    });
+    m.on_enqueue((1..=100).map(|seq| pending("a", "t", seq, 0)).collect());
+    assert_eq!(starts_per_second(&mut m, 3), [2 + 19, 20, 20]);
 }

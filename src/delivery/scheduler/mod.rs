@@ -41,6 +41,8 @@ use machine::{AttemptId, Machine, MachineLimits};
 pub struct Limits {
     pub max_in_flight: usize,
     pub max_in_flight_per_origin: usize,
+    /// Attempts per second one origin may get from all nodes together; 0: no cap.
+    pub max_rate_per_origin: f64,
     pub circuit: CircuitSettings,
     /// How long shutdown waits for attempts in flight.
     pub drain_timeout: Duration,
@@ -91,6 +93,7 @@ enum Command {
     Lanes(oneshot::Sender<Vec<LaneId>>),
     Forget(Vec<LaneId>),
     OpenCircuits(Vec<(String, u64)>),
+    Nodes(usize),
     Circuit(String, oneshot::Sender<(String, CircuitReport)>),
 }
 
@@ -153,6 +156,11 @@ impl SchedulerHandle {
         }
     }
 
+    /// How many nodes share the store (and each origin's rate) now.
+    pub(crate) fn set_nodes(&self, nodes: usize) {
+        let _ = self.commands.send(Command::Nodes(nodes));
+    }
+
     /// Drops the queued deliveries of lanes this node no longer holds.
     pub(crate) fn forget(&self, lanes: Vec<LaneId>) {
         if !lanes.is_empty() {
@@ -204,6 +212,7 @@ pub fn start(
     let machine = Machine::new(MachineLimits {
         max_in_flight: limits.max_in_flight,
         max_in_flight_per_origin: limits.max_in_flight_per_origin,
+        max_rate_per_origin: limits.max_rate_per_origin,
         circuit: limits.circuit,
     });
     let actor = Actor {
@@ -280,6 +289,7 @@ impl Actor {
                     Some(Command::Lanes(reply)) => { let _ = reply.send(self.machine.lane_ids()); }
                     Some(Command::Forget(lanes)) => self.machine.forget(lanes),
                     Some(Command::OpenCircuits(open)) => self.machine.open_circuits(open, now_ms()),
+                    Some(Command::Nodes(nodes)) => self.machine.set_nodes(nodes, now_ms()),
                     Some(Command::Circuit(url, reply)) => { let _ = reply.send(self.machine.circuit_of(&url)); }
                     None => break,
                 },

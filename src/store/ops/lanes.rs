@@ -47,6 +47,11 @@ pub trait LaneStore: Send + Sync {
     fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
         None
     }
+    /// Says this node is alive, and how many nodes (this one included) said so lately: they
+    /// share `delivery.max_rate_per_origin` equally.
+    async fn live_nodes(&self) -> Result<usize, StoreError> {
+        Ok(1)
+    }
 }
 
 #[async_trait::async_trait]
@@ -119,5 +124,9 @@ impl<B: Backend> LaneStore for TableStore<B> {
 
     fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
         self.backend.lane_wakeups()
+    }
+
+    async fn live_nodes(&self) -> Result<usize, StoreError> {
+        self.backend.live_nodes().await
     }
 }

@@ -95,6 +95,10 @@ pub trait Backend: Send + Sync + 'static {
     fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
         None
     }
+    /// See `LaneStore::live_nodes`.
+    async fn live_nodes(&self) -> Result<usize, StoreError> {
+        Ok(1)
+    }
 }
 
 /// Receives the deliveries a commit made pending, once the commit is durable.

@@ -21,6 +21,9 @@ use tokio::sync::mpsc;
 use super::connect::{Target, close, connect, pg_error};
 use crate::store::{LaneId, StoreError};
 
+/// A node that said it is alive this recently counts as one (nodes say so once a second).
+const NODE_ALIVE: Duration = Duration::from_secs(3);
+
 /// How a node takes part in lane leasing.
 #[derive(Clone)]
 pub struct LeaseSettings {
@@ -176,8 +179,36 @@ impl Lanes {
                 "UPDATE hub_lane_leases SET node = NULL, expires_at = 0 WHERE node = $1",
                 &[node],
             )?;
+            // The others' share of each origin's rate grows at their next heartbeat.
+            client.execute("DELETE FROM hub_nodes WHERE node = $1", &[node])?;
             tracing::info!(lanes = released, "gave up lane leases");
             Ok(())
+        })
+    }
+
+    /// Records that this node is alive; counts the nodes that did within `NODE_ALIVE`
+    /// (this one included). Rows of nodes gone for an hour are removed.
+    pub fn heartbeat(&self) -> Result<usize, StoreError> {
+        let (node, alive) = (&self.settings.node, NODE_ALIVE.as_millis() as i64);
+        self.with_client(|client| {
+            let mut txn = client.transaction()?;
+            txn.execute(
+                "INSERT INTO hub_nodes (node, seen_at) VALUES ($1, hub_now_ms())
+                 ON CONFLICT (node) DO UPDATE SET seen_at = excluded.seen_at",
+                &[node],
+            )?;
+            txn.execute(
+                "DELETE FROM hub_nodes WHERE seen_at < hub_now_ms() - 3600000",
+                &[],
+            )?;
+            let live: i64 = txn
+                .query_one(
+                    "SELECT count(*) FROM hub_nodes WHERE seen_at > hub_now_ms() - $1",
+                    &[&alive],
+                )?
+                .get(0);
+            txn.commit()?;
+            Ok(live.max(1) as usize)
         })
     }
 

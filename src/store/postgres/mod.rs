@@ -180,6 +180,11 @@ impl Backend for PostgresBackend {
     fn lane_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LaneId>> {
         self.lanes.wakeups()
     }
+
+    async fn live_nodes(&self) -> Result<usize, StoreError> {
+        let leases = self.lanes.clone();
+        blocking(move || leases.heartbeat()).await
+    }
 }
 
 async fn blocking<R: Send + 'static>(

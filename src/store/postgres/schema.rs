@@ -82,7 +82,8 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (
         8,
-        "CREATE TABLE hub_tenant_defaults (k bytea PRIMARY KEY, v bytea NOT NULL);",
+        "CREATE TABLE hub_tenant_defaults (k bytea PRIMARY KEY, v bytea NOT NULL);
+         CREATE TABLE hub_nodes (node text PRIMARY KEY, seen_at bigint NOT NULL);",
     ),
 ];
 
