@@ -21,6 +21,10 @@ pub struct SchedulerStats {
     pub rate_limited_origins: u64,
     /// Nodes sharing the store, as this node last counted them (1 alone).
     pub nodes: u64,
+    /// Origins whose answers this node keeps (`GET /api/v1/origins`), and those of them
+    /// whose latest attempt failed.
+    pub origins_tracked: u64,
+    pub origins_failing: u64,
 }
 
 const ATTEMPT_CLASSES: [&str; 7] = [
@@ -364,6 +368,16 @@ impl Metrics {
                 "a2a_push_hub_origins_rate_limited",
                 "Origins with deliveries waiting for their delivery.max_rate_per_origin.",
                 stats.rate_limited_origins as f64,
+            ),
+            (
+                "a2a_push_hub_origins_tracked",
+                "Origins this node has attempted lately (GET /api/v1/origins), at most 1000.",
+                stats.origins_tracked as f64,
+            ),
+            (
+                "a2a_push_hub_origins_failing",
+                "Tracked origins whose latest attempt failed.",
+                stats.origins_failing as f64,
             ),
             (
                 "a2a_push_hub_nodes",

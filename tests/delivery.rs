@@ -912,3 +912,113 @@ async fn an_origin_with_a_rate_cap_gets_no_more_requests_per_second_and_others_a
     );
     assert!(hub.metrics().await.contains("a2a_push_hub_nodes 1"));
 }
+
+#[tokio::test]
+async fn an_origin_reports_its_attempts_latency_failures_and_waiting_deliveries() {
+    use a2a_push_hub::config::HumanDuration;
+    let healthy = Receiver::start().await;
+    let failing = Receiver::start_on("127.0.0.2").await;
+    failing.script(|_| Reply::status(503));
+    let hub = TestHub::start_with(|s| {
+        fast_delivery(s);
+        s.delivery.retry_schedule = vec![
+            HumanDuration(Duration::from_millis(50)),
+            HumanDuration(Duration::from_secs(600)),
+        ];
+    })
+    .await;
+    for task in ["o1", "o2"] {
+        hub.create_config(task, &healthy.url(&format!("/{task}")))
+            .await;
+    }
+    hub.create_config("o3", &failing.url("/hook")).await;
+    for task in ["o1", "o2", "o3"] {
+        for state in ["TASK_STATE_WORKING", "TASK_STATE_COMPLETED"] {
+            hub.publish(status_event(task, state)).await;
+        }
+    }
+    healthy.wait_for(4, WAIT).await;
+    // The failing origin's head is tried twice, then waits ten minutes.
+    failing.wait_for(2, WAIT).await;
+    let health_of = |url: String| {
+        let hub = &hub;
+        async move {
+            let path = format!("/api/v1/origins/health?url={}", urlencoding(&url));
+            let (status, health) = hub.admin_get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{health}");
+            health
+        }
+    };
+    let good = wait_until(
+        WAIT,
+        "four attempts counted at the healthy origin",
+        || async {
+            let health = health_of(healthy.url("/o1")).await;
+            (health["windows"]["5m"]["attempts"] == 4).then_some(health)
+        },
+    )
+    .await;
+    assert_eq!(good["origin"], healthy.url(""));
+    assert_eq!(good["tracked"], true);
+    assert_eq!(good["windows"]["1h"]["succeeded"], 4);
+    assert_eq!(good["windows"]["5m"]["successRate"], 1.0);
+    assert!(good["windows"]["5m"]["latencyMs"]["p99"].as_u64().is_some());
+    assert!(good["lastSuccessAt"].is_string());
+    assert_eq!(good["consecutiveFailures"], 0);
+    assert_eq!(good["circuit"]["state"], "closed");
+    assert_eq!(good["pending"]["count"], 0);
+
+    let bad = wait_until(WAIT, "two failures counted", || async {
+        let health = health_of(failing.url("/elsewhere")).await;
+        (health["consecutiveFailures"] == 2).then_some(health)
+    })
+    .await;
+    assert_eq!(bad["windows"]["5m"]["succeeded"], 0);
+    assert_eq!(bad["lastFailure"]["status"], 503);
+    assert_eq!(bad["lastFailure"]["errorClass"], "http_status");
+    assert!(bad["failingSince"].is_string());
+    assert!(bad["lastSuccessAt"].is_null());
+    // Both events of the task wait: the head for its retry, the next one behind it.
+    assert_eq!(bad["pending"]["count"], 2);
+    assert!(bad["pending"]["oldestDueAt"].is_string());
+
+    let (status, listed) = hub.admin_get("/api/v1/origins").await;
+    assert_eq!(status, StatusCode::OK);
+    let origins: Vec<&str> = listed["origins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["origin"].as_str().unwrap())
+        .collect();
+    assert_eq!(origins.len(), 2, "{listed}");
+    assert!(
+        origins.contains(&healthy.url("").as_str()) && origins.contains(&failing.url("").as_str())
+    );
+    let metrics = hub.metrics().await;
+    assert_eq!(
+        common::metric_value(&metrics, "a2a_push_hub_origins_tracked"),
+        2.0
+    );
+    assert_eq!(
+        common::metric_value(&metrics, "a2a_push_hub_origins_failing"),
+        1.0
+    );
+
+    // An origin never attempted is reported empty; a bad URL says what to give.
+    let unknown = health_of("https://never.example/hook".to_string()).await;
+    assert_eq!(unknown["tracked"], false);
+    assert_eq!(unknown["windows"]["1h"]["attempts"], 0);
+    for path in [
+        "/api/v1/origins/health",
+        "/api/v1/origins/health?url=not%20a%20url",
+    ] {
+        let (status, problem) = hub.admin_get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        assert_eq!(problem["field"], "url");
+    }
+}
+
+/// Percent-encodes a query value.
+fn urlencoding(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}

@@ -19,7 +19,7 @@ use super::AppState;
 use super::errors::{problem, problem_for};
 use crate::a2a::params::{InvalidField, Params};
 use crate::domain::push_configs::resolve_tenant;
-use crate::domain::{Deliveries, deliveries, events, filters, health, tasks};
+use crate::domain::{Deliveries, deliveries, events, filters, health, origins, tasks};
 use crate::inbound::{Inbound, subscriptions};
 use crate::store::{DeliveryFilter, DeliveryState};
 use crate::trace::TraceContext;
@@ -50,6 +50,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/deliveries:replay", post(replay_matching))
         .route("/api/v1/deliveries/{delivery_id}", get(show_delivery))
         .route("/api/v1/deliveries/{delivery_id}/replay", post(replay_one))
+        .route("/api/v1/origins", get(list_origins))
+        .route("/api/v1/origins/health", get(origin_health))
         .route("/api/v1/keys", get(list_keys))
         .route("/api/v1/operator/events", get(operator_events))
         .route(
@@ -394,6 +396,38 @@ async fn set_tenant_defaults(
     };
     match filters::set_tenant_defaults(&state.deliveries, &tenant, &body).await {
         Ok(defaults) => Json(defaults).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+async fn list_origins(
+    State(state): State<AppState>,
+    AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
+) -> Response {
+    let params = query_params(query);
+    let limit = match params.integer("limit") {
+        Ok(limit) => limit.map_or(origins::DEFAULT_LIMIT, |n| {
+            usize::try_from(n).unwrap_or(0).min(origins::MAX_LIMIT)
+        }),
+        Err(field) => return problem_for(&field.into()),
+    };
+    let listed = origins::list(&state.scheduler, limit).await;
+    Json(json!({ "origins": listed })).into_response()
+}
+
+async fn origin_health(
+    State(state): State<AppState>,
+    AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(url) = query.get("url") else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "url is required: the webhook URL or origin to report on, e.g. ?url=https://receiver.example",
+            Some("url"),
+        );
+    };
+    match origins::origin_health(&state.scheduler, url).await {
+        Ok(health) => Json(health).into_response(),
         Err(e) => problem_for(&e),
     }
 }

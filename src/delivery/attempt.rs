@@ -34,6 +34,8 @@ pub struct Engine {
     pub telemetry: crate::telemetry::Telemetry,
     /// Where circuits opening and closing are reported.
     pub operator: crate::operator::OperatorNotes,
+    /// How each origin has been answering.
+    pub origins: Arc<super::origins::OriginStats>,
 }
 
 /// What the lane does next.
@@ -182,6 +184,17 @@ async fn attempt(
     };
     let answer = send(engine, &config, &delivery, body, &attempt).await;
     let duration = started.elapsed();
+    engine.origins.record(
+        &super::origins::origin_of(&config.url),
+        super::origins::Attempted {
+            started_ms: started_at_ms,
+            duration_ms: duration.as_millis() as u64,
+            succeeded: matches!(answer.outcome.class(), "success"),
+            answered: answer.status.is_some(),
+            class: answer.outcome.class(),
+            status: answer.status,
+        },
+    );
     let decision = engine
         .policy
         .decide(number, delivery.manual, &answer.outcome);

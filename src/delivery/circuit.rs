@@ -33,7 +33,7 @@ pub struct Circuit {
 }
 
 /// A circuit as an operator reads it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CircuitReport {
     /// `closed`, `open` (attempts wait until `openUntilMs`) or `half_open` (one probe decides).

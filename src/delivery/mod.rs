@@ -9,6 +9,7 @@ pub mod attempt;
 pub mod circuit;
 pub mod client;
 pub mod cluster;
+pub mod origins;
 pub mod rate_limit;
 pub mod request;
 pub mod retry;
@@ -78,6 +79,7 @@ pub async fn start(
         issuer,
         telemetry,
         operator,
+        origins: Default::default(),
     });
     let limits = scheduler::Limits {
         max_in_flight: delivery.max_in_flight,

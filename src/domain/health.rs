@@ -85,24 +85,37 @@ pub struct OldestPending {
 /// Attempts of one window.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Window {
-    attempts: usize,
-    succeeded: usize,
-    failed: usize,
+pub(super) struct Window {
+    pub attempts: usize,
+    pub succeeded: usize,
+    pub failed: usize,
     /// `succeeded / attempts`; absent without attempts.
     #[serde(skip_serializing_if = "Option::is_none")]
-    success_rate: Option<f64>,
+    pub success_rate: Option<f64>,
     /// How long receivers took to answer (attempts that got an answer), in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
-    latency_ms: Option<Latency>,
+    pub latency_ms: Option<Latency>,
+}
+
+impl Window {
+    pub(super) fn new(attempts: usize, succeeded: usize, latency_ms: Option<Latency>) -> Window {
+        Window {
+            attempts,
+            succeeded,
+            failed: attempts - succeeded,
+            success_rate: (attempts > 0)
+                .then(|| (succeeded as f64 / attempts as f64 * 1000.0).round() / 1000.0),
+            latency_ms,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
-struct Latency {
-    p50: u64,
-    p90: u64,
-    p99: u64,
-    max: u64,
+pub(super) struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
 }
 
 fn succeeded(attempt: &AttemptRecord) -> bool {
@@ -122,19 +135,13 @@ fn window(attempts: &[&AttemptRecord], since_ms: u64) -> Window {
         .collect();
     answered.sort_unstable();
     let at = |p: f64| answered[((answered.len() as f64 * p) as usize).min(answered.len() - 1)];
-    Window {
-        attempts: inside.len(),
-        succeeded: ok,
-        failed: inside.len() - ok,
-        success_rate: (!inside.is_empty())
-            .then(|| (ok as f64 / inside.len() as f64 * 1000.0).round() / 1000.0),
-        latency_ms: (!answered.is_empty()).then(|| Latency {
-            p50: at(0.50),
-            p90: at(0.90),
-            p99: at(0.99),
-            max: answered[answered.len() - 1],
-        }),
-    }
+    let latency = (!answered.is_empty()).then(|| Latency {
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        max: answered[answered.len() - 1],
+    });
+    Window::new(inside.len(), ok, latency)
 }
 
 fn health_of(data: ConfigHealthData, disable_after: Duration, now: u64) -> ConfigHealth {

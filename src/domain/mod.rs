@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod filters;
 pub mod health;
+pub mod origins;
 pub mod push_configs;
 pub mod tasks;
 

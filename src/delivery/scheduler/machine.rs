@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use super::super::attempt::{Answered, LaneStep};
 use super::super::circuit::{Admission, Circuit, CircuitReport, CircuitSettings};
+use super::super::origins::origin_of;
 use super::super::rate_limit::TokenBucket;
 use crate::metrics::SchedulerStats;
 use crate::store::{LaneId, PendingDelivery};
@@ -39,6 +40,17 @@ pub struct Start {
 
 /// A circuit of this node opened (until when) or closed (`None`), for the other nodes.
 pub type CircuitChange = (String, Option<u64>);
+
+/// An origin as this node's scheduler has it.
+#[derive(Debug, Clone, Default)]
+pub struct OriginQueue {
+    pub circuit: CircuitReport,
+    /// Deliveries waiting in its lanes on this node.
+    pub pending: u64,
+    /// When the earliest of its lanes' heads was (or is) due.
+    pub oldest_due_ms: Option<u64>,
+    pub in_flight: usize,
+}
 
 /// The limits the machine enforces.
 #[derive(Debug, Clone, Copy)]
@@ -123,13 +135,6 @@ pub struct Machine {
     circuit_changes: Vec<CircuitChange>,
     /// Nodes sharing the store: each takes this share of `max_rate_per_origin`.
     nodes: usize,
-}
-
-/// The origin (scheme, host, port) that limits and circuits are kept for.
-fn origin_of(url: &str) -> String {
-    url::Url::parse(url)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_else(|_| url.to_string())
 }
 
 impl Machine {
@@ -579,15 +584,41 @@ impl Machine {
         }
     }
 
-    /// The circuit of `url`'s origin (closed, with no failure, for an origin it has no
-    /// record of).
-    pub fn circuit_of(&self, url: &str) -> (String, CircuitReport) {
-        let origin = origin_of(url);
-        let report = match self.origins.get(&origin) {
-            Some(state) => state.circuit.report(),
-            None => Circuit::new(&self.limits.circuit).report(),
-        };
-        (origin, report)
+    /// Each origin's circuit (closed, with no failure, for an origin it has no record of)
+    /// and what its lanes hold on this node.
+    pub fn origin_queues(&self, origins: &[String]) -> Vec<OriginQueue> {
+        let mut queues: HashMap<&str, OriginQueue> = origins
+            .iter()
+            .map(|origin| {
+                let circuit = match self.origins.get(origin) {
+                    Some(state) => state.circuit.report(),
+                    None => Circuit::new(&self.limits.circuit).report(),
+                };
+                let queue = OriginQueue {
+                    circuit,
+                    pending: 0,
+                    oldest_due_ms: None,
+                    in_flight: self.origins.get(origin).map_or(0, |o| o.in_flight),
+                };
+                (origin.as_str(), queue)
+            })
+            .collect();
+        for lane in self.lanes.values() {
+            if let Some(queue) = queues.get_mut(lane.origin.as_str()) {
+                queue.pending += lane.queue.len() as u64;
+                if let Some(head) = lane.queue.values().next() {
+                    queue.oldest_due_ms = Some(
+                        queue
+                            .oldest_due_ms
+                            .map_or(head.due_ms, |due| due.min(head.due_ms)),
+                    );
+                }
+            }
+        }
+        origins
+            .iter()
+            .map(|origin| queues.remove(origin.as_str()).unwrap_or_default())
+            .collect()
     }
 
     pub fn stats(&self, now: u64) -> SchedulerStats {

@@ -31,9 +31,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt::{self, Answered, Engine, LaneStep, Report};
 use super::circuit::{CircuitReport, CircuitSettings};
+use super::origins::{OriginStats, origin_of};
 use crate::metrics::SchedulerStats;
 use crate::store::{LaneId, PendingDelivery, now_ms};
 pub use machine::CircuitChange;
+pub use machine::OriginQueue;
 use machine::{AttemptId, Machine, MachineLimits};
 
 /// Limits the scheduler enforces.
@@ -94,7 +96,7 @@ enum Command {
     Forget(Vec<LaneId>),
     OpenCircuits(Vec<(String, u64)>),
     Nodes(usize),
-    Circuit(String, oneshot::Sender<(String, CircuitReport)>),
+    Origins(Vec<String>, oneshot::Sender<Vec<OriginQueue>>),
 }
 
 /// How the rest of the hub talks to the scheduler.
@@ -104,6 +106,7 @@ pub struct SchedulerHandle {
     /// On a shared store, new deliveries go to the lane leases first (`store/postgres/lanes.rs`), which
     /// passes on those of lanes this node holds.
     offers: Option<mpsc::UnboundedSender<Vec<PendingDelivery>>>,
+    origins: Arc<OriginStats>,
 }
 
 impl SchedulerHandle {
@@ -170,25 +173,39 @@ impl SchedulerHandle {
 
     /// The origin of `url` and its circuit on this node.
     pub async fn circuit_of(&self, url: &str) -> (String, CircuitReport) {
-        let (reply, answer) = oneshot::channel();
-        let unknown = || {
-            (
-                String::new(),
-                CircuitReport {
+        let origin = origin_of(url);
+        let mut queues = self.origin_queues(vec![origin.clone()]).await;
+        (origin, queues.pop().unwrap_or_default().circuit)
+    }
+
+    /// Each origin's circuit and lanes on this node (the circuit's state is `unknown` when
+    /// the scheduler has stopped).
+    pub async fn origin_queues(&self, origins: Vec<String>) -> Vec<OriginQueue> {
+        let unknown = |count: usize| {
+            let queue = OriginQueue {
+                circuit: CircuitReport {
                     state: "unknown",
-                    open_until_ms: None,
-                    consecutive_failures: 0,
+                    ..CircuitReport::default()
                 },
-            )
+                ..OriginQueue::default()
+            };
+            vec![queue; count]
         };
+        let count = origins.len();
+        let (reply, answer) = oneshot::channel();
         if self
             .commands
-            .send(Command::Circuit(url.to_string(), reply))
+            .send(Command::Origins(origins, reply))
             .is_err()
         {
-            return unknown();
+            return unknown(count);
         }
-        answer.await.unwrap_or_else(|_| unknown())
+        answer.await.unwrap_or_else(|_| unknown(count))
+    }
+
+    /// How each origin has been answering this node's attempts.
+    pub fn origin_stats(&self) -> &OriginStats {
+        &self.origins
     }
 
     pub async fn stats(&self) -> SchedulerStats {
@@ -225,11 +242,13 @@ pub fn start(
         window: sharing.window,
         circuit_changes: sharing.circuit_changes,
     };
+    let origins = actor.engine.origins.clone();
     let task = tokio::spawn(actor.run(receiver, answered, shutdown));
     (
         SchedulerHandle {
             commands,
             offers: None,
+            origins,
         },
         task,
     )
@@ -285,12 +304,16 @@ impl Actor {
                 Some(finished) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(finished),
                 command = commands.recv() => match command {
                     Some(Command::Enqueue(items)) => self.machine.on_enqueue(items),
-                    Some(Command::Stats(reply)) => { let _ = reply.send(self.machine.stats(now_ms())); }
+                    Some(Command::Stats(reply)) => {
+                        let mut stats = self.machine.stats(now_ms());
+                        (stats.origins_tracked, stats.origins_failing) = self.engine.origins.counts();
+                        let _ = reply.send(stats);
+                    }
                     Some(Command::Lanes(reply)) => { let _ = reply.send(self.machine.lane_ids()); }
                     Some(Command::Forget(lanes)) => self.machine.forget(lanes),
                     Some(Command::OpenCircuits(open)) => self.machine.open_circuits(open, now_ms()),
                     Some(Command::Nodes(nodes)) => self.machine.set_nodes(nodes, now_ms()),
-                    Some(Command::Circuit(url, reply)) => { let _ = reply.send(self.machine.circuit_of(&url)); }
+                    Some(Command::Origins(origins, reply)) => { let _ = reply.send(self.machine.origin_queues(&origins)); }
                     None => break,
                 },
                 _ = sleep => {}
