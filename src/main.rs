@@ -126,6 +126,7 @@ async fn main() -> ExitCode {
         Command::Deliveries { admin, action } => cli::admin::deliveries(admin, action).await,
         Command::Configs { admin, action } => cli::admin::configs(admin, action).await,
         Command::Operator { admin, action } => cli::admin::operator(admin, action).await,
+        Command::Origins { admin, action } => cli::admin::origins(admin, action).await,
         Command::Keys { admin, action } => cli::admin::keys(admin, action).await,
         Command::Probe(args) => cli::probe::probe(args).await,
         Command::Verify(args) => match cli::verify::verify(args).await {

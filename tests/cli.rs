@@ -398,3 +398,83 @@ fn migrate_on_the_embedded_store_says_there_is_nothing_to_do_and_a_bad_url_is_re
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_filter_origin_and_follow_commands_work_through_the_admin_api() {
+    use common::{Receiver, Reply, TestHub, fast_delivery, wait_until};
+    use tokio::io::AsyncBufReadExt;
+    let receiver = Receiver::start().await;
+    let hub = TestHub::start_with(fast_delivery).await;
+    let config = hub.create_config("t-cli", &receiver.url("/hook")).await;
+    let admin = hub.admin.clone();
+    let configs = ["configs", "--admin-url", admin.as_str()];
+
+    let (ok, set, stderr) = cli(&[
+        &configs[..],
+        &["filter", "t-cli", &config, "--events", "terminal"],
+    ]
+    .concat())
+    .await;
+    assert!(ok, "{stderr}");
+    assert_eq!(set["filter"]["events"], "terminal");
+    let (ok, shown, _) = cli(&[&configs[..], &["filter", "t-cli", &config]].concat()).await;
+    assert!(ok);
+    assert_eq!(shown["filter"]["events"], "terminal");
+    let pattern = r#"{"statusUpdate": {"status": {"state": "TASK_STATE_FAILED"}}}"#;
+    let (ok, set, stderr) = cli(&[
+        &configs[..],
+        &["defaults", "--tenant", "acme", "--match", pattern],
+    ]
+    .concat())
+    .await;
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        set["filter"]["match"]["statusUpdate"]["status"]["state"],
+        "TASK_STATE_FAILED"
+    );
+    let (ok, _, stderr) =
+        cli(&[&configs[..], &["defaults", "--match", "{not json"]].concat()).await;
+    assert!(!ok);
+    assert!(stderr.contains("--match is not valid JSON"), "{stderr}");
+
+    // Following operator events: each new one is printed as a line of JSON.
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"))
+        .args([
+            "operator",
+            "events",
+            "--follow",
+            "--admin-url",
+            admin.as_str(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    receiver.script(|_| Reply::status(500));
+    hub.publish(status_event("t-cli", "TASK_STATE_FAILED"))
+        .await;
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("an operator event line within 20 s")
+        .unwrap()
+        .expect("the follower is still running");
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["type"], "delivery.dead", "{line}");
+    assert_eq!(event["data"]["configId"], config.as_str());
+    follow.kill().await.unwrap();
+
+    let origins = ["origins", "--admin-url", admin.as_str()];
+    let health = wait_until(Duration::from_secs(20), "the origin's attempts", || async {
+        let (ok, health, _) =
+            cli(&[&origins[..], &["health", &receiver.url("/hook")]].concat()).await;
+        (ok && health["windows"]["5m"]["attempts"] == 4).then_some(health)
+    })
+    .await;
+    assert_eq!(health["origin"], receiver.url(""));
+    assert_eq!(health["consecutiveFailures"], 4);
+    let (ok, listed, _) = cli(&[&origins[..], &["list"]].concat()).await;
+    assert!(ok);
+    assert_eq!(listed["origins"][0]["origin"], receiver.url(""));
+    hub.stop().await;
+}

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use super::admin_client::AdminError;
 use super::admin_client::path;
-use super::args::{AdminArgs, ConfigsAction, DeliveriesAction, KeysAction, OperatorAction};
+use super::args::{
+    AdminArgs, ConfigsAction, DeliveriesAction, FilterArgs, KeysAction, OperatorAction,
+    OriginsAction,
+};
 
 pub fn print_answer(result: Result<serde_json::Value, AdminError>) -> ExitCode {
     match result {
@@ -108,15 +111,112 @@ pub async fn configs(admin: AdminArgs, action: ConfigsAction) -> ExitCode {
             let at = path(&["api", "v1", "tasks", &task_id, "configs", &action]);
             client.post(&at, &tenant(t), None).await
         }
+        ConfigsAction::Filter {
+            task_id,
+            config_id,
+            tenant: t,
+            set,
+        } => {
+            let at = path(&[
+                "api", "v1", "tasks", &task_id, "configs", &config_id, "filter",
+            ]);
+            match filter_body(set) {
+                Ok(None) => client.get(&at, &tenant(t)).await,
+                Ok(Some(filter)) => client.put(&at, &tenant(t), filter).await,
+                Err(e) => Err(e),
+            }
+        }
+        ConfigsAction::Defaults { tenant: t, set } => match filter_body(set) {
+            Ok(None) => client.get("/api/v1/tenant-defaults", &tenant(t)).await,
+            Ok(Some(filter)) => {
+                let body = serde_json::json!({ "filter": filter });
+                client
+                    .put("/api/v1/tenant-defaults", &tenant(t), body)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+    })
+}
+
+/// The filter `--events` or `--match` asks to set; `None`: only show it.
+fn filter_body(set: FilterArgs) -> Result<Option<serde_json::Value>, AdminError> {
+    match (set.events, set.pattern) {
+        (Some(events), _) => Ok(Some(serde_json::json!({ "events": events }))),
+        (None, Some(pattern)) => serde_json::from_str::<serde_json::Value>(&pattern)
+            .map(|pattern| Some(serde_json::json!({ "match": pattern })))
+            .map_err(|e| AdminError::Usage(format!("--match is not valid JSON: {e}"))),
+        (None, None) => Ok(None),
+    }
+}
+
+pub async fn origins(admin: AdminArgs, action: OriginsAction) -> ExitCode {
+    let client = admin.client();
+    print_answer(match action {
+        OriginsAction::List { limit } => {
+            client
+                .get("/api/v1/origins", &[("limit", limit.to_string())])
+                .await
+        }
+        OriginsAction::Health { url } => {
+            client.get("/api/v1/origins/health", &[("url", url)]).await
+        }
     })
 }
 
 pub async fn operator(admin: AdminArgs, action: OperatorAction) -> ExitCode {
     let client = admin.client();
-    print_answer(match action {
-        OperatorAction::Events { after, limit } => {
+    match action {
+        OperatorAction::Events {
+            after,
+            limit,
+            follow: false,
+        } => {
             let query = [("after", after.to_string()), ("limit", limit.to_string())];
-            client.get("/api/v1/operator/events", &query).await
+            print_answer(client.get("/api/v1/operator/events", &query).await)
         }
-    })
+        OperatorAction::Events {
+            after,
+            limit,
+            follow: true,
+        } => match follow_operator_events(&client, after, limit).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// How long `--follow` waits before asking again when it has seen every event.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Prints operator events after `after`, one JSON object per line, as they come: pages
+/// through the list with its cursor, so nothing is missed or printed twice across a hub's
+/// restart; returns on Ctrl-C.
+async fn follow_operator_events(
+    client: &super::admin_client::AdminClient,
+    mut after: u64,
+    limit: usize,
+) -> Result<(), AdminError> {
+    use std::io::Write;
+    loop {
+        let query = [("after", after.to_string()), ("limit", limit.to_string())];
+        let page = client.get("/api/v1/operator/events", &query).await?;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        for event in &events {
+            let _ = writeln!(out, "{event}");
+        }
+        let _ = out.flush();
+        drop(out);
+        after = page["nextAfter"].as_u64().unwrap_or(after);
+        if events.len() < limit {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            }
+        }
+    }
 }

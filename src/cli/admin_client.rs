@@ -1,4 +1,4 @@
-//! A small client of the admin API, used by the `deliveries` and `keys` subcommands.
+//! A small client of the admin API, used by the subcommands that talk to a running hub.
 
 use std::time::Duration;
 
@@ -11,6 +11,9 @@ pub enum AdminError {
     Unreachable { url: String, reason: String },
     #[error("the admin API answered {status}: {detail}")]
     Refused { status: u16, detail: String },
+    /// The command line asked for something malformed.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// A path of the admin API from its segments, each percent-encoded (task and config ids are
@@ -60,6 +63,20 @@ impl AdminClient {
             .post(format!("{}{path}", self.base))
             .query(query)
             .json(&body.unwrap_or_else(|| Value::Object(Default::default())));
+        self.send(request).await
+    }
+
+    pub async fn put(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: Value,
+    ) -> Result<Value, AdminError> {
+        let request = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .query(query)
+            .json(&body);
         self.send(request).await
     }
 

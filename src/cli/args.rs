@@ -93,14 +93,50 @@ pub enum Command {
         #[command(subcommand)]
         action: OperatorAction,
     },
-    /// A push config's health, and enabling a suspended one, through a running hub's admin
-    /// API.
+    /// A push config's health and event filter, enabling a suspended one, and a tenant's
+    /// default filter, through a running hub's admin API.
     Configs {
         #[command(flatten)]
         admin: AdminArgs,
         #[command(subcommand)]
         action: ConfigsAction,
     },
+    /// How the origins (scheme://host:port) the hub delivers to are answering, through a
+    /// running hub's admin API.
+    Origins {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        action: OriginsAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OriginsAction {
+    /// The origins this node attempted lately, the most recent first.
+    List {
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One origin: attempts, success rate and latency over 5 minutes and an hour, failing
+    /// streak, circuit and waiting deliveries.
+    Health {
+        /// A webhook URL or an origin, e.g. https://receiver.example
+        url: String,
+    },
+}
+
+/// A filter to set: `--events` or `--match`; neither shows the current one.
+#[derive(clap::Args)]
+#[group(multiple = false)]
+pub struct FilterArgs {
+    /// Which events to deliver.
+    #[arg(long, value_parser = ["all", "state_changes", "terminal"])]
+    pub events: Option<String>,
+    /// Deliver only events matching this JSON pattern (see the README's "Delivery filters").
+    #[arg(long = "match", value_name = "JSON")]
+    pub pattern: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -113,6 +149,10 @@ pub enum OperatorAction {
         /// At most this many (1 to 1000).
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Keep printing new events as they come, one JSON object per line, until
+        /// interrupted.
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -134,6 +174,22 @@ pub enum ConfigsAction {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Show which events a config receives, or set it with --events or --match.
+    Filter {
+        task_id: String,
+        config_id: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        set: FilterArgs,
+    },
+    /// Show the filter a tenant's new configs start with, or set it with --events or --match.
+    Defaults {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        set: FilterArgs,
+    },
 }
 
 /// Filters shared by `list` and `replay`.
@@ -145,7 +201,7 @@ pub struct DeliveryFilterArgs {
     pub task_id: Option<String>,
     #[arg(long)]
     pub config_id: Option<String>,
-    /// pending, delivered, dead or canceled.
+    /// pending, delivered, dead, canceled or skipped.
     #[arg(long)]
     pub state: Option<String>,
     /// Only deliveries created at or after this RFC 3339 time.
