@@ -15,6 +15,9 @@ pub const MAX_PATTERN_BYTES: usize = 4096;
 const MAX_PATTERN_DEPTH: usize = 8;
 /// Most values in one `$in` list.
 const MAX_IN_VALUES: usize = 64;
+/// Most items of an array in a pattern; each is looked for among every item of the event's
+/// array, and arrays inside arrays are refused, so matching stays linear in the event.
+const MAX_ARRAY_ITEMS: usize = 16;
 
 /// A config's event filter, stored and answered in the shape the admin API takes:
 /// `{"events": "all" | "state_changes" | "terminal"}` or `{"match": PATTERN}`.
@@ -42,6 +45,31 @@ pub struct EventChange<'a> {
     pub after: TaskState,
     /// The event as published, parsed on demand (only a `match` filter reads it).
     pub body: &'a serde_json::value::RawValue,
+    /// The body parsed, once for every config with a `match` filter.
+    pub parsed: std::cell::OnceCell<Option<Value>>,
+}
+
+impl<'a> EventChange<'a> {
+    pub fn new(
+        event: &'a StreamResponse,
+        before: Option<TaskState>,
+        after: TaskState,
+        body: &'a serde_json::value::RawValue,
+    ) -> Self {
+        EventChange {
+            event,
+            before,
+            after,
+            body,
+            parsed: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn json(&self) -> Option<&Value> {
+        self.parsed
+            .get_or_init(|| serde_json::from_str(self.body.get()).ok())
+            .as_ref()
+    }
 }
 
 impl EventFilter {
@@ -124,8 +152,9 @@ impl EventFilter {
                             TaskState::InputRequired | TaskState::AuthRequired
                         ))
             }
-            EventFilter::Match(pattern) => serde_json::from_str::<Value>(change.body.get())
-                .is_ok_and(|event| matches(pattern, &event)),
+            EventFilter::Match(pattern) => {
+                change.json().is_some_and(|event| matches(pattern, event))
+            }
         }
     }
 }
@@ -188,11 +217,38 @@ fn check_pattern(pattern: &Value, at: &str, depth: usize) -> Result<(), InvalidF
         Value::Object(map) => map
             .iter()
             .try_for_each(|(key, value)| check_pattern(value, &format!("{at}.{key}"), depth + 1)),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, item)| check_pattern(item, &format!("{at}[{i}]"), depth + 1)),
+        Value::Array(items) => {
+            if items.len() > MAX_ARRAY_ITEMS {
+                return Err(InvalidField::new(
+                    at,
+                    format!(
+                        "has {} items; a pattern's array may have at most {MAX_ARRAY_ITEMS}",
+                        items.len()
+                    ),
+                ));
+            }
+            items.iter().enumerate().try_for_each(|(i, item)| {
+                let at = format!("{at}[{i}]");
+                if contains_array(item) {
+                    return Err(InvalidField::new(
+                        at,
+                        "holds an array: a pattern's arrays cannot nest (match the inner array's items through an object)",
+                    ));
+                }
+                check_pattern(item, &at, depth + 1)
+            })
+        }
         _ => Ok(()),
+    }
+}
+
+/// Whether a pattern holds an array to match item by item (a `$in` list is compared whole).
+fn contains_array(value: &Value) -> bool {
+    match value {
+        Value::Array(_) => true,
+        Value::Object(map) if map.contains_key("$in") => false,
+        Value::Object(map) => map.values().any(contains_array),
+        _ => false,
     }
 }
 
@@ -238,12 +294,7 @@ mod tests {
         let parsed: StreamResponse = serde_json::from_value(event.clone()).unwrap();
         let body = serde_json::value::to_raw_value(&event).unwrap();
         let filter = EventFilter::parse(&json!({"events": "state_changes"})).unwrap();
-        filter.passes(&EventChange {
-            event: &parsed,
-            before,
-            after,
-            body: &body,
-        })
+        filter.passes(&EventChange::new(&parsed, before, after, &body))
     }
 
     fn status(state: &str) -> Value {
@@ -278,6 +329,7 @@ mod tests {
         let yes = [
             json!({"statusUpdate": {"status": {"state": {"$in": ["TASK_STATE_FAILED", "TASK_STATE_REJECTED"]}}}}),
             json!({"statusUpdate": {"metadata": {"tags": ["b"]}}}),
+            json!({"statusUpdate": {"metadata": {"tags": [{"$in": ["b", "c"]}]}}}),
             json!({"statusUpdate": {"taskId": {"$exists": true}, "final": {"$exists": false}}}),
             json!({}),
         ];
@@ -304,6 +356,9 @@ mod tests {
             (json!({"match": {"a": {"$gt": 1}}}), "match.a.$gt"),
             (json!({"match": {"a": {"$in": []}}}), "match.a.$in"),
             (json!({"match": {"a": {"$in": [1], "b": 2}}}), "match.a"),
+            (json!({"match": {"a": [[1]]}}), "match.a[0]"),
+            (json!({"match": {"a": [{"b": [1]}]}}), "match.a[0]"),
+            (json!({"match": {"a": vec![1; 17]}}), "match.a"),
             (json!([1]), "body"),
         ];
         for (body, field) in cases {
@@ -324,6 +379,7 @@ mod tests {
         for body in [
             json!({"events": "terminal"}),
             json!({"match": {"statusUpdate": {"final": true}}}),
+            json!({"match": {"statusUpdate": {"metadata": {"tags": [{"$in": ["b"]}]}}}}),
         ] {
             let filter = EventFilter::parse(&body).unwrap();
             let stored = serde_json::to_string(&filter).unwrap();

@@ -128,12 +128,12 @@ pub(super) fn publish_one(
         }
         Ok(true)
     })?;
-    let change = EventChange {
-        event: &new.event,
-        before: state_before,
-        after: record.task.status.state.clone(),
-        body: &event.body,
-    };
+    let change = EventChange::new(
+        &new.event,
+        state_before,
+        record.task.status.state.clone(),
+        &event.body,
+    );
     let mut created = Vec::with_capacity(active.len());
     // A 0.3 webhook gets the whole task, as it stands after this event, in 0.3 JSON.
     let body_v03 = active
