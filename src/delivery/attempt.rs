@@ -79,7 +79,13 @@ struct Answer {
 /// failed), before the outcome is recorded, `answered` is told what it means for the origin
 /// and the lane. If recording a finished delivery then fails, the report asks for the delivery
 /// to be attempted again (`RetryAt`) although its lane has moved on.
-pub async fn run(engine: &Engine, delivery_id: &str, answered: impl FnOnce(Answered)) -> Report {
+/// `origin` is the delivery's lane's origin (as the scheduler keys it).
+pub async fn run(
+    engine: &Engine,
+    delivery_id: &str,
+    origin: &str,
+    answered: impl FnOnce(Answered),
+) -> Report {
     let span = tracing::info_span!(
         "delivery_attempt",
         delivery_id,
@@ -89,7 +95,7 @@ pub async fn run(engine: &Engine, delivery_id: &str, answered: impl FnOnce(Answe
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty
     );
-    attempt(engine, delivery_id, answered, span.clone())
+    attempt(engine, delivery_id, origin, answered, span.clone())
         .instrument(span)
         .await
 }
@@ -97,6 +103,7 @@ pub async fn run(engine: &Engine, delivery_id: &str, answered: impl FnOnce(Answe
 async fn attempt(
     engine: &Engine,
     delivery_id: &str,
+    origin: &str,
     answered: impl FnOnce(Answered),
     span: tracing::Span,
 ) -> Report {
@@ -185,7 +192,7 @@ async fn attempt(
     let answer = send(engine, &config, &delivery, body, &attempt).await;
     let duration = started.elapsed();
     engine.origins.record(
-        &super::origins::origin_of(&config.url),
+        origin,
         super::origins::Attempted {
             started_ms: started_at_ms,
             duration_ms: duration.as_millis() as u64,

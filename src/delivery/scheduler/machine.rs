@@ -36,6 +36,8 @@ pub type AttemptId = u64;
 pub struct Start {
     pub attempt: AttemptId,
     pub delivery_id: String,
+    /// Its lane's origin, for the origin's statistics.
+    pub origin: String,
 }
 
 /// A circuit of this node opened (until when) or closed (`None`), for the other nodes.
@@ -380,16 +382,14 @@ impl Machine {
         let origin = self.lanes.get(&key)?.origin.clone();
         let max_per_origin = self.limits.max_in_flight_per_origin;
         let state = self.origin_mut(&origin, now);
-        if state.in_flight >= max_per_origin {
+        let next_token_at = state.bucket.as_mut().and_then(|b| b.ready(now).err());
+        if state.in_flight >= max_per_origin || next_token_at.is_some() {
             self.park(key, &origin);
+            if let Some(at) = next_token_at {
+                self.wake_origin_at(&origin, at);
+            }
             return None;
         }
-        if let Some(Err(next_token_at)) = state.bucket.as_mut().map(|b| b.ready(now)) {
-            self.park(key, &origin);
-            self.wake_origin_at(&origin, next_token_at);
-            return None;
-        }
-        let state = self.origin_mut(&origin, now);
         match state.circuit.admit(now) {
             Admission::Allow | Admission::Probe => {}
             Admission::Wait(until) => {
@@ -414,7 +414,7 @@ impl Machine {
             attempt,
             Running {
                 lane: key,
-                origin,
+                origin: origin.clone(),
                 sequence,
                 delivery_id: delivery_id.clone(),
                 answered: false,
@@ -424,6 +424,7 @@ impl Machine {
         Some(Start {
             attempt,
             delivery_id,
+            origin,
         })
     }
 

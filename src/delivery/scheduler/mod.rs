@@ -330,7 +330,7 @@ impl Actor {
             let answered = move |answer| {
                 let _ = answered_tx.send((attempt, answer));
             };
-            attempt::run(&engine, &start.delivery_id, answered).await
+            attempt::run(&engine, &start.delivery_id, &start.origin, answered).await
         });
         self.attempts.insert(handle.id(), attempt);
     }
