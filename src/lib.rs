@@ -24,6 +24,7 @@ pub mod verify;
 
 pub(crate) mod a2a;
 pub(crate) mod api;
+pub(crate) mod backup;
 pub(crate) mod delivery;
 pub(crate) mod digest;
 pub(crate) mod domain;
@@ -173,6 +174,86 @@ pub fn migrate_store(settings: &Settings) -> Result<Option<i32>, StartError> {
             Ok(Some(version))
         }
     }
+}
+
+pub use backup::{BackupError, BackupSummary};
+
+/// Reads a backup file through and checks it (format, every record, checksum) without
+/// restoring it.
+pub fn check_backup(path: &std::path::Path) -> Result<BackupSummary, BackupError> {
+    let file = std::fs::File::open(path).map_err(BackupError::Io)?;
+    backup::read_backup(std::io::BufReader::new(file), |_, _, _| Ok(()))
+}
+
+/// Why `restore_store` restored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Backup(#[from] backup::BackupError),
+    #[error(
+        "{0} holds a store already: restore into a new folder (move the current one aside first)"
+    )]
+    NotEmpty(std::path::PathBuf),
+    #[error("cannot write the restored store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Restores a backup (`a2a-push-hub backup`, `GET /api/v1/backup`) into an embedded store
+/// folder that holds no store yet. The file is read through and checked first: nothing is
+/// written from a damaged or cut one. Sealed records are copied as they are, so the hub that
+/// serves the restored store needs the same `store.encryption_key`.
+pub async fn restore_store(
+    from: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<backup::BackupSummary, RestoreError> {
+    use store::BackupStore;
+    let open = |path: &std::path::Path| {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .map_err(backup::BackupError::Io)
+    };
+    let checked = {
+        let file = open(from)?;
+        tokio::task::spawn_blocking(move || backup::read_backup(file, |_, _, _| Ok(())))
+            .await
+            .map_err(|e| StoreError::Storage(format!("the check stopped: {e}")))??
+    };
+    if data_dir.join(store::REDB_FILE).exists() {
+        return Err(RestoreError::NotEmpty(data_dir.to_path_buf()));
+    }
+    let restored = RedbStore::open_sealed(data_dir, store::Sealing::none(), 64 << 20)?;
+    // The file is read on a thread of its own and loaded in batches as it is read.
+    let (batches, mut received) = tokio::sync::mpsc::channel(2);
+    let file = open(from)?;
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::new();
+        let summary = backup::read_backup(file, |table, key, value| {
+            batch.push((table, key, value));
+            if batch.len() >= 5_000 {
+                let full = std::mem::take(&mut batch);
+                // The loader stopped (a store error it reports itself): stop reading.
+                if batches.blocking_send(full).is_err() {
+                    return Err(backup::BackupError::Damaged(
+                        "the restore stopped".to_string(),
+                    ));
+                }
+            }
+            Ok(())
+        });
+        if !batch.is_empty() {
+            let _ = batches.blocking_send(batch);
+        }
+        summary
+    });
+    while let Some(batch) = received.recv().await {
+        restored.load(batch).await?;
+    }
+    let summary = reader
+        .await
+        .map_err(|e| StoreError::Storage(format!("the restore stopped: {e}")))??;
+    restored.close().await;
+    debug_assert_eq!(summary, checked);
+    Ok(summary)
 }
 
 /// How often a node sharing its store with others reloads the signing keys.

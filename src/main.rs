@@ -110,6 +110,8 @@ async fn main() -> ExitCode {
             hub.shutdown().await;
             ExitCode::SUCCESS
         }
+        Command::Backup { admin, to } => cli::backup::backup(admin, &to).await,
+        Command::Restore { from, data_dir } => cli::backup::restore(&from, &data_dir).await,
         Command::Migrate { config, store_url } => {
             let overrides = Overrides {
                 store_url,

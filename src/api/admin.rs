@@ -73,6 +73,7 @@ pub fn routes(state: AppState) -> Router {
             get(subscription_receipts),
         )
         .route("/api/v1/keys:rotate", post(rotate_keys))
+        .route("/api/v1/backup", get(backup))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin_guard));
     Router::new()
         .merge(api)
@@ -398,6 +399,29 @@ async fn set_tenant_defaults(
         Ok(defaults) => Json(defaults).into_response(),
         Err(e) => problem_for(&e),
     }
+}
+
+async fn backup(State(state): State<AppState>) -> Response {
+    if !state.store.can_dump() {
+        return problem(
+            StatusCode::CONFLICT,
+            "the hub's store is a PostgreSQL database: back it up with PostgreSQL's own tools (pg_dump, or your provider's snapshots)",
+            None,
+        );
+    }
+    let now = crate::store::now_ms();
+    let body = axum::body::Body::from_stream(crate::backup::stream(state.store.clone(), now));
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"a2a-push-hub-{now}.backup\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn list_origins(

@@ -80,6 +80,47 @@ impl AdminClient {
         self.send(request).await
     }
 
+    /// GETs `path` and writes the answer's body to `out` as it arrives; how many bytes. No
+    /// overall timeout: a large body may take long, as long as it keeps coming.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, AdminError> {
+        use tokio::io::AsyncWriteExt;
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(24 * 3600));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let unreachable = |e: reqwest::Error| AdminError::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        };
+        let mut response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            return Err(AdminError::Refused {
+                status: status.as_u16(),
+                detail: body["detail"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| body.to_string()),
+            });
+        }
+        let mut written = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| AdminError::Usage(format!("cannot write the file: {e}")))?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    }
+
     async fn send(&self, mut request: reqwest::RequestBuilder) -> Result<Value, AdminError> {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);

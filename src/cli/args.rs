@@ -54,6 +54,26 @@ pub enum Command {
         #[arg(long)]
         store_url: Option<String>,
     },
+    /// Copy a running hub's embedded store to a file, through its admin API: one consistent
+    /// moment of it, checked before the command succeeds. (A PostgreSQL store is backed up
+    /// with PostgreSQL's own tools.)
+    Backup {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The file to write; it must not exist yet.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Make a new embedded store folder from a backup file; then serve it with
+    /// `serve --data-dir DIR` (and the same store.encryption_key).
+    Restore {
+        /// The backup file (`a2a-push-hub backup`).
+        #[arg(long)]
+        from: PathBuf,
+        /// The folder to create the store in; it must not hold a store yet.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Bring the PostgreSQL schema up to this version's (`serve` does it too at start).
     Migrate {
         /// TOML settings file (also A2A_PUSH_HUB_CONFIG).

@@ -15,6 +15,8 @@ mod postgres;
 mod redb_store;
 mod sealing;
 mod tables;
+
+pub(crate) use self::tables::Table;
 mod writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,11 +27,11 @@ pub use self::model::*;
 pub use self::ops::Announce;
 pub use self::ops::retention::PurgeStep;
 pub use self::ops::{
-    ConfigStore, DeliveryStore, EventStore, FollowStore, InboundStore, KeyStore, LaneStore,
-    OperatorEventStore, RetentionStore,
+    BackupStore, ConfigStore, DeliveryStore, EventStore, FollowStore, InboundStore, KeyStore,
+    LaneStore, OperatorEventStore, RetentionStore,
 };
 pub use self::postgres::{LeaseSettings, PostgresSettings, PostgresStore};
-pub use self::redb_store::RedbStore;
+pub use self::redb_store::{REDB_FILE, RedbStore};
 
 /// The PostgreSQL schema: applying migrations, and the version this build writes.
 pub mod postgres_schema {
@@ -83,6 +85,7 @@ pub trait Store:
     + RetentionStore
     + LaneStore
     + OperatorEventStore
+    + BackupStore
     + Send
     + Sync
     + 'static

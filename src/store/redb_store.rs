@@ -34,6 +34,9 @@ fn replay_value(bytes: &[u8]) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::Corrupt("a replay entry is not an 8-byte time".to_string()))
 }
 
+/// The embedded store's file in its folder (`store.path`).
+pub const REDB_FILE: &str = "hub.redb";
+
 /// The embedded store: the hub's store on a redb file.
 pub type RedbStore = TableStore<RedbBackend>;
 
@@ -69,7 +72,7 @@ impl RedbBackend {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        let path = dir.join("hub.redb");
+        let path = dir.join(REDB_FILE);
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(&path)
@@ -116,6 +119,20 @@ impl Backend for RedbBackend {
 
     async fn close(&self) {
         self.writer.stop().await;
+    }
+
+    fn can_read_long(&self) -> bool {
+        true
+    }
+
+    async fn read_long<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(StoreError::storage)?;
+            job(&RedbRead::new(&txn))
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("the copy stopped: {e}")))?
     }
 }
 

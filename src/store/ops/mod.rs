@@ -24,6 +24,7 @@ use super::tables::*;
 use super::*;
 use crate::a2a::fold;
 
+mod backup;
 mod configs;
 mod deliveries;
 mod events;
@@ -36,6 +37,7 @@ pub(super) mod operator;
 pub(super) mod retention;
 mod signing_keys;
 
+pub use backup::BackupStore;
 pub use configs::ConfigStore;
 pub use deliveries::DeliveryStore;
 pub use events::EventStore;
@@ -98,6 +100,15 @@ pub trait Backend: Send + Sync + 'static {
     /// See `LaneStore::live_nodes`.
     async fn live_nodes(&self) -> Result<usize, StoreError> {
         Ok(1)
+    }
+    /// Whether `read_long` gives one consistent snapshot of every table (see `BackupStore`).
+    fn can_read_long(&self) -> bool {
+        false
+    }
+    /// Runs a long read (a whole-store copy) in one read transaction on a thread of its own,
+    /// so that it holds neither a runtime worker nor the writer.
+    async fn read_long<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {
+        self.read(job).await
     }
 }
 
