@@ -89,6 +89,12 @@ async fn a_backup_taken_under_load_restores_every_event_accepted_before_it() {
     assert!(ok, "{stderr}");
     assert!(summary["records"].as_u64().unwrap() > 0, "{summary}");
     assert_eq!(summary["file"], file_arg);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the backup is its owner's only");
+    }
     stop.notify_one();
     publishers.await.unwrap();
     hub.stop().await;

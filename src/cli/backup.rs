@@ -21,7 +21,12 @@ pub async fn backup(admin: AdminArgs, to: &Path) -> ExitCode {
         ));
     }
     let partial = to.with_extension("partial");
-    let mut file = match tokio::fs::File::create(&partial).await {
+    // It holds what the store holds (tokens, unless the store seals them): its owner only.
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = match options.open(&partial).await {
         Ok(file) => file,
         Err(e) => return fail(format_args!("cannot create {}: {e}", partial.display())),
     };
