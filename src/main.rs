@@ -35,10 +35,15 @@ fn disable_transparent_huge_pages() {
 }
 
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal (https://no-color.org).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -72,6 +77,9 @@ async fn wait_for_signal() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    for warning in a2a_push_hub::config::unknown_environment(std::env::vars().map(|(k, _)| k)) {
+        tracing::warn!("{warning}");
+    }
     disable_transparent_huge_pages();
     match cli.command {
         Command::Serve {

@@ -478,3 +478,35 @@ async fn the_filter_origin_and_follow_commands_work_through_the_admin_api() {
     assert_eq!(listed["origins"][0]["origin"], receiver.url(""));
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_misnamed_variable_is_pointed_out_and_logs_carry_no_colour_codes_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"));
+        command
+            .arg("migrate")
+            .env("A2A_PUSH_HUB_STORE__PATH", dir.path().join("store"))
+            .env(name, "5s")
+            .env_remove("A2A_PUSH_HUB_TEST_POSTGRES_URL");
+        command.output()
+    };
+    // A key misspelled in a variable: refused, naming the variable and the nearest key.
+    let output = run("A2A_PUSH_HUB_DELIVERY__TIMOUT").await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("A2A_PUSH_HUB_DELIVERY__TIMOUT"), "{stderr}");
+    assert!(stderr.contains("did you mean `timeout`?"), "{stderr}");
+    // One underscore where two belong: not a setting, ignored, and said so.
+    let output = run("A2A_PUSH_HUB_DELIVERY_TIMEOUT").await.unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("did you mean A2A_PUSH_HUB_DELIVERY__TIMEOUT?"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour codes in a pipe: {stderr}"
+    );
+}

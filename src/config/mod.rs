@@ -363,6 +363,109 @@ pub enum SettingsError {
     Invalid { key: &'static str, reason: String },
 }
 
+/// The environment variables this program reads that are not settings.
+const PROGRAM_VARIABLES: [&str; 3] = [
+    "A2A_PUSH_HUB_CONFIG",
+    "A2A_PUSH_HUB_ADMIN_URL",
+    "A2A_PUSH_HUB_ADMIN_TOKEN",
+];
+
+/// Variables that start with `A2A_PUSH_HUB_` but are neither a setting
+/// (`A2A_PUSH_HUB_<SECTION>__<KEY>`) nor one the program reads, each with what it may have
+/// meant: a warning, since such a variable is silently ignored otherwise.
+pub fn unknown_environment(variables: impl Iterator<Item = String>) -> Vec<String> {
+    variables
+        .filter(|name| name.starts_with("A2A_PUSH_HUB_") && !name.contains("__"))
+        .filter(|name| !PROGRAM_VARIABLES.contains(&name.as_str()))
+        .filter(|name| !name.starts_with("A2A_PUSH_HUB_TEST_"))
+        .map(|name| {
+            let rest = &name["A2A_PUSH_HUB_".len()..];
+            let hint = SECTIONS
+                .iter()
+                .find(|section| {
+                    rest.to_ascii_lowercase()
+                        .strip_prefix(&format!("{section}_"))
+                        .is_some()
+                })
+                .map(|section| {
+                    format!(
+                        "; did you mean A2A_PUSH_HUB_{}__{}?",
+                        section.to_ascii_uppercase(),
+                        &rest[section.len() + 1..]
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "environment variable {name} is not a setting and is ignored: settings are A2A_PUSH_HUB_<SECTION>__<KEY>, with two underscores between section and key{hint}"
+            )
+        })
+        .collect()
+}
+
+/// The sections of the settings, as in the TOML file.
+const SECTIONS: [&str; 11] = [
+    "server",
+    "store",
+    "delivery",
+    "security",
+    "limits",
+    "retention",
+    "inbound",
+    "gateway",
+    "signing",
+    "telemetry",
+    "operator",
+];
+
+/// Figment's errors as a person fixes them: which key, in which file or variable, and for an
+/// unknown key the nearest known one.
+fn describe_errors(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let path: Vec<String> = e.path.clone();
+            let source = match &e.metadata {
+                Some(md) if md.name.contains("environment") => format!(
+                    "environment variable A2A_PUSH_HUB_{}",
+                    path.iter()
+                        .map(|p| p.to_ascii_uppercase())
+                        .collect::<Vec<_>>()
+                        .join("__")
+                ),
+                Some(md) => match &md.source {
+                    Some(figment::Source::File(file)) => file.display().to_string(),
+                    _ => md.name.to_string(),
+                },
+                None => "the settings".to_string(),
+            };
+            let key = path.join(".");
+            match &e.kind {
+                figment::error::Kind::UnknownField(field, expected) => {
+                    let section = path[..path.len().saturating_sub(1)].join(".");
+                    let nearest = expected
+                        .iter()
+                        .map(|known| (strsim::levenshtein(field, known), known))
+                        .filter(|(distance, _)| *distance <= 3)
+                        .min()
+                        .map(|(_, known)| format!("did you mean `{known}`? "))
+                        .unwrap_or_default();
+                    let within = if section.is_empty() {
+                        "the sections are".to_string()
+                    } else {
+                        format!("`[{section}]` has")
+                    };
+                    format!(
+                        "`{key}` (in {source}) is not a setting; {nearest}{within}: {}",
+                        expected.join(", ")
+                    )
+                }
+                kind => format!("`{key}` (in {source}): {kind}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Settings {
     /// Loads defaults → `file` → environment → `overrides`, then checks every value.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, SettingsError> {
@@ -384,7 +487,7 @@ impl Settings {
         );
         let mut settings: Settings = figment
             .extract()
-            .map_err(|e| SettingsError::Parse(e.to_string()))?;
+            .map_err(|e| SettingsError::Parse(describe_errors(e)))?;
         settings.apply(overrides);
         settings.validate()?;
         Ok(settings)
@@ -415,6 +518,43 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelled_key_is_named_with_its_file_and_the_nearest_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hub.toml");
+        std::fs::write(&file, "[delivery]\ntimout = \"5s\"\n").unwrap();
+        let error = Settings::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`delivery.timout`"), "{error}");
+        assert!(error.contains(&file.display().to_string()), "{error}");
+        assert!(error.contains("did you mean `timeout`?"), "{error}");
+        assert!(!error.contains("default."), "{error}");
+        std::fs::write(&file, "[delivry]\ntimeout = \"5s\"\n").unwrap();
+        let error = Settings::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("did you mean `delivery`?"), "{error}");
+    }
+
+    #[test]
+    fn a_variable_with_one_underscore_too_few_is_pointed_out() {
+        let warnings = unknown_environment(
+            [
+                "A2A_PUSH_HUB_DELIVERY_TIMEOUT",
+                "A2A_PUSH_HUB_DELIVERY__TIMEOUT",
+                "A2A_PUSH_HUB_CONFIG",
+                "A2A_PUSH_HUB_WHATEVER",
+                "PATH",
+            ]
+            .into_iter()
+            .map(String::from),
+        );
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("did you mean A2A_PUSH_HUB_DELIVERY__TIMEOUT?"));
+        assert!(warnings[1].starts_with("environment variable A2A_PUSH_HUB_WHATEVER"));
+    }
 
     #[test]
     fn durations_parse_in_every_unit_and_print_back() {
