@@ -689,3 +689,34 @@ async fn a_webhook_name_that_does_not_resolve_now_is_accepted_and_one_resolving_
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_path_asked_of_the_wrong_listener_is_answered_with_the_right_one() {
+    let hub = TestHub::start().await;
+    let response = hub
+        .http
+        .get(format!("{}/api/v1/deliveries", hub.public))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("served by the admin listener"), "{body}");
+    let (status, problem) = hub.admin_get("/.well-known/jwks.json").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("served by the public listener"),
+        "{problem}"
+    );
+    let (status, problem) = hub.admin_get("/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no such admin endpoint")
+    );
+}

@@ -80,12 +80,10 @@ pub fn routes(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            problem(
-                StatusCode::NOT_FOUND,
-                "no such admin endpoint; see spec/openapi.yaml",
-                None,
-            )
+        .fallback(|uri: axum::http::Uri| async move {
+            let message = super::served_by(uri.path(), super::Listener::Public)
+                .unwrap_or_else(|| "no such admin endpoint; see spec/openapi.yaml".to_string());
+            problem(StatusCode::NOT_FOUND, message, None)
         })
         .with_state(state)
 }

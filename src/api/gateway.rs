@@ -247,7 +247,7 @@ fn sniff_task(
 /// inline config swapped first.
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     let Some(gateway) = state.gateway.clone() else {
-        return super::rest::not_found().await;
+        return super::rest::not_found(request.uri().path()).await;
     };
     let (parts, body) = request.into_parts();
     let path_and_query = parts

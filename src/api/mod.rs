@@ -59,6 +59,33 @@ async fn jwks(
         .into_response()
 }
 
+/// The hub's two listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Public,
+    Admin,
+}
+
+/// For a path this listener does not serve but `other` does, a message saying so: a request
+/// sent to the wrong port is the commonest first mistake.
+pub fn served_by(path: &str, other: Listener) -> Option<String> {
+    let admin_path =
+        path.starts_with("/api/") || matches!(path, "/metrics" | "/healthz" | "/readyz");
+    let public_path = path == "/"
+        || ["/inbound/", "/.well-known/", "/tasks/", "/v1/", "/message:"]
+            .iter()
+            .any(|prefix| path.starts_with(prefix));
+    match other {
+        Listener::Admin if admin_path => Some(format!(
+            "{path} is served by the admin listener (server.admin_listen, 127.0.0.1:8081 by default), not this public one"
+        )),
+        Listener::Public if public_path => Some(format!(
+            "{path} is served by the public listener (server.public_listen, 127.0.0.1:8080 by default), not this admin one"
+        )),
+        _ => None,
+    }
+}
+
 /// Routes of the admin listener.
 pub fn admin_router(state: AppState) -> Router {
     admin::routes(state).layer(TraceLayer::new_for_http())

@@ -379,11 +379,12 @@ pub async fn prefixed(
 }
 
 /// Anything else on the public listener.
-pub async fn not_found() -> Response {
-    let error = A2AError::new(
-        error_code::METHOD_NOT_FOUND,
-        "no such endpoint: this hub serves JSON-RPC at POST / and push-notification configs at /tasks/{taskId}/pushNotificationConfigs",
-    );
+pub async fn not_found(path: &str) -> Response {
+    let message = match super::served_by(path, super::Listener::Admin) {
+        Some(hint) => hint,
+        None => "no such endpoint: this hub serves JSON-RPC at POST / and push-notification configs at /tasks/{taskId}/pushNotificationConfigs".to_string(),
+    };
+    let error = A2AError::new(error_code::METHOD_NOT_FOUND, message);
     rest_response(&error, Some(StatusCode::NOT_FOUND))
 }
 
