@@ -46,6 +46,20 @@ pub const OPERATOR_EVENT_TYPES: [&str; 6] = [
     "circuit.closed",
     "inbound.rejected",
 ];
+/// What became of an inbound push, as metric labels.
+pub const INBOUND_VERDICTS: [&str; 8] = [
+    "accepted",
+    "duplicate",
+    "unauthorized",
+    "malformed",
+    "too_large",
+    "rate_limited",
+    "unknown_subscription",
+    "unavailable",
+];
+/// How a gateway request to the agent ended, as metric labels.
+const UPSTREAM_OUTCOMES: [&str; 3] = ["answered", "error_status", "unreachable"];
+
 /// The hub's two listeners, as metric labels.
 pub const LISTENERS: [&str; 2] = ["public", "admin"];
 const DURATION_BOUNDS: [f64; 12] = [
@@ -63,14 +77,68 @@ pub struct Metrics {
     outcomes: [AtomicU64; OUTCOMES.len()],
     operator_events: [AtomicU64; OPERATOR_EVENT_TYPES.len()],
     attempts: [AtomicU64; ATTEMPT_CLASSES.len()],
-    duration_buckets: [AtomicU64; DURATION_BOUNDS.len()],
-    duration_count: AtomicU64,
-    duration_sum_us: AtomicU64,
+    attempt_durations: Histogram,
     connections_open: [AtomicU64; LISTENERS.len()],
     connections_refused: [AtomicU64; LISTENERS.len()],
     public_auth_failures: AtomicU64,
     replay_evictions: AtomicU64,
     follow_renewals: AtomicU64,
+    inbound_pushes: [AtomicU64; INBOUND_VERDICTS.len()],
+    upstream_requests: [AtomicU64; UPSTREAM_OUTCOMES.len()],
+    upstream_durations: Histogram,
+}
+
+/// A counter by label: name, help, label, its values, their counts.
+type LabelledCounters<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], &'a [AtomicU64]);
+
+/// Durations in the buckets of `DURATION_BOUNDS`, as a Prometheus histogram.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; DURATION_BOUNDS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        for (bound, bucket) in DURATION_BOUNDS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bound, bucket) in DURATION_BOUNDS.iter().zip(&self.buckets) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", load(bucket));
+        }
+        let count = load(&self.count);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", load(&self.sum_us) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// What the store's writer reports: writes waiting for it and how long its commits take.
+#[derive(Default)]
+pub struct WriterStats {
+    pub queued: AtomicU64,
+    pub commits: Histogram,
+}
+
+/// The store's side of the metrics, read when they are rendered.
+#[derive(Default)]
+pub struct StoreStats<'a> {
+    pub writer: Option<&'a WriterStats>,
+    /// The embedded store's file size.
+    pub file_bytes: Option<u64>,
 }
 
 /// What became of a delivery after an attempt.
@@ -119,15 +187,26 @@ impl Metrics {
             self.attempts[i].fetch_add(1, Ordering::Relaxed);
         }
         self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
-        let seconds = duration.as_secs_f64();
-        for (bound, bucket) in DURATION_BOUNDS.iter().zip(&self.duration_buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        self.attempt_durations.observe(duration);
+    }
+
+    /// An inbound push ended with `verdict` (one of `INBOUND_VERDICTS`).
+    pub fn inbound_push(&self, verdict: &str) {
+        if let Some(i) = INBOUND_VERDICTS.iter().position(|v| *v == verdict) {
+            self.inbound_pushes[i].fetch_add(1, Ordering::Relaxed);
         }
-        self.duration_count.fetch_add(1, Ordering::Relaxed);
-        self.duration_sum_us
-            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Gateway mode: a request to the agent got an answer (`Some(status)`) or none, after
+    /// `duration`.
+    pub fn upstream_request(&self, status: Option<u16>, duration: Duration) {
+        let outcome = match status {
+            Some(status) if status < 500 => 0,
+            Some(_) => 1,
+            None => 2,
+        };
+        self.upstream_requests[outcome].fetch_add(1, Ordering::Relaxed);
+        self.upstream_durations.observe(duration);
     }
 
     /// A connection of listener `index` (in `LISTENERS`) opened (`true`) or closed.
@@ -164,7 +243,7 @@ impl Metrics {
         self.outcomes[DeliveryOutcome::Dead as usize].fetch_add(count, Ordering::Relaxed);
     }
 
-    pub fn render(&self, stats: &SchedulerStats) -> String {
+    pub fn render(&self, stats: &SchedulerStats, store: &StoreStats<'_>) -> String {
         let mut out = String::new();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let _ = writeln!(
@@ -269,32 +348,46 @@ impl Metrics {
                 load(value)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP a2a_push_hub_attempt_duration_seconds Time from sending a delivery to its answer."
+        self.attempt_durations.render(
+            &mut out,
+            "a2a_push_hub_attempt_duration_seconds",
+            "Time from sending a delivery to its answer.",
         );
-        let _ = writeln!(
-            out,
-            "# TYPE a2a_push_hub_attempt_duration_seconds histogram"
+        self.upstream_durations.render(
+            &mut out,
+            "a2a_push_hub_gateway_upstream_duration_seconds",
+            "Gateway mode: time from sending a request to the agent to its answer's head.",
         );
-        for (bound, bucket) in DURATION_BOUNDS.iter().zip(&self.duration_buckets) {
-            let _ = writeln!(
-                out,
-                "a2a_push_hub_attempt_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                load(bucket)
+        if let Some(writer) = store.writer {
+            writer.commits.render(
+                &mut out,
+                "a2a_push_hub_store_commit_seconds",
+                "Time to run and durably commit one group of store writes.",
             );
         }
-        let count = load(&self.duration_count);
-        let _ = writeln!(
-            out,
-            "a2a_push_hub_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "a2a_push_hub_attempt_duration_seconds_sum {}",
-            load(&self.duration_sum_us) as f64 / 1e6
-        );
-        let _ = writeln!(out, "a2a_push_hub_attempt_duration_seconds_count {count}");
+        let by_label: [LabelledCounters<'_>; 2] = [
+            (
+                "a2a_push_hub_inbound_pushes_total",
+                "Pushes received at inbound subscriptions, by verdict.",
+                "verdict",
+                &INBOUND_VERDICTS,
+                &self.inbound_pushes,
+            ),
+            (
+                "a2a_push_hub_gateway_upstream_requests_total",
+                "Gateway mode: requests to the agent by outcome (answered below 500, a 5xx, or no answer).",
+                "outcome",
+                &UPSTREAM_OUTCOMES,
+                &self.upstream_requests,
+            ),
+        ];
+        for (name, help, label, values, counts) in by_label {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (value, count) in values.iter().zip(counts) {
+                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", load(count));
+            }
+        }
         let labelled = [
             (
                 "a2a_push_hub_connections_refused_total",
@@ -384,6 +477,18 @@ impl Metrics {
                 "Hub nodes sharing the store, as this node last counted them; each takes this share of delivery.max_rate_per_origin.",
                 stats.nodes as f64,
             ),
+            (
+                "a2a_push_hub_store_writes_queued",
+                "Writes waiting for the store's writer (at 8192 the event API answers 503).",
+                store
+                    .writer
+                    .map_or(0.0, |w| w.queued.load(Ordering::Relaxed) as f64),
+            ),
+            (
+                "a2a_push_hub_store_file_bytes",
+                "Size of the embedded store's file (0 on PostgreSQL: ask the database).",
+                store.file_bytes.unwrap_or(0) as f64,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -409,10 +514,27 @@ mod tests {
             DeliveryOutcome::Delivered,
         );
         metrics.attempt("timeout", Duration::from_secs(15), DeliveryOutcome::Retry);
-        let text = metrics.render(&SchedulerStats {
-            pending: 4,
-            ..Default::default()
-        });
+        metrics.inbound_push("duplicate");
+        metrics.upstream_request(Some(503), Duration::from_millis(3));
+        let writer = WriterStats::default();
+        writer.commits.observe(Duration::from_millis(2));
+        let store = StoreStats {
+            writer: Some(&writer),
+            file_bytes: Some(4096),
+        };
+        let text = metrics.render(
+            &SchedulerStats {
+                pending: 4,
+                ..Default::default()
+            },
+            &store,
+        );
+        assert!(text.contains("a2a_push_hub_inbound_pushes_total{verdict=\"duplicate\"} 1\n"));
+        assert!(text.contains(
+            "a2a_push_hub_gateway_upstream_requests_total{outcome=\"error_status\"} 1\n"
+        ));
+        assert!(text.contains("a2a_push_hub_store_commit_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("a2a_push_hub_store_file_bytes 4096\n"));
         assert!(text.contains("a2a_push_hub_events_published_total 3\n"));
         assert!(text.contains("a2a_push_hub_tasks_purged_total 2\n"));
         assert!(text.contains("a2a_push_hub_deliveries_total{outcome=\"delivered\"} 1\n"));

@@ -673,6 +673,12 @@ async fn the_operator_api_lists_filters_and_shows_deliveries() {
         text.contains("a2a_push_hub_attempt_duration_seconds_count"),
         "{text}"
     );
+    // The store's side: every publish was a commit; the embedded file has a size.
+    assert!(common::metric_value(&text, "a2a_push_hub_store_commit_seconds_count") >= 4.0);
+    assert!(text.contains("a2a_push_hub_store_writes_queued "), "{text}");
+    if std::env::var("A2A_PUSH_HUB_TEST_POSTGRES_URL").map_or(true, |u| u.is_empty()) {
+        assert!(common::metric_value(&text, "a2a_push_hub_store_file_bytes") > 0.0);
+    }
     hub.stop().await;
 }
 

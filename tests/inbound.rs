@@ -323,6 +323,16 @@ async fn attacks_are_refused_with_401_and_recorded() {
         "a duplicate within the window is acknowledged"
     );
     assert_eq!(events(&hub, id).await.len(), 1, "and not routed twice");
+    // Operators count the verdicts.
+    let metrics = hub.metrics().await;
+    let verdicts = |verdict: &str| {
+        common::metric_value(
+            &metrics,
+            &format!("a2a_push_hub_inbound_pushes_total{{verdict=\"{verdict}\"}}"),
+        )
+    };
+    assert_eq!(verdicts("unauthorized"), attacks.len() as f64);
+    assert_eq!((verdicts("accepted"), verdicts("duplicate")), (1.0, 1.0));
     hub.stop().await;
 }
 

@@ -651,7 +651,12 @@ async fn replay_matching(
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.scheduler.stats().await;
-    let text = state.metrics.render(&stats);
+    let writer = state.store.writer_stats();
+    let store = crate::metrics::StoreStats {
+        writer: writer.as_deref(),
+        file_bytes: state.store.file_bytes(),
+    };
+    let text = state.metrics.render(&stats, &store);
     (
         [(
             header::CONTENT_TYPE,

@@ -51,10 +51,15 @@ pub async fn proxy(
     for (name, value) in headers.iter().filter(|(name, _)| forwarded(name)) {
         request = request.header(name, value);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| UpstreamError::Unreachable(crate::delivery::client::error_chain(&e)))?;
+    let started = std::time::Instant::now();
+    let sent = request.send().await;
+    let metrics = &gateway.services.metrics;
+    metrics.upstream_request(
+        sent.as_ref().ok().map(|r| r.status().as_u16()),
+        started.elapsed(),
+    );
+    let response =
+        sent.map_err(|e| UpstreamError::Unreachable(crate::delivery::client::error_chain(&e)))?;
     let mut out = Response::builder().status(response.status());
     for (name, value) in response
         .headers()

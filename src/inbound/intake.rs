@@ -235,6 +235,7 @@ fn parse_body(
 async fn refuse(inbound: &Inbound, id: &str, receipt: ReceiptRecord, body: Value) -> IntakeAnswer {
     let status = receipt.status;
     inbound.operator.inbound_rejected(id, &receipt.verdict);
+    inbound.metrics.inbound_push(&receipt.verdict);
     if let Err(e) = inbound.store.add_receipt(id.to_string(), receipt).await {
         tracing::warn!(subscription_id = id, error = %e, "could not record a receipt");
     }
@@ -250,13 +251,18 @@ pub async fn intake(
 ) -> IntakeAnswer {
     let subscription = match inbound.store.get_subscription(id.to_string()).await {
         Ok(Some(subscription)) => subscription,
-        Ok(None) => return answer(404, json!({"error": "unknown subscription"})),
+        Ok(None) => {
+            inbound.metrics.inbound_push("unknown_subscription");
+            return answer(404, json!({"error": "unknown subscription"}));
+        }
         Err(e) => {
             tracing::error!(error = %e, "store failure at intake");
+            inbound.metrics.inbound_push("unavailable");
             return answer(503, json!({"error": "temporarily unavailable; retry"}));
         }
     };
     if !inbound.allow(id).await {
+        inbound.metrics.inbound_push("rate_limited");
         return answer(429, json!({"error": "rate limited; retry later"}));
     }
     if too_large {
@@ -334,6 +340,7 @@ pub async fn intake(
     if subscription.gateway.is_some() {
         if let Err(e) = bind_client_config(inbound, &subscription, &task_id).await {
             tracing::error!(error = %e, "could not store the client's config for a gateway task");
+            inbound.metrics.inbound_push("unavailable");
             return answer(503, json!({"error": "temporarily unavailable; retry"}));
         }
     }
@@ -394,11 +401,16 @@ pub async fn intake(
                 );
             }
             inbound.notify(id, sequence).await;
+            inbound.metrics.inbound_push("accepted");
             answer(200, json!({"status": "accepted", "sequence": sequence}))
         }
-        Ok(InboundOutcome::Duplicate) => answer(200, json!({"status": "duplicate"})),
+        Ok(InboundOutcome::Duplicate) => {
+            inbound.metrics.inbound_push("duplicate");
+            answer(200, json!({"status": "duplicate"}))
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not store an inbound event");
+            inbound.metrics.inbound_push("unavailable");
             answer(503, json!({"error": "temporarily unavailable; retry"}))
         }
     }

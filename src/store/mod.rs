@@ -99,4 +99,9 @@ pub trait Store:
 
     /// Finishes queued writes and closes the store; later calls fail with `Closed`.
     async fn close(&self);
+
+    /// The writer's queue and commit times, for the metrics.
+    fn writer_stats(&self) -> Option<std::sync::Arc<crate::metrics::WriterStats>>;
+    /// The embedded store's file size (`None` for a database).
+    fn file_bytes(&self) -> Option<u64>;
 }

@@ -43,6 +43,7 @@ pub type RedbStore = TableStore<RedbBackend>;
 pub struct RedbBackend {
     db: Arc<Database>,
     writer: Writer,
+    path: std::path::PathBuf,
 }
 
 impl RedbStore {
@@ -92,7 +93,7 @@ impl RedbBackend {
         let db = Arc::new(db);
         let writer_db = db.clone();
         let writer = Writer::start("store-writer", move |batch| commit_batch(&writer_db, batch))?;
-        Ok(RedbBackend { db, writer })
+        Ok(RedbBackend { db, writer, path })
     }
 }
 
@@ -123,6 +124,14 @@ impl Backend for RedbBackend {
 
     fn can_read_long(&self) -> bool {
         true
+    }
+
+    fn writer_stats(&self) -> Option<Arc<crate::metrics::WriterStats>> {
+        Some(self.writer.stats())
+    }
+
+    fn file_bytes(&self) -> Option<u64> {
+        std::fs::metadata(&self.path).ok().map(|m| m.len())
     }
 
     async fn read_long<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {

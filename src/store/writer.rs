@@ -11,7 +11,12 @@ use std::sync::mpsc as sync_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use tokio::sync::oneshot;
+
+use crate::metrics::WriterStats;
 
 use super::StoreError;
 use super::ops::{Urgency, WriteJob};
@@ -44,6 +49,7 @@ enum Command {
 pub struct Writer {
     sender: sync_mpsc::SyncSender<Command>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<WriterStats>,
 }
 
 impl Writer {
@@ -53,14 +59,22 @@ impl Writer {
         mut commit: impl FnMut(Vec<Job>) + Send + 'static,
     ) -> Result<Writer, StoreError> {
         let (sender, commands) = sync_mpsc::sync_channel(QUEUE_CAPACITY);
+        let stats = Arc::new(WriterStats::default());
+        let loop_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || write_loop(commands, &mut commit))
+            .spawn(move || write_loop(commands, &mut commit, &loop_stats))
             .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             sender,
             thread: std::sync::Mutex::new(Some(thread)),
+            stats,
         })
+    }
+
+    /// Its queue and commit times.
+    pub fn stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
     }
 
     /// Runs `job` in the next group commit and returns its result once the commit is durable.
@@ -89,6 +103,7 @@ impl Writer {
                 sync_mpsc::TrySendError::Full(_) => StoreError::Busy,
                 sync_mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
             })?;
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         answer.await.map_err(|_| {
             StoreError::Storage("the write was not committed (see the hub's log)".to_string())
         })?
@@ -144,7 +159,11 @@ pub fn complete(completions: Vec<Completion>, outcome: Result<(), StoreError>) {
     }
 }
 
-fn write_loop(commands: sync_mpsc::Receiver<Command>, commit: &mut impl FnMut(Vec<Job>)) {
+fn write_loop(
+    commands: sync_mpsc::Receiver<Command>,
+    commit: &mut impl FnMut(Vec<Job>),
+    stats: &WriterStats,
+) {
     let mut stop_reply = None;
     while stop_reply.is_none() {
         let Ok(first) = commands.recv() else {
@@ -175,7 +194,12 @@ fn write_loop(commands: sync_mpsc::Receiver<Command>, commit: &mut impl FnMut(Ve
             };
         }
         if !batch.is_empty() {
+            stats
+                .queued
+                .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            let started = Instant::now();
             commit(batch);
+            stats.commits.observe(started.elapsed());
         }
     }
     // Answer anything that raced the stop, so no caller waits forever.

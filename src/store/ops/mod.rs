@@ -76,6 +76,14 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<R, StoreError>;
     /// Finishes the writes in progress and releases the engine.
     async fn close(&self);
+    /// See `Store::writer_stats`.
+    fn writer_stats(&self) -> Option<Arc<crate::metrics::WriterStats>> {
+        None
+    }
+    /// See `Store::file_bytes`.
+    fn file_bytes(&self) -> Option<u64> {
+        None
+    }
 
     /// Lane leases, for a backend several nodes share (see `Store::shared`); a backend of
     /// one node holds every lane.
@@ -282,5 +290,13 @@ impl<B: Backend> Store for TableStore<B> {
 
     async fn close(&self) {
         self.backend.close().await;
+    }
+
+    fn writer_stats(&self) -> Option<Arc<crate::metrics::WriterStats>> {
+        self.backend.writer_stats()
+    }
+
+    fn file_bytes(&self) -> Option<u64> {
+        self.backend.file_bytes()
     }
 }

@@ -157,6 +157,10 @@ impl Backend for PostgresBackend {
         true
     }
 
+    fn writer_stats(&self) -> Option<Arc<crate::metrics::WriterStats>> {
+        Some(self.writer.stats())
+    }
+
     async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
         let leases = self.lanes.clone();
         blocking(move || leases.claim(&lanes)).await
