@@ -137,6 +137,7 @@ async fn main() -> ExitCode {
         Command::Configs { admin, action } => cli::admin::configs(admin, action).await,
         Command::Operator { admin, action } => cli::admin::operator(admin, action).await,
         Command::Origins { admin, action } => cli::admin::origins(admin, action).await,
+        Command::Subscriptions { admin, action } => cli::admin::subscriptions(admin, action).await,
         Command::Keys { admin, action } => cli::admin::keys(admin, action).await,
         Command::Probe(args) => cli::probe::probe(args).await,
         Command::Verify(args) => match cli::verify::verify(args).await {

@@ -510,3 +510,66 @@ async fn a_misnamed_variable_is_pointed_out_and_logs_carry_no_colour_codes_off_a
         "no colour codes in a pipe: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_subscriptions_commands_create_list_show_and_delete_and_read_what_arrived() {
+    use common::TestHub;
+    let hub = TestHub::start().await;
+    let admin = hub.admin.clone();
+    let base = ["subscriptions", "--admin-url", admin.as_str()];
+    let (ok, created, stderr) = cli(&[
+        &base[..],
+        &["create", "--task-id", "t-sub", "--token", "peer-token-1"],
+    ]
+    .concat())
+    .await;
+    assert!(ok, "{stderr}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let intake = created["url"].as_str().unwrap().to_string();
+    assert_eq!(created["taskId"], "t-sub");
+
+    // A peer pushes with the token, and once without it.
+    for (token, expected) in [("peer-token-1", 200), ("wrong", 401)] {
+        let response = hub
+            .http
+            .post(&intake)
+            .header("content-type", "application/json")
+            .header("x-a2a-notification-token", token)
+            .body(status_event("t-sub", "TASK_STATE_WORKING").to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected);
+    }
+    let (ok, listed, _) = cli(&[&base[..], &["list"]].concat()).await;
+    assert!(ok);
+    assert!(listed.to_string().contains(&id), "{listed}");
+    assert!(
+        !listed.to_string().contains("peer-token-1"),
+        "no secrets in a list"
+    );
+    let (ok, shown, _) = cli(&[&base[..], &["show", &id]].concat()).await;
+    assert!(ok);
+    assert_eq!(shown["id"], id.as_str());
+    let (ok, events, _) = cli(&[&base[..], &["events", &id]].concat()).await;
+    assert!(ok);
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
+    let (ok, receipts, _) = cli(&[&base[..], &["receipts", &id]].concat()).await;
+    assert!(ok);
+    let verdicts: Vec<&str> = receipts["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["accepted", "unauthorized"]);
+    let (ok, _, stderr) = cli(&[&base[..], &["create", "--body", "{nope"]].concat()).await;
+    assert!(!ok);
+    assert!(stderr.contains("--body is not valid JSON"), "{stderr}");
+    let (ok, _, stderr) = cli(&[&base[..], &["delete", &id]].concat()).await;
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = cli(&[&base[..], &["show", &id]].concat()).await;
+    assert!(!ok);
+    assert!(stderr.contains("404"), "{stderr}");
+    hub.stop().await;
+}

@@ -7,7 +7,7 @@ use super::admin_client::AdminError;
 use super::admin_client::path;
 use super::args::{
     AdminArgs, ConfigsAction, DeliveriesAction, FilterArgs, KeysAction, OperatorAction,
-    OriginsAction,
+    OriginsAction, SubscriptionsAction,
 };
 
 pub fn print_answer(result: Result<serde_json::Value, AdminError>) -> ExitCode {
@@ -148,6 +148,77 @@ fn filter_body(set: FilterArgs) -> Result<Option<serde_json::Value>, AdminError>
             .map_err(|e| AdminError::Usage(format!("--match is not valid JSON: {e}"))),
         (None, None) => Ok(None),
     }
+}
+
+pub async fn subscriptions(admin: AdminArgs, action: SubscriptionsAction) -> ExitCode {
+    let client = admin.client();
+    let of = |id: &str, what: Option<&str>| {
+        let mut segments = vec!["api", "v1", "subscriptions", id];
+        segments.extend(what);
+        path(&segments)
+    };
+    let page =
+        |after: u64, limit: usize| [("after", after.to_string()), ("limit", limit.to_string())];
+    print_answer(match action {
+        SubscriptionsAction::Create {
+            tenant,
+            task_id,
+            token,
+            webhook_secret,
+            jwks_url,
+            issuer,
+            forward_to,
+            tolerance_seconds,
+            body,
+        } => {
+            let body = match body {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| AdminError::Usage(format!("--body is not valid JSON: {e}"))),
+                None => {
+                    let mut fields = serde_json::Map::new();
+                    let strings = [
+                        ("taskId", task_id),
+                        ("token", token),
+                        ("webhookSecret", webhook_secret),
+                        ("jwksUrl", jwks_url),
+                        ("issuer", issuer),
+                        ("forwardTo", forward_to),
+                    ];
+                    for (name, value) in strings {
+                        if let Some(value) = value {
+                            fields.insert(name.to_string(), value.into());
+                        }
+                    }
+                    if let Some(seconds) = tolerance_seconds {
+                        fields.insert("toleranceSeconds".to_string(), seconds.into());
+                    }
+                    Ok(serde_json::Value::Object(fields))
+                }
+            };
+            let query: Vec<(&str, String)> = tenant.map(|t| ("tenant", t)).into_iter().collect();
+            match body {
+                Ok(body) => {
+                    client
+                        .post("/api/v1/subscriptions", &query, Some(body))
+                        .await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        SubscriptionsAction::List => client.get("/api/v1/subscriptions", &[]).await,
+        SubscriptionsAction::Show { id } => client.get(&of(&id, None), &[]).await,
+        SubscriptionsAction::Delete { id } => client.delete(&of(&id, None)).await,
+        SubscriptionsAction::Events { id, after, limit } => {
+            client
+                .get(&of(&id, Some("events")), &page(after, limit))
+                .await
+        }
+        SubscriptionsAction::Receipts { id, after, limit } => {
+            client
+                .get(&of(&id, Some("receipts")), &page(after, limit))
+                .await
+        }
+    })
 }
 
 pub async fn origins(admin: AdminArgs, action: OriginsAction) -> ExitCode {

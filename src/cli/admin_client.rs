@@ -66,6 +66,11 @@ impl AdminClient {
         self.send(request).await
     }
 
+    pub async fn delete(&self, path: &str) -> Result<Value, AdminError> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
     pub async fn put(
         &self,
         path: &str,

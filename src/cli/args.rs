@@ -121,6 +121,14 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigsAction,
     },
+    /// Inbound subscriptions — where peer agents push, verified — through a running hub's
+    /// admin API.
+    Subscriptions {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        action: SubscriptionsAction,
+    },
     /// How the origins (scheme://host:port) the hub delivers to are answering, through a
     /// running hub's admin API.
     Origins {
@@ -128,6 +136,66 @@ pub enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         action: OriginsAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SubscriptionsAction {
+    /// Create one; prints it with its intake URL and the credentials peers must present
+    /// (shown this once).
+    Create {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Accept pushes for this task only.
+        #[arg(long)]
+        task_id: Option<String>,
+        /// The token peers send (X-A2A-Notification-Token); random when not given.
+        #[arg(long)]
+        token: Option<String>,
+        /// A Standard Webhooks secret (whsec_…) the pushes must be signed with.
+        #[arg(long)]
+        webhook_secret: Option<String>,
+        /// Verify the peers' JWTs against this JWKS.
+        #[arg(long)]
+        jwks_url: Option<String>,
+        /// The `iss` those JWTs must carry.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Forward every accepted event to this webhook (delivered like any push).
+        #[arg(long)]
+        forward_to: Option<String>,
+        /// How old a signed push or JWT may be, in seconds (1 to 3600).
+        #[arg(long)]
+        tolerance_seconds: Option<u64>,
+        /// The whole request body as JSON (see spec/openapi.yaml), instead of the flags.
+        #[arg(long, value_name = "JSON", conflicts_with_all = ["task_id", "token", "webhook_secret", "jwks_url", "issuer", "forward_to", "tolerance_seconds"])]
+        body: Option<String>,
+    },
+    /// List the subscriptions (never their secrets).
+    List,
+    /// One subscription.
+    Show { id: String },
+    /// Delete one: its intake URL stops accepting pushes.
+    Delete { id: String },
+    /// Its accepted events, oldest first.
+    Events {
+        id: String,
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// What each push got: its verdict, every check, the conformance notes.
+    Receipts {
+        id: String,
+        /// Only receipts after this number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
