@@ -551,6 +551,16 @@ async fn the_subscriptions_commands_create_list_show_and_delete_and_read_what_ar
     let (ok, shown, _) = cli(&[&base[..], &["show", &id]].concat()).await;
     assert!(ok);
     assert_eq!(shown["id"], id.as_str());
+    // For a person: a table of the list, the object's fields one per line.
+    let table = tokio::process::Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"))
+        .args([&base[..], &["list", "--output", "table"]].concat())
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().starts_with("id "), "{table}");
+    assert!(lines.next().unwrap().starts_with(&id), "{table}");
     let (ok, events, _) = cli(&[&base[..], &["events", &id]].concat()).await;
     assert!(ok);
     assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");

@@ -7,16 +7,19 @@ use super::admin_client::AdminError;
 use super::admin_client::path;
 use super::args::{
     AdminArgs, ConfigsAction, DeliveriesAction, FilterArgs, KeysAction, OperatorAction,
-    OriginsAction, SubscriptionsAction,
+    OriginsAction, Output, SubscriptionsAction,
 };
 
-pub fn print_answer(result: Result<serde_json::Value, AdminError>) -> ExitCode {
+pub fn print_answer(output: Output, result: Result<serde_json::Value, AdminError>) -> ExitCode {
     match result {
         Ok(answer) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&answer).unwrap_or_default()
-            );
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&answer).unwrap_or_default()
+                ),
+                Output::Table => print!("{}", super::table::render(&answer)),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -27,15 +30,18 @@ pub fn print_answer(result: Result<serde_json::Value, AdminError>) -> ExitCode {
 }
 
 pub async fn keys(admin: AdminArgs, action: KeysAction) -> ExitCode {
-    let client = admin.client();
-    print_answer(match action {
-        KeysAction::List => client.get("/api/v1/keys", &[]).await,
-        KeysAction::Rotate => client.post("/api/v1/keys:rotate", &[], None).await,
-    })
+    let (client, output) = admin.open();
+    print_answer(
+        output,
+        match action {
+            KeysAction::List => client.get("/api/v1/keys", &[]).await,
+            KeysAction::Rotate => client.post("/api/v1/keys:rotate", &[], None).await,
+        },
+    )
 }
 
 pub async fn deliveries(admin: AdminArgs, action: DeliveriesAction) -> ExitCode {
-    let client = admin.client();
+    let (client, output) = admin.open();
     let result = match action {
         DeliveriesAction::List {
             filter,
@@ -83,60 +89,63 @@ pub async fn deliveries(admin: AdminArgs, action: DeliveriesAction) -> ExitCode 
                 .await
         }
     };
-    print_answer(result)
+    print_answer(output, result)
 }
 
 pub async fn configs(admin: AdminArgs, action: ConfigsAction) -> ExitCode {
-    let client = admin.client();
+    let (client, output) = admin.open();
     let tenant = |tenant: Option<String>| -> Vec<(&str, String)> {
         tenant.map(|t| ("tenant", t)).into_iter().collect()
     };
-    print_answer(match action {
-        ConfigsAction::Health {
-            task_id,
-            config_id,
-            tenant: t,
-        } => {
-            let at = path(&[
-                "api", "v1", "tasks", &task_id, "configs", &config_id, "health",
-            ]);
-            client.get(&at, &tenant(t)).await
-        }
-        ConfigsAction::Enable {
-            task_id,
-            config_id,
-            tenant: t,
-        } => {
-            let action = format!("{config_id}:enable");
-            let at = path(&["api", "v1", "tasks", &task_id, "configs", &action]);
-            client.post(&at, &tenant(t), None).await
-        }
-        ConfigsAction::Filter {
-            task_id,
-            config_id,
-            tenant: t,
-            set,
-        } => {
-            let at = path(&[
-                "api", "v1", "tasks", &task_id, "configs", &config_id, "filter",
-            ]);
-            match filter_body(set) {
-                Ok(None) => client.get(&at, &tenant(t)).await,
-                Ok(Some(filter)) => client.put(&at, &tenant(t), filter).await,
+    print_answer(
+        output,
+        match action {
+            ConfigsAction::Health {
+                task_id,
+                config_id,
+                tenant: t,
+            } => {
+                let at = path(&[
+                    "api", "v1", "tasks", &task_id, "configs", &config_id, "health",
+                ]);
+                client.get(&at, &tenant(t)).await
+            }
+            ConfigsAction::Enable {
+                task_id,
+                config_id,
+                tenant: t,
+            } => {
+                let action = format!("{config_id}:enable");
+                let at = path(&["api", "v1", "tasks", &task_id, "configs", &action]);
+                client.post(&at, &tenant(t), None).await
+            }
+            ConfigsAction::Filter {
+                task_id,
+                config_id,
+                tenant: t,
+                set,
+            } => {
+                let at = path(&[
+                    "api", "v1", "tasks", &task_id, "configs", &config_id, "filter",
+                ]);
+                match filter_body(set) {
+                    Ok(None) => client.get(&at, &tenant(t)).await,
+                    Ok(Some(filter)) => client.put(&at, &tenant(t), filter).await,
+                    Err(e) => Err(e),
+                }
+            }
+            ConfigsAction::Defaults { tenant: t, set } => match filter_body(set) {
+                Ok(None) => client.get("/api/v1/tenant-defaults", &tenant(t)).await,
+                Ok(Some(filter)) => {
+                    let body = serde_json::json!({ "filter": filter });
+                    client
+                        .put("/api/v1/tenant-defaults", &tenant(t), body)
+                        .await
+                }
                 Err(e) => Err(e),
-            }
-        }
-        ConfigsAction::Defaults { tenant: t, set } => match filter_body(set) {
-            Ok(None) => client.get("/api/v1/tenant-defaults", &tenant(t)).await,
-            Ok(Some(filter)) => {
-                let body = serde_json::json!({ "filter": filter });
-                client
-                    .put("/api/v1/tenant-defaults", &tenant(t), body)
-                    .await
-            }
-            Err(e) => Err(e),
+            },
         },
-    })
+    )
 }
 
 /// The filter `--events` or `--match` asks to set; `None`: only show it.
@@ -151,7 +160,7 @@ fn filter_body(set: FilterArgs) -> Result<Option<serde_json::Value>, AdminError>
 }
 
 pub async fn subscriptions(admin: AdminArgs, action: SubscriptionsAction) -> ExitCode {
-    let client = admin.client();
+    let (client, output) = admin.open();
     let of = |id: &str, what: Option<&str>| {
         let mut segments = vec!["api", "v1", "subscriptions", id];
         segments.extend(what);
@@ -159,84 +168,91 @@ pub async fn subscriptions(admin: AdminArgs, action: SubscriptionsAction) -> Exi
     };
     let page =
         |after: u64, limit: usize| [("after", after.to_string()), ("limit", limit.to_string())];
-    print_answer(match action {
-        SubscriptionsAction::Create {
-            tenant,
-            task_id,
-            token,
-            webhook_secret,
-            jwks_url,
-            issuer,
-            forward_to,
-            tolerance_seconds,
-            body,
-        } => {
-            let body = match body {
-                Some(text) => serde_json::from_str(&text)
-                    .map_err(|e| AdminError::Usage(format!("--body is not valid JSON: {e}"))),
-                None => {
-                    let mut fields = serde_json::Map::new();
-                    let strings = [
-                        ("taskId", task_id),
-                        ("token", token),
-                        ("webhookSecret", webhook_secret),
-                        ("jwksUrl", jwks_url),
-                        ("issuer", issuer),
-                        ("forwardTo", forward_to),
-                    ];
-                    for (name, value) in strings {
-                        if let Some(value) = value {
-                            fields.insert(name.to_string(), value.into());
+    print_answer(
+        output,
+        match action {
+            SubscriptionsAction::Create {
+                tenant,
+                task_id,
+                token,
+                webhook_secret,
+                jwks_url,
+                issuer,
+                forward_to,
+                tolerance_seconds,
+                body,
+            } => {
+                let body = match body {
+                    Some(text) => serde_json::from_str(&text)
+                        .map_err(|e| AdminError::Usage(format!("--body is not valid JSON: {e}"))),
+                    None => {
+                        let mut fields = serde_json::Map::new();
+                        let strings = [
+                            ("taskId", task_id),
+                            ("token", token),
+                            ("webhookSecret", webhook_secret),
+                            ("jwksUrl", jwks_url),
+                            ("issuer", issuer),
+                            ("forwardTo", forward_to),
+                        ];
+                        for (name, value) in strings {
+                            if let Some(value) = value {
+                                fields.insert(name.to_string(), value.into());
+                            }
                         }
+                        if let Some(seconds) = tolerance_seconds {
+                            fields.insert("toleranceSeconds".to_string(), seconds.into());
+                        }
+                        Ok(serde_json::Value::Object(fields))
                     }
-                    if let Some(seconds) = tolerance_seconds {
-                        fields.insert("toleranceSeconds".to_string(), seconds.into());
+                };
+                let query: Vec<(&str, String)> =
+                    tenant.map(|t| ("tenant", t)).into_iter().collect();
+                match body {
+                    Ok(body) => {
+                        client
+                            .post("/api/v1/subscriptions", &query, Some(body))
+                            .await
                     }
-                    Ok(serde_json::Value::Object(fields))
+                    Err(e) => Err(e),
                 }
-            };
-            let query: Vec<(&str, String)> = tenant.map(|t| ("tenant", t)).into_iter().collect();
-            match body {
-                Ok(body) => {
-                    client
-                        .post("/api/v1/subscriptions", &query, Some(body))
-                        .await
-                }
-                Err(e) => Err(e),
             }
-        }
-        SubscriptionsAction::List => client.get("/api/v1/subscriptions", &[]).await,
-        SubscriptionsAction::Show { id } => client.get(&of(&id, None), &[]).await,
-        SubscriptionsAction::Delete { id } => client.delete(&of(&id, None)).await,
-        SubscriptionsAction::Events { id, after, limit } => {
-            client
-                .get(&of(&id, Some("events")), &page(after, limit))
-                .await
-        }
-        SubscriptionsAction::Receipts { id, after, limit } => {
-            client
-                .get(&of(&id, Some("receipts")), &page(after, limit))
-                .await
-        }
-    })
+            SubscriptionsAction::List => client.get("/api/v1/subscriptions", &[]).await,
+            SubscriptionsAction::Show { id } => client.get(&of(&id, None), &[]).await,
+            SubscriptionsAction::Delete { id } => client.delete(&of(&id, None)).await,
+            SubscriptionsAction::Events { id, after, limit } => {
+                client
+                    .get(&of(&id, Some("events")), &page(after, limit))
+                    .await
+            }
+            SubscriptionsAction::Receipts { id, after, limit } => {
+                client
+                    .get(&of(&id, Some("receipts")), &page(after, limit))
+                    .await
+            }
+        },
+    )
 }
 
 pub async fn origins(admin: AdminArgs, action: OriginsAction) -> ExitCode {
-    let client = admin.client();
-    print_answer(match action {
-        OriginsAction::List { limit } => {
-            client
-                .get("/api/v1/origins", &[("limit", limit.to_string())])
-                .await
-        }
-        OriginsAction::Health { url } => {
-            client.get("/api/v1/origins/health", &[("url", url)]).await
-        }
-    })
+    let (client, output) = admin.open();
+    print_answer(
+        output,
+        match action {
+            OriginsAction::List { limit } => {
+                client
+                    .get("/api/v1/origins", &[("limit", limit.to_string())])
+                    .await
+            }
+            OriginsAction::Health { url } => {
+                client.get("/api/v1/origins/health", &[("url", url)]).await
+            }
+        },
+    )
 }
 
 pub async fn operator(admin: AdminArgs, action: OperatorAction) -> ExitCode {
-    let client = admin.client();
+    let (client, output) = admin.open();
     match action {
         OperatorAction::Events {
             after,
@@ -244,7 +260,7 @@ pub async fn operator(admin: AdminArgs, action: OperatorAction) -> ExitCode {
             follow: false,
         } => {
             let query = [("after", after.to_string()), ("limit", limit.to_string())];
-            print_answer(client.get("/api/v1/operator/events", &query).await)
+            print_answer(output, client.get("/api/v1/operator/events", &query).await)
         }
         OperatorAction::Events {
             after,

@@ -319,11 +319,29 @@ pub struct AdminArgs {
         global = true
     )]
     pub admin_token: Option<String>,
+    /// How answers are printed: a table for a person, JSON for a script (default: table on
+    /// a terminal, JSON otherwise).
+    #[arg(long, value_enum, global = true)]
+    pub output: Option<Output>,
+}
+
+/// How the admin commands print an answer.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
 
 impl AdminArgs {
-    pub fn client(self) -> AdminClient {
-        AdminClient::new(&self.admin_url, self.admin_token)
+    /// The client, and how to print its answers.
+    pub fn open(self) -> (AdminClient, Output) {
+        use std::io::IsTerminal;
+        let output = self.output.unwrap_or(if std::io::stdout().is_terminal() {
+            Output::Table
+        } else {
+            Output::Json
+        });
+        (AdminClient::new(&self.admin_url, self.admin_token), output)
     }
 }
 

@@ -30,7 +30,7 @@ pub async fn backup(admin: AdminArgs, to: &Path) -> ExitCode {
         Ok(file) => file,
         Err(e) => return fail(format_args!("cannot create {}: {e}", partial.display())),
     };
-    let client = admin.client();
+    let (client, _) = admin.open();
     let written = client.download("/api/v1/backup", &mut file).await;
     let synced = file.flush().await.and(file.sync_all().await);
     drop(file);

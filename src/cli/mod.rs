@@ -8,4 +8,5 @@ pub mod args;
 pub mod backup;
 pub mod migrate;
 pub mod probe;
+pub mod table;
 pub mod verify;
