@@ -14,19 +14,7 @@ use serde_json::Value;
 
 const TASKS: usize = 20;
 
-async fn cli(args: &[&str]) -> (bool, Value, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"))
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    (
-        output.status.success(),
-        serde_json::from_str(&stdout).unwrap_or_default(),
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
-}
+use common::run_cli as cli;
 
 fn on_postgres() -> bool {
     std::env::var("A2A_PUSH_HUB_TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty())

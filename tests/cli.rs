@@ -109,20 +109,7 @@ fn a_busy_port_is_reported_with_the_listener_and_address() {
     );
 }
 
-async fn cli(args: &[&str]) -> (bool, serde_json::Value, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"))
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    (
-        output.status.success(),
-        serde_json::from_str(&stdout).unwrap_or_default(),
-        stderr,
-    )
-}
+use common::run_cli as cli;
 
 #[tokio::test]
 async fn the_deliveries_commands_list_show_and_replay_through_the_admin_api() {

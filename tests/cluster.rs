@@ -463,22 +463,5 @@ async fn two_nodes_together_keep_an_origin_within_its_rate_cap() {
         .collect();
     arrivals.sort();
     // Each node bursts a tenth of its share (at least 1), then takes half the rate.
-    let most = (0..arrivals.len())
-        .map(|i| {
-            arrivals[i..]
-                .iter()
-                .take_while(|at| at.duration_since(arrivals[i]) < Duration::from_secs(1))
-                .count()
-        })
-        .max()
-        .unwrap();
-    assert!(
-        most <= 2 + RATE as usize + 2,
-        "{most} requests within one second"
-    );
-    let spread = arrivals[TASKS - 1].duration_since(arrivals[0]);
-    assert!(
-        spread >= Duration::from_secs_f64((TASKS - 2) as f64 / RATE - 0.3),
-        "{TASKS} requests came within {spread:?}"
-    );
+    common::assert_rate_capped(&arrivals, RATE, 2, 0.3);
 }

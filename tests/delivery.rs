@@ -856,19 +856,6 @@ async fn a_config_failing_for_disable_after_is_suspended_and_enabling_resumes_it
     hub.stop().await;
 }
 
-/// The most arrivals within any `window`, of arrivals in time order.
-fn most_within(arrivals: &[Instant], window: Duration) -> usize {
-    (0..arrivals.len())
-        .map(|i| {
-            arrivals[i..]
-                .iter()
-                .take_while(|at| at.duration_since(arrivals[i]) < window)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn an_origin_with_a_rate_cap_gets_no_more_requests_per_second_and_others_are_not_held_up() {
     const RATE: f64 = 20.0;
@@ -900,18 +887,8 @@ async fn an_origin_with_a_rate_cap_gets_no_more_requests_per_second_and_others_a
         .iter()
         .map(|r| r.at)
         .collect();
-    // A burst of a tenth of a second's worth (2), then RATE a second; a little room for the
-    // network moving arrivals closer together than their starts were.
-    let most = most_within(&arrivals, Duration::from_secs(1));
-    assert!(
-        most <= 2 + RATE as usize + 2,
-        "{most} requests within one second"
-    );
-    let spread = arrivals[TASKS - 1].duration_since(arrivals[0]);
-    assert!(
-        spread >= Duration::from_secs_f64((TASKS - 2) as f64 / RATE - 0.2),
-        "{TASKS} requests came within {spread:?}"
-    );
+    // A burst of a tenth of a second's worth (2), then RATE a second.
+    common::assert_rate_capped(&arrivals, RATE, 2, 0.2);
     assert!(
         first_other < arrivals[TASKS / 2],
         "the other origin's delivery waited for the capped one"

@@ -75,3 +75,42 @@ pub fn refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect()
 }
+
+/// Checks arrivals (in time order) against a cap of `rate` a second: at most `burst` + `rate`
+/// (+2 for the network moving arrivals closer than their starts) within any second, and all
+/// of them spread over at least what the rate allows, less `slack_s`.
+pub fn assert_rate_capped(arrivals: &[Instant], rate: f64, burst: usize, slack_s: f64) {
+    let most = (0..arrivals.len())
+        .map(|i| {
+            arrivals[i..]
+                .iter()
+                .take_while(|at| at.duration_since(arrivals[i]) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        most <= burst + rate as usize + 2,
+        "{most} requests within one second"
+    );
+    let (count, first, last) = (arrivals.len(), arrivals[0], arrivals[arrivals.len() - 1]);
+    let spread = last.duration_since(first);
+    assert!(
+        spread >= Duration::from_secs_f64((count - burst) as f64 / rate - slack_s),
+        "{count} requests came within {spread:?}"
+    );
+}
+
+/// Runs this build's command line; (succeeded, standard output as JSON, standard error).
+pub async fn run_cli(args: &[&str]) -> (bool, Value, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_a2a-push-hub"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        serde_json::from_slice(&output.stdout).unwrap_or_default(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
