@@ -239,21 +239,34 @@ pub async fn restore_store(
                 }
             }
             Ok(())
-        });
+        })?;
         if !batch.is_empty() {
             let _ = batches.blocking_send(batch);
         }
-        summary
+        Ok::<_, RestoreError>(summary)
     });
-    while let Some(batch) = received.recv().await {
-        restored.load(batch).await?;
+    let loaded = async {
+        while let Some(batch) = received.recv().await {
+            restored.load(batch).await?;
+        }
+        reader
+            .await
+            .map_err(|e| StoreError::Storage(format!("the restore stopped: {e}")))?
     }
-    let summary = reader
-        .await
-        .map_err(|e| StoreError::Storage(format!("the restore stopped: {e}")))??;
+    .await;
+    drop(received);
     restored.close().await;
-    debug_assert_eq!(summary, checked);
-    Ok(summary)
+    match loaded {
+        Ok(summary) => {
+            debug_assert_eq!(summary, checked);
+            Ok(summary)
+        }
+        Err(e) => {
+            // The file changed since it was checked, or the disk failed: leave no half store.
+            let _ = std::fs::remove_file(data_dir.join(store::REDB_FILE));
+            Err(e)
+        }
+    }
 }
 
 /// How often a node sharing its store with others reloads the signing keys.
