@@ -11,7 +11,7 @@ mod cli;
 use cli::args::{Cli, Command, LogFormat};
 
 /// Under load glibc's allocator took about an eighth of the hub's CPU; with mimalloc the same
-/// benchmark delivers about 12 % more per second (README, Performance).
+/// benchmark delivers about 12 % more per second (docs/PERFORMANCE.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -103,7 +103,7 @@ impl Backend for RedbBackend {
     /// keeps the last committed version for readers), and the pages it reads are in redb's
     /// cache or the OS page cache: a few microseconds, where handing each read to the blocking
     /// pool cost a thread wake-up and two context switches — a fifth of the hub's CPU per
-    /// delivery under single-event load (README, Performance).
+    /// delivery under single-event load (docs/PERFORMANCE.md).
     async fn read<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::storage)?;
         job(&RedbRead::new(&txn))
