@@ -144,6 +144,7 @@ pub enum SubscriptionsAction {
     /// Create one; prints it with its intake URL and the credentials peers must present
     /// (shown this once).
     Create {
+        /// The tenant (default: none).
         #[arg(long)]
         tenant: Option<String>,
         /// Accept pushes for this task only.
@@ -174,11 +175,18 @@ pub enum SubscriptionsAction {
     /// List the subscriptions (never their secrets).
     List,
     /// One subscription.
-    Show { id: String },
+    Show {
+        /// The subscription's id.
+        id: String,
+    },
     /// Delete one: its intake URL stops accepting pushes.
-    Delete { id: String },
+    Delete {
+        /// The subscription's id.
+        id: String,
+    },
     /// Its accepted events, oldest first.
     Events {
+        /// The subscription's id.
         id: String,
         /// Only events after this sequence number.
         #[arg(long, default_value_t = 0)]
@@ -189,6 +197,7 @@ pub enum SubscriptionsAction {
     },
     /// What each push got: its verdict, every check, the conformance notes.
     Receipts {
+        /// The subscription's id.
         id: String,
         /// Only receipts after this number.
         #[arg(long, default_value_t = 0)]
@@ -249,23 +258,32 @@ pub enum ConfigsAction {
     /// Is this webhook working? Its failing streak, recent attempts (success rate, latency),
     /// pending deliveries and its origin's circuit.
     Health {
+        /// The task's id.
         task_id: String,
+        /// The push config's id.
         config_id: String,
+        /// The tenant (default: none).
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Make a suspended (or disabled) config active again: its held deliveries resume in
     /// order.
     Enable {
+        /// The task's id.
         task_id: String,
+        /// The push config's id.
         config_id: String,
+        /// The tenant (default: none).
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Show which events a config receives, or set it with --events or --match.
     Filter {
+        /// The task's id.
         task_id: String,
+        /// The push config's id.
         config_id: String,
+        /// The tenant (default: none).
         #[arg(long)]
         tenant: Option<String>,
         #[command(flatten)]
@@ -273,6 +291,7 @@ pub enum ConfigsAction {
     },
     /// Show the filter a tenant's new configs start with, or set it with --events or --match.
     Defaults {
+        /// The tenant (default: none).
         #[arg(long)]
         tenant: Option<String>,
         #[command(flatten)]
@@ -283,10 +302,13 @@ pub enum ConfigsAction {
 /// Filters shared by `list` and `replay`.
 #[derive(clap::Args)]
 pub struct DeliveryFilterArgs {
+    /// The tenant (default: none).
     #[arg(long)]
     pub tenant: Option<String>,
+    /// The task's id.
     #[arg(long)]
     pub task_id: Option<String>,
+    /// The push config's id.
     #[arg(long)]
     pub config_id: Option<String>,
     /// pending, delivered, dead, canceled or skipped.
@@ -359,6 +381,7 @@ pub enum DeliveriesAction {
     List {
         #[command(flatten)]
         filter: DeliveryFilterArgs,
+        /// At most this many (1 to 1000).
         #[arg(long)]
         limit: Option<usize>,
         /// The `nextCursor` of the previous page.
@@ -366,10 +389,14 @@ pub enum DeliveriesAction {
         after: Option<String>,
     },
     /// Show one delivery with its attempt log.
-    Show { delivery_id: String },
+    Show {
+        /// The delivery's id (its `webhook-id`).
+        delivery_id: String,
+    },
     /// Replay one delivery, or (without an id) every delivery matching the filters; by
     /// default the dead ones.
     Replay {
+        /// The delivery's id (its `webhook-id`).
         delivery_id: Option<String>,
         #[command(flatten)]
         filter: DeliveryFilterArgs,
@@ -495,4 +522,31 @@ pub struct ProbeArgs {
     /// Write the report as a self-contained HTML page.
     #[arg(long)]
     pub html: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_option_is_described_in_help() {
+        fn undescribed(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                undescribed(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        undescribed(&super::Cli::command(), "a2a-push-hub", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 }
