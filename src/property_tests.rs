@@ -1,6 +1,6 @@
 //! Property tests over the parsers that face untrusted input: arbitrary JSON, bytes and
 //! strings must never panic, and refused addresses stay refused in every spelling. (Longer,
-//! coverage-guided runs: see README, "Fuzzing".)
+//! coverage-guided runs: see docs/PERFORMANCE.md, "Fuzzing".)
 
 use crate::a2a::event::parse_event;
 use crate::a2a::params::Params;

@@ -1,4 +1,4 @@
-//! Spans of the hub's work, exported over OTLP (README, "Tracing"), off unless configured.
+//! Spans of the hub's work, exported over OTLP (docs/TRACING.md), off unless configured.
 //!
 //! Three kinds of span, after OpenTelemetry's messaging conventions: `create` when an event is
 //! published through the event API, `receive` when a peer's push is accepted, and `send` for

@@ -1,6 +1,6 @@
 //! W3C Trace Context (`traceparent`, `tracestate`) and W3C Baggage: what the hub takes from
 //! the requests that start work, keeps with that work, and passes on to the webhooks it calls
-//! (README, "Tracing").
+//! (docs/TRACING.md).
 //!
 //! The hub is a hop in the publisher's trace: each delivery attempt is a span of that trace
 //! with an id of its own, so a receiver that continues the trace shows every attempt — the

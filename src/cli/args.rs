@@ -231,7 +231,7 @@ pub struct FilterArgs {
     /// Which events to deliver.
     #[arg(long, value_parser = ["all", "state_changes", "terminal"])]
     pub events: Option<String>,
-    /// Deliver only events matching this JSON pattern (see the README's "Delivery filters").
+    /// Deliver only events matching this JSON pattern (see docs/DELIVERY.md, "Delivery filters").
     #[arg(long = "match", value_name = "JSON")]
     pub pattern: Option<String>,
 }

@@ -39,7 +39,7 @@ pub struct Settings {
     pub operator: OperatorSettings,
 }
 
-/// Exporting spans over OTLP (README, "Tracing"). Off unless an endpoint is set here or in
+/// Exporting spans over OTLP (docs/TRACING.md). Off unless an endpoint is set here or in
 /// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]

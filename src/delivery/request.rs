@@ -1,4 +1,4 @@
-//! Rendering the outbound request (README, "Delivery"; spec/signing.md) (signature headers come with signing): the
+//! Rendering the outbound request (docs/DELIVERY.md; spec/signing.md) (signature headers come with signing): the
 //! headers every attempt carries, computed from the config, the delivery and the attempt time.
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};

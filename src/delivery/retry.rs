@@ -1,4 +1,4 @@
-//! The retry policy (README, "Delivery"): how one attempt's result decides the delivery's fate.
+//! The retry policy (docs/DELIVERY.md): how one attempt's result decides the delivery's fate.
 //! Pure functions of the outcome, the attempt count and the clock; no I/O.
 
 use std::time::{Duration, SystemTime};

@@ -1,5 +1,5 @@
-//! `a2a-push-hub probe`: grades how an A2A agent pushes task updates (README, "Probing an
-//! agent"; `spec/probe-report.md`).
+//! `a2a-push-hub probe`: grades how an A2A agent pushes task updates (docs/PROBE.md;
+//! `spec/probe-report.md`).
 //!
 //! The probe is a real client of the agent: it reads the card, starts several tasks, each
 //! with its own webhook on the probe's listener, registers configs inline and on a running
