@@ -170,12 +170,14 @@ impl Machine {
         }
     }
 
-    /// The origin's state, made when first needed.
+    /// The origin's state, made when first needed (its name is copied only then: this runs
+    /// for every attempt).
     fn origin_mut(&mut self, origin: &str, now: u64) -> &mut Origin {
-        let (limits, nodes) = (self.limits, self.nodes);
-        self.origins
-            .entry(origin.to_string())
-            .or_insert_with(|| Origin::new(&limits, nodes, now))
+        if !self.origins.contains_key(origin) {
+            let fresh = Origin::new(&self.limits, self.nodes, now);
+            self.origins.insert(origin.to_string(), fresh);
+        }
+        self.origins.get_mut(origin).expect("inserted above")
     }
 
     /// When `tick` has something to do next (ms since the epoch): `None` while nothing is
