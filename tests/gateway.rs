@@ -167,6 +167,16 @@ async fn inline_configs_are_swapped_for_the_intake_and_the_agents_pushes_become_
     assert_eq!(last.sequence(), 1);
     assert!(last.header("webhook-signature").starts_with("v1a,"));
     assert_eq!(last.json(), event);
+    let metrics = hub.metrics().await;
+    let answered = common::metric_value(
+        &metrics,
+        "a2a_push_hub_gateway_upstream_requests_total{outcome=\"answered\"}",
+    );
+    assert!(
+        answered >= 1.0,
+        "the SendMessage the agent answered: {answered}"
+    );
+    assert!(metrics.contains("a2a_push_hub_gateway_upstream_duration_seconds_count"));
     hub.stop().await;
 }
 
@@ -276,6 +286,15 @@ async fn an_unreachable_agent_is_a_clear_error_in_each_binding() {
         listed["subscriptions"],
         json!([]),
         "no intake is left for requests the agent never took"
+    );
+    let metrics = hub.metrics().await;
+    let unreachable = common::metric_value(
+        &metrics,
+        "a2a_push_hub_gateway_upstream_requests_total{outcome=\"unreachable\"}",
+    );
+    assert!(
+        unreachable >= 4.0,
+        "every call to the agent counted: {unreachable}"
     );
     hub.stop().await;
 }

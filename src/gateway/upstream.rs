@@ -72,6 +72,20 @@ pub async fn proxy(
         .map_err(|e| UpstreamError::Unreachable(e.to_string()))
 }
 
+/// Counts a call the hub made to the agent (`a2a_push_hub_gateway_upstream_*`).
+fn observed<E: std::fmt::Display>(
+    gateway: &Gateway,
+    started: std::time::Instant,
+    answer: Result<crate::delivery::client::JsonAnswer, E>,
+) -> Result<crate::delivery::client::JsonAnswer, UpstreamError> {
+    let status = answer.as_ref().ok().map(|a| a.status);
+    gateway
+        .services
+        .metrics
+        .upstream_request(status, started.elapsed());
+    answer.map_err(|e| UpstreamError::Unreachable(e.to_string()))
+}
+
 /// The caller's end-to-end headers, for calls the hub makes on the caller's behalf, with
 /// `A2A-Version: 1.0` unless the caller named a version.
 fn caller_headers(headers: &HeaderMap) -> Vec<(String, String)> {
@@ -107,6 +121,7 @@ pub async fn call(
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
+    let started = std::time::Instant::now();
     let answer = gateway
         .client
         .exchange_json(
@@ -116,8 +131,8 @@ pub async fn call(
             Some(&body),
             8 * 1024 * 1024,
         )
-        .await
-        .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        .await;
+    let answer = observed(gateway, started, answer)?;
     if let Some(error) = answer.body.get("error") {
         return Ok(Err(error.clone()));
     }
@@ -165,10 +180,11 @@ pub async fn get_task_rest(
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
+    let started = std::time::Instant::now();
     let answer = gateway
         .client
         .exchange_json(reqwest::Method::GET, &url, &all, None, 8 * 1024 * 1024)
-        .await
-        .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        .await;
+    let answer = observed(gateway, started, answer)?;
     Ok((200..300).contains(&answer.status).then_some(answer.body))
 }
