@@ -8,8 +8,8 @@
 //! end:    0x00 records:u64 sha256 (32 bytes, of everything before it)
 //! ```
 //!
-//! Values are copied as stored: sealed records stay sealed, so a restored store needs the
-//! same `store.encryption_key`. A file cut short or altered fails its checksum and is refused
+//! `restore_store` loads a backup into a new store folder. Values are copied as stored:
+//! sealed records stay sealed, so a restored store needs the same `store.encryption_key`. A file cut short or altered fails its checksum and is refused
 //! whole; nothing is restored from it.
 
 use std::io::Read;
@@ -17,7 +17,7 @@ use std::io::Read;
 use aws_lc_rs::digest::{Context, SHA256};
 use axum::body::Bytes;
 
-use crate::store::{Store, Table};
+use crate::store::{BackupStore, REDB_FILE, RedbStore, Sealing, Store, StoreError, Table};
 
 const MAGIC: &[u8; 8] = b"A2AHUBBK";
 const VERSION: u32 = 1;
@@ -110,9 +110,9 @@ pub fn stream(
         let (visit_state, visit_chunks) = (state.clone(), chunks.clone());
         let dumped = store
             .dump(Box::new(move |table, key, value| {
-                let mut guard = visit_state.lock().map_err(|_| {
-                    crate::store::StoreError::Storage("the backup writer is poisoned".into())
-                })?;
+                let mut guard = visit_state
+                    .lock()
+                    .map_err(|_| StoreError::Storage("the backup writer is poisoned".into()))?;
                 let (writer, buffer) = &mut *guard;
                 writer.record(table, key, value, buffer);
                 if buffer.len() >= CHUNK {
@@ -236,6 +236,94 @@ pub fn read_backup(
         hub_version: header["hubVersion"].as_str().unwrap_or("").to_string(),
         records,
     })
+}
+
+/// Reads a backup file through and checks it (format, every record, checksum) without
+/// restoring it.
+pub fn check_backup(path: &std::path::Path) -> Result<BackupSummary, BackupError> {
+    let file = std::fs::File::open(path).map_err(BackupError::Io)?;
+    read_backup(std::io::BufReader::new(file), |_, _, _| Ok(()))
+}
+
+/// Why `restore_store` restored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error(
+        "{0} holds a store already: restore into a new folder (move the current one aside first)"
+    )]
+    NotEmpty(std::path::PathBuf),
+    #[error("cannot write the restored store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Restores a backup (`a2a-push-hub backup`, `GET /api/v1/backup`) into an embedded store
+/// folder that holds no store yet. The file is read through and checked first: nothing is
+/// written from a damaged or cut one. Sealed records are copied as they are, so the hub that
+/// serves the restored store needs the same `store.encryption_key`.
+pub async fn restore_store(
+    from: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<BackupSummary, RestoreError> {
+    let open = |path: &std::path::Path| {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .map_err(BackupError::Io)
+    };
+    let checked = {
+        let file = open(from)?;
+        tokio::task::spawn_blocking(move || read_backup(file, |_, _, _| Ok(())))
+            .await
+            .map_err(|e| StoreError::Storage(format!("the check stopped: {e}")))??
+    };
+    if data_dir.join(REDB_FILE).exists() {
+        return Err(RestoreError::NotEmpty(data_dir.to_path_buf()));
+    }
+    let restored = RedbStore::open_sealed(data_dir, Sealing::none(), 64 << 20)?;
+    // The file is read on a thread of its own and loaded in batches as it is read.
+    let (batches, mut received) = tokio::sync::mpsc::channel(2);
+    let file = open(from)?;
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::new();
+        let summary = read_backup(file, |table, key, value| {
+            batch.push((table, key, value));
+            if batch.len() >= 5_000 {
+                let full = std::mem::take(&mut batch);
+                // The loader stopped (a store error it reports itself): stop reading.
+                if batches.blocking_send(full).is_err() {
+                    return Err(BackupError::Damaged("the restore stopped".to_string()));
+                }
+            }
+            Ok(())
+        })?;
+        if !batch.is_empty() {
+            let _ = batches.blocking_send(batch);
+        }
+        Ok::<_, RestoreError>(summary)
+    });
+    let loaded = async {
+        while let Some(batch) = received.recv().await {
+            restored.load(batch).await?;
+        }
+        reader
+            .await
+            .map_err(|e| StoreError::Storage(format!("the restore stopped: {e}")))?
+    }
+    .await;
+    drop(received);
+    restored.close().await;
+    match loaded {
+        Ok(summary) => {
+            debug_assert_eq!(summary, checked);
+            Ok(summary)
+        }
+        Err(e) => {
+            // The file changed since it was checked, or the disk failed: leave no half store.
+            let _ = std::fs::remove_file(data_dir.join(REDB_FILE));
+            Err(e)
+        }
+    }
 }
 
 /// A reader that hashes what it reads.

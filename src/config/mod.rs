@@ -380,8 +380,8 @@ pub fn unknown_environment(variables: impl Iterator<Item = String>) -> Vec<Strin
         .filter(|name| !name.starts_with("A2A_PUSH_HUB_TEST_"))
         .map(|name| {
             let rest = &name["A2A_PUSH_HUB_".len()..];
-            let hint = SECTIONS
-                .iter()
+            let hint = sections()
+                .into_iter()
                 .find(|section| {
                     rest.to_ascii_lowercase()
                         .strip_prefix(&format!("{section}_"))
@@ -402,20 +402,13 @@ pub fn unknown_environment(variables: impl Iterator<Item = String>) -> Vec<Strin
         .collect()
 }
 
-/// The sections of the settings, as in the TOML file.
-const SECTIONS: [&str; 11] = [
-    "server",
-    "store",
-    "delivery",
-    "security",
-    "limits",
-    "retention",
-    "inbound",
-    "gateway",
-    "signing",
-    "telemetry",
-    "operator",
-];
+/// The sections of the settings, as in the TOML file: the fields of `Settings`.
+fn sections() -> Vec<String> {
+    match serde_json::to_value(Settings::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
 
 /// Figment's errors as a person fixes them: which key, in which file or variable, and for an
 /// unknown key the nearest known one.

@@ -124,16 +124,22 @@ impl OriginStats {
         let Ok(mut tracked) = self.tracked.lock() else {
             return;
         };
-        if !tracked.contains_key(origin) && tracked.len() >= MAX_TRACKED {
-            let oldest = tracked
-                .iter()
-                .min_by_key(|(_, r)| r.last_attempt_ms)
-                .map(|(o, _)| o.clone());
-            if let Some(oldest) = oldest {
-                tracked.remove(&oldest);
+        // The origin's name is copied only when it is new: this runs for every attempt.
+        if !tracked.contains_key(origin) {
+            if tracked.len() >= MAX_TRACKED {
+                let oldest = tracked
+                    .iter()
+                    .min_by_key(|(_, r)| r.last_attempt_ms)
+                    .map(|(o, _)| o.clone());
+                if let Some(oldest) = oldest {
+                    tracked.remove(&oldest);
+                }
             }
+            tracked.insert(origin.to_string(), OriginRecord::default());
         }
-        let record = tracked.entry(origin.to_string()).or_default();
+        let Some(record) = tracked.get_mut(origin) else {
+            return;
+        };
         let minute = attempt.started_ms / 60_000;
         if record.minutes.back().is_none_or(|(m, _)| *m < minute) {
             record.minutes.push_back((minute, Tally::default()));
