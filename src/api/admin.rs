@@ -28,7 +28,10 @@ pub fn routes(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/events", post(publish_one))
         .route("/api/v1/events:batch", post(publish_batch))
+        .route("/api/v1/tasks", get(search_tasks))
+        .route("/api/v1/configs", get(list_configs))
         .route("/api/v1/tasks/{task_id}", get(task_view))
+        .route("/api/v1/tasks/{task_id}/events", get(task_events))
         .route(
             "/api/v1/tasks/{task_id}/configs/{config_id}/health",
             get(config_health),
@@ -80,6 +83,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(super::console::routes())
         .fallback(|uri: axum::http::Uri| async move {
             let message = super::served_by(uri.path(), super::Listener::Public)
                 .unwrap_or_else(|| "no such admin endpoint; see spec/openapi.yaml".to_string());
@@ -304,6 +308,97 @@ async fn task_view(
     };
     match tasks::view(&deliveries, &tenant, &task_id).await {
         Ok(view) => Json(view).into_response(),
+        Err(e) => problem_for(&e),
+    }
+}
+
+/// `?tenant=&q=&state=&after=&limit=` of the listings across tasks: no `tenant` is every
+/// tenant, `tenant=` the default one.
+fn search_params(params: &Params) -> Result<tasks::Search, InvalidField> {
+    let tenant = match params.string("tenant")? {
+        Some(tenant) => Some(resolve_tenant(None, Some(&tenant))?),
+        None => None,
+    };
+    Ok(tasks::Search {
+        tenant,
+        id_contains: params.string("q")?.filter(|q| !q.is_empty()),
+        after: params.string("after")?,
+        limit: params
+            .integer("limit")?
+            .map(|n| usize::try_from(n).unwrap_or(0)),
+        ..tasks::Search::default()
+    })
+}
+
+async fn search_tasks(
+    State(deliveries): State<Deliveries>,
+    AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
+) -> Response {
+    let params = query_params(query);
+    let parsed = search_params(&params).and_then(|mut search| {
+        search.task_state = params
+            .string("state")?
+            .map(|state| tasks::parse_task_state("state", &state))
+            .transpose()?;
+        Ok(search)
+    });
+    match parsed {
+        Ok(search) => match tasks::search(&deliveries, search).await {
+            Ok(page) => Json(page).into_response(),
+            Err(e) => problem_for(&e),
+        },
+        Err(field) => field_problem(field),
+    }
+}
+
+async fn list_configs(
+    State(deliveries): State<Deliveries>,
+    AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
+) -> Response {
+    let params = query_params(query);
+    let parsed = search_params(&params).and_then(|mut search| {
+        search.config_state = params
+            .string("state")?
+            .map(|state| tasks::parse_config_state("state", &state))
+            .transpose()?;
+        Ok(search)
+    });
+    match parsed {
+        Ok(search) => match tasks::configs(&deliveries, search).await {
+            Ok(page) => Json(page).into_response(),
+            Err(e) => problem_for(&e),
+        },
+        Err(field) => field_problem(field),
+    }
+}
+
+async fn task_events(
+    State(deliveries): State<Deliveries>,
+    Path(task_id): Path<String>,
+    AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
+) -> Response {
+    let params = query_params(query);
+    let parsed = (|| {
+        let tenant = resolve_tenant(None, params.string("tenant")?.as_deref())?;
+        let after = params
+            .integer("after")?
+            .map(|n| {
+                u64::try_from(n).map_err(|_| {
+                    InvalidField::new("after", "must be a sequence number (0 or more)")
+                })
+            })
+            .transpose()?;
+        let limit = params
+            .integer("limit")?
+            .map(|n| usize::try_from(n).unwrap_or(0));
+        Ok::<_, InvalidField>((tenant, after, limit))
+    })();
+    let (tenant, after, limit) = match parsed {
+        Ok(parsed) => parsed,
+        Err(field) => return field_problem(field),
+    };
+    match tasks::events(&deliveries, &tenant, &task_id, after, limit).await {
+        Ok(page) => Json(page).into_response(),
         Err(e) => problem_for(&e),
     }
 }

@@ -8,6 +8,7 @@
 mod admin;
 mod auth;
 mod card;
+mod console;
 mod errors;
 mod gateway;
 mod gateway_configs;
@@ -69,8 +70,9 @@ pub enum Listener {
 /// For a path this listener does not serve but `other` does, a message saying so: a request
 /// sent to the wrong port is the commonest first mistake.
 pub fn served_by(path: &str, other: Listener) -> Option<String> {
-    let admin_path =
-        path.starts_with("/api/") || matches!(path, "/metrics" | "/healthz" | "/readyz");
+    let admin_path = path.starts_with("/api/")
+        || path.starts_with("/console")
+        || matches!(path, "/metrics" | "/healthz" | "/readyz");
     let public_path = path == "/"
         || ["/inbound/", "/.well-known/", "/tasks/", "/v1/", "/message:"]
             .iter()

@@ -73,6 +73,8 @@ struct Answer {
     outcome: Outcome,
     status: Option<u16>,
     snippet: Option<String>,
+    /// The request's credential and signature headers, masked; empty if none was built.
+    credentials: Vec<String>,
 }
 
 /// Runs one attempt of `delivery_id`. Once the receiver's answer is read (or the request
@@ -272,6 +274,7 @@ async fn attempt(
         error,
         response_snippet: answer.snippet,
         traceparent: trace.map(|t| t.traceparent),
+        credentials: answer.credentials,
     };
     let disable_after_ms = engine.policy.disable_after.as_millis() as u64;
     match engine
@@ -383,6 +386,7 @@ async fn send(
         outcome,
         status: None,
         snippet: None,
+        credentials: Vec::new(),
     };
     let url = match engine.client.check_destination(&config.url) {
         Ok(url) => url,
@@ -395,6 +399,7 @@ async fn send(
             Err(reason) => return refused(Outcome::Unusable(reason)),
         };
     let secrets = sent_secrets(config, &headers);
+    let credentials = request::masked_credentials(&headers);
     let sent = engine
         .client
         .http()
@@ -406,7 +411,12 @@ async fn send(
         .await;
     let mut response = match sent {
         Ok(response) => response,
-        Err(error) => return refused(classify_error(&error)),
+        Err(error) => {
+            return Answer {
+                credentials,
+                ..refused(classify_error(&error))
+            };
+        }
     };
     let status = response.status().as_u16();
     let retry_after = response
@@ -449,6 +459,7 @@ async fn send(
         outcome,
         status: Some(status),
         snippet,
+        credentials,
     }
 }
 

@@ -254,3 +254,97 @@ mod tests {
         assert!(signature.contains(" v1,"), "{signature}");
     }
 }
+
+/// The credential and signature headers of a request as the attempt log keeps them: enough to
+/// see how the request was signed, never enough to replay it. A token or a configured
+/// credential shows as `****`; the hub's own JWT as its algorithm and key id; a signature by
+/// its scheme and first characters.
+pub fn masked_credentials(headers: &HeaderMap) -> Vec<String> {
+    let mut masked = Vec::new();
+    if let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
+        let shown = match jwt_summary(credential) {
+            Some(summary) => format!("{scheme} <JWT {summary}, masked>"),
+            None => format!("{scheme} ****"),
+        };
+        masked.push(format!("authorization: {shown}"));
+    }
+    if headers.contains_key("x-a2a-notification-token") {
+        masked.push("x-a2a-notification-token: ****".to_string());
+    }
+    if let Some(value) = headers
+        .get("webhook-signature")
+        .and_then(|v| v.to_str().ok())
+    {
+        let shown: Vec<String> = value
+            .split(' ')
+            .map(|signature| {
+                let (scheme, bytes) = signature.split_once(',').unwrap_or(("", signature));
+                let start: String = bytes.chars().take(8).collect();
+                format!("{scheme},{start}…")
+            })
+            .collect();
+        masked.push(format!("webhook-signature: {}", shown.join(" ")));
+    }
+    masked
+}
+
+/// `alg=… kid=…` of a compact JWT's header, or `None` when `credential` is not one.
+fn jwt_summary(credential: &str) -> Option<String> {
+    use base64::Engine;
+    let mut parts = credential.split('.');
+    let (header, _, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
+        return None;
+    };
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    let alg = header.get("alg")?.as_str()?;
+    let kid = header.get("kid").and_then(|k| k.as_str()).unwrap_or("-");
+    Some(format!("alg={alg} kid={kid}"))
+}
+
+#[cfg(test)]
+mod masking_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_masked_and_signatures_shortened() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-a2a-notification-token",
+            HeaderValue::from_static("tok-secret-123"),
+        );
+        headers.insert(
+            "webhook-signature",
+            HeaderValue::from_static("v1a,QUJDREVGR0hJSktM v1,MTIzNDU2Nzg5MA=="),
+        );
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        let masked = masked_credentials(&headers).join("\n");
+        assert_eq!(
+            masked,
+            "authorization: Basic ****\nx-a2a-notification-token: ****\nwebhook-signature: v1a,QUJDREVG… v1,MTIzNDU2…"
+        );
+    }
+
+    #[test]
+    fn the_hubs_jwt_shows_its_algorithm_and_key_only() {
+        let header = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            br#"{"alg":"EdDSA","kid":"k1","typ":"JWT"}"#,
+        );
+        let mut headers = HeaderMap::new();
+        let jwt = format!("Bearer {header}.eyJzdWIiOiJ4In0.c2lnbmF0dXJl");
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(&jwt).unwrap());
+        let masked = masked_credentials(&headers);
+        assert_eq!(
+            masked,
+            vec!["authorization: Bearer <JWT alg=EdDSA kid=k1, masked>".to_string()]
+        );
+        assert!(!masked[0].contains("eyJzdWIi"));
+    }
+}

@@ -88,6 +88,10 @@ pub struct AttemptView {
     /// The attempt's span in the publisher's trace, as sent; absent outside a trace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The credential and signature headers sent, masked (`Bearer <JWT alg=EdDSA kid=…,
+    /// masked>`, `webhook-signature: v1a,AbCdEfGh…`, a token as `****`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
 }
 
 impl From<AttemptRecord> for AttemptView {
@@ -101,6 +105,7 @@ impl From<AttemptRecord> for AttemptView {
             error: a.error,
             response_snippet: a.response_snippet,
             traceparent: a.traceparent,
+            credentials: a.credentials,
         }
     }
 }

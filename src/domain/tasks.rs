@@ -1,12 +1,16 @@
-//! The operator's view of one task: its folded deliveries, its configs (secrets redacted) and its
-//! deliveries by deliveries.
+//! The operator's view of tasks: one task (folded, its configs with secrets redacted, its
+//! deliveries counted), its events, and searches across tasks and their configs.
 
-use a2a::Task;
+use a2a::{Task, TaskState};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
+use super::deliveries::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, rfc3339};
 use super::{Deliveries, DomainError};
+use crate::a2a::params::InvalidField;
 use crate::a2a::version::WireVersion;
-use crate::store::{ConfigRecord, ConfigState, DeliveryCounts};
+use crate::store::{Browse, ConfigRecord, ConfigState, DeliveryCounts, TaskRecord};
 
 /// Most configs listed in a task view.
 const MAX_CONFIGS_IN_VIEW: usize = 1000;
@@ -96,5 +100,253 @@ pub async fn view(
         task: record.map(|r| r.task),
         configs: configs.iter().map(ConfigView::from).collect(),
         deliveries,
+    })
+}
+
+/// Most list entries examined by one call of `search` or `configs`: a filter that matches
+/// little answers a short page with a cursor instead of walking the whole store.
+pub const SCAN_BUDGET: usize = 10_000;
+
+/// What `search` and `configs` look for; `None` is "any".
+#[derive(Debug, Default)]
+pub struct Search {
+    /// Only this tenant (`""` is the default tenant); `None`: every tenant.
+    pub tenant: Option<String>,
+    /// Task ids that contain this text.
+    pub id_contains: Option<String>,
+    /// Tasks in this state (`search`), configs in this state (`configs`).
+    pub task_state: Option<TaskState>,
+    pub config_state: Option<ConfigState>,
+    /// `nextCursor` of the previous page.
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// A task as a search lists it: where it stands, not its whole history.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSummary {
+    pub tenant: String,
+    pub task_id: String,
+    pub context_id: String,
+    pub state: TaskState,
+    pub last_sequence: u64,
+    pub terminal: bool,
+    pub artifacts: usize,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskPage {
+    pub tasks: Vec<TaskSummary>,
+    /// Pass as `after` to go on; `null` when the listing is complete. A page may hold fewer
+    /// than `limit` entries and still have a cursor: each call examines at most 10,000.
+    pub next_cursor: Option<String>,
+}
+
+/// A config with the task it belongs to, as the configs listing shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskConfigView {
+    pub tenant: String,
+    pub task_id: String,
+    #[serde(flatten)]
+    pub config: ConfigView,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigPage {
+    pub configs: Vec<TaskConfigView>,
+    /// As in `TaskPage`.
+    pub next_cursor: Option<String>,
+}
+
+/// One published event of a task, as stored.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub sequence: u64,
+    pub event_id: String,
+    pub received_at: String,
+    pub event: Box<serde_json::value::RawValue>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    /// The last sequence listed, to pass as `after`; `null` on the last page.
+    pub next_cursor: Option<u64>,
+}
+
+/// Parses a task state as A2A 1.0 writes it (`TASK_STATE_COMPLETED`) or in short
+/// (`completed`, `input-required`).
+pub fn parse_task_state(field: &str, text: &str) -> Result<TaskState, InvalidField> {
+    let full = if text.starts_with("TASK_STATE_") {
+        text.to_string()
+    } else {
+        format!("TASK_STATE_{}", text.replace('-', "_").to_ascii_uppercase())
+    };
+    serde_json::from_value(serde_json::Value::String(full)).map_err(|_| {
+        InvalidField::new(
+            field,
+            format!(
+                "must be a task state such as working, input-required, completed, failed, canceled (or TASK_STATE_WORKING); got {text:?}"
+            ),
+        )
+    })
+}
+
+/// Parses `active|suspended|disabled`.
+pub fn parse_config_state(field: &str, text: &str) -> Result<ConfigState, InvalidField> {
+    match text {
+        "active" => Ok(ConfigState::Active),
+        "suspended" => Ok(ConfigState::Suspended),
+        "disabled" => Ok(ConfigState::Disabled),
+        other => Err(InvalidField::new(
+            field,
+            format!("must be one of active, suspended, disabled; got {other:?}"),
+        )),
+    }
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize, InvalidField> {
+    match limit {
+        None => Ok(DEFAULT_LIST_LIMIT),
+        Some(0) => Err(InvalidField::new("limit", "must be at least 1")),
+        Some(n) => Ok(n.min(MAX_LIST_LIMIT)),
+    }
+}
+
+fn encode_cursor(key: Vec<u8>) -> String {
+    URL_SAFE_NO_PAD.encode(key)
+}
+
+fn parse_cursor(after: Option<&str>) -> Result<Option<Vec<u8>>, InvalidField> {
+    after
+        .map(|text| {
+            URL_SAFE_NO_PAD.decode(text).map_err(|_| {
+                InvalidField::new(
+                    "after",
+                    "is not a cursor this hub issued (use nextCursor from the previous page)",
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Tasks by tenant, id and state, in (tenant, task id) order.
+pub async fn search(deliveries: &Deliveries, search: Search) -> Result<TaskPage, DomainError> {
+    let limit = page_limit(search.limit)?;
+    let after = parse_cursor(search.after.as_deref())?;
+    let (id_contains, state) = (search.id_contains, search.task_state);
+    let browsed = deliveries
+        .store
+        .browse_tasks(Browse {
+            tenant: search.tenant,
+            after,
+            limit,
+            budget: SCAN_BUDGET,
+            keep: Box::new(move |task: &TaskRecord| {
+                id_contains
+                    .as_deref()
+                    .is_none_or(|text| task.task_id.contains(text))
+                    && state
+                        .as_ref()
+                        .is_none_or(|state| &task.task.status.state == state)
+            }),
+        })
+        .await?;
+    Ok(TaskPage {
+        tasks: browsed
+            .found
+            .into_iter()
+            .map(|record| TaskSummary {
+                state: record.task.status.state,
+                context_id: record.task.context_id.clone(),
+                artifacts: record.task.artifacts.as_ref().map_or(0, Vec::len),
+                updated_at: rfc3339(record.updated_at_ms),
+                tenant: record.tenant,
+                task_id: record.task_id,
+                last_sequence: record.last_sequence,
+                terminal: record.terminal,
+            })
+            .collect(),
+        next_cursor: browsed.resume_after.map(encode_cursor),
+    })
+}
+
+/// Push configs across tasks by tenant, task id and state, secrets redacted.
+pub async fn configs(deliveries: &Deliveries, search: Search) -> Result<ConfigPage, DomainError> {
+    let limit = page_limit(search.limit)?;
+    let after = parse_cursor(search.after.as_deref())?;
+    let (id_contains, state) = (search.id_contains, search.config_state);
+    let browsed = deliveries
+        .store
+        .browse_configs(Browse {
+            tenant: search.tenant,
+            after,
+            limit,
+            budget: SCAN_BUDGET,
+            keep: Box::new(move |config: &ConfigRecord| {
+                id_contains
+                    .as_deref()
+                    .is_none_or(|text| config.task_id.contains(text))
+                    && state.is_none_or(|state| config.state == state)
+            }),
+        })
+        .await?;
+    Ok(ConfigPage {
+        configs: browsed
+            .found
+            .iter()
+            .map(|config| TaskConfigView {
+                tenant: config.tenant.clone(),
+                task_id: config.task_id.clone(),
+                config: ConfigView::from(config),
+            })
+            .collect(),
+        next_cursor: browsed.resume_after.map(encode_cursor),
+    })
+}
+
+/// A task's published events after sequence `after`, oldest first.
+pub async fn events(
+    deliveries: &Deliveries,
+    tenant: &str,
+    task_id: &str,
+    after: Option<u64>,
+    limit: Option<usize>,
+) -> Result<EventPage, DomainError> {
+    let limit = page_limit(limit)?;
+    let found = deliveries
+        .store
+        .task_events(
+            tenant.to_string(),
+            task_id.to_string(),
+            after.unwrap_or(0),
+            limit,
+        )
+        .await?;
+    if found.is_empty() && after.is_none() {
+        // Tell "no such task" from "no events yet" the way the task view does.
+        view(deliveries, tenant, task_id).await?;
+    }
+    let next_cursor = (found.len() == limit)
+        .then(|| found.last().map(|e| e.sequence))
+        .flatten();
+    Ok(EventPage {
+        events: found
+            .into_iter()
+            .map(|e| EventView {
+                sequence: e.sequence,
+                event_id: e.event_id,
+                received_at: rfc3339(e.received_at_ms),
+                event: e.body,
+            })
+            .collect(),
+        next_cursor,
     })
 }

@@ -270,6 +270,7 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
         error: Some("HTTP 500".into()),
         response_snippet: None,
         traceparent: None,
+        credentials: Vec::new(),
     };
     let retry = DeliveryUpdate::Retry {
         next_attempt_at_ms: 99,
@@ -335,6 +336,7 @@ async fn replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_on
         error: Some("refused".into()),
         response_snippet: None,
         traceparent: None,
+        credentials: Vec::new(),
     };
     store
         .record_attempt(
@@ -751,6 +753,7 @@ async fn a_config_failing_for_its_limit_is_suspended_holds_new_events_and_resume
         error: Some("HTTP 503".into()),
         response_snippet: None,
         traceparent: None,
+        credentials: Vec::new(),
     };
     let retry = || DeliveryUpdate::Retry {
         next_attempt_at_ms: 1_000_000,
@@ -880,6 +883,7 @@ async fn a_failing_streak_outlives_a_dead_delivery_and_is_never_extended_past_an
         error: None,
         response_snippet: None,
         traceparent: None,
+        credentials: Vec::new(),
     };
     let retry = || DeliveryUpdate::Retry {
         next_attempt_at_ms: 0,

@@ -27,8 +27,8 @@ pub use self::model::*;
 pub use self::ops::Announce;
 pub use self::ops::retention::PurgeStep;
 pub use self::ops::{
-    BackupStore, ConfigStore, DeliveryStore, EventStore, FollowStore, InboundStore, KeyStore,
-    LaneStore, OperatorEventStore, RetentionStore,
+    BackupStore, Browse, BrowseStore, ConfigStore, DeliveryStore, EventStore, FollowStore,
+    InboundStore, KeyStore, LaneStore, OperatorEventStore, RetentionStore,
 };
 pub use self::postgres::{LeaseSettings, PostgresSettings, PostgresStore};
 pub use self::redb_store::{REDB_FILE, RedbStore};
@@ -86,6 +86,7 @@ pub trait Store:
     + LaneStore
     + OperatorEventStore
     + BackupStore
+    + BrowseStore
     + Send
     + Sync
     + 'static

@@ -409,6 +409,10 @@ pub struct AttemptRecord {
     /// The `traceparent` the attempt sent: the attempt's span in the publisher's trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// How the request was signed and authenticated, masked (`request::masked_credentials`):
+    /// never a credential.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
 }
 
 /// What an attempt decided for its delivery.

@@ -2,7 +2,7 @@
 //! backend that provides transactions: the embedded redb file, a PostgreSQL database, or memory
 //! (tests). One file per aggregate, each with the trait callers see and its implementation:
 //! `configs.rs`, `events.rs` (with `idempotency.rs`), `deliveries.rs`, `inbound.rs`, `follows.rs`, `signing_keys.rs`,
-//! `retention.rs`, `lanes.rs`; this file has what they share (the backend seam, the outbox,
+//! `retention.rs`, `lanes.rs`, `browse.rs` (the operator's listings across tasks); this file has what they share (the backend seam, the outbox,
 //! key builders).
 //!
 //! A backend runs a read in one read transaction and a write in one write transaction. Writes
@@ -25,6 +25,7 @@ use super::*;
 use crate::a2a::fold;
 
 mod backup;
+mod browse;
 mod configs;
 mod deliveries;
 mod events;
@@ -38,6 +39,7 @@ pub(super) mod retention;
 mod signing_keys;
 
 pub use backup::BackupStore;
+pub use browse::{Browse, BrowseStore};
 pub use configs::ConfigStore;
 pub use deliveries::DeliveryStore;
 pub use events::EventStore;
