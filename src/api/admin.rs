@@ -314,11 +314,14 @@ async fn task_view(
 
 /// `?tenant=&q=&state=&after=&limit=` of the listings across tasks: no `tenant` is every
 /// tenant, `tenant=` the default one.
-fn search_params(params: &Params) -> Result<tasks::Search, InvalidField> {
-    let tenant = match params.string("tenant")? {
-        Some(tenant) => Some(resolve_tenant(None, Some(&tenant))?),
-        None => None,
-    };
+fn search_params(
+    query: &std::collections::HashMap<String, String>,
+    params: &Params,
+) -> Result<tasks::Search, InvalidField> {
+    let tenant = query
+        .get("tenant")
+        .map(|tenant| resolve_tenant(None, Some(tenant)))
+        .transpose()?;
     Ok(tasks::Search {
         tenant,
         id_contains: params.string("q")?.filter(|q| !q.is_empty()),
@@ -334,8 +337,8 @@ async fn search_tasks(
     State(deliveries): State<Deliveries>,
     AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let params = query_params(query);
-    let parsed = search_params(&params).and_then(|mut search| {
+    let params = query_params(query.clone());
+    let parsed = search_params(&query, &params).and_then(|mut search| {
         search.task_state = params
             .string("state")?
             .map(|state| tasks::parse_task_state("state", &state))
@@ -355,8 +358,8 @@ async fn list_configs(
     State(deliveries): State<Deliveries>,
     AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let params = query_params(query);
-    let parsed = search_params(&params).and_then(|mut search| {
+    let params = query_params(query.clone());
+    let parsed = search_params(&query, &params).and_then(|mut search| {
         search.config_state = params
             .string("state")?
             .map(|state| tasks::parse_config_state("state", &state))

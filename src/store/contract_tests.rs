@@ -1074,6 +1074,131 @@ async fn a_filtered_config_gets_skipped_deliveries_and_a_new_config_its_tenants_
     );
 }
 
+async fn tasks_configs_and_events_are_browsed_in_key_order_within_a_scan_budget<B: Backend>(
+    store: TableStore<B>,
+) {
+    // Tasks t0..t4 in the default tenant, t5 in tenant "acme"; t1 and t3 completed.
+    for n in 0..6 {
+        let task_id = format!("t{n}");
+        let mut event = status_event(&task_id, "TASK_STATE_WORKING");
+        if n == 5 {
+            event.tenant = "acme".to_string();
+        }
+        let mut events = vec![event];
+        if n % 2 == 1 && n != 5 {
+            events.push(status_event(&task_id, "TASK_STATE_COMPLETED"));
+        }
+        store.publish(events).await.unwrap().stored();
+        let mut config = config(&task_id, "cfg");
+        config.tenant = if n == 5 {
+            "acme".to_string()
+        } else {
+            String::new()
+        };
+        if n == 2 {
+            config.state = ConfigState::Suspended;
+        }
+        store.put_config(config, anyone(10)).await.unwrap();
+    }
+    let everything = |tenant: Option<&str>, after: Option<Vec<u8>>, limit, budget| Browse {
+        tenant: tenant.map(str::to_string),
+        after,
+        limit,
+        budget,
+        keep: Box::new(|_: &TaskRecord| true),
+    };
+    let ids = |tasks: &[TaskRecord]| -> Vec<String> {
+        tasks
+            .iter()
+            .map(|t| format!("{}/{}", t.tenant, t.task_id))
+            .collect()
+    };
+
+    let all = store
+        .browse_tasks(everything(None, None, 100, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&all.found),
+        ["/t0", "/t1", "/t2", "/t3", "/t4", "acme/t5"]
+    );
+    assert!(all.resume_after.is_none(), "the whole listing in one page");
+    let acme = store
+        .browse_tasks(everything(Some("acme"), None, 100, 100))
+        .await
+        .unwrap();
+    assert_eq!(ids(&acme.found), ["acme/t5"]);
+
+    // Pages of two, continued from the key handed back, see every task once.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .browse_tasks(everything(None, after, 2, 100))
+            .await
+            .unwrap();
+        seen.extend(ids(&page.found));
+        match page.resume_after {
+            Some(key) => after = Some(key),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids(&all.found));
+
+    // A filter that matches little stops at the budget and says where to go on.
+    let completed = |after, budget| Browse {
+        tenant: None,
+        after,
+        limit: 100,
+        budget,
+        keep: Box::new(|t: &TaskRecord| t.task.status.state == a2a::TaskState::Completed),
+    };
+    let first = store.browse_tasks(completed(None, 3)).await.unwrap();
+    assert_eq!(ids(&first.found), ["/t1"]);
+    let rest = store
+        .browse_tasks(completed(first.resume_after.clone(), 100))
+        .await
+        .unwrap();
+    assert_eq!(ids(&rest.found), ["/t3"]);
+    assert!(rest.resume_after.is_none());
+
+    let suspended = store
+        .browse_configs(Browse {
+            tenant: None,
+            after: None,
+            limit: 100,
+            budget: 100,
+            keep: Box::new(|c: &ConfigRecord| c.state == ConfigState::Suspended),
+        })
+        .await
+        .unwrap();
+    assert_eq!(suspended.found.len(), 1);
+    assert_eq!(suspended.found[0].task_id, "t2");
+    assert_eq!(suspended.found[0].token.as_ref().unwrap().expose(), "tok");
+
+    let events = store
+        .task_events(String::new(), "t1".to_string(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let after_first = store
+        .task_events(String::new(), "t1".to_string(), 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(after_first.len(), 1);
+    assert!(after_first[0].body.get().contains("TASK_STATE_COMPLETED"));
+    assert!(
+        store
+            .task_events(String::new(), "t9".to_string(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 macro_rules! contract {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1126,6 +1251,7 @@ contract!(
     a_config_failing_for_its_limit_is_suspended_holds_new_events_and_resumes_in_order,
     a_failing_streak_outlives_a_dead_delivery_and_is_never_extended_past_an_unseen_success,
     a_filtered_config_gets_skipped_deliveries_and_a_new_config_its_tenants_default,
+    tasks_configs_and_events_are_browsed_in_key_order_within_a_scan_budget,
 );
 
 /// A schema of the test database made for one test, dropped by `drop`.
