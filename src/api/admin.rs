@@ -765,8 +765,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The keys in force and the JWKS receivers verify with (the document the public listener
+/// serves at `/.well-known/jwks.json`: public keys only).
 async fn list_keys(State(state): State<AppState>) -> Response {
-    Json(json!({"keys": state.keyring.current().info(crate::store::now_ms())})).into_response()
+    let keys = state.keyring.current();
+    let now = crate::store::now_ms();
+    Json(json!({"keys": keys.info(now), "jwks": keys.jwks(now)})).into_response()
 }
 
 async fn rotate_keys(State(state): State<AppState>) -> Response {

@@ -802,13 +802,16 @@ async function keysPage() {
   };
   render(
     h("h1", {}, "Signing keys"),
-    h("p", { class: "muted" }, "Private keys never leave the hub; receivers verify with the public JWKS at ",
+    h("p", { class: "muted" }, "Private keys never leave the hub; receivers verify with the public JWKS below, served at ",
       h("code", {}, "/.well-known/jwks.json"), " on the public listener."),
     table(`${list.keys.length} keys`, ["Key id", "Algorithm", "State", "Created", "Retires"],
-      list.keys.map((k) => h("tr", {},
+      list.keys.map((k) => h("tr", { "data-kid": k.kid },
         h("td", { class: "mono" }, k.kid), h("td", {}, k.alg), h("td", {}, badge(k.state)),
         h("td", {}, when(k.createdAtMs)), h("td", {}, k.retireAtMs ? when(k.retireAtMs) : "—")))),
-    h("div", { class: "actions" }, h("button", { type: "button", class: "danger", onclick: () => rotate().catch(handleError) }, "Rotate keys")));
+    h("div", { class: "actions" }, h("button", { type: "button", class: "danger", onclick: () => rotate().catch(handleError) }, "Rotate keys")),
+    h("h2", {}, "Published JWKS"),
+    h("p", { class: "muted" }, `${(list.jwks.keys || []).length} public keys, as receivers fetch them.`),
+    h("pre", { id: "jwks" }, JSON.stringify(list.jwks, null, 2)));
 }
 
 // ---- start ---------------------------------------------------------------------------------

@@ -237,8 +237,19 @@ def keys(c):
     c.wait("the keys page", lambda: c.heading() == "Signing keys")
     text = c.text()
     assert "EdDSA" in text and "ES256" in text and "active" in text, text
+    jwks = json.loads(c.driver.find_element(By.ID, "jwks").text)
+    kids = {key["kid"] for key in jwks["keys"]}
+    assert len(kids) == 2 and all("d" not in key for key in jwks["keys"]), jwks
     c.shot("keys")
-    step("keys: the signing keys in force")
+    c.driver.find_element(By.XPATH, "//button[.='Rotate keys']").click()
+    c.driver.switch_to.alert.accept()
+    c.wait("the rotation acknowledged", lambda: "Signing keys rotated." in c.status())
+    c.wait("four keys, the old two retiring", lambda: len(c.driver.find_elements(By.CSS_SELECTOR, "tr[data-kid]")) == 4)
+    for kid in kids:
+        state = c.row(f'tr[data-kid="{kid}"] .badge').text
+        assert state == "retiring", (kid, state)
+    assert len(json.loads(c.driver.find_element(By.ID, "jwks").text)["keys"]) == 4
+    step("keys: the keys in force and the published JWKS; rotation confirmed, the old keys retiring")
 
 
 def dead_letters(c):
