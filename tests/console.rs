@@ -247,21 +247,7 @@ struct Admin<'a> {
 
 impl Admin<'_> {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .hub
-            .http
-            .request(method, format!("{}{path}", self.hub.admin));
-        if let Some(token) = self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let (status, body) = self.hub.admin_call(method, path, body, self.token).await;
         assert!(status.is_success(), "{path}: {status} {body}");
         body
     }

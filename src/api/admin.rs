@@ -316,40 +316,37 @@ async fn task_view(
 /// tenant, `tenant=` the default one.
 fn search_params(
     query: &std::collections::HashMap<String, String>,
-    params: &Params,
 ) -> Result<tasks::Search, InvalidField> {
+    let params = query_params(query.clone());
     let tenant = query
         .get("tenant")
         .map(|tenant| resolve_tenant(None, Some(tenant)))
         .transpose()?;
     Ok(tasks::Search {
         tenant,
-        id_contains: params.string("q")?.filter(|q| !q.is_empty()),
+        id_contains: params.string("q")?,
+        state: params.string("state")?,
         after: params.string("after")?,
         limit: params
             .integer("limit")?
             .map(|n| usize::try_from(n).unwrap_or(0)),
-        ..tasks::Search::default()
     })
+}
+
+/// A listing's answer: the page, or the problem that says what to fix.
+fn listing<T: serde::Serialize>(page: Result<T, crate::domain::DomainError>) -> Response {
+    match page {
+        Ok(page) => Json(page).into_response(),
+        Err(e) => problem_for(&e),
+    }
 }
 
 async fn search_tasks(
     State(deliveries): State<Deliveries>,
     AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let params = query_params(query.clone());
-    let parsed = search_params(&query, &params).and_then(|mut search| {
-        search.task_state = params
-            .string("state")?
-            .map(|state| tasks::parse_task_state("state", &state))
-            .transpose()?;
-        Ok(search)
-    });
-    match parsed {
-        Ok(search) => match tasks::search(&deliveries, search).await {
-            Ok(page) => Json(page).into_response(),
-            Err(e) => problem_for(&e),
-        },
+    match search_params(&query) {
+        Ok(search) => listing(tasks::search(&deliveries, search).await),
         Err(field) => field_problem(field),
     }
 }
@@ -358,19 +355,8 @@ async fn list_configs(
     State(deliveries): State<Deliveries>,
     AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let params = query_params(query.clone());
-    let parsed = search_params(&query, &params).and_then(|mut search| {
-        search.config_state = params
-            .string("state")?
-            .map(|state| tasks::parse_config_state("state", &state))
-            .transpose()?;
-        Ok(search)
-    });
-    match parsed {
-        Ok(search) => match tasks::configs(&deliveries, search).await {
-            Ok(page) => Json(page).into_response(),
-            Err(e) => problem_for(&e),
-        },
+    match search_params(&query) {
+        Ok(search) => listing(tasks::configs(&deliveries, search).await),
         Err(field) => field_problem(field),
     }
 }
@@ -400,10 +386,7 @@ async fn task_events(
         Ok(parsed) => parsed,
         Err(field) => return field_problem(field),
     };
-    match tasks::events(&deliveries, &tenant, &task_id, after, limit).await {
-        Ok(page) => Json(page).into_response(),
-        Err(e) => problem_for(&e),
-    }
+    listing(tasks::events(&deliveries, &tenant, &task_id, after, limit).await)
 }
 
 async fn config_health(

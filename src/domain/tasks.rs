@@ -108,15 +108,15 @@ pub async fn view(
 pub const SCAN_BUDGET: usize = 10_000;
 
 /// What `search` and `configs` look for; `None` is "any".
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Search {
     /// Only this tenant (`""` is the default tenant); `None`: every tenant.
     pub tenant: Option<String>,
     /// Task ids that contain this text.
     pub id_contains: Option<String>,
-    /// Tasks in this state (`search`), configs in this state (`configs`).
-    pub task_state: Option<TaskState>,
-    pub config_state: Option<ConfigState>,
+    /// Tasks in this task state (`search`: `parse_task_state`), configs in this config state
+    /// (`configs`: `parse_config_state`).
+    pub state: Option<String>,
     /// `nextCursor` of the previous page.
     pub after: Option<String>,
     pub limit: Option<usize>,
@@ -241,7 +241,11 @@ fn parse_cursor(after: Option<&str>) -> Result<Option<Vec<u8>>, InvalidField> {
 pub async fn search(deliveries: &Deliveries, search: Search) -> Result<TaskPage, DomainError> {
     let limit = page_limit(search.limit)?;
     let after = parse_cursor(search.after.as_deref())?;
-    let (id_contains, state) = (search.id_contains, search.task_state);
+    let state = search
+        .state
+        .map(|state| parse_task_state("state", &state))
+        .transpose()?;
+    let id_contains = search.id_contains;
     let browsed = deliveries
         .store
         .browse_tasks(Browse {
@@ -282,7 +286,11 @@ pub async fn search(deliveries: &Deliveries, search: Search) -> Result<TaskPage,
 pub async fn configs(deliveries: &Deliveries, search: Search) -> Result<ConfigPage, DomainError> {
     let limit = page_limit(search.limit)?;
     let after = parse_cursor(search.after.as_deref())?;
-    let (id_contains, state) = (search.id_contains, search.config_state);
+    let state = search
+        .state
+        .map(|state| parse_config_state("state", &state))
+        .transpose()?;
+    let id_contains = search.id_contains;
     let browsed = deliveries
         .store
         .browse_configs(Browse {

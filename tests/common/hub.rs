@@ -113,7 +113,33 @@ impl TestHub {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.public));
+        self.call(method, format!("{}{path}", self.public), body, None)
+            .await
+    }
+
+    /// A call of the admin API, with `Authorization: Bearer <admin_token>` when one is given.
+    pub async fn admin_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        admin_token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        self.call(method, format!("{}{path}", self.admin), body, admin_token)
+            .await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<Value>,
+        bearer: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, url);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")
