@@ -237,32 +237,41 @@ fn parse_cursor(after: Option<&str>) -> Result<Option<Vec<u8>>, InvalidField> {
         .transpose()
 }
 
-/// Tasks by tenant, id and state, in (tenant, task id) order.
-pub async fn search(deliveries: &Deliveries, search: Search) -> Result<TaskPage, DomainError> {
-    let limit = page_limit(search.limit)?;
-    let after = parse_cursor(search.after.as_deref())?;
+/// What the store scans for `search`: where to start, how many, which records to keep.
+fn browse<T: 'static, S: Send + 'static>(
+    search: Search,
+    parse_state: fn(&str, &str) -> Result<S, InvalidField>,
+    in_state: fn(&T, &S) -> bool,
+    task_id_of: fn(&T) -> &str,
+) -> Result<Browse<T>, InvalidField> {
     let state = search
         .state
-        .map(|state| parse_task_state("state", &state))
+        .map(|state| parse_state("state", &state))
         .transpose()?;
     let id_contains = search.id_contains;
-    let browsed = deliveries
-        .store
-        .browse_tasks(Browse {
-            tenant: search.tenant,
-            after,
-            limit,
-            budget: SCAN_BUDGET,
-            keep: Box::new(move |task: &TaskRecord| {
-                id_contains
-                    .as_deref()
-                    .is_none_or(|text| task.task_id.contains(text))
-                    && state
-                        .as_ref()
-                        .is_none_or(|state| &task.task.status.state == state)
-            }),
-        })
-        .await?;
+    Ok(Browse {
+        tenant: search.tenant,
+        after: parse_cursor(search.after.as_deref())?,
+        limit: page_limit(search.limit)?,
+        budget: SCAN_BUDGET,
+        keep: Box::new(move |record: &T| {
+            id_contains
+                .as_deref()
+                .is_none_or(|text| task_id_of(record).contains(text))
+                && state.as_ref().is_none_or(|state| in_state(record, state))
+        }),
+    })
+}
+
+/// Tasks by tenant, id and state, in (tenant, task id) order.
+pub async fn search(deliveries: &Deliveries, search: Search) -> Result<TaskPage, DomainError> {
+    let browse = browse(
+        search,
+        parse_task_state,
+        |task: &TaskRecord, state| &task.task.status.state == state,
+        |task| &task.task_id,
+    )?;
+    let browsed = deliveries.store.browse_tasks(browse).await?;
     Ok(TaskPage {
         tasks: browsed
             .found
@@ -284,28 +293,13 @@ pub async fn search(deliveries: &Deliveries, search: Search) -> Result<TaskPage,
 
 /// Push configs across tasks by tenant, task id and state, secrets redacted.
 pub async fn configs(deliveries: &Deliveries, search: Search) -> Result<ConfigPage, DomainError> {
-    let limit = page_limit(search.limit)?;
-    let after = parse_cursor(search.after.as_deref())?;
-    let state = search
-        .state
-        .map(|state| parse_config_state("state", &state))
-        .transpose()?;
-    let id_contains = search.id_contains;
-    let browsed = deliveries
-        .store
-        .browse_configs(Browse {
-            tenant: search.tenant,
-            after,
-            limit,
-            budget: SCAN_BUDGET,
-            keep: Box::new(move |config: &ConfigRecord| {
-                id_contains
-                    .as_deref()
-                    .is_none_or(|text| config.task_id.contains(text))
-                    && state.is_none_or(|state| config.state == state)
-            }),
-        })
-        .await?;
+    let browse = browse(
+        search,
+        parse_config_state,
+        |config: &ConfigRecord, state| config.state == *state,
+        |config| &config.task_id,
+    )?;
+    let browsed = deliveries.store.browse_configs(browse).await?;
     Ok(ConfigPage {
         configs: browsed
             .found
