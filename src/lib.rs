@@ -23,6 +23,7 @@ pub mod probe;
 pub mod verify;
 
 pub(crate) mod a2a;
+pub(crate) mod agent_client;
 pub(crate) mod api;
 pub(crate) mod backup;
 pub(crate) mod delivery;
@@ -31,6 +32,7 @@ pub(crate) mod domain;
 pub(crate) mod gateway;
 pub(crate) mod inbound;
 pub(crate) mod listener;
+pub(crate) mod mcp;
 pub(crate) mod metrics;
 pub(crate) mod operator;
 pub(crate) mod retention;

@@ -77,6 +77,14 @@ pub fn routes(state: AppState) -> Router {
         )
         .route("/api/v1/keys:rotate", post(rotate_keys))
         .route("/api/v1/backup", get(backup))
+        .nest_service(
+            "/mcp",
+            crate::mcp::service(
+                state.inbound.clone(),
+                state.settings.limits.max_body_bytes,
+                state.shutdown.clone(),
+            ),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), admin_guard));
     Router::new()
         .merge(api)

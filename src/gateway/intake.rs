@@ -106,6 +106,7 @@ pub async fn open(
             client_config,
             trace: TraceContext::from_headers(headers),
         }),
+        delegation: None,
         created_at_ms: now_ms(),
     };
     gateway

@@ -6,6 +6,7 @@
 //! through the SSRF-guarded client; nothing here knows axum.
 
 pub mod challenge;
+pub mod delegations;
 pub mod intake;
 pub mod jwks;
 mod receipt;

@@ -313,6 +313,7 @@ pub async fn create(
         forward_to,
         agent,
         gateway: None,
+        delegation: None,
         created_at_ms: now_ms(),
     };
     let url = inbound_url(inbound, &subscription.id);

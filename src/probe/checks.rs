@@ -8,11 +8,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::agent::{CallError, Version, is_terminal};
 use super::observed::{
     ConfigCalls, EventFacts, Kind, Observed, acknowledged, event_key, failure_known_at, read_event,
 };
 use super::webhook::{Answered, Received};
+use crate::agent_client::{CallError, Version, is_terminal};
 use crate::signing::jwt;
 use crate::signing::verify::{CapturedRequest, VerifyOptions, verify_request};
 
@@ -1476,7 +1476,7 @@ mod tests {
     fn version_names_read_both_ways() {
         assert_eq!(Version::V03.as_str(), "0.3");
         assert_eq!(
-            super::super::agent::state_from_v03("input-required"),
+            crate::agent_client::state_from_v03("input-required"),
             "TASK_STATE_INPUT_REQUIRED"
         );
     }

@@ -8,7 +8,7 @@
 //! (`checks`) and writes a report (`report`). Outbound requests go through the SSRF guard,
 //! which lets private addresses through only when the operator says so.
 
-mod agent;
+use crate::agent_client as agent;
 mod checks;
 mod observed;
 mod report;

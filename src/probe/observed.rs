@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::agent::{CallError, CardFacts, PushTarget, Version};
 use super::webhook::{Answered, Received};
 use crate::a2a::event::{BodyShape, read_push_body};
+use crate::agent_client::{CallError, CardFacts, PushTarget, Version};
 
 /// What the webhook of a scenario does, which decides what its checks look for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +142,7 @@ pub fn read_event(body: &[u8]) -> Result<EventFacts, String> {
     Ok(EventFacts {
         state: inner["status"]["state"]
             .as_str()
-            .map(super::agent::state_from_v03),
+            .map(crate::agent_client::state_from_v03),
         kind,
         task_id: push.event.task_id,
         shape: match push.shape {

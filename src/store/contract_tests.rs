@@ -417,6 +417,7 @@ fn subscription(id: &str) -> SubscriptionRecord {
         forward_to: None,
         agent: None,
         gateway: None,
+        delegation: None,
         created_at_ms: 1,
     }
 }

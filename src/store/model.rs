@@ -589,7 +589,20 @@ pub struct SubscriptionRecord {
     /// task's events under this tenant.
     #[serde(default)]
     pub gateway: Option<GatewayIntake>,
+    /// Set when the hub itself delegated the task (the MCP bridge's `delegate_task`): the
+    /// agent it sent the message to, to reply to and cancel the task there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<Delegation>,
     pub created_at_ms: u64,
+}
+
+/// A task the hub delegated to a remote agent, with this subscription as its webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delegation {
+    pub agent_url: String,
+    /// `JSONRPC` or `HTTP+JSON`, as chosen from the agent's card.
+    pub binding: String,
+    pub context_id: Option<String>,
 }
 
 /// The claims a subscription's peer puts in its push JWTs.

@@ -6,7 +6,9 @@ Usage: agent_server.py
 Binds 127.0.0.1 on an ephemeral port and prints `LISTENING <port>`. Serves JSON-RPC at `/`
 and HTTP+JSON at `/rest`. Each task: SUBMITTED, then WORKING; it then waits (up to 30 s) until
 a push-notification config is registered for the task, and finishes with an artifact and
-COMPLETED — so a webhook registered after the task started sees those pushes.
+COMPLETED — so a webhook registered after the task started sees those pushes. A message that
+starts with `ask:` makes the task INPUT_REQUIRED first ("which colour?"); the next message of
+the task completes it with the answer as its artifact.
 """
 
 import asyncio
@@ -44,7 +46,12 @@ class WaitsForAWebhook(AgentExecutor):
             if await store.get_info_for_dispatch(task.id):
                 break
             await asyncio.sleep(0.1)
-        await updater.add_artifact([new_text_part('42')], name='answer')
+        text = context.get_user_input()
+        if text.startswith('ask:'):
+            await updater.requires_input(new_text_message('which colour?', context_id=task.context_id, task_id=task.id))
+            return
+        answer = text if context.current_task else '42'
+        await updater.add_artifact([new_text_part(answer)], name='answer')
         await updater.complete(new_text_message('done', context_id=task.context_id, task_id=task.id))
 
     async def cancel(self, context, event_queue):

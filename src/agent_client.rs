@@ -1,7 +1,8 @@
-//! The probe as an A2A client: reads the agent card, picks a binding and a protocol version,
-//! and calls the agent's methods (send a message, the four push-config methods, get a task)
-//! over JSON-RPC or HTTP+JSON, in A2A 1.0 or 0.3 shapes. Answers are normalised to the 1.0
-//! shapes so that the checks read one form.
+//! An A2A client of a remote agent, for the probe and the MCP bridge: reads the agent card,
+//! picks a binding and a protocol version, and calls the agent's methods (send a message,
+//! cancel a task, the four push-config methods, get a task) over JSON-RPC or HTTP+JSON, in
+//! A2A 1.0 or 0.3 shapes, through the SSRF-guarded client. Answers are normalised to the 1.0
+//! shapes so that callers read one form.
 
 use std::time::Duration;
 
@@ -475,6 +476,39 @@ impl Agent {
             .call(method, json!({"id": task_id}), Method::GET, &path)
             .await?;
         Ok(self.task_of(task))
+    }
+
+    /// Asks the agent to cancel the task; the task as answered (1.0 shape).
+    pub async fn cancel_task(&self, task_id: &str) -> Result<Value, CallError> {
+        let (method, path) = match self.version {
+            Version::V1 => ("CancelTask", format!("/tasks/{task_id}:cancel")),
+            Version::V03 => ("tasks/cancel", format!("/v1/tasks/{task_id}:cancel")),
+        };
+        let task = self
+            .call(method, json!({"id": task_id}), Method::POST, &path)
+            .await?;
+        Ok(self.task_of(task))
+    }
+
+    /// A text message that continues `task_id` (an answer to `input-required`), in the
+    /// agent's version's shape.
+    pub fn reply_message(
+        &self,
+        text: &str,
+        task_id: &str,
+        context_id: Option<&str>,
+    ) -> MessageSpec {
+        let mut message = match self.version {
+            Version::V1 => {
+                json!({"role": "ROLE_USER", "parts": [{"text": text}], "taskId": task_id})
+            }
+            Version::V03 => json!({"kind": "message", "role": "user",
+                "parts": [{"kind": "text", "text": text}], "taskId": task_id}),
+        };
+        if let Some(context_id) = context_id {
+            message["contextId"] = json!(context_id);
+        }
+        MessageSpec::Json(message)
     }
 
     /// `CreateTaskPushNotificationConfig`; the config as answered (1.0 shape).

@@ -1,0 +1,127 @@
+//! The MCP bridge at `/mcp` on the admin listener: its guards over plain HTTP, and the
+//! official MCP Python SDK (`mcp` on PyPI) as its client, delegating to an agent built on the
+//! official A2A Python SDK (`tests/interop/python/mcp_client.py`), in both protocol revisions
+//! a client may negotiate.
+//!
+//! The SDK tests need the Python venv (`.ci/run` builds it) and run with
+//! `cargo test --test mcp -- --ignored` and `A2A_INTEROP_PYTHON` set.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::TestHub;
+use reqwest::StatusCode;
+
+const ADMIN_TOKEN: &str = "mcp-admin-token-7b2d";
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
+
+async fn initialize(hub: &TestHub, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = hub
+        .http
+        .post(format!("{}/mcp", hub.admin))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(INITIALIZE);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_mcp_endpoint_needs_the_admin_token_its_host_and_no_origin() {
+    let hub = TestHub::start_with(|s| {
+        s.server.admin_token = a2a_push_hub::config::Secret::new(ADMIN_TOKEN);
+    })
+    .await;
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+
+    let answered = initialize(&hub, &[("authorization", &bearer)]).await;
+    assert_eq!(answered.status(), StatusCode::OK);
+    let body = answered.text().await.unwrap();
+    assert!(
+        body.contains(r#""serverInfo":{"name":"a2a-push-hub""#),
+        "{body}"
+    );
+    assert!(
+        body.contains("untrusted"),
+        "the instructions say how to read agent text: {body}"
+    );
+
+    let no_token = initialize(&hub, &[]).await;
+    assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
+    let wrong_token = initialize(&hub, &[("authorization", "Bearer nope")]).await;
+    assert_eq!(wrong_token.status(), StatusCode::UNAUTHORIZED);
+    // A web page (any Origin) may not drive it, even with the token.
+    let from_a_page = initialize(
+        &hub,
+        &[
+            ("authorization", &bearer),
+            ("origin", "http://127.0.0.1:1234"),
+        ],
+    )
+    .await;
+    assert_eq!(from_a_page.status(), StatusCode::FORBIDDEN);
+    // DNS rebinding: a foreign Host is refused.
+    let rebound = initialize(
+        &hub,
+        &[("authorization", &bearer), ("host", "attacker.example")],
+    )
+    .await;
+    assert_eq!(rebound.status(), StatusCode::BAD_REQUEST);
+    hub.stop().await;
+}
+
+/// Runs the Python SDK client against a hub in front of nothing, delegating to the Python
+/// A2A SDK agent; `mode` is `legacy` (initialize, 2025-11-25) or `auto` (discovery, which
+/// settles on 2026-07-28).
+async fn python_client(mode: &str, admin_token: Option<&str>) {
+    let hub = TestHub::start_with(|s| {
+        if let Some(token) = admin_token {
+            s.server.admin_token = a2a_push_hub::config::Secret::new(token);
+        }
+    })
+    .await;
+    let (_agent, port) = common::start_listening(common::python_sdk_agent()).await;
+    let python = std::env::var("A2A_INTEROP_PYTHON")
+        .expect("set A2A_INTEROP_PYTHON to the venv's python (see .ci/run)");
+    let run = tokio::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/python/mcp_client.py"
+        ))
+        .arg(format!("{}/mcp", hub.admin))
+        .arg(admin_token.unwrap_or_default())
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the MCP client finishes within 240 s")
+        .expect("the MCP client runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the MCP client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the Python venv with mcp and a2a-sdk; run by .ci/run"]
+async fn the_python_mcp_sdk_delegates_waits_and_replies_over_the_initialize_handshake() {
+    python_client("legacy", None).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the Python venv with mcp and a2a-sdk; run by .ci/run"]
+async fn the_python_mcp_sdk_delegates_waits_and_replies_over_2026_07_28_with_the_admin_token() {
+    python_client("auto", Some(ADMIN_TOKEN)).await;
+}
