@@ -79,7 +79,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/backup", get(backup))
         .nest_service(
             "/mcp",
-            crate::mcp::service(
+            crate::mcp::endpoint(
                 state.inbound.clone(),
                 state.settings.limits.max_body_bytes,
                 state.shutdown.clone(),

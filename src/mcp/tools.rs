@@ -3,7 +3,8 @@
 //! unreachable agent is a tool error whose text says what to fix — never a protocol error, so
 //! the model sees it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -12,12 +13,15 @@ use rmcp::model::{
     CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult,
     PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
     ReadResourceResponse, ReadResourceResult, RequestMetaObject, Resource, ResourceContents,
-    ResourceTemplate, ServerCapabilities, ServerConfig,
+    ResourceTemplate, ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::DomainError;
 use crate::inbound::Inbound;
@@ -29,6 +33,8 @@ const SUBSCRIPTION_URI: &str = "a2a-hub://subscriptions/";
 const MAX_LIST: usize = 200;
 /// Most delegated tasks `resources/list` names, newest first.
 const MAX_LISTED_TASKS: usize = 100;
+/// Most resources one session follows for updates.
+const MAX_FOLLOWED: usize = 100;
 
 const INSTRUCTIONS: &str = "This server delegates tasks to remote A2A agents and follows them \
 through the pushes those agents send, each verified by the hub. Start with delegate_task; then \
@@ -99,8 +105,67 @@ pub struct ReplyArgs {
 #[derive(Clone)]
 pub struct Bridge {
     inbound: Arc<Inbound>,
+    /// The resources this session asked updates of (`resources/subscribe`).
+    followed: Arc<Followed>,
     #[allow(dead_code, reason = "read by the tool_handler macro")]
     tool_router: ToolRouter<Bridge>,
+}
+
+/// Each followed resource's relay, stopped by `resources/unsubscribe` or when the session
+/// ends (its last `Bridge` is dropped).
+#[derive(Default)]
+struct Followed(Mutex<HashMap<String, CancellationToken>>);
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        if let Ok(relays) = self.0.get_mut() {
+            relays.values().for_each(CancellationToken::cancel);
+        }
+    }
+}
+
+/// The news of the inbound subscription behind a resource: it changes with each push
+/// accepted for it. `Err` says why the URI cannot be followed.
+async fn news_of(inbound: &Inbound, uri: &str) -> Result<watch::Receiver<u64>, String> {
+    let subscription_id = if let Some(task_id) = uri.strip_prefix(TASK_URI) {
+        delegations::subscription_of(inbound, task_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .id
+    } else if let Some(id) = uri
+        .strip_prefix(SUBSCRIPTION_URI)
+        .and_then(|rest| rest.strip_suffix("/events"))
+    {
+        match inbound.store.get_subscription(id.to_string()).await {
+            Ok(Some(_)) => id.to_string(),
+            Ok(None) => return Err(format!("no subscription {id:?}")),
+            Err(e) => return Err(e.to_string()),
+        }
+    } else {
+        return Err(format!(
+            "{uri} is not a resource of this server: it serves {TASK_URI}{{taskId}} and {SUBSCRIPTION_URI}{{id}}/events"
+        ));
+    };
+    Ok(inbound.watch(&subscription_id).await)
+}
+
+/// Sends `uri` into `updates` after each push accepted for it, until `stop`.
+async fn relay(
+    mut news: watch::Receiver<u64>,
+    uri: String,
+    updates: tokio::sync::mpsc::Sender<String>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = news.changed() => {
+                if changed.is_err() || updates.send(uri.clone()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn failed(error: DomainError) -> CallToolResult {
@@ -137,6 +202,7 @@ impl Bridge {
     pub fn new(inbound: Arc<Inbound>) -> Bridge {
         Bridge {
             inbound,
+            followed: Arc::default(),
             tool_router: Self::tool_router(),
         }
     }
@@ -331,6 +397,7 @@ impl ServerHandler for Bridge {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .build(),
         )
         .with_server_info(Implementation::new(
@@ -367,6 +434,119 @@ impl ServerHandler for Bridge {
                 })
                 .collect(),
         ))
+    }
+
+    /// `resources/subscribe` (revisions before 2026-07-28): a `notifications/resources/updated`
+    /// after each push accepted for the resource.
+    #[allow(
+        deprecated,
+        reason = "the legacy revisions' mechanism, served beside listen"
+    )]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let uri = request.uri;
+        let news = news_of(&self.inbound, &uri)
+            .await
+            .map_err(|reason| ErrorData::resource_not_found(reason, None))?;
+        let stop = CancellationToken::new();
+        {
+            let mut followed = self.followed.0.lock().unwrap_or_else(|e| e.into_inner());
+            if followed.len() >= MAX_FOLLOWED && !followed.contains_key(&uri) {
+                return Err(ErrorData::invalid_params(
+                    format!(
+                        "a session follows at most {MAX_FOLLOWED} resources; unsubscribe from one first"
+                    ),
+                    None,
+                ));
+            }
+            if let Some(previous) = followed.insert(uri.clone(), stop.clone()) {
+                previous.cancel();
+            }
+        }
+        let (updates, mut updated) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(relay(news, uri, updates, stop.clone()));
+        let peer = context.peer;
+        tokio::spawn(async move {
+            while let Some(uri) = updated.recv().await {
+                let param = ResourceUpdatedNotificationParam::new(uri);
+                if peer.notify_resource_updated(param).await.is_err() {
+                    stop.cancel();
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    #[allow(
+        deprecated,
+        reason = "the legacy revisions' mechanism, served beside listen"
+    )]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let mut followed = self.followed.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(stop) = followed.remove(&request.uri) {
+            stop.cancel();
+        }
+        Ok(())
+    }
+
+    /// `subscriptions/listen` (2026-07-28): updates of this server's resources only.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let ours: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| uri.starts_with(TASK_URI) || uri.starts_with(SUBSCRIPTION_URI))
+            .take(MAX_FOLLOWED)
+            .cloned()
+            .collect();
+        Some(
+            SubscriptionFilter::builder()
+                .resource_subscriptions(ours)
+                .build(),
+        )
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let stop = CancellationToken::new();
+        let _stop_relays = stop.clone().drop_guard();
+        let (updates, mut updated) = tokio::sync::mpsc::channel(16);
+        for uri in context.accepted().resource_subscriptions.iter().flatten() {
+            match news_of(&self.inbound, uri).await {
+                Ok(news) => {
+                    tokio::spawn(relay(news, uri.clone(), updates.clone(), stop.clone()));
+                }
+                Err(reason) => tracing::debug!(%reason, "a resource that cannot be followed"),
+            }
+        }
+        drop(updates);
+        loop {
+            tokio::select! {
+                _ = context.cancelled() => return Ok(()),
+                next = updated.recv() => match next {
+                    Some(uri) => {
+                        if context.sink().notify_resource_updated(uri).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    // Nothing left to follow: wait for the client to end the subscription.
+                    None => {
+                        context.cancelled().await;
+                        return Ok(());
+                    }
+                },
+            }
+        }
     }
 
     async fn list_resource_templates(

@@ -35,7 +35,15 @@ def error_text(result):
 async def main(url, token, agent, mode):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     transport = streamable_http_client(url, http_client=create_mcp_http_client(headers=headers))
-    async with Client(transport, mode=mode, read_timeout_seconds=60) as client:
+    updated = asyncio.Queue()
+
+    async def on_message(message):
+        # Resource updates of the legacy revisions arrive as plain notifications.
+        root = getattr(message, "root", message)
+        if getattr(root, "method", None) == "notifications/resources/updated":
+            await updated.put(root.params.uri)
+
+    async with Client(transport, mode=mode, read_timeout_seconds=60, message_handler=on_message) as client:
         expected = "2025-11-25" if mode == "legacy" else "2026-07-28"
         assert client.protocol_version == expected, client.protocol_version
         assert "untrusted" in (client.instructions or ""), client.instructions
@@ -93,7 +101,19 @@ async def main(url, token, agent, mode):
         waited = structured(await client.call_tool("wait_for_task", {"taskId": asked["taskId"], "timeoutSeconds": 60}))
         assert waited["state"] == "TASK_STATE_INPUT_REQUIRED", waited
         assert "«agent text, untrusted: which colour?»" in waited["summary"], waited
-        structured(await client.call_tool("reply_to_task", {"taskId": asked["taskId"], "message": "blue"}))
+        uri = f"a2a-hub://tasks/{asked['taskId']}"
+        if mode == "legacy":
+            await client.subscribe_resource(uri)
+            structured(await client.call_tool("reply_to_task", {"taskId": asked["taskId"], "message": "blue"}))
+            first = await asyncio.wait_for(updated.get(), 30)
+        else:
+            async with client.listen(resource_subscriptions=[uri]) as subscription:
+                assert uri in (subscription.honored.resource_subscriptions or []), subscription.honored
+                structured(await client.call_tool("reply_to_task", {"taskId": asked["taskId"], "message": "blue"}))
+                event = await asyncio.wait_for(subscription.__anext__(), 30)
+                first = event.uri
+        assert first == uri, first
+        step(f"the task resource's update notified through {'resources/subscribe' if mode == 'legacy' else 'subscriptions/listen'} when the reply's pushes arrived")
         waited = structured(await client.call_tool("wait_for_task", {"taskId": asked["taskId"], "timeoutSeconds": 60}))
         assert waited["state"] == "TASK_STATE_COMPLETED", waited
         assert waited["task"]["artifacts"][0]["parts"][0]["text"] == "blue", waited
