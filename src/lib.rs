@@ -52,6 +52,9 @@ mod property_tests;
 pub mod internals {
     pub use crate::store::{StoreError, postgres_schema};
 
+    /// `a2a-push-hub mcp-stdio`.
+    pub use crate::mcp::stdio as mcp_stdio;
+
     /// Signing, for the signing benchmark.
     pub mod signing {
         pub use crate::signing::keys::{ALG_ED25519, ALG_ES256, Signer, generate, jwk};

@@ -137,6 +137,23 @@ async fn main() -> ExitCode {
         Command::Configs { admin, action } => cli::admin::configs(admin, action).await,
         Command::Operator { admin, action } => cli::admin::operator(admin, action).await,
         Command::Origins { admin, action } => cli::admin::origins(admin, action).await,
+        Command::McpStdio {
+            admin,
+            subscriptions,
+        } => {
+            let settings = a2a_push_hub::internals::mcp_stdio::StdioSettings {
+                admin_url: admin.admin_url,
+                admin_token: admin.admin_token,
+                subscriptions,
+            };
+            match a2a_push_hub::internals::mcp_stdio::run(settings).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Subscriptions { admin, action } => cli::admin::subscriptions(admin, action).await,
         Command::Keys { admin, action } => cli::admin::keys(admin, action).await,
         Command::Probe(args) => cli::probe::probe(args).await,

@@ -171,3 +171,40 @@ async fn the_mcp_conformance_suite_passes_its_server_scenarios() {
     }
     hub.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the Python venv with mcp and a2a-sdk; run by .ci/run"]
+async fn the_stdio_face_notifies_the_session_of_each_push_as_a_channel_event() {
+    let hub = TestHub::start_with(|s| {
+        s.server.admin_token = a2a_push_hub::config::Secret::new(ADMIN_TOKEN);
+    })
+    .await;
+    let (_agent, port) = common::start_listening(common::python_sdk_agent()).await;
+    let python = std::env::var("A2A_INTEROP_PYTHON")
+        .expect("set A2A_INTEROP_PYTHON to the venv's python (see .ci/run)");
+    let run = tokio::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/python/mcp_stdio_client.py"
+        ))
+        .arg(env!("CARGO_BIN_EXE_a2a-push-hub"))
+        .arg(&hub.admin)
+        .arg(ADMIN_TOKEN)
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the MCP host finishes within 240 s")
+        .expect("the MCP host runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the MCP host failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    hub.stop().await;
+}

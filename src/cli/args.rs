@@ -129,6 +129,17 @@ pub enum Command {
         #[command(subcommand)]
         action: SubscriptionsAction,
     },
+    /// The MCP bridge for an agent session (docs/MCP.md): an MCP server on stdin/stdout that
+    /// an MCP host spawns. It relays the tools of a running hub's /mcp and sends a
+    /// notifications/claude/channel for each push the hub accepts for a followed subscription
+    /// (those given here, and those of the tasks the session delegates).
+    McpStdio {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// An inbound subscription to follow from the start (repeat for several).
+        #[arg(long = "subscription", value_name = "ID")]
+        subscriptions: Vec<String>,
+    },
     /// How the origins (scheme://host:port) the hub delivers to are answering, through a
     /// running hub's admin API.
     Origins {

@@ -468,6 +468,15 @@ fn excerpt_name(name: &str) -> String {
     format!("{one_line:?}")
 }
 
+/// The task state an accepted event reports (`working`, `completed`, …), if it reports one.
+pub fn event_state(record: &InboundEventRecord) -> Option<String> {
+    match parsed(record)? {
+        StreamResponse::StatusUpdate(update) => Some(short_state(&update.status.state)),
+        StreamResponse::Task(task) => Some(short_state(&task.status.state)),
+        _ => None,
+    }
+}
+
 /// One line about one accepted event: its kind and state, no agent text but an excerpt.
 pub fn event_summary(record: &InboundEventRecord) -> String {
     let what = match parsed(record) {

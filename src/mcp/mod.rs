@@ -7,6 +7,7 @@
 //! Everything a peer agent wrote is untrusted input to a model: tool results name it as such,
 //! and summaries quote at most a bounded, fenced excerpt of it.
 
+pub mod stdio;
 mod tools;
 
 use std::sync::Arc;
