@@ -250,31 +250,41 @@ pub async fn task_now(inbound: &Inbound, task_id: &str) -> Result<TaskNow, Domai
     let subscription = subscription_of(inbound, task_id).await?;
     let mut now = TaskNow {
         task_id: task_id.to_string(),
-        subscription_id: subscription.id.clone(),
+        subscription_id: subscription.id,
         task: None,
         events: 0,
         last_sequence: 0,
         truncated: false,
     };
+    fold_newer(inbound, &mut now).await?;
+    Ok(now)
+}
+
+/// Folds into `now` the events its subscription accepted after `now.last_sequence`.
+async fn fold_newer(inbound: &Inbound, now: &mut TaskNow) -> Result<(), DomainError> {
     loop {
-        let page = events(inbound, &subscription.id, now.last_sequence, PAGE).await?;
+        let page = events(inbound, &now.subscription_id, now.last_sequence, PAGE).await?;
         let done = page.len() < PAGE;
         for record in &page {
             now.last_sequence = record.sequence;
-            if record.task_id != task_id {
+            if record.task_id != now.task_id {
                 continue;
             }
             if now.events >= MAX_FOLDED_EVENTS {
                 now.truncated = true;
-                return Ok(now);
+                return Ok(());
             }
             if let Some(event) = parsed(record) {
-                now.task = Some(crate::a2a::fold::apply(now.task.take(), task_id, &event));
+                now.task = Some(crate::a2a::fold::apply(
+                    now.task.take(),
+                    &now.task_id,
+                    &event,
+                ));
                 now.events += 1;
             }
         }
         if done {
-            return Ok(now);
+            return Ok(());
         }
     }
 }
@@ -309,7 +319,7 @@ pub async fn wait(
             }
         }
         if heard > now.last_sequence {
-            now = task_now(inbound, task_id).await?;
+            fold_newer(inbound, &mut now).await?;
         }
         if now.needs_attention() {
             return Ok((now, WaitEnd::Attention));
