@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Receiver, Reply, TestHub, fast_delivery, push, wait_until};
@@ -389,25 +388,13 @@ async fn scenario(admin_token: Option<&str>, name: &str) {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/console/console_check.py"
     );
-    let run = tokio::process::Command::new(env("A2A_INTEROP_PYTHON"))
+    let mut check = tokio::process::Command::new(env("A2A_INTEROP_PYTHON"));
+    check
         .arg(script)
         .arg(settings.to_string())
-        .env("SE_OFFLINE", "true")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(300), run)
-        .await
-        .expect("the browser check finishes within 300 s")
-        .expect("the browser check runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "the browser check failed (screenshots in {screenshots}):\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .env("SE_OFFLINE", "true");
+    let what = format!("the browser check (screenshots in {screenshots})");
+    common::run_client(check, &what, Duration::from_secs(300)).await;
 
     // Every dead delivery, replayed from the console, arrived once more at the receiver: the
     // first from the task's timeline, the second by selection, the third by filter.

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::TestHub;
@@ -87,7 +86,8 @@ async fn python_client(mode: &str, admin_token: Option<&str>) {
     let (_agent, port) = common::start_listening(common::python_sdk_agent()).await;
     let python = std::env::var("A2A_INTEROP_PYTHON")
         .expect("set A2A_INTEROP_PYTHON to the venv's python (see .ci/run)");
-    let run = tokio::process::Command::new(python)
+    let mut client = tokio::process::Command::new(python);
+    client
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/interop/python/mcp_client.py"
@@ -95,22 +95,8 @@ async fn python_client(mode: &str, admin_token: Option<&str>) {
         .arg(format!("{}/mcp", hub.admin))
         .arg(admin_token.unwrap_or_default())
         .arg(format!("http://127.0.0.1:{port}/"))
-        .arg(mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .expect("the MCP client finishes within 240 s")
-        .expect("the MCP client runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "the MCP client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg(mode);
+    common::run_client(client, "the MCP client", Duration::from_secs(240)).await;
     hub.stop().await;
 }
 
@@ -149,25 +135,13 @@ async fn the_mcp_conformance_suite_passes_its_server_scenarios() {
     );
     let hub = TestHub::start().await;
     for scenario in CONFORMANCE_SCENARIOS {
-        let run = tokio::process::Command::new(&node)
+        let mut suite_run = tokio::process::Command::new(&node);
+        suite_run
             .arg(suite)
             .args(["server", "--url", &format!("{}/mcp", hub.admin)])
-            .args(["--scenario", scenario])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(120), run)
-            .await
-            .expect("a conformance scenario finishes within 120 s")
-            .expect("the conformance suite runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "conformance scenario {scenario} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        println!("ok: conformance scenario {scenario}");
+            .args(["--scenario", scenario]);
+        let what = format!("conformance scenario {scenario}");
+        common::run_client(suite_run, &what, Duration::from_secs(120)).await;
     }
     hub.stop().await;
 }
@@ -182,29 +156,15 @@ async fn the_stdio_face_notifies_the_session_of_each_push_as_a_channel_event() {
     let (_agent, port) = common::start_listening(common::python_sdk_agent()).await;
     let python = std::env::var("A2A_INTEROP_PYTHON")
         .expect("set A2A_INTEROP_PYTHON to the venv's python (see .ci/run)");
-    let run = tokio::process::Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/interop/python/mcp_stdio_client.py"
-        ))
-        .arg(env!("CARGO_BIN_EXE_a2a-push-hub"))
-        .arg(&hub.admin)
-        .arg(ADMIN_TOKEN)
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .expect("the MCP host finishes within 240 s")
-        .expect("the MCP host runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "the MCP host failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut host = tokio::process::Command::new(python);
+    host.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python/mcp_stdio_client.py"
+    ))
+    .arg(env!("CARGO_BIN_EXE_a2a-push-hub"))
+    .arg(&hub.admin)
+    .arg(ADMIN_TOKEN)
+    .arg(format!("http://127.0.0.1:{port}/"));
+    common::run_client(host, "the MCP host", Duration::from_secs(240)).await;
     hub.stop().await;
 }

@@ -368,11 +368,21 @@ pub async fn reply(inbound: &Inbound, task_id: &str, text: &str) -> Result<Strin
         .as_ref()
         .map(|t| t.context_id.clone())
         .filter(|c| !c.is_empty())
-        .or(delegation.context_id);
+        .or(delegation.context_id.clone());
     let message = agent.reply_message(text, task_id, context_id.as_deref());
-    let task = agent.send_message(&message, None).await.map_err(|error| {
+    let answered = agent.send_message(&message, None).await;
+    state_answered(answered, &delegation, "take the reply")
+}
+
+/// The task state an agent's answer reports, or what it refused.
+fn state_answered(
+    answered: Result<Value, crate::agent_client::CallError>,
+    delegation: &Delegation,
+    what: &str,
+) -> Result<String, DomainError> {
+    let task = answered.map_err(|error| {
         DomainError::Upstream(format!(
-            "the agent at {} did not take the reply: {error}",
+            "the agent at {} did not {what}: {error}",
             delegation.agent_url
         ))
     })?;
@@ -385,16 +395,8 @@ pub async fn reply(inbound: &Inbound, task_id: &str, text: &str) -> Result<Strin
 /// Asks the agent to cancel the task; returns its state as the agent answered.
 pub async fn cancel(inbound: &Inbound, task_id: &str) -> Result<String, DomainError> {
     let (agent, delegation) = delegated_agent(inbound, task_id).await?;
-    let task = agent.cancel_task(task_id).await.map_err(|error| {
-        DomainError::Upstream(format!(
-            "the agent at {} did not cancel the task: {error}",
-            delegation.agent_url
-        ))
-    })?;
-    Ok(task["status"]["state"]
-        .as_str()
-        .unwrap_or("TASK_STATE_UNSPECIFIED")
-        .to_string())
+    let answered = agent.cancel_task(task_id).await;
+    state_answered(answered, &delegation, "cancel the task")
 }
 
 /// `completed`, `input-required`, …

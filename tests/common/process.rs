@@ -138,6 +138,32 @@ pub fn crash_test_settings(command: &mut Command) -> &mut Command {
         .env("A2A_PUSH_HUB_DELIVERY__CIRCUIT_THRESHOLD", "100000")
 }
 
+/// Runs a scripted client (an SDK's test program) to its end within `deadline`; prints what
+/// it printed and fails the test, with its output, unless it succeeded. Returns its stdout.
+pub async fn run_client(
+    mut command: tokio::process::Command,
+    what: &str,
+    deadline: Duration,
+) -> String {
+    let run = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(deadline, run)
+        .await
+        .unwrap_or_else(|_| panic!("{what} finishes within {deadline:?}"))
+        .unwrap_or_else(|e| panic!("{what} runs: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Starts a peer process that prints `LISTENING <port>` first; returns it with the port.
 pub async fn start_listening(mut command: tokio::process::Command) -> (tokio::process::Child, u16) {
     use tokio::io::AsyncBufReadExt;
