@@ -225,8 +225,20 @@ pub async fn subscription_of(
     })
 }
 
+/// The accepted events of an inbound subscription after `after`, in order, at most `limit`;
+/// a subscription that does not exist is an error that says so.
+pub async fn subscription_events(
+    inbound: &Inbound,
+    subscription_id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<InboundEventRecord>, DomainError> {
+    subscriptions::get(inbound, subscription_id).await?;
+    events(inbound, subscription_id, after, limit).await
+}
+
 /// Every accepted event of the subscription after `after`, in order, at most `limit`.
-pub async fn events(
+async fn events(
     inbound: &Inbound,
     subscription_id: &str,
     after: u64,

@@ -276,10 +276,13 @@ impl Bridge {
             .limit
             .map_or(MAX_LIST, |n| (n as usize).clamp(1, MAX_LIST));
         let after = args.after.unwrap_or(0);
-        let page = match delegations::events(&self.inbound, &subscription_id, after, limit).await {
-            Ok(page) => page,
-            Err(error) => return Ok(failed(error)),
-        };
+        let page =
+            match delegations::subscription_events(&self.inbound, &subscription_id, after, limit)
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => return Ok(failed(error)),
+            };
         let next_after = page.last().map_or(after, |r| r.sequence);
         let events: Vec<Value> = page
             .iter()
@@ -580,7 +583,7 @@ impl ServerHandler for Bridge {
             .strip_prefix(SUBSCRIPTION_URI)
             .and_then(|rest| rest.strip_suffix("/events"))
         {
-            let events = delegations::events(&self.inbound, id, 0, MAX_LIST)
+            let events = delegations::subscription_events(&self.inbound, id, 0, MAX_LIST)
                 .await
                 .map_err(|e| not_found(e.to_string()))?;
             json!({"subscriptionId": id, "events": events.iter().map(|r| json!({

@@ -59,6 +59,8 @@ async def main(url, token, agent, mode):
         assert "`message` must not be empty" in empty, empty
         unknown = error_text(await client.call_tool("get_task", {"taskId": "no-such-task"}))
         assert "no task \"no-such-task\"" in unknown, unknown
+        no_subscription = error_text(await client.call_tool("list_events", {"subscriptionId": "no-such-subscription"}))
+        assert "no-such-subscription" in no_subscription, no_subscription
         too_long = error_text(await client.call_tool("wait_for_task", {"taskId": "x", "timeoutSeconds": 100000}))
         assert "timeoutSeconds" in too_long, too_long
         step("bad input, a refused URL, an unreachable agent and an unknown task are tool errors that say what to fix")
