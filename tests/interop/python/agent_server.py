@@ -30,6 +30,9 @@ from a2a.types.a2a_pb2 import AgentCapabilities, AgentCard, AgentInterface, Agen
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 sock.bind(('127.0.0.1', 0))
+# Listening before `LISTENING` is printed: a client that connects at once is queued until
+# uvicorn serves, not refused.
+sock.listen(128)
 PORT = sock.getsockname()[1]
 BASE = f'http://127.0.0.1:{PORT}'
 store = InMemoryPushNotificationConfigStore()

@@ -26,6 +26,9 @@ from a2a.utils import new_task
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 sock.bind(('127.0.0.1', 0))
+# Listening before `LISTENING` is printed: a client that connects at once is queued until
+# uvicorn serves, not refused.
+sock.listen(128)
 PORT = sock.getsockname()[1]
 store = InMemoryPushNotificationConfigStore()
 
