@@ -490,21 +490,22 @@ impl Agent {
         Ok(self.task_of(task))
     }
 
-    /// A text message that continues `task_id` (an answer to `input-required`), in the
-    /// agent's version's shape.
-    pub fn reply_message(
+    /// A text message in the agent's version's shape: of `task_id` when given (an answer to
+    /// `input-required`), in conversation `context_id` when given.
+    pub fn text_message(
         &self,
         text: &str,
-        task_id: &str,
+        task_id: Option<&str>,
         context_id: Option<&str>,
     ) -> MessageSpec {
         let mut message = match self.version {
-            Version::V1 => {
-                json!({"role": "ROLE_USER", "parts": [{"text": text}], "taskId": task_id})
-            }
+            Version::V1 => json!({"role": "ROLE_USER", "parts": [{"text": text}]}),
             Version::V03 => json!({"kind": "message", "role": "user",
-                "parts": [{"kind": "text", "text": text}], "taskId": task_id}),
+                "parts": [{"kind": "text", "text": text}]}),
         };
+        if let Some(task_id) = task_id {
+            message["taskId"] = json!(task_id);
+        }
         if let Some(context_id) = context_id {
             message["contextId"] = json!(context_id);
         }

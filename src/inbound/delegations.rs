@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::Inbound;
 use super::subscriptions;
 use crate::a2a::params::InvalidField;
-use crate::agent_client::{Agent, Binding, MessageSpec, PushTarget};
+use crate::agent_client::{Agent, Binding, PushTarget};
 use crate::domain::DomainError;
 use crate::store::{Delegation, InboundEventRecord, SubscriptionRecord};
 
@@ -159,18 +159,7 @@ pub async fn delegate(
             .map(str::to_string),
         authentication: None,
     };
-    let message = match &request.context_id {
-        None => MessageSpec::Text(request.message.clone()),
-        Some(context_id) => {
-            let MessageSpec::Json(mut message) = agent.reply_message(&request.message, "", None)
-            else {
-                unreachable!("reply_message builds JSON")
-            };
-            message.as_object_mut().map(|m| m.remove("taskId"));
-            message["contextId"] = json!(context_id);
-            MessageSpec::Json(message)
-        }
-    };
+    let message = agent.text_message(&request.message, None, request.context_id.as_deref());
     let task = match agent.send_message(&message, Some(&target)).await {
         Ok(task) => task,
         Err(error) => {
@@ -381,7 +370,7 @@ pub async fn reply(inbound: &Inbound, task_id: &str, text: &str) -> Result<Strin
         .map(|t| t.context_id.clone())
         .filter(|c| !c.is_empty())
         .or(delegation.context_id.clone());
-    let message = agent.reply_message(text, task_id, context_id.as_deref());
+    let message = agent.text_message(text, Some(task_id), context_id.as_deref());
     let answered = agent.send_message(&message, None).await;
     state_answered(answered, &delegation, "take the reply")
 }
