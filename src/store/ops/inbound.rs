@@ -6,8 +6,15 @@ use super::*;
 
 /// Receipts kept per subscription; older ones are dropped.
 const MAX_RECEIPTS: u64 = 1000;
-/// Expired replay entries removed per accepted request (bounds the work of one request).
+/// Expired replay entries removed per pruning (bounds the work of one request).
 const REPLAY_PRUNE_BATCH: usize = 64;
+/// A subscription's expired replay entries are pruned once every this many of its receipts:
+/// a push adds at most three keys, so a pruning of `REPLAY_PRUNE_BATCH` keeps up, and the
+/// pushes between prunings skip a scan of the cache (on PostgreSQL also the round trip that
+/// sends the cache's new entries before that scan). Until then, an expired entry refuses
+/// nothing (its time is checked) and still counts toward `replay_max_entries`, where it is
+/// the first to go.
+const REPLAY_PRUNE_EVERY: u64 = 16;
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct InboundCounters {
     last_event: u64,
@@ -125,8 +132,10 @@ fn replay_check(
     now: u64,
 ) -> Result<ReplayVerdict, StoreError> {
     let prefix = text_key(&[subscription_id]);
-    let expired = drop_replay_entries(tables, &prefix, now, REPLAY_PRUNE_BATCH)?;
-    counters.replay_entries = counters.replay_entries.saturating_sub(expired as u64);
+    if counters.last_receipt % REPLAY_PRUNE_EVERY == 0 {
+        let expired = drop_replay_entries(tables, &prefix, now, REPLAY_PRUNE_BATCH)?;
+        counters.replay_entries = counters.replay_entries.saturating_sub(expired as u64);
+    }
     for key in keys {
         let replay_key = text_key(&[subscription_id, &key.key]);
         if replay_entry(tables, &replay_key)?.is_some_and(|until| until >= now) {
@@ -163,6 +172,36 @@ fn replay_check(
         duplicate: false,
         evicted,
     })
+}
+
+/// What accepting `accept` reads, so that a batch's pushes are read together (one round trip
+/// per table on PostgreSQL instead of several per push).
+fn accept_reads(accept: &InboundAccept) -> Vec<Entry> {
+    let id = accept.subscription_id.as_str();
+    let mut reads = vec![
+        (Table::InboundCounters, id.as_bytes().to_vec()),
+        (Table::InboundTasks, text_key(&[id, &accept.task_id])),
+    ];
+    reads.extend(
+        accept
+            .replay_keys
+            .iter()
+            .map(|key| (Table::Replay, text_key(&[id, &key.key]))),
+    );
+    match &accept.route {
+        InboundRoute::Log => {}
+        InboundRoute::Publish { tenant } => {
+            reads.push((Table::Tasks, task_key(tenant, &accept.task_id)));
+        }
+        InboundRoute::Forward { tenant, .. } => {
+            reads.push((Table::Tasks, task_key(tenant, &accept.task_id)));
+            reads.push((
+                Table::Configs,
+                config_key(tenant, &accept.task_id, FORWARD_CONFIG_ID),
+            ));
+        }
+    }
+    reads
 }
 
 fn accept_inbound_in(
@@ -357,8 +396,14 @@ impl<B: Backend> InboundStore for TableStore<B> {
 
     async fn accept_inbound(&self, accept: InboundAccept) -> Result<InboundOutcome, StoreError> {
         let sealing = self.sealing.clone();
+        let reads = accept_reads(&accept);
         let outcome = self
-            .write(move |tables| accept_inbound_in(&sealing, tables, accept))
+            .backend
+            .write(
+                Urgency::Now,
+                reads,
+                Box::new(move |tables| accept_inbound_in(&sealing, tables, accept)),
+            )
             .await?;
         if let InboundOutcome::Accepted {
             forwarded: Some(published),
@@ -410,5 +455,83 @@ impl<B: Backend> InboundStore for TableStore<B> {
             page(tables, Table::Receipts, &prefix, &start, limit, decode)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::a2a::event::parse_event;
+    use crate::store::memory::MemoryTables;
+
+    fn logged_push(replay_key: &str, expires_at_ms: u64) -> InboundAccept {
+        let value = serde_json::json!({"statusUpdate": {"taskId": "t", "contextId": "c",
+            "status": {"state": "TASK_STATE_WORKING"}}});
+        let parsed = parse_event(&value, "").unwrap();
+        InboundAccept {
+            subscription_id: "s".into(),
+            replay_keys: vec![ReplayKey {
+                key: replay_key.to_string(),
+                expires_at_ms,
+            }],
+            replay_max_entries: 1000,
+            task_id: "t".into(),
+            push_sequence: None,
+            event: parsed.event,
+            body: serde_json::value::to_raw_value(&value).unwrap(),
+            route: InboundRoute::Log,
+            receipt: ReceiptRecord {
+                number: 0,
+                received_at_ms: 1,
+                verdict: "accepted".into(),
+                status: 200,
+                checks: Vec::new(),
+                headers: Vec::new(),
+                notes: Vec::new(),
+                task_id: Some("t".into()),
+                event_sequence: None,
+            },
+            trace: None,
+            origin_span: None,
+        }
+    }
+
+    #[test]
+    fn an_expired_replay_entry_refuses_nothing_and_is_pruned_within_a_pruning_period() {
+        let tables = MemoryTables::default();
+        let sealing = Sealing::none();
+        let accept = |key: &str, expires_at_ms: u64| {
+            accept_inbound_in(&sealing, &tables, logged_push(key, expires_at_ms)).unwrap()
+        };
+        let live = u64::MAX / 2;
+        assert!(matches!(
+            accept("expired", 1),
+            InboundOutcome::Accepted { .. }
+        ));
+        assert!(
+            matches!(accept("expired", 1), InboundOutcome::Accepted { .. }),
+            "an expired entry is no duplicate, pruned or not"
+        );
+        assert!(matches!(
+            accept("live", live),
+            InboundOutcome::Accepted { .. }
+        ));
+        assert!(matches!(accept("live", live), InboundOutcome::Duplicate));
+        for n in 0..REPLAY_PRUNE_EVERY {
+            accept(&format!("live-{n}"), live);
+        }
+        assert_eq!(
+            tables.count(Table::Replay),
+            1 + REPLAY_PRUNE_EVERY as usize,
+            "the live entries stay, the expired one went"
+        );
+        assert_eq!(
+            tables.count(Table::ReplayByTime),
+            tables.count(Table::Replay)
+        );
+        let counted: InboundCounters = get_json(&tables, Table::InboundCounters, b"s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(counted.replay_entries, 1 + REPLAY_PRUNE_EVERY);
     }
 }
