@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::StoreError;
 use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::sealing::Sealing;
-use super::tables::{Entry, Table, Tables, TablesMut, Visit};
+use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 
 /// (table index, key).
 type Key = (usize, Vec<u8>);
@@ -57,7 +57,7 @@ impl Backend for MemoryBackend {
     async fn write<R: Send + 'static>(
         &self,
         _urgency: Urgency,
-        _reads: Vec<Entry>,
+        _reads: Vec<ReadAhead>,
         job: WriteJob<R>,
     ) -> Result<R, StoreError> {
         let tables = self.lock()?;

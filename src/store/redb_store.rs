@@ -14,7 +14,7 @@ use ::redb::{
 use super::StoreError;
 use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::sealing::Sealing;
-use super::tables::{Entry, Table, Tables, TablesMut, Visit};
+use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
 
 type Bytes = &'static [u8];
@@ -112,7 +112,7 @@ impl Backend for RedbBackend {
     async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
-        reads: Vec<Entry>,
+        reads: Vec<ReadAhead>,
         job: WriteJob<R>,
     ) -> Result<R, StoreError> {
         self.writer.write(urgency, reads, job).await

@@ -144,8 +144,15 @@ impl Table {
 /// (key, value) pairs read out of a table.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// An entry of a table, by key.
-pub type Entry = (Table, Vec<u8>);
+/// What a write job will read, declared ahead so that a database backend reads the entries
+/// of a whole batch together (a round trip per table, not one per read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadAhead {
+    /// One entry, by key.
+    Key(Table, Vec<u8>),
+    /// Every entry whose key starts with this prefix: a scan the job will make from it.
+    Prefix(Table, Vec<u8>),
+}
 
 /// Visitor of a scan: gets (key, value), returns whether to go on.
 pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>;
@@ -155,7 +162,7 @@ pub trait Tables {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Reads ahead entries the transaction is about to read, where that saves round trips
     /// (a database); a no-op elsewhere.
-    fn prefetch(&self, _keys: &[Entry]) -> Result<(), StoreError> {
+    fn prefetch(&self, _reads: &[ReadAhead]) -> Result<(), StoreError> {
         Ok(())
     }
     /// The values of `keys`, in their order.

@@ -20,7 +20,7 @@ use crate::metrics::WriterStats;
 
 use super::StoreError;
 use super::ops::{Urgency, WriteJob};
-use super::tables::{Entry, TablesMut};
+use super::tables::{ReadAhead, TablesMut};
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 512;
@@ -37,7 +37,7 @@ type Run = Box<dyn FnOnce(&dyn TablesMut) -> (bool, Completion) + Send>;
 
 /// A write job; `reads` are the entries it will read, which a batch may fetch together first.
 pub struct Job {
-    reads: Vec<Entry>,
+    reads: Vec<ReadAhead>,
     run: Run,
 }
 
@@ -81,7 +81,7 @@ impl Writer {
     pub async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
-        reads: Vec<Entry>,
+        reads: Vec<ReadAhead>,
         job: WriteJob<R>,
     ) -> Result<R, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -129,7 +129,7 @@ impl Writer {
 
 /// Runs each job of a batch on `tables`; whether all succeeded, and their completions.
 pub fn run_jobs(tables: &dyn TablesMut, batch: Vec<Job>) -> (bool, Vec<Completion>) {
-    let reads: Vec<Entry> = batch.iter().flat_map(|job| job.reads.clone()).collect();
+    let reads: Vec<ReadAhead> = batch.iter().flat_map(|job| job.reads.clone()).collect();
     // A failed read-ahead only costs the round trips it would have saved.
     if let Err(e) = tables.prefetch(&reads) {
         tracing::debug!(error = %e, "read-ahead of a write batch failed");

@@ -486,7 +486,10 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
         disable_after_ms: u64,
     ) -> Result<Recorded, StoreError> {
         let sealing = self.sealing.clone();
-        let reads = vec![(Table::Deliveries, delivery_id.as_bytes().to_vec())];
+        let reads = vec![ReadAhead::Key(
+            Table::Deliveries,
+            delivery_id.as_bytes().to_vec(),
+        )];
         let (recorded, announce) = self
             .backend
             .write(

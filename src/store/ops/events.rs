@@ -76,6 +76,16 @@ fn publish_keyed(
     Ok(published)
 }
 
+/// What publishing an event of a task reads: the task, and its configs (the one made for a
+/// forwarded push included, when it exists).
+pub(super) fn publish_reads(tenant: &str, task_id: &str) -> [ReadAhead; 2] {
+    let task = task_key(tenant, task_id);
+    [
+        ReadAhead::Key(Table::Tasks, task.clone()),
+        ReadAhead::Prefix(Table::Configs, task),
+    ]
+}
+
 pub(super) fn publish_one(
     sealing: &Sealing,
     tables: &dyn TablesMut,
@@ -208,7 +218,7 @@ impl<B: Backend> EventStore for TableStore<B> {
         let sealing = self.sealing.clone();
         let reads = events
             .iter()
-            .map(|event| (Table::Tasks, task_key(&event.tenant, &event.task_id)))
+            .flat_map(|event| publish_reads(&event.tenant, &event.task_id))
             .chain(idempotency::reads(&events))
             .collect();
         let job = move |tables: &dyn TablesMut| {

@@ -26,10 +26,13 @@ fn live(
 }
 
 /// The entries a publish of `events` reads, to fetch them together.
-pub(super) fn reads(events: &[NewEvent]) -> impl Iterator<Item = Entry> + '_ {
+pub(super) fn reads(events: &[NewEvent]) -> impl Iterator<Item = ReadAhead> + '_ {
     events.iter().filter_map(|event| {
         let claim = event.idempotency.as_ref()?;
-        Some((Table::IdempotencyKeys, entry_key(&event.tenant, &claim.key)))
+        Some(ReadAhead::Key(
+            Table::IdempotencyKeys,
+            entry_key(&event.tenant, &claim.key),
+        ))
     })
 }
 

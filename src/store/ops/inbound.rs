@@ -1,7 +1,7 @@
 //! The inbound role: subscriptions, accepted events with their replay cache, receipts and
 //! counters.
 
-use super::events::publish_one;
+use super::events::{self, publish_one};
 use super::*;
 
 /// Receipts kept per subscription; older ones are dropped.
@@ -176,29 +176,22 @@ fn replay_check(
 
 /// What accepting `accept` reads, so that a batch's pushes are read together (one round trip
 /// per table on PostgreSQL instead of several per push).
-fn accept_reads(accept: &InboundAccept) -> Vec<Entry> {
+fn accept_reads(accept: &InboundAccept) -> Vec<ReadAhead> {
     let id = accept.subscription_id.as_str();
     let mut reads = vec![
-        (Table::InboundCounters, id.as_bytes().to_vec()),
-        (Table::InboundTasks, text_key(&[id, &accept.task_id])),
+        ReadAhead::Key(Table::InboundCounters, id.as_bytes().to_vec()),
+        ReadAhead::Key(Table::InboundTasks, text_key(&[id, &accept.task_id])),
     ];
     reads.extend(
         accept
             .replay_keys
             .iter()
-            .map(|key| (Table::Replay, text_key(&[id, &key.key]))),
+            .map(|key| ReadAhead::Key(Table::Replay, text_key(&[id, &key.key]))),
     );
     match &accept.route {
         InboundRoute::Log => {}
-        InboundRoute::Publish { tenant } => {
-            reads.push((Table::Tasks, task_key(tenant, &accept.task_id)));
-        }
-        InboundRoute::Forward { tenant, .. } => {
-            reads.push((Table::Tasks, task_key(tenant, &accept.task_id)));
-            reads.push((
-                Table::Configs,
-                config_key(tenant, &accept.task_id, FORWARD_CONFIG_ID),
-            ));
+        InboundRoute::Publish { tenant } | InboundRoute::Forward { tenant, .. } => {
+            reads.extend(events::publish_reads(tenant, &accept.task_id));
         }
     }
     reads

@@ -73,7 +73,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
-        reads: Vec<Entry>,
+        reads: Vec<ReadAhead>,
         job: WriteJob<R>,
     ) -> Result<R, StoreError>;
     /// Finishes the writes in progress and releases the engine.

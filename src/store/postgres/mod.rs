@@ -32,7 +32,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::sealing::Sealing;
-use super::tables::{Entry, Table, Tables, TablesMut, Visit};
+use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
 use super::{LaneId, StoreError};
 
@@ -142,7 +142,7 @@ impl Backend for PostgresBackend {
     async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
-        reads: Vec<Entry>,
+        reads: Vec<ReadAhead>,
         job: WriteJob<R>,
     ) -> Result<R, StoreError> {
         self.writer.write(urgency, reads, job).await

@@ -78,6 +78,8 @@ pub(super) struct PgTables<'c, C> {
     txn: RefCell<C>,
     pub(super) statements: RefCell<&'c mut HashMap<(Table, Op), Statement>>,
     known: RefCell<HashMap<Table, HashMap<Vec<u8>, Known>>>,
+    /// Prefixes whose every entry is in `known` (read ahead): scans of them need no round trip.
+    whole: RefCell<std::collections::HashSet<(Table, Vec<u8>)>>,
     /// Writes kept and not sent yet.
     unsent: std::cell::Cell<usize>,
 }
@@ -91,6 +93,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
             txn: RefCell::new(txn),
             statements: RefCell::new(statements),
             known: RefCell::new(HashMap::new()),
+            whole: RefCell::new(std::collections::HashSet::new()),
             unsent: std::cell::Cell::new(0),
         }
     }
@@ -180,8 +183,93 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
             self.flush_table(table)?;
         }
         self.known.borrow_mut().clear();
+        self.whole.borrow_mut().clear();
         self.unsent.set(0);
         Ok(())
+    }
+
+    /// Reads every entry under each of `prefixes` in one round trip and remembers the prefixes
+    /// as wholly known, so that a scan of one of them is answered here (`known_scan`).
+    fn read_prefixes(&self, table: Table, prefixes: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        let (mut starts, mut ends, mut wanted) = (Vec::new(), Vec::new(), Vec::new());
+        for prefix in prefixes {
+            let already = self.whole.borrow().contains(&(table, prefix.clone()));
+            // Unsent writes under it would be overwritten by what the database has.
+            if already || self.has_unsent_under(table, &prefix) {
+                continue;
+            }
+            if let Some(end) = prefix_end(&prefix) {
+                starts.push(prefix.clone());
+                ends.push(end);
+                wanted.push(prefix);
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let rows = self
+            .txn
+            .borrow_mut()
+            .query_typed(
+                &format!(
+                    "SELECT t.k, t.v FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi)
+                     JOIN hub_{} t ON t.k >= r.lo AND t.k < r.hi",
+                    table.name()
+                ),
+                &[(&starts, Type::BYTEA_ARRAY), (&ends, Type::BYTEA_ARRAY)],
+            )
+            .map_err(pg_error)?;
+        let mut known = self.known.borrow_mut();
+        let entries = known.entry(table).or_default();
+        for row in rows {
+            entries.entry(row.get(0)).or_insert(Known {
+                value: Some(row.get(1)),
+                unsent: false,
+            });
+        }
+        self.whole
+            .borrow_mut()
+            .extend(wanted.into_iter().map(|prefix| (table, prefix)));
+        Ok(())
+    }
+
+    /// Whether `key` lies under a prefix read whole: absent from `known`, it is absent.
+    fn under_whole(&self, table: Table, key: &[u8]) -> bool {
+        self.whole
+            .borrow()
+            .iter()
+            .any(|(t, prefix)| *t == table && key.starts_with(prefix))
+    }
+
+    fn has_unsent_under(&self, table: Table, prefix: &[u8]) -> bool {
+        self.known.borrow().get(&table).is_some_and(|entries| {
+            entries
+                .iter()
+                .any(|(key, known)| known.unsent && key.starts_with(prefix))
+        })
+    }
+
+    /// The entries under `prefix` from `start`, in key order, if the prefix is wholly known:
+    /// what the database had when it was read, with this transaction's writes since.
+    fn known_scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+    ) -> Option<crate::store::tables::Entries> {
+        if !self.whole.borrow().contains(&(table, prefix.to_vec())) {
+            return None;
+        }
+        let known = self.known.borrow();
+        let mut found: crate::store::tables::Entries = known
+            .get(&table)
+            .into_iter()
+            .flatten()
+            .filter(|(key, _)| key.starts_with(prefix) && key.as_slice() >= start)
+            .filter_map(|(key, known)| Some((key.clone(), known.value.clone()?)))
+            .collect();
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Some(found)
     }
 
     pub(super) fn into_inner(self) -> C {
@@ -193,6 +281,9 @@ impl<C: GenericClient> Tables for PgTables<'_, C> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(known) = self.known.borrow().get(&table).and_then(|t| t.get(key)) {
             return Ok(known.value.clone());
+        }
+        if self.under_whole(table, key) {
+            return Ok(None);
         }
         let statement = self.statement(table, Op::Get)?;
         let value: Option<Vec<u8>> = self
@@ -211,13 +302,22 @@ impl<C: GenericClient> Tables for PgTables<'_, C> {
         Ok(value)
     }
 
-    fn prefetch(&self, keys: &[Entry]) -> Result<(), StoreError> {
-        let mut by_table: HashMap<Table, Vec<Vec<u8>>> = HashMap::new();
-        for (table, key) in keys {
-            by_table.entry(*table).or_default().push(key.clone());
+    fn prefetch(&self, reads: &[ReadAhead]) -> Result<(), StoreError> {
+        let mut keys: HashMap<Table, Vec<Vec<u8>>> = HashMap::new();
+        let mut prefixes: HashMap<Table, Vec<Vec<u8>>> = HashMap::new();
+        for read in reads {
+            match read {
+                ReadAhead::Key(table, key) => keys.entry(*table).or_default().push(key.clone()),
+                ReadAhead::Prefix(table, prefix) => {
+                    prefixes.entry(*table).or_default().push(prefix.clone())
+                }
+            }
         }
-        for (table, keys) in by_table {
+        for (table, keys) in keys {
             self.get_many(table, &keys)?;
+        }
+        for (table, prefixes) in prefixes {
+            self.read_prefixes(table, prefixes)?;
         }
         Ok(())
     }
@@ -228,6 +328,7 @@ impl<C: GenericClient> Tables for PgTables<'_, C> {
             let seen = known.get(&table);
             keys.iter()
                 .filter(|key| seen.is_none_or(|t| !t.contains_key(*key)))
+                .filter(|key| !self.under_whole(table, key))
                 .cloned()
                 .collect()
         };
@@ -275,6 +376,14 @@ impl<C: GenericClient> Tables for PgTables<'_, C> {
         start: &[u8],
         visit: Visit<'_>,
     ) -> Result<(), StoreError> {
+        if let Some(entries) = self.known_scan(table, prefix, start) {
+            for (key, value) in &entries {
+                if !visit(key, value)? {
+                    break;
+                }
+            }
+            return Ok(());
+        }
         self.flush_table(table)?;
         let end = prefix_end(prefix);
         let statement = self.statement(
