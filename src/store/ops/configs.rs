@@ -116,7 +116,7 @@ fn enable_config_in(
     }
     super::deliveries::set_config_state(sealing, tables, ckey, was, ConfigState::Active, now)?;
     tables.remove(Table::FailingStreaks, ckey)?;
-    let mut resumed = super::deliveries::pending_under(sealing, tables, ckey)?;
+    let mut resumed = super::deliveries::pending_under(sealing, tables, &[ckey.to_vec()])?;
     for pending in &mut resumed {
         update_delivery(tables, pending.delivery_id.as_bytes(), |delivery| {
             delivery.next_attempt_at_ms = now;

@@ -6,24 +6,47 @@ use super::*;
 /// Attempts kept per delivery; older ones are dropped from the log.
 const MAX_ATTEMPTS_LOGGED: u32 = 50;
 
-/// The pending deliveries whose lane keys start with `prefix`, in lane and sequence order.
+/// The pending deliveries whose lane keys start with one of `prefixes`, prefix by prefix, each
+/// in lane and sequence order. The pending entries, the deliveries and their configs are each
+/// read for all prefixes at once (on PostgreSQL a round trip each, not three per lane).
 pub(super) fn pending_under(
     sealing: &Sealing,
     tables: &dyn Tables,
-    prefix: &[u8],
+    prefixes: &[Vec<u8>],
 ) -> Result<Vec<PendingDelivery>, StoreError> {
-    let mut found = Vec::new();
-    let mut url_of_lane: Option<(Vec<u8>, String)> = None;
-    let ids: Vec<Vec<u8>> = collect_prefix(tables, Table::Pending, prefix)?
-        .into_iter()
-        .map(|(_, id)| id)
+    let ahead: Vec<ReadAhead> = prefixes
+        .iter()
+        .map(|prefix| ReadAhead::Prefix(Table::Pending, prefix.clone()))
         .collect();
-    for delivery in tables
+    tables.prefetch(&ahead)?;
+    let mut ids = Vec::new();
+    for prefix in prefixes {
+        ids.extend(
+            collect_prefix(tables, Table::Pending, prefix)?
+                .into_iter()
+                .map(|(_, id)| id),
+        );
+    }
+    let deliveries = tables
         .get_many(Table::Deliveries, &ids)?
         .into_iter()
         .flatten()
-    {
-        let delivery: DeliveryRecord = decode(&delivery)?;
+        .map(|delivery| decode::<DeliveryRecord>(&delivery))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut configs: Vec<ReadAhead> = deliveries
+        .iter()
+        .map(|d| {
+            ReadAhead::Key(
+                Table::Configs,
+                config_key(&d.tenant, &d.task_id, &d.config_id),
+            )
+        })
+        .collect();
+    configs.dedup();
+    tables.prefetch(&configs)?;
+    let mut found = Vec::new();
+    let mut url_of_lane: Option<(Vec<u8>, String)> = None;
+    for delivery in deliveries {
         let ckey = config_key(&delivery.tenant, &delivery.task_id, &delivery.config_id);
         let url = match &url_of_lane {
             Some((key, url)) if *key == ckey => url.clone(),
@@ -419,7 +442,7 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
 
     async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
         let sealing = self.sealing.clone();
-        self.read(move |tables| pending_under(&sealing, tables, &[]))
+        self.read(move |tables| pending_under(&sealing, tables, &[Vec::new()]))
             .await
     }
 

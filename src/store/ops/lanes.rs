@@ -62,11 +62,8 @@ impl<B: Backend> LaneStore for TableStore<B> {
     ) -> Result<Vec<PendingDelivery>, StoreError> {
         let sealing = self.sealing.clone();
         self.read(move |tables| {
-            let mut found = Vec::new();
-            for lane in &lanes {
-                found.extend(pending_under(&sealing, tables, &lane.key())?);
-            }
-            Ok(found)
+            let keys: Vec<Vec<u8>> = lanes.iter().map(LaneId::key).collect();
+            pending_under(&sealing, tables, &keys)
         })
         .await
     }
