@@ -422,7 +422,7 @@ fn subscription(id: &str) -> SubscriptionRecord {
     }
 }
 
-fn push(subscription_id: &str, replay_key: &str, route: InboundRoute) -> InboundAccept {
+pub(super) fn push(subscription_id: &str, replay_key: &str, route: InboundRoute) -> InboundAccept {
     let event = status_event("t", "TASK_STATE_WORKING");
     InboundAccept {
         subscription_id: subscription_id.to_string(),

@@ -454,39 +454,13 @@ impl<B: Backend> InboundStore for TableStore<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::a2a::event::parse_event;
     use crate::store::memory::MemoryTables;
 
     fn logged_push(replay_key: &str, expires_at_ms: u64) -> InboundAccept {
-        let value = serde_json::json!({"statusUpdate": {"taskId": "t", "contextId": "c",
-            "status": {"state": "TASK_STATE_WORKING"}}});
-        let parsed = parse_event(&value, "").unwrap();
-        InboundAccept {
-            subscription_id: "s".into(),
-            replay_keys: vec![ReplayKey {
-                key: replay_key.to_string(),
-                expires_at_ms,
-            }],
-            replay_max_entries: 1000,
-            task_id: "t".into(),
-            push_sequence: None,
-            event: parsed.event,
-            body: serde_json::value::to_raw_value(&value).unwrap(),
-            route: InboundRoute::Log,
-            receipt: ReceiptRecord {
-                number: 0,
-                received_at_ms: 1,
-                verdict: "accepted".into(),
-                status: 200,
-                checks: Vec::new(),
-                headers: Vec::new(),
-                notes: Vec::new(),
-                task_id: Some("t".into()),
-                event_sequence: None,
-            },
-            trace: None,
-            origin_span: None,
-        }
+        let mut push = crate::store::contract_tests::push("s", replay_key, InboundRoute::Log);
+        push.replay_keys[0].expires_at_ms = expires_at_ms;
+        push.replay_max_entries = 1000;
+        push
     }
 
     #[test]
