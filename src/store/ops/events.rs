@@ -232,10 +232,7 @@ impl<B: Backend> EventStore for TableStore<B> {
                 .collect::<Result<_, _>>()
                 .map(Published::Events)
         };
-        let published = self
-            .backend
-            .write(Urgency::Now, reads, Box::new(job))
-            .await?;
+        let published = self.write_reading(reads, job).await?;
         if let Published::Events(events) = &published {
             let now = now_ms();
             self.outbox

@@ -391,12 +391,9 @@ impl<B: Backend> InboundStore for TableStore<B> {
         let sealing = self.sealing.clone();
         let reads = accept_reads(&accept);
         let outcome = self
-            .backend
-            .write(
-                Urgency::Now,
-                reads,
-                Box::new(move |tables| accept_inbound_in(&sealing, tables, accept)),
-            )
+            .write_reading(reads, move |tables| {
+                accept_inbound_in(&sealing, tables, accept)
+            })
             .await?;
         if let InboundOutcome::Accepted {
             forwarded: Some(published),

@@ -163,9 +163,16 @@ impl<B: Backend> TableStore<B> {
         R: Send + 'static,
         F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
     {
-        self.backend
-            .write(Urgency::Now, Vec::new(), Box::new(f))
-            .await
+        self.write_reading(Vec::new(), f).await
+    }
+
+    /// A write that declares what it will read, for its batch to read ahead.
+    async fn write_reading<R, F>(&self, reads: Vec<ReadAhead>, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.backend.write(Urgency::Now, reads, Box::new(f)).await
     }
 
     /// A write nobody waits on to answer someone: it may wait to share a later commit.

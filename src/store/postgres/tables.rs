@@ -1,6 +1,9 @@
 //! The store's tables as database tables (`bytea` key and value), read and written through
 //! prepared statements, with writes buffered and sent in batches.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
 use postgres::types::Type;
 
 use super::*;
@@ -8,7 +11,7 @@ use super::*;
 /// Rows a scan reads per round trip.
 pub(super) const SCAN_PAGE: i64 = 256;
 
-/// The statements of a table. Those that look keys up by `= ANY($1)` (`GetMany`, `DeleteMany`)
+/// The statements of a table. Those that look keys up by arrays (`GetMany`, `DeleteMany`, `ScanMany`)
 /// are planned at each use rather than prepared once: a prepared statement's cached plan is
 /// costed on the table as it was (a table empty when the hub started is scanned whole), and a
 /// scan of a grown table took 25 ms where its index takes tens of microseconds. Sent with
@@ -19,6 +22,8 @@ pub(super) enum Op {
     GetMany,
     PutMany,
     DeleteMany,
+    /// Every entry under each of several prefixes, given as `[start, end)` ranges.
+    ScanMany,
     ScanBounded,
     ScanOpen,
 }
@@ -33,6 +38,10 @@ pub(super) fn sql(table: Table, op: Op) -> String {
              ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
         ),
         Op::DeleteMany => format!("DELETE FROM hub_{name} WHERE k = ANY($1)"),
+        Op::ScanMany => format!(
+            "SELECT t.k, t.v FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi)
+             JOIN hub_{name} t ON t.k >= r.lo AND t.k < r.hi"
+        ),
         Op::ScanBounded => format!(
             "SELECT k, v FROM hub_{name} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT {SCAN_PAGE}"
         ),
@@ -52,6 +61,17 @@ pub(super) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// The entries of `entries` under `prefix`, from `start` on, in key order.
+fn under<'a>(
+    entries: &'a BTreeMap<Vec<u8>, Known>,
+    prefix: &'a [u8],
+    start: &[u8],
+) -> impl Iterator<Item = (&'a Vec<u8>, &'a Known)> {
+    entries
+        .range::<[u8], _>((Bound::Included(start.max(prefix)), Bound::Unbounded))
+        .take_while(move |(key, _)| key.starts_with(prefix))
 }
 
 /// A connection and the statements prepared on it.
@@ -77,9 +97,10 @@ pub(super) struct PgTables<'c, C> {
     /// committed state of its moment (no read needs more, and it saves two round trips).
     txn: RefCell<C>,
     pub(super) statements: RefCell<&'c mut HashMap<(Table, Op), Statement>>,
-    known: RefCell<HashMap<Table, HashMap<Vec<u8>, Known>>>,
+    /// In key order, so that the entries under a prefix are a range.
+    known: RefCell<HashMap<Table, BTreeMap<Vec<u8>, Known>>>,
     /// Prefixes whose every entry is in `known` (read ahead): scans of them need no round trip.
-    whole: RefCell<std::collections::HashSet<(Table, Vec<u8>)>>,
+    whole: RefCell<HashMap<Table, BTreeSet<Vec<u8>>>>,
     /// Writes kept and not sent yet.
     unsent: std::cell::Cell<usize>,
 }
@@ -93,7 +114,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
             txn: RefCell::new(txn),
             statements: RefCell::new(statements),
             known: RefCell::new(HashMap::new()),
-            whole: RefCell::new(std::collections::HashSet::new()),
+            whole: RefCell::new(HashMap::new()),
             unsent: std::cell::Cell::new(0),
         }
     }
@@ -193,7 +214,11 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
     fn read_prefixes(&self, table: Table, prefixes: Vec<Vec<u8>>) -> Result<(), StoreError> {
         let (mut starts, mut ends, mut wanted) = (Vec::new(), Vec::new(), Vec::new());
         for prefix in prefixes {
-            let already = self.whole.borrow().contains(&(table, prefix.clone()));
+            let already = self
+                .whole
+                .borrow()
+                .get(&table)
+                .is_some_and(|prefixes| prefixes.contains(&prefix));
             // Unsent writes under it would be overwritten by what the database has.
             if already || self.has_unsent_under(table, &prefix) {
                 continue;
@@ -211,11 +236,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
             .txn
             .borrow_mut()
             .query_typed(
-                &format!(
-                    "SELECT t.k, t.v FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi)
-                     JOIN hub_{} t ON t.k >= r.lo AND t.k < r.hi",
-                    table.name()
-                ),
+                &sql(table, Op::ScanMany),
                 &[(&starts, Type::BYTEA_ARRAY), (&ends, Type::BYTEA_ARRAY)],
             )
             .map_err(pg_error)?;
@@ -229,24 +250,29 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
         }
         self.whole
             .borrow_mut()
-            .extend(wanted.into_iter().map(|prefix| (table, prefix)));
+            .entry(table)
+            .or_default()
+            .extend(wanted);
         Ok(())
     }
 
-    /// Whether `key` lies under a prefix read whole: absent from `known`, it is absent.
+    /// Whether `key` lies under a prefix read whole: absent from `known`, it is absent. Looks
+    /// at the nearest prefix at or before `key` only; with nested prefixes it may say no where
+    /// the answer is yes, which costs a read and nothing else.
     fn under_whole(&self, table: Table, key: &[u8]) -> bool {
-        self.whole
-            .borrow()
-            .iter()
-            .any(|(t, prefix)| *t == table && key.starts_with(prefix))
+        self.whole.borrow().get(&table).is_some_and(|prefixes| {
+            prefixes
+                .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+                .next_back()
+                .is_some_and(|prefix| key.starts_with(prefix))
+        })
     }
 
     fn has_unsent_under(&self, table: Table, prefix: &[u8]) -> bool {
-        self.known.borrow().get(&table).is_some_and(|entries| {
-            entries
-                .iter()
-                .any(|(key, known)| known.unsent && key.starts_with(prefix))
-        })
+        self.known
+            .borrow()
+            .get(&table)
+            .is_some_and(|entries| under(entries, prefix, prefix).any(|(_, known)| known.unsent))
     }
 
     /// The entries under `prefix` from `start`, in key order, if the prefix is wholly known:
@@ -257,19 +283,25 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
         prefix: &[u8],
         start: &[u8],
     ) -> Option<crate::store::tables::Entries> {
-        if !self.whole.borrow().contains(&(table, prefix.to_vec())) {
+        let whole = self
+            .whole
+            .borrow()
+            .get(&table)
+            .is_some_and(|prefixes| prefixes.contains(prefix));
+        if !whole {
             return None;
         }
         let known = self.known.borrow();
-        let mut found: crate::store::tables::Entries = known
-            .get(&table)
-            .into_iter()
-            .flatten()
-            .filter(|(key, _)| key.starts_with(prefix) && key.as_slice() >= start)
-            .filter_map(|(key, known)| Some((key.clone(), known.value.clone()?)))
-            .collect();
-        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Some(found)
+        Some(
+            known
+                .get(&table)
+                .map(|entries| {
+                    under(entries, prefix, start)
+                        .filter_map(|(key, known)| Some((key.clone(), known.value.clone()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
     }
 
     pub(super) fn into_inner(self) -> C {
