@@ -1151,28 +1151,27 @@ fn with_requests(mut finding: Finding, attempts: &[(usize, &Received)]) -> Findi
     finding
 }
 
-/// Grades "the failed first attempt was retried".
+/// Grades "the failed first attempt was retried". A copy of the event that arrived before the
+/// agent could know of the failure (while a hung request was still held) was sent alongside
+/// the failed attempt, not after it, so it is no retry.
 fn retried(observed: &Observed, scenario: &str, failure: &str) -> Finding {
     if let Err(finding) = ran_fault(observed, scenario) {
         return finding;
     }
     let attempts = first_event_attempts(observed, scenario);
-    let finding = if attempts.len() >= 2 {
-        let waited = attempts[1]
-            .1
-            .at
-            .saturating_sub(failure_known_at(attempts[0].1).unwrap_or(attempts[0].1.at));
-        pass(format!(
+    let failed_at = failure_known_at(attempts[0].1).unwrap_or(attempts[0].1.at);
+    let retry = attempts[1..].iter().find(|(_, r)| r.at >= failed_at);
+    let finding = match retry {
+        Some((_, retry)) => pass(format!(
             "retried {} after the {failure}: {}",
-            secs(waited),
+            secs(retry.at - failed_at),
             attempt_list(&attempts)
-        ))
-    } else {
-        fail(format!(
+        )),
+        None => fail(format!(
             "not retried within {} after the {failure}: {}",
             secs(observed.retry_wait),
             attempt_list(&attempts)
-        ))
+        )),
     };
     with_requests(finding, &attempts)
 }
@@ -1432,6 +1431,8 @@ pub fn must_failed(checks: &[Check]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent_client::{CardFacts, PushTarget};
+    use crate::probe::observed::Scenario;
 
     #[test]
     fn ids_are_unique_and_masking_hides_every_secret() {
@@ -1462,6 +1463,95 @@ mod tests {
             rows,
             RULES.len(),
             "spec/probe-report.md lists a check the probe does not grade"
+        );
+    }
+
+    /// A hung push and a copy of it that arrived while the first was still held, then (in the
+    /// second case) one more after the agent gave up.
+    fn hang_observed(after_give_up: bool) -> Observed {
+        let scenario = Scenario {
+            name: "hang",
+            kind: Kind::Fault,
+            target: PushTarget {
+                id: None,
+                url: "http://127.0.0.1:1/probe/hang".to_string(),
+                token: None,
+                authentication: None,
+            },
+            task_id: Some("t".to_string()),
+            error: None,
+            states_seen: vec![],
+            registered_at: None,
+        };
+        let push = |at_ms: u64, answered: Answered| Received {
+            scenario: Some("hang".to_string()),
+            at: Duration::from_millis(at_ms),
+            unix_s: 0,
+            method: "POST".to_string(),
+            path: "/probe/hang".to_string(),
+            headers: vec![],
+            body: br#"{"id":"t","status":{"state":"working"}}"#.to_vec(),
+            answered,
+        };
+        let mut received = vec![
+            push(
+                100,
+                Answered::Hang {
+                    gave_up_after: Some(Duration::from_secs(10)),
+                    held_to_limit: false,
+                },
+            ),
+            push(
+                110,
+                Answered::Status {
+                    status: 200,
+                    retry_after_s: None,
+                },
+            ),
+        ];
+        if after_give_up {
+            received.push(push(
+                10_600,
+                Answered::Status {
+                    status: 200,
+                    retry_after_s: None,
+                },
+            ));
+        }
+        Observed {
+            card: CardFacts {
+                card_url: String::new(),
+                name: String::new(),
+                push_notifications: Some(true),
+                streaming: None,
+            },
+            version: Version::V03,
+            scenarios: vec![scenario],
+            received,
+            config_calls: None,
+            ssrf: vec![],
+            jwks: None,
+            retry_wait: Duration::from_secs(4),
+            hang_limit: Duration::from_secs(15),
+            secrets: vec![],
+        }
+    }
+
+    #[test]
+    fn a_copy_sent_while_the_first_push_hung_is_no_retry() {
+        let concurrent = retried(&hang_observed(false), "hang", "timeout");
+        assert_eq!(
+            concurrent.result,
+            Verdict::Fail,
+            "{:?}",
+            concurrent.evidence
+        );
+        let retried_later = retried(&hang_observed(true), "hang", "timeout");
+        assert_eq!(retried_later.result, Verdict::Pass);
+        assert!(
+            retried_later.evidence[0].starts_with("retried 0.5s after the timeout"),
+            "{:?}",
+            retried_later.evidence
         );
     }
 

@@ -4,8 +4,8 @@ pushing with that SDK's own sender (the whole 0.3 Task, JSON): the 0.3 peer the 
 Usage: agent_server.py
 
 Binds 127.0.0.1 on an ephemeral port and prints `LISTENING <port>`. Serves 0.3 JSON-RPC at `/`.
-Each task: SUBMITTED, then WORKING; it then waits (up to 30 s) until a push-notification config
-is registered for the task, and finishes with an artifact and COMPLETED.
+Each task: SUBMITTED, then (once the SDK pushed that) WORKING; it then waits (up to 30 s) until a
+push-notification config is registered for the task, and finishes with an artifact and COMPLETED.
 """
 
 import asyncio
@@ -31,13 +31,38 @@ sock.bind(('127.0.0.1', 0))
 sock.listen(128)
 PORT = sock.getsockname()[1]
 store = InMemoryPushNotificationConfigStore()
+# Tasks whose executor waits for the SDK to finish pushing their submitted state.
+first_push_sent: dict[str, asyncio.Event] = {}
+
+
+class TellsWhenThePushWent(BasePushNotificationSender):
+    """The SDK's sender, unchanged; it only tells a waiting executor that a push went out."""
+
+    async def send_notification(self, task) -> None:
+        try:
+            await super().send_notification(task)
+        finally:
+            if task.id in first_push_sent:
+                first_push_sent[task.id].set()
 
 
 class WaitsForAWebhook(AgentExecutor):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         task = context.current_task or new_task(context.message)
         if not context.current_task:
+            # The SDK pushes the submitted task from the returning non-blocking SendMessage
+            # while its background consumer pushes every later event, concurrently: on a busy
+            # machine the first push can be overtaken or read the task already working (the
+            # same push twice). Like an agent that takes a moment before it starts, this one
+            # starts working once that push went out (at most 2 s: a webhook may hold it), so
+            # that the probe grades the SDK's sender rather than that race.
+            first_push_sent[task.id] = asyncio.Event()
             await event_queue.enqueue_event(task)
+            try:
+                await asyncio.wait_for(first_push_sent[task.id].wait(), 2)
+            except asyncio.TimeoutError:
+                pass
+            del first_push_sent[task.id]
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         await updater.start_work()
         for _ in range(300):
@@ -57,7 +82,7 @@ card = AgentCard(
     default_input_modes=['text'], default_output_modes=['text'],
     capabilities=AgentCapabilities(streaming=True, push_notifications=True),
     skills=[AgentSkill(id='answer', name='answer', description='answers', tags=['test'])])
-sender = BasePushNotificationSender(httpx_client=httpx.AsyncClient(timeout=10), config_store=store)
+sender = TellsWhenThePushWent(httpx_client=httpx.AsyncClient(timeout=10), config_store=store)
 handler = DefaultRequestHandler(agent_executor=WaitsForAWebhook(), task_store=InMemoryTaskStore(),
                                 push_config_store=store, push_sender=sender)
 app = A2AStarletteApplication(agent_card=card, http_handler=handler).build()
