@@ -85,6 +85,39 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[
         "CREATE TABLE hub_tenant_defaults (k bytea PRIMARY KEY, v bytea NOT NULL);
          CREATE TABLE hub_nodes (node text PRIMARY KEY, seen_at bigint NOT NULL);",
     ),
+    (
+        9,
+        // Version 2's trigger, once per statement over the rows it inserted instead of once
+        // per row: the same lease rows made, the same FOR SHARE locks (taken in lane order)
+        // and the same notices, in two statements for a write of many pending deliveries
+        // where there were two per delivery.
+        "CREATE FUNCTION hub_pending_rows_added() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE
+             me text := current_setting('a2a_push_hub.node', true);
+             held record;
+         BEGIN
+             INSERT INTO hub_lane_leases (lane)
+                 SELECT DISTINCT substring(k FROM 1 FOR length(k) - 8) FROM added
+                 ORDER BY 1
+                 ON CONFLICT (lane) DO NOTHING;
+             FOR held IN
+                 SELECT l.lane, l.node FROM hub_lane_leases l
+                 WHERE l.lane IN (SELECT substring(k FROM 1 FOR length(k) - 8) FROM added)
+                     AND l.expires_at > hub_now_ms()
+                 ORDER BY l.lane FOR SHARE
+             LOOP
+                 IF held.node IS NOT NULL AND held.node IS DISTINCT FROM me THEN
+                     PERFORM pg_notify('hub_lanes_' || current_schema(), held.node || ' ' || encode(held.lane, 'hex'));
+                 END IF;
+             END LOOP;
+             RETURN NULL;
+         END $$;
+         DROP TRIGGER hub_pending_added ON hub_pending;
+         DROP FUNCTION hub_pending_added();
+         CREATE TRIGGER hub_pending_rows_added AFTER INSERT ON hub_pending
+             REFERENCING NEW TABLE AS added
+             FOR EACH STATEMENT EXECUTE FUNCTION hub_pending_rows_added();",
+    ),
 ];
 
 /// The schema version this build writes.
