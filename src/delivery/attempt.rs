@@ -12,7 +12,9 @@ use super::request;
 use super::retry::{Decision, Outcome, RetryPolicy, parse_retry_after};
 use crate::metrics::{DeliveryOutcome, Metrics};
 use crate::signing::Keyring;
-use crate::store::{AttemptRecord, ConfigState, DeliveryState, DeliveryUpdate, Store, now_ms};
+use crate::store::{
+    AttemptRecord, ConfigState, DeliveryState, DeliveryUpdate, LaneId, Store, now_ms,
+};
 
 /// Most response bytes read from a receiver; the rest is not read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -81,10 +83,12 @@ struct Answer {
 /// failed), before the outcome is recorded, `answered` is told what it means for the origin
 /// and the lane. If recording a finished delivery then fails, the report asks for the delivery
 /// to be attempted again (`RetryAt`) although its lane has moved on.
-/// `origin` is the delivery's lane's origin (as the scheduler keys it).
+/// `lane` and `sequence` are where the delivery stands in its lane, `origin` the lane's origin
+/// (as the scheduler keys it).
 pub async fn run(
     engine: &Engine,
     delivery_id: &str,
+    (lane, sequence): (&LaneId, u64),
     origin: &str,
     answered: impl FnOnce(Answered),
 ) -> Report {
@@ -97,14 +101,22 @@ pub async fn run(
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty
     );
-    attempt(engine, delivery_id, origin, answered, span.clone())
-        .instrument(span)
-        .await
+    attempt(
+        engine,
+        delivery_id,
+        (lane, sequence),
+        origin,
+        answered,
+        span.clone(),
+    )
+    .instrument(span)
+    .await
 }
 
 async fn attempt(
     engine: &Engine,
     delivery_id: &str,
+    (lane, sequence): (&LaneId, u64),
     origin: &str,
     answered: impl FnOnce(Answered),
     span: tracing::Span,
@@ -112,7 +124,11 @@ async fn attempt(
     let retry_soon = || Report {
         step: LaneStep::RetryAt(now_ms() + STORE_RETRY.as_millis() as u64),
     };
-    let context = match engine.store.attempt_context(delivery_id.to_string()).await {
+    let context = match engine
+        .store
+        .attempt_context(delivery_id.to_string(), lane.clone(), sequence)
+        .await
+    {
         Ok(Some(context)) => context,
         Ok(None) => {
             return Report {

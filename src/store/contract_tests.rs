@@ -254,7 +254,16 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
         .unwrap()
         .stored();
     let id = published[0].deliveries[0].delivery_id.clone();
-    let context = store.attempt_context(id.clone()).await.unwrap().unwrap();
+    let lane = LaneId {
+        tenant: String::new(),
+        task_id: "t".to_string(),
+        config_id: "a".to_string(),
+    };
+    let context = store
+        .attempt_context(id.clone(), lane, 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(context.config.unwrap().id, "a");
     assert_eq!(context.event.sequence, 1);
     assert_eq!(

@@ -36,6 +36,9 @@ pub type AttemptId = u64;
 pub struct Start {
     pub attempt: AttemptId,
     pub delivery_id: String,
+    /// Its lane and sequence number, which name what the attempt reads with the delivery.
+    pub lane: LaneId,
+    pub sequence: u64,
     /// Its lane's origin, for the origin's statistics.
     pub origin: String,
 }
@@ -415,7 +418,7 @@ impl Machine {
         self.running.insert(
             attempt,
             Running {
-                lane: key,
+                lane: key.clone(),
                 origin: origin.clone(),
                 sequence,
                 delivery_id: delivery_id.clone(),
@@ -426,6 +429,8 @@ impl Machine {
         Some(Start {
             attempt,
             delivery_id,
+            lane: key,
+            sequence,
             origin,
         })
     }

@@ -330,7 +330,14 @@ impl Actor {
             let answered = move |answer| {
                 let _ = answered_tx.send((attempt, answer));
             };
-            attempt::run(&engine, &start.delivery_id, &start.origin, answered).await
+            attempt::run(
+                &engine,
+                &start.delivery_id,
+                (&start.lane, start.sequence),
+                &start.origin,
+                answered,
+            )
+            .await
         });
         self.attempts.insert(handle.id(), attempt);
     }

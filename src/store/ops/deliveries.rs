@@ -374,9 +374,12 @@ pub trait DeliveryStore: Send + Sync {
     /// scheduler's state at start).
     async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError>;
     /// The delivery, its config and its event, or `None` if the delivery does not exist.
+    /// What an attempt of `delivery_id`, number `sequence` of `lane`, needs, read together.
     async fn attempt_context(
         &self,
         delivery_id: String,
+        lane: LaneId,
+        sequence: u64,
     ) -> Result<Option<AttemptContext>, StoreError>;
     /// Appends to the attempt log (bounded per delivery) and applies `update`, atomically,
     /// keeping the config's failing streak: a config failing for `disable_after_ms`
@@ -449,9 +452,24 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
     async fn attempt_context(
         &self,
         delivery_id: String,
+        lane: LaneId,
+        sequence: u64,
     ) -> Result<Option<AttemptContext>, StoreError> {
         let sealing = self.sealing.clone();
         self.read(move |tables| {
+            // One round trip on a database: the config's and the event's keys follow from the
+            // lane and the sequence, which never change for a delivery.
+            tables.prefetch(&[
+                ReadAhead::Key(Table::Deliveries, delivery_id.as_bytes().to_vec()),
+                ReadAhead::Key(
+                    Table::Configs,
+                    config_key(&lane.tenant, &lane.task_id, &lane.config_id),
+                ),
+                ReadAhead::Key(
+                    Table::Events,
+                    with_sequence(task_key(&lane.tenant, &lane.task_id), sequence),
+                ),
+            ])?;
             let Some(delivery) =
                 get_json::<DeliveryRecord>(tables, Table::Deliveries, delivery_id.as_bytes())?
             else {

@@ -4,26 +4,23 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
-use postgres::types::Type;
+use postgres::types::{ToSql, Type};
 
 use super::*;
 
 /// Rows a scan reads per round trip.
 pub(super) const SCAN_PAGE: i64 = 256;
 
-/// The statements of a table. Those that look keys up by arrays (`GetMany`, `DeleteMany`, `ScanMany`)
-/// are planned at each use rather than prepared once: a prepared statement's cached plan is
-/// costed on the table as it was (a table empty when the hub started is scanned whole), and a
-/// scan of a grown table took 25 ms where its index takes tens of microseconds. Sent with
-/// their parameter types, they still cost one round trip.
+/// The statements of a table. Those that look keys up by arrays (`DeleteMany`, and the reads
+/// of `read_together`) are planned at each use rather than prepared once: a prepared
+/// statement's cached plan is costed on the table as it was (a table empty when the hub started
+/// is scanned whole), and a scan of a grown table took 25 ms where its index takes tens of
+/// microseconds. Sent with their parameter types, they still cost one round trip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Op {
     Get,
-    GetMany,
     PutMany,
     DeleteMany,
-    /// Every entry under each of several prefixes, given as `[start, end)` ranges.
-    ScanMany,
     ScanBounded,
     ScanOpen,
 }
@@ -32,16 +29,11 @@ pub(super) fn sql(table: Table, op: Op) -> String {
     let name = table.name();
     match op {
         Op::Get => format!("SELECT v FROM hub_{name} WHERE k = $1"),
-        Op::GetMany => format!("SELECT k, v FROM hub_{name} WHERE k = ANY($1)"),
         Op::PutMany => format!(
             "INSERT INTO hub_{name} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
              ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
         ),
         Op::DeleteMany => format!("DELETE FROM hub_{name} WHERE k = ANY($1)"),
-        Op::ScanMany => format!(
-            "SELECT t.k, t.v FROM unnest($1::bytea[], $2::bytea[]) AS r(lo, hi)
-             JOIN hub_{name} t ON t.k >= r.lo AND t.k < r.hi"
-        ),
         Op::ScanBounded => format!(
             "SELECT k, v FROM hub_{name} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT {SCAN_PAGE}"
         ),
@@ -74,10 +66,18 @@ fn under<'a>(
         .take_while(move |(key, _)| key.starts_with(prefix))
 }
 
+/// The prefixes of a table read whole, as the `[start, end)` ranges of their keys.
+struct Ranges {
+    table: Table,
+    starts: Vec<Vec<u8>>,
+    ends: Vec<Vec<u8>>,
+}
+
 /// A connection and the statements prepared on it.
 pub(super) struct Connection {
     pub(super) client: Client,
-    pub(super) statements: HashMap<(Table, Op), Statement>,
+    /// By their SQL.
+    pub(super) statements: HashMap<String, Statement>,
 }
 
 /// What a transaction knows of one entry: its value (`None`: absent), and whether that is a
@@ -96,7 +96,7 @@ pub(super) struct PgTables<'c, C> {
     /// A transaction for writes; the client itself for reads, where each statement sees the
     /// committed state of its moment (no read needs more, and it saves two round trips).
     txn: RefCell<C>,
-    pub(super) statements: RefCell<&'c mut HashMap<(Table, Op), Statement>>,
+    pub(super) statements: RefCell<&'c mut HashMap<String, Statement>>,
     /// In key order, so that the entries under a prefix are a range.
     known: RefCell<HashMap<Table, BTreeMap<Vec<u8>, Known>>>,
     /// Prefixes whose every entry is in `known` (read ahead): scans of them need no round trip.
@@ -109,7 +109,7 @@ pub(super) struct PgTables<'c, C> {
 pub(super) const MAX_UNSENT: usize = 4096;
 
 impl<'c, C: GenericClient> PgTables<'c, C> {
-    pub(super) fn new(txn: C, statements: &'c mut HashMap<(Table, Op), Statement>) -> Self {
+    pub(super) fn new(txn: C, statements: &'c mut HashMap<String, Statement>) -> Self {
         PgTables {
             txn: RefCell::new(txn),
             statements: RefCell::new(statements),
@@ -120,17 +120,16 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
     }
 
     fn statement(&self, table: Table, op: Op) -> Result<Statement, StoreError> {
-        if let Some(statement) = self.statements.borrow().get(&(table, op)) {
+        self.prepared(sql(table, op))
+    }
+
+    /// `sql` prepared on this connection, once.
+    fn prepared(&self, sql: String) -> Result<Statement, StoreError> {
+        if let Some(statement) = self.statements.borrow().get(&sql) {
             return Ok(statement.clone());
         }
-        let statement = self
-            .txn
-            .borrow_mut()
-            .prepare(&sql(table, op))
-            .map_err(pg_error)?;
-        self.statements
-            .borrow_mut()
-            .insert((table, op), statement.clone());
+        let statement = self.txn.borrow_mut().prepare(&sql).map_err(pg_error)?;
+        self.statements.borrow_mut().insert(sql, statement.clone());
         Ok(statement)
     }
 
@@ -209,51 +208,172 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
         Ok(())
     }
 
-    /// Reads every entry under each of `prefixes` in one round trip and remembers the prefixes
-    /// as wholly known, so that a scan of one of them is answered here (`known_scan`).
-    fn read_prefixes(&self, table: Table, prefixes: Vec<Vec<u8>>) -> Result<(), StoreError> {
-        let (mut starts, mut ends, mut wanted) = (Vec::new(), Vec::new(), Vec::new());
-        for prefix in prefixes {
-            let already = self
-                .whole
-                .borrow()
-                .get(&table)
-                .is_some_and(|prefixes| prefixes.contains(&prefix));
-            // Unsent writes under it would be overwritten by what the database has.
-            if already || self.has_unsent_under(table, &prefix) {
-                continue;
-            }
-            if let Some(end) = prefix_end(&prefix) {
-                starts.push(prefix.clone());
-                ends.push(end);
-                wanted.push(prefix);
+    /// Reads in one statement what of `reads` this transaction does not know yet: each key
+    /// (one the database lacks is remembered as absent) and every entry under each prefix
+    /// (which is then known whole, so that a scan of it is answered here: `known_scan`).
+    fn read_together(&self, reads: &[ReadAhead]) -> Result<(), StoreError> {
+        // A part of the statement per table and kind of read; each row names its part.
+        let mut key_parts: Vec<(Table, Vec<Vec<u8>>)> = Vec::new();
+        let mut prefix_parts: Vec<Ranges> = Vec::new();
+        for read in reads {
+            match read {
+                ReadAhead::Key(table, key) => {
+                    let known = self
+                        .known
+                        .borrow()
+                        .get(table)
+                        .is_some_and(|entries| entries.contains_key(key));
+                    if known || self.under_whole(*table, key) {
+                        continue;
+                    }
+                    match key_parts.iter_mut().find(|(t, _)| t == table) {
+                        Some((_, keys)) => keys.push(key.clone()),
+                        None => key_parts.push((*table, vec![key.clone()])),
+                    }
+                }
+                ReadAhead::Prefix(table, prefix) => {
+                    let already = self
+                        .whole
+                        .borrow()
+                        .get(table)
+                        .is_some_and(|prefixes| prefixes.contains(prefix));
+                    // Unsent writes under it would be overwritten by what the database has.
+                    if already || self.has_unsent_under(*table, prefix) {
+                        continue;
+                    }
+                    let Some(end) = prefix_end(prefix) else {
+                        continue;
+                    };
+                    match prefix_parts.iter_mut().find(|r| r.table == *table) {
+                        Some(ranges) => {
+                            ranges.starts.push(prefix.clone());
+                            ranges.ends.push(end);
+                        }
+                        None => prefix_parts.push(Ranges {
+                            table: *table,
+                            starts: vec![prefix.clone()],
+                            ends: vec![end],
+                        }),
+                    }
+                }
             }
         }
-        if wanted.is_empty() {
+        if key_parts.is_empty() && prefix_parts.is_empty() {
             return Ok(());
         }
-        let rows = self
-            .txn
-            .borrow_mut()
-            .query_typed(
-                &sql(table, Op::ScanMany),
-                &[(&starts, Type::BYTEA_ARRAY), (&ends, Type::BYTEA_ARRAY)],
-            )
-            .map_err(pg_error)?;
-        let mut known = self.known.borrow_mut();
-        let entries = known.entry(table).or_default();
-        for row in rows {
-            entries.entry(row.get(0)).or_insert(Known {
-                value: Some(row.get(1)),
-                unsent: false,
-            });
-        }
-        self.whole
-            .borrow_mut()
-            .entry(table)
-            .or_default()
-            .extend(wanted);
+        let rows = if prefix_parts.is_empty() && key_parts.iter().all(|(_, keys)| keys.len() == 1) {
+            // One key per table (an attempt's delivery, config and event): a prepared statement,
+            // whose generic plan looks each key up in its index whatever the tables' sizes.
+            let parts: Vec<String> = key_parts
+                .iter()
+                .enumerate()
+                .map(|(i, (table, _))| {
+                    format!(
+                        "SELECT {i}, k, v FROM hub_{} WHERE k = ${}",
+                        table.name(),
+                        i + 1
+                    )
+                })
+                .collect();
+            let statement = self.prepared(parts.join(" UNION ALL "))?;
+            let params: Vec<&(dyn ToSql + Sync)> = key_parts
+                .iter()
+                .map(|(_, keys)| &keys[0] as &(dyn ToSql + Sync))
+                .collect();
+            self.txn
+                .borrow_mut()
+                .query(&statement, &params)
+                .map_err(pg_error)?
+        } else {
+            self.query_together(&key_parts, &prefix_parts)?
+        };
+        self.absorb(rows, key_parts, prefix_parts);
         Ok(())
+    }
+
+    /// [`read_together`](Self::read_together)'s statement for any number of keys and prefixes,
+    /// planned at this use.
+    fn query_together(
+        &self,
+        key_parts: &[(Table, Vec<Vec<u8>>)],
+        prefix_parts: &[Ranges],
+    ) -> Result<Vec<postgres::Row>, StoreError> {
+        let mut parts = Vec::new();
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::new();
+        for (table, keys) in key_parts {
+            params.push((keys, Type::BYTEA_ARRAY));
+            parts.push(format!(
+                "SELECT {}, k, v FROM hub_{} WHERE k = ANY(${})",
+                parts.len(),
+                table.name(),
+                params.len()
+            ));
+        }
+        for Ranges {
+            table,
+            starts,
+            ends,
+        } in prefix_parts
+        {
+            params.push((starts, Type::BYTEA_ARRAY));
+            params.push((ends, Type::BYTEA_ARRAY));
+            parts.push(format!(
+                "SELECT {}, t.k, t.v FROM unnest(${}::bytea[], ${}::bytea[]) AS r(lo, hi)
+                 JOIN hub_{} t ON t.k >= r.lo AND t.k < r.hi",
+                parts.len(),
+                params.len() - 1,
+                params.len(),
+                table.name()
+            ));
+        }
+        self.txn
+            .borrow_mut()
+            .query_typed(&parts.join(" UNION ALL "), &params)
+            .map_err(pg_error)
+    }
+
+    /// Remembers what [`read_together`](Self::read_together) read: each row as its part says,
+    /// the keys no row answered as absent, the prefixes as known whole.
+    fn absorb(
+        &self,
+        rows: Vec<postgres::Row>,
+        key_parts: Vec<(Table, Vec<Vec<u8>>)>,
+        prefix_parts: Vec<Ranges>,
+    ) {
+        let mut known = self.known.borrow_mut();
+        for (table, keys) in &key_parts {
+            let entries = known.entry(*table).or_default();
+            for key in keys {
+                entries.entry(key.clone()).or_insert(Known {
+                    value: None,
+                    unsent: false,
+                });
+            }
+        }
+        for row in rows {
+            let part = row.get::<_, i32>(0) as usize;
+            let found = Known {
+                value: Some(row.get(2)),
+                unsent: false,
+            };
+            match key_parts.get(part) {
+                Some((table, _)) => {
+                    known.entry(*table).or_default().insert(row.get(1), found);
+                }
+                None => {
+                    let table = prefix_parts[part - key_parts.len()].table;
+                    known
+                        .entry(table)
+                        .or_default()
+                        .entry(row.get(1))
+                        .or_insert(found);
+                }
+            }
+        }
+        let mut whole = self.whole.borrow_mut();
+        for ranges in prefix_parts {
+            whole.entry(ranges.table).or_default().extend(ranges.starts);
+        }
     }
 
     /// Whether `key` lies under a prefix read whole: absent from `known`, it is absent. Looks
@@ -335,60 +455,15 @@ impl<C: GenericClient> Tables for PgTables<'_, C> {
     }
 
     fn prefetch(&self, reads: &[ReadAhead]) -> Result<(), StoreError> {
-        let mut keys: HashMap<Table, Vec<Vec<u8>>> = HashMap::new();
-        let mut prefixes: HashMap<Table, Vec<Vec<u8>>> = HashMap::new();
-        for read in reads {
-            match read {
-                ReadAhead::Key(table, key) => keys.entry(*table).or_default().push(key.clone()),
-                ReadAhead::Prefix(table, prefix) => {
-                    prefixes.entry(*table).or_default().push(prefix.clone())
-                }
-            }
-        }
-        for (table, keys) in keys {
-            self.get_many(table, &keys)?;
-        }
-        for (table, prefixes) in prefixes {
-            self.read_prefixes(table, prefixes)?;
-        }
-        Ok(())
+        self.read_together(reads)
     }
 
     fn get_many(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let unknown: Vec<Vec<u8>> = {
-            let known = self.known.borrow();
-            let seen = known.get(&table);
-            keys.iter()
-                .filter(|key| seen.is_none_or(|t| !t.contains_key(*key)))
-                .filter(|key| !self.under_whole(table, key))
-                .cloned()
-                .collect()
-        };
-        if !unknown.is_empty() {
-            let rows = self
-                .txn
-                .borrow_mut()
-                .query_typed(&sql(table, Op::GetMany), &[(&unknown, Type::BYTEA_ARRAY)])
-                .map_err(pg_error)?;
-            let mut known = self.known.borrow_mut();
-            let entries = known.entry(table).or_default();
-            for key in unknown {
-                entries.entry(key).or_insert(Known {
-                    value: None,
-                    unsent: false,
-                });
-            }
-            for row in rows {
-                let key: Vec<u8> = row.get(0);
-                entries.insert(
-                    key,
-                    Known {
-                        value: Some(row.get(1)),
-                        unsent: false,
-                    },
-                );
-            }
-        }
+        let reads: Vec<ReadAhead> = keys
+            .iter()
+            .map(|key| ReadAhead::Key(table, key.clone()))
+            .collect();
+        self.read_together(&reads)?;
         let known = self.known.borrow();
         let entries = known.get(&table);
         Ok(keys
