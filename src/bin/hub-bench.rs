@@ -1,6 +1,6 @@
 //! hub-bench: measures the hub end to end against the loopback limit of the same run.
 //!
-//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e,f,g,h,i] [--store postgres://…]`
+//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e,f,g,h,i,j] [--store postgres://…]`
 //!
 //! With `--store`, each hub keeps its state in a schema of its own (`bench_…`, dropped at the
 //! end) of that PostgreSQL database instead of the embedded store.
@@ -48,6 +48,57 @@ fn postgres_store_for(dir: &std::path::Path) -> Option<String> {
         made.push(schema.clone());
     }
     Some(postgres_schema::in_schema(url, &schema))
+}
+
+/// What the database has done so far, when the benchmark runs on PostgreSQL: CPU seconds of
+/// the PostgreSQL processes on this machine (`None` when it runs elsewhere), WAL bytes written
+/// and transactions committed.
+fn database_usage() -> Option<(Option<f64>, i64, i64)> {
+    let (url, _) = POSTGRES.get()?;
+    let url = url.clone();
+    let (wal, commits) = std::thread::spawn(move || postgres_schema::database_counters(&url))
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("--store: {e}"));
+    // A backend's CPU moves to the postmaster's children's time when it exits.
+    let mut ticks = 0.0;
+    let mut seen = false;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "postgres" {
+            continue;
+        }
+        seen = true;
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let fields: Vec<f64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        ticks += fields.iter().sum::<f64>();
+    }
+    Some((seen.then_some(ticks / 100.0), wal, commits))
+}
+
+/// The database's cost per event between two [`database_usage`] readings.
+fn database_per_event(
+    before: Option<(Option<f64>, i64, i64)>,
+    after: Option<(Option<f64>, i64, i64)>,
+    events: u64,
+) -> Value {
+    let (Some((cpu_before, wal_before, commits_before)), Some((cpu_after, wal, commits))) =
+        (before, after)
+    else {
+        return Value::Null;
+    };
+    let per_event = |n: f64| (n / events as f64 * 10.0).round() / 10.0;
+    json!({"cpu_us_per_event": cpu_before.zip(cpu_after).map(|(b, a)| per_event((a - b) * 1e6)),
+        "wal_bytes_per_event": per_event((wal - wal_before) as f64),
+        "commits_per_event": per_event((commits - commits_before) as f64)})
 }
 
 fn now_us() -> u64 {
@@ -235,6 +286,13 @@ impl Hub {
                 .unwrap_or(0.0);
         (rss_kb / 1024.0, ticks / 100.0)
     }
+}
+
+/// The largest peak RSS of `hubs` (MiB) and their CPU seconds together.
+fn usage(hubs: &[Hub]) -> (f64, f64) {
+    hubs.iter()
+        .map(Hub::usage)
+        .fold((0.0, 0.0), |(rss, cpu), (r, c)| (rss.max(r), cpu + c))
 }
 
 fn event(task: &str, n: usize) -> Value {
@@ -456,7 +514,37 @@ async fn single_events(
     register(http, &hub, &task_ids, 1, sink_addr).await;
     let target = to_url(format!("http://{}/api/v1/events", hub.admin));
     let run = Run::new(&task_ids, events_per_task, clients);
-    run.measure(http, sink, sink_addr, hub, target).await
+    run.measure(http, sink, sink_addr, vec![hub], target).await
+}
+
+/// (j), PostgreSQL only: (f) on two hub nodes sharing one database, each task's events
+/// published to one of them (by task, as a load balancer with affinity would).
+async fn two_nodes(
+    http: &reqwest::Client,
+    sink: &Arc<Sink>,
+    sink_addr: SocketAddr,
+    tasks: usize,
+    events_per_task: usize,
+    clients: usize,
+) -> Value {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let hubs = vec![Hub::start_in(dir.clone(), &[]), Hub::start_in(dir, &[])];
+    let task_ids: Vec<String> = (0..tasks).map(|t| format!("single-{t}")).collect();
+    register(http, &hubs[0], &task_ids, 1, sink_addr).await;
+    let urls: Vec<String> = hubs
+        .iter()
+        .map(|hub| format!("http://{}/api/v1/events", hub.admin))
+        .collect();
+    let target: Target = Arc::new(move |task| {
+        let number: usize = task
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        (urls[number % urls.len()].clone(), Vec::new())
+    });
+    let run = Run::new(&task_ids, events_per_task, clients);
+    run.measure(http, sink, sink_addr, hubs, target).await
 }
 
 /// (h): a peer agent pushing to the hub's inbound intake, one subscription per task (token
@@ -503,7 +591,7 @@ async fn inbound_forward(
         )
     });
     let run = Run::new(&task_ids, events_per_task, clients);
-    run.measure(http, sink, sink_addr, hub, target).await
+    run.measure(http, sink, sink_addr, vec![hub], target).await
 }
 
 /// An A2A agent that pushes: `SendMessage` starts the task its message id names and keeps the
@@ -584,7 +672,7 @@ async fn gateway_pushes(
         (url, vec![("x-a2a-notification-token", token)])
     });
     let run = Run::new(&task_ids, events_per_task, clients);
-    run.measure(http, sink, sink_addr, hub, target).await
+    run.measure(http, sink, sink_addr, vec![hub], target).await
 }
 
 /// One event per request from concurrent keep-alive clients, the events of all tasks
@@ -610,25 +698,31 @@ impl Run {
         http: &reqwest::Client,
         sink: &Arc<Sink>,
         sink_addr: SocketAddr,
-        hub: Hub,
+        hubs: Vec<Hub>,
         target: Target,
     ) -> Value {
         let count = self.events.len() as u64;
         sink.reset();
-        let (_, cpu_before) = hub.usage();
+        let (_, cpu_before) = usage(&hubs);
+        let database_before = database_usage();
         let started = Instant::now();
         let accept_us = publish_to(http, target, self.events.clone(), 1, self.clients).await;
         let accepted_s = started.elapsed().as_secs_f64();
         let complete = wait_for(sink, count, Duration::from_secs(300)).await;
         let elapsed = started.elapsed().as_secs_f64();
-        let (rss, cpu_after) = hub.usage();
+        let (rss, cpu_after) = usage(&hubs);
         let arrived = sink.arrived.load(Ordering::SeqCst) as f64;
-        let hub_result = json!({"events": count, "clients": self.clients, "complete": complete,
+        let mut hub_result = json!({"events": count, "clients": self.clients, "complete": complete,
             "accepted_per_s": (count as f64 / accepted_s).round(), "delivered_per_s": (arrived / elapsed).round(),
             "accept_latency": percentiles(&mut accept_us.clone()),
             "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "hub_peak_rss_mib": rss,
             "hub_cpu_s": cpu_after - cpu_before, "hub_cpu_us_per_event": ((cpu_after - cpu_before) * 1e6 / count as f64).round()});
-        drop(hub);
+        drop(hubs);
+        if database_before.is_some() {
+            // The hubs' sessions closed: their counters reach the statistics within a second.
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            hub_result["database"] = database_per_event(database_before, database_usage(), count);
+        }
         let base = baseline(http, sink, sink_addr, self.events).await;
         let ratio = (arrived / elapsed) / base["delivered_per_s"].as_f64().unwrap_or(1.0);
         json!({"hub": hub_result, "baseline": base, "hub_over_baseline": (ratio * 1000.0).round() / 1000.0})
@@ -759,19 +853,54 @@ async fn backlog(http: &reqwest::Client, tasks: usize, per_task: usize) -> Value
             "hub_peak_rss_mib": rss_peak, "hub_cpu_s": cpu_s}})
 }
 
+const USAGE: &str =
+    "usage: hub-bench [--quick] [--scenarios a,b,c,d,e,f,g,h,i,j] [--store postgres://…]";
+
+/// Exits with the usage on `--help`, and with it and what is wrong on any other argument
+/// hub-bench does not know, rather than run an eight-minute benchmark the caller did not ask for.
+fn check_args(args: &[String]) {
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--quick" => {}
+            "--scenarios" | "--store" if rest.next().is_some() => {}
+            "--scenarios" | "--store" => {
+                eprintln!("{arg} needs a value\n{USAGE}");
+                std::process::exit(2);
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("unknown argument {other:?}\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    check_args(&args);
     let quick = args.iter().any(|a| a == "--quick");
-    let scenarios = args
-        .iter()
-        .position(|a| a == "--scenarios")
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "a,b,c,d,e,f,g,h,i".to_string());
     let store = args
         .iter()
         .position(|a| a == "--store")
         .and_then(|i| args.get(i + 1).cloned());
+    let scenarios = args
+        .iter()
+        .position(|a| a == "--scenarios")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| {
+            if store.is_some() {
+                "a,b,c,d,e,f,g,h,i,j"
+            } else {
+                "a,b,c,d,e,f,g,h,i"
+            }
+            .to_string()
+        });
     if let Some(url) = &store {
         let _ = POSTGRES.set((url.clone(), Mutex::new(Vec::new())));
     }
@@ -868,8 +997,23 @@ async fn main() {
                 json!({"name": format!("{path}: {tasks} tasks x {per_task} events, one push per request, 32 and 128 clients"),
                     "result": Value::Object(runs)})
             }
+            "j" if store.is_none() => {
+                json!({"name": "two nodes on one database", "result": "PostgreSQL only: run with --store"})
+            }
+            "j" => {
+                let (tasks, per_task) = if quick { (1_000, 10) } else { (1_000, 50) };
+                let mut runs = serde_json::Map::new();
+                for clients in [32, 128] {
+                    runs.insert(
+                        format!("{clients}_clients"),
+                        two_nodes(&http, &sink, sink_addr, tasks, per_task, clients).await,
+                    );
+                }
+                json!({"name": format!("(f) on two nodes sharing one database: {tasks} tasks x {per_task} events, each task's events to one node, 32 and 128 clients"),
+                    "result": Value::Object(runs)})
+            }
             other => {
-                json!({"name": other, "result": "unknown scenario (a to i are implemented)"})
+                json!({"name": other, "result": "unknown scenario (a to j are implemented)"})
             }
         };
         eprintln!("{scenario}: {result}");

@@ -36,8 +36,8 @@ pub use self::redb_store::{REDB_FILE, RedbStore};
 /// The PostgreSQL schema: applying migrations, and the version this build writes.
 pub mod postgres_schema {
     pub use super::postgres::{
-        create_schema, drop_schema, in_schema, migrate, parse_url, schema_for_folder,
-        schema_version,
+        create_schema, database_counters, drop_schema, in_schema, migrate, parse_url,
+        schema_for_folder, schema_version,
     };
 }
 pub use self::sealing::Sealing;

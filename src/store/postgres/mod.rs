@@ -43,7 +43,8 @@ pub use lanes::LeaseSettings;
 use pool::*;
 use schema::migrate_client;
 pub use schema::{
-    create_schema, drop_schema, in_schema, migrate, schema_for_folder, schema_version,
+    create_schema, database_counters, drop_schema, in_schema, migrate, schema_for_folder,
+    schema_version,
 };
 use tables::*;
 

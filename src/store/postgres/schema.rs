@@ -228,6 +228,24 @@ pub fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What the database at `url` has done so far, cluster-wide: WAL bytes written (PostgreSQL 14
+/// or newer) and transactions committed in its database. The counters reach these views when a
+/// session's transaction ends or it closes (at most a second late). For the benchmark's costs
+/// per event. Blocking.
+pub fn database_counters(url: &str) -> Result<(i64, i64), StoreError> {
+    let target = parse_url(url).map_err(StoreError::Storage)?;
+    let mut client = connect(&target, Duration::from_secs(10))?;
+    let row = client
+        .query_one(
+            "SELECT (SELECT wal_bytes::bigint FROM pg_stat_wal),
+                    (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database())",
+            &[],
+        )
+        .map_err(pg_error)?;
+    close(client);
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Applies the migrations this build knows to the database `settings` names.
 pub fn migrate(settings: &PostgresSettings) -> Result<i32, StoreError> {
     let mut client = connect(&settings.target, settings.connect_timeout)?;
