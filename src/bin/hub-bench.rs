@@ -907,6 +907,9 @@ async fn main() {
     let http = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(128)
+        // A request that never completes (one a fixed-rate run left waiting for a connection
+        // on PostgreSQL, where the hub falls behind) fails instead of holding the run forever.
+        .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
     let (sink, sink_addr) = start_sink().await;
