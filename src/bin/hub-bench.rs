@@ -500,35 +500,21 @@ async fn throughput(
 
 /// (f): one event per request, as agent frameworks publish, from `clients` concurrent
 /// keep-alive clients: the rate the hub accepts at, the rate it delivers at, and how long each
-/// publish waited for its durable commit.
+/// publish waited for its durable commit. (j), PostgreSQL only: the same on `nodes` hub nodes
+/// sharing one database, each task's events published to one of them (by task, as a load
+/// balancer with affinity would).
 async fn single_events(
     http: &reqwest::Client,
     sink: &Arc<Sink>,
     sink_addr: SocketAddr,
-    tasks: usize,
-    events_per_task: usize,
+    (tasks, events_per_task): (usize, usize),
     clients: usize,
-) -> Value {
-    let hub = Hub::start();
-    let task_ids: Vec<String> = (0..tasks).map(|t| format!("single-{t}")).collect();
-    register(http, &hub, &task_ids, 1, sink_addr).await;
-    let target = to_url(format!("http://{}/api/v1/events", hub.admin));
-    let run = Run::new(&task_ids, events_per_task, clients);
-    run.measure(http, sink, sink_addr, vec![hub], target).await
-}
-
-/// (j), PostgreSQL only: (f) on two hub nodes sharing one database, each task's events
-/// published to one of them (by task, as a load balancer with affinity would).
-async fn two_nodes(
-    http: &reqwest::Client,
-    sink: &Arc<Sink>,
-    sink_addr: SocketAddr,
-    tasks: usize,
-    events_per_task: usize,
-    clients: usize,
+    nodes: usize,
 ) -> Value {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let hubs = vec![Hub::start_in(dir.clone(), &[]), Hub::start_in(dir, &[])];
+    let hubs: Vec<Hub> = (0..nodes)
+        .map(|_| Hub::start_in(dir.clone(), &[]))
+        .collect();
     let task_ids: Vec<String> = (0..tasks).map(|t| format!("single-{t}")).collect();
     register(http, &hubs[0], &task_ids, 1, sink_addr).await;
     let urls: Vec<String> = hubs
@@ -948,17 +934,30 @@ async fn main() {
                 json!({"name": format!("fan-out: 1 task x 100 configs x {events} events"),
                     "result": throughput("e", &http, &sink, sink_addr, 1, 100, events).await})
             }
-            "f" => {
+            "j" if store.is_none() => {
+                json!({"name": "two nodes on one database", "result": "PostgreSQL only: run with --store"})
+            }
+            "f" | "j" => {
                 let (tasks, per_task) = if quick { (1_000, 10) } else { (1_000, 50) };
+                let nodes = if scenario.trim() == "f" { 1 } else { 2 };
                 let mut runs = serde_json::Map::new();
                 for clients in [32, 128] {
                     runs.insert(
                         format!("{clients}_clients"),
-                        single_events(&http, &sink, sink_addr, tasks, per_task, clients).await,
+                        single_events(&http, &sink, sink_addr, (tasks, per_task), clients, nodes)
+                            .await,
                     );
                 }
-                json!({"name": format!("single events: {tasks} tasks x {per_task} events, one event per request, 32 and 128 clients"),
-                    "result": Value::Object(runs)})
+                let name = if nodes == 1 {
+                    format!(
+                        "single events: {tasks} tasks x {per_task} events, one event per request, 32 and 128 clients"
+                    )
+                } else {
+                    format!(
+                        "(f) on two nodes sharing one database: {tasks} tasks x {per_task} events, each task's events to one node, 32 and 128 clients"
+                    )
+                };
+                json!({"name": name, "result": Value::Object(runs)})
             }
             "g" => {
                 let seconds = if quick { 5 } else { 20 };
@@ -998,21 +997,6 @@ async fn main() {
                     runs.insert(format!("{clients}_clients"), run);
                 }
                 json!({"name": format!("{path}: {tasks} tasks x {per_task} events, one push per request, 32 and 128 clients"),
-                    "result": Value::Object(runs)})
-            }
-            "j" if store.is_none() => {
-                json!({"name": "two nodes on one database", "result": "PostgreSQL only: run with --store"})
-            }
-            "j" => {
-                let (tasks, per_task) = if quick { (1_000, 10) } else { (1_000, 50) };
-                let mut runs = serde_json::Map::new();
-                for clients in [32, 128] {
-                    runs.insert(
-                        format!("{clients}_clients"),
-                        two_nodes(&http, &sink, sink_addr, tasks, per_task, clients).await,
-                    );
-                }
-                json!({"name": format!("(f) on two nodes sharing one database: {tasks} tasks x {per_task} events, each task's events to one node, 32 and 128 clients"),
                     "result": Value::Object(runs)})
             }
             other => {
