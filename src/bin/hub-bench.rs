@@ -69,19 +69,24 @@ fn database_usage() -> Option<(Option<f64>, i64, i64)> {
             continue;
         }
         seen = true;
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let fields: Vec<f64> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(11)
-            .take(4)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        ticks += fields.iter().sum::<f64>();
+        ticks += cpu_ticks(&entry.path(), true);
     }
     Some((seen.then_some(ticks / 100.0), wal, commits))
+}
+
+/// The CPU clock ticks (1/100 s) a process in `/proc` has used — user and system — and, with
+/// `children`, those of its children that have exited.
+fn cpu_ticks(process: &std::path::Path, children: bool) -> f64 {
+    let stat = std::fs::read_to_string(process.join("stat")).unwrap_or_default();
+    // Fields 14 to 17 of proc(5), counted after the command name in parentheses.
+    stat.rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(11)
+        .take(if children { 4 } else { 2 })
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
 }
 
 /// The database's cost per event between two [`database_usage`] readings.
@@ -269,21 +274,7 @@ impl Hub {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0.0);
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields
-            .get(11)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            + fields
-                .get(12)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
+        let ticks = cpu_ticks(std::path::Path::new(&format!("/proc/{pid}")), false);
         (rss_kb / 1024.0, ticks / 100.0)
     }
 }
@@ -842,18 +833,31 @@ async fn backlog(http: &reqwest::Client, tasks: usize, per_task: usize) -> Value
 const USAGE: &str =
     "usage: hub-bench [--quick] [--scenarios a,b,c,d,e,f,g,h,i,j] [--store postgres://…]";
 
-/// Exits with the usage on `--help`, and with it and what is wrong on any other argument
-/// hub-bench does not know, rather than run an eight-minute benchmark the caller did not ask for.
-fn check_args(args: &[String]) {
-    let mut rest = args.iter();
+/// What the command line asks for.
+struct Args {
+    quick: bool,
+    scenarios: Option<String>,
+    store: Option<String>,
+}
+
+/// Reads the command line; exits with the usage on `--help`, and with it and what is wrong on
+/// any argument hub-bench does not know, rather than run an eight-minute benchmark the caller
+/// did not ask for.
+fn parse_args(args: impl Iterator<Item = String>) -> Args {
+    let mut parsed = Args {
+        quick: false,
+        scenarios: None,
+        store: None,
+    };
+    let mut rest = args;
     while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--quick" => {}
-            "--scenarios" | "--store" if rest.next().is_some() => {}
-            "--scenarios" | "--store" => {
-                eprintln!("{arg} needs a value\n{USAGE}");
-                std::process::exit(2);
+        let slot = match arg.as_str() {
+            "--quick" => {
+                parsed.quick = true;
+                continue;
             }
+            "--scenarios" => &mut parsed.scenarios,
+            "--store" => &mut parsed.store,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -862,31 +866,31 @@ fn check_args(args: &[String]) {
                 eprintln!("unknown argument {other:?}\n{USAGE}");
                 std::process::exit(2);
             }
-        }
+        };
+        let Some(value) = rest.next() else {
+            eprintln!("{arg} needs a value\n{USAGE}");
+            std::process::exit(2);
+        };
+        *slot = Some(value);
     }
+    parsed
 }
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    check_args(&args);
-    let quick = args.iter().any(|a| a == "--quick");
-    let store = args
-        .iter()
-        .position(|a| a == "--store")
-        .and_then(|i| args.get(i + 1).cloned());
-    let scenarios = args
-        .iter()
-        .position(|a| a == "--scenarios")
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| {
-            if store.is_some() {
-                "a,b,c,d,e,f,g,h,i,j"
-            } else {
-                "a,b,c,d,e,f,g,h,i"
-            }
-            .to_string()
-        });
+    let Args {
+        quick,
+        scenarios,
+        store,
+    } = parse_args(std::env::args().skip(1));
+    let scenarios = scenarios.unwrap_or_else(|| {
+        if store.is_some() {
+            "a,b,c,d,e,f,g,h,i,j"
+        } else {
+            "a,b,c,d,e,f,g,h,i"
+        }
+        .to_string()
+    });
     if let Some(url) = &store {
         let _ = POSTGRES.set((url.clone(), Mutex::new(Vec::new())));
     }

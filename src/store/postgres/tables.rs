@@ -66,11 +66,15 @@ fn under<'a>(
         .take_while(move |(key, _)| key.starts_with(prefix))
 }
 
-/// The prefixes of a table read whole, as the `[start, end)` ranges of their keys.
-struct Ranges {
-    table: Table,
-    starts: Vec<Vec<u8>>,
-    ends: Vec<Vec<u8>>,
+/// Keys or prefixes to read, grouped by table: a part of `read_together`'s statement each.
+type Parts = Vec<(Table, Vec<Vec<u8>>)>;
+
+/// Adds `item` to `table`'s group.
+fn add_to_part(parts: &mut Parts, table: Table, item: &[u8]) {
+    match parts.iter_mut().find(|(t, _)| *t == table) {
+        Some((_, items)) => items.push(item.to_vec()),
+        None => parts.push((table, vec![item.to_vec()])),
+    }
 }
 
 /// A connection and the statements prepared on it.
@@ -213,8 +217,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
     /// (which is then known whole, so that a scan of it is answered here: `known_scan`).
     fn read_together(&self, reads: &[ReadAhead]) -> Result<(), StoreError> {
         // A part of the statement per table and kind of read; each row names its part.
-        let mut key_parts: Vec<(Table, Vec<Vec<u8>>)> = Vec::new();
-        let mut prefix_parts: Vec<Ranges> = Vec::new();
+        let (mut key_parts, mut prefix_parts): (Parts, Parts) = (Vec::new(), Vec::new());
         for read in reads {
             match read {
                 ReadAhead::Key(table, key) => {
@@ -226,10 +229,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
                     if known || self.under_whole(*table, key) {
                         continue;
                     }
-                    match key_parts.iter_mut().find(|(t, _)| t == table) {
-                        Some((_, keys)) => keys.push(key.clone()),
-                        None => key_parts.push((*table, vec![key.clone()])),
-                    }
+                    add_to_part(&mut key_parts, *table, key);
                 }
                 ReadAhead::Prefix(table, prefix) => {
                     let already = self
@@ -237,24 +237,15 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
                         .borrow()
                         .get(table)
                         .is_some_and(|prefixes| prefixes.contains(prefix));
-                    // Unsent writes under it would be overwritten by what the database has.
-                    if already || self.has_unsent_under(*table, prefix) {
+                    // Unsent writes under it would be overwritten by what the database has; a
+                    // prefix with no end (all 0xff) is left to a scan.
+                    if already
+                        || self.has_unsent_under(*table, prefix)
+                        || prefix_end(prefix).is_none()
+                    {
                         continue;
                     }
-                    let Some(end) = prefix_end(prefix) else {
-                        continue;
-                    };
-                    match prefix_parts.iter_mut().find(|r| r.table == *table) {
-                        Some(ranges) => {
-                            ranges.starts.push(prefix.clone());
-                            ranges.ends.push(end);
-                        }
-                        None => prefix_parts.push(Ranges {
-                            table: *table,
-                            starts: vec![prefix.clone()],
-                            ends: vec![end],
-                        }),
-                    }
+                    add_to_part(&mut prefix_parts, *table, prefix);
                 }
             }
         }
@@ -295,9 +286,14 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
     /// planned at this use.
     fn query_together(
         &self,
-        key_parts: &[(Table, Vec<Vec<u8>>)],
-        prefix_parts: &[Ranges],
+        key_parts: &Parts,
+        prefix_parts: &Parts,
     ) -> Result<Vec<postgres::Row>, StoreError> {
+        // Each prefix as the `[start, end)` range of its keys.
+        let ends: Vec<Vec<Vec<u8>>> = prefix_parts
+            .iter()
+            .map(|(_, prefixes)| prefixes.iter().filter_map(|p| prefix_end(p)).collect())
+            .collect();
         let mut parts = Vec::new();
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::new();
         for (table, keys) in key_parts {
@@ -309,12 +305,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
                 params.len()
             ));
         }
-        for Ranges {
-            table,
-            starts,
-            ends,
-        } in prefix_parts
-        {
+        for ((table, starts), ends) in prefix_parts.iter().zip(&ends) {
             params.push((starts, Type::BYTEA_ARRAY));
             params.push((ends, Type::BYTEA_ARRAY));
             parts.push(format!(
@@ -334,12 +325,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
 
     /// Remembers what [`read_together`](Self::read_together) read: each row as its part says,
     /// the keys no row answered as absent, the prefixes as known whole.
-    fn absorb(
-        &self,
-        rows: Vec<postgres::Row>,
-        key_parts: Vec<(Table, Vec<Vec<u8>>)>,
-        prefix_parts: Vec<Ranges>,
-    ) {
+    fn absorb(&self, rows: Vec<postgres::Row>, key_parts: Parts, prefix_parts: Parts) {
         let mut known = self.known.borrow_mut();
         for (table, keys) in &key_parts {
             let entries = known.entry(*table).or_default();
@@ -361,7 +347,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
                     known.entry(*table).or_default().insert(row.get(1), found);
                 }
                 None => {
-                    let table = prefix_parts[part - key_parts.len()].table;
+                    let table = prefix_parts[part - key_parts.len()].0;
                     known
                         .entry(table)
                         .or_default()
@@ -371,8 +357,8 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
             }
         }
         let mut whole = self.whole.borrow_mut();
-        for ranges in prefix_parts {
-            whole.entry(ranges.table).or_default().extend(ranges.starts);
+        for (table, prefixes) in prefix_parts {
+            whole.entry(table).or_default().extend(prefixes);
         }
     }
 
