@@ -1,9 +1,11 @@
 //! hub-bench: measures the hub end to end against the loopback limit of the same run.
 //!
-//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e,f,g,h,i,j] [--store postgres://…]`
+//! `cargo run --release --bin hub-bench -- [--quick] [--scenarios a,b,c,d,e,f,g,h,i,j] [--store postgres://…] [--hub-log FILE]`
 //!
 //! With `--store`, each hub keeps its state in a schema of its own (`bench_…`, dropped at the
-//! end) of that PostgreSQL database instead of the embedded store.
+//! end) of that PostgreSQL database instead of the embedded store. With `--hub-log`, every
+//! hub's log lines (JSON, info and up) are appended to FILE, to see what a run spent its time
+//! on.
 //!
 //! Starts a sink (an HTTP server that timestamps arrivals) and the release hub binary beside
 //! this one (real store on disk, signing on), drives the event API, and prints one JSON
@@ -11,7 +13,7 @@
 //! (p50/p90/p99/max), the hub's peak RSS and CPU seconds, and a baseline — the same load
 //! generator posting the same bodies straight to the sink — with the ratio hub ÷ baseline.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +26,8 @@ use serde_json::{Value, json};
 
 /// The PostgreSQL database of `--store`, and the schemas made in it.
 static POSTGRES: OnceLock<(String, Mutex<Vec<String>>)> = OnceLock::new();
+/// The file of `--hub-log`.
+static HUB_LOG: OnceLock<Mutex<std::fs::File>> = OnceLock::new();
 
 /// Runs a blocking schema statement on a thread of its own (the synchronous client runs its
 /// own runtime).
@@ -256,7 +260,13 @@ impl Hub {
                 );
             }
         };
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(Ok(mut log)) = HUB_LOG.get().map(Mutex::lock) {
+                    let _ = writeln!(log, "{line}");
+                }
+            }
+        });
         Hub {
             child,
             public,
@@ -798,7 +808,15 @@ async fn backlog(http: &reqwest::Client, tasks: usize, per_task: usize) -> Value
     // A flat one-second retry schedule: whichever attempt a delivery is at, it is due again
     // within a second of the receiver's return (the default schedule backs off to hours).
     let schedule = format!("[{}]", vec!["\"1s\""; 100].join(","));
-    let settings = [("A2A_PUSH_HUB_DELIVERY__RETRY_SCHEDULE", schedule.as_str())];
+    // The receiver's circuit opens while it is down. On a shared store the circuit outlives the
+    // node (the restarted one honours the cool-down the killed one reached, up to
+    // `circuit_max_cooldown`); probing once a second keeps this run about failover, not about
+    // how long the cool-down had grown.
+    let settings = [
+        ("A2A_PUSH_HUB_DELIVERY__RETRY_SCHEDULE", schedule.as_str()),
+        ("A2A_PUSH_HUB_DELIVERY__CIRCUIT_COOLDOWN", "1s"),
+        ("A2A_PUSH_HUB_DELIVERY__CIRCUIT_MAX_COOLDOWN", "1s"),
+    ];
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let hub = Hub::start_in(dir.clone(), &settings);
     let task_ids: Vec<String> = (0..tasks).map(|t| format!("backlog-{t}")).collect();
@@ -830,14 +848,14 @@ async fn backlog(http: &reqwest::Client, tasks: usize, per_task: usize) -> Value
             "hub_peak_rss_mib": rss_peak, "hub_cpu_s": cpu_s}})
 }
 
-const USAGE: &str =
-    "usage: hub-bench [--quick] [--scenarios a,b,c,d,e,f,g,h,i,j] [--store postgres://…]";
+const USAGE: &str = "usage: hub-bench [--quick] [--scenarios a,b,c,d,e,f,g,h,i,j] [--store postgres://…] [--hub-log FILE]";
 
 /// What the command line asks for.
 struct Args {
     quick: bool,
     scenarios: Option<String>,
     store: Option<String>,
+    hub_log: Option<String>,
 }
 
 /// Reads the command line; exits with the usage on `--help`, and with it and what is wrong on
@@ -848,6 +866,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Args {
         quick: false,
         scenarios: None,
         store: None,
+        hub_log: None,
     };
     let mut rest = args;
     while let Some(arg) = rest.next() {
@@ -858,6 +877,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Args {
             }
             "--scenarios" => &mut parsed.scenarios,
             "--store" => &mut parsed.store,
+            "--hub-log" => &mut parsed.hub_log,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -882,7 +902,16 @@ async fn main() {
         quick,
         scenarios,
         store,
+        hub_log,
     } = parse_args(std::env::args().skip(1));
+    if let Some(path) = hub_log {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("--hub-log {path}: {e}"));
+        let _ = HUB_LOG.set(Mutex::new(file));
+    }
     let scenarios = scenarios.unwrap_or_else(|| {
         if store.is_some() {
             "a,b,c,d,e,f,g,h,i,j"
@@ -930,7 +959,7 @@ async fn main() {
             }
             "d" => {
                 let per_task = if quick { 10 } else { 100 };
-                json!({"name": format!("backlog: 1,000 tasks x {per_task} events to a receiver that is down, then SIGKILL, receiver back, restart"),
+                json!({"name": format!("backlog: 1,000 tasks x {per_task} events to a receiver that is down (circuit cool-down 1 s), then SIGKILL, receiver back, restart"),
                     "result": backlog(&http, 1_000, per_task).await})
             }
             "e" => {

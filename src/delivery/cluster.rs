@@ -161,16 +161,27 @@ impl Node {
         let lanes: HashSet<LaneId> = deliveries.iter().map(PendingDelivery::lane).collect();
         match self.store.claim_lanes(lanes.into_iter().collect()).await {
             Ok(claimed) => {
-                // The lanes are read from the store rather than queued from the offer: another
-                // node may have written older deliveries to them (a node that stopped, or one
-                // whose wake-up is still on its way), and a read of a lane's committed pending
-                // deliveries has every one older than the offered ones, in order.
-                let lanes = claimed;
                 if let Ok(mut taken) = taken.lock() {
-                    taken.extend(lanes.iter().cloned());
+                    taken.extend(claimed.iter().map(|c| c.lane.clone()));
                 }
-                if !lanes.is_empty() {
-                    self.load(lanes);
+                let held: HashSet<&LaneId> = claimed.iter().map(|c| &c.lane).collect();
+                let just_taken = claimed
+                    .iter()
+                    .filter(|c| !c.kept)
+                    .map(|c| c.lane.clone())
+                    .collect();
+                let offered = deliveries
+                    .into_iter()
+                    .filter(|d| held.contains(&d.lane()))
+                    .collect();
+                // A lane whose offer goes on from what the scheduler was handed takes it at
+                // once. The others are read from the store: another node may have written
+                // older deliveries to them (a node that stopped, or one whose wake-up is still
+                // on its way), and a read of a lane's committed pending deliveries has every
+                // one older than the offered ones, in order.
+                let to_read = self.scheduler.offer_held(offered, just_taken).await;
+                if !to_read.is_empty() {
+                    self.load(to_read);
                 }
                 Ok(())
             }

@@ -333,6 +333,7 @@ impl PublishedEvent {
                 sequence: self.sequence,
                 next_attempt_at_ms: now_ms,
                 url: d.url.clone(),
+                again: false,
             })
             .collect()
     }
@@ -449,6 +450,9 @@ pub struct PendingDelivery {
     pub next_attempt_at_ms: u64,
     /// The config's webhook URL (the scheduler groups lanes by origin).
     pub url: String,
+    /// Made pending again (a replay, its config enabled again) rather than new: it may be older
+    /// than deliveries of its lane the scheduler already had.
+    pub again: bool,
 }
 
 /// Everything one attempt needs, read in one transaction.
@@ -756,6 +760,15 @@ impl LaneId {
         };
         parts.next().is_none().then_some(lane)
     }
+}
+
+/// A lane a node took or kept (`LaneStore::claim_lanes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedLane {
+    pub lane: LaneId,
+    /// The node held the lane already, and no other node held it since: what the node knows of
+    /// the lane (which deliveries it has queued) is still true.
+    pub kept: bool,
 }
 
 impl PendingDelivery {

@@ -12,7 +12,9 @@
 //! - with `max_rate_per_origin`, an origin starts attempts no faster than its token bucket
 //!   (`rate_limit.rs`) allows; lanes wait parked for the next token;
 //! - a head to retry waits until its due time; a head the answer finished frees its lane at
-//!   once, and is not queued again while its outcome is being recorded.
+//!   once, and is not queued again while its outcome is being recorded;
+//! - on a shared store, new deliveries of a lane are queued without reading the lane only when
+//!   they go on from the last sequence number the lane was handed, one after the other.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -75,6 +77,10 @@ struct Queued {
 struct Lane {
     /// Pending deliveries by sequence number.
     queue: BTreeMap<u64, Queued>,
+    /// The sequence number up to which the lane was handed every pending delivery it has in
+    /// the store (`None`: not known, as after its queue was closed with deliveries left in the
+    /// store). An offer that goes on from it needs no read of the lane (`on_offer`).
+    tail: Option<u64>,
     origin: String,
     /// Sequence number of the attempt in flight.
     in_flight: Option<u64>,
@@ -140,7 +146,14 @@ pub struct Machine {
     circuit_changes: Vec<CircuitChange>,
     /// Nodes sharing the store: each takes this share of `max_rate_per_origin`.
     nodes: usize,
+    /// The tails of lanes that emptied (every delivery handed to them done), at most
+    /// `MAX_TAILS_KEPT`: an offer that goes on from one is queued without a read.
+    tails: HashMap<LaneId, u64>,
 }
+
+/// Emptied lanes whose tail is kept; past it they are all forgotten (each then needs one read
+/// at its next offer).
+const MAX_TAILS_KEPT: usize = 100_000;
 
 impl Machine {
     pub fn new(limits: MachineLimits) -> Machine {
@@ -157,6 +170,7 @@ impl Machine {
             recording: HashSet::new(),
             circuit_changes: Vec::new(),
             nodes: 1,
+            tails: HashMap::new(),
         }
     }
 
@@ -202,22 +216,76 @@ impl Machine {
         self.next_token
     }
 
-    /// Deliveries durably pending in the store, new or found again.
+    /// Deliveries durably pending in the store, new or found again: on a shared store, every
+    /// pending delivery of their lanes (a read of the lanes), so each lane's tail moves up to
+    /// the last of them.
     pub fn on_enqueue(&mut self, items: Vec<PendingDelivery>) {
         for item in items {
-            if self.recording.contains(&item.delivery_id) {
-                continue;
+            let key = item.lane();
+            let sequence = item.sequence;
+            if !self.recording.contains(&item.delivery_id) {
+                let queued = Queued {
+                    delivery_id: item.delivery_id,
+                    due_ms: item.next_attempt_at_ms,
+                };
+                self.insert(key.clone(), || origin_of(&item.url), sequence, queued);
             }
-            let key = LaneId {
-                tenant: item.tenant,
-                task_id: item.task_id,
-                config_id: item.config_id,
+            self.extend_tail(&key, sequence);
+        }
+    }
+
+    /// New deliveries of lanes this node holds on a shared store (`taken`: lanes among them it
+    /// took just now rather than kept, whose tails no longer hold). A lane whose offer goes on
+    /// from its tail, one sequence number after the other, takes them at once; the lanes
+    /// returned must be read from the store instead, because the store may hold deliveries of
+    /// them this node was not handed (another node's, or ones made pending again).
+    ///
+    /// A new delivery at or below the tail was handed already: the tail comes from a read or
+    /// from offers, and a lane's new deliveries are numbered in the order they are committed,
+    /// so a read that saw a later one saw it too. Offers trail the commits (each waits for a
+    /// claim), so a read often gets ahead of them; without this, each such offer would read
+    /// the lane again, and under load a lane with a backlog would be read over and over.
+    pub fn on_offer(&mut self, items: Vec<PendingDelivery>, taken: &[LaneId]) -> Vec<LaneId> {
+        for key in taken {
+            self.tails.remove(key);
+            if let Some(lane) = self.lanes.get_mut(key) {
+                lane.tail = None;
+            }
+        }
+        let mut by_lane: BTreeMap<LaneId, Vec<PendingDelivery>> = BTreeMap::new();
+        for item in items {
+            by_lane.entry(item.lane()).or_default().push(item);
+        }
+        let mut to_read = Vec::new();
+        for (key, mut offered) in by_lane {
+            let tail = match self.lanes.get(&key) {
+                Some(lane) => lane.tail,
+                None => self.tails.get(&key).copied(),
             };
-            let queued = Queued {
-                delivery_id: item.delivery_id,
-                due_ms: item.next_attempt_at_ms,
+            let Some(tail) = tail.filter(|_| !offered.iter().any(|item| item.again)) else {
+                to_read.push(key);
+                continue;
             };
-            self.insert(key, || origin_of(&item.url), item.sequence, queued);
+            offered.retain(|item| item.sequence > tail);
+            offered.sort_by_key(|item| item.sequence);
+            let goes_on = offered
+                .iter()
+                .zip(tail + 1..)
+                .all(|(item, next)| item.sequence == next);
+            if goes_on {
+                self.on_enqueue(offered);
+            } else {
+                to_read.push(key);
+            }
+        }
+        to_read
+    }
+
+    fn extend_tail(&mut self, key: &LaneId, sequence: u64) {
+        if let Some(lane) = self.lanes.get_mut(key) {
+            lane.tail = Some(lane.tail.map_or(sequence, |tail| tail.max(sequence)));
+        } else if let Some(tail) = self.tails.get_mut(key) {
+            *tail = (*tail).max(sequence);
         }
     }
 
@@ -229,8 +297,10 @@ impl Machine {
         sequence: u64,
         queued: Queued,
     ) {
+        let tails = &mut self.tails;
         let lane = self.lanes.entry(key.clone()).or_insert_with(|| Lane {
             queue: BTreeMap::new(),
+            tail: tails.remove(&key),
             origin: origin(),
             in_flight: None,
             parked: false,
@@ -258,7 +328,12 @@ impl Machine {
             return;
         }
         let Some(head) = lane.queue.values().next() else {
-            self.lanes.remove(key);
+            if let Some(tail) = self.lanes.remove(key).and_then(|lane| lane.tail) {
+                if self.tails.len() >= MAX_TAILS_KEPT {
+                    self.tails.clear();
+                }
+                self.tails.insert(key.clone(), tail);
+            }
             return;
         };
         lane.wake = token;
@@ -367,6 +442,7 @@ impl Machine {
     /// lane, because the lane's new holder reads the delivery's state from the store.
     pub fn forget(&mut self, lanes: Vec<LaneId>) {
         for key in lanes {
+            self.tails.remove(&key);
             if let Some(state) = self.lanes.remove(&key) {
                 self.pending -= state.queue.len() as u64;
             }
@@ -477,6 +553,8 @@ impl Machine {
                 }
             }
             LaneStep::Close => {
+                // The store keeps the rest of the lane; enabling the config hands it over again.
+                lane.tail = None;
                 self.pending -= lane.queue.len() as u64;
                 lane.queue.clear();
             }

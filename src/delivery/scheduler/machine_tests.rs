@@ -51,6 +51,7 @@ fn pending(host: &str, task: &str, seq: u64, due: u64) -> PendingDelivery {
         sequence: seq,
         next_attempt_at_ms: due,
         url: format!("https://{host}/hook"),
+        again: false,
     }
 }
 
@@ -325,4 +326,101 @@ fn one_lane_delivering_one_at_a_time_is_capped_too() {
     });
     m.on_enqueue((1..=100).map(|seq| pending("a", "t", seq, 0)).collect());
     assert_eq!(starts_per_second(&mut m, 3), [2 + 19, 20, 20]);
+}
+
+fn lane(task: &str) -> LaneId {
+    LaneId {
+        tenant: String::new(),
+        task_id: task.to_string(),
+        config_id: "c".to_string(),
+    }
+}
+
+#[test]
+fn an_offer_that_goes_on_from_a_read_lane_is_queued_without_a_read() {
+    let mut m = machine(10, 10);
+    // The lane was read: it has every pending delivery up to 2.
+    m.on_enqueue(vec![pending("a", "t", 1, 0), pending("a", "t", 2, 0)]);
+    let to_read = m.on_offer(vec![pending("a", "t", 4, 0), pending("a", "t", 3, 0)], &[]);
+    assert!(to_read.is_empty(), "3 and 4 go on from 2");
+    for expected in ["t-1", "t-2", "t-3", "t-4"] {
+        let started = m.tick(0, true);
+        assert_eq!(ids(&started), [expected]);
+        complete(&mut m, &started[0], DELIVERED, LaneStep::Advance, 0);
+    }
+    // The lane emptied; its tail is remembered.
+    assert!(m.lane_ids().is_empty());
+    assert!(m.on_offer(vec![pending("a", "t", 5, 0)], &[]).is_empty());
+    assert_eq!(ids(&m.tick(1, true)), ["t-5"]);
+}
+
+#[test]
+fn an_offer_that_skips_a_sequence_or_comes_back_to_an_old_one_asks_for_a_read() {
+    let mut m = machine(10, 10);
+    m.on_enqueue(vec![pending("a", "t", 1, 0)]);
+    // 2 may be another node's, its wake-up still on the way.
+    assert_eq!(m.on_offer(vec![pending("a", "t", 3, 0)], &[]), [lane("t")]);
+    // 1 again: a replay, or a config enabled again.
+    let replayed = PendingDelivery {
+        again: true,
+        ..pending("a", "t", 1, 0)
+    };
+    assert_eq!(m.on_offer(vec![replayed], &[]), [lane("t")]);
+    assert_eq!(m.stats(0).pending, 1, "nothing offered was queued");
+    // A lane this node never read.
+    assert_eq!(m.on_offer(vec![pending("a", "u", 1, 0)], &[]), [lane("u")]);
+}
+
+#[test]
+fn a_lane_taken_anew_closed_or_forgotten_is_read_again() {
+    let mut m = machine(10, 10);
+    m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("a", "t2", 1, 0)]);
+    m.on_enqueue(vec![pending("a", "t3", 1, 0)]);
+    // t1: another node held it meanwhile.
+    assert_eq!(
+        m.on_offer(vec![pending("a", "t1", 2, 0)], &[lane("t1")]),
+        [lane("t1")]
+    );
+    // t2: its config was suspended; the store keeps what the lane had.
+    let started = m.tick(0, true);
+    let t2 = started.iter().find(|s| s.delivery_id == "t2-1").unwrap();
+    complete(&mut m, t2, FAILED, LaneStep::Close, 1);
+    assert_eq!(
+        m.on_offer(vec![pending("a", "t2", 2, 0)], &[]),
+        [lane("t2")]
+    );
+    // t3: its lease was lost, after the lane emptied.
+    let t3 = started.iter().find(|s| s.delivery_id == "t3-1").unwrap();
+    complete(&mut m, t3, DELIVERED, LaneStep::Advance, 1);
+    m.forget(vec![lane("t3")]);
+    assert_eq!(
+        m.on_offer(vec![pending("a", "t3", 2, 0)], &[]),
+        [lane("t3")]
+    );
+    // A read hands the lane everything pending; offers go on from there again.
+    m.on_enqueue(vec![pending("a", "t3", 2, 0)]);
+    assert!(m.on_offer(vec![pending("a", "t3", 3, 0)], &[]).is_empty());
+}
+
+#[test]
+fn an_offer_a_read_got_ahead_of_is_not_read_again() {
+    let mut m = machine(10, 10);
+    // The read saw 1 to 3 committed before the offers of 2 and 3 came.
+    m.on_enqueue(vec![
+        pending("a", "t", 1, 0),
+        pending("a", "t", 2, 0),
+        pending("a", "t", 3, 0),
+    ]);
+    assert!(m.on_offer(vec![pending("a", "t", 2, 0)], &[]).is_empty());
+    assert!(
+        m.on_offer(vec![pending("a", "t", 3, 0), pending("a", "t", 4, 0)], &[])
+            .is_empty(),
+        "4 goes on from 3"
+    );
+    assert_eq!(m.stats(0).pending, 4, "each delivery queued once");
+    for expected in ["t-1", "t-2", "t-3", "t-4"] {
+        let started = m.tick(0, true);
+        assert_eq!(ids(&started), [expected]);
+        complete(&mut m, &started[0], DELIVERED, LaneStep::Advance, 0);
+    }
 }

@@ -89,8 +89,17 @@ impl AttemptWindow {
     }
 }
 
+/// New deliveries of held lanes, the lanes among them just taken, and where to say which lanes
+/// must be read instead.
+type Offer = (
+    Vec<PendingDelivery>,
+    Vec<LaneId>,
+    oneshot::Sender<Vec<LaneId>>,
+);
+
 enum Command {
     Enqueue(Vec<PendingDelivery>),
+    Offer(Offer),
     Stats(oneshot::Sender<SchedulerStats>),
     Lanes(oneshot::Sender<Vec<LaneId>>),
     Forget(Vec<LaneId>),
@@ -141,6 +150,25 @@ impl SchedulerHandle {
         if !deliveries.is_empty() {
             let _ = self.commands.send(Command::Enqueue(deliveries));
         }
+    }
+
+    /// Hands over new deliveries of lanes this node holds (`taken`: those among them it took
+    /// just now rather than kept); answers the lanes whose deliveries could not be queued
+    /// without reading the lane from the store (`Machine::on_offer`).
+    pub(crate) async fn offer_held(
+        &self,
+        deliveries: Vec<PendingDelivery>,
+        taken: Vec<LaneId>,
+    ) -> Vec<LaneId> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Offer((deliveries, taken, reply)))
+            .is_err()
+        {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
     }
 
     /// The lanes the scheduler has (queued or in flight).
@@ -304,6 +332,7 @@ impl Actor {
                 Some(finished) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(finished),
                 command = commands.recv() => match command {
                     Some(Command::Enqueue(items)) => self.machine.on_enqueue(items),
+                    Some(Command::Offer((items, taken, reply))) => { let _ = reply.send(self.machine.on_offer(items, &taken)); }
                     Some(Command::Stats(reply)) => {
                         let mut stats = self.machine.stats(now_ms());
                         (stats.origins_tracked, stats.origins_failing) = self.engine.origins.counts();

@@ -122,6 +122,7 @@ fn enable_config_in(
             delivery.next_attempt_at_ms = now;
         })?;
         pending.next_attempt_at_ms = now;
+        pending.again = true;
     }
     Ok(Some(Enabled { was, resumed }))
 }

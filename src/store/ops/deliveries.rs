@@ -68,6 +68,7 @@ pub(super) fn pending_under(
             sequence: delivery.sequence,
             next_attempt_at_ms: delivery.next_attempt_at_ms,
             url,
+            again: false,
         });
     }
     Ok(found)
@@ -359,6 +360,7 @@ fn replay_in(
         sequence: delivery.sequence,
         next_attempt_at_ms: now,
         url: config.url,
+        again: true,
     }))
 }
 

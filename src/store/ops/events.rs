@@ -54,6 +54,7 @@ fn deliver_snapshot_in(
         sequence: last_sequence,
         next_attempt_at_ms: now,
         url: config.url,
+        again: false,
     });
     Ok(outcome)
 }

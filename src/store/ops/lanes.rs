@@ -17,9 +17,12 @@ pub trait LaneStore: Send + Sync {
         false
     }
     /// Takes `lanes` for this node, except those another node holds a live lease on; returns
-    /// the lanes taken (or renewed).
-    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
-        Ok(lanes)
+    /// the lanes taken (or renewed), each saying whether this node held it already.
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<ClaimedLane>, StoreError> {
+        Ok(lanes
+            .into_iter()
+            .map(|lane| ClaimedLane { lane, kept: true })
+            .collect())
     }
     /// Takes up to `limit` lanes with pending deliveries whose lease ran out (their node
     /// stopped or died) or that nobody took.
@@ -72,7 +75,7 @@ impl<B: Backend> LaneStore for TableStore<B> {
         self.backend.shared()
     }
 
-    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<ClaimedLane>, StoreError> {
         self.backend.claim_lanes(lanes).await
     }
 

@@ -92,8 +92,11 @@ pub trait Backend: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
-    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
-        Ok(lanes)
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<ClaimedLane>, StoreError> {
+        Ok(lanes
+            .into_iter()
+            .map(|lane| ClaimedLane { lane, kept: true })
+            .collect())
     }
     async fn claim_abandoned_lanes(&self, _limit: usize) -> Result<Vec<LaneId>, StoreError> {
         Ok(Vec::new())

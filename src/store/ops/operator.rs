@@ -67,6 +67,7 @@ pub(super) fn append(
                     sequence,
                     next_attempt_at_ms: now,
                     url: config.url.clone(),
+                    again: false,
                 });
             }
             record.delivery_id = Some(delivery.id);

@@ -19,7 +19,7 @@ use postgres::{Client, fallible_iterator::FallibleIterator};
 use tokio::sync::mpsc;
 
 use super::connect::{Target, close, connect, pg_error};
-use crate::store::{LaneId, StoreError};
+use crate::store::{ClaimedLane, LaneId, StoreError};
 
 /// A node that said it is alive this recently counts as one (nodes say so once a second).
 const NODE_ALIVE: Duration = Duration::from_secs(3);
@@ -115,20 +115,32 @@ impl Lanes {
         f(client).map_err(pg_error)
     }
 
-    /// Takes the lanes nobody else holds (renewing those this node holds).
-    pub fn claim(&self, lanes: &[LaneId]) -> Result<Vec<LaneId>, StoreError> {
+    /// Takes the lanes nobody else holds (renewing those this node holds). A lane still
+    /// named for this node is kept: no other node took it since this one did (taking it sets
+    /// the taker's name, and only this node's claims set this node's).
+    pub fn claim(&self, lanes: &[LaneId]) -> Result<Vec<ClaimedLane>, StoreError> {
         let (node, lease, keys) = (&self.settings.node, self.lease_ms(), keys(lanes));
         self.with_client(|client| {
             let rows = client.query(
-                "UPDATE hub_lane_leases SET node = $1, expires_at = hub_now_ms() + $2
-                 WHERE lane IN (
-                     SELECT lane FROM hub_lane_leases
+                "UPDATE hub_lane_leases l SET node = $1, expires_at = hub_now_ms() + $2
+                 FROM (
+                     SELECT lane, node FROM hub_lane_leases
                      WHERE lane = ANY($3) AND (node IS NULL OR node = $1 OR expires_at <= hub_now_ms())
-                     FOR UPDATE SKIP LOCKED)
-                 RETURNING lane",
+                     FOR UPDATE SKIP LOCKED) before
+                 WHERE l.lane = before.lane
+                 RETURNING l.lane, before.node IS NOT DISTINCT FROM $1",
                 &[node, &lease, &keys],
             )?;
-            Ok(lanes_of(&rows))
+            Ok(rows
+                .iter()
+                .filter_map(|row| {
+                    let lane = LaneId::from_key(row.get::<_, &[u8]>(0))?;
+                    Some(ClaimedLane {
+                        lane,
+                        kept: row.get(1),
+                    })
+                })
+                .collect())
         })
     }
 

@@ -34,7 +34,7 @@ use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::sealing::Sealing;
 use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
-use super::{LaneId, StoreError};
+use super::{ClaimedLane, LaneId, StoreError};
 
 use connect::*;
 pub use connect::{Target, parse_url};
@@ -162,7 +162,7 @@ impl Backend for PostgresBackend {
         Some(self.writer.stats())
     }
 
-    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+    async fn claim_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<ClaimedLane>, StoreError> {
         let leases = self.lanes.clone();
         blocking(move || leases.claim(&lanes)).await
     }
