@@ -576,6 +576,7 @@ async fn a_failing_write_leaves_nothing_behind<B: Backend>(store: TableStore<B>)
                 tables.insert(Table::Tasks, b"written-then-failed", b"{}")?;
                 Err(StoreError::Corrupt("a record does not decode".into()))
             }),
+            None,
         )
         .await;
     assert!(matches!(failed, Err(StoreError::Corrupt(_))), "{failed:?}");

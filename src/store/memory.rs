@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::StoreError;
-use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
+use super::ops::{AfterCommit, Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::sealing::Sealing;
 use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 
@@ -59,13 +59,16 @@ impl Backend for MemoryBackend {
         _urgency: Urgency,
         _reads: Vec<ReadAhead>,
         job: WriteJob<R>,
+        after_commit: Option<AfterCommit<R>>,
     ) -> Result<R, StoreError> {
         let tables = self.lock()?;
         tables.undo.replace(Some(Vec::new()));
         let result = job(&*tables);
         let log = tables.undo.take().unwrap_or_default();
-        if result.is_err() {
-            tables.roll_back(log);
+        match (&result, after_commit) {
+            (Ok(done), Some(after_commit)) => after_commit(done),
+            (Err(_), _) => tables.roll_back(log),
+            _ => {}
         }
         result
     }

@@ -12,7 +12,7 @@ use ::redb::{
 };
 
 use super::StoreError;
-use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
+use super::ops::{AfterCommit, Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::sealing::Sealing;
 use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
@@ -114,8 +114,9 @@ impl Backend for RedbBackend {
         urgency: Urgency,
         reads: Vec<ReadAhead>,
         job: WriteJob<R>,
+        after_commit: Option<AfterCommit<R>>,
     ) -> Result<R, StoreError> {
-        self.writer.write(urgency, reads, job).await
+        self.writer.write(urgency, reads, job, after_commit).await
     }
 
     async fn close(&self) {

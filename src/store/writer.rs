@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::metrics::WriterStats;
 
 use super::StoreError;
-use super::ops::{Urgency, WriteJob};
+use super::ops::{AfterCommit, Urgency, WriteJob};
 use super::tables::{ReadAhead, TablesMut};
 
 /// Most jobs committed together.
@@ -77,12 +77,14 @@ impl Writer {
         self.stats.clone()
     }
 
-    /// Runs `job` in the next group commit and returns its result once the commit is durable.
+    /// Runs `job` in the next group commit and returns its result once the commit is durable;
+    /// `after_commit` runs on this thread first, so the jobs' hooks run in commit order.
     pub async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
         reads: Vec<ReadAhead>,
         job: WriteJob<R>,
+        after_commit: Option<AfterCommit<R>>,
     ) -> Result<R, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -92,7 +94,11 @@ impl Writer {
                 let ok = result.is_ok();
                 // A job that failed is told its own error; the others, the commit's outcome.
                 let completion: Completion = Box::new(move |committed| {
-                    let _ = reply.send(result.and_then(|r| committed.map(|()| r)));
+                    let result = result.and_then(|r| committed.map(|()| r));
+                    if let (Ok(done), Some(after_commit)) = (&result, after_commit) {
+                        after_commit(done);
+                    }
+                    let _ = reply.send(result);
                 });
                 (ok, completion)
             }),

@@ -330,20 +330,25 @@ impl<B: Backend> ConfigStore for TableStore<B> {
         id: String,
     ) -> Result<Option<Enabled>, StoreError> {
         let sealing = self.sealing.clone();
-        let enabled = self
-            .write(move |tables| {
+        self.write_announcing(
+            Urgency::Now,
+            Vec::new(),
+            move |tables| {
                 enable_config_in(
                     &sealing,
                     tables,
                     &config_key(&tenant, &task_id, &id),
                     now_ms(),
                 )
-            })
-            .await?;
-        if let Some(enabled) = &enabled {
-            self.outbox.announce(enabled.resumed.clone());
-        }
-        Ok(enabled)
+            },
+            |enabled: &Option<Enabled>| {
+                enabled
+                    .as_ref()
+                    .map(|e| e.resumed.clone())
+                    .unwrap_or_default()
+            },
+        )
+        .await
     }
 
     async fn config_health(

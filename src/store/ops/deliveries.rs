@@ -533,12 +533,11 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
             Table::Deliveries,
             delivery_id.as_bytes().to_vec(),
         )];
-        let (recorded, announce) = self
-            .backend
-            .write(
+        let (recorded, _) = self
+            .write_announcing(
                 Urgency::Linger,
                 reads,
-                Box::new(move |tables| {
+                move |tables| {
                     record_attempt_in(
                         &sealing,
                         tables,
@@ -547,10 +546,10 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
                         update,
                         disable_after_ms,
                     )
-                }),
+                },
+                |(_, announce)| announce.clone(),
             )
             .await?;
-        self.outbox.announce(announce);
         Ok(recorded)
     }
 
@@ -626,21 +625,23 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
         delivery_ids: Vec<String>,
     ) -> Result<Vec<Result<PendingDelivery, ReplayRefusal>>, StoreError> {
         let sealing = self.sealing.clone();
-        let results: Vec<Result<PendingDelivery, ReplayRefusal>> = self
-            .write(move |tables| {
+        self.write_announcing(
+            Urgency::Now,
+            Vec::new(),
+            move |tables| {
                 let now = now_ms();
                 delivery_ids
                     .iter()
                     .map(|id| replay_in(&sealing, tables, id, now))
                     .collect()
-            })
-            .await?;
-        self.outbox.announce(
-            results
-                .iter()
-                .filter_map(|r| r.as_ref().ok().cloned())
-                .collect(),
-        );
-        Ok(results)
+            },
+            |results: &Vec<Result<PendingDelivery, ReplayRefusal>>| {
+                results
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok().cloned())
+                    .collect()
+            },
+        )
+        .await
     }
 }

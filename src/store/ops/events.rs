@@ -233,13 +233,14 @@ impl<B: Backend> EventStore for TableStore<B> {
                 .collect::<Result<_, _>>()
                 .map(Published::Events)
         };
-        let published = self.write_reading(reads, job).await?;
-        if let Published::Events(events) = &published {
-            let now = now_ms();
-            self.outbox
-                .announce(events.iter().flat_map(|e| e.pending(now)).collect());
-        }
-        Ok(published)
+        self.write_announcing(Urgency::Now, reads, job, |published| match published {
+            Published::Events(events) => {
+                let now = now_ms();
+                events.iter().flat_map(|e| e.pending(now)).collect()
+            }
+            _ => Vec::new(),
+        })
+        .await
     }
 
     async fn get_task(
@@ -256,11 +257,12 @@ impl<B: Backend> EventStore for TableStore<B> {
         snapshot: ConfigSnapshot,
     ) -> Result<SnapshotOutcome, StoreError> {
         let sealing = self.sealing.clone();
-        let outcome = self
-            .write(move |tables| deliver_snapshot_in(&sealing, tables, snapshot))
-            .await?;
-        self.outbox
-            .announce(outcome.pending.iter().cloned().collect());
-        Ok(outcome)
+        self.write_announcing(
+            Urgency::Now,
+            Vec::new(),
+            move |tables| deliver_snapshot_in(&sealing, tables, snapshot),
+            |outcome: &SnapshotOutcome| outcome.pending.iter().cloned().collect(),
+        )
+        .await
     }
 }

@@ -390,19 +390,19 @@ impl<B: Backend> InboundStore for TableStore<B> {
     async fn accept_inbound(&self, accept: InboundAccept) -> Result<InboundOutcome, StoreError> {
         let sealing = self.sealing.clone();
         let reads = accept_reads(&accept);
-        let outcome = self
-            .write_reading(reads, move |tables| {
-                accept_inbound_in(&sealing, tables, accept)
-            })
-            .await?;
-        if let InboundOutcome::Accepted {
-            forwarded: Some(published),
-            ..
-        } = &outcome
-        {
-            self.outbox.announce(published.pending(now_ms()));
-        }
-        Ok(outcome)
+        self.write_announcing(
+            Urgency::Now,
+            reads,
+            move |tables| accept_inbound_in(&sealing, tables, accept),
+            |outcome| match outcome {
+                InboundOutcome::Accepted {
+                    forwarded: Some(published),
+                    ..
+                } => published.pending(now_ms()),
+                _ => Vec::new(),
+            },
+        )
+        .await
     }
 
     async fn add_receipt(

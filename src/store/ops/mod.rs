@@ -62,6 +62,9 @@ pub enum Urgency {
 
 pub type ReadJob<R> = Box<dyn FnOnce(&dyn Tables) -> Result<R, StoreError> + Send>;
 pub type WriteJob<R> = Box<dyn FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send>;
+/// What a write does with its result once its commit is durable, before its caller hears of it,
+/// on the thread that committed: so in commit order.
+pub type AfterCommit<R> = Box<dyn FnOnce(&R) + Send>;
 
 /// A storage engine: transactions over the tables of `Table::ALL`.
 #[async_trait::async_trait]
@@ -69,12 +72,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Runs `job` in a read transaction, off the async runtime.
     async fn read<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError>;
     /// Runs `job` in a write transaction and returns its result once the commit is durable;
-    /// `reads` are entries it will read (a hint: they may be fetched together first).
+    /// `reads` are entries it will read (a hint: they may be fetched together first);
+    /// `after_commit` runs on a successful job's result once the commit is durable, in commit
+    /// order.
     async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
         reads: Vec<ReadAhead>,
         job: WriteJob<R>,
+        after_commit: Option<AfterCommit<R>>,
     ) -> Result<R, StoreError>;
     /// Finishes the writes in progress and releases the engine.
     async fn close(&self);
@@ -131,9 +137,10 @@ pub type Announce = Box<dyn Fn(Vec<PendingDelivery>) + Send + Sync>;
 /// Where the store announces the deliveries its commits make pending (docs/ARCHITECTURE.md,
 /// "Nothing pending is forgotten"): the delivery scheduler,
 /// once it runs. Every write that makes deliveries pending (publish, a snapshot for a new
-/// config, replay, an accepted inbound push that is forwarded) announces them here itself, so
-/// no caller can forget to; before the scheduler runs they wait in the store, which the
-/// scheduler reads at start.
+/// config, replay, an accepted inbound push that is forwarded) announces them here itself
+/// (`write_announcing`), so no caller can forget to, and from the thread that committed, so in
+/// commit order; before the scheduler runs they wait in the store, which the scheduler reads at
+/// start.
 #[derive(Default)]
 pub struct Outbox(std::sync::OnceLock<Announce>);
 
@@ -149,7 +156,7 @@ impl Outbox {
 pub struct TableStore<B> {
     pub(super) backend: B,
     pub(super) sealing: Arc<Sealing>,
-    pub(super) outbox: Outbox,
+    pub(super) outbox: Arc<Outbox>,
 }
 
 impl<B: Backend> TableStore<B> {
@@ -175,7 +182,30 @@ impl<B: Backend> TableStore<B> {
         R: Send + 'static,
         F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
     {
-        self.backend.write(Urgency::Now, reads, Box::new(f)).await
+        self.backend
+            .write(Urgency::Now, reads, Box::new(f), None)
+            .await
+    }
+
+    /// A write that makes deliveries pending (`pending_of` its result): they are announced
+    /// once its commit is durable, in commit order, so that the new deliveries of a lane reach
+    /// the scheduler in sequence (`Machine::on_offer` queues those without reading the lane).
+    async fn write_announcing<R, F>(
+        &self,
+        urgency: Urgency,
+        reads: Vec<ReadAhead>,
+        f: F,
+        pending_of: impl FnOnce(&R) -> Vec<PendingDelivery> + Send + 'static,
+    ) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
+    {
+        let outbox = self.outbox.clone();
+        let announce: AfterCommit<R> = Box::new(move |result| outbox.announce(pending_of(result)));
+        self.backend
+            .write(urgency, reads, Box::new(f), Some(announce))
+            .await
     }
 
     /// A write nobody waits on to answer someone: it may wait to share a later commit.
@@ -185,7 +215,7 @@ impl<B: Backend> TableStore<B> {
         F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
     {
         self.backend
-            .write(Urgency::Linger, Vec::new(), Box::new(f))
+            .write(Urgency::Linger, Vec::new(), Box::new(f), None)
             .await
     }
 }

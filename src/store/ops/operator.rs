@@ -120,10 +120,13 @@ impl<B: Backend> OperatorEventStore for TableStore<B> {
         events: Vec<NewOperatorEvent>,
     ) -> Result<(), StoreError> {
         let sealing = self.sealing.clone();
-        let pending = self
-            .write_lingering(move |tables| append(&sealing, tables, events, now_ms()))
-            .await?;
-        self.outbox.announce(pending);
+        self.write_announcing(
+            Urgency::Linger,
+            Vec::new(),
+            move |tables| append(&sealing, tables, events, now_ms()),
+            |pending: &Vec<PendingDelivery>| pending.clone(),
+        )
+        .await?;
         Ok(())
     }
 

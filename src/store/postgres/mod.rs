@@ -30,7 +30,7 @@ use postgres::{Client, Config, GenericClient, NoTls, Statement};
 use tokio::sync::Semaphore;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::ops::{Backend, ReadJob, TableStore, Urgency, WriteJob};
+use super::ops::{AfterCommit, Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::sealing::Sealing;
 use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
@@ -145,8 +145,9 @@ impl Backend for PostgresBackend {
         urgency: Urgency,
         reads: Vec<ReadAhead>,
         job: WriteJob<R>,
+        after_commit: Option<AfterCommit<R>>,
     ) -> Result<R, StoreError> {
-        self.writer.write(urgency, reads, job).await
+        self.writer.write(urgency, reads, job, after_commit).await
     }
 
     async fn close(&self) {
