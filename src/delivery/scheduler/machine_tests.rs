@@ -328,6 +328,15 @@ fn one_lane_delivering_one_at_a_time_is_capped_too() {
     assert_eq!(starts_per_second(&mut m, 3), [2 + 19, 20, 20]);
 }
 
+/// Starts and delivers the attempts at time 0 one by one, each alone: they must be `expected`.
+fn delivers_one_by_one(m: &mut Machine, expected: &[&str]) {
+    for expected in expected {
+        let started = m.tick(0, true);
+        assert_eq!(ids(&started), [*expected]);
+        complete(m, &started[0], DELIVERED, LaneStep::Advance, 0);
+    }
+}
+
 fn lane(task: &str) -> LaneId {
     LaneId {
         tenant: String::new(),
@@ -343,11 +352,7 @@ fn an_offer_that_goes_on_from_a_read_lane_is_queued_without_a_read() {
     m.on_enqueue(vec![pending("a", "t", 1, 0), pending("a", "t", 2, 0)]);
     let to_read = m.on_offer(vec![pending("a", "t", 4, 0), pending("a", "t", 3, 0)], &[]);
     assert!(to_read.is_empty(), "3 and 4 go on from 2");
-    for expected in ["t-1", "t-2", "t-3", "t-4"] {
-        let started = m.tick(0, true);
-        assert_eq!(ids(&started), [expected]);
-        complete(&mut m, &started[0], DELIVERED, LaneStep::Advance, 0);
-    }
+    delivers_one_by_one(&mut m, &["t-1", "t-2", "t-3", "t-4"]);
     // The lane emptied; its tail is remembered.
     assert!(m.lane_ids().is_empty());
     assert!(m.on_offer(vec![pending("a", "t", 5, 0)], &[]).is_empty());
@@ -418,9 +423,5 @@ fn an_offer_a_read_got_ahead_of_is_not_read_again() {
         "4 goes on from 3"
     );
     assert_eq!(m.stats(0).pending, 4, "each delivery queued once");
-    for expected in ["t-1", "t-2", "t-3", "t-4"] {
-        let started = m.tick(0, true);
-        assert_eq!(ids(&started), [expected]);
-        complete(&mut m, &started[0], DELIVERED, LaneStep::Advance, 0);
-    }
+    delivers_one_by_one(&mut m, &["t-1", "t-2", "t-3", "t-4"]);
 }
