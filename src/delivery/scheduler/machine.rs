@@ -147,8 +147,9 @@ pub struct Machine {
     /// Nodes sharing the store: each takes this share of `max_rate_per_origin`.
     nodes: usize,
     /// The tails of lanes that emptied (every delivery handed to them done), at most
-    /// `MAX_TAILS_KEPT`: an offer that goes on from one is queued without a read.
-    tails: HashMap<LaneId, u64>,
+    /// `MAX_TAILS_KEPT`: an offer that goes on from one is queued without a read. Kept only
+    /// on a shared store (`keeping_tails`); alone, nothing is offered.
+    tails: Option<HashMap<LaneId, u64>>,
 }
 
 /// Emptied lanes whose tail is kept; past it they are all forgotten (each then needs one read
@@ -170,8 +171,15 @@ impl Machine {
             recording: HashSet::new(),
             circuit_changes: Vec::new(),
             nodes: 1,
-            tails: HashMap::new(),
+            tails: None,
         }
+    }
+
+    /// The machine of a node sharing its store, which remembers emptied lanes' tails for
+    /// `on_offer`.
+    pub fn keeping_tails(mut self) -> Machine {
+        self.tails = Some(HashMap::new());
+        self
     }
 
     /// The nodes sharing the store changed: each origin's rate is shared among `nodes`.
@@ -221,16 +229,30 @@ impl Machine {
     /// the last of them.
     pub fn on_enqueue(&mut self, items: Vec<PendingDelivery>) {
         for item in items {
-            let key = item.lane();
-            let sequence = item.sequence;
-            if !self.recording.contains(&item.delivery_id) {
-                let queued = Queued {
-                    delivery_id: item.delivery_id,
-                    due_ms: item.next_attempt_at_ms,
-                };
-                self.insert(key.clone(), || origin_of(&item.url), sequence, queued);
+            let PendingDelivery {
+                tenant,
+                task_id,
+                config_id,
+                delivery_id,
+                sequence,
+                next_attempt_at_ms,
+                url,
+                again: _,
+            } = item;
+            let key = LaneId {
+                tenant,
+                task_id,
+                config_id,
+            };
+            if self.recording.contains(&delivery_id) {
+                self.extend_tail(&key, sequence);
+                continue;
             }
-            self.extend_tail(&key, sequence);
+            let queued = Queued {
+                delivery_id,
+                due_ms: next_attempt_at_ms,
+            };
+            self.insert(key, || origin_of(&url), sequence, queued);
         }
     }
 
@@ -247,7 +269,7 @@ impl Machine {
     /// the lane again, and under load a lane with a backlog would be read over and over.
     pub fn on_offer(&mut self, items: Vec<PendingDelivery>, taken: &[LaneId]) -> Vec<LaneId> {
         for key in taken {
-            self.tails.remove(key);
+            self.forget_tail(key);
             if let Some(lane) = self.lanes.get_mut(key) {
                 lane.tail = None;
             }
@@ -260,7 +282,7 @@ impl Machine {
         for (key, mut offered) in by_lane {
             let tail = match self.lanes.get(&key) {
                 Some(lane) => lane.tail,
-                None => self.tails.get(&key).copied(),
+                None => self.tails.as_ref().and_then(|t| t.get(&key).copied()),
             };
             let Some(tail) = tail.filter(|_| !offered.iter().any(|item| item.again)) else {
                 to_read.push(key);
@@ -281,15 +303,32 @@ impl Machine {
         to_read
     }
 
+    /// A read handed `key` a delivery at `sequence` that it did not queue (its outcome is
+    /// being recorded): the tail moves up all the same.
     fn extend_tail(&mut self, key: &LaneId, sequence: u64) {
         if let Some(lane) = self.lanes.get_mut(key) {
             lane.tail = Some(lane.tail.map_or(sequence, |tail| tail.max(sequence)));
-        } else if let Some(tail) = self.tails.get_mut(key) {
+        } else if let Some(tail) = self.tails.as_mut().and_then(|t| t.get_mut(key)) {
             *tail = (*tail).max(sequence);
         }
     }
 
-    /// Adds a delivery to its lane (creating the lane), unless the lane has it already.
+    fn forget_tail(&mut self, key: &LaneId) -> Option<u64> {
+        self.tails.as_mut().and_then(|tails| tails.remove(key))
+    }
+
+    /// Remembers the tail of a lane that emptied, on a shared store.
+    fn keep_tail(&mut self, key: &LaneId, tail: u64) {
+        if let Some(tails) = self.tails.as_mut() {
+            if tails.len() >= MAX_TAILS_KEPT {
+                tails.clear();
+            }
+            tails.insert(key.clone(), tail);
+        }
+    }
+
+    /// Adds a delivery to its lane (creating the lane), unless the lane has it already; the
+    /// lane's tail moves up to it either way.
     fn insert(
         &mut self,
         key: LaneId,
@@ -300,12 +339,13 @@ impl Machine {
         let tails = &mut self.tails;
         let lane = self.lanes.entry(key.clone()).or_insert_with(|| Lane {
             queue: BTreeMap::new(),
-            tail: tails.remove(&key),
+            tail: tails.as_mut().and_then(|tails| tails.remove(&key)),
             origin: origin(),
             in_flight: None,
             parked: false,
             wake: 0,
         });
+        lane.tail = Some(lane.tail.map_or(sequence, |tail| tail.max(sequence)));
         if lane.queue.contains_key(&sequence) {
             return;
         }
@@ -329,10 +369,7 @@ impl Machine {
         }
         let Some(head) = lane.queue.values().next() else {
             if let Some(tail) = self.lanes.remove(key).and_then(|lane| lane.tail) {
-                if self.tails.len() >= MAX_TAILS_KEPT {
-                    self.tails.clear();
-                }
-                self.tails.insert(key.clone(), tail);
+                self.keep_tail(key, tail);
             }
             return;
         };
@@ -442,7 +479,7 @@ impl Machine {
     /// lane, because the lane's new holder reads the delivery's state from the store.
     pub fn forget(&mut self, lanes: Vec<LaneId>) {
         for key in lanes {
-            self.tails.remove(&key);
+            self.forget_tail(&key);
             if let Some(state) = self.lanes.remove(&key) {
                 self.pending -= state.queue.len() as u64;
             }

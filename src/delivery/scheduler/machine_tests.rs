@@ -337,6 +337,11 @@ fn delivers_one_by_one(m: &mut Machine, expected: &[&str]) {
     }
 }
 
+/// The machine of a node sharing its store, which takes offers (`on_offer`).
+fn shared_machine() -> Machine {
+    machine(10, 10).keeping_tails()
+}
+
 fn lane(task: &str) -> LaneId {
     LaneId {
         tenant: String::new(),
@@ -347,7 +352,7 @@ fn lane(task: &str) -> LaneId {
 
 #[test]
 fn an_offer_that_goes_on_from_a_read_lane_is_queued_without_a_read() {
-    let mut m = machine(10, 10);
+    let mut m = shared_machine();
     // The lane was read: it has every pending delivery up to 2.
     m.on_enqueue(vec![pending("a", "t", 1, 0), pending("a", "t", 2, 0)]);
     let to_read = m.on_offer(vec![pending("a", "t", 4, 0), pending("a", "t", 3, 0)], &[]);
@@ -361,7 +366,7 @@ fn an_offer_that_goes_on_from_a_read_lane_is_queued_without_a_read() {
 
 #[test]
 fn an_offer_that_skips_a_sequence_or_comes_back_to_an_old_one_asks_for_a_read() {
-    let mut m = machine(10, 10);
+    let mut m = shared_machine();
     m.on_enqueue(vec![pending("a", "t", 1, 0)]);
     // 2 may be another node's, its wake-up still on the way.
     assert_eq!(m.on_offer(vec![pending("a", "t", 3, 0)], &[]), [lane("t")]);
@@ -378,7 +383,7 @@ fn an_offer_that_skips_a_sequence_or_comes_back_to_an_old_one_asks_for_a_read() 
 
 #[test]
 fn a_lane_taken_anew_closed_or_forgotten_is_read_again() {
-    let mut m = machine(10, 10);
+    let mut m = shared_machine();
     m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("a", "t2", 1, 0)]);
     m.on_enqueue(vec![pending("a", "t3", 1, 0)]);
     // t1: another node held it meanwhile.
@@ -409,7 +414,7 @@ fn a_lane_taken_anew_closed_or_forgotten_is_read_again() {
 
 #[test]
 fn an_offer_a_read_got_ahead_of_is_not_read_again() {
-    let mut m = machine(10, 10);
+    let mut m = shared_machine();
     // The read saw 1 to 3 committed before the offers of 2 and 3 came.
     m.on_enqueue(vec![
         pending("a", "t", 1, 0),

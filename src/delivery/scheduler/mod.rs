@@ -57,6 +57,11 @@ pub struct Sharing {
 }
 
 impl Sharing {
+    /// Whether other nodes share the store (they do when circuits are shared with them).
+    fn is_shared(&self) -> bool {
+        self.circuit_changes.is_some()
+    }
+
     /// A node alone with its store.
     pub fn alone() -> Sharing {
         Sharing {
@@ -260,6 +265,11 @@ pub fn start(
         max_rate_per_origin: limits.max_rate_per_origin,
         circuit: limits.circuit,
     });
+    let machine = if sharing.is_shared() {
+        machine.keeping_tails()
+    } else {
+        machine
+    };
     let actor = Actor {
         machine,
         engine,
