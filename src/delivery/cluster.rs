@@ -14,14 +14,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::scheduler::{AttemptWindow, CircuitChange, SchedulerHandle};
-use crate::store::{LaneId, PendingDelivery, Store, now_ms};
+use crate::store::{ClaimedLane, LaneId, PendingDelivery, RenewedLanes, Store, now_ms};
 
 /// How often a node looks for lanes whose node stopped and for circuits others opened.
 const POLL: Duration = Duration::from_secs(1);
@@ -43,6 +43,51 @@ pub struct Node {
     /// Lanes being read, each with whether it must be read again when that read ends (new
     /// deliveries arrived meanwhile): one read per lane at a time.
     loading: Mutex<HashMap<LaneId, bool>>,
+    /// Until when this node's leases last at least, from its own claims and renewals.
+    known: Mutex<KnownLeases>,
+}
+
+/// Until when each of this node's leases lasts at least, by its own clock: the moment it asked
+/// for the lease plus the lease's length (the database sets the end from when it ran the
+/// statement, which is later). A lane whose lease lasts as long as those of the last renewal
+/// needs no claim when this node accepts another of its deliveries: no other node can take it
+/// before then, and the attempt window closes earlier. Under single-event load that spares a
+/// lease update per event.
+#[derive(Default)]
+struct KnownLeases {
+    until: HashMap<LaneId, Instant>,
+    /// The end of the leases the last successful renewal extended.
+    renewed_until: Option<Instant>,
+}
+
+impl KnownLeases {
+    fn got<'a>(&mut self, lanes: impl IntoIterator<Item = &'a LaneId>, until: Instant) {
+        for lane in lanes {
+            let known = self.until.entry(lane.clone()).or_insert(until);
+            *known = (*known).max(until);
+        }
+    }
+
+    fn renewed(&mut self, renewed: &RenewedLanes, until: Instant, now: Instant) {
+        self.got(&renewed.extended, until);
+        self.renewed_until = Some(until);
+        // A lane not renewed again is claimed at its next delivery; its entry can go.
+        self.until.retain(|_, lasts| *lasts > now);
+    }
+
+    fn lost(&mut self, lanes: &[LaneId]) {
+        for lane in lanes {
+            self.until.remove(lane);
+        }
+    }
+
+    /// Whether `lane`'s lease lasts at least as long as those of the last renewal.
+    fn holds(&self, lane: &LaneId) -> bool {
+        match (self.until.get(lane), self.renewed_until) {
+            (Some(until), Some(renewed_until)) => *until >= renewed_until,
+            _ => false,
+        }
+    }
 }
 
 impl Node {
@@ -60,6 +105,7 @@ impl Node {
             lease,
             attempt_timeout,
             loading: Mutex::default(),
+            known: Mutex::default(),
         }
     }
 }
@@ -159,8 +205,29 @@ impl Node {
         taken: &Taken,
     ) -> Result<(), Vec<PendingDelivery>> {
         let lanes: HashSet<LaneId> = deliveries.iter().map(PendingDelivery::lane).collect();
-        match self.store.claim_lanes(lanes.into_iter().collect()).await {
-            Ok(claimed) => {
+        let (mut claimed, to_claim): (Vec<ClaimedLane>, Vec<LaneId>) = match self.known.lock() {
+            Ok(known) => {
+                let (held, to_claim): (Vec<LaneId>, Vec<LaneId>) =
+                    lanes.into_iter().partition(|lane| known.holds(lane));
+                let held = held
+                    .into_iter()
+                    .map(|lane| ClaimedLane { lane, kept: true });
+                (held.collect(), to_claim)
+            }
+            Err(_) => (Vec::new(), lanes.into_iter().collect()),
+        };
+        let asked = Instant::now();
+        let answer = if to_claim.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store.claim_lanes(to_claim).await
+        };
+        match answer {
+            Ok(newly) => {
+                if let Ok(mut known) = self.known.lock() {
+                    known.got(newly.iter().map(|c| &c.lane), asked + self.lease);
+                }
+                claimed.extend(newly);
                 if let Ok(mut taken) = taken.lock() {
                     taken.extend(claimed.iter().map(|c| c.lane.clone()));
                 }
@@ -255,6 +322,7 @@ impl Node {
 
     async fn take_abandoned(self: &Arc<Self>, taken: &Taken) {
         loop {
+            let asked = Instant::now();
             let claimed = match self.store.claim_abandoned_lanes(CLAIM_BATCH).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
@@ -266,6 +334,9 @@ impl Node {
                 return;
             }
             tracing::info!(lanes = claimed.len(), "took lanes whose lease ran out");
+            if let Ok(mut known) = self.known.lock() {
+                known.got(&claimed, asked + self.lease);
+            }
             let full = claimed.len() == CLAIM_BATCH;
             if let Ok(mut taken) = taken.lock() {
                 taken.extend(claimed.iter().cloned());
@@ -283,11 +354,20 @@ impl Node {
             lanes.extend(taken.drain());
         }
         let asked = now_ms();
+        let asked_at = Instant::now();
         let wanted: Vec<LaneId> = lanes.iter().cloned().collect();
         match self.store.renew_lanes(wanted).await {
-            Ok(held) => {
-                let held: HashSet<LaneId> = held.into_iter().collect();
-                let lost: Vec<LaneId> = lanes.difference(&held).cloned().collect();
+            Ok(renewed) => {
+                let held: HashSet<&LaneId> = renewed.held.iter().collect();
+                let lost: Vec<LaneId> = lanes
+                    .iter()
+                    .filter(|l| !held.contains(l))
+                    .cloned()
+                    .collect();
+                if let Ok(mut known) = self.known.lock() {
+                    known.lost(&lost);
+                    known.renewed(&renewed, asked_at + self.lease, Instant::now());
+                }
                 if !lost.is_empty() {
                     tracing::warn!(lanes = lost.len(), "lanes taken over by another node");
                     self.scheduler.forget(lost);
@@ -313,5 +393,67 @@ async fn recv_wakeup(wakeups: &mut Option<mpsc::UnboundedReceiver<LaneId>>) -> O
     match wakeups {
         Some(wakeups) => wakeups.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane(task: &str) -> LaneId {
+        LaneId {
+            tenant: String::new(),
+            task_id: task.to_string(),
+            config_id: "c".to_string(),
+        }
+    }
+
+    #[test]
+    fn a_lane_needs_a_claim_until_a_renewal_has_sized_the_attempt_window() {
+        let mut known = KnownLeases::default();
+        let start = Instant::now();
+        known.got(&[lane("a")], start + Duration::from_secs(40));
+        assert!(
+            !known.holds(&lane("a")),
+            "no renewal yet: no attempt window to compare with"
+        );
+    }
+
+    #[test]
+    fn a_lane_is_held_while_its_lease_lasts_as_long_as_the_last_renewal() {
+        let lease = Duration::from_secs(40);
+        let mut known = KnownLeases::default();
+        let t0 = Instant::now();
+        known.got(&[lane("old"), lane("locked"), lane("lost")], t0 + lease);
+        let t1 = t0 + Duration::from_secs(13);
+        known.lost(&[lane("lost")]);
+        known.renewed(
+            &RenewedLanes {
+                held: vec![lane("old"), lane("locked")],
+                extended: vec![lane("old")],
+            },
+            t1 + lease,
+            t1,
+        );
+        known.got(&[lane("new")], t1 + Duration::from_secs(1) + lease);
+        assert!(known.holds(&lane("old")), "extended by the renewal");
+        assert!(known.holds(&lane("new")), "claimed after the renewal");
+        assert!(
+            !known.holds(&lane("locked")),
+            "not extended (being written to): its lease ends before the renewed ones"
+        );
+        assert!(!known.holds(&lane("lost")), "another node took it");
+        assert!(!known.holds(&lane("never")));
+    }
+
+    #[test]
+    fn a_renewal_forgets_the_leases_that_ended() {
+        let lease = Duration::from_secs(40);
+        let mut known = KnownLeases::default();
+        let t0 = Instant::now();
+        known.got(&[lane("idle")], t0 + lease);
+        let later = t0 + lease + Duration::from_secs(1);
+        known.renewed(&RenewedLanes::default(), later + lease, later);
+        assert!(known.until.is_empty());
     }
 }

@@ -771,6 +771,16 @@ pub struct ClaimedLane {
     pub kept: bool,
 }
 
+/// What a renewal of lane leases found (`LaneStore::renew_lanes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenewedLanes {
+    /// The lanes this node still holds.
+    pub held: Vec<LaneId>,
+    /// Those of them whose lease now lasts a whole lease from the renewal; the others were
+    /// being written to at that moment and keep the end they had.
+    pub extended: Vec<LaneId>,
+}
+
 impl PendingDelivery {
     pub fn lane(&self) -> LaneId {
         LaneId {

@@ -29,9 +29,12 @@ pub trait LaneStore: Send + Sync {
     async fn claim_abandoned_lanes(&self, _limit: usize) -> Result<Vec<LaneId>, StoreError> {
         Ok(Vec::new())
     }
-    /// Extends this node's leases on `lanes`; returns those it still holds.
-    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
-        Ok(lanes)
+    /// Extends this node's leases on `lanes`; says which it still holds and which it extended.
+    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<RenewedLanes, StoreError> {
+        Ok(RenewedLanes {
+            held: lanes.clone(),
+            extended: lanes,
+        })
     }
     /// Tells the nodes sharing this store that `origin`'s circuit is open until `open_until`
     /// (ms since the epoch), or closed again (`None`).
@@ -83,7 +86,7 @@ impl<B: Backend> LaneStore for TableStore<B> {
         self.backend.claim_abandoned_lanes(limit).await
     }
 
-    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<RenewedLanes, StoreError> {
         self.backend.renew_lanes(lanes).await
     }
 

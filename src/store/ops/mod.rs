@@ -107,8 +107,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn claim_abandoned_lanes(&self, _limit: usize) -> Result<Vec<LaneId>, StoreError> {
         Ok(Vec::new())
     }
-    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
-        Ok(lanes)
+    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<RenewedLanes, StoreError> {
+        Ok(RenewedLanes {
+            held: lanes.clone(),
+            extended: lanes,
+        })
     }
     async fn release_lanes(&self) -> Result<(), StoreError> {
         Ok(())

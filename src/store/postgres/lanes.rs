@@ -19,7 +19,7 @@ use postgres::{Client, fallible_iterator::FallibleIterator};
 use tokio::sync::mpsc;
 
 use super::connect::{Target, close, connect, pg_error};
-use crate::store::{ClaimedLane, LaneId, StoreError};
+use crate::store::{ClaimedLane, LaneId, RenewedLanes, StoreError};
 
 /// A node that said it is alive this recently counts as one (nodes say so once a second).
 const NODE_ALIVE: Duration = Duration::from_secs(3);
@@ -224,25 +224,29 @@ impl Lanes {
         })
     }
 
-    pub fn renew(&self, lanes: &[LaneId]) -> Result<Vec<LaneId>, StoreError> {
+    pub fn renew(&self, lanes: &[LaneId]) -> Result<RenewedLanes, StoreError> {
         let (node, lease, keys) = (&self.settings.node, self.lease_ms(), keys(lanes));
         self.with_client(|client| {
             let mut txn = client.transaction()?;
             // A lane locked right now is being written to by a publish; it is still ours and
             // is extended at the next renewal.
-            txn.execute(
+            let extended = txn.query(
                 "UPDATE hub_lane_leases SET expires_at = hub_now_ms() + $2
                  WHERE lane IN (
                      SELECT lane FROM hub_lane_leases WHERE node = $1 AND lane = ANY($3)
-                     FOR UPDATE SKIP LOCKED)",
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING lane",
                 &[node, &lease, &keys],
             )?;
-            let rows = txn.query(
+            let held = txn.query(
                 "SELECT lane FROM hub_lane_leases WHERE node = $1 AND lane = ANY($2)",
                 &[node, &keys],
             )?;
             txn.commit()?;
-            Ok(lanes_of(&rows))
+            Ok(RenewedLanes {
+                held: lanes_of(&held),
+                extended: lanes_of(&extended),
+            })
         })
     }
 }

@@ -34,7 +34,7 @@ use super::ops::{AfterCommit, Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::sealing::Sealing;
 use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
-use super::{ClaimedLane, LaneId, StoreError};
+use super::{ClaimedLane, LaneId, RenewedLanes, StoreError};
 
 use connect::*;
 pub use connect::{Target, parse_url};
@@ -173,7 +173,7 @@ impl Backend for PostgresBackend {
         blocking(move || leases.claim_abandoned(limit)).await
     }
 
-    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<Vec<LaneId>, StoreError> {
+    async fn renew_lanes(&self, lanes: Vec<LaneId>) -> Result<RenewedLanes, StoreError> {
         let leases = self.lanes.clone();
         blocking(move || leases.renew(&lanes)).await
     }
