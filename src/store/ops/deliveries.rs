@@ -458,20 +458,21 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
         sequence: u64,
     ) -> Result<Option<AttemptContext>, StoreError> {
         let sealing = self.sealing.clone();
-        self.read(move |tables| {
-            // One round trip on a database: the config's and the event's keys follow from the
-            // lane and the sequence, which never change for a delivery.
-            tables.prefetch(&[
-                ReadAhead::Key(Table::Deliveries, delivery_id.as_bytes().to_vec()),
-                ReadAhead::Key(
-                    Table::Configs,
-                    config_key(&lane.tenant, &lane.task_id, &lane.config_id),
-                ),
-                ReadAhead::Key(
-                    Table::Events,
-                    with_sequence(task_key(&lane.tenant, &lane.task_id), sequence),
-                ),
-            ])?;
+        // One round trip on a database, shared with the attempts starting at the same time:
+        // the config's and the event's keys follow from the lane and the sequence, which never
+        // change for a delivery.
+        let reads = vec![
+            ReadAhead::Key(Table::Deliveries, delivery_id.as_bytes().to_vec()),
+            ReadAhead::Key(
+                Table::Configs,
+                config_key(&lane.tenant, &lane.task_id, &lane.config_id),
+            ),
+            ReadAhead::Key(
+                Table::Events,
+                with_sequence(task_key(&lane.tenant, &lane.task_id), sequence),
+            ),
+        ];
+        self.read_ahead(reads, move |tables| {
             let Some(delivery) =
                 get_json::<DeliveryRecord>(tables, Table::Deliveries, delivery_id.as_bytes())?
             else {

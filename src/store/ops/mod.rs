@@ -71,6 +71,17 @@ pub type AfterCommit<R> = Box<dyn FnOnce(&R) + Send>;
 pub trait Backend: Send + Sync + 'static {
     /// Runs `job` in a read transaction, off the async runtime.
     async fn read<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError>;
+    /// Runs `job`, which reads `reads` (and perhaps more), on the committed state. A backend
+    /// whose reads cost a round trip runs the jobs that arrive together as one, reading all
+    /// their entries in one statement: the reads of the attempts starting at once.
+    async fn read_ahead<R: Send + 'static>(
+        &self,
+        reads: Vec<ReadAhead>,
+        job: ReadJob<R>,
+    ) -> Result<R, StoreError> {
+        let _ = reads;
+        self.read(job).await
+    }
     /// Runs `job` in a write transaction and returns its result once the commit is durable;
     /// `reads` are entries it will read (a hint: they may be fetched together first);
     /// `after_commit` runs on a successful job's result once the commit is durable, in commit
@@ -169,6 +180,15 @@ impl<B: Backend> TableStore<B> {
         F: FnOnce(&dyn Tables) -> Result<R, StoreError> + Send + 'static,
     {
         self.backend.read(Box::new(f)).await
+    }
+
+    /// A read that declares what it will read (`Backend::read_ahead`).
+    async fn read_ahead<R, F>(&self, reads: Vec<ReadAhead>, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn Tables) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.backend.read_ahead(reads, Box::new(f)).await
     }
 
     async fn write<R, F>(&self, f: F) -> Result<R, StoreError>

@@ -2,14 +2,15 @@
 //! `bytea` key and value, so that every operation is the same code as on the embedded store
 //! (`store/ops/`). Writes go through the group-commit writer (`store/writer.rs`) on one
 //! connection, and PostgreSQL's commit (with its default `synchronous_commit`) makes them
-//! durable. Reads run on the blocking pool, each in a read-only repeatable-read transaction on a
-//! pooled connection (`pool.rs`); `tables.rs` maps the tables, `connect.rs` and `tls.rs` reach
-//! the database.
+//! durable. Reads run on the blocking pool on pooled connections (`pool.rs`), except those that
+//! declare what they read (an attempt's delivery, config and event): a reader thread runs them
+//! in batches on a connection of its own, one statement for a batch's entries (`read_ahead`).
+//! `tables.rs` maps the tables, `connect.rs` and `tls.rs` reach the database.
 //!
 //! The schema is versioned (`schema.rs`): `migrate` brings a database up to this build's
 //! version (serialised by an advisory lock, so nodes starting together do not race), and a
 //! database newer than the build is refused. Several hub nodes may share a database: their
-//! write transactions take turns (`lock_for_writing`), and lanes are leased to one node at a
+//! write transactions take turns (`BEGIN_WRITING` in `pool.rs`), and lanes are leased to one node at a
 //! time (`lanes.rs`).
 
 mod connect;
@@ -66,6 +67,9 @@ pub type PostgresStore = TableStore<PostgresBackend>;
 
 pub struct PostgresBackend {
     reads: Arc<ReadPool>,
+    /// Runs the reads that declare their entries (`read_ahead`) in batches, on a connection of
+    /// its own: under load, the attempts starting together share a statement.
+    reader: Writer,
     writer: Writer,
     lanes: Arc<Lanes>,
 }
@@ -80,7 +84,7 @@ impl PostgresStore {
         let mut client = connect(&target, settings.connect_timeout)?;
         migrate_client(&mut client)?;
         name_writer(&mut client, &settings.leases.node)?;
-        let mut writer_connection = WriterConnection {
+        let mut writer_connection = BatchConnection {
             target: target.clone(),
             timeout: settings.connect_timeout,
             node: settings.leases.node.clone(),
@@ -91,6 +95,15 @@ impl PostgresStore {
         };
         let writer = Writer::start("store-writer", move |batch| {
             writer_connection.commit_batch(batch)
+        })?;
+        let mut reader_connection = BatchConnection {
+            target: target.clone(),
+            timeout: settings.connect_timeout,
+            node: settings.leases.node.clone(),
+            connection: None,
+        };
+        let reader = Writer::start("store-reader", move |batch| {
+            reader_connection.read_batch(batch)
         })?;
         let lanes = Arc::new(Lanes::start(
             target.clone(),
@@ -106,6 +119,7 @@ impl PostgresStore {
         Ok(TableStore {
             backend: PostgresBackend {
                 reads,
+                reader,
                 writer,
                 lanes,
             },
@@ -140,6 +154,15 @@ impl Backend for PostgresBackend {
         .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
     }
 
+    async fn read_ahead<R: Send + 'static>(
+        &self,
+        reads: Vec<ReadAhead>,
+        job: ReadJob<R>,
+    ) -> Result<R, StoreError> {
+        let job: WriteJob<R> = Box::new(move |tables: &dyn TablesMut| job(tables));
+        self.reader.write(Urgency::Now, reads, job, None).await
+    }
+
     async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
@@ -151,6 +174,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn close(&self) {
+        self.reader.stop().await;
         self.writer.stop().await;
         self.reads.permits.close();
     }

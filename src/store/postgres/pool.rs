@@ -1,8 +1,10 @@
-//! Connections: the writer thread's one (opened again after it fails) and a pool for reads.
+//! Connections: the writer thread's and the attempt reader thread's (each opened again after
+//! it fails), and a pool for the other reads.
 
 use super::*;
 
-pub(super) struct WriterConnection {
+/// The connection of a thread that runs batches of jobs (the writer, the attempt reader).
+pub(super) struct BatchConnection {
     pub(super) target: Target,
     pub(super) timeout: Duration,
     /// This node's name, which its writes carry (see migration 2).
@@ -18,7 +20,7 @@ pub(super) fn name_writer(client: &mut Client, node: &str) -> Result<(), StoreEr
         .map_err(pg_error)
 }
 
-impl WriterConnection {
+impl BatchConnection {
     fn get(&mut self) -> Result<&mut Connection, StoreError> {
         if self
             .connection
@@ -41,46 +43,79 @@ impl WriterConnection {
     }
 
     pub(super) fn commit_batch(&mut self, batch: Vec<Job>) {
-        let connection = match self.get() {
-            Ok(connection) => connection,
-            Err(e) => {
-                // Dropping the jobs tells each caller that its write was not committed.
-                tracing::error!(error = %e, jobs = batch.len(), "store write transaction could not start");
-                return;
-            }
-        };
-        let Connection { client, statements } = connection;
-        let txn = match client.transaction() {
-            Ok(txn) => txn,
-            Err(e) => {
-                // A lost connection is noticed (`is_closed`) and opened again next time.
-                tracing::error!(error = %pg_error(e), jobs = batch.len(), "store write transaction could not start");
-                return;
-            }
-        };
-        let tables = PgTables::new(txn, statements);
-        if let Err(e) = tables.lock_for_writing() {
+        if let Err(e) = self.get() {
+            // Dropping the jobs tells each caller that its write was not committed.
             tracing::error!(error = %e, jobs = batch.len(), "store write transaction could not start");
             return;
         }
+        let Some(Connection {
+            mut client,
+            mut statements,
+        }) = self.connection.take()
+        else {
+            return;
+        };
+        if let Err(e) = client.batch_execute(BEGIN_WRITING) {
+            tracing::error!(error = %pg_error(e), jobs = batch.len(), "store write transaction could not start");
+            // The lock may have failed after the transaction began.
+            let _ = client.batch_execute("ROLLBACK");
+            self.give_back(client, statements);
+            return;
+        }
+        let tables = PgTables::new(client, &mut statements);
         let (all_ok, completions) = writer::run_jobs(&tables, batch);
         let flushed = if all_ok { tables.flush() } else { Ok(()) };
-        let txn = tables.into_inner();
-        let outcome = if let Err(e) = flushed {
-            let _ = txn.rollback();
-            Err(e)
-        } else if all_ok {
-            txn.commit().map_err(pg_error)
-        } else {
-            let _ = txn.rollback();
-            Err(writer::batch_failed())
+        let mut client = tables.into_inner();
+        let outcome = match flushed {
+            Ok(()) if all_ok => client.batch_execute("COMMIT").map_err(pg_error),
+            Ok(()) => Err(writer::batch_failed()),
+            Err(e) => Err(e),
         };
-        if matches!(outcome, Err(StoreError::Unavailable(_))) {
-            self.connection = None;
+        if outcome.is_err() {
+            let _ = client.batch_execute("ROLLBACK");
+        }
+        if !matches!(outcome, Err(StoreError::Unavailable(_))) {
+            self.give_back(client, statements);
         }
         writer::complete(completions, outcome);
     }
+
+    /// Runs a batch of read jobs: what they will read in one statement, then each job on what
+    /// was read (`writer::run_jobs`); nothing is written, no transaction is opened.
+    pub(super) fn read_batch(&mut self, batch: Vec<Job>) {
+        if let Err(e) = self.get() {
+            // Dropping the jobs tells each caller that its read failed.
+            tracing::warn!(error = %e, jobs = batch.len(), "cannot read from the store");
+            return;
+        }
+        let Some(Connection {
+            client,
+            mut statements,
+        }) = self.connection.take()
+        else {
+            return;
+        };
+        let tables = PgTables::new(client, &mut statements);
+        let (_, completions) = writer::run_jobs(&tables, batch);
+        let client = tables.into_inner();
+        self.give_back(client, statements);
+        writer::complete(completions, Ok(()));
+    }
+
+    /// Keeps the connection for the next batch, unless it failed (it is opened again then).
+    fn give_back(&mut self, client: Client, statements: HashMap<String, Statement>) {
+        if !client.is_closed() {
+            self.connection = Some(Connection { client, statements });
+        }
+    }
 }
+
+/// Opens a write transaction and waits for the schema's write lock, held until the
+/// transaction ends, in one round trip. Writes of every node take turns, so that each reads
+/// what the one before it wrote (a task's next sequence number, a lane's bookkeeping) exactly
+/// as on the embedded store; a commit carries a whole batch, so the turns are few.
+const BEGIN_WRITING: &str =
+    "BEGIN; SELECT pg_advisory_xact_lock(hashtext('a2a-push-hub write ' || current_schema()))";
 
 /// Connections for reads.
 pub(super) struct ReadPool {

@@ -11,8 +11,8 @@ use super::*;
 /// Rows a scan reads per round trip.
 pub(super) const SCAN_PAGE: i64 = 256;
 
-/// The statements of a table. Those that look keys up by arrays (`DeleteMany`, and the reads
-/// of `read_together`) are planned at each use rather than prepared once: a prepared
+/// The statements of a table. Those that look keys up by arrays (the deletes of `send_writes`,
+/// and the reads of `read_together`) are planned at each use rather than prepared once: a prepared
 /// statement's cached plan is costed on the table as it was (a table empty when the hub started
 /// is scanned whole), and a scan of a grown table took 25 ms where its index takes tens of
 /// microseconds. Sent with their parameter types, they still cost one round trip.
@@ -20,7 +20,6 @@ pub(super) const SCAN_PAGE: i64 = 256;
 pub(super) enum Op {
     Get,
     PutMany,
-    DeleteMany,
     ScanBounded,
     ScanOpen,
 }
@@ -33,7 +32,6 @@ pub(super) fn sql(table: Table, op: Op) -> String {
             "INSERT INTO hub_{name} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
              ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
         ),
-        Op::DeleteMany => format!("DELETE FROM hub_{name} WHERE k = ANY($1)"),
         Op::ScanBounded => format!(
             "SELECT k, v FROM hub_{name} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT {SCAN_PAGE}"
         ),
@@ -93,8 +91,8 @@ pub(super) struct Known {
 
 /// The tables inside one transaction of a connection.
 ///
-/// Writes are kept here and sent together, a statement per table, before a scan of their
-/// table and at the end (`flush`); reads see them first. A transaction thus costs a round trip
+/// Writes are kept here and sent together: those of a table before a scan of it, all of them
+/// in one statement at the end (`flush`); reads see them first. A transaction thus costs a round trip
 /// per read of an entry it has not seen, not one per statement the operations make.
 pub(super) struct PgTables<'c, C> {
     /// A transaction for writes; the client itself for reads, where each statement sees the
@@ -137,19 +135,6 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
         Ok(statement)
     }
 
-    /// Waits for the schema's write lock, held until this transaction ends. Writes of every
-    /// node take turns, so that each reads what the one before it wrote (a task's next
-    /// sequence number, a lane's bookkeeping) exactly as on the embedded store; a commit
-    /// carries a whole batch, so the turns are few.
-    pub(super) fn lock_for_writing(&self) -> Result<(), StoreError> {
-        self.txn
-            .borrow_mut()
-            .batch_execute(
-                "SELECT pg_advisory_xact_lock(hashtext('a2a-push-hub write ' || current_schema()))",
-            )
-            .map_err(pg_error)
-    }
-
     fn write(&self, table: Table, key: &[u8], value: Option<Vec<u8>>) -> Result<(), StoreError> {
         self.known.borrow_mut().entry(table).or_default().insert(
             key.to_vec(),
@@ -167,8 +152,20 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
 
     /// Sends the writes of `table` not yet sent.
     fn flush_table(&self, table: Table) -> Result<(), StoreError> {
-        let (mut put_keys, mut put_values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
-        if let Some(entries) = self.known.borrow_mut().get_mut(&table) {
+        self.send_writes(Some(table))
+    }
+
+    /// Sends the writes not yet sent, of `only` that table or of every table, in one
+    /// statement: a part per table and kind of write, so that a commit costs one round trip
+    /// for its writes whatever the number of tables they touch.
+    fn send_writes(&self, only: Option<Table>) -> Result<(), StoreError> {
+        // Per table: the keys and values it puts, the keys it deletes.
+        let mut writes: Vec<(Table, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>)> = Vec::new();
+        for (table, entries) in self.known.borrow_mut().iter_mut() {
+            if only.is_some_and(|only| only != *table) {
+                continue;
+            }
+            let (mut put_keys, mut put_values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
             for (key, known) in entries.iter_mut().filter(|(_, k)| k.unsent) {
                 known.unsent = false;
                 match &known.value {
@@ -179,33 +176,62 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
                     None => deleted.push(key.clone()),
                 }
             }
+            if !put_keys.is_empty() || !deleted.is_empty() {
+                writes.push((*table, put_keys, put_values, deleted));
+            }
         }
-        if !put_keys.is_empty() {
-            let statement = self.statement(table, Op::PutMany)?;
+        // In the tables' order, so that the same tables make the same statement.
+        writes.sort_by_key(|(table, ..)| table.index());
+        if let [(table, put_keys, put_values, deleted)] = writes.as_slice()
+            && deleted.is_empty()
+        {
+            // Puts to one table: the prepared statement.
+            let statement = self.statement(*table, Op::PutMany)?;
             self.txn
                 .borrow_mut()
-                .execute(&statement, &[&put_keys, &put_values])
+                .execute(&statement, &[put_keys, put_values])
                 .map_err(pg_error)?;
+            return Ok(());
         }
-        if !deleted.is_empty() {
-            self.txn
-                .borrow_mut()
-                .execute_typed(
-                    &sql(table, Op::DeleteMany),
-                    &[(&deleted, Type::BYTEA_ARRAY)],
-                )
-                .map_err(pg_error)?;
+        let mut parts = Vec::new();
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::new();
+        for (table, put_keys, put_values, deleted) in &writes {
+            let name = table.name();
+            if !put_keys.is_empty() {
+                params.push((put_keys, Type::BYTEA_ARRAY));
+                params.push((put_values, Type::BYTEA_ARRAY));
+                parts.push(format!(
+                    "w{} AS (INSERT INTO hub_{name} (k, v) SELECT * FROM unnest(${}, ${})
+                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v)",
+                    parts.len(),
+                    params.len() - 1,
+                    params.len()
+                ));
+            }
+            if !deleted.is_empty() {
+                params.push((deleted, Type::BYTEA_ARRAY));
+                parts.push(format!(
+                    "w{} AS (DELETE FROM hub_{name} WHERE k = ANY(${}))",
+                    parts.len(),
+                    params.len()
+                ));
+            }
         }
+        if parts.is_empty() {
+            return Ok(());
+        }
+        // Each part runs once whether or not the query reads it; no key is in two parts.
+        self.txn
+            .borrow_mut()
+            .query_typed(&format!("WITH {} SELECT 1", parts.join(", ")), &params)
+            .map_err(pg_error)?;
         Ok(())
     }
 
     /// Sends every write not yet sent (then the transaction may commit) and forgets what it
     /// read: the database has it all now.
     pub(super) fn flush(&self) -> Result<(), StoreError> {
-        let tables: Vec<Table> = self.known.borrow().keys().copied().collect();
-        for table in tables {
-            self.flush_table(table)?;
-        }
+        self.send_writes(None)?;
         self.known.borrow_mut().clear();
         self.whole.borrow_mut().clear();
         self.unsent.set(0);
