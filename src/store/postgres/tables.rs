@@ -75,6 +75,14 @@ fn add_to_part(parts: &mut Parts, table: Table, item: &[u8]) {
     }
 }
 
+/// The writes of one table a transaction has not sent yet.
+struct TableWrites {
+    table: Table,
+    put_keys: Vec<Vec<u8>>,
+    put_values: Vec<Vec<u8>>,
+    deleted: Vec<Vec<u8>>,
+}
+
 /// A connection and the statements prepared on it.
 pub(super) struct Connection {
     pub(super) client: Client,
@@ -159,47 +167,51 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
     /// statement: a part per table and kind of write, so that a commit costs one round trip
     /// for its writes whatever the number of tables they touch.
     fn send_writes(&self, only: Option<Table>) -> Result<(), StoreError> {
-        // Per table: the keys and values it puts, the keys it deletes.
-        let mut writes: Vec<(Table, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>)> = Vec::new();
+        let mut writes: Vec<TableWrites> = Vec::new();
         for (table, entries) in self.known.borrow_mut().iter_mut() {
             if only.is_some_and(|only| only != *table) {
                 continue;
             }
-            let (mut put_keys, mut put_values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+            let mut table_writes = TableWrites {
+                table: *table,
+                put_keys: Vec::new(),
+                put_values: Vec::new(),
+                deleted: Vec::new(),
+            };
             for (key, known) in entries.iter_mut().filter(|(_, k)| k.unsent) {
                 known.unsent = false;
                 match &known.value {
                     Some(value) => {
-                        put_keys.push(key.clone());
-                        put_values.push(value.clone());
+                        table_writes.put_keys.push(key.clone());
+                        table_writes.put_values.push(value.clone());
                     }
-                    None => deleted.push(key.clone()),
+                    None => table_writes.deleted.push(key.clone()),
                 }
             }
-            if !put_keys.is_empty() || !deleted.is_empty() {
-                writes.push((*table, put_keys, put_values, deleted));
+            if !table_writes.put_keys.is_empty() || !table_writes.deleted.is_empty() {
+                writes.push(table_writes);
             }
         }
         // In the tables' order, so that the same tables make the same statement.
-        writes.sort_by_key(|(table, ..)| table.index());
-        if let [(table, put_keys, put_values, deleted)] = writes.as_slice()
-            && deleted.is_empty()
+        writes.sort_by_key(|w| w.table.index());
+        if let [only] = writes.as_slice()
+            && only.deleted.is_empty()
         {
             // Puts to one table: the prepared statement.
-            let statement = self.statement(*table, Op::PutMany)?;
+            let statement = self.statement(only.table, Op::PutMany)?;
             self.txn
                 .borrow_mut()
-                .execute(&statement, &[put_keys, put_values])
+                .execute(&statement, &[&only.put_keys, &only.put_values])
                 .map_err(pg_error)?;
             return Ok(());
         }
         let mut parts = Vec::new();
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> = Vec::new();
-        for (table, put_keys, put_values, deleted) in &writes {
-            let name = table.name();
-            if !put_keys.is_empty() {
-                params.push((put_keys, Type::BYTEA_ARRAY));
-                params.push((put_values, Type::BYTEA_ARRAY));
+        for w in &writes {
+            let name = w.table.name();
+            if !w.put_keys.is_empty() {
+                params.push((&w.put_keys, Type::BYTEA_ARRAY));
+                params.push((&w.put_values, Type::BYTEA_ARRAY));
                 parts.push(format!(
                     "w{} AS (INSERT INTO hub_{name} (k, v) SELECT * FROM unnest(${}, ${})
                      ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v)",
@@ -208,8 +220,8 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
                     params.len()
                 ));
             }
-            if !deleted.is_empty() {
-                params.push((deleted, Type::BYTEA_ARRAY));
+            if !w.deleted.is_empty() {
+                params.push((&w.deleted, Type::BYTEA_ARRAY));
                 parts.push(format!(
                     "w{} AS (DELETE FROM hub_{name} WHERE k = ANY(${}))",
                     parts.len(),
