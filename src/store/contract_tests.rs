@@ -315,6 +315,65 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
     assert_eq!((counts.pending, counts.delivered), (0, 1));
 }
 
+async fn attempt_contexts_read_at_once_are_each_their_own_deliverys<B: Backend>(
+    store: TableStore<B>,
+) {
+    let mut deliveries = Vec::new();
+    for t in 0..24 {
+        let task = format!("t{t}");
+        store
+            .put_config(config(&task, &format!("c{t}")), anyone(10))
+            .await
+            .unwrap();
+        let state = if t % 2 == 0 {
+            "TASK_STATE_WORKING"
+        } else {
+            "TASK_STATE_COMPLETED"
+        };
+        let published = store
+            .publish(vec![status_event(&task, state)])
+            .await
+            .unwrap()
+            .stored();
+        let lane = LaneId {
+            tenant: String::new(),
+            task_id: task.clone(),
+            config_id: format!("c{t}"),
+        };
+        deliveries.push((published[0].deliveries[0].delivery_id.clone(), lane, state));
+    }
+    let gone = LaneId {
+        tenant: String::new(),
+        task_id: "t0".to_string(),
+        config_id: "c0".to_string(),
+    };
+    // Started together, as the scheduler starts attempts: a store may read them as one.
+    let reads = deliveries
+        .iter()
+        .map(|(id, lane, _)| store.attempt_context(id.clone(), lane.clone(), 1))
+        .chain([store.attempt_context("no-such-delivery".to_string(), gone, 1)]);
+    let mut contexts = futures_util::future::join_all(reads).await;
+    assert!(
+        contexts.pop().unwrap().unwrap().is_none(),
+        "a delivery that does not exist has no context"
+    );
+    for ((id, lane, state), context) in deliveries.iter().zip(contexts) {
+        let context = context.unwrap().unwrap();
+        assert_eq!(&context.delivery.id, id);
+        assert_eq!(context.config.unwrap().task_id, lane.task_id);
+        assert!(
+            context.event.body.get().contains(state)
+                && context
+                    .event
+                    .body
+                    .get()
+                    .contains(&format!("\"{}\"", lane.task_id)),
+            "{id}: {}",
+            context.event.body.get()
+        );
+    }
+}
+
 async fn replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_one<B: Backend>(
     store: TableStore<B>,
 ) {
@@ -1251,6 +1310,7 @@ contract!(
     a_task_belongs_to_its_first_principal_and_holds_a_bounded_number_of_configs,
     publishing_numbers_events_per_task_and_announces_one_delivery_per_active_config,
     an_attempt_is_logged_and_its_outcome_applied_together,
+    attempt_contexts_read_at_once_are_each_their_own_deliverys,
     replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_one,
     deleting_a_config_cancels_its_pending_deliveries,
     an_inbound_push_is_accepted_once_and_a_forwarded_one_is_announced,
