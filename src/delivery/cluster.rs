@@ -398,15 +398,8 @@ async fn recv_wakeup(wakeups: &mut Option<mpsc::UnboundedReceiver<LaneId>>) -> O
 
 #[cfg(test)]
 mod tests {
+    use super::super::scheduler::machine_tests::lane;
     use super::*;
-
-    fn lane(task: &str) -> LaneId {
-        LaneId {
-            tenant: String::new(),
-            task_id: task.to_string(),
-            config_id: "c".to_string(),
-        }
-    }
 
     #[test]
     fn a_lane_needs_a_claim_until_a_renewal_has_sized_the_attempt_window() {

@@ -342,7 +342,8 @@ fn shared_machine() -> Machine {
     machine(10, 10).keeping_tails()
 }
 
-fn lane(task: &str) -> LaneId {
+/// The lane of `task`'s config `c` (the cluster's tests use it too).
+pub(crate) fn lane(task: &str) -> LaneId {
     LaneId {
         tenant: String::new(),
         task_id: task.to_string(),

@@ -18,7 +18,7 @@
 
 mod machine;
 #[cfg(test)]
-mod machine_tests;
+pub(crate) mod machine_tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
