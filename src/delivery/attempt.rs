@@ -79,9 +79,12 @@ struct Answer {
     credentials: Vec<String>,
 }
 
-/// Runs one attempt of `delivery_id`. Once the receiver's answer is read (or the request
-/// failed), before the outcome is recorded, `answered` is told what it means for the origin
-/// and the lane. If recording a finished delivery then fails, the report asks for the delivery
+/// Runs one attempt of `delivery_id`. Once the delivery is read and has something to send,
+/// `ready` waits for one of the origin's request slots: `false` means not to send now (the
+/// origin's circuit opened, this node's lane leases may not outlast the request, or the hub is
+/// stopping), and the lane tries again later. Once the
+/// receiver's answer is read (or the request failed), before the outcome is recorded,
+/// `answered` is told what it means for the origin and the lane. If recording a finished delivery then fails, the report asks for the delivery
 /// to be attempted again (`RetryAt`) although its lane has moved on.
 /// `lane` and `sequence` are where the delivery stands in its lane, `origin` the lane's origin
 /// (as the scheduler keys it).
@@ -90,6 +93,7 @@ pub async fn run(
     delivery_id: &str,
     (lane, sequence): (&LaneId, u64),
     origin: &str,
+    ready: impl AsyncFnOnce() -> bool,
     answered: impl FnOnce(Answered),
 ) -> Report {
     let span = tracing::info_span!(
@@ -106,6 +110,7 @@ pub async fn run(
         delivery_id,
         (lane, sequence),
         origin,
+        ready,
         answered,
         span.clone(),
     )
@@ -118,6 +123,7 @@ async fn attempt(
     delivery_id: &str,
     (lane, sequence): (&LaneId, u64),
     origin: &str,
+    ready: impl AsyncFnOnce() -> bool,
     answered: impl FnOnce(Answered),
     span: tracing::Span,
 ) -> Report {
@@ -158,6 +164,11 @@ async fn attempt(
     if delivery.state != DeliveryState::Pending {
         return Report {
             step: LaneStep::Advance,
+        };
+    }
+    if !ready().await {
+        return Report {
+            step: LaneStep::RetryAt(now_ms()),
         };
     }
     let number = delivery.attempts + 1;

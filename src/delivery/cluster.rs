@@ -5,9 +5,9 @@
 //! may hold some: that node is woken by the store and delivers them), takes lanes whose node
 //! stopped renewing, loads the lanes the store wakes it for, and renews what the scheduler
 //! has. After each renewal it opens the scheduler's attempt window until the leases could run
-//! out minus an attempt's timeout, so an attempt never outlives the lease it started under: a
-//! node that cannot reach the store stops starting attempts before another node may take its
-//! lanes.
+//! out minus an attempt's timeout; an attempt starts, and later sends its request, only while
+//! the window is open, so it never outlives the lease it sent under: a node that cannot reach
+//! the store stops sending before another node may take its lanes.
 //!
 //! The same task writes this node's circuit changes to the store and, once a second, opens
 //! here the circuits other nodes found open, so that a failing origin is spared by every node.

@@ -5,8 +5,10 @@
 //!
 //! - a lane (tenant, task, config) has at most one attempt in flight, always of its head (the
 //!   lowest pending sequence number), so event n+1 is never attempted before event n is over;
-//! - at most `max_in_flight` attempts run, and at most `max_in_flight_per_origin` per origin
-//!   (counted until the receiver's answer is read);
+//! - at most `max_in_flight` attempts run, and at most `max_in_flight_per_origin` requests
+//!   are open at one origin (from the request until the receiver's answer is read); as many
+//!   more of its attempts may be reading their delivery meanwhile, then wait their turn
+//!   (`on_ready`), so that a slot is never held for a store read;
 //! - an origin whose circuit is open parks its lanes until the cool-down ends, then lets one
 //!   probe through;
 //! - with `max_rate_per_origin`, an origin starts attempts no faster than its token bucket
@@ -91,7 +93,12 @@ struct Lane {
 }
 
 struct Origin {
+    /// Requests open at the receiver.
     in_flight: usize,
+    /// Attempts started that may not send yet: reading their delivery, or `waiting`.
+    preparing: usize,
+    /// Attempts ready to send, waiting for a request slot, first come first served.
+    waiting: VecDeque<AttemptId>,
     circuit: Circuit,
     /// The throughput cap, when there is one.
     bucket: Option<TokenBucket>,
@@ -103,6 +110,8 @@ impl Origin {
     fn new(limits: &MachineLimits, nodes: usize, now: u64) -> Origin {
         Origin {
             in_flight: 0,
+            preparing: 0,
+            waiting: VecDeque::new(),
             circuit: Circuit::new(&limits.circuit),
             bucket: (limits.max_rate_per_origin > 0.0)
                 .then(|| TokenBucket::new(limits.max_rate_per_origin / nodes as f64, now)),
@@ -117,13 +126,28 @@ enum Wake {
     Origin(String),
 }
 
+/// Where a running attempt stands with its origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading its delivery; counted in the origin's `preparing`.
+    Preparing,
+    /// Ready to send, in the origin's `waiting`; still counted in `preparing`.
+    Waiting,
+    /// Holding a request slot (`in_flight`).
+    Sending,
+    /// Holds nothing of its origin's any more: answered, or told not to send.
+    Done,
+}
+
 struct Running {
     lane: LaneId,
     origin: String,
     sequence: u64,
     delivery_id: String,
-    /// The attempt has its answer and gave its origin slot back.
-    answered: bool,
+    phase: Phase,
+    /// Admitted as the probe of a half-open circuit: it may send while the circuit is not
+    /// closed.
+    probe: bool,
     /// The head was finished at the answer and the lane moved on.
     lane_released: bool,
 }
@@ -144,6 +168,8 @@ pub struct Machine {
     recording: HashSet<String>,
     /// Circuit changes not yet taken by the actor.
     circuit_changes: Vec<CircuitChange>,
+    /// Waiting attempts told whether to send (`on_ready`), not yet taken by the actor.
+    clearances: Vec<(AttemptId, bool)>,
     /// Nodes sharing the store: each takes this share of `max_rate_per_origin`.
     nodes: usize,
     /// The tails of lanes that emptied (every delivery handed to them done), at most
@@ -170,6 +196,7 @@ impl Machine {
             next_attempt: 0,
             recording: HashSet::new(),
             circuit_changes: Vec::new(),
+            clearances: Vec::new(),
             nodes: 1,
             tails: None,
         }
@@ -217,6 +244,11 @@ impl Machine {
     /// Circuit changes since the last call, for the other nodes.
     pub fn take_circuit_changes(&mut self) -> Vec<CircuitChange> {
         std::mem::take(&mut self.circuit_changes)
+    }
+
+    /// The attempts that waited in `on_ready` and now may send (`true`) or must not (`false`).
+    pub fn take_clearances(&mut self) -> Vec<(AttemptId, bool)> {
+        std::mem::take(&mut self.clearances)
     }
 
     fn token(&mut self) -> u64 {
@@ -442,11 +474,11 @@ impl Machine {
             return;
         };
         let mut room = if state.circuit.is_open() {
-            usize::from(state.in_flight == 0)
+            usize::from(state.in_flight + state.preparing == 0)
         } else {
             self.limits
                 .max_in_flight_per_origin
-                .saturating_sub(state.in_flight)
+                .saturating_sub(state.preparing)
         };
         // Lanes left parked for want of a token look again when the next one is there.
         let mut next_token_at = None;
@@ -501,15 +533,16 @@ impl Machine {
         let max_per_origin = self.limits.max_in_flight_per_origin;
         let state = self.origin_mut(&origin, now);
         let next_token_at = state.bucket.as_mut().and_then(|b| b.ready(now).err());
-        if state.in_flight >= max_per_origin || next_token_at.is_some() {
+        if state.preparing >= max_per_origin || next_token_at.is_some() {
             self.park(key, &origin);
             if let Some(at) = next_token_at {
                 self.wake_origin_at(&origin, at);
             }
             return None;
         }
-        match state.circuit.admit(now) {
-            Admission::Allow | Admission::Probe => {}
+        let probe = match state.circuit.admit(now) {
+            Admission::Allow => false,
+            Admission::Probe => true,
             Admission::Wait(until) => {
                 self.park(key, &origin);
                 if let Some(until) = until {
@@ -517,8 +550,8 @@ impl Machine {
                 }
                 return None;
             }
-        }
-        state.in_flight += 1;
+        };
+        state.preparing += 1;
         if let Some(bucket) = state.bucket.as_mut() {
             bucket.spend();
         }
@@ -535,7 +568,8 @@ impl Machine {
                 origin: origin.clone(),
                 sequence,
                 delivery_id: delivery_id.clone(),
-                answered: false,
+                phase: Phase::Preparing,
+                probe,
                 lane_released: false,
             },
         );
@@ -548,15 +582,74 @@ impl Machine {
         })
     }
 
+    /// The attempt read its delivery and is about to send: `Some(true)` it may now (it holds
+    /// one of its origin's request slots until `on_answered`), `Some(false)` it must not (the
+    /// circuit opened meanwhile; its lane tries again when it closes), `None` it waits for a
+    /// slot and learns which from `take_clearances`.
+    pub fn on_ready(&mut self, attempt: AttemptId, now: u64) -> Option<bool> {
+        let max_per_origin = self.limits.max_in_flight_per_origin;
+        let running = self.running.get_mut(&attempt)?;
+        if running.phase != Phase::Preparing {
+            return Some(false);
+        }
+        let state = self.origins.get_mut(&running.origin)?;
+        let may_send = !state.circuit.is_open() || running.probe;
+        if may_send && (!state.waiting.is_empty() || state.in_flight >= max_per_origin) {
+            running.phase = Phase::Waiting;
+            state.waiting.push_back(attempt);
+            return None;
+        }
+        state.preparing -= 1;
+        if may_send {
+            state.in_flight += 1;
+            running.phase = Phase::Sending;
+        } else {
+            running.phase = Phase::Done;
+        }
+        // Its place among those reading is free for a parked lane.
+        let origin = running.origin.clone();
+        self.unpark(&origin, now);
+        Some(may_send)
+    }
+
+    /// Hands the origin's free request slots to its waiting attempts, in the order they came;
+    /// while its circuit is open, they are told not to send.
+    fn clear_waiting(&mut self, origin: &str) {
+        let max_per_origin = self.limits.max_in_flight_per_origin;
+        let Some(state) = self.origins.get_mut(origin) else {
+            return;
+        };
+        while let Some(&attempt) = state.waiting.front() {
+            let Some(running) = self.running.get_mut(&attempt) else {
+                state.waiting.pop_front();
+                continue;
+            };
+            let may_send = !state.circuit.is_open() || running.probe;
+            if may_send && state.in_flight >= max_per_origin {
+                break;
+            }
+            state.waiting.pop_front();
+            state.preparing -= 1;
+            if may_send {
+                state.in_flight += 1;
+                running.phase = Phase::Sending;
+            } else {
+                running.phase = Phase::Done;
+            }
+            self.clearances.push((attempt, may_send));
+        }
+    }
+
     /// The receiver is done with the attempt: its origin gets the slot back and learns, for
     /// its circuit, whether it answered well; a finished head frees its lane.
     pub fn on_answered(&mut self, attempt: AttemptId, answer: Answered, now: u64) {
         let Some(running) = self.running.get_mut(&attempt) else {
             return;
         };
-        if std::mem::replace(&mut running.answered, true) {
+        if running.phase != Phase::Sending {
             return;
         }
+        running.phase = Phase::Done;
         running.lane_released = answer.lane_free;
         if answer.lane_free {
             self.recording.insert(running.delivery_id.clone());
@@ -628,7 +721,23 @@ impl Machine {
         if let Some(change) = change {
             self.circuit_changes.push((origin.to_string(), change));
         }
+        self.clear_waiting(origin);
         self.unpark(origin, now);
+    }
+
+    /// An attempt that had not sent ended: it gives back its place among those preparing.
+    fn release_preparing(&mut self, attempt: AttemptId, origin: &str, phase: Phase, probe: bool) {
+        let Some(state) = self.origins.get_mut(origin) else {
+            return;
+        };
+        if phase == Phase::Waiting {
+            state.waiting.retain(|&waiting| waiting != attempt);
+        }
+        state.preparing = state.preparing.saturating_sub(1);
+        if probe {
+            // It had nothing to send: another probe may go.
+            state.circuit.on_inconclusive();
+        }
     }
 
     /// Opens the circuits other nodes found open, for as long as they said.
@@ -644,6 +753,7 @@ impl Machine {
                     "circuit open: another node found the origin failing"
                 );
                 self.wake_origin_at(&origin, until);
+                self.clear_waiting(&origin);
             }
         }
     }
@@ -656,15 +766,20 @@ impl Machine {
             origin,
             sequence,
             delivery_id,
-            answered,
+            phase,
+            probe,
             lane_released,
         }) = self.running.remove(&attempt)
         else {
             return;
         };
-        if !answered {
-            // It never reached the receiver (nothing to send, or it failed before sending).
-            self.release_origin(&origin, None, now);
+        match phase {
+            // It sent nothing, or failed before the request left: inconclusive.
+            Phase::Sending => self.release_origin(&origin, None, now),
+            Phase::Preparing | Phase::Waiting => {
+                self.release_preparing(attempt, &origin, phase, probe)
+            }
+            Phase::Done => {}
         }
         self.recording.remove(&delivery_id);
         match (lane_released, step) {
@@ -692,7 +807,7 @@ impl Machine {
         let Some(state) = self.origins.get(origin) else {
             return;
         };
-        if state.in_flight > 0
+        if state.in_flight + state.preparing > 0
             || !state.parked.is_empty()
             || !state.circuit.is_pristine()
             || state.wake_scheduled
@@ -760,7 +875,7 @@ impl Machine {
                     o.bucket.is_some()
                         && !o.parked.is_empty()
                         && !o.circuit.is_open()
-                        && o.in_flight < self.limits.max_in_flight_per_origin
+                        && o.preparing < self.limits.max_in_flight_per_origin
                 })
                 .count() as u64,
             nodes: self.nodes as u64,

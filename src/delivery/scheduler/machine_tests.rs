@@ -68,8 +68,18 @@ const FAILED: Answered = Answered {
     lane_free: false,
 };
 
-/// Runs one attempt to its end: answered, then finished with `step`.
+/// The attempt read its delivery and sends at once.
+fn send(m: &mut Machine, start: &Start) {
+    assert_eq!(
+        m.on_ready(start.attempt, 0),
+        Some(true),
+        "{start:?} may send"
+    );
+}
+
+/// Runs one attempt to its end: sent, answered, then finished with `step`.
 fn complete(m: &mut Machine, start: &Start, answer: Answered, step: LaneStep, now: u64) {
+    send(m, start);
     m.on_answered(start.attempt, answer, now);
     m.on_finished(start.attempt, step, now);
 }
@@ -100,6 +110,7 @@ fn a_delivered_head_frees_its_lane_at_the_answer_and_is_not_queued_again_meanwhi
     let mut m = machine(10, 10);
     m.on_enqueue(vec![pending("a", "t", 1, 0), pending("a", "t", 2, 0)]);
     let first = m.tick(0, true);
+    send(&mut m, &first[0]);
     m.on_answered(first[0].attempt, DELIVERED, 5);
     let second = m.tick(5, true);
     assert_eq!(
@@ -120,6 +131,7 @@ fn an_outcome_that_could_not_be_recorded_sends_the_delivery_again() {
     let mut m = machine(10, 10);
     m.on_enqueue(vec![pending("a", "t", 1, 0)]);
     let first = m.tick(0, true);
+    send(&mut m, &first[0]);
     m.on_answered(first[0].attempt, DELIVERED, 1);
     m.on_finished(first[0].attempt, LaneStep::RetryAt(1_000), 2);
     assert!(m.tick(999, true).is_empty());
@@ -167,20 +179,73 @@ fn an_origin_limit_parks_its_other_lanes_until_the_answer() {
     m.on_enqueue(vec![
         pending("a", "t1", 1, 0),
         pending("a", "t2", 1, 0),
-        pending("b", "t3", 1, 0),
+        pending("a", "t3", 1, 0),
+        pending("b", "t4", 1, 0),
     ]);
     let started = m.tick(0, true);
     assert_eq!(started.len(), 2, "one per origin: {:?}", ids(&started));
     let on_a = started
         .iter()
-        .find(|s| s.delivery_id != "t3-1")
+        .find(|s| s.delivery_id != "t4-1")
         .unwrap()
         .clone();
-    // The origin's slot is back once the receiver answered, before the outcome is recorded.
+    send(&mut m, &on_a);
+    // While it holds the request slot, the next one reads its delivery, then waits.
+    let reading = m.tick(0, true);
+    assert_eq!(reading.len(), 1, "one more reading: {:?}", ids(&reading));
+    assert_eq!(m.on_ready(reading[0].attempt, 0), None, "no slot free");
+    assert!(m.tick(0, true).is_empty(), "one reading or waiting at most");
+    // The origin's slot is back once the receiver answered, before the outcome is recorded,
+    // and goes to the one waiting.
     m.on_answered(on_a.attempt, DELIVERED, 1);
+    assert_eq!(m.take_clearances(), [(reading[0].attempt, true)]);
+    assert!(m.take_clearances().is_empty());
     let next = m.tick(1, true);
-    assert_eq!(next.len(), 1);
-    assert_ne!(next[0].delivery_id, on_a.delivery_id);
+    assert_eq!(next.len(), 1, "the last lane of the origin reads");
+    assert!(![&on_a.delivery_id, &reading[0].delivery_id].contains(&&next[0].delivery_id));
+    assert_eq!(m.origin_queues(&["https://a".to_string()])[0].in_flight, 1);
+}
+
+#[test]
+fn attempts_waiting_for_a_slot_do_not_send_once_the_circuit_opened() {
+    let mut m = machine(10, 1);
+    m.on_enqueue(vec![
+        pending("a", "t1", 1, 0),
+        pending("a", "t2", 1, 0),
+        pending("a", "t3", 1, 0),
+    ]);
+    let first = m.tick(0, true);
+    send(&mut m, &first[0]);
+    let second = m.tick(0, true);
+    assert_eq!(m.on_ready(second[0].attempt, 0), None);
+    // Another node found the origin failing.
+    m.open_circuits(vec![("https://a".to_string(), 5_000)], 1);
+    assert_eq!(m.take_clearances(), [(second[0].attempt, false)]);
+    m.on_finished(second[0].attempt, LaneStep::RetryAt(1), 1);
+    m.on_answered(first[0].attempt, FAILED, 2);
+    m.on_finished(first[0].attempt, LaneStep::RetryAt(1_000), 2);
+    assert!(m.tick(4_999, true).is_empty(), "the circuit is open");
+    let probe = m.tick(5_000, true);
+    assert_eq!(probe.len(), 1, "one probe: {:?}", ids(&probe));
+    send(&mut m, &probe[0]);
+    assert!(
+        m.tick(5_000, true).is_empty(),
+        "the rest wait for the probe"
+    );
+}
+
+#[test]
+fn an_attempt_ready_after_the_circuit_opened_does_not_send() {
+    let mut m = machine(10, 10);
+    m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("a", "t2", 1, 0)]);
+    let started = m.tick(0, true);
+    assert_eq!(started.len(), 2);
+    m.open_circuits(vec![("https://a".to_string(), 5_000)], 1);
+    assert_eq!(m.on_ready(started[0].attempt, 0), Some(false));
+    m.on_finished(started[0].attempt, LaneStep::RetryAt(1), 1);
+    m.on_finished(started[1].attempt, LaneStep::Advance, 1);
+    assert!(m.tick(1, true).is_empty(), "its lane waits for the circuit");
+    assert_eq!(ids(&m.tick(5_000, true)), ["t1-1"]);
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! is never attempted before event n is delivered or dead. Lanes are independent: each
 //! attempt is its own task, bounded by a global and a per-origin limit, and an origin whose
 //! circuit is open parks only its own lanes. The per-origin limit counts requests at the
-//! receiver: an attempt gives its origin slot back as soon as the answer is read. A delivered
+//! receiver: an attempt takes its origin slot once it has read its delivery (as many more
+//! attempts of the origin may be reading meanwhile) and gives it back as soon as the answer
+//! is read. A delivered
 //! (or dead) head frees its lane at that moment too, while its outcome is being recorded; a
 //! head to retry keeps its lane until the retry is recorded.
 //!
@@ -259,6 +261,7 @@ pub fn start(
 ) -> (SchedulerHandle, JoinHandle<()>) {
     let (commands, receiver) = mpsc::unbounded_channel();
     let (answered_tx, answered) = mpsc::unbounded_channel();
+    let (ready_tx, ready) = mpsc::unbounded_channel();
     let machine = Machine::new(MachineLimits {
         max_in_flight: limits.max_in_flight,
         max_in_flight_per_origin: limits.max_in_flight_per_origin,
@@ -277,11 +280,13 @@ pub fn start(
         tasks: JoinSet::new(),
         attempts: HashMap::new(),
         answered_tx,
+        ready_tx,
+        waiting: HashMap::new(),
         window: sharing.window,
         circuit_changes: sharing.circuit_changes,
     };
     let origins = actor.engine.origins.clone();
-    let task = tokio::spawn(actor.run(receiver, answered, shutdown));
+    let task = tokio::spawn(actor.run(receiver, answered, ready, shutdown));
     (
         SchedulerHandle {
             commands,
@@ -305,6 +310,10 @@ struct Actor {
     /// Attempts that have their receiver's answer (they are still recording it), with what the
     /// answer says of the origin's health.
     answered_tx: mpsc::UnboundedSender<(AttemptId, Answered)>,
+    /// Attempts that read their delivery and ask whether to send (`Machine::on_ready`).
+    ready_tx: mpsc::UnboundedSender<(AttemptId, oneshot::Sender<bool>)>,
+    /// Where to tell each attempt waiting for a request slot whether to send.
+    waiting: HashMap<AttemptId, oneshot::Sender<bool>>,
     window: AttemptWindow,
     /// Where circuit changes go when other nodes share them.
     circuit_changes: Option<mpsc::UnboundedSender<CircuitChange>>,
@@ -315,6 +324,7 @@ impl Actor {
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut answered: mpsc::UnboundedReceiver<(AttemptId, Answered)>,
+        mut ready: mpsc::UnboundedReceiver<(AttemptId, oneshot::Sender<bool>)>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -323,6 +333,7 @@ impl Actor {
                 self.spawn(start);
             }
             self.share_circuit_changes();
+            self.send_clearances();
             let next_wake = self.machine.next_wake();
             let sleep = async {
                 match next_wake {
@@ -339,6 +350,10 @@ impl Actor {
                 // Before `finished`: an attempt reports its answer before it ends, and the
                 // answer must reach the circuit even when both are ready at once.
                 Some((attempt, answer)) = answered.recv() => self.machine.on_answered(attempt, answer, now_ms()),
+                Some((attempt, reply)) = ready.recv() => match self.machine.on_ready(attempt, now_ms()) {
+                    Some(may_send) => self.clear(reply, may_send),
+                    None => { self.waiting.insert(attempt, reply); }
+                },
                 Some(finished) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(finished),
                 command = commands.recv() => match command {
                     Some(Command::Enqueue(items)) => self.machine.on_enqueue(items),
@@ -358,14 +373,22 @@ impl Actor {
                 _ = sleep => {}
             }
         }
+        // Attempts not sending yet do not start now: they are attempted at the next start.
+        drop(ready);
+        self.waiting.clear();
         self.drain().await;
     }
 
     fn spawn(&mut self, start: machine::Start) {
         let engine = self.engine.clone();
         let answered_tx = self.answered_tx.clone();
+        let ready_tx = self.ready_tx.clone();
         let attempt = start.attempt;
         let handle = self.tasks.spawn(async move {
+            let ready = async move || {
+                let (reply, answer) = oneshot::channel();
+                ready_tx.send((attempt, reply)).is_ok() && answer.await.unwrap_or(false)
+            };
             let answered = move |answer| {
                 let _ = answered_tx.send((attempt, answer));
             };
@@ -374,6 +397,7 @@ impl Actor {
                 &start.delivery_id,
                 (&start.lane, start.sequence),
                 &start.origin,
+                ready,
                 answered,
             )
             .await
@@ -391,8 +415,25 @@ impl Actor {
             }
         };
         if let Some(attempt) = self.attempts.remove(&id) {
+            self.waiting.remove(&attempt);
             self.machine.on_finished(attempt, step, now);
         }
+    }
+
+    /// Tells the attempts that waited for a request slot whether to send now.
+    fn send_clearances(&mut self) {
+        for (attempt, may_send) in self.machine.take_clearances() {
+            if let Some(reply) = self.waiting.remove(&attempt) {
+                self.clear(reply, may_send);
+            }
+        }
+    }
+
+    /// Tells an attempt whether to send. On a shared store it sends only while this node's
+    /// lane leases are known to outlast the request, however long it read or waited: one that
+    /// may not ends without an answer, which gives its slot back.
+    fn clear(&self, reply: oneshot::Sender<bool>, may_send: bool) {
+        let _ = reply.send(may_send && self.window.is_open(now_ms()));
     }
 
     fn share_circuit_changes(&mut self) {
