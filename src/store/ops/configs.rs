@@ -273,16 +273,8 @@ impl<B: Backend> ConfigStore for TableStore<B> {
         task_id: String,
         id: String,
     ) -> Result<Option<ConfigRecord>, StoreError> {
-        let sealing = self.sealing.clone();
-        self.read(move |tables| {
-            get_record(
-                &sealing,
-                tables,
-                Table::Configs,
-                &config_key(&tenant, &task_id, &id),
-            )
-        })
-        .await
+        self.record(Table::Configs, config_key(&tenant, &task_id, &id))
+            .await
     }
 
     async fn list_configs(

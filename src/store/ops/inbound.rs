@@ -362,9 +362,7 @@ impl<B: Backend> InboundStore for TableStore<B> {
     }
 
     async fn get_subscription(&self, id: String) -> Result<Option<SubscriptionRecord>, StoreError> {
-        let sealing = self.sealing.clone();
-        self.read(move |tables| get_record(&sealing, tables, Table::Subscriptions, id.as_bytes()))
-            .await
+        self.record(Table::Subscriptions, id.into_bytes()).await
     }
 
     async fn list_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StoreError> {

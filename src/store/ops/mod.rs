@@ -191,6 +191,21 @@ impl<B: Backend> TableStore<B> {
         self.backend.read_ahead(reads, Box::new(f)).await
     }
 
+    /// One record by its key, read with the others asked for at the same moment: the hot
+    /// path's point reads (a push's subscription, a gateway task's config) cost a database a
+    /// statement per batch rather than per request.
+    async fn record<T>(&self, table: Table, key: Vec<u8>) -> Result<Option<T>, StoreError>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        let sealing = self.sealing.clone();
+        let reads = vec![ReadAhead::Key(table, key.clone())];
+        self.read_ahead(reads, move |tables| {
+            get_record(&sealing, tables, table, &key)
+        })
+        .await
+    }
+
     async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
