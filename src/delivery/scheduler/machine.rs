@@ -654,12 +654,13 @@ impl Machine {
         if answer.lane_free {
             self.recording.insert(running.delivery_id.clone());
         }
-        let (origin, key, sequence) = (
+        let (origin, key, sequence, probe) = (
             running.origin.clone(),
             running.lane.clone(),
             running.sequence,
+            running.probe,
         );
-        self.release_origin(&origin, answer.healthy, now);
+        self.release_origin(&origin, answer.healthy, probe, now);
         if answer.lane_free {
             self.step_lane(&key, Some(sequence), LaneStep::Advance);
         }
@@ -692,7 +693,9 @@ impl Machine {
         self.schedule(key);
     }
 
-    fn release_origin(&mut self, origin: &str, healthy: Option<bool>, now: u64) {
+    /// A request of the origin is over; `healthy` is what it said of the origin (`None`:
+    /// nothing, which lets another probe go only if it was the probe).
+    fn release_origin(&mut self, origin: &str, healthy: Option<bool>, probe: bool, now: u64) {
         let circuit_settings = self.limits.circuit;
         let mut change = None;
         if let Some(state) = self.origins.get_mut(origin) {
@@ -715,7 +718,8 @@ impl Machine {
                         self.wake_origin_at(origin, until);
                     }
                 }
-                None => state.circuit.on_inconclusive(),
+                None if probe => state.circuit.on_inconclusive(),
+                None => {}
             }
         }
         if let Some(change) = change {
@@ -775,7 +779,7 @@ impl Machine {
         };
         match phase {
             // It sent nothing, or failed before the request left: inconclusive.
-            Phase::Sending => self.release_origin(&origin, None, now),
+            Phase::Sending => self.release_origin(&origin, None, probe, now),
             Phase::Preparing | Phase::Waiting => {
                 self.release_preparing(attempt, &origin, phase, probe)
             }

@@ -235,6 +235,34 @@ fn attempts_waiting_for_a_slot_do_not_send_once_the_circuit_opened() {
 }
 
 #[test]
+fn only_the_probe_ending_without_an_answer_lets_another_probe_go() {
+    let mut m = machine(10, 10);
+    m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("a", "t2", 1, 0)]);
+    let started = m.tick(0, true);
+    for start in &started {
+        send(&mut m, start);
+    }
+    // Another node found the origin failing while both requests are open; a lane that comes
+    // due at the cool-down's end is its probe.
+    m.open_circuits(vec![("https://a".to_string(), 1_000)], 1);
+    m.on_enqueue(vec![pending("a", "t3", 1, 1_000)]);
+    let probe = m.tick(1_000, true);
+    assert_eq!(ids(&probe), ["t3-1"]);
+    let never_left = Answered {
+        healthy: None,
+        lane_free: false,
+    };
+    m.on_answered(started[0].attempt, never_left, 1_001);
+    m.on_finished(started[0].attempt, LaneStep::RetryAt(2_000), 1_001);
+    assert!(
+        m.tick(2_000, true).is_empty(),
+        "the probe in flight still decides"
+    );
+    complete(&mut m, &probe[0], DELIVERED, LaneStep::Advance, 2_001);
+    assert_eq!(ids(&m.tick(2_001, true)), ["t1-1"], "closed: the lane goes");
+}
+
+#[test]
 fn an_attempt_ready_after_the_circuit_opened_does_not_send() {
     let mut m = machine(10, 10);
     m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("a", "t2", 1, 0)]);
