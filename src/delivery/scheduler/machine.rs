@@ -152,6 +152,23 @@ struct Running {
     lane_released: bool,
 }
 
+/// Whether an attempt that has read its delivery may send: not while its origin's circuit is
+/// open, unless it is the probe.
+fn may_send(origin: &Origin, running: &Running) -> bool {
+    !origin.circuit.is_open() || running.probe
+}
+
+/// The attempt stops preparing: it takes a request slot if it `may_send`, else it is done.
+fn leave_preparing(origin: &mut Origin, running: &mut Running, may_send: bool) {
+    origin.preparing -= 1;
+    if may_send {
+        origin.in_flight += 1;
+        running.phase = Phase::Sending;
+    } else {
+        running.phase = Phase::Done;
+    }
+}
+
 /// Every lane, origin and attempt in flight of one node.
 pub struct Machine {
     limits: MachineLimits,
@@ -593,19 +610,13 @@ impl Machine {
             return Some(false);
         }
         let state = self.origins.get_mut(&running.origin)?;
-        let may_send = !state.circuit.is_open() || running.probe;
+        let may_send = may_send(state, running);
         if may_send && (!state.waiting.is_empty() || state.in_flight >= max_per_origin) {
             running.phase = Phase::Waiting;
             state.waiting.push_back(attempt);
             return None;
         }
-        state.preparing -= 1;
-        if may_send {
-            state.in_flight += 1;
-            running.phase = Phase::Sending;
-        } else {
-            running.phase = Phase::Done;
-        }
+        leave_preparing(state, running, may_send);
         // Its place among those reading is free for a parked lane.
         let origin = running.origin.clone();
         self.unpark(&origin, now);
@@ -624,18 +635,12 @@ impl Machine {
                 state.waiting.pop_front();
                 continue;
             };
-            let may_send = !state.circuit.is_open() || running.probe;
+            let may_send = may_send(state, running);
             if may_send && state.in_flight >= max_per_origin {
                 break;
             }
             state.waiting.pop_front();
-            state.preparing -= 1;
-            if may_send {
-                state.in_flight += 1;
-                running.phase = Phase::Sending;
-            } else {
-                running.phase = Phase::Done;
-            }
+            leave_preparing(state, running, may_send);
             self.clearances.push((attempt, may_send));
         }
     }
