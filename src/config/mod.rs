@@ -202,7 +202,7 @@ pub struct StoreSettings {
     pub encryption_key: Secret,
     /// Memory the embedded store may use to cache its pages, in MiB.
     pub cache_mib: usize,
-    /// PostgreSQL: connections for reads (besides the writer's, the attempt reader's, the
+    /// PostgreSQL: connections for reads (besides the writer's, the batched reader's, the
     /// leases' and the wake-ups', one each).
     pub pool_size: usize,
     /// PostgreSQL: how long connecting may take before the store counts as unavailable.

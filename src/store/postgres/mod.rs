@@ -3,7 +3,8 @@
 //! (`store/ops/`). Writes go through the group-commit writer (`store/writer.rs`) on one
 //! connection, and PostgreSQL's commit (with its default `synchronous_commit`) makes them
 //! durable. Reads run on the blocking pool on pooled connections (`pool.rs`), except those that
-//! declare what they read (an attempt's delivery, config and event): a reader thread runs them
+//! declare what they read (an attempt's delivery, config and event; a push's subscription; a
+//! config by its key): a reader thread runs them
 //! in batches on a connection of its own, one statement for a batch's entries (`read_ahead`).
 //! `tables.rs` maps the tables, `connect.rs` and `tls.rs` reach the database.
 //!

@@ -1,9 +1,9 @@
-//! Connections: the writer thread's and the attempt reader thread's (each opened again after
+//! Connections: the writer thread's and the batched reader thread's (each opened again after
 //! it fails), and a pool for the other reads.
 
 use super::*;
 
-/// The connection of a thread that runs batches of jobs (the writer, the attempt reader).
+/// The connection of a thread that runs batches of jobs (the writer, the batched reader).
 pub(super) struct BatchConnection {
     pub(super) target: Target,
     pub(super) timeout: Duration,

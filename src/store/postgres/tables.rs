@@ -24,14 +24,21 @@ pub(super) enum Op {
     ScanOpen,
 }
 
+/// Inserts or replaces the entries whose keys and values are the arrays in parameters `keys`
+/// and `values`.
+fn upsert(table: Table, keys: usize, values: usize) -> String {
+    let name = table.name();
+    format!(
+        "INSERT INTO hub_{name} (k, v) SELECT * FROM unnest(${keys}::bytea[], ${values}::bytea[])
+         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+    )
+}
+
 pub(super) fn sql(table: Table, op: Op) -> String {
     let name = table.name();
     match op {
         Op::Get => format!("SELECT v FROM hub_{name} WHERE k = $1"),
-        Op::PutMany => format!(
-            "INSERT INTO hub_{name} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
-             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
-        ),
+        Op::PutMany => upsert(table, 1, 2),
         Op::ScanBounded => format!(
             "SELECT k, v FROM hub_{name} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT {SCAN_PAGE}"
         ),
@@ -213,11 +220,9 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
                 params.push((&w.put_keys, Type::BYTEA_ARRAY));
                 params.push((&w.put_values, Type::BYTEA_ARRAY));
                 parts.push(format!(
-                    "w{} AS (INSERT INTO hub_{name} (k, v) SELECT * FROM unnest(${}, ${})
-                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v)",
+                    "w{} AS ({})",
                     parts.len(),
-                    params.len() - 1,
-                    params.len()
+                    upsert(w.table, params.len() - 1, params.len())
                 ));
             }
             if !w.deleted.is_empty() {
