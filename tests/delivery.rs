@@ -176,6 +176,50 @@ async fn a_hanging_webhook_does_not_delay_another_lane() {
 }
 
 #[tokio::test]
+async fn receivers_that_hang_do_not_take_every_attempt_from_the_others() {
+    // Two slots at the hanging origin and four in all: its requests hold two, and two more of
+    // its deliveries read ahead and wait for them, until it has answered nothing for a while
+    // and they give their places back.
+    let hanging = Receiver::start().await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    hanging.script(move |_| Reply::ok().hold(held.clone()));
+    let healthy = Receiver::start_on("127.0.0.2").await;
+    let hub = TestHub::start_with(|settings| {
+        fast_delivery(settings);
+        // Longer than the test waits for the healthy receiver: only the hub's own rule can free
+        // the slots in time (the test store's lane lease allows at most 19 s).
+        settings.delivery.timeout = a2a_push_hub::config::HumanDuration(Duration::from_secs(19));
+        settings.delivery.max_in_flight = 4;
+        settings.delivery.max_in_flight_per_origin = 2;
+    })
+    .await;
+    let tasks: Vec<String> = (0..6).map(|t| format!("h{t}")).collect();
+    for task in &tasks {
+        hub.create_config(task, &hanging.url(&format!("/{task}")))
+            .await;
+        hub.publish(status_event(task, "TASK_STATE_WORKING")).await;
+    }
+    hanging.wait_for(2, WAIT).await;
+    hub.create_config("t1", &healthy.url("/b")).await;
+    for _ in 0..3 {
+        hub.publish(status_event("t1", "TASK_STATE_WORKING")).await;
+    }
+    let got = healthy.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.iter().map(|r| r.sequence()).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        hanging.received().len(),
+        2,
+        "the origin's two requests, held"
+    );
+    release.notify_waiters();
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn an_origin_never_has_more_requests_open_than_its_limit() {
     let slow = Receiver::start().await;
     let hold = Duration::from_millis(150);

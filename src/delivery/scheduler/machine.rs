@@ -8,7 +8,9 @@
 //! - at most `max_in_flight` attempts run, and at most `max_in_flight_per_origin` requests
 //!   are open at one origin (from the request until the receiver's answer is read); as many
 //!   more of its attempts may be reading their delivery meanwhile, then wait their turn
-//!   (`on_ready`), so that a slot is never held for a store read;
+//!   (`on_ready`), so that a slot is never held for a store read — but not at an origin that
+//!   `stalled` (every slot taken, no answer for `STALL_MS`), so that receivers that hang hold
+//!   no more attempts than they have requests open;
 //! - an origin whose circuit is open parks its lanes until the cool-down ends, then lets one
 //!   probe through;
 //! - with `max_rate_per_origin`, an origin starts attempts no faster than its token bucket
@@ -31,6 +33,12 @@ use crate::store::{LaneId, PendingDelivery};
 /// How long a lane waits before trying again when this node may not start attempts (its lane
 /// leases are not known to be valid long enough).
 pub(super) const LEASE_WAIT_MS: u64 = 250;
+
+/// An origin with every request slot taken that has not answered any request for this long
+/// reads no delivery ahead: its waiting attempts give their place back and its lanes park
+/// until a request ends. A receiver that answers at all answers one of its requests much
+/// sooner (at 16 slots and 5 s an answer, one every ~300 ms).
+pub const STALL_MS: u64 = 1_000;
 
 /// One attempt the machine started, known by this id until it finishes.
 pub type AttemptId = u64;
@@ -99,6 +107,8 @@ struct Origin {
     preparing: usize,
     /// Attempts ready to send, waiting for a request slot, first come first served.
     waiting: VecDeque<AttemptId>,
+    /// When a request last ended (or the origin was first seen): how long it has not answered.
+    last_answer_ms: u64,
     circuit: Circuit,
     /// The throughput cap, when there is one.
     bucket: Option<TokenBucket>,
@@ -112,6 +122,7 @@ impl Origin {
             in_flight: 0,
             preparing: 0,
             waiting: VecDeque::new(),
+            last_answer_ms: now,
             circuit: Circuit::new(&limits.circuit),
             bucket: (limits.max_rate_per_origin > 0.0)
                 .then(|| TokenBucket::new(limits.max_rate_per_origin / nodes as f64, now)),
@@ -152,6 +163,21 @@ struct Running {
     lane_released: bool,
 }
 
+/// Whether the origin stopped answering: every request slot taken, none ended for `STALL_MS`.
+fn stalled(origin: &Origin, max_per_origin: usize, now: u64) -> bool {
+    origin.in_flight >= max_per_origin && now >= origin.last_answer_ms + STALL_MS
+}
+
+/// How many of the origin's attempts may be preparing (reading their delivery or waiting for a
+/// slot): as many as it has slots, none while it is `stalled`.
+fn preparing_limit(origin: &Origin, max_per_origin: usize, now: u64) -> usize {
+    if stalled(origin, max_per_origin, now) {
+        0
+    } else {
+        max_per_origin
+    }
+}
+
 /// Whether an attempt that has read its delivery may send: not while its origin's circuit is
 /// open, unless it is the probe.
 fn may_send(origin: &Origin, running: &Running) -> bool {
@@ -187,6 +213,10 @@ pub struct Machine {
     circuit_changes: Vec<CircuitChange>,
     /// Waiting attempts told whether to send (`on_ready`), not yet taken by the actor.
     clearances: Vec<(AttemptId, bool)>,
+    /// When to look whether an origin with waiting attempts `stalled`; kept apart from the
+    /// lanes' timers because it is due even while every attempt slot is taken (hanging
+    /// receivers holding them is what it is for).
+    stall_checks: BinaryHeap<Reverse<(u64, String)>>,
     /// Nodes sharing the store: each takes this share of `max_rate_per_origin`.
     nodes: usize,
     /// The tails of lanes that emptied (every delivery handed to them done), at most
@@ -214,6 +244,7 @@ impl Machine {
             recording: HashSet::new(),
             circuit_changes: Vec::new(),
             clearances: Vec::new(),
+            stall_checks: BinaryHeap::new(),
             nodes: 1,
             tails: None,
         }
@@ -250,12 +281,17 @@ impl Machine {
     }
 
     /// When `tick` has something to do next (ms since the epoch): `None` while nothing is
-    /// scheduled or every slot is taken (a finished attempt is the next event then).
+    /// scheduled, or while every slot is taken and no origin is to be looked at (a finished
+    /// attempt is the next event then).
     pub fn next_wake(&self) -> Option<u64> {
-        if self.running.len() >= self.limits.max_in_flight {
-            return None;
+        let stall_check = self.stall_checks.peek().map(|Reverse((due, _))| *due);
+        let timer = (self.running.len() < self.limits.max_in_flight)
+            .then(|| self.timers.peek().map(|Reverse((due, _))| *due))
+            .flatten();
+        match (stall_check, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        self.timers.peek().map(|Reverse((due, _))| *due)
     }
 
     /// Circuit changes since the last call, for the other nodes.
@@ -444,6 +480,7 @@ impl Machine {
     /// at all (on a shared store, while its lane leases are known to outlast an attempt); when
     /// not, due lanes look again a little later.
     pub fn tick(&mut self, now: u64, may_start: bool) -> Vec<Start> {
+        self.check_stalls(now);
         let mut starts = Vec::new();
         while self.running.len() < self.limits.max_in_flight {
             let Some(Reverse((due, token))) = self.timers.peek().copied() else {
@@ -476,6 +513,44 @@ impl Machine {
         starts
     }
 
+    /// Origins whose stall check is due: a stalled one's waiting attempts are told not to
+    /// send, so that they end and give their attempt slots back; one that answered since is
+    /// looked at again a `STALL_MS` after its last answer, while attempts still wait.
+    fn check_stalls(&mut self, now: u64) {
+        let max_per_origin = self.limits.max_in_flight_per_origin;
+        while let Some(Reverse((due, _))) = self.stall_checks.peek() {
+            if *due > now {
+                break;
+            }
+            let Some(Reverse((_, origin))) = self.stall_checks.pop() else {
+                break;
+            };
+            let Some(state) = self.origins.get_mut(&origin) else {
+                continue;
+            };
+            if state.waiting.is_empty() {
+                continue;
+            }
+            if !stalled(state, max_per_origin, now) {
+                let again = state.last_answer_ms + STALL_MS;
+                self.stall_checks
+                    .push(Reverse((again.max(now + 1), origin)));
+                continue;
+            }
+            tracing::debug!(
+                origin,
+                waiting = state.waiting.len(),
+                "the origin answers nothing: its waiting attempts give their places back"
+            );
+            while let Some(attempt) = state.waiting.pop_front() {
+                if let Some(running) = self.running.get_mut(&attempt) {
+                    leave_preparing(state, running, false);
+                    self.clearances.push((attempt, false));
+                }
+            }
+        }
+    }
+
     fn park(&mut self, key: LaneId, origin: &str) {
         if let Some(lane) = self.lanes.get_mut(&key) {
             lane.parked = true;
@@ -493,8 +568,7 @@ impl Machine {
         let mut room = if state.circuit.is_open() {
             usize::from(state.in_flight + state.preparing == 0)
         } else {
-            self.limits
-                .max_in_flight_per_origin
+            preparing_limit(state, self.limits.max_in_flight_per_origin, now)
                 .saturating_sub(state.preparing)
         };
         // Lanes left parked for want of a token look again when the next one is there.
@@ -550,7 +624,8 @@ impl Machine {
         let max_per_origin = self.limits.max_in_flight_per_origin;
         let state = self.origin_mut(&origin, now);
         let next_token_at = state.bucket.as_mut().and_then(|b| b.ready(now).err());
-        if state.preparing >= max_per_origin || next_token_at.is_some() {
+        if state.preparing >= preparing_limit(state, max_per_origin, now) || next_token_at.is_some()
+        {
             self.park(key, &origin);
             if let Some(at) = next_token_at {
                 self.wake_origin_at(&origin, at);
@@ -601,8 +676,8 @@ impl Machine {
 
     /// The attempt read its delivery and is about to send: `Some(true)` it may now (it holds
     /// one of its origin's request slots until `on_answered`), `Some(false)` it must not (the
-    /// circuit opened meanwhile; its lane tries again when it closes), `None` it waits for a
-    /// slot and learns which from `take_clearances`.
+    /// circuit opened meanwhile, or the origin `stalled`; its lane tries again when it closes
+    /// or a request ends), `None` it waits for a slot and learns which from `take_clearances`.
     pub fn on_ready(&mut self, attempt: AttemptId, now: u64) -> Option<bool> {
         let max_per_origin = self.limits.max_in_flight_per_origin;
         let running = self.running.get_mut(&attempt)?;
@@ -610,11 +685,20 @@ impl Machine {
             return Some(false);
         }
         let state = self.origins.get_mut(&running.origin)?;
-        let may_send = may_send(state, running);
+        let mut may_send = may_send(state, running);
         if may_send && (!state.waiting.is_empty() || state.in_flight >= max_per_origin) {
-            running.phase = Phase::Waiting;
-            state.waiting.push_back(attempt);
-            return None;
+            if stalled(state, max_per_origin, now) {
+                may_send = false;
+            } else {
+                running.phase = Phase::Waiting;
+                state.waiting.push_back(attempt);
+                if state.waiting.len() == 1 {
+                    let check = (state.last_answer_ms + STALL_MS).max(now + 1);
+                    self.stall_checks
+                        .push(Reverse((check, running.origin.clone())));
+                }
+                return None;
+            }
         }
         leave_preparing(state, running, may_send);
         // Its place among those reading is free for a parked lane.
@@ -705,6 +789,7 @@ impl Machine {
         let mut change = None;
         if let Some(state) = self.origins.get_mut(origin) {
             state.in_flight = state.in_flight.saturating_sub(1);
+            state.last_answer_ms = now;
             match healthy {
                 Some(true) => {
                     if state.circuit.is_open() {

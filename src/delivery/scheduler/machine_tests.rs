@@ -524,3 +524,92 @@ fn an_offer_a_read_got_ahead_of_is_not_read_again() {
     assert_eq!(m.stats(0).pending, 4, "each delivery queued once");
     delivers_one_by_one(&mut m, &["t-1", "t-2", "t-3", "t-4"]);
 }
+
+#[test]
+fn an_origin_that_stopped_answering_holds_no_more_attempts_than_requests_open() {
+    let mut m = machine(4, 2);
+    m.on_enqueue(
+        (1..=6)
+            .map(|n| pending("hangs", &format!("h{n}"), 1, 0))
+            .chain([pending("b", "b1", 1, 0)])
+            .collect(),
+    );
+    let first = m.tick(0, true);
+    assert_eq!(first.len(), 3, "two of the origin and b: {:?}", ids(&first));
+    let (on_b, hanging): (Vec<_>, Vec<_>) = first.into_iter().partition(|s| s.origin.contains('b'));
+    for start in &hanging {
+        send(&mut m, start);
+    }
+    complete(&mut m, &on_b[0], DELIVERED, LaneStep::Advance, 0);
+    // While its requests are open, two more of its attempts read ahead and wait.
+    let ahead = m.tick(10, true);
+    assert_eq!(ahead.len(), 2, "{:?}", ids(&ahead));
+    for start in &ahead {
+        assert_eq!(m.on_ready(start.attempt, 10), None, "no slot free");
+    }
+    assert_eq!(m.stats(10).in_flight, 4, "every attempt slot is taken");
+    // Nothing answered for STALL_MS: the machine wakes even with every slot taken, and the
+    // waiting attempts give their places back.
+    assert_eq!(m.next_wake(), Some(STALL_MS));
+    assert!(m.tick(STALL_MS - 1, true).is_empty());
+    assert!(m.take_clearances().is_empty(), "not before STALL_MS");
+    assert!(m.tick(STALL_MS, true).is_empty());
+    let mut told = m.take_clearances();
+    told.sort();
+    assert_eq!(told, [(ahead[0].attempt, false), (ahead[1].attempt, false)]);
+    for start in &ahead {
+        m.on_finished(start.attempt, LaneStep::RetryAt(STALL_MS), STALL_MS);
+    }
+    // Its lanes park instead of reading again; another origin's delivery finds a slot.
+    m.on_enqueue(vec![pending("b", "b2", 1, STALL_MS)]);
+    let after = m.tick(STALL_MS, true);
+    assert_eq!(ids(&after), ["b2-1"], "only the other origin starts");
+    assert_eq!(m.stats(STALL_MS).in_flight, 3, "two requests open and b2");
+    // An answer ends the stall: the origin reads ahead again.
+    m.on_answered(hanging[0].attempt, FAILED, STALL_MS + 5);
+    m.on_finished(hanging[0].attempt, LaneStep::RetryAt(60_000), STALL_MS + 5);
+    let again = m.tick(STALL_MS + 5, true);
+    assert!(!again.is_empty(), "the origin's lanes go again");
+    assert!(again.iter().all(|s| s.origin.contains("hangs")));
+}
+
+#[test]
+fn an_attempt_ready_at_a_stalled_origin_does_not_wait() {
+    let mut m = machine(10, 1);
+    m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("a", "t2", 1, 0)]);
+    let first = m.tick(0, true);
+    send(&mut m, &first[0]);
+    let reading = m.tick(0, true);
+    assert_eq!(reading.len(), 1, "one reads ahead");
+    assert_eq!(
+        m.on_ready(reading[0].attempt, STALL_MS),
+        Some(false),
+        "its read took until the origin stalled"
+    );
+}
+
+#[test]
+fn an_origin_answering_slowly_but_steadily_keeps_reading_ahead() {
+    let mut m = machine(10, 1);
+    m.on_enqueue(
+        (1..=4)
+            .map(|n| pending("a", &format!("t{n}"), 1, 0))
+            .collect(),
+    );
+    let mut sending = m.tick(0, true).remove(0);
+    send(&mut m, &sending);
+    let mut now = 0;
+    for _ in 0..3 {
+        let reading = m.tick(now, true);
+        assert_eq!(reading.len(), 1, "one reads ahead at {now}");
+        assert_eq!(m.on_ready(reading[0].attempt, now), None);
+        // Each request takes most of STALL_MS.
+        now += STALL_MS - 1;
+        assert!(m.tick(now, true).is_empty());
+        assert!(m.take_clearances().is_empty(), "still waiting at {now}");
+        m.on_answered(sending.attempt, DELIVERED, now);
+        assert_eq!(m.take_clearances(), [(reading[0].attempt, true)]);
+        m.on_finished(sending.attempt, LaneStep::Advance, now);
+        sending = reading[0].clone();
+    }
+}
