@@ -109,6 +109,8 @@ struct Origin {
     waiting: VecDeque<AttemptId>,
     /// When a request last ended (or the origin was first seen): how long it has not answered.
     last_answer_ms: u64,
+    /// It has an entry in the machine's `stall_checks` (one at most).
+    stall_check_scheduled: bool,
     circuit: Circuit,
     /// The throughput cap, when there is one.
     bucket: Option<TokenBucket>,
@@ -123,6 +125,7 @@ impl Origin {
             preparing: 0,
             waiting: VecDeque::new(),
             last_answer_ms: now,
+            stall_check_scheduled: false,
             circuit: Circuit::new(&limits.circuit),
             bucket: (limits.max_rate_per_origin > 0.0)
                 .then(|| TokenBucket::new(limits.max_rate_per_origin / nodes as f64, now)),
@@ -528,11 +531,13 @@ impl Machine {
             let Some(state) = self.origins.get_mut(&origin) else {
                 continue;
             };
+            state.stall_check_scheduled = false;
             if state.waiting.is_empty() {
                 continue;
             }
             if !stalled(state, max_per_origin, now) {
                 let again = state.last_answer_ms + STALL_MS;
+                state.stall_check_scheduled = true;
                 self.stall_checks
                     .push(Reverse((again.max(now + 1), origin)));
                 continue;
@@ -692,7 +697,8 @@ impl Machine {
             } else {
                 running.phase = Phase::Waiting;
                 state.waiting.push_back(attempt);
-                if state.waiting.len() == 1 {
+                if !state.stall_check_scheduled {
+                    state.stall_check_scheduled = true;
                     let check = (state.last_answer_ms + STALL_MS).max(now + 1);
                     self.stall_checks
                         .push(Reverse((check, running.origin.clone())));
