@@ -241,11 +241,17 @@ async fn serve(
     operator::configure_webhook(&store, &policy, &settings.operator)
         .await
         .map_err(StartError::OperatorWebhook)?;
+    let backpressure =
+        delivery::backpressure::Backpressure::new(delivery::backpressure::BackpressureSettings {
+            after: settings.delivery.backpressure_after.0,
+            max_wait: settings.delivery.backpressure_max_wait.0,
+        });
     let events = domain::Events {
         store: store.clone(),
         metrics: metrics.clone(),
         telemetry: telemetry.clone(),
         idempotency_window: settings.retention.idempotency_keys.0,
+        backpressure: backpressure.clone(),
     };
     let inbound = Arc::new(
         inbound::Inbound::new(
@@ -262,7 +268,8 @@ async fn serve(
             },
         )
         .with_telemetry(telemetry.clone())
-        .with_operator(operator_notes.clone()),
+        .with_operator(operator_notes.clone())
+        .with_backpressure(backpressure.clone()),
     );
     let gateway = match &chosen.upstream {
         None => None,
@@ -310,6 +317,7 @@ async fn serve(
             content_type: chosen.content_type,
             telemetry: telemetry.clone(),
             operator: operator_notes,
+            backpressure,
         },
         delivery_shutdown.clone(),
     )

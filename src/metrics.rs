@@ -86,6 +86,7 @@ pub struct Metrics {
     inbound_pushes: [AtomicU64; INBOUND_VERDICTS.len()],
     upstream_requests: [AtomicU64; UPSTREAM_OUTCOMES.len()],
     upstream_durations: Histogram,
+    backpressure_waits: Histogram,
 }
 
 /// A counter by label: name, help, label, its values, their counts.
@@ -207,6 +208,11 @@ impl Metrics {
         };
         self.upstream_requests[outcome].fetch_add(1, Ordering::Relaxed);
         self.upstream_durations.observe(duration);
+    }
+
+    /// A publisher waited `wait` for delivery to catch up before its answer.
+    pub fn backpressure_wait(&self, wait: Duration) {
+        self.backpressure_waits.observe(wait);
     }
 
     /// A connection of listener `index` (in `LISTENERS`) opened (`true`) or closed.
@@ -357,6 +363,11 @@ impl Metrics {
             &mut out,
             "a2a_push_hub_gateway_upstream_duration_seconds",
             "Gateway mode: time from sending a request to the agent to its answer's head.",
+        );
+        self.backpressure_waits.render(
+            &mut out,
+            "a2a_push_hub_backpressure_wait_seconds",
+            "How long publishes, inbound pushes and gateway pushes waited after their events were stored, because delivery to their receivers was behind (delivery.backpressure_after).",
         );
         if let Some(writer) = store.writer {
             writer.commits.render(

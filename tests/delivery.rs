@@ -6,7 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Receiver, Reply, TestHub, fast_delivery, status_event, wait_until};
+use a2a_push_hub::config::HumanDuration;
+use common::{Receiver, Reply, TestHub, fast_delivery, metric_value, status_event, wait_until};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -189,7 +190,7 @@ async fn receivers_that_hang_do_not_take_every_attempt_from_the_others() {
         fast_delivery(settings);
         // Longer than the test waits for the healthy receiver: only the hub's own rule can free
         // the slots in time (the test store's lane lease allows at most 19 s).
-        settings.delivery.timeout = a2a_push_hub::config::HumanDuration(Duration::from_secs(19));
+        settings.delivery.timeout = HumanDuration(Duration::from_secs(19));
         settings.delivery.max_in_flight = 4;
         settings.delivery.max_in_flight_per_origin = 2;
     })
@@ -216,6 +217,64 @@ async fn receivers_that_hang_do_not_take_every_attempt_from_the_others() {
         "the origin's two requests, held"
     );
     release.notify_waiters();
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn publishers_to_a_receiver_that_cannot_keep_up_are_slowed_and_lose_nothing() {
+    let slow = Receiver::start().await;
+    slow.script(|_| Reply::ok().delay(Duration::from_millis(200)));
+    let fast = Receiver::start_on("127.0.0.2").await;
+    let hub = TestHub::start_with(|settings| {
+        fast_delivery(settings);
+        settings.delivery.max_in_flight_per_origin = 1;
+        settings.delivery.backpressure_after = HumanDuration(Duration::from_millis(50));
+        settings.delivery.backpressure_max_wait = HumanDuration(Duration::from_secs(1));
+    })
+    .await;
+    let tasks: Vec<String> = (0..4).map(|t| format!("s{t}")).collect();
+    for task in &tasks {
+        hub.create_config(task, &slow.url(&format!("/{task}")))
+            .await;
+    }
+    hub.create_config("f1", &fast.url("/f1")).await;
+    let waits =
+        |metrics: String| metric_value(&metrics, "a2a_push_hub_backpressure_wait_seconds_count");
+    // One answer a fifth of a second at one request at a time: the publisher, going as fast
+    // as its answers come, soon publishes faster than that and is slowed.
+    let mut published = 0;
+    wait_until(WAIT, "a publish slowed down", || {
+        let (hub, task) = (&hub, &tasks[published % tasks.len()]);
+        published += 1;
+        async move {
+            hub.publish(status_event(task, "TASK_STATE_WORKING")).await;
+            (waits(hub.metrics().await) > 0.0).then_some(())
+        }
+    })
+    .await;
+    let slowed = waits(hub.metrics().await);
+    // A publisher to a receiver that keeps up is not.
+    for _ in 0..3 {
+        hub.publish(status_event("f1", "TASK_STATE_WORKING")).await;
+    }
+    fast.wait_for(3, WAIT).await;
+    assert_eq!(
+        waits(hub.metrics().await),
+        slowed,
+        "f1's publishes did not wait"
+    );
+    // Every event arrives, each lane in order.
+    let got = slow.wait_for(published, WAIT).await;
+    for task in &tasks {
+        let sequences: Vec<u64> = got
+            .iter()
+            .filter(|r| r.path == format!("/{task}"))
+            .map(|r| r.sequence())
+            .collect();
+        let expected: Vec<u64> = (1..=sequences.len() as u64).collect();
+        assert_eq!(sequences, expected, "lane {task} in order");
+    }
+    assert_eq!(got.len(), published);
     hub.stop().await;
 }
 

@@ -249,6 +249,11 @@ pub struct DeliverySettings {
     /// A config whose attempts have all failed for this long is suspended: its deliveries are
     /// held until it is enabled again. `0s`: never.
     pub disable_after: HumanDuration,
+    /// Delivery this far behind at an origin (or everywhere) slows no publisher.
+    pub backpressure_after: HumanDuration,
+    /// The longest a publish, inbound push or gateway push waits, after its events are
+    /// durable, for delivery to catch up; `0s`: never.
+    pub backpressure_max_wait: HumanDuration,
 }
 
 impl Default for DeliverySettings {
@@ -272,6 +277,8 @@ impl Default for DeliverySettings {
             circuit_cooldown: HumanDuration(Duration::from_secs(5)),
             circuit_max_cooldown: HumanDuration(Duration::from_secs(300)),
             disable_after: HumanDuration(Duration::from_secs(5 * 24 * 3600)),
+            backpressure_after: HumanDuration(Duration::from_millis(250)),
+            backpressure_max_wait: HumanDuration(Duration::from_secs(1)),
         }
     }
 }
@@ -599,5 +606,18 @@ mod tests {
         settings.delivery.timeout = HumanDuration(Duration::from_secs(120));
         let err = settings.validate().unwrap_err().to_string();
         assert!(err.contains("delivery.timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_backpressure_wait_longer_than_publishers_wait_is_refused() {
+        let mut settings = Settings::default();
+        settings.delivery.backpressure_max_wait = HumanDuration(Duration::from_secs(30));
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("delivery.backpressure_max_wait") && err.contains("at most 10s"),
+            "{err}"
+        );
+        settings.delivery.backpressure_max_wait = HumanDuration(Duration::ZERO);
+        settings.validate().expect("0s switches it off");
     }
 }

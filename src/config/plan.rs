@@ -99,6 +99,24 @@ impl Settings {
                 ),
             });
         }
+        if self.delivery.backpressure_max_wait.0 > Duration::from_secs(10) {
+            return Err(SettingsError::Invalid {
+                key: "delivery.backpressure_max_wait",
+                reason: format!(
+                    "must be at most 10s (publishers' own timeouts are often 5-10s), got {}",
+                    self.delivery.backpressure_max_wait
+                ),
+            });
+        }
+        if self.delivery.backpressure_after.0 > Duration::from_secs(3600) {
+            return Err(SettingsError::Invalid {
+                key: "delivery.backpressure_after",
+                reason: format!(
+                    "must be at most 1h (to never slow publishers, set delivery.backpressure_max_wait = \"0s\"), got {}",
+                    self.delivery.backpressure_after
+                ),
+            });
+        }
         if !(1..=65_536).contains(&self.store.cache_mib) {
             return Err(SettingsError::Invalid {
                 key: "store.cache_mib",

@@ -6,6 +6,7 @@
 //! HTTP API.
 
 pub mod attempt;
+pub mod backpressure;
 pub mod circuit;
 pub mod client;
 pub mod cluster;
@@ -42,6 +43,8 @@ pub struct Shared {
     pub content_type: crate::config::ContentType,
     pub telemetry: crate::telemetry::Telemetry,
     pub operator: crate::operator::OperatorNotes,
+    /// Where the scheduler says how far it is behind, for the intake.
+    pub backpressure: backpressure::Backpressure,
 }
 
 /// The running delivery engine.
@@ -65,6 +68,7 @@ pub async fn start(
         content_type,
         telemetry,
         operator,
+        backpressure,
     } = shared;
     let client = client::GuardedClient::new(policy, request::USER_AGENT)
         .map_err(|e| StoreError::Storage(format!("cannot build the HTTP client: {e}")))?;
@@ -95,8 +99,13 @@ pub async fn start(
     if !store.shared() {
         // Announced before reading what is pending: a delivery committed in between is in
         // both, and the scheduler keeps one of each.
-        let (handle, task) =
-            scheduler::start(engine, limits, scheduler::Sharing::alone(), shutdown);
+        let (handle, task) = scheduler::start(
+            engine,
+            limits,
+            scheduler::Sharing::alone(),
+            backpressure,
+            shutdown,
+        );
         announce_to(&store, &handle);
         let pending = store.pending_deliveries().await?;
         if !pending.is_empty() {
@@ -113,7 +122,7 @@ pub async fn start(
         window: window.clone(),
         circuit_changes: Some(circuit_changes),
     };
-    let (handle, task) = scheduler::start(engine, limits, sharing, shutdown.clone());
+    let (handle, task) = scheduler::start(engine, limits, sharing, backpressure, shutdown.clone());
     let (offers, offered) = tokio::sync::mpsc::unbounded_channel();
     let node = cluster::Node::new(
         store.clone(),

@@ -11,6 +11,7 @@ use super::DomainError;
 use crate::a2a::event::parse_event;
 use crate::a2a::params::InvalidField;
 use crate::config::HumanDuration;
+use crate::delivery::backpressure::Backpressure;
 use crate::metrics::Metrics;
 use crate::store::{
     ConfigSnapshot, ConflictWith, IdempotencyClaim, KeyConflict, NewEvent, Published,
@@ -28,6 +29,8 @@ pub struct Events {
     pub telemetry: Telemetry,
     /// How long an idempotency key answers its first event (`retention.idempotency_keys`).
     pub idempotency_window: Duration,
+    /// How long a publisher waits for delivery to catch up.
+    pub backpressure: Backpressure,
 }
 
 /// Longest idempotency key, as other webhook and payment APIs accept.
@@ -112,7 +115,9 @@ pub async fn publish_batch(
 }
 
 /// Stores the events durably (the store hands their deliveries to the scheduler), each with
-/// its `create` span; `key_field` names the idempotency key of the `i`th event in an error.
+/// its `create` span, then waits if delivery to their receivers is behind
+/// (`delivery/backpressure.rs`); `key_field` names the idempotency key of the `i`th event in
+/// an error.
 async fn store_events(
     events: &Events,
     mut new: Vec<NewEvent>,
@@ -165,6 +170,16 @@ async fn store_events(
     events
         .metrics
         .events_published(published.len() as u64 - replayed);
+    // Durable now: if delivery to these receivers is behind, the answer waits a little, so
+    // that a publisher keeping up with its answers slows to what delivery keeps up with.
+    let wait = events.backpressure.wait_for(
+        published
+            .iter()
+            .filter(|event| !event.replayed)
+            .flat_map(|event| event.deliveries.iter().map(|d| d.url.as_str())),
+        now_ms(),
+    );
+    events.backpressure.slow_down(wait, &events.metrics).await;
     Ok(published)
 }
 

@@ -390,7 +390,7 @@ pub async fn intake(
         Ok(InboundOutcome::Accepted {
             sequence,
             replay_evicted,
-            ..
+            forwarded,
         }) => {
             if replay_evicted > 0 {
                 inbound.metrics.replay_evictions(replay_evicted);
@@ -402,6 +402,11 @@ pub async fn intake(
             }
             inbound.notify(id, sequence).await;
             inbound.metrics.inbound_push("accepted");
+            if let Some(forwarded) = &forwarded {
+                let urls = forwarded.deliveries.iter().map(|d| d.url.as_str());
+                let wait = inbound.backpressure.wait_for(urls, now_ms());
+                inbound.backpressure.slow_down(wait, &inbound.metrics).await;
+            }
             answer(200, json!({"status": "accepted", "sequence": sequence}))
         }
         Ok(InboundOutcome::Duplicate) => {

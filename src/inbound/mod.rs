@@ -67,6 +67,8 @@ pub struct Inbound {
     pub telemetry: crate::telemetry::Telemetry,
     /// Where rejected pushes are counted for the operator.
     pub operator: crate::operator::OperatorNotes,
+    /// How long a peer waits for delivery of what it pushed to catch up.
+    pub backpressure: crate::delivery::backpressure::Backpressure,
     buckets: Mutex<Buckets>,
     /// The newest accepted event sequence per subscription that has SSE listeners.
     newest: Mutex<HashMap<String, watch::Sender<u64>>>,
@@ -93,6 +95,7 @@ impl Inbound {
             limits,
             telemetry: Default::default(),
             operator: crate::operator::OperatorNotes::none(),
+            backpressure: crate::delivery::backpressure::Backpressure::off(),
             buckets: Mutex::new(Buckets {
                 by_subscription: HashMap::new(),
                 prune_at: BUCKETS_PRUNE_AT,
@@ -110,6 +113,15 @@ impl Inbound {
     /// The same, counting rejected pushes for the operator with `operator`.
     pub fn with_operator(mut self, operator: crate::operator::OperatorNotes) -> Inbound {
         self.operator = operator;
+        self
+    }
+
+    /// The same, slowing peers down when delivery is behind.
+    pub fn with_backpressure(
+        mut self,
+        backpressure: crate::delivery::backpressure::Backpressure,
+    ) -> Inbound {
+        self.backpressure = backpressure;
         self
     }
 

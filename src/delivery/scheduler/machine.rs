@@ -24,6 +24,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use super::super::attempt::{Answered, LaneStep};
+use super::super::backpressure::Lag;
 use super::super::circuit::{Admission, Circuit, CircuitReport, CircuitSettings};
 use super::super::origins::origin_of;
 use super::super::rate_limit::TokenBucket;
@@ -920,6 +921,52 @@ impl Machine {
                 self.origins.remove(origin);
             }
         }
+    }
+
+    /// How far delivery is behind (`delivery/backpressure.rs`): while every attempt slot is
+    /// taken, since when the oldest due lane has waited; and for each origin that answers well
+    /// (closed circuit, no failure since its last success, not stalled, no rate cap) and has
+    /// lanes waiting for its request slots, since when the head of the one parked longest is
+    /// due.
+    pub fn lag(&mut self, now: u64) -> Lag {
+        let max_per_origin = self.limits.max_in_flight_per_origin;
+        let mut all_since = None;
+        if self.running.len() >= self.limits.max_in_flight {
+            // Lanes rescheduled since leave stale entries; the first live one is the oldest.
+            while let Some(&Reverse((due, token))) = self.timers.peek() {
+                let live = match self.wakes.get(&token) {
+                    Some(Wake::Lane(key)) => self.lanes.get(key).is_some_and(|l| l.wake == token),
+                    Some(Wake::Origin(_)) => true,
+                    None => false,
+                };
+                if live {
+                    all_since = (due <= now).then_some(due);
+                    break;
+                }
+                self.timers.pop();
+                self.wakes.remove(&token);
+            }
+        }
+        let origins = self
+            .origins
+            .iter()
+            .filter(|(_, state)| {
+                state.circuit.is_pristine()
+                    && state.bucket.is_none()
+                    && !stalled(state, max_per_origin, now)
+            })
+            .filter_map(|(origin, state)| {
+                // The first lane still parked (entries of lanes forgotten since are skipped).
+                let since = state
+                    .parked
+                    .iter()
+                    .take(8)
+                    .filter_map(|key| self.lanes.get(key).filter(|lane| lane.parked))
+                    .find_map(|lane| lane.queue.values().next().map(|head| head.due_ms))?;
+                (since <= now).then(|| (origin.clone(), since))
+            })
+            .collect();
+        Lag { all_since, origins }
     }
 
     /// Each origin's circuit (closed, with no failure, for an origin it has no record of)

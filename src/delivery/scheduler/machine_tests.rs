@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::super::attempt::{Answered, LaneStep};
+use super::super::backpressure::Lag;
 use super::super::circuit::CircuitSettings;
 use super::machine::*;
 use crate::store::{LaneId, PendingDelivery};
@@ -612,4 +613,57 @@ fn an_origin_answering_slowly_but_steadily_keeps_reading_ahead() {
         m.on_finished(sending.attempt, LaneStep::Advance, now);
         sending = reading[0].clone();
     }
+}
+
+#[test]
+fn lag_says_since_when_lanes_wait_for_an_origin_that_answers_well() {
+    let mut m = machine(10, 1);
+    m.on_enqueue(vec![
+        pending("a", "t1", 1, 0),
+        pending("a", "t2", 1, 0),
+        pending("a", "t3", 1, 100),
+    ]);
+    let first = m.tick(0, true);
+    assert_eq!(first.len(), 1, "one reads; t2 parks");
+    assert!(m.tick(100, true).is_empty(), "t3 parks too");
+    assert_eq!(
+        m.lag(150),
+        Lag {
+            all_since: None,
+            origins: vec![("https://a".to_string(), 0)],
+        },
+        "t2, parked first, is due since 0"
+    );
+    // A failure: its backlog is the retry schedule's, not its publishers'.
+    complete(&mut m, &first[0], FAILED, LaneStep::RetryAt(10_000), 200);
+    let next = m.tick(200, true);
+    assert_eq!(m.lag(300).origins, [], "a failing origin slows nobody");
+    complete(&mut m, &next[0], DELIVERED, LaneStep::Advance, 300);
+    m.on_enqueue(vec![pending("a", "t4", 1, 300)]);
+    assert_eq!(m.tick(300, true).len(), 1, "t3 reads, t4 parks");
+    assert_eq!(
+        m.lag(400).origins,
+        [("https://a".to_string(), 300)],
+        "answering well again"
+    );
+}
+
+#[test]
+fn lag_says_since_when_a_lane_waits_for_an_attempt_slot_while_all_are_taken() {
+    let mut m = machine(1, 10);
+    m.on_enqueue(vec![pending("a", "t1", 1, 0), pending("b", "t2", 1, 50)]);
+    let first = m.tick(50, true);
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        m.lag(80),
+        Lag {
+            all_since: Some(if first[0].origin.contains('a') { 50 } else { 0 }),
+            origins: vec![],
+        }
+    );
+    complete(&mut m, &first[0], DELIVERED, LaneStep::Advance, 90);
+    let second = m.tick(90, true);
+    assert_eq!(second.len(), 1);
+    m.on_finished(second[0].attempt, LaneStep::Advance, 95);
+    assert_eq!(m.lag(100), Lag::default(), "caught up");
 }

@@ -32,6 +32,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{self, Answered, Engine, LaneStep, Report};
+use super::backpressure::Backpressure;
 use super::circuit::{CircuitReport, CircuitSettings};
 use super::origins::{OriginStats, origin_of};
 use crate::metrics::SchedulerStats;
@@ -51,6 +52,9 @@ pub struct Limits {
     /// How long shutdown waits for attempts in flight.
     pub drain_timeout: Duration,
 }
+
+/// How often the scheduler tells the intake how far it is behind, while it is.
+const LAG_REPORT_MS: u64 = 50;
 
 /// What the scheduler shares with other nodes on a shared store.
 pub struct Sharing {
@@ -257,6 +261,7 @@ pub fn start(
     engine: Arc<Engine>,
     limits: Limits,
     sharing: Sharing,
+    backpressure: Backpressure,
     shutdown: CancellationToken,
 ) -> (SchedulerHandle, JoinHandle<()>) {
     let (commands, receiver) = mpsc::unbounded_channel();
@@ -284,6 +289,9 @@ pub fn start(
         waiting: HashMap::new(),
         window: sharing.window,
         circuit_changes: sharing.circuit_changes,
+        backpressure,
+        next_lag_report: 0,
+        behind: false,
     };
     let origins = actor.engine.origins.clone();
     let task = tokio::spawn(actor.run(receiver, answered, ready, shutdown));
@@ -317,6 +325,11 @@ struct Actor {
     window: AttemptWindow,
     /// Where circuit changes go when other nodes share them.
     circuit_changes: Option<mpsc::UnboundedSender<CircuitChange>>,
+    /// Where the intake learns how far delivery is behind.
+    backpressure: Backpressure,
+    next_lag_report: u64,
+    /// The last report said delivery is behind: the next comes on time even when idle.
+    behind: bool,
 }
 
 impl Actor {
@@ -334,7 +347,12 @@ impl Actor {
             }
             self.share_circuit_changes();
             self.send_clearances();
-            let next_wake = self.machine.next_wake();
+            self.report_lag(now);
+            let next_wake = match (self.machine.next_wake(), self.behind) {
+                (Some(due), true) => Some(due.min(self.next_lag_report)),
+                (None, true) => Some(self.next_lag_report),
+                (due, false) => due,
+            };
             let sleep = async {
                 match next_wake {
                     Some(due) => {
@@ -434,6 +452,17 @@ impl Actor {
     /// may not ends without an answer, which gives its slot back.
     fn clear(&self, reply: oneshot::Sender<bool>, may_send: bool) {
         let _ = reply.send(may_send && self.window.is_open(now_ms()));
+    }
+
+    /// Tells the intake how far delivery is behind, every `LAG_REPORT_MS` at most.
+    fn report_lag(&mut self, now: u64) {
+        if now < self.next_lag_report {
+            return;
+        }
+        let lag = self.machine.lag(now);
+        self.behind = !lag.is_empty();
+        self.backpressure.report(lag);
+        self.next_lag_report = now + LAG_REPORT_MS;
     }
 
     fn share_circuit_changes(&mut self) {
