@@ -6,7 +6,8 @@
 //! lease: it takes the lanes of the deliveries it accepted itself (`claim`), takes lanes whose
 //! lease ran out because their node stopped (`claim_abandoned`), and extends what it holds
 //! (`renew`). Claims use `FOR UPDATE SKIP LOCKED`, so nodes never wait for each other and never
-//! take the same lane. When a node writes a pending delivery into a lane another node holds,
+//! take the same lane; a lane skipped that no other node holds (its row was locked for a moment
+//! by a publish or this node's renewal) is claimed again a few milliseconds later. When a node writes a pending delivery into a lane another node holds,
 //! the trigger notifies that node (LISTEN/NOTIFY), which loads it without polling.
 //!
 //! Lease times come from the database's clock, so the nodes' clocks do not matter.
@@ -23,6 +24,18 @@ use crate::store::{ClaimedLane, LaneId, RenewedLanes, StoreError};
 
 /// A node that said it is alive this recently counts as one (nodes say so once a second).
 const NODE_ALIVE: Duration = Duration::from_secs(3);
+
+/// The waits before a claim looks again at lanes it skipped although no other node holds
+/// them: another transaction had their rows locked (a publish writing to them, this node's
+/// renewal), for a few milliseconds. About 60 ms in all; after that, the lane's next offer or
+/// its lease running out takes it.
+const CLAIM_RETRIES: [Duration; 5] = [
+    Duration::from_millis(2),
+    Duration::from_millis(4),
+    Duration::from_millis(8),
+    Duration::from_millis(16),
+    Duration::from_millis(32),
+];
 
 /// How a node takes part in lane leasing.
 #[derive(Clone)]
@@ -119,7 +132,26 @@ impl Lanes {
     /// named for this node is kept: no other node took it since this one did (taking it sets
     /// the taker's name, and only this node's claims set this node's).
     pub fn claim(&self, lanes: &[LaneId]) -> Result<Vec<ClaimedLane>, StoreError> {
-        let (node, lease, keys) = (&self.settings.node, self.lease_ms(), keys(lanes));
+        let mut claimed = Vec::new();
+        let mut wanted = keys(lanes);
+        for wait in std::iter::once(None).chain(CLAIM_RETRIES.map(Some)) {
+            if let Some(wait) = wait {
+                std::thread::sleep(wait);
+            }
+            let (got, skipped) = self.claim_once(&wanted)?;
+            claimed.extend(got);
+            if skipped.is_empty() {
+                break;
+            }
+            wanted = skipped;
+        }
+        Ok(claimed)
+    }
+
+    /// One claim of `keys`: the lanes taken, and those skipped because their rows were locked
+    /// although no other node holds them.
+    fn claim_once(&self, keys: &[Vec<u8>]) -> Result<(Vec<ClaimedLane>, Vec<Vec<u8>>), StoreError> {
+        let (node, lease) = (&self.settings.node, self.lease_ms());
         self.with_client(|client| {
             let rows = client.query(
                 "UPDATE hub_lane_leases l SET node = $1, expires_at = hub_now_ms() + $2
@@ -131,7 +163,22 @@ impl Lanes {
                  RETURNING l.lane, before.node IS NOT DISTINCT FROM $1",
                 &[node, &lease, &keys],
             )?;
-            Ok(rows
+            let taken: Vec<&[u8]> = rows.iter().map(|row| row.get(0)).collect();
+            let skipped = if taken.len() < keys.len() {
+                client
+                    .query(
+                        "SELECT lane FROM hub_lane_leases
+                         WHERE lane = ANY($2) AND NOT (lane = ANY($3))
+                             AND (node IS NULL OR node = $1 OR expires_at <= hub_now_ms())",
+                        &[node, &keys, &taken],
+                    )?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let claimed = rows
                 .iter()
                 .filter_map(|row| {
                     let lane = LaneId::from_key(row.get::<_, &[u8]>(0))?;
@@ -140,7 +187,8 @@ impl Lanes {
                         kept: row.get(1),
                     })
                 })
-                .collect())
+                .collect();
+            Ok((claimed, skipped))
         })
     }
 
@@ -329,12 +377,72 @@ fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::schema::{create_schema, drop_schema, in_schema, migrate_client};
     use super::*;
+    use crate::store::postgres::parse_url;
 
     #[test]
     fn hex_decodes_what_postgres_encodes() {
         assert_eq!(hex_bytes("00ff10"), Some(vec![0, 255, 16]));
         assert_eq!(hex_bytes("0"), None);
         assert_eq!(hex_bytes("zz"), None);
+    }
+
+    /// A claim meeting a lane whose row another transaction holds for a moment (here a
+    /// stand-in for a publish or this node's renewal) takes it once the row is free, rather
+    /// than leaving it to the lease running out.
+    #[test]
+    #[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
+    fn a_claim_takes_a_lane_whose_row_was_locked_for_a_moment() {
+        let url = std::env::var("A2A_PUSH_HUB_TEST_POSTGRES_URL")
+            .expect("needs A2A_PUSH_HUB_TEST_POSTGRES_URL");
+        let schema = format!("lanes_{}", uuid::Uuid::new_v4().simple());
+        create_schema(&url, &schema).unwrap();
+        let target = parse_url(&in_schema(&url, &schema)).unwrap();
+        let timeout = Duration::from_secs(10);
+        let mut holder = connect(&target, timeout).unwrap();
+        migrate_client(&mut holder).unwrap();
+        let lane = LaneId {
+            tenant: String::new(),
+            task_id: "t1".to_string(),
+            config_id: "c1".to_string(),
+        };
+        holder
+            .execute(
+                "INSERT INTO hub_lane_leases (lane) VALUES ($1)",
+                &[&lane.key()],
+            )
+            .unwrap();
+        let lanes = Lanes::start(
+            target,
+            timeout,
+            LeaseSettings {
+                node: "n1".to_string(),
+                lease: Duration::from_secs(30),
+            },
+        )
+        .unwrap();
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let holding = std::thread::spawn(move || {
+            let mut txn = holder.transaction().unwrap();
+            txn.query("SELECT lane FROM hub_lane_leases FOR UPDATE", &[])
+                .unwrap();
+            locked.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            txn.commit().unwrap();
+            close(holder);
+        });
+        is_locked.recv().unwrap();
+        let claimed = lanes.claim(std::slice::from_ref(&lane)).unwrap();
+        holding.join().unwrap();
+        assert_eq!(
+            claimed,
+            [ClaimedLane {
+                lane: lane.clone(),
+                kept: false
+            }]
+        );
+        drop(lanes);
+        drop_schema(&url, &schema).unwrap();
     }
 }
