@@ -5,10 +5,11 @@ mod common;
 
 use std::time::Duration;
 
+use a2a_push_hub::config::HumanDuration;
 use a2a_push_hub::verify::webhooks;
 use common::{
-    Receiver, Reply, SseReader, TestHub, create_subscription, fast_delivery, push, refs,
-    status_event, wait_until,
+    Receiver, Reply, SseReader, TestHub, create_subscription, fast_delivery, metric_value, push,
+    refs, status_event, wait_until,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -523,6 +524,52 @@ async fn accepted_events_are_forwarded_reliably_and_streamed_exactly_once() {
     tokio::time::timeout(Duration::from_secs(15), hub.stop())
         .await
         .expect("a shutdown ends open SSE streams");
+}
+
+#[tokio::test]
+async fn a_peer_pushing_faster_than_the_forward_target_takes_is_slowed_and_loses_nothing() {
+    let receiver = Receiver::start().await;
+    receiver.script(|_| Reply::ok().delay(Duration::from_millis(200)));
+    let hub = TestHub::start_with(|settings| {
+        fast_delivery(settings);
+        settings.delivery.max_in_flight_per_origin = 1;
+        settings.delivery.backpressure_after = HumanDuration(Duration::from_millis(50));
+        settings.inbound.rate_limit_per_second = 1000.0;
+        settings.inbound.rate_limit_burst = 1000;
+    })
+    .await;
+    let created = create_subscription(
+        &hub,
+        json!({"token": "t", "forwardTo": receiver.url("/local")}),
+    )
+    .await;
+    let url = created["url"].as_str().unwrap().to_string();
+    let waits =
+        |metrics: String| metric_value(&metrics, "a2a_push_hub_backpressure_wait_seconds_count");
+    // Four tasks, each a lane of the forward target, which answers one request at a time.
+    let mut pushed = 0;
+    wait_until(WAIT, "a push slowed down", || {
+        let n = pushed;
+        pushed += 1;
+        let mut event = status_event(&format!("t{}", n % 4), "TASK_STATE_WORKING");
+        event["statusUpdate"]["metadata"] = json!({"n": n});
+        let (hub, url) = (&hub, &url);
+        async move {
+            let (status, answer) = push(
+                &hub.http,
+                url,
+                &[("x-a2a-notification-token", "t")],
+                event.to_string(),
+            )
+            .await;
+            assert_eq!(answer["status"], "accepted", "{status}");
+            (waits(hub.metrics().await) > 0.0).then_some(())
+        }
+    })
+    .await;
+    let forwarded = receiver.wait_for(pushed, WAIT).await;
+    assert_eq!(forwarded.len(), pushed, "every push forwarded once");
+    hub.stop().await;
 }
 
 #[tokio::test]
