@@ -350,7 +350,9 @@ impl<B: Backend> ConfigStore for TableStore<B> {
         id: String,
     ) -> Result<Option<ConfigHealthData>, StoreError> {
         let sealing = self.sealing.clone();
-        self.read(move |tables| config_health_in(&sealing, tables, &tenant, &task_id, &id))
+        // Its attempts and its pending deliveries must be of one moment: an outcome committed
+        // between the two would show the delivery done but not its attempt.
+        self.read_snapshot(move |tables| config_health_in(&sealing, tables, &tenant, &task_id, &id))
             .await
     }
 

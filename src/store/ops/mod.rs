@@ -69,8 +69,14 @@ pub type AfterCommit<R> = Box<dyn FnOnce(&R) + Send>;
 /// A storage engine: transactions over the tables of `Table::ALL`.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Runs `job` in a read transaction, off the async runtime.
+    /// Runs `job` off the async runtime, on committed state. A backend whose reads cost a round
+    /// trip may run each of the job's reads on its own (PostgreSQL does): a job that must see
+    /// several tables at one moment uses `read_snapshot`.
     async fn read<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError>;
+    /// Runs `job` in one read transaction: every read sees the same moment.
+    async fn read_snapshot<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {
+        self.read(job).await
+    }
     /// Runs `job`, which reads `reads` (and perhaps more), on the committed state. A backend
     /// whose reads cost a round trip runs the jobs that arrive together as one, reading all
     /// their entries in one statement: the reads of the attempts starting at once.
@@ -180,6 +186,15 @@ impl<B: Backend> TableStore<B> {
         F: FnOnce(&dyn Tables) -> Result<R, StoreError> + Send + 'static,
     {
         self.backend.read(Box::new(f)).await
+    }
+
+    /// A read whose parts must agree with each other (`Backend::read_snapshot`).
+    async fn read_snapshot<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn Tables) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.backend.read_snapshot(Box::new(f)).await
     }
 
     /// A read that declares what it will read (`Backend::read_ahead`).

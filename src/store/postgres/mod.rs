@@ -130,9 +130,14 @@ impl PostgresStore {
     }
 }
 
-#[async_trait::async_trait]
-impl Backend for PostgresBackend {
-    async fn read<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {
+impl PostgresBackend {
+    /// A read on a connection of the pool; with `snapshot`, in one `REPEATABLE READ`
+    /// transaction, so that every statement of the job sees the same moment.
+    async fn run_read<R: Send + 'static>(
+        &self,
+        job: ReadJob<R>,
+        snapshot: bool,
+    ) -> Result<R, StoreError> {
         let _permit = self
             .reads
             .permits
@@ -142,17 +147,41 @@ impl Backend for PostgresBackend {
         let reads = self.reads.clone();
         tokio::task::spawn_blocking(move || {
             let Connection {
-                client,
+                mut client,
                 mut statements,
             } = reads.take()?;
+            if snapshot {
+                if let Err(e) =
+                    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                {
+                    reads.give_back(Connection { client, statements });
+                    return Err(pg_error(e));
+                }
+            }
             let tables = PgTables::new(client, &mut statements);
             let result = job(&tables);
-            let client = tables.into_inner();
+            let mut client = tables.into_inner();
+            let ended = if snapshot {
+                client.batch_execute("COMMIT").map_err(pg_error)
+            } else {
+                Ok(())
+            };
             reads.give_back(Connection { client, statements });
-            result
+            ended.and(result)
         })
         .await
         .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for PostgresBackend {
+    async fn read<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {
+        self.run_read(job, false).await
+    }
+
+    async fn read_snapshot<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {
+        self.run_read(job, true).await
     }
 
     async fn read_ahead<R: Send + 'static>(
