@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use a2a_push_hub::config::HumanDuration;
-use common::{Receiver, Reply, TestHub, fast_delivery, metric_value, status_event, wait_until};
+use common::{
+    Receiver, Reply, TestHub, backpressure_waits, fast_delivery, status_event, wait_until,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -176,6 +178,22 @@ async fn a_hanging_webhook_does_not_delay_another_lane() {
     hub.stop().await;
 }
 
+/// `count` tasks named `prefix0`, `prefix1`, …, each with a config at `receiver`'s path of its
+/// name.
+async fn tasks_with_a_config_at(
+    hub: &TestHub,
+    receiver: &Receiver,
+    prefix: &str,
+    count: usize,
+) -> Vec<String> {
+    let tasks: Vec<String> = (0..count).map(|t| format!("{prefix}{t}")).collect();
+    for task in &tasks {
+        hub.create_config(task, &receiver.url(&format!("/{task}")))
+            .await;
+    }
+    tasks
+}
+
 #[tokio::test]
 async fn receivers_that_hang_do_not_take_every_attempt_from_the_others() {
     // Two slots at the hanging origin and four in all: its requests hold two, and two more of
@@ -195,11 +213,8 @@ async fn receivers_that_hang_do_not_take_every_attempt_from_the_others() {
         settings.delivery.max_in_flight_per_origin = 2;
     })
     .await;
-    let tasks: Vec<String> = (0..6).map(|t| format!("h{t}")).collect();
-    for task in &tasks {
-        hub.create_config(task, &hanging.url(&format!("/{task}")))
-            .await;
-        hub.publish(status_event(task, "TASK_STATE_WORKING")).await;
+    for task in tasks_with_a_config_at(&hub, &hanging, "h", 6).await {
+        hub.publish(status_event(&task, "TASK_STATE_WORKING")).await;
     }
     hanging.wait_for(2, WAIT).await;
     hub.create_config("t1", &healthy.url("/b")).await;
@@ -232,14 +247,8 @@ async fn publishers_to_a_receiver_that_cannot_keep_up_are_slowed_and_lose_nothin
         settings.delivery.backpressure_max_wait = HumanDuration(Duration::from_secs(1));
     })
     .await;
-    let tasks: Vec<String> = (0..4).map(|t| format!("s{t}")).collect();
-    for task in &tasks {
-        hub.create_config(task, &slow.url(&format!("/{task}")))
-            .await;
-    }
+    let tasks = tasks_with_a_config_at(&hub, &slow, "s", 4).await;
     hub.create_config("f1", &fast.url("/f1")).await;
-    let waits =
-        |metrics: String| metric_value(&metrics, "a2a_push_hub_backpressure_wait_seconds_count");
     // One answer a fifth of a second at one request at a time: the publisher, going as fast
     // as its answers come, soon publishes faster than that and is slowed.
     let mut published = 0;
@@ -248,18 +257,18 @@ async fn publishers_to_a_receiver_that_cannot_keep_up_are_slowed_and_lose_nothin
         published += 1;
         async move {
             hub.publish(status_event(task, "TASK_STATE_WORKING")).await;
-            (waits(hub.metrics().await) > 0.0).then_some(())
+            (backpressure_waits(hub).await > 0.0).then_some(())
         }
     })
     .await;
-    let slowed = waits(hub.metrics().await);
+    let slowed = backpressure_waits(&hub).await;
     // A publisher to a receiver that keeps up is not.
     for _ in 0..3 {
         hub.publish(status_event("f1", "TASK_STATE_WORKING")).await;
     }
     fast.wait_for(3, WAIT).await;
     assert_eq!(
-        waits(hub.metrics().await),
+        backpressure_waits(&hub).await,
         slowed,
         "f1's publishes did not wait"
     );
@@ -288,11 +297,7 @@ async fn an_origin_never_has_more_requests_open_than_its_limit() {
         settings.delivery.max_in_flight_per_origin = 2;
     })
     .await;
-    let tasks: Vec<String> = (0..8).map(|t| format!("t{t}")).collect();
-    for task in &tasks {
-        hub.create_config(task, &slow.url(&format!("/{task}")))
-            .await;
-    }
+    let tasks = tasks_with_a_config_at(&hub, &slow, "t", 8).await;
     for _ in 0..2 {
         for task in &tasks {
             hub.publish(status_event(task, "TASK_STATE_WORKING")).await;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use a2a_push_hub::config::HumanDuration;
 use a2a_push_hub::verify::webhooks;
 use common::{
-    Receiver, Reply, SseReader, TestHub, create_subscription, fast_delivery, metric_value, push,
-    refs, status_event, wait_until,
+    Receiver, Reply, SseReader, TestHub, backpressure_waits, create_subscription, fast_delivery,
+    push, refs, status_event, wait_until,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -544,8 +544,6 @@ async fn a_peer_pushing_faster_than_the_forward_target_takes_is_slowed_and_loses
     )
     .await;
     let url = created["url"].as_str().unwrap().to_string();
-    let waits =
-        |metrics: String| metric_value(&metrics, "a2a_push_hub_backpressure_wait_seconds_count");
     // Four tasks, each a lane of the forward target, which answers one request at a time.
     let mut pushed = 0;
     wait_until(WAIT, "a push slowed down", || {
@@ -563,7 +561,7 @@ async fn a_peer_pushing_faster_than_the_forward_target_takes_is_slowed_and_loses
             )
             .await;
             assert_eq!(answer["status"], "accepted", "{status}");
-            (waits(hub.metrics().await) > 0.0).then_some(())
+            (backpressure_waits(hub).await > 0.0).then_some(())
         }
     })
     .await;

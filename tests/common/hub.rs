@@ -259,6 +259,15 @@ pub fn fast_delivery(settings: &mut Settings) {
     settings.delivery.circuit_threshold = 1000;
 }
 
+/// How many publishes and pushes the hub has slowed down so far (docs/DELIVERY.md,
+/// *Backpressure*).
+pub async fn backpressure_waits(hub: &TestHub) -> f64 {
+    super::metric_value(
+        &hub.metrics().await,
+        "a2a_push_hub_backpressure_wait_seconds_count",
+    )
+}
+
 /// Creates an inbound subscription; returns the 201 body.
 pub async fn create_subscription(hub: &TestHub, body: Value) -> Value {
     let (status, _, created) = hub
