@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use a2a_push_hub::config::HumanDuration;
 use common::{
-    Receiver, Reply, TestHub, backpressure_waits, fast_delivery, status_event, wait_until,
+    Received, Receiver, Reply, TestHub, backpressure_waits, fast_delivery, status_event, wait_until,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -178,6 +178,14 @@ async fn a_hanging_webhook_does_not_delay_another_lane() {
     hub.stop().await;
 }
 
+/// The sequence numbers that arrived at the path of `task`'s name, in arrival order.
+fn sequences_at(got: &[Received], task: &str) -> Vec<u64> {
+    got.iter()
+        .filter(|r| r.path == format!("/{task}"))
+        .map(|r| r.sequence())
+        .collect()
+}
+
 /// `count` tasks named `prefix0`, `prefix1`, …, each with a config at `receiver`'s path of its
 /// name.
 async fn tasks_with_a_config_at(
@@ -275,11 +283,7 @@ async fn publishers_to_a_receiver_that_cannot_keep_up_are_slowed_and_lose_nothin
     // Every event arrives, each lane in order.
     let got = slow.wait_for(published, WAIT).await;
     for task in &tasks {
-        let sequences: Vec<u64> = got
-            .iter()
-            .filter(|r| r.path == format!("/{task}"))
-            .map(|r| r.sequence())
-            .collect();
+        let sequences = sequences_at(&got, task);
         let expected: Vec<u64> = (1..=sequences.len() as u64).collect();
         assert_eq!(sequences, expected, "lane {task} in order");
     }
@@ -324,12 +328,7 @@ async fn an_origin_never_has_more_requests_open_than_its_limit() {
     );
     assert_eq!(most_open, 2, "the origin's two slots are used");
     for task in &tasks {
-        let sequences: Vec<u64> = got
-            .iter()
-            .filter(|r| r.path == format!("/{task}"))
-            .map(|r| r.sequence())
-            .collect();
-        assert_eq!(sequences, [1, 2], "lane {task} in order");
+        assert_eq!(sequences_at(&got, task), [1, 2], "lane {task} in order");
     }
     hub.stop().await;
 }
