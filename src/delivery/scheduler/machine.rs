@@ -292,10 +292,7 @@ impl Machine {
         let timer = (self.running.len() < self.limits.max_in_flight)
             .then(|| self.timers.peek().map(|Reverse((due, _))| *due))
             .flatten();
-        match (stall_check, timer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        stall_check.into_iter().chain(timer).min()
     }
 
     /// Circuit changes since the last call, for the other nodes.

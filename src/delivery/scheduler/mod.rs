@@ -348,11 +348,13 @@ impl Actor {
             self.share_circuit_changes();
             self.send_clearances();
             self.report_lag(now);
-            let next_wake = match (self.machine.next_wake(), self.behind) {
-                (Some(due), true) => Some(due.min(self.next_lag_report)),
-                (None, true) => Some(self.next_lag_report),
-                (due, false) => due,
-            };
+            let next_report = self.behind.then_some(self.next_lag_report);
+            let next_wake = self
+                .machine
+                .next_wake()
+                .into_iter()
+                .chain(next_report)
+                .min();
             let sleep = async {
                 match next_wake {
                     Some(due) => {
