@@ -1,7 +1,7 @@
 //! Backing up the embedded store of a running hub under load, through the command line and
 //! the admin API, and restoring it into a new folder that a new hub serves.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

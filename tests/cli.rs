@@ -1,7 +1,7 @@
 //! The command line: settings layered defaults → file → environment → flags, and clear
 //! errors for bad settings.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

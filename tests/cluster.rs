@@ -4,7 +4,7 @@
 //! once, and the surviving nodes share the work. Runs when the tests run on PostgreSQL
 //! (`A2A_PUSH_HUB_TEST_POSTGRES_URL`).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -12,7 +12,7 @@
 //! config · PUSH-DELIVER-002 at least one POST within 15 s · PUSH-DELIVER-003 the body is a
 //! `StreamResponse`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,11 +5,11 @@
 //! Once without and once with `server.admin_token`.
 //!
 //! The browser tests need Chromium, chromedriver and the Python venv with selenium; `.ci/run`
-//! installs them and runs `cargo test --test console -- --ignored` with `A2A_INTEROP_PYTHON`,
+//! installs them and runs `cargo test --test integration -- --ignored console::` with `A2A_INTEROP_PYTHON`,
 //! `A2A_CONSOLE_CHROMIUM` and `A2A_CONSOLE_CHROMEDRIVER` set. The tests of what the console is
 //! built on (its pages as served, the listings across tasks) run everywhere.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

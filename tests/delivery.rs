@@ -1,7 +1,7 @@
 //! Delivery over real HTTP to real receivers: order, retries, independence of lanes,
 //! Retry-After, 410, redirects, timeouts, dead-letter, replay, circuit breaking, metrics.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! restart on the same store, every event it acknowledged (202) is there with its deliveries,
 //! and a publish retried with its idempotency key is stored once.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

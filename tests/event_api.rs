@@ -1,7 +1,7 @@
 //! The event API on the admin listener: publishing, sequence numbers, folding, deliveries
 //! per active config, validation, batch atomicity, body limits and the admin token.
 
-mod common;
+use crate::common;
 
 use common::{TestHub, status_event};
 use reqwest::StatusCode;

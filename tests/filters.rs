@@ -1,7 +1,7 @@
 //! Delivery filters over real HTTP: which of a task's events each config receives, what the
 //! skipped ones look like on the admin API, replaying one anyway, and tenant defaults.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! inline push configs for the hub's intake, task checks, the rewritten card, and an
 //! unreachable agent. (The official SDKs as real peers: `tests/interop_python.rs`.)
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

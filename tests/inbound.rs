@@ -1,7 +1,7 @@
 //! The inbound role over real HTTP: subscriptions, the verification chain, receipts,
 //! de-duplication, forwarding, pull and SSE, and hub-to-hub verification.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,9 +2,9 @@
 //! to the hub after the hub registered itself there.
 //!
 //! Needs Node.js and `npm install` in `tests/interop/js`; `.ci/run` does that and runs
-//! `cargo test --test interop_js -- --ignored` with `A2A_INTEROP_NODE` set.
+//! `cargo test --test integration -- --ignored interop_js::` with `A2A_INTEROP_NODE` set.
 
-mod common;
+use crate::common;
 
 #[tokio::test]
 #[ignore = "needs Node.js and tests/interop/js/node_modules; run by .ci/run"]

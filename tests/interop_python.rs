@@ -3,9 +3,9 @@
 //! built on it parses every delivery with the SDK's own parser.
 //!
 //! Needs a Python with the SDK installed; `.ci/run` builds that venv and runs
-//! `cargo test --test interop_python -- --ignored` with `A2A_INTEROP_PYTHON` pointing at it.
+//! `cargo test --test integration -- --ignored interop_python::` with `A2A_INTEROP_PYTHON` pointing at it.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

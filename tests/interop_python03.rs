@@ -4,7 +4,7 @@
 //!
 //! Needs its own venv; `.ci/run` builds it and sets `A2A_INTEROP_PYTHON03`.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

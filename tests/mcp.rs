@@ -4,9 +4,9 @@
 //! a client may negotiate.
 //!
 //! The SDK tests need the Python venv (`.ci/run` builds it) and run with
-//! `cargo test --test mcp -- --ignored` and `A2A_INTEROP_PYTHON` set.
+//! `cargo test --test integration -- --ignored mcp::` and `A2A_INTEROP_PYTHON` set.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! disabled, a circuit opened and closed, rejected inbound pushes), listed and streamed on the
 //! admin API and delivered, signed, to the operator webhook.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,10 +4,10 @@
 //! that breaks every check.
 //!
 //! The SDK runs need the interop environments; `.ci/run` builds them and runs
-//! `cargo test --test probe -- --ignored` with `A2A_INTEROP_PYTHON`, `A2A_INTEROP_PYTHON03` and
+//! `cargo test --test integration -- --ignored probe::` with `A2A_INTEROP_PYTHON`, `A2A_INTEROP_PYTHON03` and
 //! `A2A_INTEROP_NODE` set.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The A2A 1.0 push-config methods over real HTTP, in both bindings: JSON-RPC at `/` and
 //! HTTP+JSON at `/[{tenant}/]tasks/{taskId}/pushNotificationConfigs[/{configId}]`.
 
-mod common;
+use crate::common;
 
 use common::TestHub;
 use reqwest::{Method, StatusCode};

@@ -1,7 +1,7 @@
 //! Restart safety: the real binary is SIGKILLed while the receiver holds its requests open;
 //! after a restart on the same store, every delivery completes, in order per lane.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

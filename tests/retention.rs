@@ -2,7 +2,7 @@
 //! `retention.finished_tasks` has passed — never earlier, never while its deliveries are
 //! pending — and tasks still running are kept.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

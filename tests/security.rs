@@ -2,7 +2,7 @@
 //! and what a captured or crafted request cannot do. Each test is a black-box attack over real
 //! HTTP against a running hub.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

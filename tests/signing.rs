@@ -2,7 +2,7 @@
 //! (against the hub's JWKS or a whsec_ secret), key rotation with its grace period, and the
 //! `verify` command.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! database that becomes unreachable: the event API answers 503 (never 202) and nothing it
 //! refused is ever delivered; TLS to the database, verified against the CA named in the URL.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};

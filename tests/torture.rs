@@ -3,7 +3,7 @@
 //! acknowledged event reached its webhook, nothing arrived that was never published, and per
 //! lane the first arrivals are in sequence order. Bounded to about two minutes.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::Path;

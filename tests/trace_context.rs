@@ -2,7 +2,7 @@
 //! webhook as a span of the same trace — one span per attempt, retries included, after a
 //! crash too — with `tracestate` and `baggage` carried over.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! A2A 0.3 beside 1.0: the 0.3 push-config methods (JSON-RPC and `/v1/` REST), per-config wire
 //! versions (a 0.3 webhook gets the whole Task in 0.3 JSON), and version negotiation.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

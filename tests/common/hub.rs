@@ -12,7 +12,8 @@ use super::*;
 
 pub struct TestHub {
     hub: Option<Hub>,
-    pub dir: TempDir,
+    /// The store's folder, removed when the hub is dropped.
+    _dir: TempDir,
     pub http: reqwest::Client,
     /// `http://127.0.0.1:<public port>`
     pub public: String,
@@ -56,7 +57,7 @@ impl TestHub {
             public: format!("http://{}", hub.public_addr()),
             admin: format!("http://{}", hub.admin_addr()),
             hub: Some(hub),
-            dir,
+            _dir: dir,
             http: http_client(),
         }
     }

@@ -2,7 +2,6 @@
 //! child process (`process.rs`), a webhook receiver (`receiver.rs`), an SSE reader (`sse.rs`),
 //! PostgreSQL (`database.rs`), an OTLP trace receiver (`otlp.rs`), fake agents (`agent.rs`, and `broken_agent.rs` for the probe), whole interop scenarios (`interop.rs`),
 //! and what every test uses (below).
-#![allow(dead_code)]
 
 mod agent;
 mod broken_agent;
@@ -14,8 +13,6 @@ mod process;
 mod receiver;
 mod sse;
 
-// Each test binary uses part of the harness.
-#[allow(unused_imports)]
 pub use self::{
     agent::*, broken_agent::*, database::*, hub::*, interop::*, otlp::*, process::*, receiver::*,
     sse::*,
