@@ -4,7 +4,8 @@
 
 use crate::common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Receiver, Reply, TestHub, fast_delivery, push, wait_until};
@@ -750,6 +751,123 @@ async fn a_config_created_on_a_running_task_gets_the_snapshot_alone_and_other_co
         );
     }
     assert_eq!(all.len(), 4, "nothing more");
+    hub.stop().await;
+}
+
+/// An agent whose task `t1` is working until the hub registers its intake, and completed from
+/// then on; what the registration carried (the intake's URL and token), once it came.
+async fn agent_completing_at_registration() -> (Receiver, Arc<Mutex<Option<Value>>>) {
+    let completed = AtomicBool::new(false);
+    let registration = Arc::new(Mutex::new(None::<Value>));
+    let agent = Receiver::start_on("127.0.0.1").await;
+    let registered = registration.clone();
+    agent.script(move |r| {
+        if r.path == "/.well-known/agent-card.json" {
+            return json_reply(json!({"name": "completes", "capabilities": {"streaming": false, "pushNotifications": true}}));
+        }
+        let request = r.json();
+        let id = request["id"].clone();
+        let state = if completed.load(Ordering::SeqCst) { "TASK_STATE_COMPLETED" } else { "TASK_STATE_WORKING" };
+        let result = match request["method"].as_str().unwrap_or_default() {
+            "GetTask" => json!({"id": "t1", "contextId": "c", "status": {"state": state}}),
+            "CreateTaskPushNotificationConfig" => {
+                completed.store(true, Ordering::SeqCst);
+                *registered.lock().unwrap() = Some(request["params"].clone());
+                request["params"].clone()
+            }
+            _ => json!({"tasks": []}),
+        };
+        json_reply(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+    });
+    (agent, registration)
+}
+
+/// Each arrival's kind of event and the state it carries.
+fn kinds_and_states(arrived: &[common::Received]) -> Vec<(String, String)> {
+    arrived
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            let (kind, event) = body.as_object().unwrap().iter().next().unwrap();
+            let state = event["status"]["state"].as_str().unwrap();
+            (kind.clone(), state.to_string())
+        })
+        .collect()
+}
+
+fn pair(kind: &str, state: &str) -> (String, String) {
+    (kind.to_string(), state.to_string())
+}
+
+#[tokio::test]
+async fn a_change_the_agent_pushes_just_after_the_hub_registers_is_delivered_once() {
+    // The agent pushes the completion 100 ms after it (SDKs push as the task moves). The hub
+    // sees the change at the agent before the push arrives; it must not publish it as well.
+    let (agent, registration) = agent_completing_at_registration().await;
+    let receiver = Receiver::start().await;
+    let hub = Arc::new(hub_in_front_of(&agent, |_| {}).await);
+    let creating = {
+        let (hub, url) = (hub.clone(), receiver.url("/hook"));
+        tokio::spawn(async move {
+            hub.rpc_ok(
+                "CreateTaskPushNotificationConfig",
+                json!({"taskId": "t1", "id": "late", "url": url}),
+            )
+            .await
+        })
+    };
+    let intake = wait_until(WAIT, "the hub registers its intake", || {
+        let registered = registration.lock().unwrap().clone();
+        async move { registered }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let completion = json!({"statusUpdate": {"taskId": "t1", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}});
+    let (status, _) = push(
+        &hub.http,
+        intake["url"].as_str().unwrap(),
+        &[(
+            "x-a2a-notification-token",
+            intake["token"].as_str().unwrap(),
+        )],
+        completion.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    creating.await.unwrap();
+    assert_eq!(
+        kinds_and_states(&receiver.wait_for(2, WAIT).await),
+        [
+            pair("task", "TASK_STATE_WORKING"),
+            pair("statusUpdate", "TASK_STATE_COMPLETED")
+        ],
+        "the snapshot, then the agent's push"
+    );
+    // The config's answer came after the hub decided; had it published the change, that
+    // would be the task's second event.
+    let (_, view) = hub.admin_get("/api/v1/tasks/t1").await;
+    assert_eq!(view["lastSequence"], 1, "{view}");
+    Arc::into_inner(hub).unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn a_change_made_while_the_hub_registers_that_the_agent_never_pushes_is_published() {
+    let (agent, _) = agent_completing_at_registration().await;
+    let receiver = Receiver::start().await;
+    let hub = hub_in_front_of(&agent, |_| {}).await;
+    hub.rpc_ok(
+        "CreateTaskPushNotificationConfig",
+        json!({"taskId": "t1", "id": "late", "url": receiver.url("/hook")}),
+    )
+    .await;
+    assert_eq!(
+        kinds_and_states(&receiver.wait_for(2, WAIT).await),
+        [
+            pair("task", "TASK_STATE_WORKING"),
+            pair("task", "TASK_STATE_COMPLETED")
+        ],
+        "the snapshot, then the task as the agent shows it after the registration"
+    );
     hub.stop().await;
 }
 

@@ -4,6 +4,7 @@
 //! hub (or the hub follows it). Also the answer every binding gives for an unreachable agent.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use a2a::{A2AError, error_code};
 use axum::Json;
@@ -120,17 +121,10 @@ pub async fn after_config_created(
     intake::ensure_agent_pushes(gateway, headers, tenant, task_id)
         .await
         .map_err(|e| to_a2a(&e))?;
-    // …and if the task moved while the hub registered itself, and no push has told of it yet,
-    // the agent will never push that change: it is published as the task's event, for every
-    // config.
+    // …and if the task moved while the hub registered itself, and no push tells of it, the
+    // agent will never push that change: it is published as the task's event, for every config.
     let after = task_for_caller(gateway, headers, tenant, task_id, rest_prefix, version).await?;
-    let newest = state
-        .store
-        .get_task(tenant.to_string(), task_id.to_string())
-        .await
-        .map_err(|e| to_a2a(&e.into()))?
-        .map_or(0, |t| t.last_sequence);
-    if after != before && newest == seen {
+    if after != before && !push_arrives(state, tenant, task_id, seen).await? {
         let snapshot = json!({"task": after}).to_string();
         let published: Result<PublishedEvent, DomainError> = events::publish_one(
             &state.events,
@@ -143,4 +137,36 @@ pub async fn after_config_created(
         published.map_err(|e| to_a2a(&e))?;
     }
     Ok(())
+}
+
+/// How long a change seen at the agent just after the hub registered may take to arrive as the
+/// agent's own push. A change made after the registration is pushed (the SDKs push inline, as
+/// the task moves); publishing it too would put a second copy of it behind the first, and
+/// after a terminal state a receiver would see a push it must not get.
+const PUSH_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether a push of the task arrives (its last sequence moves past `seen`) within
+/// `PUSH_GRACE`.
+async fn push_arrives(
+    state: &AppState,
+    tenant: &str,
+    task_id: &str,
+    seen: u64,
+) -> Result<bool, A2AError> {
+    let deadline = tokio::time::Instant::now() + PUSH_GRACE;
+    loop {
+        let newest = state
+            .store
+            .get_task(tenant.to_string(), task_id.to_string())
+            .await
+            .map_err(|e| to_a2a(&e.into()))?
+            .map_or(0, |t| t.last_sequence);
+        if newest != seen {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
