@@ -10,7 +10,7 @@ use super::deliveries::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, rfc3339};
 use super::{Deliveries, DomainError};
 use crate::a2a::params::InvalidField;
 use crate::a2a::version::WireVersion;
-use crate::store::{Browse, ConfigRecord, ConfigState, DeliveryCounts, TaskRecord};
+use crate::store::{Browse, ConfigRecord, ConfigState, DeliveryCounts, TaskOverview, TaskRecord};
 
 /// Most configs listed in a task view.
 const MAX_CONFIGS_IN_VIEW: usize = 1000;
@@ -70,28 +70,20 @@ pub async fn view(
     tenant: &str,
     task_id: &str,
 ) -> Result<TaskView, DomainError> {
-    let record = deliveries
+    // One snapshot: its last sequence and its delivery counts are of the same moment.
+    let TaskOverview {
+        task: record,
+        configs,
+        deliveries,
+    } = deliveries
         .store
-        .get_task(tenant.to_string(), task_id.to_string())
-        .await?;
-    let configs = deliveries
-        .store
-        .list_configs(
-            tenant.to_string(),
-            task_id.to_string(),
-            None,
-            MAX_CONFIGS_IN_VIEW,
-        )
+        .task_overview(tenant.to_string(), task_id.to_string(), MAX_CONFIGS_IN_VIEW)
         .await?;
     if record.is_none() && configs.is_empty() {
         return Err(DomainError::NotFound(format!(
             "task {task_id:?} has no events and no push configs in this hub"
         )));
     }
-    let deliveries = deliveries
-        .store
-        .delivery_counts(tenant.to_string(), task_id.to_string())
-        .await?;
     Ok(TaskView {
         tenant: tenant.to_string(),
         task_id: task_id.to_string(),

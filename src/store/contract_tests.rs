@@ -309,9 +309,10 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
     assert_eq!(log.iter().map(|a| a.number).collect::<Vec<_>>(), [1, 2]);
     assert!(store.pending_deliveries().await.unwrap().is_empty());
     let counts = store
-        .delivery_counts(String::new(), "t".into())
+        .task_overview(String::new(), "t".into(), 10)
         .await
-        .unwrap();
+        .unwrap()
+        .deliveries;
     assert_eq!((counts.pending, counts.delivered), (0, 1));
 }
 
@@ -1115,11 +1116,17 @@ async fn a_filtered_config_gets_skipped_deliveries_and_a_new_config_its_tenants_
         5,
         "nothing skipped is announced"
     );
-    let counts = store
-        .delivery_counts(String::new(), "t".into())
+    let overview = store
+        .task_overview(String::new(), "t".into(), 1)
         .await
         .unwrap();
-    assert_eq!((counts.pending, counts.skipped), (5, 1));
+    assert_eq!(
+        (overview.deliveries.pending, overview.deliveries.skipped),
+        (5, 1)
+    );
+    assert_eq!(overview.task.map(|t| t.last_sequence), Some(3));
+    let configs: Vec<&str> = overview.configs.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(configs, ["all"], "the first config only, in id order");
     let skipped = store
         .list_deliveries(
             DeliveryFilter {

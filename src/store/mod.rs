@@ -28,7 +28,7 @@ pub use self::ops::Announce;
 pub use self::ops::retention::PurgeStep;
 pub use self::ops::{
     BackupStore, Browse, BrowseStore, ConfigStore, DeliveryStore, EventStore, FollowStore,
-    InboundStore, KeyStore, LaneStore, OperatorEventStore, RetentionStore,
+    InboundStore, KeyStore, LaneStore, OperatorEventStore, RetentionStore, TaskOverview,
 };
 pub use self::postgres::{LeaseSettings, PostgresSettings, PostgresStore};
 pub use self::redb_store::{REDB_FILE, RedbStore};

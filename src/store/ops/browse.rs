@@ -29,8 +29,25 @@ pub struct Browse<T> {
     pub keep: Keep<T>,
 }
 
+/// What the operator's view of one task shows, read at one moment.
+#[derive(Debug)]
+pub struct TaskOverview {
+    pub task: Option<TaskRecord>,
+    /// Its first configs, in id order.
+    pub configs: Vec<ConfigRecord>,
+    pub deliveries: DeliveryCounts,
+}
+
 #[async_trait::async_trait]
 pub trait BrowseStore: Send + Sync {
+    /// A task, its first `max_configs` configs and its deliveries counted by state, in one
+    /// snapshot: a publish committed meanwhile is in all three or in none.
+    async fn task_overview(
+        &self,
+        tenant: String,
+        task_id: String,
+        max_configs: usize,
+    ) -> Result<TaskOverview, StoreError>;
     /// Folded tasks in (tenant, task id) order.
     async fn browse_tasks(
         &self,
@@ -53,6 +70,30 @@ pub trait BrowseStore: Send + Sync {
 
 #[async_trait::async_trait]
 impl<B: Backend> BrowseStore for TableStore<B> {
+    async fn task_overview(
+        &self,
+        tenant: String,
+        task_id: String,
+        max_configs: usize,
+    ) -> Result<TaskOverview, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read_snapshot(move |tables| {
+            Ok(TaskOverview {
+                task: get_json(tables, Table::Tasks, &task_key(&tenant, &task_id))?,
+                configs: configs::list_configs_in(
+                    &sealing,
+                    tables,
+                    &tenant,
+                    &task_id,
+                    None,
+                    max_configs,
+                )?,
+                deliveries: deliveries::delivery_counts_in(tables, &tenant, &task_id)?,
+            })
+        })
+        .await
+    }
+
     async fn browse_tasks(
         &self,
         browse: Browse<TaskRecord>,

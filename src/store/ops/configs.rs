@@ -286,19 +286,7 @@ impl<B: Backend> ConfigStore for TableStore<B> {
     ) -> Result<Vec<ConfigRecord>, StoreError> {
         let sealing = self.sealing.clone();
         self.read(move |tables| {
-            let prefix = task_key(&tenant, &task_id);
-            let start = match &after {
-                // Start just after the last config of the previous page.
-                Some(id) => {
-                    let mut key = config_key(&tenant, &task_id, id);
-                    key.push(0);
-                    key
-                }
-                None => prefix.clone(),
-            };
-            page(tables, Table::Configs, &prefix, &start, limit, |value| {
-                decode_record(&sealing, Table::Configs, value)
-            })
+            list_configs_in(&sealing, tables, &tenant, &task_id, after.as_deref(), limit)
         })
         .await
     }
@@ -406,4 +394,28 @@ impl<B: Backend> ConfigStore for TableStore<B> {
         })
         .await
     }
+}
+
+/// A task's configs in id order, at most `limit`, after the config `after`.
+pub(super) fn list_configs_in(
+    sealing: &Sealing,
+    tables: &dyn Tables,
+    tenant: &str,
+    task_id: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<ConfigRecord>, StoreError> {
+    let prefix = task_key(tenant, task_id);
+    let start = match after {
+        // Start just after the last config of the previous page.
+        Some(id) => {
+            let mut key = config_key(tenant, task_id, id);
+            key.push(0);
+            key
+        }
+        None => prefix.clone(),
+    };
+    page(tables, Table::Configs, &prefix, &start, limit, |value| {
+        decode_record(sealing, Table::Configs, value)
+    })
 }

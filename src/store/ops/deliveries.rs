@@ -367,11 +367,6 @@ fn replay_in(
 #[async_trait::async_trait]
 pub trait DeliveryStore: Send + Sync {
     async fn get_delivery(&self, id: String) -> Result<Option<DeliveryRecord>, StoreError>;
-    async fn delivery_counts(
-        &self,
-        tenant: String,
-        task_id: String,
-    ) -> Result<DeliveryCounts, StoreError>;
     /// Every pending delivery, grouped by lane and in sequence order within a lane (the
     /// scheduler's state at start).
     async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError>;
@@ -417,32 +412,6 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
     async fn get_delivery(&self, id: String) -> Result<Option<DeliveryRecord>, StoreError> {
         self.read(move |tables| get_json(tables, Table::Deliveries, id.as_bytes()))
             .await
-    }
-
-    async fn delivery_counts(
-        &self,
-        tenant: String,
-        task_id: String,
-    ) -> Result<DeliveryCounts, StoreError> {
-        self.read(move |tables| {
-            let prefix = task_key(&tenant, &task_id);
-            let mut counts = DeliveryCounts::default();
-            for (_, delivery_id) in collect_prefix(tables, Table::Lanes, &prefix)? {
-                if let Some(delivery) =
-                    get_json::<DeliveryRecord>(tables, Table::Deliveries, &delivery_id)?
-                {
-                    match delivery.state {
-                        DeliveryState::Pending => counts.pending += 1,
-                        DeliveryState::Delivered => counts.delivered += 1,
-                        DeliveryState::Dead => counts.dead += 1,
-                        DeliveryState::Canceled => counts.canceled += 1,
-                        DeliveryState::Skipped => counts.skipped += 1,
-                    }
-                }
-            }
-            Ok(counts)
-        })
-        .await
     }
 
     async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
@@ -645,4 +614,26 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
         )
         .await
     }
+}
+
+/// A task's deliveries counted by state.
+pub(super) fn delivery_counts_in(
+    tables: &dyn Tables,
+    tenant: &str,
+    task_id: &str,
+) -> Result<DeliveryCounts, StoreError> {
+    let mut counts = DeliveryCounts::default();
+    for (_, delivery_id) in collect_prefix(tables, Table::Lanes, &task_key(tenant, task_id))? {
+        if let Some(delivery) = get_json::<DeliveryRecord>(tables, Table::Deliveries, &delivery_id)?
+        {
+            match delivery.state {
+                DeliveryState::Pending => counts.pending += 1,
+                DeliveryState::Delivered => counts.delivered += 1,
+                DeliveryState::Dead => counts.dead += 1,
+                DeliveryState::Canceled => counts.canceled += 1,
+                DeliveryState::Skipped => counts.skipped += 1,
+            }
+        }
+    }
+    Ok(counts)
 }

@@ -39,7 +39,7 @@ pub(super) mod retention;
 mod signing_keys;
 
 pub use backup::BackupStore;
-pub use browse::{Browse, BrowseStore};
+pub use browse::{Browse, BrowseStore, TaskOverview};
 pub use configs::ConfigStore;
 pub use deliveries::DeliveryStore;
 pub use events::EventStore;
