@@ -34,6 +34,20 @@ async fn hub_in_front_of(
     .await
 }
 
+/// Pushes `event` as the agent would to the push config the hub gave it (its `url` and
+/// `token`); the intake's status.
+async fn push_to(hub: &TestHub, config: &Value, event: &Value) -> StatusCode {
+    let token = config["token"].as_str().unwrap();
+    push(
+        &hub.http,
+        config["url"].as_str().unwrap(),
+        &[("x-a2a-notification-token", token)],
+        event.to_string(),
+    )
+    .await
+    .0
+}
+
 /// An upstream agent: knows task `t1`, starts task `t-new` on SendMessage, echoes configs.
 async fn scripted_agent() -> Receiver {
     scripted_agent_refusing(0).await
@@ -401,17 +415,7 @@ async fn a_03_inline_config_is_swapped_too_and_its_webhook_gets_03_tasks() {
     // A 0.3 agent pushes the whole Task in 0.3 JSON.
     let pushed =
         json!({"kind": "task", "id": "t-new", "contextId": "c", "status": {"state": "working"}});
-    let (status, _) = push(
-        &hub.http,
-        swapped["url"].as_str().unwrap(),
-        &[(
-            "x-a2a-notification-token",
-            swapped["token"].as_str().unwrap(),
-        )],
-        pushed.to_string(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(push_to(&hub, &swapped, &pushed).await, StatusCode::OK);
     let got = receiver.wait_for(1, WAIT).await;
     assert_eq!(got[0].json()["kind"], "task");
     assert_eq!(got[0].json()["status"]["state"], "working");
@@ -723,17 +727,10 @@ async fn a_config_created_on_a_running_task_gets_the_snapshot_alone_and_other_co
         .unwrap()
         .json();
     let event = json!({"statusUpdate": {"taskId": "t1", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}});
-    let (status, _) = push(
-        &hub.http,
-        registration["params"]["url"].as_str().unwrap(),
-        &[(
-            "x-a2a-notification-token",
-            registration["params"]["token"].as_str().unwrap(),
-        )],
-        event.to_string(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        push_to(&hub, &registration["params"], &event).await,
+        StatusCode::OK
+    );
     let all = receiver.wait_for(4, WAIT).await;
     for path in ["/first", "/second"] {
         let got: Vec<(String, u64)> = all
@@ -823,17 +820,7 @@ async fn a_change_the_agent_pushes_just_after_the_hub_registers_is_delivered_onc
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let completion = json!({"statusUpdate": {"taskId": "t1", "contextId": "c", "status": {"state": "TASK_STATE_COMPLETED"}}});
-    let (status, _) = push(
-        &hub.http,
-        intake["url"].as_str().unwrap(),
-        &[(
-            "x-a2a-notification-token",
-            intake["token"].as_str().unwrap(),
-        )],
-        completion.to_string(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(push_to(&hub, &intake, &completion).await, StatusCode::OK);
     creating.await.unwrap();
     assert_eq!(
         kinds_and_states(&receiver.wait_for(2, WAIT).await),
