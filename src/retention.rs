@@ -47,9 +47,9 @@ pub fn start(
             }
             // Each kind of record on its own: one that fails leaves the others to go on.
             if !indexed {
-                match index_earlier_tasks(store.as_ref()).await {
+                match index_earlier_records(store.as_ref()).await {
                     Ok(()) => indexed = true,
-                    Err(e) => failed("indexing the finished tasks", &e),
+                    Err(e) => failed("indexing earlier records", &e),
                 }
             }
             // Tasks finished, and intakes created, more than `tasks` ago.
@@ -94,11 +94,16 @@ fn failed(what: &str, error: &StoreError) {
     tracing::warn!(error = %error, "retention: {what} failed; the next sweep retries");
 }
 
-/// Adds tasks that finished before this version of the store kept its index of finished tasks.
-async fn index_earlier_tasks(store: &dyn Store) -> Result<(), StoreError> {
+/// Adds the tasks that finished, and the subscriptions stored, before this version of the
+/// store kept its index of each.
+async fn index_earlier_records(store: &dyn Store) -> Result<(), StoreError> {
     let mut from = Some(Vec::new());
     while let Some(start) = from {
         from = store.index_finished_tasks(start).await?;
+    }
+    let mut from = Some(Vec::new());
+    while let Some(start) = from {
+        from = store.index_subscriptions(start).await?;
     }
     Ok(())
 }

@@ -131,6 +131,50 @@ async fn a_subscription_hands_out_what_the_peer_needs_and_masks_it_afterwards() 
 }
 
 #[tokio::test]
+async fn subscriptions_are_listed_a_page_at_a_time_in_id_order() {
+    let hub = TestHub::start().await;
+    let mut made = Vec::new();
+    for task in ["page-task-1", "page-task-2", "page-task-3"] {
+        let (status, _, created) = hub
+            .admin_post("/api/v1/subscriptions", json!({"taskId": task}).to_string())
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        made.push(created["id"].as_str().unwrap().to_string());
+    }
+    made.sort();
+    let ids = |page: &Value| -> Vec<String> {
+        page["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, first) = hub.admin_get("/api/v1/subscriptions?limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(ids(&first), made[..2]);
+    let cursor = first["nextCursor"].as_str().expect("a cursor to the rest");
+    let (_, rest) = hub
+        .admin_get(&format!("/api/v1/subscriptions?limit=2&after={cursor}"))
+        .await;
+    assert_eq!(ids(&rest), made[2..]);
+    assert!(rest.get("nextCursor").is_none(), "{rest}");
+    let (_, all) = hub.admin_get("/api/v1/subscriptions").await;
+    assert_eq!(ids(&all), made, "a page of 100 unless asked");
+    for limit in ["0", "-1", "many"] {
+        let (status, problem) = hub
+            .admin_get(&format!("/api/v1/subscriptions?limit={limit}"))
+            .await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("limit")),
+            "{limit}: {problem}"
+        );
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn pushes_in_every_sdk_style_are_accepted_and_recorded() {
     let hub = TestHub::start().await;
     let created = create_subscription(

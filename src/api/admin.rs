@@ -335,9 +335,7 @@ fn search_params(
         id_contains: params.string("q")?,
         state: params.string("state")?,
         after: params.string("after")?,
-        limit: params
-            .integer("limit")?
-            .map(|n| usize::try_from(n).unwrap_or(0)),
+        limit: limit_param(&params)?,
     })
 }
 
@@ -385,9 +383,7 @@ async fn task_events(
                 })
             })
             .transpose()?;
-        let limit = params
-            .integer("limit")?
-            .map(|n| usize::try_from(n).unwrap_or(0));
+        let limit = limit_param(&params)?;
         Ok::<_, InvalidField>((tenant, after, limit))
     })();
     let (tenant, after, limit) = match parsed {
@@ -624,6 +620,13 @@ fn delivery_filter(
     })
 }
 
+/// A listing's `limit`; one below 1 is refused by `page_limit`.
+fn limit_param(params: &Params) -> Result<Option<usize>, InvalidField> {
+    Ok(params
+        .integer("limit")?
+        .map(|n| usize::try_from(n).unwrap_or(0)))
+}
+
 fn query_params(query: std::collections::HashMap<String, String>) -> Params {
     let fields = query
         .into_iter()
@@ -640,9 +643,7 @@ async fn list_deliveries(
     let parsed = (|| {
         let tenant = resolve_tenant(None, params.string("tenant")?.as_deref())?;
         let filter = delivery_filter(tenant, &params, None)?;
-        let limit = params
-            .integer("limit")?
-            .map(|n| usize::try_from(n).unwrap_or(0));
+        let limit = limit_param(&params)?;
         let after = params.string("after")?;
         if let Some(cursor) = &after {
             uuid::Uuid::parse_str(cursor).map_err(|_| {
@@ -800,9 +801,21 @@ async fn create_subscription(
     }
 }
 
-async fn list_subscriptions(State(inbound): State<Arc<Inbound>>) -> Response {
-    match subscriptions::list(&inbound).await {
-        Ok(all) => Json(json!({ "subscriptions": all })).into_response(),
+async fn list_subscriptions(
+    State(inbound): State<Arc<Inbound>>,
+    AdminQuery(query): AdminQuery<std::collections::HashMap<String, String>>,
+) -> Response {
+    let params = query_params(query);
+    let parsed = (|| {
+        let limit = limit_param(&params)?;
+        Ok::<_, InvalidField>((params.string("after")?, limit))
+    })();
+    let (after, limit) = match parsed {
+        Ok(parsed) => parsed,
+        Err(field) => return field_problem(field),
+    };
+    match subscriptions::list(&inbound, after, limit).await {
+        Ok(page) => Json(page).into_response(),
         Err(e) => problem_for(&e),
     }
 }

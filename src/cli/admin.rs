@@ -217,7 +217,14 @@ pub async fn subscriptions(admin: AdminArgs, action: SubscriptionsAction) -> Exi
                     Err(e) => Err(e),
                 }
             }
-            SubscriptionsAction::List => client.get("/api/v1/subscriptions", &[]).await,
+            SubscriptionsAction::List { limit, after } => {
+                let mut query: Vec<(&str, String)> = limit
+                    .map(|l| ("limit", l.to_string()))
+                    .into_iter()
+                    .collect();
+                query.extend(after.map(|a| ("after", a)));
+                client.get("/api/v1/subscriptions", &query).await
+            }
             SubscriptionsAction::Show { id } => client.get(&of(&id, None), &[]).await,
             SubscriptionsAction::Delete { id } => client.delete(&of(&id, None)).await,
             SubscriptionsAction::Events { id, after, limit } => {

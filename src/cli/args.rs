@@ -183,8 +183,15 @@ pub enum SubscriptionsAction {
         #[arg(long, value_name = "JSON", conflicts_with_all = ["task_id", "token", "webhook_secret", "jwks_url", "issuer", "forward_to", "tolerance_seconds"])]
         body: Option<String>,
     },
-    /// List the subscriptions (never their secrets).
-    List,
+    /// List the subscriptions in id order (never their secrets), a page at a time.
+    List {
+        /// At most this many (1 to 1000; 100 unless set).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// The `nextCursor` of the previous page.
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// One subscription.
     Show {
         /// The subscription's id.

@@ -153,17 +153,22 @@ pub fn parse_time(field: &str, text: &str) -> Result<u64, InvalidField> {
         })
 }
 
+/// A listing's page size: `DEFAULT_LIST_LIMIT` unless asked, at most `MAX_LIST_LIMIT`.
+pub fn page_limit(limit: Option<usize>) -> Result<usize, InvalidField> {
+    match limit {
+        None => Ok(DEFAULT_LIST_LIMIT),
+        Some(0) => Err(InvalidField::new("limit", "must be at least 1")),
+        Some(n) => Ok(n.min(MAX_LIST_LIMIT)),
+    }
+}
+
 pub async fn list(
     deliveries: &Deliveries,
     filter: DeliveryFilter,
     after: Option<String>,
     limit: Option<usize>,
 ) -> Result<DeliveryPage, DomainError> {
-    let limit = match limit {
-        None => DEFAULT_LIST_LIMIT,
-        Some(0) => return Err(InvalidField::new("limit", "must be at least 1").into()),
-        Some(n) => n.min(MAX_LIST_LIMIT),
-    };
+    let limit = page_limit(limit)?;
     let found = deliveries
         .store
         .list_deliveries(filter, after, limit)

@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
-use super::deliveries::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, rfc3339};
+use super::deliveries::{page_limit, rfc3339};
 use super::{Deliveries, DomainError};
 use crate::a2a::params::InvalidField;
 use crate::a2a::version::WireVersion;
@@ -201,14 +201,6 @@ pub fn parse_config_state(field: &str, text: &str) -> Result<ConfigState, Invali
             field,
             format!("must be one of active, suspended, disabled; got {other:?}"),
         )),
-    }
-}
-
-fn page_limit(limit: Option<usize>) -> Result<usize, InvalidField> {
-    match limit {
-        None => Ok(DEFAULT_LIST_LIMIT),
-        Some(0) => Err(InvalidField::new("limit", "must be at least 1")),
-        Some(n) => Ok(n.min(MAX_LIST_LIMIT)),
     }
 }
 

@@ -132,12 +132,10 @@ pub async fn ensure_agent_pushes(
     let registered = gateway
         .services
         .store
-        .list_subscriptions()
+        .subscriptions_of_task(task_id.to_string())
         .await?
         .into_iter()
-        .any(|s| {
-            s.gateway.is_some() && s.task_id.as_deref() == Some(task_id) && s.tenant == tenant
-        });
+        .any(|s| s.gateway.is_some() && s.tenant == tenant);
     if registered {
         return Ok(());
     }

@@ -201,10 +201,10 @@ pub async fn subscription_of(
 ) -> Result<SubscriptionRecord, DomainError> {
     let mut found: Vec<SubscriptionRecord> = inbound
         .store
-        .list_subscriptions()
+        .subscriptions_of_task(task_id.to_string())
         .await?
         .into_iter()
-        .filter(|s| s.task_id.as_deref() == Some(task_id) && s.gateway.is_none())
+        .filter(|s| s.gateway.is_none())
         .collect();
     found.sort_by_key(|s| s.delegation.is_none());
     found.into_iter().next().ok_or_else(|| {

@@ -11,6 +11,7 @@ use super::remote::{self, HTTP_JSON, JSONRPC, Registration};
 use crate::a2a::params::{InvalidField, Params, check_id};
 use crate::config::Secret;
 use crate::domain::DomainError;
+use crate::domain::deliveries::page_limit;
 use crate::domain::push_configs::resolve_tenant;
 use crate::signing::webhooks;
 use crate::store::{Authentication, JwtProfile, RemoteAgent, SubscriptionRecord, now_ms};
@@ -374,9 +375,35 @@ pub async fn get(inbound: &Inbound, id: &str) -> Result<SubscriptionRecord, Doma
         .ok_or_else(|| DomainError::NotFound(format!("subscription {id:?} does not exist")))
 }
 
-pub async fn list(inbound: &Inbound) -> Result<Vec<SubscriptionView>, DomainError> {
-    let all = inbound.store.list_subscriptions().await?;
-    Ok(all.iter().map(|s| view(inbound, s)).collect())
+/// A page of the subscriptions, in id order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionPage {
+    pub subscriptions: Vec<SubscriptionView>,
+    /// The `after` of the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// The subscriptions after id `after` (from the first without it), at most `limit` of them
+/// (`page_limit`).
+pub async fn list(
+    inbound: &Inbound,
+    after: Option<String>,
+    limit: Option<usize>,
+) -> Result<SubscriptionPage, DomainError> {
+    let limit = page_limit(limit)?;
+    let found = inbound
+        .store
+        .list_subscriptions(after.unwrap_or_default(), limit)
+        .await?;
+    let next_cursor = (found.len() == limit)
+        .then(|| found.last().map(|s| s.id.clone()))
+        .flatten();
+    Ok(SubscriptionPage {
+        subscriptions: found.iter().map(|s| view(inbound, s)).collect(),
+        next_cursor,
+    })
 }
 
 /// What deleting did at the remote agent, if there was one.

@@ -418,7 +418,7 @@ impl ServerHandler for Bridge {
         let mut delegated: Vec<_> = self
             .inbound
             .store
-            .list_subscriptions()
+            .list_subscriptions(String::new(), usize::MAX)
             .await
             .map_err(|e| ErrorData::internal_error(e.to_string(), None))?
             .into_iter()

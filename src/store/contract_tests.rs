@@ -567,6 +567,87 @@ async fn an_inbound_push_is_accepted_once_and_a_forwarded_one_is_announced<B: Ba
     );
 }
 
+fn bound(id: &str, task_id: &str) -> SubscriptionRecord {
+    SubscriptionRecord {
+        task_id: Some(task_id.to_string()),
+        ..subscription(id)
+    }
+}
+
+async fn ids_of_task<B: Backend>(store: &TableStore<B>, task_id: &str) -> Vec<String> {
+    store
+        .subscriptions_of_task(task_id.into())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect()
+}
+
+async fn a_tasks_subscriptions_are_found_through_an_index_kept_by_every_change<B: Backend>(
+    store: TableStore<B>,
+) {
+    // Stored as a store from before the index would have them: no index entries at all.
+    store
+        .backend
+        .write(
+            Urgency::Now,
+            Vec::new(),
+            Box::new(|tables| {
+                for record in [
+                    bound("old-b", "t1"),
+                    bound("old-a", "t1"),
+                    bound("old-c", "t2"),
+                ] {
+                    tables.insert(
+                        Table::Subscriptions,
+                        record.id.as_bytes(),
+                        &serde_json::to_vec(&record).unwrap(),
+                    )?;
+                }
+                Ok(())
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ids_of_task(&store, "t1").await,
+        ["old-a", "old-b"],
+        "before the index is complete, every subscription is read"
+    );
+    let mut from = Some(Vec::new());
+    let mut steps = 0;
+    while let Some(start) = from {
+        from = store.index_subscriptions(start).await.unwrap();
+        steps += 1;
+    }
+    assert_eq!(steps, 1);
+    store.put_subscription(bound("new", "t1")).await.unwrap();
+    store
+        .put_subscription(subscription("any-task"))
+        .await
+        .unwrap();
+    store.put_subscription(bound("t", "t")).await.unwrap();
+    assert_eq!(ids_of_task(&store, "t1").await, ["new", "old-a", "old-b"]);
+    assert_eq!(
+        ids_of_task(&store, "t").await,
+        ["t"],
+        "a task whose id is the start of another's has only its own"
+    );
+    // Bound to another task, then deleted: the index follows.
+    store.put_subscription(bound("old-a", "t2")).await.unwrap();
+    assert!(store.delete_subscription("old-b".into()).await.unwrap());
+    assert_eq!(ids_of_task(&store, "t1").await, ["new"]);
+    assert_eq!(ids_of_task(&store, "t2").await, ["old-a", "old-c"]);
+    assert!(ids_of_task(&store, "nobody's").await.is_empty());
+    assert_eq!(
+        store.index_subscriptions(Vec::new()).await.unwrap(),
+        None,
+        "a complete index is not built again"
+    );
+}
+
 async fn signing_keys_are_replaced_and_retired_together<B: Backend>(store: TableStore<B>) {
     let key = |kid: &str| KeyRecord {
         kid: kid.to_string(),
@@ -1321,6 +1402,7 @@ contract!(
     replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_one,
     deleting_a_config_cancels_its_pending_deliveries,
     an_inbound_push_is_accepted_once_and_a_forwarded_one_is_announced,
+    a_tasks_subscriptions_are_found_through_an_index_kept_by_every_change,
     signing_keys_are_replaced_and_retired_together,
     a_follow_is_held_by_one_node_until_its_lease_ends,
     a_failing_write_leaves_nothing_behind,

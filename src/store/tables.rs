@@ -67,10 +67,14 @@ pub enum Table {
     OperatorEvents,
     /// Tenant → what a new config of the tenant starts with (its event filter).
     TenantDefaults,
+    /// (task, subscription id) → nothing: the subscriptions bound to a task, for the gateway
+    /// and the delegation tools to find a task's without reading every subscription. The empty
+    /// key marks that every subscription stored before this index existed has been added to it.
+    SubscriptionsByTask,
 }
 
 impl Table {
-    pub const ALL: [Table; 24] = [
+    pub const ALL: [Table; 25] = [
         Table::Configs,
         Table::Tasks,
         Table::Events,
@@ -95,6 +99,7 @@ impl Table {
         Table::FailingStreaks,
         Table::OperatorEvents,
         Table::TenantDefaults,
+        Table::SubscriptionsByTask,
     ];
 
     pub fn name(self) -> &'static str {
@@ -123,6 +128,7 @@ impl Table {
             Table::FailingStreaks => "failing_streaks",
             Table::OperatorEvents => "operator_events",
             Table::TenantDefaults => "tenant_defaults",
+            Table::SubscriptionsByTask => "subscriptions_by_task",
         }
     }
 

@@ -417,6 +417,7 @@ async function tasksPage() {
       h("td", {}, when(t.updatedAt))));
     const list = table(`${page.tasks.length} task${page.tasks.length === 1 ? "" : "s"}${cursor ? " (more below)" : ""}`,
       ["Task", "Tenant", "State", "Events#", "Artifacts#", "Updated"], rows);
+    results.querySelector(".actions")?.remove();
     if (more) results.append(list); else results.replaceChildren(list);
     if (cursor) results.append(h("div", { class: "actions" }, h("button", { type: "button", onclick: () => search(true).catch(handleError) }, "More tasks")));
   };
@@ -706,18 +707,29 @@ function requirements(sub) {
 }
 
 async function inboundPage() {
-  const list = await api("/api/v1/subscriptions");
-  render(
-    h("h1", {}, "Inbound subscriptions"),
-    h("p", { class: "muted" }, "Where peer agents push; each push is verified before it is accepted."),
-    table(`${list.subscriptions.length} subscription${list.subscriptions.length === 1 ? "" : "s"}`,
+  const results = h("div", { id: "subscription-results" });
+  let cursor = null;
+  const load = async (more) => {
+    const page = await api(`/api/v1/subscriptions?limit=100${more ? `&after=${encodeURIComponent(cursor)}` : ""}`);
+    cursor = page.nextCursor;
+    const count = page.subscriptions.length;
+    const list = table(`${count} subscription${count === 1 ? "" : "s"}${cursor ? " (more below)" : ""}`,
       ["Subscription", "Task", "Requires", "Forwards to", "Agent"],
-      list.subscriptions.map((sub) => h("tr", {},
+      page.subscriptions.map((sub) => h("tr", {},
         h("td", { class: "mono" }, h("a", { href: `#/inbound/${encodeURIComponent(sub.id)}` }, sub.id)),
         h("td", { class: "mono" }, sub.taskId || "any"),
         h("td", {}, requirements(sub)),
         h("td", { class: "mono" }, sub.forwardTo || "—"),
-        h("td", { class: "mono" }, sub.agent ? sub.agent.url : "—")))));
+        h("td", { class: "mono" }, sub.agent ? sub.agent.url : "—"))));
+    results.querySelector(".actions")?.remove();
+    if (more) results.append(list); else results.replaceChildren(list);
+    if (cursor) results.append(h("div", { class: "actions" }, h("button", { type: "button", onclick: () => load(true).catch(handleError) }, "More subscriptions")));
+  };
+  render(
+    h("h1", {}, "Inbound subscriptions"),
+    h("p", { class: "muted" }, "Where peer agents push; each push is verified before it is accepted."),
+    results);
+  await load(false);
 }
 
 /** Reads a server-sent event stream with the admin token (EventSource cannot send one). */

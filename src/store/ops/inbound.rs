@@ -3,6 +3,7 @@
 
 use super::events::{self, publish_one};
 use super::*;
+use crate::store::keys::parse_text_key;
 
 /// Receipts kept per subscription; older ones are dropped.
 const MAX_RECEIPTS: u64 = 1000;
@@ -297,10 +298,76 @@ fn accept_inbound_in(
     })
 }
 
-/// Removes a subscription with its events, receipts and replay cache; whether it existed.
-pub(super) fn delete_subscription_in(tables: &dyn TablesMut, id: &str) -> Result<bool, StoreError> {
-    let existed = tables.get(Table::Subscriptions, id.as_bytes())?.is_some();
+/// `Table::SubscriptionsByTask`'s key of a subscription bound to a task.
+fn by_task_key(task_id: &str, subscription_id: &str) -> Vec<u8> {
+    text_key(&[task_id, subscription_id])
+}
+
+/// `Table::SubscriptionsByTask`'s empty key: present once every subscription stored before the
+/// index existed is in it.
+const BY_TASK_COMPLETE: &[u8] = &[];
+
+/// Subscriptions indexed per step of `index_subscriptions_step`: each is unsealed, so a step
+/// stays a short write.
+const INDEX_PER_STEP: usize = 500;
+
+fn subscription_in(
+    sealing: &Sealing,
+    tables: &dyn Tables,
+    id: &str,
+) -> Result<Option<SubscriptionRecord>, StoreError> {
+    tables
+        .get(Table::Subscriptions, id.as_bytes())?
+        .map(|value| decode_record(sealing, Table::Subscriptions, &value))
+        .transpose()
+}
+
+/// Stores a subscription (new, or replacing the one with its id) and keeps the index of
+/// subscriptions by task in step.
+fn put_subscription_in(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    subscription: &SubscriptionRecord,
+) -> Result<(), StoreError> {
+    if let Some(old) = subscription_in(sealing, tables, &subscription.id)?
+        && let Some(task_id) = old
+            .task_id
+            .filter(|old| Some(old) != subscription.task_id.as_ref())
+    {
+        tables.remove(
+            Table::SubscriptionsByTask,
+            &by_task_key(&task_id, &subscription.id),
+        )?;
+    }
+    tables.insert(
+        Table::Subscriptions,
+        subscription.id.as_bytes(),
+        &encode_record(sealing, Table::Subscriptions, subscription)?,
+    )?;
+    if let Some(task_id) = &subscription.task_id {
+        tables.insert(
+            Table::SubscriptionsByTask,
+            &by_task_key(task_id, &subscription.id),
+            &[],
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes a subscription with its events, receipts, replay cache and index entry; whether it
+/// existed.
+pub(super) fn delete_subscription_in(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let Some(subscription) = subscription_in(sealing, tables, id)? else {
+        return Ok(false);
+    };
     tables.remove(Table::Subscriptions, id.as_bytes())?;
+    if let Some(task_id) = &subscription.task_id {
+        tables.remove(Table::SubscriptionsByTask, &by_task_key(task_id, id))?;
+    }
     let prefix = text_key(&[id]);
     for table in [
         Table::InboundEvents,
@@ -312,14 +379,107 @@ pub(super) fn delete_subscription_in(tables: &dyn TablesMut, id: &str) -> Result
         take_prefix(tables, table, &prefix)?;
     }
     tables.remove(Table::InboundCounters, id.as_bytes())?;
-    Ok(existed)
+    Ok(true)
+}
+
+/// The subscriptions bound to `task_id`, in id order: from the index once it is complete,
+/// else from every subscription.
+fn subscriptions_of_task_in(
+    sealing: &Sealing,
+    tables: &dyn Tables,
+    task_id: &str,
+) -> Result<Vec<SubscriptionRecord>, StoreError> {
+    let bound = |s: &SubscriptionRecord| s.task_id.as_deref() == Some(task_id);
+    if tables
+        .get(Table::SubscriptionsByTask, BY_TASK_COMPLETE)?
+        .is_none()
+    {
+        let all: Vec<SubscriptionRecord> = page(
+            tables,
+            Table::Subscriptions,
+            &[],
+            &[],
+            usize::MAX,
+            |value| decode_record(sealing, Table::Subscriptions, value),
+        )?;
+        return Ok(all.into_iter().filter(bound).collect());
+    }
+    let mut found = Vec::new();
+    for (key, _) in collect_prefix(tables, Table::SubscriptionsByTask, &text_key(&[task_id]))? {
+        let id = parse_text_key(&key)
+            .and_then(|mut parts| parts.pop())
+            .ok_or_else(|| {
+                StoreError::Corrupt("a subscription's task index key is not (task, id)".into())
+            })?;
+        // On a database each read is its own statement: one deleted in between is gone.
+        if let Some(subscription) = subscription_in(sealing, tables, &id)?.filter(bound) {
+            found.push(subscription);
+        }
+    }
+    Ok(found)
+}
+
+/// Adds up to a step's worth of subscriptions, from subscription key `from` on, to the index
+/// by task; where the next step starts, or `None` once every subscription is in it (which is
+/// then recorded).
+fn index_subscriptions_step(
+    sealing: &Sealing,
+    tables: &dyn TablesMut,
+    from: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    if tables
+        .get(Table::SubscriptionsByTask, BY_TASK_COMPLETE)?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let mut seen = Vec::new();
+    tables.scan(Table::Subscriptions, &[], from, &mut |key, value| {
+        seen.push((key.to_vec(), value.to_vec()));
+        Ok(seen.len() < INDEX_PER_STEP)
+    })?;
+    for (_, value) in &seen {
+        let subscription: SubscriptionRecord = decode_record(sealing, Table::Subscriptions, value)?;
+        if let Some(task_id) = &subscription.task_id {
+            tables.insert(
+                Table::SubscriptionsByTask,
+                &by_task_key(task_id, &subscription.id),
+                &[],
+            )?;
+        }
+    }
+    match seen.last() {
+        Some((last, _)) if seen.len() == INDEX_PER_STEP => {
+            let mut next = last.clone();
+            next.push(0);
+            Ok(Some(next))
+        }
+        _ => {
+            tables.insert(Table::SubscriptionsByTask, BY_TASK_COMPLETE, &[1])?;
+            Ok(None)
+        }
+    }
 }
 
 #[async_trait::async_trait]
 pub trait InboundStore: Send + Sync {
     async fn put_subscription(&self, subscription: SubscriptionRecord) -> Result<(), StoreError>;
     async fn get_subscription(&self, id: String) -> Result<Option<SubscriptionRecord>, StoreError>;
-    async fn list_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// Subscriptions in id order: at most `limit`, those whose id comes after `after` (from
+    /// the first if it is empty).
+    async fn list_subscriptions(
+        &self,
+        after: String,
+        limit: usize,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// The subscriptions bound to `task_id` (made for it), in id order.
+    async fn subscriptions_of_task(
+        &self,
+        task_id: String,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// One bounded step of adding the subscriptions stored before the index by task existed
+    /// to it. Start with an empty `from`, go on from each step's answer until it is `None`.
+    async fn index_subscriptions(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError>;
     /// Removes a subscription with its events, receipts and replay cache.
     async fn delete_subscription(&self, id: String) -> Result<bool, StoreError>;
     /// In one transaction: the replay check, the event, its forwarding deliveries, the receipt
@@ -351,37 +511,50 @@ pub trait InboundStore: Send + Sync {
 impl<B: Backend> InboundStore for TableStore<B> {
     async fn put_subscription(&self, subscription: SubscriptionRecord) -> Result<(), StoreError> {
         let sealing = self.sealing.clone();
-        self.write(move |tables| {
-            tables.insert(
-                Table::Subscriptions,
-                subscription.id.as_bytes(),
-                &encode_record(&sealing, Table::Subscriptions, &subscription)?,
-            )
-        })
-        .await
+        self.write(move |tables| put_subscription_in(&sealing, tables, &subscription))
+            .await
     }
 
     async fn get_subscription(&self, id: String) -> Result<Option<SubscriptionRecord>, StoreError> {
         self.record(Table::Subscriptions, id.into_bytes()).await
     }
 
-    async fn list_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StoreError> {
+    async fn list_subscriptions(
+        &self,
+        after: String,
+        limit: usize,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
         let sealing = self.sealing.clone();
         self.read(move |tables| {
-            page(
-                tables,
-                Table::Subscriptions,
-                &[],
-                &[],
-                usize::MAX,
-                |value| decode_record(&sealing, Table::Subscriptions, value),
-            )
+            let mut start = after.into_bytes();
+            if !start.is_empty() {
+                start.push(0);
+            }
+            page(tables, Table::Subscriptions, &[], &start, limit, |value| {
+                decode_record(&sealing, Table::Subscriptions, value)
+            })
         })
         .await
     }
 
+    async fn subscriptions_of_task(
+        &self,
+        task_id: String,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.read(move |tables| subscriptions_of_task_in(&sealing, tables, &task_id))
+            .await
+    }
+
+    async fn index_subscriptions(&self, from: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        let sealing = self.sealing.clone();
+        self.write_lingering(move |tables| index_subscriptions_step(&sealing, tables, &from))
+            .await
+    }
+
     async fn delete_subscription(&self, id: String) -> Result<bool, StoreError> {
-        self.write(move |tables| delete_subscription_in(tables, &id))
+        let sealing = self.sealing.clone();
+        self.write(move |tables| delete_subscription_in(&sealing, tables, &id))
             .await
     }
 

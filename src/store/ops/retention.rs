@@ -190,7 +190,7 @@ pub fn purge_intakes_step(
             }
         }
         if !live {
-            delete_subscription_in(tables, &subscription.id)?;
+            delete_subscription_in(sealing, tables, &subscription.id)?;
             step.purged += 1;
         }
     }

@@ -118,6 +118,12 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[
              REFERENCING NEW TABLE AS added
              FOR EACH STATEMENT EXECUTE FUNCTION hub_pending_rows_added();",
     ),
+    (
+        10,
+        // Filled for the subscriptions stored before it by the hub itself (they are sealed),
+        // in bounded steps after start; until then a lookup reads every subscription.
+        "CREATE TABLE hub_subscriptions_by_task (k bytea PRIMARY KEY, v bytea NOT NULL);",
+    ),
 ];
 
 /// The schema version this build writes.
