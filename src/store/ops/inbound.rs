@@ -344,14 +344,22 @@ fn put_subscription_in(
         subscription.id.as_bytes(),
         &encode_record(sealing, Table::Subscriptions, subscription)?,
     )?;
-    if let Some(task_id) = &subscription.task_id {
-        tables.insert(
+    index_by_task(tables, subscription)
+}
+
+/// Adds a subscription bound to a task to the index by task.
+fn index_by_task(
+    tables: &dyn TablesMut,
+    subscription: &SubscriptionRecord,
+) -> Result<(), StoreError> {
+    match &subscription.task_id {
+        Some(task_id) => tables.insert(
             Table::SubscriptionsByTask,
             &by_task_key(task_id, &subscription.id),
             &[],
-        )?;
+        ),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Removes a subscription with its events, receipts, replay cache and index entry; whether it
@@ -439,14 +447,10 @@ fn index_subscriptions_step(
         Ok(seen.len() < INDEX_PER_STEP)
     })?;
     for (_, value) in &seen {
-        let subscription: SubscriptionRecord = decode_record(sealing, Table::Subscriptions, value)?;
-        if let Some(task_id) = &subscription.task_id {
-            tables.insert(
-                Table::SubscriptionsByTask,
-                &by_task_key(task_id, &subscription.id),
-                &[],
-            )?;
-        }
+        index_by_task(
+            tables,
+            &decode_record(sealing, Table::Subscriptions, value)?,
+        )?;
     }
     match seen.last() {
         Some((last, _)) if seen.len() == INDEX_PER_STEP => {
