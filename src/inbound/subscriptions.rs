@@ -380,8 +380,7 @@ pub async fn get(inbound: &Inbound, id: &str) -> Result<SubscriptionRecord, Doma
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionPage {
     pub subscriptions: Vec<SubscriptionView>,
-    /// The `after` of the next page; absent on the last.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `after` of the next page; `null` on the last.
     pub next_cursor: Option<String>,
 }
 
