@@ -1232,6 +1232,69 @@ async fn a_filtered_config_gets_skipped_deliveries_and_a_new_config_its_tenants_
     );
 }
 
+async fn a_tasks_deliveries_are_listed_a_page_at_a_time_past_those_the_filter_leaves_out<
+    B: Backend,
+>(
+    store: TableStore<B>,
+) {
+    for id in ["c1", "c2"] {
+        store.put_config(config("t", id), anyone(10)).await.unwrap();
+    }
+    let earlier: Vec<NewEvent> = (0..3)
+        .map(|_| status_event("t", "TASK_STATE_WORKING"))
+        .collect();
+    store.publish(earlier).await.unwrap();
+    let between = now_ms();
+    while now_ms() == between {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    store
+        .publish(vec![status_event("t", "TASK_STATE_COMPLETED")])
+        .await
+        .unwrap();
+    let filter = |created_after_ms| DeliveryFilter {
+        tenant: String::new(),
+        task_id: Some("t".into()),
+        config_id: None,
+        state: None,
+        created_after_ms,
+        created_before_ms: None,
+    };
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_deliveries(filter(None), after, 3).await.unwrap();
+        after = page.last().map(|d| d.id.clone());
+        pages.push(page.iter().map(|d| d.id.clone()).collect::<Vec<_>>());
+        if page.len() < 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [3, 3, 2],
+        "8 deliveries"
+    );
+    let listed: Vec<String> = pages.concat();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(listed, sorted, "in id order, each once");
+    // One a page, and the first six leave the filter out: the page reads on past them.
+    let mut newer = Vec::new();
+    let mut after = None;
+    while let Some(delivery) = store
+        .list_deliveries(filter(Some(between + 1)), after.clone(), 1)
+        .await
+        .unwrap()
+        .pop()
+    {
+        after = Some(delivery.id.clone());
+        newer.push(delivery.sequence);
+    }
+    assert_eq!(newer, [4, 4], "the last event's delivery to each config");
+}
+
 async fn tasks_configs_and_events_are_browsed_in_key_order_within_a_scan_budget<B: Backend>(
     store: TableStore<B>,
 ) {
@@ -1412,6 +1475,7 @@ contract!(
     a_failing_streak_outlives_a_dead_delivery_and_is_never_extended_past_an_unseen_success,
     a_filtered_config_gets_skipped_deliveries_and_a_new_config_its_tenants_default,
     tasks_configs_and_events_are_browsed_in_key_order_within_a_scan_budget,
+    a_tasks_deliveries_are_listed_a_page_at_a_time_past_those_the_filter_leaves_out,
 );
 
 /// A schema of the test database made for one test, dropped by `drop`.

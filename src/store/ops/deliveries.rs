@@ -548,22 +548,21 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
                 let mut ids: Vec<Vec<u8>> = collect_prefix(tables, Table::Lanes, &prefix)?
                     .into_iter()
                     .map(|(_, id)| id)
+                    .filter(|id| {
+                        after
+                            .as_ref()
+                            .is_none_or(|after| id.as_slice() > after.as_bytes())
+                    })
                     .collect();
                 ids.sort();
-                for id in ids {
-                    if after
-                        .as_ref()
-                        .is_some_and(|after| id.as_slice() <= after.as_bytes())
-                    {
-                        continue;
-                    }
-                    if let Some(delivery) =
-                        get_json::<DeliveryRecord>(tables, Table::Deliveries, &id)?
-                    {
+                // Read a page's worth at a time (one statement on a database), more only
+                // while the filter leaves the page short.
+                for chunk in ids.chunks(limit.min(READ_TOGETHER)) {
+                    for delivery in deliveries_of(tables, chunk)? {
                         if filter.matches(&delivery) {
                             found.push(delivery);
                             if found.len() >= limit {
-                                break;
+                                return Ok(found);
                             }
                         }
                     }
@@ -616,6 +615,21 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
     }
 }
 
+/// Deliveries read by id at most this many at a time: a statement each on a database, where
+/// reading them one by one cost a round trip per delivery (a task's view with 20,000
+/// deliveries made 20,000 statements).
+const READ_TOGETHER: usize = 1000;
+
+/// The deliveries of `ids` that exist, in the order of `ids`.
+fn deliveries_of(tables: &dyn Tables, ids: &[Vec<u8>]) -> Result<Vec<DeliveryRecord>, StoreError> {
+    tables
+        .get_many(Table::Deliveries, ids)?
+        .into_iter()
+        .flatten()
+        .map(|value| decode(&value))
+        .collect()
+}
+
 /// A task's deliveries counted by state.
 pub(super) fn delivery_counts_in(
     tables: &dyn Tables,
@@ -623,9 +637,12 @@ pub(super) fn delivery_counts_in(
     task_id: &str,
 ) -> Result<DeliveryCounts, StoreError> {
     let mut counts = DeliveryCounts::default();
-    for (_, delivery_id) in collect_prefix(tables, Table::Lanes, &task_key(tenant, task_id))? {
-        if let Some(delivery) = get_json::<DeliveryRecord>(tables, Table::Deliveries, &delivery_id)?
-        {
+    let ids: Vec<Vec<u8>> = collect_prefix(tables, Table::Lanes, &task_key(tenant, task_id))?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    for chunk in ids.chunks(READ_TOGETHER) {
+        for delivery in deliveries_of(tables, chunk)? {
             match delivery.state {
                 DeliveryState::Pending => counts.pending += 1,
                 DeliveryState::Delivered => counts.delivered += 1,
