@@ -193,6 +193,39 @@ pub async fn delegate(
     })
 }
 
+/// Subscriptions read at a time while looking for the newest delegations.
+const SCAN_PAGE: usize = 1000;
+
+/// The subscriptions of the `limit` most recent delegations, newest first. Every subscription
+/// is read (a gateway makes one per task), a page at a time, and only the newest `limit`
+/// delegations are kept in memory meanwhile.
+pub async fn newest(
+    inbound: &Inbound,
+    limit: usize,
+) -> Result<Vec<SubscriptionRecord>, DomainError> {
+    let mut newest: Vec<SubscriptionRecord> = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = inbound
+            .store
+            .list_subscriptions(after.clone(), SCAN_PAGE)
+            .await?;
+        let full = page.len() == SCAN_PAGE;
+        if let Some(last) = page.last() {
+            after = last.id.clone();
+        }
+        newest.extend(
+            page.into_iter()
+                .filter(|s| s.delegation.is_some() && s.task_id.is_some()),
+        );
+        newest.sort_by_key(|s| std::cmp::Reverse(s.created_at_ms));
+        newest.truncate(limit);
+        if !full {
+            return Ok(newest);
+        }
+    }
+}
+
 /// The subscription that receives `task_id`'s pushes: the delegation's, else any subscription
 /// of that task.
 pub async fn subscription_of(
@@ -523,4 +556,36 @@ pub fn event_summary(record: &InboundEventRecord) -> String {
         None => "event".to_string(),
     };
     format!("#{} {}: {what}", record.sequence, record.task_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::contract_tests::subscription;
+
+    #[tokio::test]
+    async fn the_newest_delegations_are_found_among_pages_of_other_subscriptions() {
+        let inbound = super::super::tests::inbound(1.0, 1);
+        // Two and a half pages of subscriptions; every tenth a delegation, made at its number.
+        for n in 0..SCAN_PAGE * 5 / 2 {
+            let mut record = subscription(&format!("sub-{n:05}"));
+            record.task_id = Some(format!("task-{n}"));
+            record.created_at_ms = n as u64;
+            if n % 10 == 0 {
+                record.delegation = Some(Delegation {
+                    agent_url: "http://agent.example/".into(),
+                    binding: "JSONRPC".into(),
+                    context_id: None,
+                });
+            }
+            inbound.store.put_subscription(record).await.unwrap();
+        }
+        let found: Vec<String> = newest(&inbound, 3)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(found, ["sub-02490", "sub-02480", "sub-02470"]);
+    }
 }

@@ -203,7 +203,10 @@ mod tests {
 
     use super::*;
 
-    fn inbound(rate_limit_per_second: f64, rate_limit_burst: u32) -> Inbound {
+    pub(in crate::inbound) fn inbound(
+        rate_limit_per_second: f64,
+        rate_limit_burst: u32,
+    ) -> Inbound {
         let policy = Arc::new(crate::ssrf::Policy::from_settings(&Default::default()));
         let client = GuardedClient::new(policy.clone(), "test").unwrap();
         Inbound::new(

@@ -415,22 +415,14 @@ impl ServerHandler for Bridge {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let mut delegated: Vec<_> = self
-            .inbound
-            .store
-            .list_subscriptions(String::new(), usize::MAX)
+        let delegated = delegations::newest(&self.inbound, MAX_LISTED_TASKS)
             .await
-            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?
-            .into_iter()
-            .filter(|s| s.delegation.is_some())
-            .filter_map(|s| Some((s.created_at_ms, s.task_id?, s.delegation?)))
-            .collect();
-        delegated.sort_by_key(|d| std::cmp::Reverse(d.0));
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         Ok(ListResourcesResult::with_all_items(
             delegated
                 .into_iter()
-                .take(MAX_LISTED_TASKS)
-                .map(|(_, task_id, delegation)| {
+                .filter_map(|s| Some((s.task_id?, s.delegation?)))
+                .map(|(task_id, delegation)| {
                     Resource::new(task_uri(&task_id), task_id.clone())
                         .with_description(format!("task delegated to {}", delegation.agent_url))
                         .with_mime_type("application/json")

@@ -469,7 +469,7 @@ async fn deleting_a_config_cancels_its_pending_deliveries<B: Backend>(store: Tab
     assert!(more[0].deliveries.is_empty(), "no config, no delivery");
 }
 
-fn subscription(id: &str) -> SubscriptionRecord {
+pub(crate) fn subscription(id: &str) -> SubscriptionRecord {
     SubscriptionRecord {
         id: id.to_string(),
         tenant: String::new(),

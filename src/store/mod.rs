@@ -5,7 +5,7 @@
 //! state in one transaction and returns only after that transaction is on disk.
 
 #[cfg(test)]
-mod contract_tests;
+pub(crate) mod contract_tests;
 mod keys;
 #[cfg(test)]
 mod memory;
