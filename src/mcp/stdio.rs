@@ -326,6 +326,7 @@ fn sse_record(block: &[u8]) -> Option<InboundEventRecord> {
         received_at_ms: value["receivedAtMs"].as_u64().unwrap_or_default(),
         task_id: value["taskId"].as_str()?.to_string(),
         event: serde_json::value::to_raw_value(&value["event"]).ok()?,
+        receipt: None,
     })
 }
 

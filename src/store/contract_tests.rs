@@ -567,6 +567,183 @@ async fn an_inbound_push_is_accepted_once_and_a_forwarded_one_is_announced<B: Ba
     );
 }
 
+fn refused() -> ReceiptRecord {
+    ReceiptRecord {
+        verdict: "unauthorized".into(),
+        status: 401,
+        task_id: None,
+        ..push("s", "", InboundRoute::Log).receipt
+    }
+}
+
+async fn numbers<B: Backend>(
+    store: &TableStore<B>,
+    id: &str,
+    after: u64,
+    limit: usize,
+) -> Vec<(u64, String, Option<u64>)> {
+    store
+        .receipts(id.into(), after, limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.number, r.verdict, r.event_sequence))
+        .collect()
+}
+
+async fn receipts_are_numbered_across_requests_and_an_accepted_ones_is_kept_with_its_event<
+    B: Backend,
+>(
+    store: TableStore<B>,
+) {
+    store.put_subscription(subscription("s")).await.unwrap();
+    let accepted = store
+        .accept_inbound(push("s", "a", InboundRoute::Log))
+        .await
+        .unwrap();
+    assert!(matches!(
+        accepted,
+        InboundOutcome::Accepted { sequence: 1, .. }
+    ));
+    assert_eq!(
+        store
+            .add_receipt("s".into(), refused())
+            .await
+            .unwrap()
+            .number,
+        2
+    );
+    let again = store
+        .accept_inbound(push("s", "a", InboundRoute::Log))
+        .await
+        .unwrap();
+    assert!(matches!(again, InboundOutcome::Duplicate));
+    store
+        .accept_inbound(push("s", "b", InboundRoute::Log))
+        .await
+        .unwrap();
+    let all = numbers(&store, "s", 0, 10).await;
+    assert_eq!(
+        all,
+        [
+            (1, "accepted".into(), Some(1)),
+            (2, "unauthorized".into(), None),
+            (3, "duplicate".into(), None),
+            (4, "accepted".into(), Some(2)),
+        ]
+    );
+    for after in 0..=4 {
+        for limit in 1..=3 {
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|r| r.0 > after)
+                .take(limit)
+                .cloned()
+                .collect();
+            assert_eq!(
+                numbers(&store, "s", after, limit).await,
+                expected,
+                "after {after}, at most {limit}"
+            );
+        }
+    }
+    let events = store.inbound_events("s".into(), 0, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 2],
+        "events keep their own numbers"
+    );
+    // An event that retention removed takes its receipt with it.
+    store
+        .backend
+        .write(
+            Urgency::Now,
+            Vec::new(),
+            Box::new(|tables| {
+                tables.remove(
+                    Table::InboundEvents,
+                    &super::keys::with_sequence(super::keys::text_key(&["s"]), 1),
+                )
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers(&store, "s", 0, 10)
+            .await
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+
+    // A subscription from before receipts were kept with events: its accepted receipt is in
+    // the receipts table and its event has none.
+    store.put_subscription(subscription("old")).await.unwrap();
+    store
+        .backend
+        .write(
+            Urgency::Now,
+            Vec::new(),
+            Box::new(|tables| {
+                let key = |n| super::keys::with_sequence(super::keys::text_key(&["old"]), n);
+                let event = json!({"sequence": 1, "received_at_ms": 1, "task_id": "t",
+                    "event": {"statusUpdate": {"taskId": "t", "contextId": "c", "status": {"state": "TASK_STATE_WORKING"}}}});
+                tables.insert(Table::InboundEvents, &key(1), &serde_json::to_vec(&event).unwrap())?;
+                let receipt = |number, verdict: &str, event_sequence| ReceiptRecord {
+                    number,
+                    verdict: verdict.into(),
+                    event_sequence,
+                    ..refused()
+                };
+                for receipt in [receipt(1, "accepted", Some(1)), receipt(2, "unauthorized", None)] {
+                    tables.insert(
+                        Table::Receipts,
+                        &key(receipt.number),
+                        &serde_json::to_vec(&receipt).unwrap(),
+                    )?;
+                }
+                tables.insert(
+                    Table::InboundCounters,
+                    b"old",
+                    &serde_json::to_vec(&json!({"last_event": 1, "last_receipt": 2})).unwrap(),
+                )
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .accept_inbound(push("old", "new", InboundRoute::Log))
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers(&store, "old", 0, 10).await,
+        [
+            (1, "accepted".into(), Some(1)),
+            (2, "unauthorized".into(), None),
+            (3, "accepted".into(), Some(2)),
+        ]
+    );
+    assert_eq!(
+        numbers(&store, "old", 1, 1)
+            .await
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        [2]
+    );
+    assert_eq!(
+        numbers(&store, "old", 2, 10)
+            .await
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        [3]
+    );
+}
+
 fn bound(id: &str, task_id: &str) -> SubscriptionRecord {
     SubscriptionRecord {
         task_id: Some(task_id.to_string()),
@@ -1466,6 +1643,7 @@ contract!(
     deleting_a_config_cancels_its_pending_deliveries,
     an_inbound_push_is_accepted_once_and_a_forwarded_one_is_announced,
     a_tasks_subscriptions_are_found_through_an_index_kept_by_every_change,
+    receipts_are_numbered_across_requests_and_an_accepted_ones_is_kept_with_its_event,
     signing_keys_are_replaced_and_retired_together,
     a_follow_is_held_by_one_node_until_its_lease_ends,
     a_failing_write_leaves_nothing_behind,

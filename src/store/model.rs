@@ -652,6 +652,11 @@ pub struct InboundEventRecord {
     pub received_at_ms: u64,
     pub task_id: String,
     pub event: Box<RawValue>,
+    /// The receipt of the push that carried it, kept with it: one record written per accepted
+    /// push instead of two (docs/PERFORMANCE.md). Events accepted before receipts were kept
+    /// this way have none; their receipts are in the receipts table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<ReceiptRecord>,
 }
 
 /// The result of one check of an inbound request.

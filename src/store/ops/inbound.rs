@@ -42,7 +42,8 @@ fn save_counters(
     )
 }
 
-/// Numbers and stores a receipt, dropping the oldest beyond `MAX_RECEIPTS`.
+/// Numbers and stores the receipt of a request that was not accepted (an accepted push's is
+/// kept with its event), dropping those `MAX_RECEIPTS` numbers older or more.
 fn insert_receipt(
     tables: &dyn TablesMut,
     subscription_id: &str,
@@ -57,13 +58,106 @@ fn insert_receipt(
         &with_sequence(prefix.clone(), receipt.number),
         &encode(&receipt)?,
     )?;
-    if receipt.number > MAX_RECEIPTS {
-        tables.remove(
-            Table::Receipts,
-            &with_sequence(prefix, receipt.number - MAX_RECEIPTS),
-        )?;
+    // Every number below the bound, not just the one that fell out now: that one may have
+    // been an accepted push's, kept elsewhere.
+    let oldest_kept = receipt.number.saturating_sub(MAX_RECEIPTS - 1);
+    let mut dropped = Vec::new();
+    tables.scan(Table::Receipts, &prefix, &prefix, &mut |key, _| {
+        let number = sequence_of(key, &prefix)?;
+        if number < oldest_kept {
+            dropped.push(key.to_vec());
+        }
+        Ok(number < oldest_kept)
+    })?;
+    for key in dropped {
+        tables.remove(Table::Receipts, &key)?;
     }
     Ok(receipt)
+}
+
+/// The number that ends a key made by `with_sequence(prefix, number)`.
+fn sequence_of(key: &[u8], prefix: &[u8]) -> Result<u64, StoreError> {
+    key.get(prefix.len()..)
+        .and_then(|number| number.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("a numbered key does not end in its number".into()))
+}
+
+/// What bisecting the events reads of each: its receipt's number.
+#[derive(serde::Deserialize)]
+struct ReceiptStamp {
+    receipt: Option<Numbered>,
+}
+
+#[derive(serde::Deserialize)]
+struct Numbered {
+    number: u64,
+}
+
+/// The sequence from which a subscription's events carry receipts numbered above `after`.
+/// Receipts are numbered in the order of their events, and events kept before receipts were
+/// (none of theirs) come first, so the first such event is found by bisecting the sequences.
+/// Retention removes a subscription's oldest events first, so a missing one is older than
+/// any kept.
+fn first_event_receipted_after(
+    tables: &dyn Tables,
+    prefix: &[u8],
+    last_event: u64,
+    after: u64,
+) -> Result<u64, StoreError> {
+    let (mut low, mut high) = (1, last_event.saturating_add(1));
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let event = tables.get(
+            Table::InboundEvents,
+            &with_sequence(prefix.to_vec(), middle),
+        )?;
+        let above = match event {
+            Some(value) => decode::<ReceiptStamp>(&value)?
+                .receipt
+                .is_some_and(|receipt| receipt.number > after),
+            None => false,
+        };
+        if above {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    Ok(low)
+}
+
+/// The subscription's receipts numbered above `after`, oldest first, at most `limit`: those
+/// of refused and duplicate requests, and those kept with accepted events.
+fn receipts_in(
+    tables: &dyn Tables,
+    subscription_id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<ReceiptRecord>, StoreError> {
+    let prefix = text_key(&[subscription_id]);
+    let start = with_sequence(prefix.clone(), after.saturating_add(1));
+    let mut found: Vec<ReceiptRecord> =
+        page(tables, Table::Receipts, &prefix, &start, limit, decode)?;
+    let last_event = counters(tables, subscription_id)?.last_event;
+    let from = first_event_receipted_after(tables, &prefix, last_event, after)?;
+    let mut kept_with_events = 0;
+    tables.scan(
+        Table::InboundEvents,
+        &prefix,
+        &with_sequence(prefix.clone(), from),
+        &mut |_, value| {
+            let event: InboundEventRecord = decode(value)?;
+            if let Some(receipt) = event.receipt {
+                found.push(receipt);
+                kept_with_events += 1;
+            }
+            Ok(kept_with_events < limit)
+        },
+    )?;
+    found.sort_by_key(|receipt| receipt.number);
+    found.truncate(limit);
+    Ok(found)
 }
 
 /// The live replay entry of `key`, if any: until when it lasts.
@@ -233,12 +327,15 @@ fn accept_inbound_in(
     receipt.notes.extend(notes);
     counters.last_event += 1;
     let sequence = counters.last_event;
+    counters.last_receipt += 1;
+    receipt.number = counters.last_receipt;
     receipt.event_sequence = Some(sequence);
     let record = InboundEventRecord {
         sequence,
         received_at_ms: now,
         task_id: accept.task_id.clone(),
         event: accept.body.clone(),
+        receipt: Some(receipt),
     };
     tables.insert(
         Table::InboundEvents,
@@ -289,7 +386,6 @@ fn accept_inbound_in(
             Some(publish_one(sealing, tables, event, now)?)
         }
     };
-    insert_receipt(tables, &id, &mut counters, receipt)?;
     save_counters(tables, &id, &counters)?;
     Ok(InboundOutcome::Accepted {
         sequence,
@@ -614,12 +710,8 @@ impl<B: Backend> InboundStore for TableStore<B> {
         after: u64,
         limit: usize,
     ) -> Result<Vec<ReceiptRecord>, StoreError> {
-        self.read(move |tables| {
-            let prefix = text_key(&[&subscription_id]);
-            let start = with_sequence(prefix.clone(), after.saturating_add(1));
-            page(tables, Table::Receipts, &prefix, &start, limit, decode)
-        })
-        .await
+        self.read_snapshot(move |tables| receipts_in(tables, &subscription_id, after, limit))
+            .await
     }
 }
 
@@ -633,6 +725,43 @@ mod tests {
         push.replay_keys[0].expires_at_ms = expires_at_ms;
         push.replay_max_entries = 1000;
         push
+    }
+
+    #[test]
+    fn refused_receipts_go_once_a_thousand_numbers_old_even_when_accepted_pushes_took_the_numbers()
+    {
+        let tables = MemoryTables::default();
+        let mut counters = InboundCounters::default();
+        let receipt = || crate::store::contract_tests::push("s", "k", InboundRoute::Log).receipt;
+        let refuse = |counters: &mut InboundCounters| {
+            insert_receipt(&tables, "s", counters, receipt())
+                .unwrap()
+                .number
+        };
+        assert_eq!(refuse(&mut counters), 1);
+        assert_eq!(refuse(&mut counters), 2);
+        // Accepted pushes number their receipts (kept with their events) meanwhile.
+        counters.last_receipt += MAX_RECEIPTS;
+        assert_eq!(refuse(&mut counters), MAX_RECEIPTS + 3);
+        let kept: Vec<u64> = page(
+            &tables,
+            Table::Receipts,
+            &[],
+            &[],
+            10,
+            decode::<ReceiptRecord>,
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.number)
+        .collect();
+        assert_eq!(
+            kept,
+            [MAX_RECEIPTS + 3],
+            "both older ones, not only the number that fell out now"
+        );
+        assert_eq!(refuse(&mut counters), MAX_RECEIPTS + 4);
+        assert_eq!(tables.count(Table::Receipts), 2);
     }
 
     #[test]
