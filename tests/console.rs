@@ -203,11 +203,15 @@ async fn tasks_configs_and_events_are_listed_across_tasks_with_clear_errors() {
     let (status, _) = hub.admin_get("/api/v1/tasks/no-such-task/events").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // The attempt log says how a request was signed, never with what.
-    let (_, delivered) = hub
-        .admin_get("/api/v1/deliveries?taskId=list-a&state=delivered&limit=1")
-        .await;
-    let id = delivered["deliveries"][0]["id"].as_str().unwrap();
+    // The attempt log says how a request was signed, never with what. The receiver has the
+    // request before the hub has committed its outcome.
+    let id = wait_until(Duration::from_secs(10), "a delivered delivery", || async {
+        let (_, delivered) = hub
+            .admin_get("/api/v1/deliveries?taskId=list-a&state=delivered&limit=1")
+            .await;
+        delivered["deliveries"][0]["id"].as_str().map(str::to_string)
+    })
+    .await;
     let (_, detail) = hub.admin_get(&format!("/api/v1/deliveries/{id}")).await;
     let credentials = detail["attemptLog"][0]["credentials"].to_string();
     assert!(
@@ -315,14 +319,20 @@ async fn scenario(admin_token: Option<&str>, name: &str) {
         (ids.len() == 3).then_some(ids)
     })
     .await;
-    let delivered: Vec<String> = admin
-        .get(&format!("/api/v1/deliveries?taskId={TASK}&state=delivered"))
-        .await["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_string())
-        .collect();
+    // The good receiver has its requests before the hub has committed their outcomes.
+    let delivered = wait_until(Duration::from_secs(10), "three delivered", || async {
+        let page = admin
+            .get(&format!("/api/v1/deliveries?taskId={TASK}&state=delivered"))
+            .await;
+        let ids: Vec<String> = page["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect();
+        (ids.len() == 3).then_some(ids)
+    })
+    .await;
     // The receiver is back: a replay now succeeds.
     let failed_requests = flaky.received().len();
     flaky.script(|_| Reply::ok());

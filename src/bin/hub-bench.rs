@@ -287,6 +287,40 @@ impl Hub {
         let ticks = cpu_ticks(std::path::Path::new(&format!("/proc/{pid}")), false);
         (rss_kb / 1024.0, ticks / 100.0)
     }
+
+    /// Bytes the hub has had written to storage so far (its store's pages and logs; zero when
+    /// the kernel keeps no I/O accounting).
+    fn written_bytes(&self) -> f64 {
+        let io =
+            std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).unwrap_or_default();
+        io.lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// The store commits `hubs` have made so far and the seconds they took, from their metrics.
+async fn commit_totals(http: &reqwest::Client, hubs: &[Hub]) -> (f64, f64) {
+    let mut totals = (0.0, 0.0);
+    for hub in hubs {
+        let Ok(answer) = http
+            .get(format!("http://{}/metrics", hub.admin))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let text = answer.text().await.unwrap_or_default();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        totals.0 += value("a2a_push_hub_store_commit_seconds_count ");
+        totals.1 += value("a2a_push_hub_store_commit_seconds_sum ");
+    }
+    totals
 }
 
 /// The largest peak RSS of `hubs` (MiB) and their CPU seconds together.
@@ -691,6 +725,8 @@ impl Run {
         let count = self.events.len() as u64;
         sink.reset();
         let (_, cpu_before) = usage(&hubs);
+        let written_before: f64 = hubs.iter().map(Hub::written_bytes).sum();
+        let commits_before = commit_totals(http, &hubs).await;
         let database_before = database_usage();
         let started = Instant::now();
         let accept_us = publish_to(http, target, self.events.clone(), 1, self.clients).await;
@@ -698,12 +734,21 @@ impl Run {
         let complete = wait_for(sink, count, Duration::from_secs(300)).await;
         let elapsed = started.elapsed().as_secs_f64();
         let (rss, cpu_after) = usage(&hubs);
+        let written = hubs.iter().map(Hub::written_bytes).sum::<f64>() - written_before;
+        let commits_after = commit_totals(http, &hubs).await;
+        let (commits, commit_s) = (
+            commits_after.0 - commits_before.0,
+            commits_after.1 - commits_before.1,
+        );
         let arrived = sink.arrived.load(Ordering::SeqCst) as f64;
         let mut hub_result = json!({"events": count, "clients": self.clients, "complete": complete,
             "accepted_per_s": (count as f64 / accepted_s).round(), "delivered_per_s": (arrived / elapsed).round(),
             "accept_latency": percentiles(&mut accept_us.clone()),
             "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "hub_peak_rss_mib": rss,
-            "hub_cpu_s": cpu_after - cpu_before, "hub_cpu_us_per_event": ((cpu_after - cpu_before) * 1e6 / count as f64).round()});
+            "hub_cpu_s": cpu_after - cpu_before, "hub_cpu_us_per_event": ((cpu_after - cpu_before) * 1e6 / count as f64).round(),
+            "hub_written_kib_per_event": (written / 1024.0 / count as f64 * 10.0).round() / 10.0,
+            "store_commits_per_event": (commits / count as f64 * 1000.0).round() / 1000.0,
+            "store_writer_us_per_event": (commit_s * 1e6 / count as f64).round()});
         drop(hubs);
         if database_before.is_some() {
             // The hubs' sessions closed: their counters reach the statistics within a second.
