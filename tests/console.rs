@@ -209,7 +209,9 @@ async fn tasks_configs_and_events_are_listed_across_tasks_with_clear_errors() {
         let (_, delivered) = hub
             .admin_get("/api/v1/deliveries?taskId=list-a&state=delivered&limit=1")
             .await;
-        delivered["deliveries"][0]["id"].as_str().map(str::to_string)
+        delivered["deliveries"][0]["id"]
+            .as_str()
+            .map(str::to_string)
     })
     .await;
     let (_, detail) = hub.admin_get(&format!("/api/v1/deliveries/{id}")).await;
@@ -259,6 +261,25 @@ impl Admin<'_> {
         self.call(reqwest::Method::GET, path, None).await
     }
 
+    /// The ids of `task`'s deliveries in `state` once there are `count` of them: the receiver
+    /// has a request before the hub has committed its outcome.
+    async fn wait_for_deliveries(&self, task: &str, state: &str, count: usize) -> Vec<String> {
+        let what = format!("{count} {state} deliveries");
+        wait_until(Duration::from_secs(20), &what, || async {
+            let page = self
+                .get(&format!("/api/v1/deliveries?taskId={task}&state={state}"))
+                .await;
+            let ids: Vec<String> = page["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_string())
+                .collect();
+            (ids.len() == count).then_some(ids)
+        })
+        .await
+    }
+
     async fn post(&self, path: &str, body: Value) -> Value {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
@@ -306,33 +327,8 @@ async fn scenario(admin_token: Option<&str>, name: &str) {
         admin.post("/api/v1/events", event).await;
     }
     good.wait_for(3, Duration::from_secs(10)).await;
-    let dead = wait_until(Duration::from_secs(20), "three dead deliveries", || async {
-        let page = admin
-            .get(&format!("/api/v1/deliveries?taskId={TASK}&state=dead"))
-            .await;
-        let ids: Vec<String> = page["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["id"].as_str().unwrap().to_string())
-            .collect();
-        (ids.len() == 3).then_some(ids)
-    })
-    .await;
-    // The good receiver has its requests before the hub has committed their outcomes.
-    let delivered = wait_until(Duration::from_secs(10), "three delivered", || async {
-        let page = admin
-            .get(&format!("/api/v1/deliveries?taskId={TASK}&state=delivered"))
-            .await;
-        let ids: Vec<String> = page["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["id"].as_str().unwrap().to_string())
-            .collect();
-        (ids.len() == 3).then_some(ids)
-    })
-    .await;
+    let dead = admin.wait_for_deliveries(TASK, "dead", 3).await;
+    let delivered = admin.wait_for_deliveries(TASK, "delivered", 3).await;
     // The receiver is back: a replay now succeeds.
     let failed_requests = flaky.received().len();
     flaky.script(|_| Reply::ok());
