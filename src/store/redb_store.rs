@@ -37,6 +37,38 @@ fn replay_value(bytes: &[u8]) -> Result<u64, StoreError> {
 /// The embedded store's file in its folder (`store.path`).
 pub const REDB_FILE: &str = "hub.redb";
 
+/// The layout of the file's tables this build reads and writes. A build that changes it (how
+/// records are keyed, which tree holds them) raises it and moves an older file's records at
+/// open; a file of a newer layout is refused, so that going back to an earlier build never
+/// serves a store it would read as empty or write beside records it cannot see.
+const FORMAT: u64 = 1;
+const FORMAT_TABLE: TableDefinition<&str, u64> = TableDefinition::new("hub_format");
+const FORMAT_KEY: &str = "layout";
+
+/// Records the file's layout, or refuses a file of a newer one.
+fn check_format(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
+    let mut table = txn.open_table(FORMAT_TABLE).map_err(StoreError::storage)?;
+    let found = table
+        .get(FORMAT_KEY)
+        .map_err(StoreError::storage)?
+        .map(|v| v.value());
+    match found {
+        Some(layout) if layout > FORMAT => Err(StoreError::Storage(format!(
+            "the store file {} has layout {layout}, newer than this hub reads ({FORMAT}): run the \
+             newer hub that wrote it, or restore a backup into an empty folder",
+            path.display()
+        ))),
+        Some(_) => Ok(()),
+        // A new file, or one from before the layout was recorded: the same tables.
+        None => {
+            table
+                .insert(FORMAT_KEY, FORMAT)
+                .map_err(StoreError::storage)?;
+            Ok(())
+        }
+    }
+}
+
 /// The embedded store: the hub's store on a redb file.
 pub type RedbStore = TableStore<RedbBackend>;
 
@@ -81,6 +113,8 @@ impl RedbBackend {
                 StoreError::Storage(format!("cannot open store file {}: {e}", path.display()))
             })?;
         let txn = db.begin_write().map_err(StoreError::storage)?;
+        // Before anything is created: a newer file is left as it is.
+        check_format(&txn, &path)?;
         for table in Table::ALL {
             if table == Table::Replay {
                 txn.open_table(REPLAY).map_err(StoreError::storage)?;
@@ -369,4 +403,66 @@ fn commit_batch(db: &Database, batch: Vec<Job>) {
         Err(writer::batch_failed())
     };
     writer::complete(completions, outcome);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout_of(dir: &Path) -> Option<u64> {
+        let db = Database::open(dir.join(REDB_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(FORMAT_TABLE).ok()?;
+        table.get(FORMAT_KEY).unwrap().map(|v| v.value())
+    }
+
+    fn set_layout(dir: &Path, layout: Option<u64>) {
+        let db = Database::open(dir.join(REDB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        match layout {
+            Some(layout) => {
+                txn.open_table(FORMAT_TABLE)
+                    .unwrap()
+                    .insert(FORMAT_KEY, layout)
+                    .unwrap();
+            }
+            None => {
+                txn.delete_table(FORMAT_TABLE).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        RedbStore::open_sealed(dir, Sealing::none(), 1 << 20)
+    }
+
+    async fn stop(store: RedbStore) {
+        store.backend.writer.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_file_records_its_layout_and_one_of_a_newer_layout_is_refused_untouched() {
+        use crate::store::InboundStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        stop(store).await;
+        assert_eq!(layout_of(dir.path()), Some(FORMAT), "a new file is marked");
+
+        // A file from before the layout was recorded opens and is marked.
+        set_layout(dir.path(), None);
+        let store = open(dir.path()).unwrap();
+        assert!(store.get_subscription("s".into()).await.unwrap().is_none());
+        stop(store).await;
+        assert_eq!(layout_of(dir.path()), Some(FORMAT));
+
+        set_layout(dir.path(), Some(FORMAT + 1));
+        let error = open(dir.path()).err().expect("a newer layout is refused");
+        let message = error.to_string();
+        assert!(
+            message.contains("newer than this hub reads") && message.contains(REDB_FILE),
+            "{message}"
+        );
+        assert_eq!(layout_of(dir.path()), Some(FORMAT + 1), "left as it was");
+    }
 }
