@@ -323,11 +323,45 @@ async fn commit_totals(http: &reqwest::Client, hubs: &[Hub]) -> (f64, f64) {
     totals
 }
 
+/// What the hubs' stores have done so far: bytes written, commits made and the writer's
+/// seconds, whose differences per event show what one event costs the store.
+struct StoreWork {
+    written: f64,
+    commits: f64,
+    commit_s: f64,
+}
+
+impl StoreWork {
+    async fn read(http: &reqwest::Client, hubs: &[Hub]) -> StoreWork {
+        let (commits, commit_s) = commit_totals(http, hubs).await;
+        StoreWork {
+            written: hubs.iter().map(Hub::written_bytes).sum(),
+            commits,
+            commit_s,
+        }
+    }
+
+    /// The store's work from `before` to `self`, per one of `events`.
+    fn per_event(&self, before: &StoreWork, events: u64) -> Value {
+        let events = events.max(1) as f64;
+        json!({"hub_written_kib_per_event": ((self.written - before.written) / 1024.0 / events * 10.0).round() / 10.0,
+            "store_commits_per_event": ((self.commits - before.commits) / events * 1000.0).round() / 1000.0,
+            "store_writer_us_per_event": ((self.commit_s - before.commit_s) * 1e6 / events).round()})
+    }
+}
+
 /// The largest peak RSS of `hubs` (MiB) and their CPU seconds together.
 fn usage(hubs: &[Hub]) -> (f64, f64) {
     hubs.iter()
         .map(Hub::usage)
         .fold((0.0, 0.0), |(rss, cpu), (r, c)| (rss.max(r), cpu + c))
+}
+
+/// `into` with `fields`' entries added (both JSON objects).
+fn merge(into: &mut Value, fields: Value) {
+    if let (Some(into), Value::Object(fields)) = (into.as_object_mut(), fields) {
+        into.extend(fields);
+    }
 }
 
 fn event(task: &str, n: usize) -> Value {
@@ -505,6 +539,7 @@ async fn throughput(
     let deliveries = (events.len() * configs) as u64;
     sink.reset();
     let (_, cpu_before) = hub.usage();
+    let store_before = StoreWork::read(http, std::slice::from_ref(&hub)).await;
     let started = Instant::now();
     publish(
         http,
@@ -518,8 +553,13 @@ async fn throughput(
     let elapsed = started.elapsed().as_secs_f64();
     let (rss, cpu_after) = hub.usage();
     let rate = sink.arrived.load(Ordering::SeqCst) as f64 / elapsed;
-    let hub_result = json!({"deliveries": deliveries, "complete": complete, "delivered_per_s": rate.round(),
+    let mut hub_result = json!({"deliveries": deliveries, "complete": complete, "delivered_per_s": rate.round(),
         "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "hub_peak_rss_mib": rss, "hub_cpu_s": cpu_after - cpu_before});
+    // Per delivery: a fan-out's event is counted once per config.
+    let store_work = StoreWork::read(http, std::slice::from_ref(&hub))
+        .await
+        .per_event(&store_before, deliveries);
+    merge(&mut hub_result, store_work);
     drop(hub);
     // As many direct posts as the hub made deliveries (at most 50,000), with the same bodies.
     let direct = events
@@ -725,8 +765,7 @@ impl Run {
         let count = self.events.len() as u64;
         sink.reset();
         let (_, cpu_before) = usage(&hubs);
-        let written_before: f64 = hubs.iter().map(Hub::written_bytes).sum();
-        let commits_before = commit_totals(http, &hubs).await;
+        let store_before = StoreWork::read(http, &hubs).await;
         let database_before = database_usage();
         let started = Instant::now();
         let accept_us = publish_to(http, target, self.events.clone(), 1, self.clients).await;
@@ -734,21 +773,16 @@ impl Run {
         let complete = wait_for(sink, count, Duration::from_secs(300)).await;
         let elapsed = started.elapsed().as_secs_f64();
         let (rss, cpu_after) = usage(&hubs);
-        let written = hubs.iter().map(Hub::written_bytes).sum::<f64>() - written_before;
-        let commits_after = commit_totals(http, &hubs).await;
-        let (commits, commit_s) = (
-            commits_after.0 - commits_before.0,
-            commits_after.1 - commits_before.1,
-        );
+        let store_work = StoreWork::read(http, &hubs)
+            .await
+            .per_event(&store_before, count);
         let arrived = sink.arrived.load(Ordering::SeqCst) as f64;
         let mut hub_result = json!({"events": count, "clients": self.clients, "complete": complete,
             "accepted_per_s": (count as f64 / accepted_s).round(), "delivered_per_s": (arrived / elapsed).round(),
             "accept_latency": percentiles(&mut accept_us.clone()),
             "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "hub_peak_rss_mib": rss,
-            "hub_cpu_s": cpu_after - cpu_before, "hub_cpu_us_per_event": ((cpu_after - cpu_before) * 1e6 / count as f64).round(),
-            "hub_written_kib_per_event": (written / 1024.0 / count as f64 * 10.0).round() / 10.0,
-            "store_commits_per_event": (commits / count as f64 * 1000.0).round() / 1000.0,
-            "store_writer_us_per_event": (commit_s * 1e6 / count as f64).round()});
+            "hub_cpu_s": cpu_after - cpu_before, "hub_cpu_us_per_event": ((cpu_after - cpu_before) * 1e6 / count as f64).round()});
+        merge(&mut hub_result, store_work);
         drop(hubs);
         if database_before.is_some() {
             // The hubs' sessions closed: their counters reach the statistics within a second.
@@ -788,6 +822,7 @@ async fn fixed_rate(
     }
     sink.reset();
     let (_, cpu_before) = hub.usage();
+    let store_before = StoreWork::read(http, std::slice::from_ref(&hub)).await;
     let ticks_per_s = 1000;
     let per_tick = per_second / ticks_per_s;
     let url = match sending {
@@ -838,9 +873,15 @@ async fn fixed_rate(
     };
     let complete = wait_for(sink, accepted as u64, Duration::from_secs(60)).await;
     let (rss, cpu_after) = hub.usage();
-    json!({"events_per_s": per_second, "seconds": seconds, "sent": sent, "accepted": accepted, "complete": complete,
+    let hubs = [hub];
+    let store_work = StoreWork::read(http, &hubs)
+        .await
+        .per_event(&store_before, accepted as u64);
+    let mut result = json!({"events_per_s": per_second, "seconds": seconds, "sent": sent, "accepted": accepted, "complete": complete,
         "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "intake_latency": percentiles(&mut intake_us),
-        "hub_peak_rss_mib": rss, "hub_cpu_s": cpu_after - cpu_before})
+        "hub_peak_rss_mib": rss, "hub_cpu_s": cpu_after - cpu_before});
+    merge(&mut result, store_work);
+    result
 }
 
 /// (d): `tasks` × `per_task` deliveries queued for a receiver that is down; the hub's RSS
