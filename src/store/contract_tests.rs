@@ -871,7 +871,11 @@ async fn a_failing_write_leaves_nothing_behind<B: Backend>(store: TableStore<B>)
             Urgency::Now,
             Vec::new(),
             Box::new(|tables| {
-                tables.insert(Table::Tasks, b"written-then-failed", b"{}")?;
+                tables.insert(
+                    Table::Tasks,
+                    &super::keys::text_key(&["", "written-then-failed"]),
+                    b"{}",
+                )?;
                 Err(StoreError::Corrupt("a record does not decode".into()))
             }),
             None,
@@ -881,7 +885,10 @@ async fn a_failing_write_leaves_nothing_behind<B: Backend>(store: TableStore<B>)
     let left = store
         .backend
         .read(Box::new(|tables| {
-            tables.get(Table::Tasks, b"written-then-failed")
+            tables.get(
+                Table::Tasks,
+                &super::keys::text_key(&["", "written-then-failed"]),
+            )
         }))
         .await
         .unwrap();

@@ -12,6 +12,7 @@ mod memory;
 mod model;
 mod ops;
 mod postgres;
+mod redb_layout;
 mod redb_store;
 mod sealing;
 mod tables;

@@ -13,18 +13,20 @@ use ::redb::{
 
 use super::StoreError;
 use super::ops::{AfterCommit, Backend, ReadJob, TableStore, Urgency, WriteJob};
+use super::redb_layout::{self, Group, grouped};
 use super::sealing::Sealing;
 use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 use super::writer::{self, Job, Writer};
 
 type Bytes = &'static [u8];
 
-/// Every table holds bytes but the replay table, whose values are times (u64): it was
-/// created that way, and the format of existing store files is kept.
+/// The tree of a table kept on its own.
 fn bytes_definition(table: Table) -> TableDefinition<'static, Bytes, Bytes> {
     TableDefinition::new(table.name())
 }
 
+/// The replay table's tree in layout 1, whose values were times (u64); in layout 2 the table
+/// is grouped, its values the same times as 8 bytes big-endian.
 const REPLAY: TableDefinition<Bytes, u64> = TableDefinition::new("replay");
 
 fn replay_value(bytes: &[u8]) -> Result<u64, StoreError> {
@@ -40,8 +42,9 @@ pub const REDB_FILE: &str = "hub.redb";
 /// The layout of the file's tables this build reads and writes. A build that changes it (how
 /// records are keyed, which tree holds them) raises it and moves an older file's records at
 /// open; a file of a newer layout is refused, so that going back to an earlier build never
-/// serves a store it would read as empty or write beside records it cannot see.
-const FORMAT: u64 = 1;
+/// serves a store it would read as empty or write beside records it cannot see. Layout 1 kept
+/// every table in a tree of its own; layout 2 groups some by owner (`redb_layout.rs`).
+const FORMAT: u64 = 2;
 const FORMAT_TABLE: TableDefinition<&str, u64> = TableDefinition::new("hub_format");
 const FORMAT_KEY: &str = "layout";
 
@@ -58,9 +61,11 @@ fn check_format(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
              newer hub that wrote it, or restore a backup into an empty folder",
             path.display()
         ))),
-        Some(_) => Ok(()),
-        // A new file, or one from before the layout was recorded: the same tables.
-        None => {
+        Some(FORMAT) => Ok(()),
+        // A new file, an older layout, or a file from before the layout was recorded (layout
+        // 1). Recorded before the records move, so that the builds of layout 1 refuse the
+        // file from then on; the move goes on at each open until the old trees are gone.
+        _ => {
             table
                 .insert(FORMAT_KEY, FORMAT)
                 .map_err(StoreError::storage)?;
@@ -115,13 +120,21 @@ impl RedbBackend {
         let txn = db.begin_write().map_err(StoreError::storage)?;
         // Before anything is created: a newer file is left as it is.
         check_format(&txn, &path)?;
-        for table in Table::ALL {
-            if table == Table::Replay {
-                txn.open_table(REPLAY).map_err(StoreError::storage)?;
-            } else {
-                txn.open_table(bytes_definition(table))
-                    .map_err(StoreError::storage)?;
-            }
+        txn.commit().map_err(StoreError::storage)?;
+        let moved = redb_layout::move_into_groups(&db, REPLAY)?;
+        if moved > 0 {
+            tracing::info!(
+                records = moved,
+                "the store's records moved to the grouped layout"
+            );
+        }
+        let txn = db.begin_write().map_err(StoreError::storage)?;
+        for table in Table::ALL.into_iter().filter(|t| grouped(*t).is_none()) {
+            txn.open_table(bytes_definition(table))
+                .map_err(StoreError::storage)?;
+        }
+        for group in Group::ALL {
+            txn.open_table(group.tree()).map_err(StoreError::storage)?;
         }
         txn.commit().map_err(StoreError::storage)?;
         let db = Arc::new(db);
@@ -200,51 +213,74 @@ fn scan_table<V: ::redb::Value + 'static>(
     Ok(())
 }
 
-/// A read transaction's tables, each opened on first use.
+/// A read transaction's trees, each opened on first use.
 struct RedbRead<'t> {
     txn: &'t ReadTransaction,
-    bytes: [OnceCell<ReadOnlyTable<Bytes, Bytes>>; Table::ALL.len()],
-    replay: OnceCell<ReadOnlyTable<Bytes, u64>>,
+    own: [OnceCell<ReadOnlyTable<Bytes, Bytes>>; Table::ALL.len()],
+    groups: [OnceCell<ReadOnlyTable<Bytes, Bytes>>; Group::ALL.len()],
 }
 
 impl<'t> RedbRead<'t> {
     fn new(txn: &'t ReadTransaction) -> Self {
         RedbRead {
             txn,
-            bytes: std::array::from_fn(|_| OnceCell::new()),
-            replay: OnceCell::new(),
+            own: std::array::from_fn(|_| OnceCell::new()),
+            groups: std::array::from_fn(|_| OnceCell::new()),
         }
     }
 
-    fn bytes(&self, table: Table) -> Result<&ReadOnlyTable<Bytes, Bytes>, StoreError> {
-        let cell = &self.bytes[table.index()];
+    /// The tree that holds `table`'s records.
+    fn tree(&self, table: Table) -> Result<&ReadOnlyTable<Bytes, Bytes>, StoreError> {
+        let (cell, definition) = match grouped(table) {
+            Some(g) => (&self.groups[g.group.index()], g.group.tree()),
+            None => (&self.own[table.index()], bytes_definition(table)),
+        };
         if let Some(open) = cell.get() {
             return Ok(open);
         }
         let open = self
             .txn
-            .open_table(bytes_definition(table))
+            .open_table(definition)
             .map_err(StoreError::storage)?;
         Ok(cell.get_or_init(|| open))
     }
+}
 
-    fn replay(&self) -> Result<&ReadOnlyTable<Bytes, u64>, StoreError> {
-        if let Some(open) = self.replay.get() {
-            return Ok(open);
-        }
-        let open = self.txn.open_table(REPLAY).map_err(StoreError::storage)?;
-        Ok(self.replay.get_or_init(|| open))
+/// A table's entry in its tree.
+fn get_in(
+    tree: &impl ReadableTable<Bytes, Bytes>,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let tree_key = match grouped(table) {
+        Some(g) => match g.tree_key(key) {
+            Some(tree_key) => std::borrow::Cow::Owned(tree_key),
+            // No record can have a key without an owner.
+            None => return Ok(None),
+        },
+        None => std::borrow::Cow::Borrowed(key),
+    };
+    let found = tree.get(&*tree_key).map_err(StoreError::storage)?;
+    Ok(found.map(|v| v.value().to_vec()))
+}
+
+/// A table's entries in its tree, as `Tables::scan`.
+fn scan_in(
+    tree: &impl ReadableTable<Bytes, Bytes>,
+    table: Table,
+    prefix: &[u8],
+    start: &[u8],
+    visit: Visit<'_>,
+) -> Result<(), StoreError> {
+    match grouped(table) {
+        Some(g) => g.scan(tree, prefix, start, visit),
+        None => scan_table(tree, prefix, start, |v| v.to_vec(), visit),
     }
 }
 
 impl Tables for RedbRead<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if table == Table::Replay {
-            let found = self.replay()?.get(key).map_err(StoreError::storage)?;
-            return Ok(found.map(|v| v.value().to_be_bytes().to_vec()));
-        }
-        let found = self.bytes(table)?.get(key).map_err(StoreError::storage)?;
-        Ok(found.map(|v| v.value().to_vec()))
+        get_in(self.tree(table)?, table, key)
     }
 
     fn scan(
@@ -254,56 +290,43 @@ impl Tables for RedbRead<'_> {
         start: &[u8],
         visit: Visit<'_>,
     ) -> Result<(), StoreError> {
-        if table == Table::Replay {
-            return scan_table(
-                self.replay()?,
-                prefix,
-                start,
-                |v| v.to_be_bytes().to_vec(),
-                visit,
-            );
-        }
-        scan_table(self.bytes(table)?, prefix, start, |v| v.to_vec(), visit)
+        scan_in(self.tree(table)?, table, prefix, start, visit)
     }
 }
 
-type WriteTable<'t, V> = RefCell<::redb::Table<'t, Bytes, V>>;
+type WriteTable<'t> = RefCell<::redb::Table<'t, Bytes, Bytes>>;
 
-/// A write transaction's tables, each opened on first use. Writing to a table while it is
-/// being scanned is refused (an error, never a panic).
+/// A write transaction's trees, each opened on first use. Writing to a tree while it is being
+/// scanned is refused (an error, never a panic): the tables of a group share theirs.
 struct RedbWrite<'t> {
     txn: &'t WriteTransaction,
-    bytes: [OnceCell<WriteTable<'t, Bytes>>; Table::ALL.len()],
-    replay: OnceCell<WriteTable<'t, u64>>,
+    own: [OnceCell<WriteTable<'t>>; Table::ALL.len()],
+    groups: [OnceCell<WriteTable<'t>>; Group::ALL.len()],
 }
 
 impl<'t> RedbWrite<'t> {
     fn new(txn: &'t WriteTransaction) -> Self {
         RedbWrite {
             txn,
-            bytes: std::array::from_fn(|_| OnceCell::new()),
-            replay: OnceCell::new(),
+            own: std::array::from_fn(|_| OnceCell::new()),
+            groups: std::array::from_fn(|_| OnceCell::new()),
         }
     }
 
-    fn bytes(&self, table: Table) -> Result<&WriteTable<'t, Bytes>, StoreError> {
-        let cell = &self.bytes[table.index()];
+    /// The tree that holds `table`'s records.
+    fn tree(&self, table: Table) -> Result<&WriteTable<'t>, StoreError> {
+        let (cell, definition) = match grouped(table) {
+            Some(g) => (&self.groups[g.group.index()], g.group.tree()),
+            None => (&self.own[table.index()], bytes_definition(table)),
+        };
         if let Some(open) = cell.get() {
             return Ok(open);
         }
         let open = self
             .txn
-            .open_table(bytes_definition(table))
+            .open_table(definition)
             .map_err(StoreError::storage)?;
         Ok(cell.get_or_init(|| RefCell::new(open)))
-    }
-
-    fn replay(&self) -> Result<&WriteTable<'t, u64>, StoreError> {
-        if let Some(open) = self.replay.get() {
-            return Ok(open);
-        }
-        let open = self.txn.open_table(REPLAY).map_err(StoreError::storage)?;
-        Ok(self.replay.get_or_init(|| RefCell::new(open)))
     }
 }
 
@@ -316,17 +339,11 @@ fn busy_table(table: Table) -> StoreError {
 
 impl Tables for RedbWrite<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if table == Table::Replay {
-            let open = self.replay()?.try_borrow().map_err(|_| busy_table(table))?;
-            let found = open.get(key).map_err(StoreError::storage)?;
-            return Ok(found.map(|v| v.value().to_be_bytes().to_vec()));
-        }
-        let open = self
-            .bytes(table)?
+        let tree = self
+            .tree(table)?
             .try_borrow()
             .map_err(|_| busy_table(table))?;
-        let found = open.get(key).map_err(StoreError::storage)?;
-        Ok(found.map(|v| v.value().to_vec()))
+        get_in(&*tree, table, key)
     }
 
     fn scan(
@@ -336,51 +353,51 @@ impl Tables for RedbWrite<'_> {
         start: &[u8],
         visit: Visit<'_>,
     ) -> Result<(), StoreError> {
-        if table == Table::Replay {
-            let open = self.replay()?.try_borrow().map_err(|_| busy_table(table))?;
-            return scan_table(&*open, prefix, start, |v| v.to_be_bytes().to_vec(), visit);
-        }
-        let open = self
-            .bytes(table)?
+        let tree = self
+            .tree(table)?
             .try_borrow()
             .map_err(|_| busy_table(table))?;
-        scan_table(&*open, prefix, start, |v| v.to_vec(), visit)
+        scan_in(&*tree, table, prefix, start, visit)
     }
 }
 
 impl TablesMut for RedbWrite<'_> {
     fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         if table == Table::Replay {
-            let mut open = self
-                .replay()?
-                .try_borrow_mut()
-                .map_err(|_| busy_table(table))?;
-            open.insert(key, replay_value(value)?)
-                .map_err(StoreError::storage)?;
-            return Ok(());
+            replay_value(value)?;
         }
-        let mut open = self
-            .bytes(table)?
+        let mut tree = self
+            .tree(table)?
             .try_borrow_mut()
             .map_err(|_| busy_table(table))?;
-        open.insert(key, value).map_err(StoreError::storage)?;
+        let tree_key = match grouped(table) {
+            Some(g) => std::borrow::Cow::Owned(g.tree_key(key).ok_or_else(|| {
+                StoreError::Storage(format!(
+                    "a key of {} bytes for table {} names no owner",
+                    key.len(),
+                    table.name()
+                ))
+            })?),
+            None => std::borrow::Cow::Borrowed(key),
+        };
+        tree.insert(&*tree_key, value)
+            .map_err(StoreError::storage)?;
         Ok(())
     }
 
     fn remove(&self, table: Table, key: &[u8]) -> Result<(), StoreError> {
-        if table == Table::Replay {
-            let mut open = self
-                .replay()?
-                .try_borrow_mut()
-                .map_err(|_| busy_table(table))?;
-            open.remove(key).map_err(StoreError::storage)?;
-            return Ok(());
-        }
-        let mut open = self
-            .bytes(table)?
+        let mut tree = self
+            .tree(table)?
             .try_borrow_mut()
             .map_err(|_| busy_table(table))?;
-        open.remove(key).map_err(StoreError::storage)?;
+        let tree_key = match grouped(table) {
+            Some(g) => match g.tree_key(key) {
+                Some(tree_key) => std::borrow::Cow::Owned(tree_key),
+                None => return Ok(()),
+            },
+            None => std::borrow::Cow::Borrowed(key),
+        };
+        tree.remove(&*tree_key).map_err(StoreError::storage)?;
         Ok(())
     }
 }
@@ -439,6 +456,214 @@ mod tests {
 
     async fn stop(store: RedbStore) {
         store.backend.writer.stop().await;
+    }
+
+    use ::redb::TableHandle;
+
+    use crate::store::BackupStore;
+    use crate::store::keys::{text_key, with_sequence};
+    use crate::store::ops::Backend;
+
+    /// Records of every grouped table (and two kept on their own) for owners whose keys sort
+    /// differently as bytes and as text parts, with more events than one move batch.
+    fn layout_1_records() -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+        let mut records = Vec::new();
+        for (tenant, task) in [("", "t1"), ("", "t10"), ("", "t2"), ("acme", "t1")] {
+            let task_key = text_key(&[tenant, task]);
+            records.push((
+                Table::Tasks,
+                task_key.clone(),
+                format!("task {tenant}/{task}").into_bytes(),
+            ));
+            let events = if task == "t10" { 10_050 } else { 3 };
+            for n in 1..=events {
+                records.push((
+                    Table::Events,
+                    with_sequence(task_key.clone(), n),
+                    n.to_be_bytes().to_vec(),
+                ));
+            }
+            for config in ["a", "b"] {
+                let lane = text_key(&[tenant, task, config]);
+                records.push((Table::Lanes, with_sequence(lane.clone(), 1), b"d1".to_vec()));
+                records.push((Table::Configs, lane, b"config".to_vec()));
+            }
+        }
+        for subscription in ["s", "s-long", "r"] {
+            let owner = text_key(&[subscription]);
+            records.push((
+                Table::InboundCounters,
+                subscription.as_bytes().to_vec(),
+                b"{}".to_vec(),
+            ));
+            records.push((
+                Table::InboundTasks,
+                text_key(&[subscription, "t1"]),
+                b"{}".to_vec(),
+            ));
+            for n in 1..=2 {
+                records.push((
+                    Table::InboundEvents,
+                    with_sequence(owner.clone(), n),
+                    b"e".to_vec(),
+                ));
+                let replay_key = text_key(&[subscription, &format!("k{n}")]);
+                records.push((
+                    Table::Replay,
+                    replay_key.clone(),
+                    (1_000 + n).to_be_bytes().to_vec(),
+                ));
+                let mut by_time = with_sequence(owner.clone(), 1_000 + n);
+                by_time.extend_from_slice(format!("k{n}").as_bytes());
+                records.push((Table::ReplayByTime, by_time, replay_key));
+            }
+        }
+        records.push((Table::Deliveries, b"d1".to_vec(), b"delivery".to_vec()));
+        records.sort_by(|a, b| (a.0.index(), &a.1).cmp(&(b.0.index(), &b.1)));
+        records
+    }
+
+    /// Writes `records` as layout 1 kept them: a tree per table, replay times as u64.
+    fn write_layout_1(dir: &Path, records: &[(Table, Vec<u8>, Vec<u8>)]) {
+        let db = Database::create(dir.join(REDB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(FORMAT_TABLE)
+            .unwrap()
+            .insert(FORMAT_KEY, 1)
+            .unwrap();
+        for (table, key, value) in records {
+            if *table == Table::Replay {
+                let mut tree = txn.open_table(REPLAY).unwrap();
+                tree.insert(key.as_slice(), replay_value(value).unwrap())
+                    .unwrap();
+            } else {
+                let mut tree = txn.open_table(bytes_definition(*table)).unwrap();
+                tree.insert(key.as_slice(), value.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    async fn dumped(store: &RedbStore) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+        let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = records.clone();
+        store
+            .dump(Box::new(move |table, key, value| {
+                sink.lock()
+                    .unwrap()
+                    .push((table, key.to_vec(), value.to_vec()));
+                Ok(true)
+            }))
+            .await
+            .unwrap();
+        Arc::try_unwrap(records).unwrap().into_inner().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_layout_1_file_is_moved_into_the_groups_record_for_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = layout_1_records();
+        write_layout_1(dir.path(), &records);
+        let store = open(dir.path()).unwrap();
+        assert_eq!(
+            dumped(&store).await,
+            records,
+            "every record, in table and key order"
+        );
+        stop(store).await;
+        assert_eq!(layout_of(dir.path()), Some(FORMAT));
+        let db = Database::open(dir.path().join(REDB_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let trees: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        for table in Table::ALL.into_iter().filter(|t| grouped(*t).is_some()) {
+            assert!(!trees.contains(&table.name().to_string()), "{trees:?}");
+        }
+        drop(txn);
+        drop(db);
+        // Opened again: nothing left to move, the same records.
+        let store = open(dir.path()).unwrap();
+        assert_eq!(dumped(&store).await, records);
+        stop(store).await;
+    }
+
+    #[tokio::test]
+    async fn scans_across_owners_see_one_table_in_key_order_from_their_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        store.load(layout_1_records()).await.unwrap();
+        let scan = |table: Table, prefix: Vec<u8>, start: Vec<u8>, limit: usize| {
+            store.backend.read(Box::new(move |tables| {
+                let mut keys = Vec::new();
+                tables.scan(table, &prefix, &start, &mut |key, _| {
+                    keys.push(key.to_vec());
+                    Ok(keys.len() < limit)
+                })?;
+                Ok(keys)
+            }))
+        };
+        let task = |tenant: &str, task: &str| text_key(&[tenant, task]);
+        assert_eq!(
+            scan(Table::Tasks, Vec::new(), Vec::new(), 10)
+                .await
+                .unwrap(),
+            // Text parts sort by length first.
+            [
+                task("", "t1"),
+                task("", "t2"),
+                task("", "t10"),
+                task("acme", "t1")
+            ]
+        );
+        assert_eq!(
+            scan(Table::Tasks, Vec::new(), task("", "t2"), 2)
+                .await
+                .unwrap(),
+            [task("", "t2"), task("", "t10")],
+            "from a cursor, at most the limit"
+        );
+        assert_eq!(
+            scan(Table::Tasks, text_key(&["acme"]), Vec::new(), 10)
+                .await
+                .unwrap(),
+            [task("acme", "t1")],
+            "one tenant's"
+        );
+        let lanes = scan(Table::Lanes, text_key(&[""]), Vec::new(), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            lanes.len(),
+            6,
+            "the default tenant's three tasks, two lanes each"
+        );
+        assert!(lanes.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            scan(
+                Table::Events,
+                task("", "t2"),
+                with_sequence(task("", "t2"), 2),
+                10
+            )
+            .await
+            .unwrap(),
+            [
+                with_sequence(task("", "t2"), 2),
+                with_sequence(task("", "t2"), 3)
+            ],
+            "one owner's, from a cursor"
+        );
+        assert_eq!(
+            scan(Table::InboundCounters, Vec::new(), b"s".to_vec(), 10)
+                .await
+                .unwrap(),
+            [b"s".to_vec(), b"s-long".to_vec()],
+            "counters in the order of their keys as bytes"
+        );
+        stop(store).await;
     }
 
     #[tokio::test]
