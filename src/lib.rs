@@ -281,6 +281,7 @@ async fn serve(
                 metrics: metrics.clone(),
                 policy: policy.clone(),
                 lane_lease: settings.store.lane_lease.0,
+                max_follows: settings.gateway.max_follows,
                 shutdown: shutdown.clone(),
             };
             Some(Arc::new(gateway::Gateway::new(upstream, services).await?))

@@ -83,6 +83,7 @@ pub struct Metrics {
     public_auth_failures: AtomicU64,
     replay_evictions: AtomicU64,
     follow_renewals: AtomicU64,
+    follows_running: AtomicU64,
     inbound_pushes: [AtomicU64; INBOUND_VERDICTS.len()],
     upstream_requests: [AtomicU64; UPSTREAM_OUTCOMES.len()],
     upstream_durations: Histogram,
@@ -242,6 +243,11 @@ impl Metrics {
     /// Gateway mode: the follows' leases were renewed (one round of the keeper).
     pub fn follow_renewal(&self) {
         self.follow_renewals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Gateway mode: how many tasks this node follows now.
+    pub fn follows_running(&self, count: usize) {
+        self.follows_running.store(count as u64, Ordering::Relaxed);
     }
 
     /// Deliveries made dead without an attempt of their own (410 Gone kills the whole lane).
@@ -494,6 +500,11 @@ impl Metrics {
                 store
                     .writer
                     .map_or(0.0, |w| w.queued.load(Ordering::Relaxed) as f64),
+            ),
+            (
+                "a2a_push_hub_gateway_follows",
+                "Gateway mode: tasks of an agent that does not push this node follows now (at gateway.max_follows, requests that would add one are refused).",
+                self.follows_running.load(Ordering::Relaxed) as f64,
             ),
             (
                 "a2a_push_hub_store_file_bytes",

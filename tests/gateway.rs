@@ -1028,3 +1028,117 @@ async fn the_agents_pushes_join_the_trace_of_the_clients_request() {
     }
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn at_gateway_max_follows_a_request_that_would_add_a_follow_is_refused_before_the_agent_sees_it()
+ {
+    // An agent that does not push; each SendMessage starts the task its message id names, which
+    // waits for its client (so its follow keeps running) until `finished` holds.
+    let finished = Arc::new(AtomicBool::new(false));
+    let agent = Receiver::start().await;
+    let done = finished.clone();
+    agent.script(move |r| {
+        if r.path == "/.well-known/agent-card.json" {
+            return json_reply(json!({"name": "no-push", "capabilities": {"streaming": true, "pushNotifications": false}}));
+        }
+        let request = r.json();
+        let id = request["id"].clone();
+        let state = if done.load(Ordering::SeqCst) {
+            "TASK_STATE_COMPLETED"
+        } else {
+            "TASK_STATE_INPUT_REQUIRED"
+        };
+        let task_id = request["params"]["message"]["messageId"]
+            .as_str()
+            .or(request["params"]["id"].as_str())
+            .unwrap_or("t-first")
+            .to_string();
+        let task = json!({"id": task_id, "contextId": "c", "status": {"state": state}});
+        match request["method"].as_str().unwrap_or_default() {
+            "SubscribeToTask" => Reply::ok().header("content-type", "text/event-stream"),
+            "GetTask" => json_reply(json!({"jsonrpc": "2.0", "id": id, "result": task})),
+            _ => json_reply(json!({"jsonrpc": "2.0", "id": id, "result": {"task": task}})),
+        }
+    });
+    let receiver = Receiver::start().await;
+    let hub = hub_in_front_of(&agent, |s| s.gateway.max_follows = 1).await;
+    let send = |task: &str| {
+        common::send_with_inline_config(&receiver.url("/hook"))
+            .to_string()
+            .replace("\"m\"", &format!("\"{task}\""))
+    };
+    let sends_of = |task: &str| {
+        agent
+            .received()
+            .iter()
+            .filter(|r| {
+                r.json()["method"] == "SendMessage"
+                    && r.json()["params"]["message"]["messageId"] == task
+            })
+            .count()
+    };
+
+    let (_, first) = hub.rpc_raw(send("t-first"), &[]).await;
+    assert_eq!(first["result"]["task"]["id"], "t-first", "{first}");
+    receiver.wait_for(1, WAIT).await;
+    assert!(
+        hub.metrics()
+            .await
+            .lines()
+            .any(|l| l == "a2a_push_hub_gateway_follows 1"),
+        "the follow is counted"
+    );
+
+    let (status, refused) = hub.rpc_raw(send("t-second"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "JSON-RPC errors travel in a 200");
+    assert_eq!(refused["error"]["code"], -32603, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("gateway.max_follows") && message.contains("retry"),
+        "the error says which limit and what to do: {message}"
+    );
+    assert_eq!(sends_of("t-second"), 0, "nothing reached the agent");
+    let created = hub
+        .rpc_raw(
+            json!({"jsonrpc": "2.0", "id": 2, "method": "CreateTaskPushNotificationConfig",
+                "params": {"taskId": "t-first", "url": receiver.url("/second-hook")}})
+            .to_string(),
+            &[("A2A-Version", "1.0")],
+        )
+        .await
+        .1;
+    assert_eq!(created["error"]["code"], -32603, "{created}");
+    let rest = hub
+        .http
+        .post(format!(
+            "{}/tasks/t-first/pushNotificationConfigs",
+            hub.public
+        ))
+        .header("A2A-Version", "1.0")
+        .json(&json!({"url": receiver.url("/third-hook")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let configs = hub
+        .rpc_ok(
+            "ListTaskPushNotificationConfigs",
+            json!({"taskId": "t-first"}),
+        )
+        .await;
+    assert_eq!(
+        configs["configs"].as_array().map(Vec::len),
+        Some(1),
+        "a refused config is not stored: {configs}"
+    );
+
+    // Once the first task finishes its follow ends, and the next send is taken.
+    finished.store(true, Ordering::SeqCst);
+    let third = wait_until(WAIT, "a send taken once the follow ended", || async {
+        let (_, answer) = hub.rpc_raw(send("t-third"), &[]).await;
+        (answer["result"]["task"]["id"] == "t-third").then_some(answer)
+    })
+    .await;
+    assert_eq!(sends_of("t-third"), 1, "{third}");
+    hub.stop().await;
+}

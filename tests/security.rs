@@ -1095,3 +1095,14 @@ async fn a_kept_alive_connection_waits_idle_timeout_for_its_next_request_and_no_
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_follow_limit_out_of_range_refuses_to_start_and_names_the_setting() {
+    for limit in [0, 100_001] {
+        let error = start_error(|s| s.gateway.max_follows = limit).await;
+        assert!(
+            error.contains("gateway.max_follows") && error.contains("between 1 and 100000"),
+            "{error}"
+        );
+    }
+}

@@ -87,6 +87,15 @@ pub async fn send(
         });
     let mut opened = None;
     let pushes = inline.is_none() || gateway.agent_pushes().await;
+    if !pushes {
+        if let Err(full) = gateway.followers.room().await {
+            let error = A2AError::internal(full.to_string());
+            return match &jsonrpc_id {
+                Some(id) => rpc(id.clone(), error),
+                None => super::gateway_configs::follows_full_rest(&error),
+            };
+        }
+    }
     if let Some(inline) = inline {
         let parsed = Params::from_value(Some(inline)).and_then(|p| match version {
             WireVersion::V0_3 => crate::a2a::v03::config_input(None, &p),

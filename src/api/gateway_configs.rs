@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::errors::to_a2a;
+use super::errors::{rest_response, to_a2a};
 use crate::a2a::version::WireVersion;
 use crate::domain::{DomainError, events};
 use crate::gateway::{Gateway, follow, intake, upstream};
@@ -39,6 +39,25 @@ pub(super) fn unreachable_rest(error: &upstream::UpstreamError) -> Response {
         Json(body),
     )
         .into_response()
+}
+
+/// Before a request that would make the hub follow a task of an agent that does not push (an
+/// inline config in a send, or a config created on a task): refused while this node follows
+/// `gateway.max_follows` tasks already, before anything reaches the agent or the store.
+pub(super) async fn room_to_follow(gateway: &Gateway) -> Result<(), A2AError> {
+    if gateway.agent_pushes().await {
+        return Ok(());
+    }
+    gateway
+        .followers
+        .room()
+        .await
+        .map_err(|full| A2AError::internal(full.to_string()))
+}
+
+/// The REST-binding answer when the hub follows as many tasks as it may: 503, retry later.
+pub(super) fn follows_full_rest(error: &A2AError) -> Response {
+    rest_response(error, Some(StatusCode::SERVICE_UNAVAILABLE))
 }
 
 /// Checks with the agent that the task exists for this caller.

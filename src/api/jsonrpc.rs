@@ -159,6 +159,11 @@ pub async fn handle(
             Ok(caller) => caller,
             Err(why) => return super::auth::jsonrpc_refusal(&state, id, &why),
         };
+        if matches!(method.as_str(), methods::CREATE_PUSH_CONFIG | V03_SET) {
+            if let Err(error) = super::gateway_configs::room_to_follow(&gateway).await {
+                return fail(id, error);
+            }
+        }
         if let Some(task_id) = &task_id {
             if let Err(error) = super::gateway_configs::before_config_method(
                 &gateway, &headers, &tenant, task_id, None, version,

@@ -165,6 +165,11 @@ async fn create(
     if let Err(response) = gateway_check(&state, &headers, &path).await {
         return response;
     }
+    if let Some(gateway) = &state.gateway {
+        if let Err(error) = super::gateway_configs::room_to_follow(gateway).await {
+            return super::gateway_configs::follows_full_rest(&error);
+        }
+    }
     let (tenant, prefix) = path.scope(&state);
     let config = match push_configs::create(
         &state.configs,
@@ -461,6 +466,11 @@ async fn create_v03(
 ) -> Response {
     if let Err(response) = check_v03(&state, &headers, query.as_deref(), &path.task_id).await {
         return response;
+    }
+    if let Some(gateway) = &state.gateway {
+        if let Err(error) = super::gateway_configs::room_to_follow(gateway).await {
+            return super::gateway_configs::follows_full_rest(&error);
+        }
     }
     let Ok(body) = body else {
         return rest_response(

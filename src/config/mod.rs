@@ -308,11 +308,23 @@ impl Default for LimitSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySettings {
     /// The agent's A2A URL; empty = no gateway.
     pub upstream: String,
+    /// The most tasks of an agent that does not push this node follows at once: each holds a
+    /// stream open at the agent.
+    pub max_follows: usize,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            upstream: String::new(),
+            max_follows: 1000,
+        }
+    }
 }
 
 /// Where operator events are delivered, besides `GET /api/v1/operator/events`.

@@ -210,6 +210,15 @@ impl Settings {
                 ),
             });
         }
+        if !(1..=100_000).contains(&self.gateway.max_follows) {
+            return Err(SettingsError::Invalid {
+                key: "gateway.max_follows",
+                reason: format!(
+                    "must be between 1 and 100000, got {}",
+                    self.gateway.max_follows
+                ),
+            });
+        }
         if !(1..=10_000_000).contains(&self.inbound.replay_cache_max_entries) {
             return Err(SettingsError::Invalid {
                 key: "inbound.replay_cache_max_entries",

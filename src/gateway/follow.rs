@@ -30,14 +30,42 @@ const MAX_RECONNECTS: u32 = 3;
 /// Most time one follower runs.
 const MAX_FOLLOW: Duration = Duration::from_secs(24 * 3600);
 
-/// The follows this node runs: each with the token that stops it and when it started.
-#[derive(Default)]
+/// The follows this node runs: each with the token that stops it and when it started. Each
+/// holds a stream open at the agent, so at most `limit` run at once (`gateway.max_follows`).
 pub struct Followers {
     running: Mutex<HashMap<(String, String), (CancellationToken, Instant)>>,
     tasks: TaskTracker,
+    limit: usize,
 }
 
+/// Why a task cannot be followed now.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the hub already follows {0} tasks of the agent, the most it follows at once \
+     (gateway.max_follows); nothing was stored, retry when one of them has finished"
+)]
+pub struct FollowsFull(pub usize);
+
 impl Followers {
+    pub fn new(limit: usize) -> Followers {
+        Followers {
+            running: Mutex::default(),
+            tasks: TaskTracker::new(),
+            limit,
+        }
+    }
+
+    /// Whether another follow may start: checked before a request that would make the hub
+    /// follow a task reaches the agent. Requests checked at the same moment may together go
+    /// past the limit; the follows beyond it wait, stored, for a running one to end.
+    pub async fn room(&self) -> Result<(), FollowsFull> {
+        if self.running.lock().await.len() < self.limit {
+            Ok(())
+        } else {
+            Err(FollowsFull(self.limit))
+        }
+    }
+
     /// Waits for every follower of this node to stop (after the hub's shutdown began).
     pub async fn stopped(&self) {
         self.tasks.close();
@@ -125,7 +153,8 @@ fn lease_ms(gateway: &Gateway) -> u64 {
     gateway.services.lane_lease.as_millis() as u64
 }
 
-/// Runs a follow this node holds, unless it runs already.
+/// Runs a follow this node holds, unless it runs already or `gateway.max_follows` run: then it
+/// stays stored, held by this node, and the keeper starts it once one of them has ended.
 async fn run_follow(gateway: &Arc<Gateway>, follow: FollowRecord) {
     let key = (follow.tenant.clone(), follow.task_id.clone());
     let stop = CancellationToken::new();
@@ -134,7 +163,16 @@ async fn run_follow(gateway: &Arc<Gateway>, follow: FollowRecord) {
         if running.contains_key(&key) {
             return;
         }
+        if running.len() >= gateway.followers.limit {
+            tracing::warn!(
+                task_id = key.1,
+                limit = gateway.followers.limit,
+                "the hub follows as many tasks as gateway.max_follows allows; this one waits for one of them to end"
+            );
+            return;
+        }
         running.insert(key.clone(), (stop.clone(), Instant::now()));
+        gateway.services.metrics.follows_running(running.len());
     }
     let gateway = gateway.clone();
     let shutdown = gateway.services.shutdown.clone();
@@ -159,7 +197,9 @@ async fn run_follow(gateway: &Arc<Gateway>, follow: FollowRecord) {
                 tracing::warn!(task_id, error = %e, "cannot forget a follow that ended");
             }
         }
-        gateway.followers.running.lock().await.remove(&key);
+        let mut running = gateway.followers.running.lock().await;
+        running.remove(&key);
+        gateway.services.metrics.follows_running(running.len());
     });
 }
 

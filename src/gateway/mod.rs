@@ -36,6 +36,8 @@ pub struct Services {
     pub policy: Arc<Policy>,
     /// How long a follow's lease lasts (`store.lane_lease`).
     pub lane_lease: Duration,
+    /// The most tasks this node follows at once (`gateway.max_follows`).
+    pub max_follows: usize,
     /// Cancelled when the hub shuts down: follows end with it.
     pub shutdown: CancellationToken,
 }
@@ -77,7 +79,7 @@ impl Gateway {
         Ok(Gateway {
             upstream: url,
             client,
-            followers: follow::Followers::default(),
+            followers: follow::Followers::new(services.max_follows),
             node: format!("node-{}", uuid::Uuid::new_v4().simple()),
             pushes: tokio::sync::Mutex::new(None),
             services,
