@@ -858,33 +858,43 @@ async fn a_change_made_while_the_hub_registers_that_the_agent_never_pushes_is_pu
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn a_task_of_an_agent_that_does_not_push_is_caught_up_when_its_stream_ends_at_input_required()
-{
-    use std::sync::atomic::{AtomicBool, Ordering};
-    // The agent ends every SubscribeToTask stream at once (as SDKs do for a task waiting for
-    // its client); the task goes on when the client answers, which the hub learns by GetTask.
-    let answered = std::sync::Arc::new(AtomicBool::new(false));
+/// An agent that does not push. Each SendMessage starts the task its message id names, which
+/// waits for its client (`input-required`) until `answered` holds, then is completed; every
+/// SubscribeToTask stream ends at once, as SDKs do for a task waiting for its client, so the
+/// hub learns where the task is by GetTask.
+async fn agent_whose_tasks_wait_for_their_client(answered: Arc<AtomicBool>) -> Receiver {
     let agent = Receiver::start().await;
-    let done = answered.clone();
     agent.script(move |r| {
         if r.path == "/.well-known/agent-card.json" {
             return json_reply(json!({"name": "no-push", "capabilities": {"streaming": true, "pushNotifications": false}}));
         }
         let request = r.json();
         let id = request["id"].clone();
-        let state = if done.load(Ordering::SeqCst) {
+        let state = if answered.load(Ordering::SeqCst) {
             "TASK_STATE_COMPLETED"
         } else {
             "TASK_STATE_INPUT_REQUIRED"
         };
-        let task = json!({"id": "t-ask", "contextId": "c", "status": {"state": state}});
+        let params = &request["params"];
+        let task_id = params["message"]["messageId"]
+            .as_str()
+            .or(params["id"].as_str())
+            .unwrap_or_default();
+        let task = json!({"id": task_id, "contextId": "c", "status": {"state": state}});
         match request["method"].as_str().unwrap_or_default() {
             "SubscribeToTask" => Reply::ok().header("content-type", "text/event-stream"),
             "GetTask" => json_reply(json!({"jsonrpc": "2.0", "id": id, "result": task})),
             _ => json_reply(json!({"jsonrpc": "2.0", "id": id, "result": {"task": task}})),
         }
     });
+    agent
+}
+
+#[tokio::test]
+async fn a_task_of_an_agent_that_does_not_push_is_caught_up_when_its_stream_ends_at_input_required()
+{
+    let answered = Arc::new(AtomicBool::new(false));
+    let agent = agent_whose_tasks_wait_for_their_client(answered.clone()).await;
     let receiver = Receiver::start().await;
     let hub = hub_in_front_of(&agent, |_| {}).await;
     let (_, sent) = hub
@@ -895,7 +905,7 @@ async fn a_task_of_an_agent_that_does_not_push_is_caught_up_when_its_stream_ends
             &[],
         )
         .await;
-    assert_eq!(sent["result"]["task"]["id"], "t-ask", "{sent}");
+    assert_eq!(sent["result"]["task"]["id"], "m-ask", "{sent}");
     let first = receiver.wait_for(1, WAIT).await;
     assert_eq!(
         first[0].json()["task"]["status"]["state"],
@@ -1032,34 +1042,9 @@ async fn the_agents_pushes_join_the_trace_of_the_clients_request() {
 #[tokio::test]
 async fn at_gateway_max_follows_a_request_that_would_add_a_follow_is_refused_before_the_agent_sees_it()
  {
-    // An agent that does not push; each SendMessage starts the task its message id names, which
-    // waits for its client (so its follow keeps running) until `finished` holds.
+    // Each task waits for its client, so its follow keeps running until `finished` holds.
     let finished = Arc::new(AtomicBool::new(false));
-    let agent = Receiver::start().await;
-    let done = finished.clone();
-    agent.script(move |r| {
-        if r.path == "/.well-known/agent-card.json" {
-            return json_reply(json!({"name": "no-push", "capabilities": {"streaming": true, "pushNotifications": false}}));
-        }
-        let request = r.json();
-        let id = request["id"].clone();
-        let state = if done.load(Ordering::SeqCst) {
-            "TASK_STATE_COMPLETED"
-        } else {
-            "TASK_STATE_INPUT_REQUIRED"
-        };
-        let task_id = request["params"]["message"]["messageId"]
-            .as_str()
-            .or(request["params"]["id"].as_str())
-            .unwrap_or("t-first")
-            .to_string();
-        let task = json!({"id": task_id, "contextId": "c", "status": {"state": state}});
-        match request["method"].as_str().unwrap_or_default() {
-            "SubscribeToTask" => Reply::ok().header("content-type", "text/event-stream"),
-            "GetTask" => json_reply(json!({"jsonrpc": "2.0", "id": id, "result": task})),
-            _ => json_reply(json!({"jsonrpc": "2.0", "id": id, "result": {"task": task}})),
-        }
-    });
+    let agent = agent_whose_tasks_wait_for_their_client(finished.clone()).await;
     let receiver = Receiver::start().await;
     let hub = hub_in_front_of(&agent, |s| s.gateway.max_follows = 1).await;
     let send = |task: &str| {
