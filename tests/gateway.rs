@@ -1040,7 +1040,7 @@ async fn the_agents_pushes_join_the_trace_of_the_clients_request() {
 }
 
 #[tokio::test]
-async fn at_gateway_max_follows_a_request_that_would_add_a_follow_is_refused_before_the_agent_sees_it()
+async fn at_gateway_max_follows_a_send_or_config_that_would_add_a_follow_is_refused_and_nothing_is_kept()
  {
     // Each task waits for its client, so its follow keeps running until `finished` holds.
     let finished = Arc::new(AtomicBool::new(false));
@@ -1083,24 +1083,25 @@ async fn at_gateway_max_follows_a_request_that_would_add_a_follow_is_refused_bef
         "the error says which limit and what to do: {message}"
     );
     assert_eq!(sends_of("t-second"), 0, "nothing reached the agent");
-    let created = hub
-        .rpc_raw(
-            json!({"jsonrpc": "2.0", "id": 2, "method": "CreateTaskPushNotificationConfig",
-                "params": {"taskId": "t-first", "url": receiver.url("/second-hook")}})
-            .to_string(),
-            &[("A2A-Version", "1.0")],
-        )
-        .await
-        .1;
+    // A config on another task the agent runs would add a follow: refused in both bindings,
+    // and not stored.
+    let create = |task: &str, hook: &str| {
+        json!({"jsonrpc": "2.0", "id": 2, "method": "CreateTaskPushNotificationConfig",
+            "params": {"taskId": task, "url": receiver.url(hook)}})
+        .to_string()
+    };
+    let (_, created) = hub
+        .rpc_raw(create("t-other", "/other"), &[("A2A-Version", "1.0")])
+        .await;
     assert_eq!(created["error"]["code"], -32603, "{created}");
     let rest = hub
         .http
         .post(format!(
-            "{}/tasks/t-first/pushNotificationConfigs",
+            "{}/tasks/t-other/pushNotificationConfigs",
             hub.public
         ))
         .header("A2A-Version", "1.0")
-        .json(&json!({"url": receiver.url("/third-hook")}))
+        .json(&json!({"url": receiver.url("/other-rest")}))
         .send()
         .await
         .unwrap();
@@ -1108,14 +1109,19 @@ async fn at_gateway_max_follows_a_request_that_would_add_a_follow_is_refused_bef
     let configs = hub
         .rpc_ok(
             "ListTaskPushNotificationConfigs",
-            json!({"taskId": "t-first"}),
+            json!({"taskId": "t-other"}),
         )
         .await;
     assert_eq!(
-        configs["configs"].as_array().map(Vec::len),
-        Some(1),
+        configs["configs"].as_array().map_or(0, Vec::len),
+        0,
         "a refused config is not stored: {configs}"
     );
+    // One more config on the task followed already adds no follow: taken.
+    let (_, second) = hub
+        .rpc_raw(create("t-first", "/second"), &[("A2A-Version", "1.0")])
+        .await;
+    assert!(second.get("error").is_none(), "{second}");
 
     // Once the first task finishes its follow ends, and the next send is taken.
     finished.store(true, Ordering::SeqCst);

@@ -88,7 +88,7 @@ pub async fn send(
     let mut opened = None;
     let pushes = inline.is_none() || gateway.agent_pushes().await;
     if !pushes {
-        if let Err(full) = gateway.followers.room().await {
+        if let Err(full) = gateway.followers.room(None).await {
             let error = A2AError::internal(full.to_string());
             return match &jsonrpc_id {
                 Some(id) => rpc(id.clone(), error),

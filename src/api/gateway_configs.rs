@@ -41,16 +41,20 @@ pub(super) fn unreachable_rest(error: &upstream::UpstreamError) -> Response {
         .into_response()
 }
 
-/// Before a request that would make the hub follow a task of an agent that does not push (an
-/// inline config in a send, or a config created on a task): refused while this node follows
-/// `gateway.max_follows` tasks already, before anything reaches the agent or the store.
-pub(super) async fn room_to_follow(gateway: &Gateway) -> Result<(), A2AError> {
+/// Before a config is created on a task of an agent that does not push, which makes the hub
+/// follow the task: refused while this node follows `gateway.max_follows` other tasks, before
+/// the config is stored.
+pub(super) async fn room_to_follow(
+    gateway: &Gateway,
+    tenant: &str,
+    task_id: &str,
+) -> Result<(), A2AError> {
     if gateway.agent_pushes().await {
         return Ok(());
     }
     gateway
         .followers
-        .room()
+        .room(Some((tenant, task_id)))
         .await
         .map_err(|full| A2AError::internal(full.to_string()))
 }

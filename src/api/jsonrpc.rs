@@ -159,8 +159,11 @@ pub async fn handle(
             Ok(caller) => caller,
             Err(why) => return super::auth::jsonrpc_refusal(&state, id, &why),
         };
-        if matches!(method.as_str(), methods::CREATE_PUSH_CONFIG | V03_SET) {
-            if let Err(error) = super::gateway_configs::room_to_follow(&gateway).await {
+        if let (methods::CREATE_PUSH_CONFIG | V03_SET, Some(task_id)) = (method.as_str(), &task_id)
+        {
+            if let Err(error) =
+                super::gateway_configs::room_to_follow(&gateway, &tenant, task_id).await
+            {
                 return fail(id, error);
             }
         }

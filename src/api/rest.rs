@@ -166,7 +166,8 @@ async fn create(
         return response;
     }
     if let Some(gateway) = &state.gateway {
-        if let Err(error) = super::gateway_configs::room_to_follow(gateway).await {
+        if let Err(error) = super::gateway_configs::room_to_follow(gateway, "", &path.task_id).await
+        {
             return super::gateway_configs::follows_full_rest(&error);
         }
     }
@@ -468,7 +469,8 @@ async fn create_v03(
         return response;
     }
     if let Some(gateway) = &state.gateway {
-        if let Err(error) = super::gateway_configs::room_to_follow(gateway).await {
+        if let Err(error) = super::gateway_configs::room_to_follow(gateway, "", &path.task_id).await
+        {
             return super::gateway_configs::follows_full_rest(&error);
         }
     }

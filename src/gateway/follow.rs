@@ -55,11 +55,17 @@ impl Followers {
         }
     }
 
-    /// Whether another follow may start: checked before a request that would make the hub
-    /// follow a task reaches the agent. Requests checked at the same moment may together go
-    /// past the limit; the follows beyond it wait, stored, for a running one to end.
-    pub async fn room(&self) -> Result<(), FollowsFull> {
-        if self.running.lock().await.len() < self.limit {
+    /// Whether the hub may follow `task` (tenant, task id; `None`: a task the agent has yet to
+    /// start): yes below the limit, or when it follows that task already. Checked before a
+    /// request that would make the hub follow a task reaches the agent. Requests checked at the
+    /// same moment may together go past the limit; the follows beyond it wait, stored, for a
+    /// running one to end.
+    pub async fn room(&self, task: Option<(&str, &str)>) -> Result<(), FollowsFull> {
+        let running = self.running.lock().await;
+        let followed = task.is_some_and(|(tenant, task_id)| {
+            running.contains_key(&(tenant.to_string(), task_id.to_string()))
+        });
+        if followed || running.len() < self.limit {
             Ok(())
         } else {
             Err(FollowsFull(self.limit))
