@@ -239,6 +239,8 @@ fn corrupt_key(key: &[u8]) -> StoreError {
 
 /// Records moved per transaction when an older file's tables move into the groups.
 const MOVE_BATCH: usize = 10_000;
+/// How often a long move says how far it is.
+const PROGRESS_EVERY: u64 = 1_000_000;
 
 /// Moves the records of the grouped tables that an older file keeps in trees of their own into
 /// their groups, a batch per transaction: a move interrupted by a crash goes on at the next
@@ -248,6 +250,7 @@ pub fn move_into_groups(
     replay_tree: TableDefinition<Bytes, u64>,
 ) -> Result<u64, StoreError> {
     let mut moved = 0u64;
+    let mut next_report = 0u64;
     for table in Table::ALL {
         let Some(grouped) = grouped(table) else {
             continue;
@@ -260,6 +263,17 @@ pub fn move_into_groups(
                 .any(|t| t.name() == table.name());
             if !exists {
                 break;
+            }
+            if next_report == 0 {
+                // Once per upgraded file; about 100,000 records a second, so a large file
+                // takes a while before the hub serves.
+                tracing::info!(
+                    "moving the store's records to the grouped layout before serving (once)"
+                );
+                next_report = PROGRESS_EVERY;
+            } else if moved >= next_report {
+                tracing::info!(records = moved, "still moving the store's records");
+                next_report += PROGRESS_EVERY;
             }
             let batch = if table == Table::Replay {
                 take_batch(&txn, replay_tree, |v: u64| v.to_be_bytes().to_vec())?
