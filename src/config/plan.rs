@@ -117,12 +117,7 @@ impl Settings {
                 ),
             });
         }
-        if !(1..=65_536).contains(&self.store.cache_mib) {
-            return Err(SettingsError::Invalid {
-                key: "store.cache_mib",
-                reason: format!("must be between 1 and 65536, got {}", self.store.cache_mib),
-            });
-        }
+        within("store.cache_mib", self.store.cache_mib, 1..=65_536)?;
         for (key, period) in [
             ("retention.finished_tasks", &self.retention.finished_tasks),
             ("retention.inbound_events", &self.retention.inbound_events),
@@ -173,15 +168,11 @@ impl Settings {
                 });
             }
         };
-        if self.limits.max_body_bytes < 1024 || self.limits.max_body_bytes > 64 * 1024 * 1024 {
-            return Err(SettingsError::Invalid {
-                key: "limits.max_body_bytes",
-                reason: format!(
-                    "must be between 1024 and 67108864, got {}",
-                    self.limits.max_body_bytes
-                ),
-            });
-        }
+        within(
+            "limits.max_body_bytes",
+            self.limits.max_body_bytes,
+            1024..=64 * 1024 * 1024,
+        )?;
         let public_base_url = set(&self.server.public_base_url)
             .map(|url| match url::Url::parse(url) {
                 Ok(_) => Ok(url.trim_end_matches('/').to_string()),
@@ -201,33 +192,17 @@ impl Settings {
             });
         }
         self.validate_listeners()?;
-        if !(1..=1000).contains(&self.limits.max_configs_per_task) {
-            return Err(SettingsError::Invalid {
-                key: "limits.max_configs_per_task",
-                reason: format!(
-                    "must be between 1 and 1000, got {}",
-                    self.limits.max_configs_per_task
-                ),
-            });
-        }
-        if !(1..=100_000).contains(&self.gateway.max_follows) {
-            return Err(SettingsError::Invalid {
-                key: "gateway.max_follows",
-                reason: format!(
-                    "must be between 1 and 100000, got {}",
-                    self.gateway.max_follows
-                ),
-            });
-        }
-        if !(1..=10_000_000).contains(&self.inbound.replay_cache_max_entries) {
-            return Err(SettingsError::Invalid {
-                key: "inbound.replay_cache_max_entries",
-                reason: format!(
-                    "must be between 1 and 10000000, got {}",
-                    self.inbound.replay_cache_max_entries
-                ),
-            });
-        }
+        within(
+            "limits.max_configs_per_task",
+            self.limits.max_configs_per_task,
+            1..=1000,
+        )?;
+        within("gateway.max_follows", self.gateway.max_follows, 1..=100_000)?;
+        within(
+            "inbound.replay_cache_max_entries",
+            self.inbound.replay_cache_max_entries,
+            1..=10_000_000,
+        )?;
         let postgres = set(self.store.url.expose())
             .map(|url| {
                 postgres_schema::parse_url(url).map_err(|reason| SettingsError::Invalid {
@@ -236,12 +211,7 @@ impl Settings {
                 })
             })
             .transpose()?;
-        if !(1..=256).contains(&self.store.pool_size) {
-            return Err(SettingsError::Invalid {
-                key: "store.pool_size",
-                reason: format!("must be between 1 and 256, got {}", self.store.pool_size),
-            });
-        }
+        within("store.pool_size", self.store.pool_size, 1..=256)?;
         // A node starts an attempt only while its lease outlasts the attempt's timeout, and it
         // renews a third of the way through: the lease must leave room for both.
         let least_lease = timeout * 2 + Duration::from_secs(1);
@@ -437,5 +407,25 @@ impl Settings {
             }
         }
         Ok(())
+    }
+}
+
+/// Refuses a count setting outside the range it may take, saying which.
+fn within(
+    key: &'static str,
+    value: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<(), SettingsError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(SettingsError::Invalid {
+            key,
+            reason: format!(
+                "must be between {} and {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        })
     }
 }
