@@ -55,6 +55,11 @@ impl Followers {
         }
     }
 
+    /// How many more follows may run now.
+    async fn room_left(&self) -> usize {
+        self.limit.saturating_sub(self.running.lock().await.len())
+    }
+
     /// Whether the hub may follow `task` (tenant, task id; `None`: a task the agent has yet to
     /// start): yes below the limit, or when it follows that task already. Checked before a
     /// request that would make the hub follow a task reaches the agent. Requests checked at the
@@ -223,7 +228,7 @@ pub fn keep(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
                 _ = gateway.services.shutdown.cancelled() => {
                     gateway.followers.stopped().await;
                     // A lease that ends now: the follows stay stored for whoever comes next.
-                    let released = gateway.services.store.hold_follows(gateway.node.clone(), 0, false).await;
+                    let released = gateway.services.store.hold_follows(gateway.node.clone(), 0, false, 0).await;
                     if let Err(e) = released {
                         tracing::warn!(error = %e, "cannot give up the follows; they move when their leases run out");
                     }
@@ -232,6 +237,9 @@ pub fn keep(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
                 _ = every.tick() => {}
             }
             let asked = Instant::now();
+            // Only as many of other nodes' follows as this node can run: the rest stay free for
+            // a node with room.
+            let room = gateway.followers.room_left().await;
             let held = gateway
                 .services
                 .store
@@ -239,6 +247,7 @@ pub fn keep(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
                     gateway.node.clone(),
                     now_ms() + lease_ms(&gateway),
                     take_all,
+                    room,
                 )
                 .await;
             let held = match held {

@@ -844,11 +844,17 @@ async fn a_follow_is_held_by_one_node_until_its_lease_ends<B: Backend>(store: Ta
         !store.start_follow(follow("b", far)).await.unwrap(),
         "a holds it"
     );
-    let held = store.hold_follows("b".into(), far, false).await.unwrap();
+    let held = store
+        .hold_follows("b".into(), far, false, 10)
+        .await
+        .unwrap();
     assert!(held.is_empty());
     // a gives its follows up (a lease in the past): b takes the task at its next round.
-    store.hold_follows("a".into(), 0, false).await.unwrap();
-    let held = store.hold_follows("b".into(), far, false).await.unwrap();
+    store.hold_follows("a".into(), 0, false, 0).await.unwrap();
+    let held = store
+        .hold_follows("b".into(), far, false, 10)
+        .await
+        .unwrap();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].headers[0].1.expose(), "Bearer x");
     store
@@ -857,11 +863,37 @@ async fn a_follow_is_held_by_one_node_until_its_lease_ends<B: Backend>(store: Ta
         .unwrap();
     assert!(
         store
-            .hold_follows("b".into(), far, true)
+            .hold_follows("b".into(), far, true, 10)
             .await
             .unwrap()
             .is_empty()
     );
+}
+
+async fn a_node_takes_no_more_free_follows_than_it_can_run<B: Backend>(store: TableStore<B>) {
+    let follow = |task: &str, node: &str, lease_until_ms| FollowRecord {
+        tenant: String::new(),
+        task_id: task.into(),
+        headers: Vec::new(),
+        node: node.to_string(),
+        lease_until_ms,
+    };
+    let far = now_ms() + 60_000;
+    for task in ["t1", "t2", "t3"] {
+        assert!(store.start_follow(follow(task, "gone", 1)).await.unwrap());
+    }
+    assert!(store.start_follow(follow("mine", "b", far)).await.unwrap());
+    let held = store.hold_follows("b".into(), far, false, 1).await.unwrap();
+    let mut tasks: Vec<&str> = held.iter().map(|f| f.task_id.as_str()).collect();
+    tasks.sort_unstable();
+    assert_eq!(tasks.len(), 2, "its own and one free one: {tasks:?}");
+    assert!(tasks.contains(&"mine"));
+    let held = store
+        .hold_follows("c".into(), far, false, 10)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2, "the two b left are free for c");
+    assert!(held.iter().all(|f| f.task_id != "mine"));
 }
 
 async fn a_failing_write_leaves_nothing_behind<B: Backend>(store: TableStore<B>) {
@@ -1633,6 +1665,7 @@ contract!(
     receipts_are_numbered_across_requests_and_an_accepted_ones_is_kept_with_its_event,
     signing_keys_are_replaced_and_retired_together,
     a_follow_is_held_by_one_node_until_its_lease_ends,
+    a_node_takes_no_more_free_follows_than_it_can_run,
     a_failing_write_leaves_nothing_behind,
     an_idempotency_key_answers_its_first_event_and_refuses_another,
     retention_removes_expired_idempotency_keys_and_keeps_newer_ones,

@@ -16,14 +16,15 @@ pub trait FollowStore: Send + Sync {
         task_id: String,
         node: String,
     ) -> Result<(), StoreError>;
-    /// Renews `node`'s follows until `lease_until_ms` and takes those whose lease ran out (every
-    /// one, with `take_all`: a store no other node shares); every follow `node` holds now. A
-    /// `lease_until_ms` in the past gives them up.
+    /// Renews `node`'s follows until `lease_until_ms` and takes at most `take_at_most` of the
+    /// others whose lease ran out (or, with `take_all`, of any: a store no other node shares);
+    /// every follow `node` holds now. A `lease_until_ms` in the past gives them up.
     async fn hold_follows(
         &self,
         node: String,
         lease_until_ms: u64,
         take_all: bool,
+        take_at_most: usize,
     ) -> Result<Vec<FollowRecord>, StoreError>;
 }
 
@@ -70,14 +71,19 @@ impl<B: Backend> FollowStore for TableStore<B> {
         node: String,
         lease_until_ms: u64,
         take_all: bool,
+        take_at_most: usize,
     ) -> Result<Vec<FollowRecord>, StoreError> {
         let sealing = self.sealing.clone();
         self.write(move |tables| {
             let now = now_ms();
             let mut held = Vec::new();
+            let mut taken = 0;
             for (key, value) in collect_prefix(tables, Table::Follows, &[])? {
                 let mut follow: FollowRecord = decode_record(&sealing, Table::Follows, &value)?;
-                if follow.node == node || follow.lease_until_ms <= now || take_all {
+                let ours = follow.node == node;
+                let free = follow.lease_until_ms <= now || take_all;
+                if ours || (free && taken < take_at_most) {
+                    taken += usize::from(!ours);
                     follow.node = node.clone();
                     follow.lease_until_ms = lease_until_ms;
                     tables.insert(
