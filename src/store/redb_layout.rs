@@ -146,25 +146,8 @@ impl Grouped {
             return Ok(());
         }
         if let (Owner::Parts(_), Some(tree_prefix)) = (self.owner, self.tree_key(prefix)) {
-            // Within one owner: one range of the tree.
-            let tree_from = self.tree_key(from).unwrap_or_else(|| tree_prefix.clone());
-            for entry in tree
-                .range::<&[u8]>(tree_from.as_slice()..)
-                .map_err(StoreError::storage)?
-            {
-                let (key, value) = entry.map_err(StoreError::storage)?;
-                let key = key.value();
-                if !key.starts_with(&tree_prefix) {
-                    break;
-                }
-                let owner_len = self
-                    .owner_len_in_tree(key)
-                    .ok_or_else(|| corrupt_key(key))?;
-                if !visit(&self.table_key(key, owner_len), value.value())? {
-                    break;
-                }
-            }
-            return Ok(());
+            // Within one owner: one range of the tree, every key of it this table's.
+            return self.scan_owners(tree, &tree_prefix, from, visit);
         }
         match self.owner {
             Owner::Parts(_) => self.scan_owners(tree, prefix, from, visit),
