@@ -6,6 +6,7 @@
 
 #[cfg(test)]
 pub(crate) mod contract_tests;
+mod journal;
 mod keys;
 #[cfg(test)]
 mod memory;

@@ -1,17 +1,18 @@
-//! The embedded backend: one redb file. Writes go through the group-commit writer
-//! (`writer.rs`); redb's default durability fsyncs before a commit returns. Reads run on the
-//! blocking pool.
+//! The embedded backend: one redb file and its journal. Writes go through the group-commit
+//! writer (`writer.rs`); a batch is durable once its record is in the journal (`journal.rs`),
+//! and redb's own fsync runs only at checkpoints. Reads run on the calling task.
 
 use std::cell::{OnceCell, RefCell};
 use std::path::Path;
 use std::sync::Arc;
 
 use ::redb::{
-    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    TableDefinition, WriteTransaction,
 };
 
 use super::StoreError;
+use super::journal::{self, Journal, Recording};
 use super::ops::{AfterCommit, Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::redb_layout::{self, Group, grouped};
 use super::sealing::Sealing;
@@ -43,10 +44,15 @@ pub const REDB_FILE: &str = "hub.redb";
 /// records are keyed, which tree holds them) raises it and moves an older file's records at
 /// open; a file of a newer layout is refused, so that going back to an earlier build never
 /// serves a store it would read as empty or write beside records it cannot see. Layout 1 kept
-/// every table in a tree of its own; layout 2 groups some by owner (`redb_layout.rs`).
-const FORMAT: u64 = 2;
+/// every table in a tree of its own; layout 2 groups some by owner (`redb_layout.rs`); layout 3
+/// is layout 2 with the journal, which a build of layout 2 would not apply.
+const FORMAT: u64 = 3;
 const FORMAT_TABLE: TableDefinition<&str, u64> = TableDefinition::new("hub_format");
 const FORMAT_KEY: &str = "layout";
+/// Names this file to its journal (a random number chosen with the file).
+const STORE_ID_KEY: &str = "store id";
+/// The last journal record the file holds, written by every commit that adds one.
+const APPLIED_KEY: &str = "journal applied";
 
 /// Records the file's layout, or refuses a file of a newer one.
 fn check_format(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
@@ -137,11 +143,79 @@ impl RedbBackend {
             txn.open_table(group.tree()).map_err(StoreError::storage)?;
         }
         txn.commit().map_err(StoreError::storage)?;
+        let mut journaled = recover(&db, dir)?;
         let db = Arc::new(db);
         let writer_db = db.clone();
-        let writer = Writer::start("store-writer", move |batch| commit_batch(&writer_db, batch))?;
+        let writer = Writer::start("store-writer", move |batch| {
+            commit_batch(&writer_db, &mut journaled, batch)
+        })?;
         Ok(RedbBackend { db, writer, path })
     }
+}
+
+/// The journal and the number its next record gets.
+struct Journaled {
+    journal: Journal,
+    next_seq: u64,
+}
+
+fn read_meta(txn: &WriteTransaction, key: &str) -> Result<Option<u64>, StoreError> {
+    let table = txn.open_table(FORMAT_TABLE).map_err(StoreError::storage)?;
+    let value = table.get(key).map_err(StoreError::storage)?;
+    Ok(value.map(|v| v.value()))
+}
+
+fn write_meta(txn: &WriteTransaction, key: &str, value: u64) -> Result<(), StoreError> {
+    let mut table = txn.open_table(FORMAT_TABLE).map_err(StoreError::storage)?;
+    table.insert(key, value).map_err(StoreError::storage)?;
+    Ok(())
+}
+
+/// Applies the journal's records the file does not hold yet, makes them part of the file with
+/// a checkpoint, and returns the journal ready for the next record.
+fn recover(db: &Database, dir: &Path) -> Result<Journaled, StoreError> {
+    let txn = db.begin_write().map_err(StoreError::storage)?;
+    let store_id = match read_meta(&txn, STORE_ID_KEY)? {
+        Some(id) => id,
+        None => {
+            let id = fastrand::u64(1..);
+            write_meta(&txn, STORE_ID_KEY, id)?;
+            id
+        }
+    };
+    let applied = read_meta(&txn, APPLIED_KEY)?.unwrap_or(0);
+    let (mut journal, records) = Journal::open(dir, store_id)?;
+    let last = records.last().map_or(applied, |r| r.seq.max(applied));
+    let pending: Vec<_> = records.into_iter().filter(|r| r.seq > applied).collect();
+    if let Some(first) = pending.first()
+        && first.seq != applied + 1
+    {
+        return Err(StoreError::Corrupt(format!(
+            "the journal {} goes on from record {} but the store file holds records up to {applied} \
+             only: the file is older than its journal (restored from a copy?). Restore a backup \
+             into an empty folder instead",
+            dir.join(journal::JOURNAL_FILE).display(),
+            first.seq
+        )));
+    }
+    if !pending.is_empty() {
+        let tables = RedbWrite::new(&txn);
+        for record in &pending {
+            journal::apply(journal::decode(&record.body)?, &tables)?;
+        }
+        drop(tables);
+        write_meta(&txn, APPLIED_KEY, last)?;
+        tracing::info!(
+            records = pending.len(),
+            "the store applied the writes its journal holds beyond the file's last checkpoint"
+        );
+    }
+    txn.commit().map_err(StoreError::storage)?;
+    journal.restart();
+    Ok(Journaled {
+        journal,
+        next_seq: last + 1,
+    })
 }
 
 #[async_trait::async_trait]
@@ -168,6 +242,15 @@ impl Backend for RedbBackend {
 
     async fn close(&self) {
         self.writer.stop().await;
+        // A checkpoint: the file alone then holds every write, for whatever opens it next.
+        let checkpoint = self
+            .db
+            .begin_write()
+            .map_err(StoreError::storage)
+            .and_then(|txn| txn.commit().map_err(StoreError::storage));
+        if let Err(e) = checkpoint {
+            tracing::warn!(error = %e, "the store's last checkpoint failed; its journal still holds the writes");
+        }
     }
 
     fn can_read_long(&self) -> bool {
@@ -402,7 +485,7 @@ impl TablesMut for RedbWrite<'_> {
     }
 }
 
-fn commit_batch(db: &Database, batch: Vec<Job>) {
+fn commit_batch(db: &Database, journaled: &mut Journaled, batch: Vec<Job>) {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
@@ -412,14 +495,52 @@ fn commit_batch(db: &Database, batch: Vec<Job>) {
             return;
         }
     };
-    let (all_ok, completions) = writer::run_jobs(&RedbWrite::new(&txn), batch);
+    let tables = RedbWrite::new(&txn);
+    let recording = Recording::new(&tables);
+    let (all_ok, completions) = writer::run_jobs(&recording, batch);
+    let body = recording.into_body();
+    drop(tables);
     let outcome = if all_ok {
-        txn.commit().map_err(StoreError::storage)
+        commit_journaled(txn, journaled, &body)
     } else {
         let _ = txn.abort();
         Err(writer::batch_failed())
     };
     writer::complete(completions, outcome);
+}
+
+/// Commits a batch that wrote `body`: durable through the journal, or, once the journal is
+/// full, a checkpoint durable through redb's own fsync.
+fn commit_journaled(
+    mut txn: WriteTransaction,
+    journaled: &mut Journaled,
+    body: &[u8],
+) -> Result<(), StoreError> {
+    let seq = journaled.next_seq;
+    if journaled.journal.is_full() {
+        write_meta(&txn, APPLIED_KEY, seq)?;
+        txn.commit().map_err(StoreError::storage)?;
+        journaled.journal.restart();
+    } else {
+        txn.set_durability(Durability::None)
+            .map_err(StoreError::storage)?;
+        if body.is_empty() {
+            // Nothing to make durable.
+            return txn.commit().map_err(StoreError::storage);
+        }
+        write_meta(&txn, APPLIED_KEY, seq)?;
+        // On disk before the commit makes the batch visible: nobody reads a write that a
+        // crash could take back.
+        journaled.journal.append(seq, body)?;
+        if let Err(e) = txn.commit() {
+            if let Err(retract) = journaled.journal.retract() {
+                tracing::error!(error = %retract, "a journal record whose commit failed could not be taken back");
+            }
+            return Err(StoreError::storage(e));
+        }
+    }
+    journaled.next_seq += 1;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -460,9 +581,9 @@ mod tests {
 
     use ::redb::TableHandle;
 
-    use crate::store::BackupStore;
     use crate::store::keys::{text_key, with_sequence};
     use crate::store::ops::Backend;
+    use crate::store::{BackupStore, Store};
 
     /// Records of every grouped table (and two kept on their own) for owners whose keys sort
     /// differently as bytes and as text parts, with more events than one move batch.
@@ -689,5 +810,132 @@ mod tests {
             "{message}"
         );
         assert_eq!(layout_of(dir.path()), Some(FORMAT + 1), "left as it was");
+    }
+
+    /// The folder's files as a crash would leave them: what is on disk now, with no close.
+    fn crash_image(dir: &Path) -> tempfile::TempDir {
+        let image = tempfile::tempdir().unwrap();
+        for file in [REDB_FILE, journal::JOURNAL_FILE] {
+            std::fs::copy(dir.join(file), image.path().join(file)).unwrap();
+        }
+        image
+    }
+
+    /// The records of one task's events as a test writes them.
+    fn events(task: &str, n: u64) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+        (1..=n)
+            .map(|seq| {
+                let key = with_sequence(text_key(&["", task]), seq);
+                (Table::Events, key, format!("event {seq}").into_bytes())
+            })
+            .collect()
+    }
+
+    fn events_in_file(dir: &Path) -> usize {
+        let db = Database::open(dir.join(REDB_FILE)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let tree = txn.open_table(Group::ByTask.tree()).unwrap();
+        tree.iter().unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn writes_acknowledged_before_a_crash_are_in_the_store_after_it_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        let written = events("t1", 30);
+        for record in &written {
+            // One commit each: thirty journal records.
+            store.load(vec![record.clone()]).await.unwrap();
+        }
+        let image = crash_image(dir.path());
+        assert_eq!(
+            events_in_file(image.path()),
+            0,
+            "the file alone has none of them: they were made durable by the journal"
+        );
+        let recovered = open(image.path()).unwrap();
+        assert_eq!(dumped(&recovered).await, written);
+        // Recovery was a checkpoint: the file alone now holds them, and writes go on.
+        stop(recovered).await;
+        let recovered = open(image.path()).unwrap();
+        recovered.load(events("t2", 1)).await.unwrap();
+        assert_eq!(dumped(&recovered).await.len(), 31);
+        stop(recovered).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_s_file_holds_every_write_without_its_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        for record in events("t1", 5) {
+            store.load(vec![record]).await.unwrap();
+        }
+        store.close().await;
+        // Copied while the database is still open, so that only the close's own checkpoint
+        // can have put them in the file.
+        let image = crash_image(dir.path());
+        std::fs::remove_file(image.path().join(journal::JOURNAL_FILE)).unwrap();
+        assert_eq!(events_in_file(image.path()), 5);
+    }
+
+    #[tokio::test]
+    async fn a_full_journal_is_checkpointed_and_written_again_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        let value = vec![7; 256 * 1024];
+        let mut written = Vec::new();
+        // Past CHECKPOINT_BYTES, so that a checkpoint falls among these commits.
+        let commits = (journal::CHECKPOINT_BYTES / value.len() as u64) + 8;
+        for seq in 1..=commits {
+            let key = with_sequence(text_key(&["", "big"]), seq);
+            written.push((Table::Events, key.clone(), value.clone()));
+            store
+                .load(vec![(Table::Events, key, value.clone())])
+                .await
+                .unwrap();
+        }
+        let journal_bytes = std::fs::metadata(dir.path().join(journal::JOURNAL_FILE))
+            .unwrap()
+            .len();
+        assert!(
+            journal_bytes < journal::CHECKPOINT_BYTES + 2 * value.len() as u64,
+            "the journal was written again from its start: {journal_bytes} bytes"
+        );
+        let image = crash_image(dir.path());
+        let in_file = events_in_file(image.path()) as u64;
+        assert!(
+            in_file > 0 && in_file < commits,
+            "the file holds what the checkpoint did ({in_file} of {commits})"
+        );
+        let recovered = open(image.path()).unwrap();
+        assert_eq!(dumped(&recovered).await, written);
+        stop(recovered).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_journal_that_goes_on_past_a_gap_after_the_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        store.close().await;
+        drop(store);
+        let store_id = {
+            let db = Database::open(dir.path().join(REDB_FILE)).unwrap();
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(FORMAT_TABLE).unwrap();
+            table.get(STORE_ID_KEY).unwrap().unwrap().value()
+        };
+        let (mut journal, _) = Journal::open(dir.path(), store_id).unwrap();
+        let mut body = Vec::new();
+        journal::encode(&mut body, Table::Events, b"k", Some(b"v"));
+        journal.append(5, &body).unwrap();
+        drop(journal);
+        let error = open(dir.path()).err().expect("refused");
+        let message = error.to_string();
+        assert!(
+            message.contains(journal::JOURNAL_FILE) && message.contains("older than its journal"),
+            "{message}"
+        );
     }
 }
