@@ -152,8 +152,12 @@ fn open_store(
     sealing: store::Sealing,
 ) -> Result<Arc<dyn Store>, StoreError> {
     match target {
-        config::StoreTarget::Embedded { path, cache_bytes } => {
-            let store = RedbStore::open_sealed(&path, sealing, cache_bytes)?;
+        config::StoreTarget::Embedded {
+            path,
+            cache_bytes,
+            journal,
+        } => {
+            let store = RedbStore::open_sealed(&path, sealing, cache_bytes, journal)?;
             tracing::info!(path = %path.display(), "embedded store open");
             Ok(Arc::new(store))
         }

@@ -202,6 +202,9 @@ pub struct StoreSettings {
     pub encryption_key: Secret,
     /// Memory the embedded store may use to cache its pages, in MiB.
     pub cache_mib: usize,
+    /// Embedded store: commits are durable through a journal of their writes, and the file is
+    /// synced at checkpoints only (docs/STORAGE.md, "The journal").
+    pub journal: bool,
     /// PostgreSQL: connections for reads (besides the writer's, the batched reader's, the
     /// leases' and the wake-ups', one each).
     pub pool_size: usize,
@@ -219,6 +222,7 @@ impl Default for StoreSettings {
             url: Secret::default(),
             encryption_key: Secret::default(),
             cache_mib: 64,
+            journal: false,
             pool_size: 8,
             connect_timeout: HumanDuration(Duration::from_secs(5)),
             lane_lease: HumanDuration(Duration::from_secs(40)),

@@ -30,7 +30,11 @@ pub(crate) struct Plan {
 /// The store the hub keeps its state in.
 pub(crate) enum StoreTarget {
     /// The embedded store in this folder, with this much page cache.
-    Embedded { path: PathBuf, cache_bytes: usize },
+    Embedded {
+        path: PathBuf,
+        cache_bytes: usize,
+        journal: bool,
+    },
     /// A PostgreSQL database (its URL parsed, its TLS settings read).
     Postgres(Box<PostgresSettings>),
 }
@@ -269,6 +273,7 @@ impl Settings {
             None => StoreTarget::Embedded {
                 path: self.store.path.clone(),
                 cache_bytes: self.store.cache_mib * 1024 * 1024,
+                journal: self.store.journal,
             },
             Some(target) => StoreTarget::Postgres(Box::new(PostgresSettings {
                 target,

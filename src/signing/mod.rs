@@ -377,8 +377,9 @@ mod tests {
     use crate::store::RedbStore;
 
     async fn keyring(dir: &std::path::Path, grace: Duration) -> (Arc<dyn Store>, Keyring) {
-        let store: Arc<dyn Store> =
-            Arc::new(RedbStore::open_sealed(dir, crate::store::Sealing::none(), 1 << 20).unwrap());
+        let store: Arc<dyn Store> = Arc::new(
+            RedbStore::open_sealed(dir, crate::store::Sealing::none(), 1 << 20, false).unwrap(),
+        );
         let keyring = Keyring::open(store.clone(), grace).await.unwrap();
         (store, keyring)
     }

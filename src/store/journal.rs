@@ -40,9 +40,12 @@ use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 /// The journal's file in the store's folder.
 pub const JOURNAL_FILE: &str = "hub.journal";
 
-/// Journal bytes after which the next batch is a checkpoint. Bounds the file, the records
-/// applied again after a crash, and how many changed pages a checkpoint writes at once.
-pub const CHECKPOINT_BYTES: u64 = 16 << 20;
+/// Journal bytes after which the next batch is a checkpoint. Bounds the file and the records
+/// applied again after a crash. A checkpoint holds up the writes queued behind it while it
+/// writes the changed pages redb kept in memory (at most half of `store.cache_mib`) and syncs
+/// the file, tens of milliseconds; this far apart, a fixed 5,000 events a second meets one
+/// every dozen seconds or so (docs/PERFORMANCE.md).
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 const HEADER: usize = 4 + 8 + 8;
 const INSERT: u8 = 1;
@@ -55,11 +58,24 @@ pub enum Op {
     Remove(Table, Vec<u8>),
 }
 
-/// A batch's record read back from the file.
+/// A batch's record read back from the file: its number and where its body is in the bytes
+/// read.
 #[derive(Debug)]
 pub struct Record {
     pub seq: u64,
-    pub body: Vec<u8>,
+    pub body: std::ops::Range<usize>,
+}
+
+/// What `Journal::open` read: the file's bytes and the chain of records in them.
+pub struct Contents {
+    pub bytes: Vec<u8>,
+    pub records: Vec<Record>,
+}
+
+impl Contents {
+    pub fn body(&self, record: &Record) -> &[u8] {
+        &self.bytes[record.body.clone()]
+    }
 }
 
 pub struct Journal {
@@ -74,7 +90,7 @@ pub struct Journal {
 
 impl Journal {
     /// Opens (or creates) the journal in `dir` and reads its chain of records.
-    pub fn open(dir: &Path, store_id: u64) -> Result<(Journal, Vec<Record>), StoreError> {
+    pub fn open(dir: &Path, store_id: u64) -> Result<(Journal, Contents), StoreError> {
         let path = dir.join(JOURNAL_FILE);
         let failed = |e: std::io::Error| {
             StoreError::Storage(format!("cannot open the journal {}: {e}", path.display()))
@@ -91,7 +107,7 @@ impl Journal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(failed)?;
         let records = chain(&bytes, store_id);
-        let position = records.iter().map(|r| (HEADER + r.body.len()) as u64).sum();
+        let position = records.last().map_or(0, |r| r.body.end as u64);
         let journal = Journal {
             file,
             path,
@@ -99,7 +115,7 @@ impl Journal {
             position,
             last_start: position,
         };
-        Ok((journal, records))
+        Ok((journal, Contents { bytes, records }))
     }
 
     /// Whether the next batch should be a checkpoint.
@@ -185,7 +201,7 @@ fn chain(bytes: &[u8], store_id: u64) -> Vec<Record> {
         }
         records.push(Record {
             seq,
-            body: body.to_vec(),
+            body: at + HEADER..at + HEADER + len as usize,
         });
         at += HEADER + len as usize;
     }
@@ -333,22 +349,22 @@ mod tests {
         body
     }
 
-    fn seqs(records: &[Record]) -> Vec<u64> {
-        records.iter().map(|r| r.seq).collect()
+    fn seqs(contents: &Contents) -> Vec<u64> {
+        contents.records.iter().map(|r| r.seq).collect()
     }
 
     #[test]
     fn records_read_back_in_order_with_their_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, records) = Journal::open(dir.path(), 9).unwrap();
-        assert!(records.is_empty());
+        let (mut journal, contents) = Journal::open(dir.path(), 9).unwrap();
+        assert!(contents.records.is_empty());
         for seq in 1..=3 {
             journal.append(seq, &body(seq as u8)).unwrap();
         }
-        let (_, records) = Journal::open(dir.path(), 9).unwrap();
-        assert_eq!(seqs(&records), [1, 2, 3]);
+        let (_, contents) = Journal::open(dir.path(), 9).unwrap();
+        assert_eq!(seqs(&contents), [1, 2, 3]);
         assert_eq!(
-            decode(&records[1].body).unwrap(),
+            decode(contents.body(&contents.records[1])).unwrap(),
             [
                 Op::Insert(Table::Events, vec![2], vec![2; 3]),
                 Op::Remove(Table::Lanes, vec![2])
@@ -407,7 +423,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = Journal::open(dir.path(), 9).unwrap();
         journal.append(1, &body(1)).unwrap();
-        assert!(Journal::open(dir.path(), 10).unwrap().1.is_empty());
+        assert!(Journal::open(dir.path(), 10).unwrap().1.records.is_empty());
     }
 
     #[test]

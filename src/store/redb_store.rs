@@ -1,6 +1,7 @@
 //! The embedded backend: one redb file and its journal. Writes go through the group-commit
-//! writer (`writer.rs`); a batch is durable once its record is in the journal (`journal.rs`),
-//! and redb's own fsync runs only at checkpoints. Reads run on the calling task.
+//! writer (`writer.rs`); a batch is durable once redb has fsynced its commit, or, with
+//! `store.journal`, once its record is in the journal (`journal.rs`), redb's own fsync then
+//! running only at checkpoints. Reads run on the calling task.
 
 use std::cell::{OnceCell, RefCell};
 use std::path::Path;
@@ -91,14 +92,16 @@ pub struct RedbBackend {
 
 impl RedbStore {
     /// Opens the store with secret-bearing records sealed by `sealing`, caching at most
-    /// `cache_bytes` of its pages in memory.
+    /// `cache_bytes` of its pages in memory; with `journal`, commits are durable through the
+    /// journal, otherwise each through redb's own fsync.
     pub fn open_sealed(
         dir: &Path,
         sealing: Sealing,
         cache_bytes: usize,
+        journal: bool,
     ) -> Result<RedbStore, StoreError> {
         Ok(TableStore {
-            backend: RedbBackend::open(dir, cache_bytes)?,
+            backend: RedbBackend::open(dir, cache_bytes, journal)?,
             sealing: Arc::new(sealing),
             outbox: Default::default(),
         })
@@ -106,7 +109,7 @@ impl RedbStore {
 }
 
 impl RedbBackend {
-    fn open(dir: &Path, cache_bytes: usize) -> Result<RedbBackend, StoreError> {
+    fn open(dir: &Path, cache_bytes: usize, journal: bool) -> Result<RedbBackend, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Storage(format!("cannot create store folder {}: {e}", dir.display()))
         })?;
@@ -143,11 +146,12 @@ impl RedbBackend {
             txn.open_table(group.tree()).map_err(StoreError::storage)?;
         }
         txn.commit().map_err(StoreError::storage)?;
+        // Whatever the setting: a journal written before it changed is applied.
         let mut journaled = recover(&db, dir)?;
         let db = Arc::new(db);
         let writer_db = db.clone();
         let writer = Writer::start("store-writer", move |batch| {
-            commit_batch(&writer_db, &mut journaled, batch)
+            commit_batch(&writer_db, journal.then_some(&mut journaled), batch)
         })?;
         Ok(RedbBackend { db, writer, path })
     }
@@ -184,9 +188,16 @@ fn recover(db: &Database, dir: &Path) -> Result<Journaled, StoreError> {
         }
     };
     let applied = read_meta(&txn, APPLIED_KEY)?.unwrap_or(0);
-    let (mut journal, records) = Journal::open(dir, store_id)?;
-    let last = records.last().map_or(applied, |r| r.seq.max(applied));
-    let pending: Vec<_> = records.into_iter().filter(|r| r.seq > applied).collect();
+    let (mut journal, contents) = Journal::open(dir, store_id)?;
+    let last = contents
+        .records
+        .last()
+        .map_or(applied, |r| r.seq.max(applied));
+    let pending: Vec<_> = contents
+        .records
+        .iter()
+        .filter(|r| r.seq > applied)
+        .collect();
     if let Some(first) = pending.first()
         && first.seq != applied + 1
     {
@@ -201,7 +212,7 @@ fn recover(db: &Database, dir: &Path) -> Result<Journaled, StoreError> {
     if !pending.is_empty() {
         let tables = RedbWrite::new(&txn);
         for record in &pending {
-            journal::apply(journal::decode(&record.body)?, &tables)?;
+            journal::apply(journal::decode(contents.body(record))?, &tables)?;
         }
         drop(tables);
         write_meta(&txn, APPLIED_KEY, last)?;
@@ -485,7 +496,9 @@ impl TablesMut for RedbWrite<'_> {
     }
 }
 
-fn commit_batch(db: &Database, journaled: &mut Journaled, batch: Vec<Job>) {
+/// Runs a batch in one transaction and commits it: through the journal when there is one,
+/// otherwise with redb's own fsync.
+fn commit_batch(db: &Database, journaled: Option<&mut Journaled>, batch: Vec<Job>) {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
@@ -496,12 +509,23 @@ fn commit_batch(db: &Database, journaled: &mut Journaled, batch: Vec<Job>) {
         }
     };
     let tables = RedbWrite::new(&txn);
-    let recording = Recording::new(&tables);
-    let (all_ok, completions) = writer::run_jobs(&recording, batch);
-    let body = recording.into_body();
+    let (all_ok, completions, body) = match journaled {
+        Some(_) => {
+            let recording = Recording::new(&tables);
+            let (all_ok, completions) = writer::run_jobs(&recording, batch);
+            (all_ok, completions, recording.into_body())
+        }
+        None => {
+            let (all_ok, completions) = writer::run_jobs(&tables, batch);
+            (all_ok, completions, Vec::new())
+        }
+    };
     drop(tables);
     let outcome = if all_ok {
-        commit_journaled(txn, journaled, &body)
+        match journaled {
+            Some(journaled) => commit_journaled(txn, journaled, &body),
+            None => txn.commit().map_err(StoreError::storage),
+        }
     } else {
         let _ = txn.abort();
         Err(writer::batch_failed())
@@ -572,7 +596,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Result<RedbStore, StoreError> {
-        RedbStore::open_sealed(dir, Sealing::none(), 1 << 20)
+        RedbStore::open_sealed(dir, Sealing::none(), 1 << 20, true)
     }
 
     async fn stop(store: RedbStore) {
@@ -865,6 +889,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_the_journal_each_commit_is_in_the_file_when_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_sealed(dir.path(), Sealing::none(), 1 << 20, false).unwrap();
+        for record in events("t1", 3) {
+            store.load(vec![record]).await.unwrap();
+        }
+        let image = crash_image(dir.path());
+        std::fs::remove_file(image.path().join(journal::JOURNAL_FILE)).unwrap();
+        assert_eq!(events_in_file(image.path()), 3);
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn a_closed_store_s_file_holds_every_write_without_its_journal() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).unwrap();
@@ -883,7 +920,7 @@ mod tests {
     async fn a_full_journal_is_checkpointed_and_written_again_from_its_start() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).unwrap();
-        let value = vec![7; 256 * 1024];
+        let value = vec![7; 1024 * 1024];
         let mut written = Vec::new();
         // Past CHECKPOINT_BYTES, so that a checkpoint falls among these commits.
         let commits = (journal::CHECKPOINT_BYTES / value.len() as u64) + 8;
