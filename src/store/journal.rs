@@ -44,7 +44,7 @@ pub const JOURNAL_FILE: &str = "hub.journal";
 /// applied again after a crash. A checkpoint holds up the writes queued behind it while it
 /// writes the changed pages redb kept in memory (at most half of `store.cache_mib`) and syncs
 /// the file, tens of milliseconds; this far apart, a fixed 5,000 events a second meets one
-/// every dozen seconds or so (docs/PERFORMANCE.md).
+/// every four or five seconds (docs/PERFORMANCE.md, "The journal").
 pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 const HEADER: usize = 4 + 8 + 8;
