@@ -300,9 +300,10 @@ impl Hub {
     }
 }
 
-/// The store commits `hubs` have made so far and the seconds they took, from their metrics.
-async fn commit_totals(http: &reqwest::Client, hubs: &[Hub]) -> (f64, f64) {
-    let mut totals = (0.0, 0.0);
+/// The store commits `hubs` have made so far, the seconds they took, and how many took more
+/// than 25 ms (what a writer held up everything queued behind it for), from their metrics.
+async fn commit_totals(http: &reqwest::Client, hubs: &[Hub]) -> (f64, f64, f64) {
+    let mut totals = (0.0, 0.0, 0.0);
     for hub in hubs {
         let Ok(answer) = http
             .get(format!("http://{}/metrics", hub.admin))
@@ -317,8 +318,10 @@ async fn commit_totals(http: &reqwest::Client, hubs: &[Hub]) -> (f64, f64) {
                 .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
                 .unwrap_or(0.0)
         };
-        totals.0 += value("a2a_push_hub_store_commit_seconds_count ");
+        let count = value("a2a_push_hub_store_commit_seconds_count ");
+        totals.0 += count;
         totals.1 += value("a2a_push_hub_store_commit_seconds_sum ");
+        totals.2 += count - value("a2a_push_hub_store_commit_seconds_bucket{le=\"0.025\"} ");
     }
     totals
 }
@@ -329,15 +332,17 @@ struct StoreWork {
     written: f64,
     commits: f64,
     commit_s: f64,
+    slow_commits: f64,
 }
 
 impl StoreWork {
     async fn read(http: &reqwest::Client, hubs: &[Hub]) -> StoreWork {
-        let (commits, commit_s) = commit_totals(http, hubs).await;
+        let (commits, commit_s, slow_commits) = commit_totals(http, hubs).await;
         StoreWork {
             written: hubs.iter().map(Hub::written_bytes).sum(),
             commits,
             commit_s,
+            slow_commits,
         }
     }
 
@@ -346,7 +351,8 @@ impl StoreWork {
         let events = events.max(1) as f64;
         json!({"hub_written_kib_per_event": ((self.written - before.written) / 1024.0 / events * 10.0).round() / 10.0,
             "store_commits_per_event": ((self.commits - before.commits) / events * 1000.0).round() / 1000.0,
-            "store_writer_us_per_event": ((self.commit_s - before.commit_s) * 1e6 / events).round()})
+            "store_writer_us_per_event": ((self.commit_s - before.commit_s) * 1e6 / events).round(),
+            "store_commits_over_25ms": self.slow_commits - before.slow_commits})
     }
 }
 
