@@ -20,12 +20,14 @@
 //!               remove: 2 name_len:u8 name key_len:u32 key
 //! ```
 //!
-//! The file is written from its start again after each checkpoint, over the records before
-//! (an overwrite in place costs an fsync less than an append that grows the file). So a read
-//! follows the chain from the start while each record checks and numbers one more than the one
-//! before: a record cut short by a crash, or one of an earlier round, ends it. Neither was ever
-//! acknowledged. The store id in the check keeps a journal left beside another store's file from
-//! being applied to this one.
+//! The journal is two files, written in turn: a checkpoint's pages reach the disk after its
+//! commit returns (`redb_file.rs`), so until then the records before it are still needed, and
+//! the records after it go to the other file. That file is written from its start, over the
+//! records of two checkpoints ago, which the disk holds by then (a checkpoint waits for the
+//! flush of the one before). Each file is read from its start while each record checks and
+//! numbers one more than the one before: a record cut short by a crash, or one of an earlier
+//! round, ends it. Neither was ever acknowledged. The store id in the check keeps a journal
+//! left beside another store's file from being applied to this one.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -37,8 +39,8 @@ use aws_lc_rs::digest::{Context, SHA256};
 use super::StoreError;
 use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 
-/// The journal's file in the store's folder.
-pub const JOURNAL_FILE: &str = "hub.journal";
+/// The journal's two files in the store's folder.
+pub const JOURNAL_FILES: [&str; 2] = ["hub.journal", "hub.journal.2"];
 
 /// Journal bytes after which the next batch is a checkpoint. Bounds the file and the records
 /// applied again after a crash. A checkpoint holds up the writes queued behind it while it
@@ -58,29 +60,32 @@ pub enum Op {
     Remove(Table, Vec<u8>),
 }
 
-/// A batch's record read back from the file: its number and where its body is in the bytes
-/// read.
+/// A batch's record read back: its number, and where its body is in the bytes read of which
+/// file.
 #[derive(Debug)]
 pub struct Record {
     pub seq: u64,
-    pub body: std::ops::Range<usize>,
+    file: usize,
+    body: std::ops::Range<usize>,
 }
 
-/// What `Journal::open` read: the file's bytes and the chain of records in them.
+/// What `Journal::open` read: both files' bytes, and the records of their chains in the order
+/// of their numbers.
 pub struct Contents {
-    pub bytes: Vec<u8>,
+    bytes: [Vec<u8>; 2],
     pub records: Vec<Record>,
 }
 
 impl Contents {
     pub fn body(&self, record: &Record) -> &[u8] {
-        &self.bytes[record.body.clone()]
+        &self.bytes[record.file][record.body.clone()]
     }
 }
 
 pub struct Journal {
-    file: File,
-    path: PathBuf,
+    files: [(File, PathBuf); 2],
+    /// The file records go to.
+    active: usize,
     store_id: u64,
     /// Where the next record goes.
     position: u64,
@@ -89,28 +94,43 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir` and reads its chain of records.
+    /// Opens (or creates) the journal's files in `dir` and reads their chains of records.
     pub fn open(dir: &Path, store_id: u64) -> Result<(Journal, Contents), StoreError> {
-        let path = dir.join(JOURNAL_FILE);
-        let failed = |e: std::io::Error| {
-            StoreError::Storage(format!("cannot open the journal {}: {e}", path.display()))
+        let open_one = |index: usize| -> Result<((File, PathBuf), Vec<u8>), StoreError> {
+            let path = dir.join(JOURNAL_FILES[index]);
+            let failed = |e: std::io::Error| {
+                StoreError::Storage(format!("cannot open the journal {}: {e}", path.display()))
+            };
+            let mut options = std::fs::OpenOptions::new();
+            options.read(true).write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                // It holds the same sealed records as the store file.
+                options.mode(0o600);
+            }
+            let mut file = options.open(&path).map_err(failed)?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(failed)?;
+            Ok(((file, path), bytes))
         };
-        let mut options = std::fs::OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            // It holds the same sealed records as the store file.
-            options.mode(0o600);
-        }
-        let mut file = options.open(&path).map_err(failed)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(failed)?;
-        let records = chain(&bytes, store_id);
-        let position = records.last().map_or(0, |r| r.body.end as u64);
+        let (first, first_bytes) = open_one(0)?;
+        let (second, second_bytes) = open_one(1)?;
+        let bytes = [first_bytes, second_bytes];
+        let mut records: Vec<Record> = (0..2)
+            .flat_map(|file| chain(&bytes[file], store_id, file))
+            .collect();
+        records.sort_by_key(|r| r.seq);
+        // Records go on after the first file's chain, until a checkpoint says otherwise.
+        let position = records
+            .iter()
+            .filter(|r| r.file == 0)
+            .map(|r| r.body.end as u64)
+            .max()
+            .unwrap_or(0);
         let journal = Journal {
-            file,
-            path,
+            files: [first, second],
+            active: 0,
             store_id,
             position,
             last_start: position,
@@ -150,23 +170,31 @@ impl Journal {
         Ok(())
     }
 
-    /// After a checkpoint: the file holds everything, the next record goes at the start.
+    /// After a checkpoint on disk (at open, once the records were applied): every record is
+    /// in the file, the next goes at the start of the first journal file.
     pub fn restart(&mut self) {
+        self.active = 0;
+        self.position = 0;
+        self.last_start = 0;
+    }
+
+    /// After a checkpoint whose pages the flusher is writing: the next records go to the
+    /// other file, from its start. Its records are older than the checkpoint before, which
+    /// is on disk.
+    pub fn rotate(&mut self) {
+        self.active = 1 - self.active;
         self.position = 0;
         self.last_start = 0;
     }
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        let written = self
-            .file
+        let (file, path) = &mut self.files[self.active];
+        let written = file
             .seek(SeekFrom::Start(offset))
-            .and_then(|_| self.file.write_all(bytes))
-            .and_then(|()| self.file.sync_data());
+            .and_then(|_| file.write_all(bytes))
+            .and_then(|()| file.sync_data());
         written.map_err(|e| {
-            StoreError::Storage(format!(
-                "cannot write the journal {}: {e}",
-                self.path.display()
-            ))
+            StoreError::Storage(format!("cannot write the journal {}: {e}", path.display()))
         })
     }
 }
@@ -183,8 +211,9 @@ fn check(store_id: u64, len: u32, seq: u64, body: &[u8]) -> [u8; 8] {
     first
 }
 
-/// The records from the start of `bytes` while each checks and follows the one before.
-fn chain(bytes: &[u8], store_id: u64) -> Vec<Record> {
+/// The records from the start of `bytes` (of journal file `file`) while each checks and
+/// follows the one before.
+fn chain(bytes: &[u8], store_id: u64, file: usize) -> Vec<Record> {
     let mut records: Vec<Record> = Vec::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + HEADER) {
@@ -201,6 +230,7 @@ fn chain(bytes: &[u8], store_id: u64) -> Vec<Record> {
         }
         records.push(Record {
             seq,
+            file,
             body: at + HEADER..at + HEADER + len as usize,
         });
         at += HEADER + len as usize;
@@ -379,7 +409,7 @@ mod tests {
         for seq in 1..=3 {
             journal.append(seq, &body(seq as u8)).unwrap();
         }
-        let path = dir.path().join(JOURNAL_FILE);
+        let path = dir.path().join(JOURNAL_FILES[0]);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         assert_eq!(seqs(&Journal::open(dir.path(), 9).unwrap().1), [1, 2]);
@@ -403,6 +433,29 @@ mod tests {
         journal.append(8, &body(8)).unwrap();
         // Records 3 to 5 are still in the file, after the new ones.
         assert_eq!(seqs(&Journal::open(dir.path(), 9).unwrap().1), [7, 8]);
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_round_before_until_the_next_one_writes_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), 9).unwrap();
+        for seq in 1..=4 {
+            journal.append(seq, &body(seq as u8)).unwrap();
+        }
+        journal.rotate();
+        journal.append(5, &body(5)).unwrap();
+        journal.append(6, &body(6)).unwrap();
+        // Both rounds, in the order of their numbers, whichever file they are in.
+        let (_, contents) = Journal::open(dir.path(), 9).unwrap();
+        assert_eq!(seqs(&contents), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            decode(contents.body(&contents.records[4])).unwrap()[0],
+            Op::Insert(Table::Events, vec![5], vec![5; 3])
+        );
+        journal.rotate();
+        journal.append(7, &body(7)).unwrap();
+        // The first file's older records after the new one end its chain.
+        assert_eq!(seqs(&Journal::open(dir.path(), 9).unwrap().1), [5, 6, 7]);
     }
 
     #[test]

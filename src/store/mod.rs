@@ -13,6 +13,7 @@ mod memory;
 mod model;
 mod ops;
 mod postgres;
+mod redb_file;
 mod redb_layout;
 mod redb_store;
 mod sealing;

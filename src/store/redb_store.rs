@@ -1,7 +1,8 @@
 //! The embedded backend: one redb file and its journal. Writes go through the group-commit
 //! writer (`writer.rs`); a batch is durable once redb has fsynced its commit, or, with
 //! `store.journal`, once its record is in the journal (`journal.rs`), redb's own fsync then
-//! running only at checkpoints. Reads run on the calling task.
+//! running only at checkpoints, on a thread of its own (`redb_file.rs`). Reads run on the
+//! calling task.
 
 use std::cell::{OnceCell, RefCell};
 use std::path::Path;
@@ -15,6 +16,7 @@ use ::redb::{
 use super::StoreError;
 use super::journal::{self, Journal, Recording};
 use super::ops::{AfterCommit, Backend, ReadJob, TableStore, Urgency, WriteJob};
+use super::redb_file::{Checkpoints, StoreFile};
 use super::redb_layout::{self, Group, grouped};
 use super::sealing::Sealing;
 use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
@@ -46,8 +48,9 @@ pub const REDB_FILE: &str = "hub.redb";
 /// open; a file of a newer layout is refused, so that going back to an earlier build never
 /// serves a store it would read as empty or write beside records it cannot see. Layout 1 kept
 /// every table in a tree of its own; layout 2 groups some by owner (`redb_layout.rs`); layout 3
-/// is layout 2 with the journal, which a build of layout 2 would not apply.
-const FORMAT: u64 = 3;
+/// is layout 2 with the journal, which a build of layout 2 would not apply; layout 4 writes the
+/// journal to two files in turn, whose second a build of layout 3 would not read.
+const FORMAT: u64 = 4;
 const FORMAT_TABLE: TableDefinition<&str, u64> = TableDefinition::new("hub_format");
 const FORMAT_KEY: &str = "layout";
 /// Names this file to its journal (a random number chosen with the file).
@@ -88,6 +91,8 @@ pub struct RedbBackend {
     db: Arc<Database>,
     writer: Writer,
     path: std::path::PathBuf,
+    #[cfg(test)]
+    checkpoints: Checkpoints,
 }
 
 impl RedbStore {
@@ -120,9 +125,10 @@ impl RedbBackend {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let path = dir.join(REDB_FILE);
+        let (file, checkpoints) = StoreFile::open(&path)?;
         let db = Database::builder()
             .set_cache_size(cache_bytes)
-            .create(&path)
+            .create_with_backend(file)
             .map_err(|e| {
                 StoreError::Storage(format!("cannot open store file {}: {e}", path.display()))
             })?;
@@ -147,20 +153,29 @@ impl RedbBackend {
         }
         txn.commit().map_err(StoreError::storage)?;
         // Whatever the setting: a journal written before it changed is applied.
-        let mut journaled = recover(&db, dir)?;
+        #[cfg(test)]
+        let test_checkpoints = checkpoints.clone();
+        let mut journaled = recover(&db, dir, checkpoints)?;
         let db = Arc::new(db);
         let writer_db = db.clone();
         let writer = Writer::start("store-writer", move |batch| {
             commit_batch(&writer_db, journal.then_some(&mut journaled), batch)
         })?;
-        Ok(RedbBackend { db, writer, path })
+        Ok(RedbBackend {
+            db,
+            writer,
+            path,
+            #[cfg(test)]
+            checkpoints: test_checkpoints,
+        })
     }
 }
 
-/// The journal and the number its next record gets.
+/// The journal, the number its next record gets, and the file's checkpoints.
 struct Journaled {
     journal: Journal,
     next_seq: u64,
+    checkpoints: Checkpoints,
 }
 
 fn read_meta(txn: &WriteTransaction, key: &str) -> Result<Option<u64>, StoreError> {
@@ -177,7 +192,7 @@ fn write_meta(txn: &WriteTransaction, key: &str, value: u64) -> Result<(), Store
 
 /// Applies the journal's records the file does not hold yet, makes them part of the file with
 /// a checkpoint, and returns the journal ready for the next record.
-fn recover(db: &Database, dir: &Path) -> Result<Journaled, StoreError> {
+fn recover(db: &Database, dir: &Path, checkpoints: Checkpoints) -> Result<Journaled, StoreError> {
     let txn = db.begin_write().map_err(StoreError::storage)?;
     let store_id = match read_meta(&txn, STORE_ID_KEY)? {
         Some(id) => id,
@@ -205,8 +220,20 @@ fn recover(db: &Database, dir: &Path) -> Result<Journaled, StoreError> {
             "the journal {} goes on from record {} but the store file holds records up to {applied} \
              only: the file is older than its journal (restored from a copy?). Restore a backup \
              into an empty folder instead",
-            dir.join(journal::JOURNAL_FILE).display(),
+            dir.join(journal::JOURNAL_FILES[0]).display(),
             first.seq
+        )));
+    }
+    if let Some(pair) = pending
+        .windows(2)
+        .find(|pair| pair[1].seq != pair[0].seq + 1)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "the journal files {} and {} miss the records between {} and {}",
+            dir.join(journal::JOURNAL_FILES[0]).display(),
+            dir.join(journal::JOURNAL_FILES[1]).display(),
+            pair[0].seq,
+            pair[1].seq
         )));
     }
     if !pending.is_empty() {
@@ -226,6 +253,7 @@ fn recover(db: &Database, dir: &Path) -> Result<Journaled, StoreError> {
     Ok(Journaled {
         journal,
         next_seq: last + 1,
+        checkpoints,
     })
 }
 
@@ -533,35 +561,44 @@ fn commit_batch(db: &Database, journaled: Option<&mut Journaled>, batch: Vec<Job
     writer::complete(completions, outcome);
 }
 
-/// Commits a batch that wrote `body`: durable through the journal, or, once the journal is
-/// full, a checkpoint durable through redb's own fsync.
+/// Commits a batch that wrote `body`, durable through the journal. Once the journal is full,
+/// the commit is a checkpoint too: redb's own, whose pages the flusher writes and syncs while
+/// the next batches go on (`redb_file.rs`); the records after it go to the journal's other
+/// file.
 fn commit_journaled(
     mut txn: WriteTransaction,
     journaled: &mut Journaled,
     body: &[u8],
 ) -> Result<(), StoreError> {
-    let seq = journaled.next_seq;
-    if journaled.journal.is_full() {
-        write_meta(&txn, APPLIED_KEY, seq)?;
-        txn.commit().map_err(StoreError::storage)?;
-        journaled.journal.restart();
-    } else {
+    if body.is_empty() {
+        // Nothing to make durable.
         txn.set_durability(Durability::None)
             .map_err(StoreError::storage)?;
-        if body.is_empty() {
-            // Nothing to make durable.
-            return txn.commit().map_err(StoreError::storage);
+        return txn.commit().map_err(StoreError::storage);
+    }
+    let seq = journaled.next_seq;
+    let checkpoint = journaled.journal.is_full();
+    if !checkpoint {
+        txn.set_durability(Durability::None)
+            .map_err(StoreError::storage)?;
+    }
+    write_meta(&txn, APPLIED_KEY, seq)?;
+    // On disk before the commit makes the batch visible: nobody reads a write that a crash
+    // could take back.
+    journaled.journal.append(seq, body)?;
+    let committed = if checkpoint {
+        journaled.checkpoints.run(|| txn.commit())
+    } else {
+        txn.commit()
+    };
+    if let Err(e) = committed {
+        if let Err(retract) = journaled.journal.retract() {
+            tracing::error!(error = %retract, "a journal record whose commit failed could not be taken back");
         }
-        write_meta(&txn, APPLIED_KEY, seq)?;
-        // On disk before the commit makes the batch visible: nobody reads a write that a
-        // crash could take back.
-        journaled.journal.append(seq, body)?;
-        if let Err(e) = txn.commit() {
-            if let Err(retract) = journaled.journal.retract() {
-                tracing::error!(error = %retract, "a journal record whose commit failed could not be taken back");
-            }
-            return Err(StoreError::storage(e));
-        }
+        return Err(StoreError::storage(e));
+    }
+    if checkpoint {
+        journaled.journal.rotate();
     }
     journaled.next_seq += 1;
     Ok(())
@@ -839,10 +876,20 @@ mod tests {
     /// The folder's files as a crash would leave them: what is on disk now, with no close.
     fn crash_image(dir: &Path) -> tempfile::TempDir {
         let image = tempfile::tempdir().unwrap();
-        for file in [REDB_FILE, journal::JOURNAL_FILE] {
+        for file in [
+            REDB_FILE,
+            journal::JOURNAL_FILES[0],
+            journal::JOURNAL_FILES[1],
+        ] {
             std::fs::copy(dir.join(file), image.path().join(file)).unwrap();
         }
         image
+    }
+
+    fn remove_journal(dir: &Path) {
+        for file in journal::JOURNAL_FILES {
+            std::fs::remove_file(dir.join(file)).unwrap();
+        }
     }
 
     /// The records of one task's events as a test writes them.
@@ -896,7 +943,7 @@ mod tests {
             store.load(vec![record]).await.unwrap();
         }
         let image = crash_image(dir.path());
-        std::fs::remove_file(image.path().join(journal::JOURNAL_FILE)).unwrap();
+        remove_journal(image.path());
         assert_eq!(events_in_file(image.path()), 3);
         store.close().await;
     }
@@ -912,32 +959,46 @@ mod tests {
         // Copied while the database is still open, so that only the close's own checkpoint
         // can have put them in the file.
         let image = crash_image(dir.path());
-        std::fs::remove_file(image.path().join(journal::JOURNAL_FILE)).unwrap();
+        remove_journal(image.path());
         assert_eq!(events_in_file(image.path()), 5);
     }
 
+    /// Writes one 1 MiB event per commit, `from..=to`, to a task, and returns the records.
+    async fn big_events(store: &RedbStore, from: u64, to: u64) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+        let mut written = Vec::new();
+        for seq in from..=to {
+            let key = with_sequence(text_key(&["", "big"]), seq);
+            let record = (Table::Events, key, vec![seq as u8; 1024 * 1024]);
+            store.load(vec![record.clone()]).await.unwrap();
+            written.push(record);
+        }
+        written
+    }
+
+    /// Commits of 1 MiB that fill the journal, so that a checkpoint falls among them.
+    fn past_a_checkpoint() -> u64 {
+        journal::CHECKPOINT_BYTES / (1024 * 1024) + 8
+    }
+
     #[tokio::test]
-    async fn a_full_journal_is_checkpointed_and_written_again_from_its_start() {
+    async fn a_full_journal_is_checkpointed_and_the_next_records_go_to_its_other_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).unwrap();
-        let value = vec![7; 1024 * 1024];
-        let mut written = Vec::new();
-        // Past CHECKPOINT_BYTES, so that a checkpoint falls among these commits.
-        let commits = (journal::CHECKPOINT_BYTES / value.len() as u64) + 8;
-        for seq in 1..=commits {
-            let key = with_sequence(text_key(&["", "big"]), seq);
-            written.push((Table::Events, key.clone(), value.clone()));
-            store
-                .load(vec![(Table::Events, key, value.clone())])
-                .await
-                .unwrap();
-        }
-        let journal_bytes = std::fs::metadata(dir.path().join(journal::JOURNAL_FILE))
-            .unwrap()
-            .len();
+        let commits = past_a_checkpoint();
+        let written = big_events(&store, 1, commits).await;
+        store.backend.checkpoints.wait();
+        let journal_bytes = |file: usize| {
+            std::fs::metadata(dir.path().join(journal::JOURNAL_FILES[file]))
+                .unwrap()
+                .len()
+        };
         assert!(
-            journal_bytes < journal::CHECKPOINT_BYTES + 2 * value.len() as u64,
-            "the journal was written again from its start: {journal_bytes} bytes"
+            journal_bytes(0) >= journal::CHECKPOINT_BYTES
+                && journal_bytes(1) > 0
+                && journal_bytes(1) < 10 * 1024 * 1024,
+            "the records after the checkpoint went to the second file: {} and {} bytes",
+            journal_bytes(0),
+            journal_bytes(1)
         );
         let image = crash_image(dir.path());
         let in_file = events_in_file(image.path()) as u64;
@@ -949,6 +1010,54 @@ mod tests {
         assert_eq!(dumped(&recovered).await, written);
         stop(recovered).await;
         store.close().await;
+    }
+
+    #[tokio::test]
+    async fn writes_go_on_while_a_checkpoint_is_flushed_and_a_crash_then_loses_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        let before = big_events(&store, 1, 3).await;
+        let checkpoints = store.backend.checkpoints.clone();
+        checkpoints.hold_flushes(true);
+        // The checkpoint among these returns with none of its pages on disk, and the writes
+        // after it go on, held in memory.
+        let during = big_events(&store, 4, past_a_checkpoint()).await;
+        let image = crash_image(dir.path());
+        assert_eq!(
+            events_in_file(image.path()),
+            0,
+            "the file is still as the last checkpoint on disk left it"
+        );
+        // What the commits after the checkpoint read back comes from memory.
+        let expected: Vec<_> = before.iter().chain(&during).cloned().collect();
+        assert_eq!(dumped(&store).await, expected);
+        let recovered = open(image.path()).unwrap();
+        assert_eq!(
+            dumped(&recovered).await,
+            expected,
+            "every acknowledged write is back"
+        );
+        stop(recovered).await;
+
+        checkpoints.hold_flushes(false);
+        checkpoints.wait();
+        let image = crash_image(dir.path());
+        let in_file = events_in_file(image.path());
+        assert!(
+            in_file > 0 && in_file < expected.len(),
+            "once flushed, the file holds what the checkpoint did ({in_file})"
+        );
+        let recovered = open(image.path()).unwrap();
+        assert_eq!(dumped(&recovered).await, expected);
+        stop(recovered).await;
+        store.close().await;
+        let image = crash_image(dir.path());
+        remove_journal(image.path());
+        assert_eq!(
+            events_in_file(image.path()),
+            expected.len(),
+            "the close checkpoint"
+        );
     }
 
     #[tokio::test]
@@ -971,7 +1080,8 @@ mod tests {
         let error = open(dir.path()).err().expect("refused");
         let message = error.to_string();
         assert!(
-            message.contains(journal::JOURNAL_FILE) && message.contains("older than its journal"),
+            message.contains(journal::JOURNAL_FILES[0])
+                && message.contains("older than its journal"),
             "{message}"
         );
     }
