@@ -281,7 +281,7 @@ pub async fn restore_store(
         return Err(RestoreError::NotEmpty(data_dir.to_path_buf()));
     }
     // Each batch is fsynced as it loads: nothing waits on the load but this command.
-    let restored = RedbStore::open_sealed(data_dir, Sealing::none(), 64 << 20, false)?;
+    let restored = RedbStore::open_sealed(data_dir, Sealing::none(), 64 << 20, None)?;
     // The file is read on a thread of its own and loaded in batches as it is read.
     let (batches, mut received) = tokio::sync::mpsc::channel(2);
     let file = open(from)?;

@@ -58,6 +58,10 @@ fn bad_settings_stop_the_start_with_a_message_naming_the_key() {
         ("[delivery]\ntimeout = \"2m\"\n", "delivery.timeout"),
         ("[delivery]\ntimeout = \"fast\"\n", "fast"),
         ("[store]\ncache_mib = 0\n", "store.cache_mib"),
+        (
+            "[store]\njournal_checkpoint_mib = 0\n",
+            "store.journal_checkpoint_mib",
+        ),
         ("[server]\nadmin_lissen = \"127.0.0.1:0\"\n", "admin_lissen"),
         (
             "[security]\nallowed_subnets = [\"not-a-cidr\"]\n",

@@ -22,6 +22,9 @@ fn spawn(data_dir: &Path, journal: bool) -> HubProcess {
     let mut command = common::hub_command(data_dir);
     common::crash_test_settings(&mut command);
     command.env("A2A_PUSH_HUB_STORE__JOURNAL", journal.to_string());
+    // A checkpoint every MiB of journal, so that crashes fall during checkpoints' flushes and
+    // right after the journal turned to its other file.
+    command.env("A2A_PUSH_HUB_STORE__JOURNAL_CHECKPOINT_MIB", "1");
     HubProcess::spawn(command).expect("the hub starts")
 }
 

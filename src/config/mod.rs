@@ -205,6 +205,9 @@ pub struct StoreSettings {
     /// Embedded store: commits are durable through a journal of their writes, and the file is
     /// synced at checkpoints only (docs/STORAGE.md, "The journal").
     pub journal: bool,
+    /// Embedded store with the journal: how much journal (MiB) a checkpoint comes after. Less
+    /// makes the start after a crash shorter and checkpoints more frequent.
+    pub journal_checkpoint_mib: usize,
     /// PostgreSQL: connections for reads (besides the writer's, the batched reader's, the
     /// leases' and the wake-ups', one each).
     pub pool_size: usize,
@@ -223,6 +226,7 @@ impl Default for StoreSettings {
             encryption_key: Secret::default(),
             cache_mib: 64,
             journal: false,
+            journal_checkpoint_mib: 64,
             pool_size: 8,
             connect_timeout: HumanDuration(Duration::from_secs(5)),
             lane_lease: HumanDuration(Duration::from_secs(40)),

@@ -29,11 +29,12 @@ pub(crate) struct Plan {
 
 /// The store the hub keeps its state in.
 pub(crate) enum StoreTarget {
-    /// The embedded store in this folder, with this much page cache.
+    /// The embedded store in this folder, with this much page cache, and its journal with
+    /// checkpoints every so many bytes when it is on.
     Embedded {
         path: PathBuf,
         cache_bytes: usize,
-        journal: bool,
+        journal: Option<u64>,
     },
     /// A PostgreSQL database (its URL parsed, its TLS settings read).
     Postgres(Box<PostgresSettings>),
@@ -122,6 +123,11 @@ impl Settings {
             });
         }
         within("store.cache_mib", self.store.cache_mib, 1..=65_536)?;
+        within(
+            "store.journal_checkpoint_mib",
+            self.store.journal_checkpoint_mib,
+            1..=4_096,
+        )?;
         for (key, period) in [
             ("retention.finished_tasks", &self.retention.finished_tasks),
             ("retention.inbound_events", &self.retention.inbound_events),
@@ -273,7 +279,10 @@ impl Settings {
             None => StoreTarget::Embedded {
                 path: self.store.path.clone(),
                 cache_bytes: self.store.cache_mib * 1024 * 1024,
-                journal: self.store.journal,
+                journal: self
+                    .store
+                    .journal
+                    .then_some((self.store.journal_checkpoint_mib as u64) << 20),
             },
             Some(target) => StoreTarget::Postgres(Box::new(PostgresSettings {
                 target,

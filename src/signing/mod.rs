@@ -378,7 +378,7 @@ mod tests {
 
     async fn keyring(dir: &std::path::Path, grace: Duration) -> (Arc<dyn Store>, Keyring) {
         let store: Arc<dyn Store> = Arc::new(
-            RedbStore::open_sealed(dir, crate::store::Sealing::none(), 1 << 20, false).unwrap(),
+            RedbStore::open_sealed(dir, crate::store::Sealing::none(), 1 << 20, None).unwrap(),
         );
         let keyring = Keyring::open(store.clone(), grace).await.unwrap();
         (store, keyring)

@@ -1632,7 +1632,7 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $test() {
                     let dir = tempfile::tempdir().unwrap();
-                    let store = super::RedbStore::open_sealed(dir.path(), super::Sealing::none(), 1 << 20, true).unwrap();
+                    let store = super::RedbStore::open_sealed(dir.path(), super::Sealing::none(), 1 << 20, Some(super::journal::DEFAULT_CHECKPOINT_BYTES)).unwrap();
                     super::$test(store).await;
                 }
             )*

@@ -5,7 +5,7 @@
 //! forwarded push, each page a few records wide (docs/PERFORMANCE.md). Instead, the writer
 //! appends what a batch wrote (each table, key and value, or removal) to this file and fsyncs
 //! it — a few KiB — and only then commits the batch to redb without an fsync, so that readers
-//! never see a write that is not yet durable. Once the journal holds `CHECKPOINT_BYTES`, the
+//! never see a write that is not yet durable. Once the journal holds `DEFAULT_CHECKPOINT_BYTES`, the
 //! next batch is committed with redb's own fsync (a checkpoint): from then on the file alone
 //! holds everything, and the journal starts again at its beginning. A page rewritten by many
 //! batches between two checkpoints reaches the disk once.
@@ -42,12 +42,12 @@ use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 /// The journal's two files in the store's folder.
 pub const JOURNAL_FILES: [&str; 2] = ["hub.journal", "hub.journal.2"];
 
-/// Journal bytes after which the next batch is a checkpoint. Bounds the file and the records
-/// applied again after a crash. A checkpoint holds up the writes queued behind it while it
+/// Journal bytes after which the next batch is a checkpoint, unless `store.journal_checkpoint_mib`
+/// says otherwise. Bounds each file and the records applied again after a crash. A checkpoint holds up the writes queued behind it while it
 /// writes the changed pages redb kept in memory (at most half of `store.cache_mib`) and syncs
 /// the file, tens of milliseconds; this far apart, a fixed 5,000 events a second meets one
 /// every four or five seconds (docs/PERFORMANCE.md, "The journal").
-pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 64 << 20;
 
 const HEADER: usize = 4 + 8 + 8;
 const INSERT: u8 = 1;
@@ -138,9 +138,9 @@ impl Journal {
         Ok((journal, Contents { bytes, records }))
     }
 
-    /// Whether the next batch should be a checkpoint.
-    pub fn is_full(&self) -> bool {
-        self.position >= CHECKPOINT_BYTES
+    /// Whether the next batch should be a checkpoint, with one every `checkpoint_bytes`.
+    pub fn is_full(&self, checkpoint_bytes: u64) -> bool {
+        self.position >= checkpoint_bytes
     }
 
     /// Appends a batch's record and returns once it is on disk.

@@ -97,13 +97,14 @@ pub struct RedbBackend {
 
 impl RedbStore {
     /// Opens the store with secret-bearing records sealed by `sealing`, caching at most
-    /// `cache_bytes` of its pages in memory; with `journal`, commits are durable through the
-    /// journal, otherwise each through redb's own fsync.
+    /// `cache_bytes` of its pages in memory; with `journal` (a checkpoint every so many bytes
+    /// of it), commits are durable through the journal, otherwise each through redb's own
+    /// fsync.
     pub fn open_sealed(
         dir: &Path,
         sealing: Sealing,
         cache_bytes: usize,
-        journal: bool,
+        journal: Option<u64>,
     ) -> Result<RedbStore, StoreError> {
         Ok(TableStore {
             backend: RedbBackend::open(dir, cache_bytes, journal)?,
@@ -114,7 +115,11 @@ impl RedbStore {
 }
 
 impl RedbBackend {
-    fn open(dir: &Path, cache_bytes: usize, journal: bool) -> Result<RedbBackend, StoreError> {
+    fn open(
+        dir: &Path,
+        cache_bytes: usize,
+        journal: Option<u64>,
+    ) -> Result<RedbBackend, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Storage(format!("cannot create store folder {}: {e}", dir.display()))
         })?;
@@ -155,11 +160,16 @@ impl RedbBackend {
         // Whatever the setting: a journal written before it changed is applied.
         #[cfg(test)]
         let test_checkpoints = checkpoints.clone();
-        let mut journaled = recover(&db, dir, checkpoints)?;
+        let mut journaled = recover(
+            &db,
+            dir,
+            checkpoints,
+            journal.unwrap_or(journal::DEFAULT_CHECKPOINT_BYTES),
+        )?;
         let db = Arc::new(db);
         let writer_db = db.clone();
         let writer = Writer::start("store-writer", move |batch| {
-            commit_batch(&writer_db, journal.then_some(&mut journaled), batch)
+            commit_batch(&writer_db, journal.map(|_| &mut journaled), batch)
         })?;
         Ok(RedbBackend {
             db,
@@ -176,6 +186,8 @@ struct Journaled {
     journal: Journal,
     next_seq: u64,
     checkpoints: Checkpoints,
+    /// Journal bytes after which a batch is a checkpoint.
+    checkpoint_bytes: u64,
 }
 
 fn read_meta(txn: &WriteTransaction, key: &str) -> Result<Option<u64>, StoreError> {
@@ -192,7 +204,12 @@ fn write_meta(txn: &WriteTransaction, key: &str, value: u64) -> Result<(), Store
 
 /// Applies the journal's records the file does not hold yet, makes them part of the file with
 /// a checkpoint, and returns the journal ready for the next record.
-fn recover(db: &Database, dir: &Path, checkpoints: Checkpoints) -> Result<Journaled, StoreError> {
+fn recover(
+    db: &Database,
+    dir: &Path,
+    checkpoints: Checkpoints,
+    checkpoint_bytes: u64,
+) -> Result<Journaled, StoreError> {
     let txn = db.begin_write().map_err(StoreError::storage)?;
     let store_id = match read_meta(&txn, STORE_ID_KEY)? {
         Some(id) => id,
@@ -254,6 +271,7 @@ fn recover(db: &Database, dir: &Path, checkpoints: Checkpoints) -> Result<Journa
         journal,
         next_seq: last + 1,
         checkpoints,
+        checkpoint_bytes,
     })
 }
 
@@ -577,7 +595,7 @@ fn commit_journaled(
         return txn.commit().map_err(StoreError::storage);
     }
     let seq = journaled.next_seq;
-    let checkpoint = journaled.journal.is_full();
+    let checkpoint = journaled.journal.is_full(journaled.checkpoint_bytes);
     if !checkpoint {
         txn.set_durability(Durability::None)
             .map_err(StoreError::storage)?;
@@ -633,7 +651,12 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Result<RedbStore, StoreError> {
-        RedbStore::open_sealed(dir, Sealing::none(), 1 << 20, true)
+        RedbStore::open_sealed(
+            dir,
+            Sealing::none(),
+            1 << 20,
+            Some(journal::DEFAULT_CHECKPOINT_BYTES),
+        )
     }
 
     async fn stop(store: RedbStore) {
@@ -938,7 +961,7 @@ mod tests {
     #[tokio::test]
     async fn without_the_journal_each_commit_is_in_the_file_when_it_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open_sealed(dir.path(), Sealing::none(), 1 << 20, false).unwrap();
+        let store = RedbStore::open_sealed(dir.path(), Sealing::none(), 1 << 20, None).unwrap();
         for record in events("t1", 3) {
             store.load(vec![record]).await.unwrap();
         }
@@ -977,7 +1000,7 @@ mod tests {
 
     /// Commits of 1 MiB that fill the journal, so that a checkpoint falls among them.
     fn past_a_checkpoint() -> u64 {
-        journal::CHECKPOINT_BYTES / (1024 * 1024) + 8
+        journal::DEFAULT_CHECKPOINT_BYTES / (1024 * 1024) + 8
     }
 
     #[tokio::test]
@@ -993,7 +1016,7 @@ mod tests {
                 .len()
         };
         assert!(
-            journal_bytes(0) >= journal::CHECKPOINT_BYTES
+            journal_bytes(0) >= journal::DEFAULT_CHECKPOINT_BYTES
                 && journal_bytes(1) > 0
                 && journal_bytes(1) < 10 * 1024 * 1024,
             "the records after the checkpoint went to the second file: {} and {} bytes",
