@@ -60,12 +60,7 @@ const APPLIED_KEY: &str = "journal applied";
 
 /// Records the file's layout, or refuses a file of a newer one.
 fn check_format(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
-    let mut table = txn.open_table(FORMAT_TABLE).map_err(StoreError::storage)?;
-    let found = table
-        .get(FORMAT_KEY)
-        .map_err(StoreError::storage)?
-        .map(|v| v.value());
-    match found {
+    match read_meta(txn, FORMAT_KEY)? {
         Some(layout) if layout > FORMAT => Err(StoreError::Storage(format!(
             "the store file {} has layout {layout}, newer than this hub reads ({FORMAT}): run the \
              newer hub that wrote it, or restore a backup into an empty folder",
@@ -75,12 +70,7 @@ fn check_format(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
         // A new file, an older layout, or a file from before the layout was recorded (layout
         // 1). Recorded before the records move, so that the builds of layout 1 refuse the
         // file from then on; the move goes on at each open until the old trees are gone.
-        _ => {
-            table
-                .insert(FORMAT_KEY, FORMAT)
-                .map_err(StoreError::storage)?;
-            Ok(())
-        }
+        _ => write_meta(txn, FORMAT_KEY, FORMAT),
     }
 }
 
