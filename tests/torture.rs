@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{HubProcess, Receiver, Reply, http_client, wait_until};
+use common::{HubProcess, Receiver, Reply, http_client};
 use serde_json::{Value, json};
 
 const TASKS: usize = 500;
@@ -121,16 +121,46 @@ async fn torture(journal: bool) {
             .into_iter()
             .collect()
     };
-    wait_until(
-        Duration::from_secs(90),
-        "every acknowledged event to arrive",
-        || {
-            let arrived = arrived_numbers(&receiver);
-            let missing = acked.iter().filter(|n| !arrived.contains(n)).count();
-            async move { (missing == 0).then_some(()) }
-        },
-    )
-    .await;
+    // Polled by hand rather than with `wait_until`, so that a timeout says which events are
+    // missing and what their hub did with them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let arrived = arrived_numbers(&receiver);
+        let mut missing: Vec<u64> = acked
+            .iter()
+            .copied()
+            .filter(|n| !arrived.contains(n))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            missing.sort_unstable();
+            let deliveries = http
+                .get(format!(
+                    "http://{}/api/v1/deliveries?limit=20&state=pending",
+                    hub.admin
+                ))
+                .send()
+                .await
+                .ok();
+            let pending = match deliveries {
+                Some(response) => response.text().await.unwrap_or_default(),
+                None => "(the admin API did not answer)".to_string(),
+            };
+            panic!(
+                "timed out after 90s waiting for every acknowledged event to arrive (seed {seed}, \
+                 journal {journal}): {} of {} missing, the first {:?}; {} requests reached the \
+                 receiver; pending deliveries: {}",
+                missing.len(),
+                acked.len(),
+                &missing[..missing.len().min(20)],
+                receiver.received().len(),
+                &pending[..pending.len().min(2_000)]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let received = receiver.received();
     let arrived = arrived_numbers(&receiver);
