@@ -231,18 +231,20 @@ fn replay_check(
         let expired = drop_replay_entries(tables, &prefix, now, REPLAY_PRUNE_BATCH)?;
         counters.replay_entries = counters.replay_entries.saturating_sub(expired as u64);
     }
+    let mut entries = Vec::with_capacity(keys.len());
     for key in keys {
         let replay_key = text_key(&[subscription_id, &key.key]);
-        if replay_entry(tables, &replay_key)?.is_some_and(|until| until >= now) {
+        let until = replay_entry(tables, &replay_key)?;
+        if until.is_some_and(|until| until >= now) {
             return Ok(ReplayVerdict {
                 duplicate: true,
                 evicted: 0,
             });
         }
+        entries.push((key, replay_key, until));
     }
-    for key in keys {
-        let replay_key = text_key(&[subscription_id, &key.key]);
-        match replay_entry(tables, &replay_key)? {
+    for (key, replay_key, until) in entries {
+        match until {
             // Expired but not yet pruned: its place in the time index moves.
             Some(until) => {
                 let mut old = with_sequence(prefix.clone(), until);
