@@ -5,11 +5,10 @@
 //! writes for one owner then fall on neighbouring pages of two trees instead of on a page in
 //! each of seven: a third fewer bytes written per inbound push (docs/PERFORMANCE.md).
 //!
-//! The lanes stay in a tree of their own although every event adds to its task's: they hold
-//! only what is not delivered yet, so that tree stays small, and a commit of acknowledgments
-//! for many tasks edits a page or two of it. Under the task, each acknowledgment would rewrite
-//! a page of its own in the large tree; measured, that made the writer slower per event once
-//! delivery fell behind.
+//! The lanes stay in a tree of their own although every event adds to its task's: grouped
+//! under the task, measured, the writer was slower per event once delivery fell behind. (The
+//! lanes keep every delivery until retention removes its task; the pending index, which
+//! acknowledgments edit, holds only what is not delivered yet and is a tree of its own too.)
 //!
 //! In its group's tree a record's key is its owner, one byte naming its table, then the rest
 //! of its table key. A table's records keep their order, and a scan across owners (every task
