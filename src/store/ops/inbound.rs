@@ -16,14 +16,34 @@ const REPLAY_PRUNE_BATCH: usize = 64;
 /// nothing (its time is checked) and still counts toward `replay_max_entries`, where it is
 /// the first to go.
 const REPLAY_PRUNE_EVERY: u64 = 16;
+/// How many of a subscription's newest replay keys its counters hold before they move to the
+/// replay tables together. Every push rewrites the counters anyway, while a key written to the
+/// tables on its own lands on a page of its own in each commit (a key is a hash or a peer's id,
+/// in no order): moved sixteen at a time, those pages are written once per sixteen pushes
+/// instead of at each (docs/PERFORMANCE.md).
+const REPLAY_RECENT: usize = 16;
+/// Longer keys (a peer chooses its ids) go to the tables at once, so that the counters,
+/// rewritten at every push, stay small.
+const REPLAY_RECENT_KEY_MAX: usize = 100;
+
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct InboundCounters {
     last_event: u64,
     last_receipt: u64,
-    /// Entries in the subscription's replay cache (those written before it was counted are
-    /// not: they expire soon after an upgrade).
+    /// Entries in the subscription's replay cache, in the tables and in `recent_replay`
+    /// (those written before it was counted are not: they expire soon after an upgrade).
     #[serde(default)]
     replay_entries: u64,
+    /// The newest entries of the replay cache, not yet in the tables (`REPLAY_RECENT`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    recent_replay: Vec<RecentReplay>,
+}
+
+/// A replay cache entry held with the counters.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RecentReplay {
+    key: String,
+    until_ms: u64,
 }
 
 fn counters(tables: &dyn Tables, subscription_id: &str) -> Result<InboundCounters, StoreError> {
@@ -216,6 +236,32 @@ struct ReplayVerdict {
     evicted: u64,
 }
 
+/// Writes a replay entry to the tables: by key, and by expiry for pruning.
+fn insert_replay_entry(
+    tables: &dyn TablesMut,
+    subscription_id: &str,
+    key: &str,
+    until_ms: u64,
+) -> Result<(), StoreError> {
+    let replay_key = text_key(&[subscription_id, key]);
+    tables.insert(Table::Replay, &replay_key, &until_ms.to_be_bytes())?;
+    let mut time_key = with_sequence(text_key(&[subscription_id]), until_ms);
+    time_key.extend_from_slice(key.as_bytes());
+    tables.insert(Table::ReplayByTime, &time_key, &replay_key)
+}
+
+/// Moves the entries held with the counters into the tables.
+fn move_recent_replay(
+    tables: &dyn TablesMut,
+    subscription_id: &str,
+    counters: &mut InboundCounters,
+) -> Result<(), StoreError> {
+    for entry in std::mem::take(&mut counters.recent_replay) {
+        insert_replay_entry(tables, subscription_id, &entry.key, entry.until_ms)?;
+    }
+    Ok(())
+}
+
 /// Refuses a push any of whose keys is live in the cache; otherwise records every key until
 /// its own expiry, keeping at most `max_entries` for the subscription.
 fn replay_check(
@@ -231,11 +277,24 @@ fn replay_check(
         let expired = drop_replay_entries(tables, &prefix, now, REPLAY_PRUNE_BATCH)?;
         counters.replay_entries = counters.replay_entries.saturating_sub(expired as u64);
     }
-    let mut entries = Vec::with_capacity(keys.len());
+    // The counters are rewritten in any case: their expired entries go at every push.
+    let held = counters.recent_replay.len();
+    counters.recent_replay.retain(|entry| entry.until_ms >= now);
+    let expired = held - counters.recent_replay.len();
+    counters.replay_entries = counters.replay_entries.saturating_sub(expired as u64);
+    let mut entries: Vec<(&ReplayKey, Vec<u8>, Option<u64>)> = Vec::with_capacity(keys.len());
     for key in keys {
+        if entries.iter().any(|(seen, ..)| seen.key == key.key) {
+            continue;
+        }
+        let held_live = counters.recent_replay.iter().any(|e| e.key == key.key);
         let replay_key = text_key(&[subscription_id, &key.key]);
-        let until = replay_entry(tables, &replay_key)?;
-        if until.is_some_and(|until| until >= now) {
+        let until = if held_live {
+            None
+        } else {
+            replay_entry(tables, &replay_key)?
+        };
+        if held_live || until.is_some_and(|until| until >= now) {
             return Ok(ReplayVerdict {
                 duplicate: true,
                 evicted: 0,
@@ -245,21 +304,31 @@ fn replay_check(
     }
     for (key, replay_key, until) in entries {
         match until {
-            // Expired but not yet pruned: its place in the time index moves.
+            // Expired but not yet pruned: it goes, and the key is written anew.
             Some(until) => {
                 let mut old = with_sequence(prefix.clone(), until);
                 old.extend_from_slice(key.key.as_bytes());
                 tables.remove(Table::ReplayByTime, &old)?;
+                tables.remove(Table::Replay, &replay_key)?;
             }
             None => counters.replay_entries += 1,
         }
-        tables.insert(Table::Replay, &replay_key, &key.expires_at_ms.to_be_bytes())?;
-        let mut time_key = with_sequence(prefix.clone(), key.expires_at_ms);
-        time_key.extend_from_slice(key.key.as_bytes());
-        tables.insert(Table::ReplayByTime, &time_key, &replay_key)?;
+        if key.key.len() <= REPLAY_RECENT_KEY_MAX {
+            counters.recent_replay.push(RecentReplay {
+                key: key.key.clone(),
+                until_ms: key.expires_at_ms,
+            });
+        } else {
+            insert_replay_entry(tables, subscription_id, &key.key, key.expires_at_ms)?;
+        }
     }
     let mut evicted = 0;
     let excess = counters.replay_entries.saturating_sub(max_entries as u64);
+    // Over the bound, the soonest to expire go first wherever they are held: all go to the
+    // tables, which keep them in order of expiry.
+    if counters.recent_replay.len() >= REPLAY_RECENT || excess > 0 {
+        move_recent_replay(tables, subscription_id, counters)?;
+    }
     if excess > 0 {
         let limit = (excess as usize).min(REPLAY_PRUNE_BATCH);
         evicted = drop_replay_entries(tables, &prefix, u64::MAX, limit)? as u64;
@@ -766,6 +835,24 @@ mod tests {
         assert_eq!(tables.count(Table::Receipts), 2);
     }
 
+    /// Every replay entry of subscription "s": those in the tables and those held with its
+    /// counters, with the counters' own count of them.
+    fn replay_cache(tables: &MemoryTables) -> (usize, usize, u64) {
+        let counted: InboundCounters = get_json(tables, Table::InboundCounters, b"s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            tables.count(Table::ReplayByTime),
+            tables.count(Table::Replay),
+            "every entry of the tables is in both"
+        );
+        (
+            tables.count(Table::Replay),
+            counted.recent_replay.len(),
+            counted.replay_entries,
+        )
+    }
+
     #[test]
     fn an_expired_replay_entry_refuses_nothing_and_is_pruned_within_a_pruning_period() {
         let tables = MemoryTables::default();
@@ -774,14 +861,15 @@ mod tests {
             accept_inbound_in(&sealing, &tables, logged_push(key, expires_at_ms)).unwrap()
         };
         let live = u64::MAX / 2;
-        assert!(matches!(
-            accept("expired", 1),
-            InboundOutcome::Accepted { .. }
-        ));
-        assert!(
-            matches!(accept("expired", 1), InboundOutcome::Accepted { .. }),
-            "an expired entry is no duplicate, pruned or not"
-        );
+        // A key longer than the counters hold goes to the tables at once.
+        let long_expired = "x".repeat(REPLAY_RECENT_KEY_MAX + 1);
+        for key in ["expired", long_expired.as_str()] {
+            assert!(matches!(accept(key, 1), InboundOutcome::Accepted { .. }));
+            assert!(
+                matches!(accept(key, 1), InboundOutcome::Accepted { .. }),
+                "an expired entry is no duplicate, pruned or not"
+            );
+        }
         assert!(matches!(
             accept("live", live),
             InboundOutcome::Accepted { .. }
@@ -790,18 +878,81 @@ mod tests {
         for n in 0..REPLAY_PRUNE_EVERY {
             accept(&format!("live-{n}"), live);
         }
+        let (in_tables, held, counted) = replay_cache(&tables);
         assert_eq!(
-            tables.count(Table::Replay),
-            1 + REPLAY_PRUNE_EVERY as usize,
-            "the live entries stay, the expired one went"
+            (in_tables + held, counted),
+            (1 + REPLAY_PRUNE_EVERY as usize, 1 + REPLAY_PRUNE_EVERY),
+            "the live entries stay, the expired ones went"
         );
-        assert_eq!(
-            tables.count(Table::ReplayByTime),
-            tables.count(Table::Replay)
+        assert!(
+            in_tables > 0 && held > 0,
+            "{in_tables} in the tables, {held} held"
         );
-        let counted: InboundCounters = get_json(&tables, Table::InboundCounters, b"s")
-            .unwrap()
-            .unwrap();
-        assert_eq!(counted.replay_entries, 1 + REPLAY_PRUNE_EVERY);
+    }
+
+    #[test]
+    fn a_replay_entry_refuses_its_key_whether_held_with_the_counters_or_moved_to_the_tables() {
+        let tables = MemoryTables::default();
+        let sealing = Sealing::none();
+        let accept = |key: &str| {
+            accept_inbound_in(&sealing, &tables, logged_push(key, u64::MAX / 2)).unwrap()
+        };
+        let long = "y".repeat(REPLAY_RECENT_KEY_MAX + 1);
+        let mut keys: Vec<String> = (0..REPLAY_RECENT * 2 + 3)
+            .map(|n| format!("k{n}"))
+            .collect();
+        keys.push(long);
+        for key in &keys {
+            assert!(
+                matches!(accept(key), InboundOutcome::Accepted { .. }),
+                "{key}"
+            );
+        }
+        let (in_tables, held, counted) = replay_cache(&tables);
+        assert_eq!((in_tables + held, counted), (keys.len(), keys.len() as u64));
+        assert!(held > 0 && in_tables >= REPLAY_RECENT * 2);
+        for key in &keys {
+            assert!(matches!(accept(key), InboundOutcome::Duplicate), "{key}");
+        }
+        assert_eq!(replay_cache(&tables), (in_tables, held, counted));
+    }
+
+    #[test]
+    fn a_full_replay_cache_drops_the_soonest_to_expire_even_when_the_counters_hold_it() {
+        let tables = MemoryTables::default();
+        let sealing = Sealing::none();
+        let far = u64::MAX / 2;
+        let accept = |key: &str, until: u64| {
+            let mut push = logged_push(key, until);
+            push.replay_max_entries = 3;
+            accept_inbound_in(&sealing, &tables, push).unwrap()
+        };
+        for (key, until) in [("k1", far + 3), ("k2", far + 1), ("k3", far + 2)] {
+            assert!(matches!(
+                accept(key, until),
+                InboundOutcome::Accepted {
+                    replay_evicted: 0,
+                    ..
+                }
+            ));
+        }
+        assert!(matches!(
+            accept("k4", far + 4),
+            InboundOutcome::Accepted {
+                replay_evicted: 1,
+                ..
+            }
+        ));
+        for key in ["k1", "k3", "k4"] {
+            assert!(
+                matches!(accept(key, far), InboundOutcome::Duplicate),
+                "{key}"
+            );
+        }
+        assert!(
+            matches!(accept("k2", far + 1), InboundOutcome::Accepted { .. }),
+            "the soonest to expire went"
+        );
+        assert_eq!(replay_cache(&tables).2, 3);
     }
 }
