@@ -19,9 +19,9 @@ const REPLAY_PRUNE_EVERY: u64 = 16;
 /// How many of a subscription's newest replay keys its counters hold before they move to the
 /// replay tables together. Every push rewrites the counters anyway, while a key written to the
 /// tables on its own lands on a page of its own in each commit (a key is a hash or a peer's id,
-/// in no order): moved sixteen at a time, those pages are written once per sixteen pushes
+/// in no order): moved eight at a time, those pages are written once per eight pushes
 /// instead of at each (docs/PERFORMANCE.md).
-const REPLAY_RECENT: usize = 16;
+const REPLAY_RECENT: usize = 8;
 /// Longer keys (a peer chooses its ids) go to the tables at once, so that the counters,
 /// rewritten at every push, stay small.
 const REPLAY_RECENT_KEY_MAX: usize = 100;
