@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{HubProcess, Receiver, Reply, http_client};
+use common::{HubProcess, Receiver, Reply, http_client, poll_until};
 use serde_json::{Value, json};
 
 const TASKS: usize = 500;
@@ -121,45 +121,45 @@ async fn torture(journal: bool) {
             .into_iter()
             .collect()
     };
-    // Polled by hand rather than with `wait_until`, so that a timeout says which events are
-    // missing and what their hub did with them.
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
+    let missing = || {
         let arrived = arrived_numbers(&receiver);
-        let mut missing: Vec<u64> = acked
+        acked
             .iter()
             .copied()
             .filter(|n| !arrived.contains(n))
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        if std::time::Instant::now() >= deadline {
-            missing.sort_unstable();
-            let deliveries = http
-                .get(format!(
-                    "http://{}/api/v1/deliveries?limit=20&state=pending",
-                    hub.admin
-                ))
-                .send()
-                .await
-                .ok();
-            let pending = match deliveries {
-                Some(response) => response.text().await.unwrap_or_default(),
-                None => "(the admin API did not answer)".to_string(),
-            };
-            panic!(
-                "timed out after 90s waiting for every acknowledged event to arrive (seed {seed}, \
+            .collect::<Vec<u64>>()
+    };
+    let all_arrived = poll_until(Duration::from_secs(90), || {
+        let done = missing().is_empty();
+        async move { done.then_some(()) }
+    })
+    .await;
+    // A timeout says which events are missing and what their hub did with them.
+    if all_arrived.is_none() {
+        let mut missing = missing();
+        missing.sort_unstable();
+        let deliveries = http
+            .get(format!(
+                "http://{}/api/v1/deliveries?limit=20&state=pending",
+                hub.admin
+            ))
+            .send()
+            .await
+            .ok();
+        let pending = match deliveries {
+            Some(response) => response.text().await.unwrap_or_default(),
+            None => "(the admin API did not answer)".to_string(),
+        };
+        panic!(
+            "timed out after 90s waiting for every acknowledged event to arrive (seed {seed}, \
                  journal {journal}): {} of {} missing, the first {:?}; {} requests reached the \
                  receiver; pending deliveries: {}",
-                missing.len(),
-                acked.len(),
-                &missing[..missing.len().min(20)],
-                receiver.received().len(),
-                &pending[..pending.len().min(2_000)]
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(20)],
+            receiver.received().len(),
+            pending.chars().take(2_000).collect::<String>()
+        );
     }
 
     let received = receiver.received();

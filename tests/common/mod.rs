@@ -47,7 +47,20 @@ pub fn status_event(task_id: &str, state: &str) -> Value {
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
-pub async fn wait_until<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+pub async fn wait_until<T, F, Fut>(deadline: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match poll_until(deadline, check).await {
+        Some(value) => value,
+        None => panic!("timed out after {deadline:?} waiting for {what}"),
+    }
+}
+
+/// Polls `check` until it returns `Some`; `None` after `deadline`, for a caller that explains
+/// the timeout with what it finds then.
+pub async fn poll_until<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -55,12 +68,11 @@ where
     let end = Instant::now() + deadline;
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Some(value);
         }
-        assert!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        if Instant::now() >= end {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

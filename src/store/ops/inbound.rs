@@ -236,6 +236,20 @@ struct ReplayVerdict {
     evicted: u64,
 }
 
+impl ReplayVerdict {
+    const DUPLICATE: ReplayVerdict = ReplayVerdict {
+        duplicate: true,
+        evicted: 0,
+    };
+}
+
+/// A replay entry's key in `Table::ReplayByTime`: the subscription, the expiry, the key.
+fn replay_time_key(subscription_id: &str, until_ms: u64, key: &str) -> Vec<u8> {
+    let mut time_key = with_sequence(text_key(&[subscription_id]), until_ms);
+    time_key.extend_from_slice(key.as_bytes());
+    time_key
+}
+
 /// Writes a replay entry to the tables: by key, and by expiry for pruning.
 fn insert_replay_entry(
     tables: &dyn TablesMut,
@@ -245,9 +259,11 @@ fn insert_replay_entry(
 ) -> Result<(), StoreError> {
     let replay_key = text_key(&[subscription_id, key]);
     tables.insert(Table::Replay, &replay_key, &until_ms.to_be_bytes())?;
-    let mut time_key = with_sequence(text_key(&[subscription_id]), until_ms);
-    time_key.extend_from_slice(key.as_bytes());
-    tables.insert(Table::ReplayByTime, &time_key, &replay_key)
+    tables.insert(
+        Table::ReplayByTime,
+        &replay_time_key(subscription_id, until_ms, key),
+        &replay_key,
+    )
 }
 
 /// Moves the entries held with the counters into the tables.
@@ -287,18 +303,14 @@ fn replay_check(
         if entries.iter().any(|(seen, ..)| seen.key == key.key) {
             continue;
         }
-        let held_live = counters.recent_replay.iter().any(|e| e.key == key.key);
+        // What the counters hold is live: the expired went above.
+        if counters.recent_replay.iter().any(|e| e.key == key.key) {
+            return Ok(ReplayVerdict::DUPLICATE);
+        }
         let replay_key = text_key(&[subscription_id, &key.key]);
-        let until = if held_live {
-            None
-        } else {
-            replay_entry(tables, &replay_key)?
-        };
-        if held_live || until.is_some_and(|until| until >= now) {
-            return Ok(ReplayVerdict {
-                duplicate: true,
-                evicted: 0,
-            });
+        let until = replay_entry(tables, &replay_key)?;
+        if until.is_some_and(|until| until >= now) {
+            return Ok(ReplayVerdict::DUPLICATE);
         }
         entries.push((key, replay_key, until));
     }
@@ -306,8 +318,7 @@ fn replay_check(
         match until {
             // Expired but not yet pruned: it goes, and the key is written anew.
             Some(until) => {
-                let mut old = with_sequence(prefix.clone(), until);
-                old.extend_from_slice(key.key.as_bytes());
+                let old = replay_time_key(subscription_id, until, &key.key);
                 tables.remove(Table::ReplayByTime, &old)?;
                 tables.remove(Table::Replay, &replay_key)?;
             }
