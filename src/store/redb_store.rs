@@ -158,7 +158,7 @@ impl RedbBackend {
         )?;
         let db = Arc::new(db);
         let writer_db = db.clone();
-        let writer = Writer::start("store-writer", move |batch| {
+        let writer = Writer::start("store-writer", move |batch, _| {
             commit_batch(&writer_db, journal.map(|_| &mut journaled), batch)
         })?;
         Ok(RedbBackend {

@@ -5,7 +5,8 @@
 //! Under load a batch grows by itself, so the cost of a durable commit is shared. Attempt
 //! outcomes nobody waits on may linger up to `OUTCOME_LINGER` for the next write that someone
 //! does wait on (an event's intake, an API call), so they ride in its commit instead of costing
-//! one of their own.
+//! one of their own. A commit that first waits for its turn (PostgreSQL's write lock, shared by
+//! the nodes of one database) takes the jobs queued during the wait as well.
 
 use std::sync::mpsc as sync_mpsc;
 use std::thread::JoinHandle;
@@ -53,10 +54,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread; `commit` runs one batch in one transaction (see `run_jobs`).
+    /// Starts the thread; `commit` runs one batch in one transaction (see `run_jobs`), and may
+    /// add the jobs queued meanwhile to it with `Queued::take` before it runs them.
     pub fn start(
         name: &str,
-        mut commit: impl FnMut(Vec<Job>) + Send + 'static,
+        mut commit: impl FnMut(Vec<Job>, &mut Queued<'_>) + Send + 'static,
     ) -> Result<Writer, StoreError> {
         let (sender, commands) = sync_mpsc::sync_channel(QUEUE_CAPACITY);
         let stats = Arc::new(WriterStats::default());
@@ -165,9 +167,36 @@ pub fn complete(completions: Vec<Completion>, outcome: Result<(), StoreError>) {
     }
 }
 
+/// The writer's queue, as a batch's commit sees it.
+pub struct Queued<'a> {
+    commands: &'a sync_mpsc::Receiver<Command>,
+    stop_reply: &'a mut Option<oneshot::Sender<()>>,
+    stats: &'a WriterStats,
+}
+
+impl Queued<'_> {
+    /// Adds the jobs queued by now to `batch`, up to `MAX_BATCH`, without waiting. A commit
+    /// that had to wait for its turn (the PostgreSQL write lock, which the nodes sharing a
+    /// database take in turn) takes what arrived during the wait into the same commit, so a
+    /// turn carries every write queued when it comes instead of leaving them for the next one.
+    pub fn take(&mut self, batch: &mut Vec<Job>) {
+        let before = batch.len();
+        while batch.len() < MAX_BATCH && self.stop_reply.is_none() {
+            match self.commands.try_recv() {
+                Ok(Command::Write(job, _)) => batch.push(job),
+                Ok(Command::Stop(reply)) => *self.stop_reply = Some(reply),
+                Err(_) => break,
+            }
+        }
+        self.stats
+            .queued
+            .fetch_sub((batch.len() - before) as u64, Ordering::Relaxed);
+    }
+}
+
 fn write_loop(
     commands: sync_mpsc::Receiver<Command>,
-    commit: &mut impl FnMut(Vec<Job>),
+    commit: &mut impl FnMut(Vec<Job>, &mut Queued<'_>),
     stats: &WriterStats,
 ) {
     let mut stop_reply = None;
@@ -204,17 +233,90 @@ fn write_loop(
                 .queued
                 .fetch_sub(batch.len() as u64, Ordering::Relaxed);
             let started = Instant::now();
-            commit(batch);
+            let mut queued = Queued {
+                commands: &commands,
+                stop_reply: &mut stop_reply,
+                stats,
+            };
+            commit(batch, &mut queued);
             stats.commits.observe(started.elapsed());
         }
     }
     // Answer anything that raced the stop, so no caller waits forever.
+    let mut no_stop = None;
     while let Ok(command) = commands.try_recv() {
         if let Command::Write(job, _) = command {
-            commit(vec![job]);
+            let mut queued = Queued {
+                commands: &commands,
+                stop_reply: &mut no_stop,
+                stats,
+            };
+            commit(vec![job], &mut queued);
         }
     }
     if let Some(reply) = stop_reply {
         let _ = reply.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::mpsc::channel;
+
+    use super::*;
+    use crate::store::memory::MemoryTables;
+    use crate::store::tables::Table;
+
+    /// A commit that waits for its turn (as on PostgreSQL, for the other nodes' commits) takes
+    /// the writes queued during the wait into the same commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_that_waited_for_its_turn_carries_what_was_queued_meanwhile() {
+        let (in_turn_wait, waiting) = channel::<()>();
+        let (release, turn) = channel::<()>();
+        let turn = Mutex::new(turn);
+        let committed_batches = Arc::new(Mutex::new(Vec::new()));
+        let sizes = committed_batches.clone();
+        let tables = MemoryTables::default();
+        let writer = Writer::start("test-writer", move |mut batch, queued| {
+            // The first commit waits for its turn until the test has queued more writes.
+            let _ = in_turn_wait.send(());
+            let _ = turn.lock().unwrap().recv();
+            queued.take(&mut batch);
+            sizes.lock().unwrap().push(batch.len());
+            let (ok, completions) = run_jobs(&tables, batch);
+            complete(completions, if ok { Ok(()) } else { Err(batch_failed()) });
+        })
+        .unwrap();
+        let writer = Arc::new(writer);
+        let write = |n: u8| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let job: WriteJob<()> =
+                    Box::new(move |tables| tables.insert(Table::Tasks, &[n], &[n]));
+                writer.write(Urgency::Now, Vec::new(), job, None).await
+            })
+        };
+        let first = write(0);
+        tokio::task::spawn_blocking(move || waiting.recv().unwrap())
+            .await
+            .unwrap();
+        let more: Vec<_> = (1..=3).map(write).collect();
+        let stats = writer.stats();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.queued.load(Ordering::Relaxed) < 3 {
+            assert!(Instant::now() < deadline, "the writes were never queued");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for _ in 0..4 {
+            let _ = release.send(());
+        }
+        first.await.unwrap().unwrap();
+        for write in more {
+            write.await.unwrap().unwrap();
+        }
+        assert_eq!(*committed_batches.lock().unwrap(), vec![4]);
+        assert_eq!(stats.queued.load(Ordering::Relaxed), 0);
+        writer.stop().await;
     }
 }

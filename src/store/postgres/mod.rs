@@ -94,8 +94,8 @@ impl PostgresStore {
                 statements: HashMap::new(),
             }),
         };
-        let writer = Writer::start("store-writer", move |batch| {
-            writer_connection.commit_batch(batch)
+        let writer = Writer::start("store-writer", move |batch, queued| {
+            writer_connection.commit_batch(batch, queued)
         })?;
         let mut reader_connection = BatchConnection {
             target: target.clone(),
@@ -103,7 +103,7 @@ impl PostgresStore {
             node: settings.leases.node.clone(),
             connection: None,
         };
-        let reader = Writer::start("store-reader", move |batch| {
+        let reader = Writer::start("store-reader", move |batch, _| {
             reader_connection.read_batch(batch)
         })?;
         let lanes = Arc::new(Lanes::start(

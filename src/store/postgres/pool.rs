@@ -42,7 +42,7 @@ impl BatchConnection {
             .ok_or_else(|| StoreError::Unavailable("no database connection".to_string()))
     }
 
-    pub(super) fn commit_batch(&mut self, batch: Vec<Job>) {
+    pub(super) fn commit_batch(&mut self, mut batch: Vec<Job>, queued: &mut writer::Queued<'_>) {
         if let Err(e) = self.get() {
             // Dropping the jobs tells each caller that its write was not committed.
             tracing::error!(error = %e, jobs = batch.len(), "store write transaction could not start");
@@ -62,6 +62,8 @@ impl BatchConnection {
             self.give_back(client, statements);
             return;
         }
+        // The turn may have been a wait: what was queued meanwhile rides in this commit.
+        queued.take(&mut batch);
         let tables = PgTables::new(client, &mut statements);
         let (all_ok, completions) = writer::run_jobs(&tables, batch);
         let flushed = if all_ok { tables.flush() } else { Ok(()) };
