@@ -105,13 +105,17 @@ impl Writer {
                 (ok, completion)
             }),
         };
+        // Counted before it is sent: the writer may take it (and count it out) at once.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         self.sender
             .try_send(Command::Write(job, urgency))
-            .map_err(|e| match e {
-                sync_mpsc::TrySendError::Full(_) => StoreError::Busy,
-                sync_mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
+            .map_err(|e| {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                match e {
+                    sync_mpsc::TrySendError::Full(_) => StoreError::Busy,
+                    sync_mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
+                }
             })?;
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         answer.await.map_err(|_| {
             StoreError::Storage("the write was not committed (see the hub's log)".to_string())
         })?
@@ -279,10 +283,15 @@ mod tests {
         let sizes = committed_batches.clone();
         let tables = MemoryTables::default();
         let writer = Writer::start("test-writer", move |mut batch, queued| {
-            // The first commit waits for its turn until the test has queued more writes.
+            // The first commit waits for its turn until the test has sent three more writes.
             let _ = in_turn_wait.send(());
             let _ = turn.lock().unwrap().recv();
-            queued.take(&mut batch);
+            // Each write is sent a moment after it is counted: wait until all three are in.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while batch.len() < 4 && Instant::now() < deadline {
+                queued.take(&mut batch);
+                std::thread::yield_now();
+            }
             sizes.lock().unwrap().push(batch.len());
             let (ok, completions) = run_jobs(&tables, batch);
             complete(completions, if ok { Ok(()) } else { Err(batch_failed()) });
@@ -302,12 +311,6 @@ mod tests {
             .await
             .unwrap();
         let more: Vec<_> = (1..=3).map(write).collect();
-        let stats = writer.stats();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while stats.queued.load(Ordering::Relaxed) < 3 {
-            assert!(Instant::now() < deadline, "the writes were never queued");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
         for _ in 0..4 {
             let _ = release.send(());
         }
@@ -316,7 +319,7 @@ mod tests {
             write.await.unwrap().unwrap();
         }
         assert_eq!(*committed_batches.lock().unwrap(), vec![4]);
-        assert_eq!(stats.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(writer.stats().queued.load(Ordering::Relaxed), 0);
         writer.stop().await;
     }
 }
