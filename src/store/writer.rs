@@ -248,13 +248,13 @@ fn write_loop(
     }
     // Answer anything that raced the stop, so no caller waits forever.
     let mut no_stop = None;
+    let mut queued = Queued {
+        commands: &commands,
+        stop_reply: &mut no_stop,
+        stats,
+    };
     while let Ok(command) = commands.try_recv() {
         if let Command::Write(job, _) = command {
-            let mut queued = Queued {
-                commands: &commands,
-                stop_reply: &mut no_stop,
-                stats,
-            };
             commit(vec![job], &mut queued);
         }
     }
@@ -278,14 +278,13 @@ mod tests {
     async fn a_commit_that_waited_for_its_turn_carries_what_was_queued_meanwhile() {
         let (in_turn_wait, waiting) = channel::<()>();
         let (release, turn) = channel::<()>();
-        let turn = Mutex::new(turn);
         let committed_batches = Arc::new(Mutex::new(Vec::new()));
         let sizes = committed_batches.clone();
         let tables = MemoryTables::default();
         let writer = Writer::start("test-writer", move |mut batch, queued| {
             // The first commit waits for its turn until the test has sent three more writes.
             let _ = in_turn_wait.send(());
-            let _ = turn.lock().unwrap().recv();
+            let _ = turn.recv();
             // Each write is sent a moment after it is counted: wait until all three are in.
             let deadline = Instant::now() + Duration::from_secs(10);
             while batch.len() < 4 && Instant::now() < deadline {
