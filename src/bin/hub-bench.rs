@@ -12,6 +12,8 @@
 //! document: per scenario the delivered rate at the sink, publish-to-arrival latency
 //! (p50/p90/p99/max), the hub's peak RSS and CPU seconds, and a baseline — the same load
 //! generator posting the same bodies straight to the sink — with the ratio hub ÷ baseline.
+//! The one-request-per-event runs also report this process's own CPU per event (load
+//! generator and sink), the share of the machine the hub did not have.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -356,6 +358,11 @@ impl StoreWork {
     }
 }
 
+/// The CPU seconds this process (load generator and sink) has used so far.
+fn own_cpu_s() -> f64 {
+    cpu_ticks(std::path::Path::new("/proc/self"), false) / 100.0
+}
+
 /// The largest peak RSS of `hubs` (MiB) and their CPU seconds together.
 fn usage(hubs: &[Hub]) -> (f64, f64) {
     hubs.iter()
@@ -514,11 +521,14 @@ async fn baseline(
 ) -> Value {
     sink.reset();
     let count = events.len() as u64;
+    let own_cpu_before = own_cpu_s();
     let started = Instant::now();
     publish(http, &format!("http://{sink_addr}/direct"), events, 1, 64).await;
     wait_for(sink, count, Duration::from_secs(120)).await;
     let rate = count as f64 / started.elapsed().as_secs_f64();
-    json!({"delivered_per_s": rate.round(), "latency": percentiles(&mut sink.latencies_us.lock().unwrap())})
+    let own_cpu = own_cpu_s() - own_cpu_before;
+    json!({"delivered_per_s": rate.round(), "latency": percentiles(&mut sink.latencies_us.lock().unwrap()),
+        "load_generator_cpu_us_per_event": (own_cpu * 1e6 / count as f64).round()})
 }
 
 async fn throughput(
@@ -773,12 +783,14 @@ impl Run {
         let (_, cpu_before) = usage(&hubs);
         let store_before = StoreWork::read(http, &hubs).await;
         let database_before = database_usage();
+        let own_cpu_before = own_cpu_s();
         let started = Instant::now();
         let accept_us = publish_to(http, target, self.events.clone(), 1, self.clients).await;
         let accepted_s = started.elapsed().as_secs_f64();
         let complete = wait_for(sink, count, Duration::from_secs(300)).await;
         let elapsed = started.elapsed().as_secs_f64();
         let (rss, cpu_after) = usage(&hubs);
+        let own_cpu = own_cpu_s() - own_cpu_before;
         let store_work = StoreWork::read(http, &hubs)
             .await
             .per_event(&store_before, count);
@@ -787,7 +799,8 @@ impl Run {
             "accepted_per_s": (count as f64 / accepted_s).round(), "delivered_per_s": (arrived / elapsed).round(),
             "accept_latency": percentiles(&mut accept_us.clone()),
             "latency": percentiles(&mut sink.latencies_us.lock().unwrap()), "hub_peak_rss_mib": rss,
-            "hub_cpu_s": cpu_after - cpu_before, "hub_cpu_us_per_event": ((cpu_after - cpu_before) * 1e6 / count as f64).round()});
+            "hub_cpu_s": cpu_after - cpu_before, "hub_cpu_us_per_event": ((cpu_after - cpu_before) * 1e6 / count as f64).round(),
+            "load_generator_cpu_us_per_event": (own_cpu * 1e6 / count as f64).round()});
         merge(&mut hub_result, store_work);
         drop(hubs);
         if database_before.is_some() {
