@@ -608,6 +608,19 @@ mod tests {
         txn.commit().unwrap();
     }
 
+    /// A database on a `StoreFile` in `dir` with a small page cache, every value set to `a`
+    /// durably; its file's path.
+    fn database_in(dir: &Path) -> (std::path::PathBuf, Database, Checkpoints) {
+        let path = dir.join("store.redb");
+        let (file, checkpoints) = StoreFile::open(&path).unwrap();
+        let db = Database::builder()
+            .set_cache_size(1 << 20)
+            .create_with_backend(file)
+            .unwrap();
+        set_all(&db, b'a', Durability::Immediate);
+        (path, db, checkpoints)
+    }
+
     /// Adds `count` values of `letter` from key `first` on, many pages' worth.
     fn add_values(db: &Database, first: u64, count: u64, letter: u8, durability: Durability) {
         let mut txn = db.begin_write().unwrap();
@@ -638,13 +651,7 @@ mod tests {
     fn a_crash_in_the_middle_of_a_flush_leaves_one_checkpoint_or_the_one_before() {
         for round in 0..6u64 {
             let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("store.redb");
-            let (file, checkpoints) = StoreFile::open(&path).unwrap();
-            let db = Database::builder()
-                .set_cache_size(1 << 20)
-                .create_with_backend(file)
-                .unwrap();
-            set_all(&db, b'a', Durability::Immediate);
+            let (path, db, checkpoints) = database_in(dir.path());
             checkpoints.hold_flushes(true);
             checkpoints.run(|| set_all(&db, b'b', Durability::Immediate));
             // redb takes `b` as durable and may reuse the pages only `a` needed: these stay
@@ -713,13 +720,7 @@ mod tests {
     #[test]
     fn a_growth_during_a_flush_waits_for_it_in_the_flusher_not_in_the_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.redb");
-        let (file, checkpoints) = StoreFile::open(&path).unwrap();
-        let db = Database::builder()
-            .set_cache_size(1 << 20)
-            .create_with_backend(file)
-            .unwrap();
-        set_all(&db, b'a', Durability::Immediate);
+        let (path, db, checkpoints) = database_in(dir.path());
         let length = || std::fs::metadata(&path).unwrap().len();
         let before = length();
         checkpoints.hold_flushes(true);
