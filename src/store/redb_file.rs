@@ -25,6 +25,16 @@
 //! instead, and every sync that makes a header durable waits for it first: the order redb
 //! needs holds, and the writer goes on.
 //!
+//! With the journal, nothing else syncs the file between checkpoints either, so the pages redb
+//! evicts from its cache pile up in the kernel's, and the next sync wrote them all at once
+//! (100–270 ms), the journal's own syncs meanwhile waiting behind them. So the flusher, when it
+//! has nothing else to do, also syncs the file every `TRICKLE_SYNC` that saw a write: a sync
+//! only makes durable what the kernel could have written out at any moment anyway.
+//!
+//! Copying a checkpoint's pages (up to half of `store.cache_mib`) into fresh memory faulted
+//! every page of it in, inside the checkpoint's commit: the buffers of a written checkpoint are
+//! kept for the next one's pages (`Spare`).
+//!
 //! Reads see the pages kept in memory over the file's. A second checkpoint waits for the first
 //! one's flush. A flush that fails is remembered, and every later use of the file fails with it:
 //! after a failed sync nothing says what reached the disk.
@@ -34,6 +44,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use ::redb::backends::FileBackend;
 use ::redb::{BackendError, StorageBackend};
@@ -42,6 +53,39 @@ use super::StoreError;
 
 /// How much of a checkpoint the flusher writes between two syncs.
 const SYNC_SLICE: usize = 1 << 20;
+
+/// How often the flusher, with nothing else to do, syncs a file written to since its last sync.
+const TRICKLE_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The most buffers of written pages kept for the next checkpoint's: 64 MiB of 4 KiB pages, a
+/// checkpoint with the default cache.
+const SPARE_MAX: usize = 16 * 1024;
+
+/// Buffers of pages already written to the file, to copy the next pages into: memory that is
+/// already the process's, where a fresh allocation of a checkpoint's size would fault each of
+/// its pages in.
+#[derive(Debug, Default)]
+struct Spare {
+    buffers: Vec<Vec<u8>>,
+}
+
+impl Spare {
+    fn copy_of(&mut self, data: &[u8]) -> Vec<u8> {
+        match self.buffers.pop() {
+            Some(mut buffer) => {
+                buffer.clear();
+                buffer.extend_from_slice(data);
+                buffer
+            }
+            None => data.to_vec(),
+        }
+    }
+
+    fn keep(&mut self, pages: Pages) {
+        let room = SPARE_MAX.saturating_sub(self.buffers.len());
+        self.buffers.extend(pages.chunks.into_values().take(room));
+    }
+}
 
 /// Writes at offsets, kept apart from the file: no two overlap, a later write replaces what it
 /// covers of earlier ones.
@@ -65,7 +109,7 @@ impl Pages {
             .collect()
     }
 
-    fn insert(&mut self, offset: u64, data: &[u8]) {
+    fn insert(&mut self, offset: u64, data: &[u8], spare: &mut Spare) {
         // Most writes are a page written again whole, or one that overlaps nothing.
         if let Some(chunk) = self.chunks.get_mut(&offset)
             && chunk.len() == data.len()
@@ -80,7 +124,7 @@ impl Pages {
             .next_back()
             .is_some_and(|(start, chunk)| start + chunk.len() as u64 > offset);
         if !overlaps {
-            self.chunks.insert(offset, data.to_vec());
+            self.chunks.insert(offset, spare.copy_of(data));
             return;
         }
         for start in self.overlapping(offset, end) {
@@ -95,7 +139,7 @@ impl Pages {
                     .insert(end, chunk[(end - start) as usize..].to_vec());
             }
         }
-        self.chunks.insert(offset, data.to_vec());
+        self.chunks.insert(offset, spare.copy_of(data));
     }
 
     /// Copies what these pages hold of `offset..offset + out.len()` over `out`.
@@ -166,6 +210,8 @@ struct State {
     grew: bool,
     /// A longer file not known durable yet: the flusher syncs it before it writes anything.
     growth_unsynced: bool,
+    /// Buffers for the pages kept next.
+    spare: Spare,
     /// Why a flush failed, if one did.
     failed: Option<String>,
     stopping: bool,
@@ -183,6 +229,14 @@ struct Shared {
     /// Whether reads and writes must look at `state` (anything kept, a flush running, a
     /// checkpoint being committed, a failure); when not, they go straight to the file.
     involved: AtomicBool,
+    /// The flusher syncs the file now and then (`TRICKLE_SYNC`): with the journal, where
+    /// nothing else does between checkpoints.
+    trickle: bool,
+    /// Written to since the flusher's last sync of its own.
+    unsynced: AtomicBool,
+    /// The flusher's syncs of its own, begun and ended.
+    #[cfg(test)]
+    trickles: [std::sync::atomic::AtomicUsize; 2],
 }
 
 impl Shared {
@@ -231,6 +285,7 @@ impl Shared {
     }
 
     fn flusher(self: Arc<Self>) {
+        let mut last_sync = Instant::now();
         loop {
             let (pages, growth) = {
                 let mut state = self.lock();
@@ -249,10 +304,37 @@ impl Shared {
                     if state.stopping {
                         return;
                     }
-                    state = self
-                        .changed
-                        .wait(state)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if !self.trickle {
+                        state = self
+                            .changed
+                            .wait(state)
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        continue;
+                    }
+                    let since = last_sync.elapsed();
+                    if since < TRICKLE_SYNC {
+                        state = self
+                            .changed
+                            .wait_timeout(state, TRICKLE_SYNC - since)
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .0;
+                        continue;
+                    }
+                    last_sync = Instant::now();
+                    if self.unsynced.swap(false, Ordering::SeqCst) && state.failed.is_none() {
+                        drop(state);
+                        #[cfg(test)]
+                        self.trickles[0].fetch_add(1, Ordering::SeqCst);
+                        let synced = self.file.sync_data();
+                        #[cfg(test)]
+                        self.trickles[1].fetch_add(1, Ordering::SeqCst);
+                        state = self.lock();
+                        if let Err(e) = synced {
+                            tracing::error!(error = %e, "the store file could not be synced");
+                            state.failed = Some(e.to_string());
+                            self.settle(&state);
+                        }
+                    }
                 }
             };
             // A longer file is durable before any page of a header that may say so is written
@@ -273,6 +355,7 @@ impl Shared {
                         if let Err(e) = kept.write_to(&self.file) {
                             state.failed = Some(e.to_string());
                         }
+                        state.spare.keep(kept);
                     }
                 }
                 Err(e) => {
@@ -281,6 +364,9 @@ impl Shared {
                 }
             }
             state.flushing = None;
+            if let Ok(pages) = Arc::try_unwrap(pages) {
+                state.spare.keep(pages);
+            }
             // The file grew again during the flush: one more pass, a sync.
             if state.growth_unsynced && state.failed.is_none() {
                 self.flush_growth(&mut state);
@@ -305,7 +391,10 @@ pub struct Checkpoints {
 }
 
 impl StoreFile {
-    pub fn open(path: &Path) -> Result<(StoreFile, Checkpoints), StoreError> {
+    /// Opens the file at `path`; with `trickle`, the flusher also syncs it every
+    /// `TRICKLE_SYNC` that saw a write (for the journal, where nothing else does between
+    /// checkpoints).
+    pub fn open(path: &Path, trickle: bool) -> Result<(StoreFile, Checkpoints), StoreError> {
         let failed = |e: String| {
             StoreError::Storage(format!("cannot open store file {}: {e}", path.display()))
         };
@@ -321,6 +410,10 @@ impl StoreFile {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             involved: AtomicBool::new(false),
+            trickle,
+            unsynced: AtomicBool::new(false),
+            #[cfg(test)]
+            trickles: Default::default(),
         });
         let flusher_shared = shared.clone();
         let flusher = std::thread::Builder::new()
@@ -360,6 +453,7 @@ impl Checkpoints {
             if let Err(e) = kept.write_to(&self.shared.file) {
                 state.failed = Some(e.to_string());
             }
+            state.spare.keep(kept);
             if state.growth_unsynced {
                 self.shared.flush_growth(&mut state);
             }
@@ -482,12 +576,16 @@ impl StorageBackend for StoreFile {
             return Ok(());
         }
         kept.write_to(&self.shared.file)?;
+        state.spare.keep(kept);
         self.shared.settle(&state);
         drop(state);
         self.shared.file.sync_data()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        if self.shared.trickle {
+            self.shared.unsynced.store(true, Ordering::Relaxed);
+        }
         if !self.shared.involved.load(Ordering::SeqCst) {
             return self.shared.file.write(offset, data);
         }
@@ -498,7 +596,8 @@ impl StorageBackend for StoreFile {
             self.shared.settle(&state);
         }
         if state.checkpointing || state.flushing.is_some() {
-            state.kept.insert(offset, data);
+            let State { kept, spare, .. } = &mut *state;
+            kept.insert(offset, data, spare);
             state.header_kept |= state.checkpointing && offset == 0;
             return Ok(());
         }
@@ -568,9 +667,11 @@ mod tests {
             cut in 0u64..96,
         ) {
             let mut pages = Pages::default();
+            // Buffers of earlier pages, longer and shorter than the writes, full of other bytes.
+            let mut spare = Spare { buffers: (1..30).map(|len| vec![0xAB; len]).collect() };
             let mut model = vec![None::<u8>; 96];
             for (offset, len, byte) in writes {
-                pages.insert(offset, &vec![byte; len]);
+                pages.insert(offset, &vec![byte; len], &mut spare);
                 for slot in &mut model[offset as usize..offset as usize + len] {
                     *slot = Some(byte);
                 }
@@ -607,7 +708,7 @@ mod tests {
     /// durably; its file's path.
     fn database_in(dir: &Path) -> (std::path::PathBuf, Database, Checkpoints) {
         let path = dir.join("store.redb");
-        let (file, checkpoints) = StoreFile::open(&path).unwrap();
+        let (file, checkpoints) = StoreFile::open(&path, true).unwrap();
         let db = Database::builder()
             .set_cache_size(1 << 20)
             .create_with_backend(file)
@@ -710,6 +811,35 @@ mod tests {
                 "the open database reads its last commit"
             );
         }
+    }
+
+    #[test]
+    fn the_flusher_syncs_what_redb_writes_between_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_path, db, checkpoints) = database_in(dir.path());
+        let shared = &checkpoints.shared;
+        // Far more than redb's write buffer holds, so that it writes pages out: with the
+        // journal, nothing else would sync them before the next checkpoint.
+        add_values(&db, 300, 2000, b'c', Durability::None);
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while shared.unsynced.load(Ordering::SeqCst) {
+            assert!(
+                Instant::now() < deadline,
+                "no sync of the file began within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // The sync that took the writes over is among those begun: it ends.
+        let begun = shared.trickles[0].load(Ordering::SeqCst);
+        assert!(begun > 0, "the flusher synced the file");
+        while shared.trickles[1].load(Ordering::SeqCst) < begun {
+            assert!(
+                Instant::now() < deadline,
+                "a sync of the file did not end within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(shared.lock().failed.is_none());
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl RedbBackend {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let path = dir.join(REDB_FILE);
-        let (file, checkpoints) = StoreFile::open(&path)?;
+        let (file, checkpoints) = StoreFile::open(&path, journal.is_some())?;
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create_with_backend(file)
