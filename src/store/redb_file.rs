@@ -51,8 +51,10 @@ use ::redb::{BackendError, StorageBackend};
 
 use super::StoreError;
 
-/// How much of a checkpoint the flusher writes between two syncs.
-const SYNC_SLICE: usize = 1 << 20;
+/// How much of a checkpoint the flusher writes between two syncs: a journal sync meanwhile
+/// waits behind one slice (with 1 MiB, a fixed 5,000 single events a second had two to three
+/// times the p99: docs/PERFORMANCE.md, "The file synced as it goes").
+const SYNC_SLICE: usize = 256 << 10;
 
 /// How often the flusher, with nothing else to do, syncs a file written to since its last sync.
 const TRICKLE_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
