@@ -59,9 +59,9 @@ const SYNC_SLICE: usize = 256 << 10;
 /// How often the flusher, with nothing else to do, syncs a file written to since its last sync.
 const TRICKLE_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The most buffers of written pages kept for the next checkpoint's: 64 MiB of 4 KiB pages, a
-/// checkpoint with the default cache.
-const SPARE_MAX: usize = 16 * 1024;
+/// The most memory kept in buffers of written pages for the next checkpoint's: a checkpoint
+/// with the default cache.
+const SPARE_MAX_BYTES: usize = 64 << 20;
 
 /// Buffers of pages already written to the file, to copy the next pages into: memory that is
 /// already the process's, where a fresh allocation of a checkpoint's size would fault each of
@@ -69,12 +69,15 @@ const SPARE_MAX: usize = 16 * 1024;
 #[derive(Debug, Default)]
 struct Spare {
     buffers: Vec<Vec<u8>>,
+    /// What `buffers` hold, by capacity.
+    bytes: usize,
 }
 
 impl Spare {
     fn copy_of(&mut self, data: &[u8]) -> Vec<u8> {
         match self.buffers.pop() {
             Some(mut buffer) => {
+                self.bytes -= buffer.capacity();
                 buffer.clear();
                 buffer.extend_from_slice(data);
                 buffer
@@ -84,8 +87,13 @@ impl Spare {
     }
 
     fn keep(&mut self, pages: Pages) {
-        let room = SPARE_MAX.saturating_sub(self.buffers.len());
-        self.buffers.extend(pages.chunks.into_values().take(room));
+        for buffer in pages.chunks.into_values() {
+            if self.bytes + buffer.capacity() > SPARE_MAX_BYTES {
+                break;
+            }
+            self.bytes += buffer.capacity();
+            self.buffers.push(buffer);
+        }
     }
 }
 
@@ -670,7 +678,9 @@ mod tests {
         ) {
             let mut pages = Pages::default();
             // Buffers of earlier pages, longer and shorter than the writes, full of other bytes.
-            let mut spare = Spare { buffers: (1..30).map(|len| vec![0xAB; len]).collect() };
+            let buffers: Vec<Vec<u8>> = (1..30).map(|len| vec![0xAB; len]).collect();
+            let bytes = buffers.iter().map(Vec::capacity).sum();
+            let mut spare = Spare { buffers, bytes };
             let mut model = vec![None::<u8>; 96];
             for (offset, len, byte) in writes {
                 pages.insert(offset, &vec![byte; len], &mut spare);
