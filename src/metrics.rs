@@ -102,6 +102,12 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// How many durations it holds.
+    #[cfg(test)]
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
     pub fn observe(&self, duration: Duration) {
         let seconds = duration.as_secs_f64();
         for (bound, bucket) in DURATION_BOUNDS.iter().zip(&self.buckets) {
@@ -128,11 +134,13 @@ impl Histogram {
     }
 }
 
-/// What the store's writer reports: writes waiting for it and how long its commits take.
+/// What the store's writer reports: writes waiting for it, how long its commits take and,
+/// with the embedded store's journal, how long each batch's record takes to be on disk.
 #[derive(Default)]
 pub struct WriterStats {
     pub queued: AtomicU64,
     pub commits: Histogram,
+    pub journal_syncs: Histogram,
 }
 
 /// The store's side of the metrics, read when they are rendered.
@@ -379,7 +387,12 @@ impl Metrics {
             writer.commits.render(
                 &mut out,
                 "a2a_push_hub_store_commit_seconds",
-                "Time to run and durably commit one group of store writes.",
+                "Time to run and commit one group of store writes: durably; with the embedded store's journal, including the wait for the group before's record to be on disk, while its writes run (the sync itself is a2a_push_hub_store_journal_sync_seconds).",
+            );
+            writer.journal_syncs.render(
+                &mut out,
+                "a2a_push_hub_store_journal_sync_seconds",
+                "With the embedded store's journal (store.journal): time to write and sync one committed group's record, beside the next group's commit.",
             );
         }
         let by_label: [LabelledCounters<'_>; 2] = [

@@ -42,11 +42,12 @@ use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
 /// The journal's two files in the store's folder.
 pub const JOURNAL_FILES: [&str; 2] = ["hub.journal", "hub.journal.2"];
 
-/// Journal bytes after which the next batch is a checkpoint, unless `store.journal_checkpoint_mib`
-/// says otherwise. Bounds each file and the records applied again after a crash. A checkpoint holds up the writes queued behind it while it
+/// Journal bytes after which the next batch is a checkpoint in the tests, as with
+/// `store.journal_checkpoint_mib`'s default. Bounds each file and the records applied again after a crash. A checkpoint holds up the writes queued behind it while it
 /// writes the changed pages redb kept in memory (at most half of `store.cache_mib`) and syncs
 /// the file, tens of milliseconds; this far apart, a fixed 5,000 events a second meets one
 /// every four or five seconds (docs/PERFORMANCE.md, "The journal").
+#[cfg(test)]
 pub const DEFAULT_CHECKPOINT_BYTES: u64 = 64 << 20;
 
 const HEADER: usize = 4 + 8 + 8;
@@ -89,8 +90,6 @@ pub struct Journal {
     store_id: u64,
     /// Where the next record goes.
     position: u64,
-    /// Where the last record written went, to take it back if its commit fails.
-    last_start: u64,
 }
 
 impl Journal {
@@ -133,14 +132,8 @@ impl Journal {
             active: 0,
             store_id,
             position,
-            last_start: position,
         };
         Ok((journal, Contents { bytes, records }))
-    }
-
-    /// Whether the next batch should be a checkpoint, with one every `checkpoint_bytes`.
-    pub fn is_full(&self, checkpoint_bytes: u64) -> bool {
-        self.position >= checkpoint_bytes
     }
 
     /// Appends a batch's record and returns once it is on disk.
@@ -157,16 +150,7 @@ impl Journal {
         record.extend_from_slice(&check(self.store_id, len, seq, body));
         record.extend_from_slice(body);
         self.write_at(self.position, &record)?;
-        self.last_start = self.position;
         self.position += record.len() as u64;
-        Ok(())
-    }
-
-    /// Takes back the last record appended, whose commit failed: a zero length ends the chain
-    /// there, so it is never applied.
-    pub fn retract(&mut self) -> Result<(), StoreError> {
-        self.write_at(self.last_start, &[0; HEADER])?;
-        self.position = self.last_start;
         Ok(())
     }
 
@@ -175,7 +159,6 @@ impl Journal {
     pub fn restart(&mut self) {
         self.active = 0;
         self.position = 0;
-        self.last_start = 0;
     }
 
     /// After a checkpoint whose pages the flusher is writing: the next records go to the
@@ -184,7 +167,6 @@ impl Journal {
     pub fn rotate(&mut self) {
         self.active = 1 - self.active;
         self.position = 0;
-        self.last_start = 0;
     }
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
@@ -197,6 +179,11 @@ impl Journal {
             StoreError::Storage(format!("cannot write the journal {}: {e}", path.display()))
         })
     }
+}
+
+/// The journal bytes a batch's record of `body` takes.
+pub fn record_len(body: &[u8]) -> u64 {
+    (HEADER + body.len()) as u64
 }
 
 fn check(store_id: u64, len: u32, seq: u64, body: &[u8]) -> [u8; 8] {
@@ -456,19 +443,6 @@ mod tests {
         journal.append(7, &body(7)).unwrap();
         // The first file's older records after the new one end its chain.
         assert_eq!(seqs(&Journal::open(dir.path(), 9).unwrap().1), [5, 6, 7]);
-    }
-
-    #[test]
-    fn a_retracted_record_is_not_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Journal::open(dir.path(), 9).unwrap();
-        journal.append(1, &body(1)).unwrap();
-        journal.append(2, &body(2)).unwrap();
-        journal.retract().unwrap();
-        assert_eq!(seqs(&Journal::open(dir.path(), 9).unwrap().1), [1]);
-        let (mut journal, _) = Journal::open(dir.path(), 9).unwrap();
-        journal.append(2, &body(2)).unwrap();
-        assert_eq!(seqs(&Journal::open(dir.path(), 9).unwrap().1), [1, 2]);
     }
 
     #[test]

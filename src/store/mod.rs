@@ -7,6 +7,7 @@
 #[cfg(test)]
 pub(crate) mod contract_tests;
 mod journal;
+mod journal_thread;
 mod keys;
 #[cfg(test)]
 mod memory;

@@ -1,12 +1,13 @@
 //! The embedded backend: one redb file and its journal. Writes go through the group-commit
 //! writer (`writer.rs`); a batch is durable once redb has fsynced its commit, or, with
-//! `store.journal`, once its record is in the journal (`journal.rs`), redb's own fsync then
-//! running only at checkpoints, on a thread of its own (`redb_file.rs`). Reads run on the
-//! calling task.
+//! `store.journal`, once its record is in the journal (`journal.rs`), written by a thread of
+//! its own while the writer goes on (`journal_thread.rs`), redb's own fsync then running only
+//! at checkpoints, on a thread of its own too (`redb_file.rs`). Reads run on the calling task.
 
 use std::cell::{OnceCell, RefCell};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use ::redb::{
     Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -15,12 +16,13 @@ use ::redb::{
 
 use super::StoreError;
 use super::journal::{self, Journal, Recording};
+use super::journal_thread::{self, Committed, Failed, InFlight, Published, Shared};
 use super::ops::{AfterCommit, Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::redb_file::{Checkpoints, StoreFile};
 use super::redb_layout::{self, Group, grouped};
 use super::sealing::Sealing;
 use super::tables::{ReadAhead, Table, Tables, TablesMut, Visit};
-use super::writer::{self, Job, Writer};
+use super::writer::{self, Job, Queued, Writer};
 
 type Bytes = &'static [u8];
 
@@ -78,6 +80,9 @@ fn check_format(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
 pub type RedbStore = TableStore<RedbBackend>;
 
 pub struct RedbBackend {
+    /// With the journal: what readers read, its thread, and whether it failed. (Before `db`:
+    /// its read transaction ends before the database closes.)
+    journaled: Option<JournalReaders>,
     db: Arc<Database>,
     writer: Writer,
     path: std::path::PathBuf,
@@ -150,20 +155,64 @@ impl RedbBackend {
         // Whatever the setting: a journal written before it changed is applied.
         #[cfg(test)]
         let test_checkpoints = checkpoints.clone();
-        let mut journaled = recover(
-            &db,
-            dir,
-            checkpoints,
-            journal.unwrap_or(journal::DEFAULT_CHECKPOINT_BYTES),
-        )?;
+        let (recovered, next_seq) = recover(&db, dir)?;
         let db = Arc::new(db);
+        let Some(checkpoint_bytes) = journal else {
+            let writer_db = db.clone();
+            let writer =
+                Writer::start("store-writer", Default::default(), move |batch, queued| {
+                    commit_batch(&writer_db, None, batch, queued)
+                })?;
+            return Ok(RedbBackend {
+                db,
+                writer,
+                journaled: None,
+                path,
+                #[cfg(test)]
+                checkpoints: test_checkpoints,
+            });
+        };
+        let published = Arc::new(Published::new(
+            db.begin_read().map_err(StoreError::storage)?,
+        ));
+        let failed = Failed::default();
+        let in_flight = InFlight::default();
+        let stats = Arc::new(crate::metrics::WriterStats::default());
+        let (to_journal, batches) = journal_thread::channel();
+        let mut journaled = Journaled {
+            next_seq,
+            checkpoints,
+            checkpoint_bytes,
+            since_checkpoint: 0,
+            to_journal,
+            failed: failed.clone(),
+            in_flight: in_flight.clone(),
+        };
         let writer_db = db.clone();
-        let writer = Writer::start("store-writer", move |batch, _| {
-            commit_batch(&writer_db, journal.map(|_| &mut journaled), batch)
+        let writer = Writer::start("store-writer", stats.clone(), move |batch, queued| {
+            commit_batch(&writer_db, Some(&mut journaled), batch, queued)
         })?;
+        let thread = journal_thread::start(
+            recovered,
+            batches,
+            Shared {
+                published: published.clone(),
+                failed: failed.clone(),
+                in_flight,
+                stats,
+                waker: writer.waker(),
+            },
+        )?;
         Ok(RedbBackend {
             db,
             writer,
+            journaled: Some(JournalReaders {
+                published,
+                thread: std::sync::Mutex::new(Some(thread.thread)),
+                failed,
+                #[cfg(test)]
+                gate: thread.gate,
+            }),
             path,
             #[cfg(test)]
             checkpoints: test_checkpoints,
@@ -171,13 +220,29 @@ impl RedbBackend {
     }
 }
 
-/// The journal, the number its next record gets, and the file's checkpoints.
+/// The writer's side of the journal: the number the next record gets, the file's
+/// checkpoints, and the thread that writes the records.
 struct Journaled {
-    journal: Journal,
     next_seq: u64,
     checkpoints: Checkpoints,
     /// Journal bytes after which a batch is a checkpoint.
     checkpoint_bytes: u64,
+    /// Journal bytes of the records since the last checkpoint.
+    since_checkpoint: u64,
+    to_journal: std::sync::mpsc::SyncSender<Committed>,
+    failed: Failed,
+    /// Records handed to the journal thread and not yet written.
+    in_flight: InFlight,
+}
+
+/// The readers' side of the journal.
+struct JournalReaders {
+    /// The newest store that is all on disk: what reads read.
+    published: Arc<Published>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    failed: Failed,
+    #[cfg(test)]
+    gate: Arc<journal_thread::Gate>,
 }
 
 fn read_meta(txn: &WriteTransaction, key: &str) -> Result<Option<u64>, StoreError> {
@@ -193,13 +258,8 @@ fn write_meta(txn: &WriteTransaction, key: &str, value: u64) -> Result<(), Store
 }
 
 /// Applies the journal's records the file does not hold yet, makes them part of the file with
-/// a checkpoint, and returns the journal ready for the next record.
-fn recover(
-    db: &Database,
-    dir: &Path,
-    checkpoints: Checkpoints,
-    checkpoint_bytes: u64,
-) -> Result<Journaled, StoreError> {
+/// a checkpoint, and returns the journal ready for the next record, and that record's number.
+fn recover(db: &Database, dir: &Path) -> Result<(Journal, u64), StoreError> {
     let txn = db.begin_write().map_err(StoreError::storage)?;
     let store_id = match read_meta(&txn, STORE_ID_KEY)? {
         Some(id) => id,
@@ -257,12 +317,18 @@ fn recover(
     }
     txn.commit().map_err(StoreError::storage)?;
     journal.restart();
-    Ok(Journaled {
-        journal,
-        next_seq: last + 1,
-        checkpoints,
-        checkpoint_bytes,
-    })
+    Ok((journal, last + 1))
+}
+
+impl RedbBackend {
+    /// What a read reads: with the journal, the newest store whose writes are all on disk
+    /// (redb's newest commit may not be yet); without, redb's newest commit.
+    fn read_transaction(&self) -> Result<Arc<ReadTransaction>, StoreError> {
+        match &self.journaled {
+            Some(journaled) => Ok(journaled.published.current()),
+            None => Ok(Arc::new(self.db.begin_read().map_err(StoreError::storage)?)),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -273,7 +339,7 @@ impl Backend for RedbBackend {
     /// pool cost a thread wake-up and two context switches — a fifth of the hub's CPU per
     /// delivery under single-event load (docs/PERFORMANCE.md).
     async fn read<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let txn = self.read_transaction()?;
         job(&RedbRead::new(&txn))
     }
 
@@ -289,6 +355,20 @@ impl Backend for RedbBackend {
 
     async fn close(&self) {
         self.writer.stop().await;
+        if let Some(journaled) = &self.journaled {
+            // Its last records answered, the writer gone: the thread ends.
+            let thread = journaled.thread.lock().ok().and_then(|mut t| t.take());
+            if let Some(thread) = thread {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            if journaled.failed.load(Ordering::Acquire) {
+                // redb holds batches the journal does not: a checkpoint would keep them.
+                tracing::warn!(
+                    "the store's journal failed: no last checkpoint; the next start applies the journal"
+                );
+                return;
+            }
+        }
         // A checkpoint: the file alone then holds every write, for whatever opens it next.
         let checkpoint = self
             .db
@@ -313,13 +393,10 @@ impl Backend for RedbBackend {
     }
 
     async fn read_long<R: Send + 'static>(&self, job: ReadJob<R>) -> Result<R, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(StoreError::storage)?;
-            job(&RedbRead::new(&txn))
-        })
-        .await
-        .map_err(|e| StoreError::Storage(format!("the copy stopped: {e}")))?
+        let txn = self.read_transaction()?;
+        tokio::task::spawn_blocking(move || job(&RedbRead::new(&txn)))
+            .await
+            .map_err(|e| StoreError::Storage(format!("the copy stopped: {e}")))?
     }
 }
 
@@ -534,82 +611,144 @@ impl TablesMut for RedbWrite<'_> {
 
 /// Runs a batch in one transaction and commits it: through the journal when there is one,
 /// otherwise with redb's own fsync.
-fn commit_batch(db: &Database, journaled: Option<&mut Journaled>, batch: Vec<Job>) {
+fn commit_batch(
+    db: &Database,
+    journaled: Option<&mut Journaled>,
+    batch: Vec<Job>,
+    queued: &mut Queued<'_>,
+) {
+    if journaled
+        .as_ref()
+        .is_some_and(|j| j.failed.load(Ordering::Acquire))
+    {
+        // Dropping the jobs drops their reply channels: each caller learns that its write
+        // was not committed. The journal thread logged why.
+        return;
+    }
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
-            // Dropping the jobs drops their reply channels: each caller learns that its
-            // write was not committed.
             tracing::error!(error = %e, jobs = batch.len(), "store write transaction could not start");
             return;
         }
     };
     let tables = RedbWrite::new(&txn);
-    let (all_ok, completions, body) = match journaled {
-        Some(_) => {
-            let recording = Recording::new(&tables);
-            let (all_ok, completions) = writer::run_jobs(&recording, batch);
-            (all_ok, completions, recording.into_body())
-        }
-        None => {
-            let (all_ok, completions) = writer::run_jobs(&tables, batch);
-            (all_ok, completions, Vec::new())
-        }
+    let Some(journaled) = journaled else {
+        let (all_ok, completions) = writer::run_jobs(&tables, batch);
+        drop(tables);
+        let outcome = if all_ok {
+            txn.commit().map_err(StoreError::storage)
+        } else {
+            let _ = txn.abort();
+            Err(writer::batch_failed())
+        };
+        writer::complete(completions, outcome);
+        return;
     };
+    let recording = Recording::new(&tables);
+    let (mut all_ok, mut completions) = writer::run_jobs(&recording, batch);
+    // While the record before is being written, the jobs that arrive join this batch: it is
+    // committed once that record is on disk, as large as it would have been had the writer
+    // waited for the sync, and its jobs already run.
+    while all_ok
+        && journaled.in_flight.load(Ordering::Acquire) > 0
+        && completions.len() < writer::MAX_BATCH
+        && !queued.stopping()
+    {
+        let mut more = Vec::new();
+        queued.wait(&mut more, writer::MAX_BATCH - completions.len());
+        let (ok, more_completions) = writer::run_jobs(&recording, more);
+        all_ok &= ok;
+        completions.extend(more_completions);
+    }
+    let body = recording.into_body();
     drop(tables);
-    let outcome = if all_ok {
-        match journaled {
-            Some(journaled) => commit_journaled(txn, journaled, &body),
-            None => txn.commit().map_err(StoreError::storage),
-        }
+    let committed = if all_ok {
+        commit_journaled(db, txn, journaled, body)
     } else {
         let _ = txn.abort();
         Err(writer::batch_failed())
     };
-    writer::complete(completions, outcome);
+    let committed = match committed {
+        Ok(committed) => Committed {
+            completions,
+            ..committed
+        },
+        Err(e) => Committed {
+            record: None,
+            checkpoint: false,
+            snapshot: None,
+            outcome: Err(e),
+            completions,
+        },
+    };
+    if committed.record.is_some() {
+        journaled.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+    if let Err(unsent) = journaled.to_journal.send(committed) {
+        // The thread is gone (it panicked): nothing more becomes durable.
+        journaled.failed.store(true, Ordering::Release);
+        writer::complete(unsent.0.completions, Err(journal_thread::journal_failed()));
+    }
 }
 
-/// Commits a batch that wrote `body`, durable through the journal. Once the journal is full,
-/// the commit is a checkpoint too: redb's own, whose pages the flusher writes and syncs while
-/// the next batches go on (`redb_file.rs`); the records after it go to the journal's other
-/// file.
+/// Commits a batch that wrote `body` to redb without an fsync: its record, handed to the
+/// journal thread with the read transaction of what the commit left, makes it durable. Once
+/// the journal holds a checkpoint's worth, the commit is a checkpoint too: redb's own, whose
+/// pages the flusher writes and syncs while the next batches go on (`redb_file.rs`); the
+/// records after it go to the journal's other file.
 fn commit_journaled(
+    db: &Database,
     mut txn: WriteTransaction,
     journaled: &mut Journaled,
-    body: &[u8],
-) -> Result<(), StoreError> {
+    body: Vec<u8>,
+) -> Result<Committed, StoreError> {
+    let unchanged = || Committed {
+        record: None,
+        checkpoint: false,
+        snapshot: None,
+        outcome: Ok(()),
+        completions: Vec::new(),
+    };
     if body.is_empty() {
-        // Nothing to make durable.
+        // Nothing to make durable; its answer still waits for the batches before it, which
+        // it may have read.
         txn.set_durability(Durability::None)
             .map_err(StoreError::storage)?;
-        return txn.commit().map_err(StoreError::storage);
+        txn.commit().map_err(StoreError::storage)?;
+        return Ok(unchanged());
     }
     let seq = journaled.next_seq;
-    let checkpoint = journaled.journal.is_full(journaled.checkpoint_bytes);
+    let checkpoint = journaled.since_checkpoint >= journaled.checkpoint_bytes;
     if !checkpoint {
         txn.set_durability(Durability::None)
             .map_err(StoreError::storage)?;
     }
     write_meta(&txn, APPLIED_KEY, seq)?;
-    // On disk before the commit makes the batch visible: nobody reads a write that a crash
-    // could take back.
-    journaled.journal.append(seq, body)?;
-    let committed = if checkpoint {
+    if checkpoint {
         journaled.checkpoints.run(|| txn.commit())
     } else {
         txn.commit()
-    };
-    if let Err(e) = committed {
-        if let Err(retract) = journaled.journal.retract() {
-            tracing::error!(error = %retract, "a journal record whose commit failed could not be taken back");
-        }
-        return Err(StoreError::storage(e));
     }
-    if checkpoint {
-        journaled.journal.rotate();
-    }
+    .map_err(StoreError::storage)?;
+    // From here on, redb holds the batch and the next batches build on it: its record must
+    // follow the one before in the journal, or no later one may be written.
     journaled.next_seq += 1;
-    Ok(())
+    journaled.since_checkpoint = if checkpoint {
+        0
+    } else {
+        journaled.since_checkpoint + journal::record_len(&body)
+    };
+    let snapshot = db.begin_read().map_err(|e| {
+        journaled.failed.store(true, Ordering::Release);
+        StoreError::storage(e)
+    })?;
+    Ok(Committed {
+        record: Some((seq, body)),
+        checkpoint,
+        snapshot: Some(snapshot),
+        ..unchanged()
+    })
 }
 
 #[cfg(test)]
@@ -944,6 +1083,103 @@ mod tests {
         let recovered = open(image.path()).unwrap();
         recovered.load(events("t2", 1)).await.unwrap();
         assert_eq!(dumped(&recovered).await.len(), 31);
+        stop(recovered).await;
+        store.close().await;
+    }
+
+    /// Waits until the writer has made `commits` commits.
+    async fn commits_reach(store: &RedbStore, commits: u64) {
+        let stats = store.backend.writer.stats();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stats.commits.count() < commits {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer made {} commits, not {commits}",
+                stats.commits.count()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Writes a task's event in a job of its own, which says when the writer runs it.
+    fn write_signalled(
+        store: &Arc<RedbStore>,
+        task: &'static str,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), StoreError>>,
+        std::sync::mpsc::Receiver<()>,
+    ) {
+        let (ran, runs) = std::sync::mpsc::channel();
+        let store = store.clone();
+        let write = tokio::spawn(async move {
+            let job: WriteJob<()> = Box::new(move |tables| {
+                let _ = ran.send(());
+                let (table, key, value) = events(task, 1).remove(0);
+                tables.insert(table, &key, &value)
+            });
+            store
+                .backend
+                .write(Urgency::Now, Vec::new(), job, None)
+                .await
+        });
+        (write, runs)
+    }
+
+    async fn ran(runs: std::sync::mpsc::Receiver<()>) {
+        tokio::task::spawn_blocking(move || runs.recv_timeout(std::time::Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .expect("the writer ran the job");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_runs_the_next_jobs_while_a_record_is_synced_and_nobody_reads_a_write_before_its_record_is_on_disk()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(dir.path()).unwrap());
+        store.load(events("t1", 1)).await.unwrap();
+        let gate = store.backend.journaled.as_ref().unwrap().gate.clone();
+        let commits = store.backend.writer.stats().commits.count();
+        gate.hold(true);
+        let (second, runs) = write_signalled(&store, "t2");
+        ran(runs).await;
+        commits_reach(&store, commits + 1).await;
+        // The second's record waits for the disk; the writer runs the next jobs meanwhile.
+        let (third, runs) = write_signalled(&store, "t3");
+        ran(runs).await;
+        let (fourth, runs) = write_signalled(&store, "t4");
+        ran(runs).await;
+        assert!(
+            !second.is_finished() && !third.is_finished() && !fourth.is_finished(),
+            "none is answered before its record is on disk"
+        );
+        assert_eq!(
+            dumped(&store).await,
+            events("t1", 1),
+            "a read sees none of them: a crash could take them back"
+        );
+        let image = crash_image(dir.path());
+        let recovered = open(image.path()).unwrap();
+        assert_eq!(dumped(&recovered).await, events("t1", 1));
+        stop(recovered).await;
+
+        gate.hold(false);
+        for write in [second, third, fourth] {
+            write.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            store.backend.writer.stats().commits.count(),
+            commits + 2,
+            "the third and fourth were committed together, once the second's record was on disk"
+        );
+        let all: Vec<_> = ["t1", "t2", "t3", "t4"]
+            .iter()
+            .flat_map(|t| events(t, 1))
+            .collect();
+        assert_eq!(dumped(&store).await, all, "answered, and read");
+        let image = crash_image(dir.path());
+        let recovered = open(image.path()).unwrap();
+        assert_eq!(dumped(&recovered).await, all, "and on disk");
         stop(recovered).await;
         store.close().await;
     }

@@ -24,7 +24,7 @@ use super::ops::{AfterCommit, Urgency, WriteJob};
 use super::tables::{ReadAhead, TablesMut};
 
 /// Most jobs committed together.
-const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 512;
 /// Jobs waiting for the writer; beyond this, writes fail fast with `Busy`.
 const QUEUE_CAPACITY: usize = 8192;
 /// Longest an attempt outcome waits for company before it is committed on its own.
@@ -44,7 +44,20 @@ pub struct Job {
 
 enum Command {
     Write(Job, Urgency),
+    /// What a commit waits for has happened (`Queued::wait`).
+    Wake,
     Stop(oneshot::Sender<()>),
+}
+
+/// Wakes a commit that waits in `Queued::wait`.
+#[derive(Clone)]
+pub struct Waker(sync_mpsc::SyncSender<Command>);
+
+impl Waker {
+    pub fn wake(&self) {
+        // A full queue wakes the writer anyway.
+        let _ = self.0.try_send(Command::Wake);
+    }
 }
 
 pub struct Writer {
@@ -55,13 +68,14 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the thread; `commit` runs one batch in one transaction (see `run_jobs`), and may
-    /// add the jobs queued meanwhile to it with `Queued::take` before it runs them.
+    /// add the jobs queued meanwhile to it with `Queued::take` before it runs them. The thread
+    /// reports to `stats`.
     pub fn start(
         name: &str,
+        stats: Arc<WriterStats>,
         mut commit: impl FnMut(Vec<Job>, &mut Queued<'_>) + Send + 'static,
     ) -> Result<Writer, StoreError> {
         let (sender, commands) = sync_mpsc::sync_channel(QUEUE_CAPACITY);
-        let stats = Arc::new(WriterStats::default());
         let loop_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
@@ -74,13 +88,19 @@ impl Writer {
         })
     }
 
+    /// What wakes its commit from `Queued::wait`.
+    pub fn waker(&self) -> Waker {
+        Waker(self.sender.clone())
+    }
+
     /// Its queue and commit times.
     pub fn stats(&self) -> Arc<WriterStats> {
         self.stats.clone()
     }
 
     /// Runs `job` in the next group commit and returns its result once the commit is durable;
-    /// `after_commit` runs on this thread first, so the jobs' hooks run in commit order.
+    /// `after_commit` runs first, on the one thread that answers commits in commit order
+    /// (this one's, or the thread `commit` hands the answers to), so the hooks run in order.
     pub async fn write<R: Send + 'static>(
         &self,
         urgency: Urgency,
@@ -184,10 +204,16 @@ impl Queued<'_> {
     /// database take in turn) takes what arrived during the wait into the same commit, so a
     /// turn carries every write queued when it comes instead of leaving them for the next one.
     pub fn take(&mut self, batch: &mut Vec<Job>) {
+        self.take_up_to(batch, MAX_BATCH);
+    }
+
+    /// `take`, up to `limit` jobs in `batch`.
+    fn take_up_to(&mut self, batch: &mut Vec<Job>, limit: usize) {
         let before = batch.len();
-        while batch.len() < MAX_BATCH && self.stop_reply.is_none() {
+        while batch.len() < limit && self.stop_reply.is_none() {
             match self.commands.try_recv() {
                 Ok(Command::Write(job, _)) => batch.push(job),
+                Ok(Command::Wake) => {}
                 Ok(Command::Stop(reply)) => *self.stop_reply = Some(reply),
                 Err(_) => break,
             }
@@ -195,6 +221,31 @@ impl Queued<'_> {
         self.stats
             .queued
             .fetch_sub((batch.len() - before) as u64, Ordering::Relaxed);
+    }
+
+    /// Waits until a job is queued, a `Waker` wakes, or a stop comes, then adds the jobs
+    /// queued by then to `batch`, up to `limit` in it. A commit that waits for something else
+    /// (the embedded store's journal thread, to finish the record before) runs the jobs that
+    /// arrive meanwhile in its own transaction instead of leaving them for a commit of their
+    /// own.
+    pub fn wait(&mut self, batch: &mut Vec<Job>, limit: usize) {
+        if self.stop_reply.is_some() || batch.len() >= limit {
+            return;
+        }
+        match self.commands.recv() {
+            Ok(Command::Write(job, _)) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                batch.push(job);
+            }
+            Ok(Command::Wake) | Err(_) => {}
+            Ok(Command::Stop(reply)) => *self.stop_reply = Some(reply),
+        }
+        self.take_up_to(batch, limit);
+    }
+
+    /// Whether the writer was told to stop: a commit should not wait for more.
+    pub fn stopping(&self) -> bool {
+        self.stop_reply.is_some()
     }
 }
 
@@ -218,6 +269,7 @@ fn write_loop(
                     batch.push(job);
                     urgent |= urgency == Urgency::Now;
                 }
+                Command::Wake => {}
                 Command::Stop(reply) => stop_reply = Some(reply),
             }
             if batch.len() >= MAX_BATCH || stop_reply.is_some() {
@@ -281,20 +333,24 @@ mod tests {
         let committed_batches = Arc::new(Mutex::new(Vec::new()));
         let sizes = committed_batches.clone();
         let tables = MemoryTables::default();
-        let writer = Writer::start("test-writer", move |mut batch, queued| {
-            // The first commit waits for its turn until the test has sent three more writes.
-            let _ = in_turn_wait.send(());
-            let _ = turn.recv();
-            // Each write is sent a moment after it is counted: wait until all three are in.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while batch.len() < 4 && Instant::now() < deadline {
-                queued.take(&mut batch);
-                std::thread::yield_now();
-            }
-            sizes.lock().unwrap().push(batch.len());
-            let (ok, completions) = run_jobs(&tables, batch);
-            complete(completions, if ok { Ok(()) } else { Err(batch_failed()) });
-        })
+        let writer = Writer::start(
+            "test-writer",
+            Default::default(),
+            move |mut batch, queued| {
+                // The first commit waits for its turn until the test has sent three more writes.
+                let _ = in_turn_wait.send(());
+                let _ = turn.recv();
+                // Each write is sent a moment after it is counted: wait until all three are in.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while batch.len() < 4 && Instant::now() < deadline {
+                    queued.take(&mut batch);
+                    std::thread::yield_now();
+                }
+                sizes.lock().unwrap().push(batch.len());
+                let (ok, completions) = run_jobs(&tables, batch);
+                complete(completions, if ok { Ok(()) } else { Err(batch_failed()) });
+            },
+        )
         .unwrap();
         let writer = Arc::new(writer);
         let write = |n: u8| {

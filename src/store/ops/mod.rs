@@ -63,7 +63,8 @@ pub enum Urgency {
 pub type ReadJob<R> = Box<dyn FnOnce(&dyn Tables) -> Result<R, StoreError> + Send>;
 pub type WriteJob<R> = Box<dyn FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send>;
 /// What a write does with its result once its commit is durable, before its caller hears of it,
-/// on the thread that committed: so in commit order.
+/// on the thread that answers commits (the writer's, or the embedded store's journal thread):
+/// so in commit order.
 pub type AfterCommit<R> = Box<dyn FnOnce(&R) + Send>;
 
 /// A storage engine: transactions over the tables of `Table::ALL`.

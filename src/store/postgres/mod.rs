@@ -94,7 +94,7 @@ impl PostgresStore {
                 statements: HashMap::new(),
             }),
         };
-        let writer = Writer::start("store-writer", move |batch, queued| {
+        let writer = Writer::start("store-writer", Default::default(), move |batch, queued| {
             writer_connection.commit_batch(batch, queued)
         })?;
         let mut reader_connection = BatchConnection {
@@ -103,7 +103,7 @@ impl PostgresStore {
             node: settings.leases.node.clone(),
             connection: None,
         };
-        let reader = Writer::start("store-reader", move |batch, _| {
+        let reader = Writer::start("store-reader", Default::default(), move |batch, _| {
             reader_connection.read_batch(batch)
         })?;
         let lanes = Arc::new(Lanes::start(

@@ -1,0 +1,205 @@
+//! The journal's thread: makes each batch the writer committed durable, in commit order, and
+//! only then shows it to readers and answers its writers.
+//!
+//! With the journal, the writer commits a batch to redb without an fsync, opens a read
+//! transaction on what that commit left, and hands both, with the batch's journal record, to
+//! this thread. Then it runs the next jobs while this thread writes and syncs the record, so
+//! the sync no longer holds the writer; it commits them once the record is on disk, so that
+//! a batch still grows while a sync goes on, as it did when the writer waited for it.
+//! Readers read the last read transaction this thread published, never redb's newest commit:
+//! nobody reads a write that a crash could take back (docs/STORAGE.md, *The journal*).
+//!
+//! A record that cannot be written fails the store's writes until the hub restarts: redb
+//! already holds the batch and those after it, and after a failed sync nothing tells what
+//! reached the disk. The journal on disk still holds every acknowledged write.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc as sync_mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use ::redb::ReadTransaction;
+
+use super::StoreError;
+use super::journal::Journal;
+use super::writer::{self, Completion, Waker};
+use crate::metrics::WriterStats;
+
+/// Committed batches whose records may wait for this thread: beyond them the writer waits,
+/// so that redb runs ahead of the disk by a few batches at most.
+const AHEAD: usize = 4;
+
+/// A batch the writer committed, handed over in commit order.
+pub struct Committed {
+    /// Its journal record (number and body); none when the batch wrote nothing or failed.
+    pub record: Option<(u64, Vec<u8>)>,
+    /// Whether its commit was a checkpoint: the next record goes to the journal's other file.
+    pub checkpoint: bool,
+    /// The store as its commit left it; none when it changed nothing.
+    pub snapshot: Option<ReadTransaction>,
+    /// The commit's outcome, to answer the batch's writers with once the record is on disk.
+    pub outcome: Result<(), StoreError>,
+    pub completions: Vec<Completion>,
+}
+
+/// The read transaction readers use: the newest whose writes are all on disk.
+pub struct Published(Mutex<Arc<ReadTransaction>>);
+
+impl Published {
+    pub fn new(first: ReadTransaction) -> Published {
+        Published(Mutex::new(Arc::new(first)))
+    }
+
+    pub fn current(&self) -> Arc<ReadTransaction> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn publish(&self, snapshot: ReadTransaction) {
+        let newer = Arc::new(snapshot);
+        // The one replaced is dropped outside the lock, once its last reader is done.
+        let _older = std::mem::replace(
+            &mut *self.0.lock().unwrap_or_else(|e| e.into_inner()),
+            newer,
+        );
+    }
+}
+
+/// What the writer hands batches through, and what the thread takes them from.
+pub fn channel() -> (
+    sync_mpsc::SyncSender<Committed>,
+    sync_mpsc::Receiver<Committed>,
+) {
+    sync_mpsc::sync_channel(AHEAD)
+}
+
+/// Records handed over and not yet written: a commit waits for none to be left.
+pub type InFlight = Arc<AtomicUsize>;
+
+/// The running thread.
+pub struct JournalThread {
+    pub thread: JoinHandle<()>,
+    #[cfg(test)]
+    pub gate: Arc<Gate>,
+}
+
+/// Tests hold the thread before it writes a record, as a slow disk would.
+#[cfg(test)]
+#[derive(Default)]
+pub struct Gate {
+    held: Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+#[cfg(test)]
+impl Gate {
+    pub fn hold(&self, held: bool) {
+        *self.held.lock().unwrap() = held;
+        self.changed.notify_all();
+    }
+
+    fn pass(&self) {
+        let held = self.held.lock().unwrap();
+        drop(self.changed.wait_while(held, |held| *held).unwrap());
+    }
+}
+
+/// Whether the journal failed: set once, by this thread or by the writer.
+pub type Failed = Arc<AtomicBool>;
+
+/// The error of every write after the journal failed.
+pub fn journal_failed() -> StoreError {
+    StoreError::Storage(
+        "the store's journal could not be written: writes fail until the hub restarts (see \
+         the hub's log)"
+            .to_string(),
+    )
+}
+
+/// What the thread shares with the writer and the readers.
+pub struct Shared {
+    pub published: Arc<Published>,
+    pub failed: Failed,
+    pub in_flight: InFlight,
+    pub stats: Arc<WriterStats>,
+    /// Wakes the writer's commit once a record is written.
+    pub waker: Waker,
+}
+
+/// Starts the thread on `batches`; it owns `journal` from now on and ends once the sender is
+/// dropped and every batch handed over is answered.
+pub fn start(
+    journal: Journal,
+    batches: sync_mpsc::Receiver<Committed>,
+    shared: Shared,
+) -> Result<JournalThread, StoreError> {
+    #[cfg(test)]
+    let gate = Arc::new(Gate::default());
+    #[cfg(test)]
+    let thread_gate = gate.clone();
+    let thread = std::thread::Builder::new()
+        .name("store-journal".to_string())
+        .spawn(move || {
+            run(
+                journal,
+                batches,
+                &shared,
+                #[cfg(test)]
+                &thread_gate,
+            )
+        })
+        .map_err(|e| StoreError::Storage(format!("cannot start the journal thread: {e}")))?;
+    Ok(JournalThread {
+        thread,
+        #[cfg(test)]
+        gate,
+    })
+}
+
+fn run(
+    mut journal: Journal,
+    batches: sync_mpsc::Receiver<Committed>,
+    shared: &Shared,
+    #[cfg(test)] gate: &Gate,
+) {
+    for batch in batches {
+        #[cfg(test)]
+        gate.pass();
+        let outcome = batch.outcome.and_then(|()| match &batch.record {
+            Some((seq, body)) => append(&mut journal, *seq, body, batch.checkpoint, shared),
+            None => Ok(()),
+        });
+        if batch.record.is_some() {
+            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            shared.waker.wake();
+        }
+        if let (Ok(()), Some(snapshot)) = (&outcome, batch.snapshot) {
+            shared.published.publish(snapshot);
+        }
+        writer::complete(batch.completions, outcome);
+    }
+}
+
+/// Writes and syncs one record; once that fails, it and every later one fail.
+fn append(
+    journal: &mut Journal,
+    seq: u64,
+    body: &[u8],
+    checkpoint: bool,
+    shared: &Shared,
+) -> Result<(), StoreError> {
+    if shared.failed.load(Ordering::Acquire) {
+        return Err(journal_failed());
+    }
+    let started = Instant::now();
+    if let Err(e) = journal.append(seq, body) {
+        shared.failed.store(true, Ordering::Release);
+        tracing::error!(error = %e, "the store's journal could not be written: its writes fail until the hub restarts");
+        return Err(e);
+    }
+    shared.stats.journal_syncs.observe(started.elapsed());
+    if checkpoint {
+        journal.rotate();
+    }
+    Ok(())
+}
