@@ -9,9 +9,10 @@
 //! Readers read the last read transaction this thread published, never redb's newest commit:
 //! nobody reads a write that a crash could take back (docs/STORAGE.md, *The journal*).
 //!
-//! A record that cannot be written fails the store's writes until the hub restarts: redb
-//! already holds the batch and those after it, and after a failed sync nothing tells what
-//! reached the disk. The journal on disk still holds every acknowledged write.
+//! A record that cannot be written fails the store until the hub restarts, its reads too, so
+//! that `/readyz` says so: redb already holds the batch and those after it, and after a failed
+//! sync nothing tells what reached the disk. The journal on disk still holds every
+//! acknowledged write, and the start applies it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc as sync_mpsc;
@@ -83,12 +84,14 @@ pub struct JournalThread {
     pub gate: Arc<Gate>,
 }
 
-/// Tests hold the thread before it writes a record, as a slow disk would.
+/// Tests hold the thread before it writes a record, as a slow disk would, or fail the
+/// records, as a failing one would.
 #[cfg(test)]
 #[derive(Default)]
 pub struct Gate {
     held: Mutex<bool>,
     changed: std::sync::Condvar,
+    failing: AtomicBool,
 }
 
 #[cfg(test)]
@@ -98,20 +101,30 @@ impl Gate {
         self.changed.notify_all();
     }
 
-    fn pass(&self) {
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Release);
+    }
+
+    fn pass(&self) -> Result<(), StoreError> {
         let held = self.held.lock().unwrap();
         drop(self.changed.wait_while(held, |held| *held).unwrap());
+        if self.failing.load(Ordering::Acquire) {
+            return Err(StoreError::Storage(
+                "the test failed the journal's disk".to_string(),
+            ));
+        }
+        Ok(())
     }
 }
 
 /// Whether the journal failed: set once, by this thread or by the writer.
 pub type Failed = Arc<AtomicBool>;
 
-/// The error of every write after the journal failed.
+/// The error of every use of the store after the journal failed.
 pub fn journal_failed() -> StoreError {
     StoreError::Storage(
-        "the store's journal could not be written: writes fail until the hub restarts (see \
-         the hub's log)"
+        "the store's journal could not be written: the store fails until the hub restarts, \
+         which applies the journal (see the hub's log)"
             .to_string(),
     )
 }
@@ -163,10 +176,16 @@ fn run(
     #[cfg(test)] gate: &Gate,
 ) {
     for batch in batches {
-        #[cfg(test)]
-        gate.pass();
         let outcome = batch.outcome.and_then(|()| match &batch.record {
-            Some((seq, body)) => append(&mut journal, *seq, body, batch.checkpoint, shared),
+            Some((seq, body)) => append(
+                &mut journal,
+                *seq,
+                body,
+                batch.checkpoint,
+                shared,
+                #[cfg(test)]
+                gate,
+            ),
             None => Ok(()),
         });
         if batch.record.is_some() {
@@ -180,26 +199,35 @@ fn run(
     }
 }
 
-/// Writes and syncs one record; once that fails, it and every later one fail.
+/// Writes and syncs one record; once that failed, it and every later one fail.
 fn append(
     journal: &mut Journal,
     seq: u64,
     body: &[u8],
     checkpoint: bool,
     shared: &Shared,
+    #[cfg(test)] gate: &Gate,
 ) -> Result<(), StoreError> {
+    #[cfg(test)]
+    let disk = gate.pass();
+    #[cfg(not(test))]
+    let disk = Ok(());
     if shared.failed.load(Ordering::Acquire) {
         return Err(journal_failed());
     }
     let started = Instant::now();
-    if let Err(e) = journal.append(seq, body) {
-        shared.failed.store(true, Ordering::Release);
-        tracing::error!(error = %e, "the store's journal could not be written: its writes fail until the hub restarts");
-        return Err(e);
+    if let Err(e) = disk.and_then(|()| journal.append(seq, body)) {
+        return Err(failed(shared, e));
     }
     shared.stats.journal_syncs.observe(started.elapsed());
     if checkpoint {
         journal.rotate();
     }
     Ok(())
+}
+
+fn failed(shared: &Shared, error: StoreError) -> StoreError {
+    shared.failed.store(true, Ordering::Release);
+    tracing::error!(error = %error, "the store's journal could not be written: the store fails until the hub restarts, which applies the journal");
+    error
 }

@@ -322,9 +322,13 @@ fn recover(db: &Database, dir: &Path) -> Result<(Journal, u64), StoreError> {
 
 impl RedbBackend {
     /// What a read reads: with the journal, the newest store whose writes are all on disk
-    /// (redb's newest commit may not be yet); without, redb's newest commit.
+    /// (redb's newest commit may not be yet), unless the journal failed; without, redb's
+    /// newest commit.
     fn read_transaction(&self) -> Result<Arc<ReadTransaction>, StoreError> {
         match &self.journaled {
+            Some(journaled) if journaled.failed.load(Ordering::Acquire) => {
+                Err(journal_thread::journal_failed())
+            }
             Some(journaled) => Ok(journaled.published.current()),
             None => Ok(Arc::new(self.db.begin_read().map_err(StoreError::storage)?)),
         }
@@ -361,15 +365,10 @@ impl Backend for RedbBackend {
             if let Some(thread) = thread {
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
             }
-            if journaled.failed.load(Ordering::Acquire) {
-                // redb holds batches the journal does not: a checkpoint would keep them.
-                tracing::warn!(
-                    "the store's journal failed: no last checkpoint; the next start applies the journal"
-                );
-                return;
-            }
         }
-        // A checkpoint: the file alone then holds every write, for whatever opens it next.
+        // A checkpoint: the file alone then holds every write, for whatever opens it next. After
+        // the journal failed too: the batches redb holds beyond it are each whole, and redb's
+        // own close would keep them anyway.
         let checkpoint = self
             .db
             .begin_write()
@@ -1182,6 +1181,45 @@ mod tests {
         assert_eq!(dumped(&recovered).await, all, "and on disk");
         stop(recovered).await;
         store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journal_that_cannot_be_written_fails_the_store_until_a_restart_applies_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        store.load(events("t1", 1)).await.unwrap();
+        let gate = store.backend.journaled.as_ref().unwrap().gate.clone();
+        gate.fail(true);
+        let error = store.load(events("t2", 1)).await.unwrap_err().to_string();
+        assert!(error.contains("failed the journal's disk"), "{error}");
+        // The disk is back; after a failed sync nothing tells what reached it.
+        gate.fail(false);
+        assert!(store.load(events("t3", 1)).await.is_err());
+        let unready = store.ping().await.unwrap_err().to_string();
+        assert!(
+            unready.contains("journal could not be written") && unready.contains("restarts"),
+            "{unready}"
+        );
+        let image = crash_image(dir.path());
+        let recovered = open(image.path()).unwrap();
+        assert_eq!(
+            dumped(&recovered).await,
+            events("t1", 1),
+            "a crash: the journal holds what was acknowledged"
+        );
+        stop(recovered).await;
+        store.close().await;
+        drop(store);
+        let restarted = open(dir.path()).unwrap();
+        restarted.load(events("t4", 1)).await.unwrap();
+        let after = dumped(&restarted).await;
+        assert!(
+            after.contains(&events("t1", 1)[0])
+                && after.contains(&events("t4", 1)[0])
+                && !after.contains(&events("t3", 1)[0]),
+            "a restart serves again; the write made after the failure is not there"
+        );
+        restarted.close().await;
     }
 
     #[tokio::test]
