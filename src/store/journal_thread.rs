@@ -33,15 +33,19 @@ const AHEAD: usize = 4;
 
 /// A batch the writer committed, handed over in commit order.
 pub struct Committed {
-    /// Its journal record (number and body); none when the batch wrote nothing or failed.
-    pub record: Option<(u64, Vec<u8>)>,
-    /// Whether its commit was a checkpoint: the next record goes to the journal's other file.
-    pub checkpoint: bool,
-    /// The store as its commit left it; none when it changed nothing.
-    pub snapshot: Option<ReadTransaction>,
-    /// The commit's outcome, to answer the batch's writers with once the record is on disk.
-    pub outcome: Result<(), StoreError>,
+    /// The commit's outcome: the record that makes it durable, none when it wrote nothing.
+    pub outcome: Result<Option<Record>, StoreError>,
+    /// The batch's writers, answered once the record is on disk.
     pub completions: Vec<Completion>,
+}
+
+/// A committed batch's journal record, and the store as its commit left it.
+pub struct Record {
+    pub seq: u64,
+    pub body: Vec<u8>,
+    /// Whether the commit was a checkpoint: the next record goes to the journal's other file.
+    pub checkpoint: bool,
+    pub snapshot: ReadTransaction,
 }
 
 /// The read transaction readers use: the newest whose writes are all on disk.
@@ -176,25 +180,22 @@ fn run(
     #[cfg(test)] gate: &Gate,
 ) {
     for batch in batches {
-        let outcome = batch.outcome.and_then(|()| match &batch.record {
-            Some((seq, body)) => append(
-                &mut journal,
-                *seq,
-                body,
-                batch.checkpoint,
-                shared,
-                #[cfg(test)]
-                gate,
-            ),
-            None => Ok(()),
-        });
-        if batch.record.is_some() {
-            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-            shared.waker.wake();
-        }
-        if let (Ok(()), Some(snapshot)) = (&outcome, batch.snapshot) {
-            shared.published.publish(snapshot);
-        }
+        let outcome = match batch.outcome {
+            Ok(Some(record)) => {
+                let written = append(
+                    &mut journal,
+                    &record,
+                    shared,
+                    #[cfg(test)]
+                    gate,
+                );
+                shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                shared.waker.wake();
+                written.map(|()| shared.published.publish(record.snapshot))
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
         writer::complete(batch.completions, outcome);
     }
 }
@@ -202,9 +203,7 @@ fn run(
 /// Writes and syncs one record; once that failed, it and every later one fail.
 fn append(
     journal: &mut Journal,
-    seq: u64,
-    body: &[u8],
-    checkpoint: bool,
+    record: &Record,
     shared: &Shared,
     #[cfg(test)] gate: &Gate,
 ) -> Result<(), StoreError> {
@@ -216,11 +215,11 @@ fn append(
         return Err(journal_failed());
     }
     let started = Instant::now();
-    if let Err(e) = disk.and_then(|()| journal.append(seq, body)) {
+    if let Err(e) = disk.and_then(|()| journal.append(record.seq, &record.body)) {
         return Err(failed(shared, e));
     }
     shared.stats.journal_syncs.observe(started.elapsed());
-    if checkpoint {
+    if record.checkpoint {
         journal.rotate();
     }
     Ok(())

@@ -16,7 +16,7 @@ use ::redb::{
 
 use super::StoreError;
 use super::journal::{self, Journal, Recording};
-use super::journal_thread::{self, Committed, Failed, InFlight, Published, Shared};
+use super::journal_thread::{self, Committed, Failed, InFlight, Published, Record, Shared};
 use super::ops::{AfterCommit, Backend, ReadJob, TableStore, Urgency, WriteJob};
 use super::redb_file::{Checkpoints, StoreFile};
 use super::redb_layout::{self, Group, grouped};
@@ -662,28 +662,19 @@ fn commit_batch(
     }
     let body = recording.into_body();
     drop(tables);
-    let committed = if all_ok {
+    let outcome = if all_ok {
         commit_journaled(db, txn, journaled, body)
     } else {
         let _ = txn.abort();
         Err(writer::batch_failed())
     };
-    let committed = match committed {
-        Ok(committed) => Committed {
-            completions,
-            ..committed
-        },
-        Err(e) => Committed {
-            record: None,
-            checkpoint: false,
-            snapshot: None,
-            outcome: Err(e),
-            completions,
-        },
-    };
-    if committed.record.is_some() {
+    if matches!(outcome, Ok(Some(_))) {
         journaled.in_flight.fetch_add(1, Ordering::AcqRel);
     }
+    let committed = Committed {
+        outcome,
+        completions,
+    };
     if let Err(unsent) = journaled.to_journal.send(committed) {
         // The thread is gone (it panicked): nothing more becomes durable.
         journaled.failed.store(true, Ordering::Release);
@@ -701,21 +692,14 @@ fn commit_journaled(
     mut txn: WriteTransaction,
     journaled: &mut Journaled,
     body: Vec<u8>,
-) -> Result<Committed, StoreError> {
-    let unchanged = || Committed {
-        record: None,
-        checkpoint: false,
-        snapshot: None,
-        outcome: Ok(()),
-        completions: Vec::new(),
-    };
+) -> Result<Option<Record>, StoreError> {
     if body.is_empty() {
         // Nothing to make durable; its answer still waits for the batches before it, which
         // it may have read.
         txn.set_durability(Durability::None)
             .map_err(StoreError::storage)?;
         txn.commit().map_err(StoreError::storage)?;
-        return Ok(unchanged());
+        return Ok(None);
     }
     let seq = journaled.next_seq;
     let checkpoint = journaled.since_checkpoint >= journaled.checkpoint_bytes;
@@ -742,12 +726,12 @@ fn commit_journaled(
         journaled.failed.store(true, Ordering::Release);
         StoreError::storage(e)
     })?;
-    Ok(Committed {
-        record: Some((seq, body)),
+    Ok(Some(Record {
+        seq,
+        body,
         checkpoint,
-        snapshot: Some(snapshot),
-        ..unchanged()
-    })
+        snapshot,
+    }))
 }
 
 #[cfg(test)]
