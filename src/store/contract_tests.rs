@@ -67,6 +67,22 @@ impl Stored for Published {
     }
 }
 
+/// An attempt the receiver answered with `status`: a failure unless it is 2xx.
+fn answered(number: u32, started_at_ms: u64, status: u16) -> AttemptRecord {
+    let ok = (200..300).contains(&status);
+    AttemptRecord {
+        number,
+        started_at_ms,
+        duration_ms: 3,
+        status: Some(status),
+        error_class: if ok { "success" } else { "http_status" }.into(),
+        error: (!ok).then(|| format!("HTTP {status}")),
+        response_snippet: None,
+        traceparent: None,
+        credentials: Vec::new(),
+    }
+}
+
 /// Collects what the store announces as newly pending.
 fn announced<B: Backend>(store: &TableStore<B>) -> Arc<Mutex<Vec<PendingDelivery>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -270,17 +286,7 @@ async fn an_attempt_is_logged_and_its_outcome_applied_together<B: Backend>(store
         context.event.trace, trace,
         "the event's trace is kept with it"
     );
-    let attempt = |number| AttemptRecord {
-        number,
-        started_at_ms: 10,
-        duration_ms: 3,
-        status: Some(500),
-        error_class: "http_status".into(),
-        error: Some("HTTP 500".into()),
-        response_snippet: None,
-        traceparent: None,
-        credentials: Vec::new(),
-    };
+    let attempt = |number| answered(number, 10, 500);
     let retry = DeliveryUpdate::Retry {
         next_attempt_at_ms: 99,
         error: "HTTP 500".into(),
@@ -373,6 +379,92 @@ async fn attempt_contexts_read_at_once_are_each_their_own_deliverys<B: Backend>(
             context.event.body.get()
         );
     }
+}
+
+/// The first attempt of a delivery just published is handed what the publish had in hand
+/// instead of reading it back; what it is handed must be what a read would give, whatever
+/// changed in between.
+async fn a_first_attempt_sees_what_a_read_would_whatever_changed_since_the_publish<B: Backend>(
+    store: TableStore<B>,
+) {
+    store
+        .put_config(config("t", "a"), anyone(10))
+        .await
+        .unwrap();
+    let lane = LaneId {
+        tenant: String::new(),
+        task_id: "t".to_string(),
+        config_id: "a".to_string(),
+    };
+    let publish = || async {
+        let published = store
+            .publish(vec![status_event("t", "TASK_STATE_WORKING")])
+            .await
+            .unwrap()
+            .stored();
+        (
+            published[0].deliveries[0].delivery_id.clone(),
+            published[0].sequence,
+        )
+    };
+    let context = |id: String, sequence| store.attempt_context(id, lane.clone(), sequence);
+
+    // Nothing changed: the same delivery, config and event as the store holds.
+    let (id, sequence) = publish().await;
+    let handed = context(id.clone(), sequence).await.unwrap().unwrap();
+    assert_eq!(
+        Some(handed.delivery.clone()),
+        store.get_delivery(id.clone()).await.unwrap()
+    );
+    assert_eq!(
+        handed.config,
+        store
+            .get_config(String::new(), "t".into(), "a".into())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        (handed.event.sequence, handed.event.body.get()),
+        (sequence, status_event("t", "TASK_STATE_WORKING").body.get())
+    );
+    // Handed once: the next attempt reads what its first one recorded.
+    store
+        .record_attempt(
+            id.clone(),
+            answered(1, 10, 503),
+            DeliveryUpdate::Retry {
+                next_attempt_at_ms: 99,
+                error: "HTTP 503".into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let again = context(id, sequence).await.unwrap().unwrap();
+    assert_eq!(
+        (again.delivery.attempts, again.delivery.next_attempt_at_ms),
+        (1, 99)
+    );
+
+    // The config moved to another URL after the publish: the attempt goes there.
+    let (id, sequence) = publish().await;
+    let mut moved = config("t", "a");
+    moved.url = format!("{HOOK}/moved");
+    store.put_config(moved, anyone(10)).await.unwrap();
+    let handed = context(id, sequence).await.unwrap().unwrap();
+    assert_eq!(handed.config.unwrap().url, format!("{HOOK}/moved"));
+
+    // The config deleted after the publish: the delivery is canceled and has no config.
+    let (id, sequence) = publish().await;
+    store
+        .delete_config(String::new(), "t".into(), "a".into())
+        .await
+        .unwrap();
+    let handed = context(id, sequence).await.unwrap().unwrap();
+    assert_eq!(
+        (handed.delivery.state, handed.config),
+        (DeliveryState::Canceled, None)
+    );
 }
 
 async fn replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_one<B: Backend>(
@@ -1092,17 +1184,7 @@ async fn a_config_failing_for_its_limit_is_suspended_holds_new_events_and_resume
         .unwrap()
         .stored();
     let first = published[0].deliveries[0].delivery_id.clone();
-    let failed_at = |number, started_at_ms| AttemptRecord {
-        number,
-        started_at_ms,
-        duration_ms: 5,
-        status: Some(503),
-        error_class: "http_status".into(),
-        error: Some("HTTP 503".into()),
-        response_snippet: None,
-        traceparent: None,
-        credentials: Vec::new(),
-    };
+    let failed_at = |number, started_at_ms| answered(number, started_at_ms, 503);
     let retry = || DeliveryUpdate::Retry {
         next_attempt_at_ms: 1_000_000,
         error: "HTTP 503".into(),
@@ -1222,17 +1304,7 @@ async fn a_failing_streak_outlives_a_dead_delivery_and_is_never_extended_past_an
     for id in ["a", "b"] {
         store.put_config(config("t", id), anyone(10)).await.unwrap();
     }
-    let failure = |number, started_at_ms| AttemptRecord {
-        number,
-        started_at_ms,
-        duration_ms: 1,
-        status: Some(500),
-        error_class: "http_status".into(),
-        error: None,
-        response_snippet: None,
-        traceparent: None,
-        credentials: Vec::new(),
-    };
+    let failure = |number, started_at_ms| answered(number, started_at_ms, 500);
     let retry = || DeliveryUpdate::Retry {
         next_attempt_at_ms: 0,
         error: "HTTP 500".into(),
@@ -1658,6 +1730,7 @@ contract!(
     publishing_numbers_events_per_task_and_announces_one_delivery_per_active_config,
     an_attempt_is_logged_and_its_outcome_applied_together,
     attempt_contexts_read_at_once_are_each_their_own_deliverys,
+    a_first_attempt_sees_what_a_read_would_whatever_changed_since_the_publish,
     replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_one,
     deleting_a_config_cancels_its_pending_deliveries,
     an_inbound_push_is_accepted_once_and_a_forwarded_one_is_announced,

@@ -31,6 +31,7 @@ impl MemoryStore {
             backend: MemoryBackend::default(),
             sealing: Arc::new(sealing),
             outbox: Default::default(),
+            fresh: Default::default(),
         }
     }
 }

@@ -105,6 +105,7 @@ impl RedbStore {
             backend: RedbBackend::open(dir, cache_bytes, journal)?,
             sealing: Arc::new(sealing),
             outbox: Default::default(),
+            fresh: Default::default(),
         })
     }
 }

@@ -426,6 +426,9 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
         lane: LaneId,
         sequence: u64,
     ) -> Result<Option<AttemptContext>, StoreError> {
+        if let Some(context) = self.fresh.take(&delivery_id, now_ms()) {
+            return Ok(Some(context));
+        }
         let sealing = self.sealing.clone();
         // One round trip on a database, shared with the attempts starting at the same time:
         // the config's and the event's keys follow from the lane and the sequence, which never
@@ -503,23 +506,32 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
             Table::Deliveries,
             delivery_id.as_bytes().to_vec(),
         )];
-        let (recorded, _) = self
-            .write_announcing(
+        // A delivered attempt changes nothing another attempt reads; any other outcome may
+        // suspend or disable the config, or kill the lane's other deliveries.
+        let delivered = matches!(update, DeliveryUpdate::Delivered);
+        let job = move |tables: &dyn TablesMut| {
+            record_attempt_in(
+                &sealing,
+                tables,
+                &delivery_id,
+                attempt,
+                update,
+                disable_after_ms,
+            )
+        };
+        let announced = |(_, announce): &(Recorded, Vec<PendingDelivery>)| announce.clone();
+        let (recorded, _) = if delivered {
+            self.write_keeping_fresh(
                 Urgency::Linger,
                 reads,
-                move |tables| {
-                    record_attempt_in(
-                        &sealing,
-                        tables,
-                        &delivery_id,
-                        attempt,
-                        update,
-                        disable_after_ms,
-                    )
-                },
-                |(_, announce)| announce.clone(),
+                move |tables, _| job(tables),
+                announced,
             )
-            .await?;
+            .await?
+        } else {
+            self.write_announcing(Urgency::Linger, reads, job, announced)
+                .await?
+        };
         Ok(recorded)
     }
 

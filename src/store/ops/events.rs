@@ -65,14 +65,15 @@ fn publish_keyed(
     tables: &dyn TablesMut,
     mut new: NewEvent,
     now: u64,
+    fresh: &mut Vec<AttemptContext>,
 ) -> Result<PublishedEvent, StoreError> {
     let Some(claim) = new.idempotency.take() else {
-        return publish_one(sealing, tables, new, now);
+        return publish_one(sealing, tables, new, now, fresh);
     };
     if let Some(first) = idempotency::answered(tables, &new.tenant, &claim)? {
         return Ok(first);
     }
-    let published = publish_one(sealing, tables, new, now)?;
+    let published = publish_one(sealing, tables, new, now, fresh)?;
     idempotency::record(tables, &published, claim, now)?;
     Ok(published)
 }
@@ -87,11 +88,14 @@ pub(super) fn publish_reads(tenant: &str, task_id: &str) -> [ReadAhead; 2] {
     ]
 }
 
+/// Publishes `new`; the context of each delivery it makes goes to `fresh`, for its first
+/// attempt (`fresh.rs`).
 pub(super) fn publish_one(
     sealing: &Sealing,
     tables: &dyn TablesMut,
     new: NewEvent,
     now: u64,
+    fresh: &mut Vec<AttemptContext>,
 ) -> Result<PublishedEvent, StoreError> {
     let tkey = task_key(&new.tenant, &new.task_id);
     if let Some(owner) = &new.owner {
@@ -177,9 +181,14 @@ pub(super) fn publish_one(
         };
         add_pending(tables, &delivery)?;
         created.push(CreatedDelivery {
-            delivery_id: delivery.id,
-            config_id: config.id,
-            url: config.url,
+            delivery_id: delivery.id.clone(),
+            config_id: config.id.clone(),
+            url: config.url.clone(),
+        });
+        fresh.push(AttemptContext {
+            delivery,
+            config: Some(config),
+            event: event.clone(),
         });
     }
     Ok(PublishedEvent {
@@ -222,18 +231,18 @@ impl<B: Backend> EventStore for TableStore<B> {
             .flat_map(|event| publish_reads(&event.tenant, &event.task_id))
             .chain(idempotency::reads(&events))
             .collect();
-        let job = move |tables: &dyn TablesMut| {
+        let job = move |tables: &dyn TablesMut, fresh: &mut Vec<AttemptContext>| {
             if let Some(conflict) = idempotency::conflict(tables, &events)? {
                 return Ok(Published::KeyConflict(conflict));
             }
             let now = now_ms();
             events
                 .into_iter()
-                .map(|event| publish_keyed(&sealing, tables, event, now))
+                .map(|event| publish_keyed(&sealing, tables, event, now, fresh))
                 .collect::<Result<_, _>>()
                 .map(Published::Events)
         };
-        self.write_announcing(Urgency::Now, reads, job, |published| match published {
+        self.write_keeping_fresh(Urgency::Now, reads, job, |published| match published {
             Published::Events(events) => {
                 let now = now_ms();
                 events.iter().flat_map(|e| e.pending(now)).collect()

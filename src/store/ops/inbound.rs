@@ -378,6 +378,7 @@ fn accept_inbound_in(
     sealing: &Sealing,
     tables: &dyn TablesMut,
     accept: InboundAccept,
+    fresh: &mut Vec<AttemptContext>,
 ) -> Result<InboundOutcome, StoreError> {
     let now = now_ms();
     let id = accept.subscription_id.clone();
@@ -437,7 +438,7 @@ fn accept_inbound_in(
                 origin_span: accept.origin_span,
                 idempotency: None,
             };
-            Some(publish_one(sealing, tables, event, now)?)
+            Some(publish_one(sealing, tables, event, now, fresh)?)
         }
         InboundRoute::Forward { tenant, url } => {
             let ckey = config_key(&tenant, &accept.task_id, FORWARD_CONFIG_ID);
@@ -465,7 +466,7 @@ fn accept_inbound_in(
                 origin_span: accept.origin_span,
                 idempotency: None,
             };
-            Some(publish_one(sealing, tables, event, now)?)
+            Some(publish_one(sealing, tables, event, now, fresh)?)
         }
     };
     save_counters(tables, &id, &counters)?;
@@ -743,10 +744,10 @@ impl<B: Backend> InboundStore for TableStore<B> {
     async fn accept_inbound(&self, accept: InboundAccept) -> Result<InboundOutcome, StoreError> {
         let sealing = self.sealing.clone();
         let reads = accept_reads(&accept);
-        self.write_announcing(
+        self.write_keeping_fresh(
             Urgency::Now,
             reads,
-            move |tables| accept_inbound_in(&sealing, tables, accept),
+            move |tables, fresh| accept_inbound_in(&sealing, tables, accept, fresh),
             |outcome| match outcome {
                 InboundOutcome::Accepted {
                     forwarded: Some(published),
@@ -869,7 +870,13 @@ mod tests {
         let tables = MemoryTables::default();
         let sealing = Sealing::none();
         let accept = |key: &str, expires_at_ms: u64| {
-            accept_inbound_in(&sealing, &tables, logged_push(key, expires_at_ms)).unwrap()
+            accept_inbound_in(
+                &sealing,
+                &tables,
+                logged_push(key, expires_at_ms),
+                &mut Vec::new(),
+            )
+            .unwrap()
         };
         let live = u64::MAX / 2;
         // A key longer than the counters hold goes to the tables at once.
@@ -906,7 +913,13 @@ mod tests {
         let tables = MemoryTables::default();
         let sealing = Sealing::none();
         let accept = |key: &str| {
-            accept_inbound_in(&sealing, &tables, logged_push(key, u64::MAX / 2)).unwrap()
+            accept_inbound_in(
+                &sealing,
+                &tables,
+                logged_push(key, u64::MAX / 2),
+                &mut Vec::new(),
+            )
+            .unwrap()
         };
         let long = "y".repeat(REPLAY_RECENT_KEY_MAX + 1);
         let mut keys: Vec<String> = (0..REPLAY_RECENT * 2 + 3)
@@ -936,7 +949,7 @@ mod tests {
         let accept = |key: &str, until: u64| {
             let mut push = logged_push(key, until);
             push.replay_max_entries = 3;
-            accept_inbound_in(&sealing, &tables, push).unwrap()
+            accept_inbound_in(&sealing, &tables, push, &mut Vec::new()).unwrap()
         };
         for (key, until) in [("k1", far + 3), ("k2", far + 1), ("k3", far + 2)] {
             assert!(matches!(

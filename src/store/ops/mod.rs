@@ -2,8 +2,9 @@
 //! backend that provides transactions: the embedded redb file, a PostgreSQL database, or memory
 //! (tests). One file per aggregate, each with the trait callers see and its implementation:
 //! `configs.rs`, `events.rs` (with `idempotency.rs`), `deliveries.rs`, `inbound.rs`, `follows.rs`, `signing_keys.rs`,
-//! `retention.rs`, `lanes.rs`, `browse.rs` (the operator's listings across tasks); this file has what they share (the backend seam, the outbox,
-//! key builders).
+//! `retention.rs`, `lanes.rs`, `browse.rs` (the operator's listings across tasks); `fresh.rs`
+//! keeps what a just-published delivery's first attempt needs; this file has what they share
+//! (the backend seam, the outbox, key builders).
 //!
 //! A backend runs a read in one read transaction and a write in one write transaction. Writes
 //! share commits (group commit, `writer.rs`), and a batch commits whole or not at all: should
@@ -31,6 +32,7 @@ mod deliveries;
 mod events;
 mod finished;
 mod follows;
+mod fresh;
 mod idempotency;
 mod inbound;
 mod lanes;
@@ -178,6 +180,8 @@ pub struct TableStore<B> {
     pub(super) backend: B,
     pub(super) sealing: Arc<Sealing>,
     pub(super) outbox: Arc<Outbox>,
+    /// The contexts of deliveries just published, for their first attempts (`fresh.rs`).
+    pub(super) fresh: Arc<fresh::FreshContexts>,
 }
 
 impl<B: Backend> TableStore<B> {
@@ -237,8 +241,22 @@ impl<B: Backend> TableStore<B> {
         F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
     {
         self.backend
-            .write(Urgency::Now, reads, Box::new(f), None)
+            .write(Urgency::Now, reads, self.dropping_fresh(f), None)
             .await
+    }
+
+    /// `f`, first dropping the kept contexts when it runs: a write may change a delivery or a
+    /// config (`fresh.rs`).
+    fn dropping_fresh<R, F>(&self, f: F) -> WriteJob<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
+    {
+        let fresh = self.fresh.clone();
+        Box::new(move |tables| {
+            fresh.drop_all();
+            f(tables)
+        })
     }
 
     /// A write that makes deliveries pending (`pending_of` its result): they are announced
@@ -258,7 +276,49 @@ impl<B: Backend> TableStore<B> {
         let outbox = self.outbox.clone();
         let announce: AfterCommit<R> = Box::new(move |result| outbox.announce(pending_of(result)));
         self.backend
-            .write(urgency, reads, Box::new(f), Some(announce))
+            .write(urgency, reads, self.dropping_fresh(f), Some(announce))
+            .await
+    }
+
+    /// A write that publishes (or records a delivered attempt), as `write_announcing`, but
+    /// keeping the contexts kept so far: it must change no delivery or config that exists
+    /// already (`fresh.rs`). `f` hands over the context of each delivery it makes pending, kept
+    /// for its first attempt once the commit is durable.
+    async fn write_keeping_fresh<R, F>(
+        &self,
+        urgency: Urgency,
+        reads: Vec<ReadAhead>,
+        f: F,
+        pending_of: impl FnOnce(&R) -> Vec<PendingDelivery> + Send + 'static,
+    ) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn TablesMut, &mut Vec<AttemptContext>) -> Result<R, StoreError>
+            + Send
+            + 'static,
+    {
+        // Handed from the job, on the writer's thread, to the announcement after the commit.
+        let staged = Arc::new(std::sync::Mutex::new(None));
+        let staging = staged.clone();
+        let fresh = self.fresh.clone();
+        let job: WriteJob<R> = Box::new(move |tables| {
+            let generation = fresh.generation();
+            let mut contexts = Vec::new();
+            let result = f(tables, &mut contexts)?;
+            if let Ok(mut staged) = staging.lock() {
+                *staged = Some((generation, contexts));
+            }
+            Ok(result)
+        });
+        let (outbox, fresh) = (self.outbox.clone(), self.fresh.clone());
+        let announce: AfterCommit<R> = Box::new(move |result| {
+            if let Some((generation, contexts)) = staged.lock().ok().and_then(|mut s| s.take()) {
+                fresh.keep(generation, contexts, now_ms());
+            }
+            outbox.announce(pending_of(result))
+        });
+        self.backend
+            .write(urgency, reads, job, Some(announce))
             .await
     }
 
@@ -269,7 +329,7 @@ impl<B: Backend> TableStore<B> {
         F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
     {
         self.backend
-            .write(Urgency::Linger, Vec::new(), Box::new(f), None)
+            .write(Urgency::Linger, Vec::new(), self.dropping_fresh(f), None)
             .await
     }
 }

@@ -126,6 +126,7 @@ impl PostgresStore {
             },
             sealing: Arc::new(sealing),
             outbox: Default::default(),
+            fresh: Default::default(),
         })
     }
 }
