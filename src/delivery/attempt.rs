@@ -96,11 +96,13 @@ pub async fn run(
     ready: impl AsyncFnOnce() -> bool,
     answered: impl FnOnce(Answered),
 ) -> Report {
+    // Every field known now is given now: each one recorded later costs the log formatter
+    // another pass over the span (docs/PERFORMANCE.md, "The first attempt reads nothing").
     let span = tracing::info_span!(
         "delivery_attempt",
         delivery_id,
-        task_id = tracing::field::Empty,
-        sequence = tracing::field::Empty,
+        task_id = lane.task_id.as_str(),
+        sequence,
         attempt = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty
@@ -172,8 +174,6 @@ async fn attempt(
         };
     }
     let number = delivery.attempts + 1;
-    span.record("task_id", delivery.task_id.as_str());
-    span.record("sequence", delivery.sequence);
     span.record("attempt", number);
     // The attempt is a span of the publisher's trace, with an id of its own: the exported
     // `send` span's when telemetry is on.
