@@ -121,7 +121,9 @@ fn record_attempt_in(
     };
     let still_pending = current.state == DeliveryState::Pending;
     let failed = !matches!(update, DeliveryUpdate::Delivered);
-    update_delivery(tables, delivery_id.as_bytes(), |delivery| {
+    // Changed from the record just read rather than read again (`update_delivery`).
+    let mut updated = current.clone();
+    let change = |delivery: &mut DeliveryRecord| {
         delivery.attempts = delivery.attempts.max(number);
         delivery.manual = false;
         delivery.updated_at_ms = now;
@@ -147,7 +149,13 @@ fn record_attempt_in(
                 delivery.last_error = Some(error.clone());
             }
         }
-    })?;
+    };
+    change(&mut updated);
+    tables.insert(
+        Table::Deliveries,
+        delivery_id.as_bytes(),
+        &encode(&updated)?,
+    )?;
     if !still_pending {
         return Ok(Default::default());
     }
