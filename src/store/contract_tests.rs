@@ -465,6 +465,27 @@ async fn a_first_attempt_sees_what_a_read_would_whatever_changed_since_the_publi
         (handed.delivery.state, handed.config),
         (DeliveryState::Canceled, None)
     );
+
+    // A publisher declaring another owner removes the configs of the one before, in its own
+    // publish: the delivery to such a config is canceled by then.
+    let alice = ConfigRules {
+        principal: Some("alice".into()),
+        max_per_task: 10,
+    };
+    store.put_config(config("t", "a"), alice).await.unwrap();
+    let (id, sequence) = publish().await;
+    store
+        .publish(vec![NewEvent {
+            owner: Some("bob".into()),
+            ..status_event("t", "TASK_STATE_WORKING")
+        }])
+        .await
+        .unwrap();
+    let handed = context(id, sequence).await.unwrap().unwrap();
+    assert_eq!(
+        (handed.delivery.state, handed.config),
+        (DeliveryState::Canceled, None)
+    );
 }
 
 async fn replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_one<B: Backend>(

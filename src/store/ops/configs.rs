@@ -66,16 +66,17 @@ fn remove_config(tables: &dyn TablesMut, key: &[u8], now: u64) -> Result<bool, S
 }
 
 /// Makes `owner` the task's owner, as its publisher declared; configs another principal
-/// registered for the task are removed, so they receive nothing of it from now on.
+/// registered for the task are removed, so they receive nothing of it from now on. Whether it
+/// removed any.
 pub(super) fn declare_owner(
     sealing: &Sealing,
     tables: &dyn TablesMut,
     tkey: &[u8],
     owner: &str,
     now: u64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     if get_json::<String>(tables, Table::Owners, tkey)?.as_deref() == Some(owner) {
-        return Ok(());
+        return Ok(false);
     }
     tables.insert(Table::Owners, tkey, &encode(&owner)?)?;
     let mut foreign = Vec::new();
@@ -86,6 +87,7 @@ pub(super) fn declare_owner(
         }
         Ok(true)
     })?;
+    let removed = !foreign.is_empty();
     for (key, config_id) in foreign {
         remove_config(tables, &key, now)?;
         tracing::warn!(
@@ -93,7 +95,7 @@ pub(super) fn declare_owner(
             "push config removed: the publisher declared another owner for its task"
         );
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Makes a config active again: its failing streak is forgotten and its held deliveries are

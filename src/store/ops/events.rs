@@ -3,6 +3,7 @@
 
 use super::configs::declare_owner;
 use super::finished::track_finished;
+use super::fresh::Handover;
 use super::*;
 use crate::a2a::filter::EventChange;
 
@@ -65,7 +66,7 @@ fn publish_keyed(
     tables: &dyn TablesMut,
     mut new: NewEvent,
     now: u64,
-    fresh: &mut Vec<AttemptContext>,
+    fresh: &mut Handover,
 ) -> Result<PublishedEvent, StoreError> {
     let Some(claim) = new.idempotency.take() else {
         return publish_one(sealing, tables, new, now, fresh);
@@ -88,18 +89,20 @@ pub(super) fn publish_reads(tenant: &str, task_id: &str) -> [ReadAhead; 2] {
     ]
 }
 
-/// Publishes `new`; the context of each delivery it makes goes to `fresh`, for its first
-/// attempt (`fresh.rs`).
+/// Publishes `new`; the context of each delivery it makes is handed over in `fresh`, for its
+/// first attempt (`fresh.rs`).
 pub(super) fn publish_one(
     sealing: &Sealing,
     tables: &dyn TablesMut,
     new: NewEvent,
     now: u64,
-    fresh: &mut Vec<AttemptContext>,
+    fresh: &mut Handover,
 ) -> Result<PublishedEvent, StoreError> {
     let tkey = task_key(&new.tenant, &new.task_id);
     if let Some(owner) = &new.owner {
-        declare_owner(sealing, tables, &tkey, owner, now)?;
+        if declare_owner(sealing, tables, &tkey, owner, now)? {
+            fresh.changed_existing();
+        }
     }
     let previous: Option<TaskRecord> = get_json(tables, Table::Tasks, &tkey)?;
     let state_before = previous.as_ref().map(|t| t.task.status.state.clone());
@@ -185,7 +188,7 @@ pub(super) fn publish_one(
             config_id: config.id.clone(),
             url: config.url.clone(),
         });
-        fresh.push(AttemptContext {
+        fresh.made(AttemptContext {
             delivery,
             config: Some(config),
             event: event.clone(),
@@ -231,7 +234,7 @@ impl<B: Backend> EventStore for TableStore<B> {
             .flat_map(|event| publish_reads(&event.tenant, &event.task_id))
             .chain(idempotency::reads(&events))
             .collect();
-        let job = move |tables: &dyn TablesMut, fresh: &mut Vec<AttemptContext>| {
+        let job = move |tables: &dyn TablesMut, fresh: &mut Handover| {
             if let Some(conflict) = idempotency::conflict(tables, &events)? {
                 return Ok(Published::KeyConflict(conflict));
             }

@@ -6,8 +6,9 @@
 //! A kept context must be what a read would return. Events never change; a delivery and its
 //! config change only through a write, so every write other than a publish (or an attempt
 //! recorded as delivered, which changes nothing another attempt reads) drops them all as it runs
-//! (`TableStore::write*`). A publish records the generation it ran at, and its contexts are
-//! kept after its commit only if no such write ran since. Another node's writes (PostgreSQL) are
+//! (`TableStore::write*`), and so does a publish that changed what existed before it (its
+//! `Handover` says so). A publish records the generation it ran at, and its contexts are kept
+//! after its commit only if no such write ran since. Another node's writes (PostgreSQL) are
 //! not seen here: a context is used for `FRESH_FOR_MS` at most, less than an attempt already
 //! in flight goes on after its config changes.
 
@@ -21,6 +22,26 @@ pub const FRESH_FOR_MS: u64 = 1_000;
 
 /// The most contexts kept; the oldest go first.
 pub const MAX_KEPT: usize = 4_096;
+
+/// What a publishing write hands over as it runs: the context of each delivery it makes, or
+/// word that it also changed a delivery or a config that existed before it (a publisher
+/// declaring another owner removes the configs of the one before), after which no context
+/// kept is fresh.
+#[derive(Default)]
+pub struct Handover {
+    pub(super) contexts: Vec<AttemptContext>,
+    pub(super) changed_existing: bool,
+}
+
+impl Handover {
+    pub fn made(&mut self, context: AttemptContext) {
+        self.contexts.push(context);
+    }
+
+    pub fn changed_existing(&mut self) {
+        self.changed_existing = true;
+    }
+}
 
 #[derive(Default)]
 pub struct FreshContexts {

@@ -2,6 +2,7 @@
 //! counters.
 
 use super::events::{self, publish_one};
+use super::fresh::Handover;
 use super::*;
 use crate::store::keys::parse_text_key;
 
@@ -378,7 +379,7 @@ fn accept_inbound_in(
     sealing: &Sealing,
     tables: &dyn TablesMut,
     accept: InboundAccept,
-    fresh: &mut Vec<AttemptContext>,
+    fresh: &mut Handover,
 ) -> Result<InboundOutcome, StoreError> {
     let now = now_ms();
     let id = accept.subscription_id.clone();
@@ -874,7 +875,7 @@ mod tests {
                 &sealing,
                 &tables,
                 logged_push(key, expires_at_ms),
-                &mut Vec::new(),
+                &mut Default::default(),
             )
             .unwrap()
         };
@@ -917,7 +918,7 @@ mod tests {
                 &sealing,
                 &tables,
                 logged_push(key, u64::MAX / 2),
-                &mut Vec::new(),
+                &mut Default::default(),
             )
             .unwrap()
         };
@@ -949,7 +950,7 @@ mod tests {
         let accept = |key: &str, until: u64| {
             let mut push = logged_push(key, until);
             push.replay_max_entries = 3;
-            accept_inbound_in(&sealing, &tables, push, &mut Vec::new()).unwrap()
+            accept_inbound_in(&sealing, &tables, push, &mut Default::default()).unwrap()
         };
         for (key, until) in [("k1", far + 3), ("k2", far + 1), ("k3", far + 2)] {
             assert!(matches!(

@@ -281,9 +281,9 @@ impl<B: Backend> TableStore<B> {
     }
 
     /// A write that publishes (or records a delivered attempt), as `write_announcing`, but
-    /// keeping the contexts kept so far: it must change no delivery or config that exists
-    /// already (`fresh.rs`). `f` hands over the context of each delivery it makes pending, kept
-    /// for its first attempt once the commit is durable.
+    /// keeping the contexts kept so far (`fresh.rs`). `f` hands over the context of each
+    /// delivery it makes pending, kept for its first attempt once the commit is durable, and
+    /// says so if it changed a delivery or a config that existed before it.
     async fn write_keeping_fresh<R, F>(
         &self,
         urgency: Urgency,
@@ -293,9 +293,7 @@ impl<B: Backend> TableStore<B> {
     ) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&dyn TablesMut, &mut Vec<AttemptContext>) -> Result<R, StoreError>
-            + Send
-            + 'static,
+        F: FnOnce(&dyn TablesMut, &mut fresh::Handover) -> Result<R, StoreError> + Send + 'static,
     {
         // Handed from the job, on the writer's thread, to the announcement after the commit.
         let staged = Arc::new(std::sync::Mutex::new(None));
@@ -303,10 +301,12 @@ impl<B: Backend> TableStore<B> {
         let fresh = self.fresh.clone();
         let job: WriteJob<R> = Box::new(move |tables| {
             let generation = fresh.generation();
-            let mut contexts = Vec::new();
-            let result = f(tables, &mut contexts)?;
-            if let Ok(mut staged) = staging.lock() {
-                *staged = Some((generation, contexts));
+            let mut handover = fresh::Handover::default();
+            let result = f(tables, &mut handover)?;
+            if handover.changed_existing {
+                fresh.drop_all();
+            } else if let Ok(mut staged) = staging.lock() {
+                *staged = Some((generation, handover.contexts));
             }
             Ok(result)
         });
