@@ -391,23 +391,27 @@ async fn a_first_attempt_sees_what_a_read_would_whatever_changed_since_the_publi
         .put_config(config("t", "a"), anyone(10))
         .await
         .unwrap();
-    let lane = LaneId {
+    let lane = |task: &str, config: &str| LaneId {
         tenant: String::new(),
-        task_id: "t".to_string(),
-        config_id: "a".to_string(),
+        task_id: task.to_string(),
+        config_id: config.to_string(),
     };
-    let publish = || async {
-        let published = store
-            .publish(vec![status_event("t", "TASK_STATE_WORKING")])
-            .await
-            .unwrap()
-            .stored();
-        (
-            published[0].deliveries[0].delivery_id.clone(),
-            published[0].sequence,
-        )
+    let publish_to = |task: &'static str| {
+        let store = &store;
+        async move {
+            let published = store
+                .publish(vec![status_event(task, "TASK_STATE_WORKING")])
+                .await
+                .unwrap()
+                .stored();
+            (
+                published[0].deliveries[0].delivery_id.clone(),
+                published[0].sequence,
+            )
+        }
     };
-    let context = |id: String, sequence| store.attempt_context(id, lane.clone(), sequence);
+    let publish = || publish_to("t");
+    let context = |id: String, sequence| store.attempt_context(id, lane("t", "a"), sequence);
 
     // Nothing changed: the same delivery, config and event as the store holds.
     let (id, sequence) = publish().await;
@@ -486,6 +490,36 @@ async fn a_first_attempt_sees_what_a_read_would_whatever_changed_since_the_publi
         (handed.delivery.state, handed.config),
         (DeliveryState::Canceled, None)
     );
+
+    // A config suspended for failing holds its new events; enabling it again (a write that
+    // announces the deliveries it resumes) is seen by an attempt of one published meanwhile.
+    store
+        .put_config(config("u", "c"), anyone(10))
+        .await
+        .unwrap();
+    let (failing, _) = publish_to("u").await;
+    let retry = || DeliveryUpdate::Retry {
+        next_attempt_at_ms: 1_000_000,
+        error: "HTTP 503".into(),
+    };
+    for (number, at) in [(1, 10_000), (2, 11_000)] {
+        store
+            .record_attempt(failing.clone(), answered(number, at, 503), retry(), 1_000)
+            .await
+            .unwrap();
+    }
+    let (held, sequence) = publish_to("u").await;
+    store
+        .enable_config(String::new(), "u".into(), "c".into())
+        .await
+        .unwrap()
+        .unwrap();
+    let handed = store
+        .attempt_context(held, lane("u", "c"), sequence)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.config.unwrap().state, ConfigState::Active);
 }
 
 async fn replay_makes_a_finished_delivery_pending_again_and_refuses_a_pending_one<B: Backend>(

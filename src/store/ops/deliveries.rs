@@ -1,6 +1,7 @@
 //! Deliveries and their attempt logs: what the scheduler loads, what an attempt reads and
 //! records, listing and replay.
 
+use super::fresh::Handover;
 use super::*;
 
 /// Attempts kept per delivery; older ones are dropped from the log.
@@ -123,34 +124,30 @@ fn record_attempt_in(
     let failed = !matches!(update, DeliveryUpdate::Delivered);
     // Changed from the record just read rather than read again (`update_delivery`).
     let mut updated = current.clone();
-    let change = |delivery: &mut DeliveryRecord| {
-        delivery.attempts = delivery.attempts.max(number);
-        delivery.manual = false;
-        delivery.updated_at_ms = now;
-        if !still_pending {
-            // Canceled while the attempt was in flight: keep the log, not the outcome.
-            return;
-        }
-        delivery.lane_failing |= failed;
+    updated.attempts = updated.attempts.max(number);
+    updated.manual = false;
+    updated.updated_at_ms = now;
+    // Canceled while the attempt was in flight: keep the log, not the outcome.
+    if still_pending {
+        updated.lane_failing |= failed;
         match &update {
             DeliveryUpdate::Delivered => {
-                delivery.state = DeliveryState::Delivered;
-                delivery.last_error = None;
+                updated.state = DeliveryState::Delivered;
+                updated.last_error = None;
             }
             DeliveryUpdate::Retry {
                 next_attempt_at_ms,
                 error,
             } => {
-                delivery.next_attempt_at_ms = *next_attempt_at_ms;
-                delivery.last_error = Some(error.clone());
+                updated.next_attempt_at_ms = *next_attempt_at_ms;
+                updated.last_error = Some(error.clone());
             }
             DeliveryUpdate::Dead { error } | DeliveryUpdate::DisableConfig { error } => {
-                delivery.state = DeliveryState::Dead;
-                delivery.last_error = Some(error.clone());
+                updated.state = DeliveryState::Dead;
+                updated.last_error = Some(error.clone());
             }
         }
-    };
-    change(&mut updated);
+    }
     tables.insert(
         Table::Deliveries,
         delivery_id.as_bytes(),
@@ -517,7 +514,10 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
         // A delivered attempt changes nothing another attempt reads; any other outcome may
         // suspend or disable the config, or kill the lane's other deliveries.
         let delivered = matches!(update, DeliveryUpdate::Delivered);
-        let job = move |tables: &dyn TablesMut| {
+        let job = move |tables: &dyn TablesMut, handover: &mut Handover| {
+            if !delivered {
+                handover.changed_existing();
+            }
             record_attempt_in(
                 &sealing,
                 tables,
@@ -527,19 +527,11 @@ impl<B: Backend> DeliveryStore for TableStore<B> {
                 disable_after_ms,
             )
         };
-        let announced = |(_, announce): &(Recorded, Vec<PendingDelivery>)| announce.clone();
-        let (recorded, _) = if delivered {
-            self.write_keeping_fresh(
-                Urgency::Linger,
-                reads,
-                move |tables, _| job(tables),
-                announced,
-            )
-            .await?
-        } else {
-            self.write_announcing(Urgency::Linger, reads, job, announced)
-                .await?
-        };
+        let (recorded, _) = self
+            .write_keeping_fresh(Urgency::Linger, reads, job, |(_, announce)| {
+                announce.clone()
+            })
+            .await?;
         Ok(recorded)
     }
 

@@ -262,6 +262,7 @@ impl<B: Backend> TableStore<B> {
     /// A write that makes deliveries pending (`pending_of` its result): they are announced
     /// once its commit is durable, in commit order, so that the new deliveries of a lane reach
     /// the scheduler in sequence (`Machine::on_offer` queues those without reading the lane).
+    /// It may change any delivery or config, so it drops the contexts kept (`fresh.rs`).
     async fn write_announcing<R, F>(
         &self,
         urgency: Urgency,
@@ -273,17 +274,18 @@ impl<B: Backend> TableStore<B> {
         R: Send + 'static,
         F: FnOnce(&dyn TablesMut) -> Result<R, StoreError> + Send + 'static,
     {
-        let outbox = self.outbox.clone();
-        let announce: AfterCommit<R> = Box::new(move |result| outbox.announce(pending_of(result)));
-        self.backend
-            .write(urgency, reads, self.dropping_fresh(f), Some(announce))
+        let job = move |tables: &dyn TablesMut, handover: &mut fresh::Handover| {
+            handover.changed_existing();
+            f(tables)
+        };
+        self.write_keeping_fresh(urgency, reads, job, pending_of)
             .await
     }
 
-    /// A write that publishes (or records a delivered attempt), as `write_announcing`, but
-    /// keeping the contexts kept so far (`fresh.rs`). `f` hands over the context of each
-    /// delivery it makes pending, kept for its first attempt once the commit is durable, and
-    /// says so if it changed a delivery or a config that existed before it.
+    /// A write that announces what it makes pending, as `write_announcing`, and keeps the
+    /// contexts kept so far unless it says, through its `Handover`, that it changed a delivery
+    /// or a config that existed before it (`fresh.rs`). The context of each delivery it hands
+    /// over is kept for that delivery's first attempt once the commit is durable.
     async fn write_keeping_fresh<R, F>(
         &self,
         urgency: Urgency,
