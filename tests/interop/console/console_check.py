@@ -209,7 +209,8 @@ def configs(c):
 def inbound(c):
     c.go("/inbound")
     c.wait("the inbound page", lambda: c.heading() == "Inbound subscriptions")
-    c.driver.find_element(By.LINK_TEXT, c.s["subscription"]).click()
+    # The heading comes before the list, which the page fetches after it: wait for the link.
+    c.wait("the subscription listed", lambda: c.driver.find_element(By.LINK_TEXT, c.s["subscription"])).click()
     c.wait("the subscription page", lambda: c.s["subscription"] in c.heading())
     receipts = c.wait("two receipts", lambda: "2 receipts" in c.text() and c.driver.find_element(By.ID, "receipts"))
     text = receipts.text
