@@ -1804,6 +1804,84 @@ contract!(
     a_tasks_deliveries_are_listed_a_page_at_a_time_past_those_the_filter_leaves_out,
 );
 
+/// On PostgreSQL a batch's writes and its `COMMIT` are sent together (`postgres/sql.rs`): a
+/// batch whose writes the database refuses must leave nothing behind all the same, whether its
+/// writes were one statement of one table or of several, and the next batch must go through on
+/// the same connection.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: set A2A_PUSH_HUB_TEST_POSTGRES_URL (scripts/throwaway-postgres.sh) and run with --ignored"]
+async fn postgres_a_batch_whose_writes_the_database_refuses_commits_nothing() {
+    let (store, schema) = postgres_store().await;
+    let refused = super::keys::text_key(&["", "refused"]);
+    let hex: String = refused.iter().map(|b| format!("{b:02x}")).collect();
+    let url = postgres_schema::in_schema(&schema.url, &schema.name);
+    tokio::task::spawn_blocking(move || {
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!(
+                "CREATE FUNCTION refuse_a_task() RETURNS trigger AS $$ BEGIN
+                   IF NEW.k = '\\x{hex}'::bytea THEN RAISE EXCEPTION 'refused by the test'; END IF;
+                   RETURN NEW;
+                 END $$ LANGUAGE plpgsql;
+                 CREATE TRIGGER refuse_a_task BEFORE INSERT ON hub_tasks
+                   FOR EACH ROW EXECUTE FUNCTION refuse_a_task();"
+            ))
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let write = |records: Vec<(Table, Vec<u8>)>| {
+        store.backend.write(
+            Urgency::Now,
+            Vec::new(),
+            Box::new(move |tables: &dyn TablesMut| {
+                for (table, key) in &records {
+                    tables.insert(*table, key, b"{}")?;
+                }
+                Ok(())
+            }),
+            None,
+        )
+    };
+    let beside = super::keys::text_key(&["", "beside-the-refused"]);
+    let event = super::keys::text_key(&["", "with-the-refused"]);
+    // Puts to one table (a prepared statement), then to two (one statement of two parts).
+    let one_table = write(vec![
+        (Table::Tasks, beside.clone()),
+        (Table::Tasks, refused.clone()),
+    ])
+    .await;
+    assert!(
+        matches!(one_table, Err(StoreError::Storage(_))),
+        "{one_table:?}"
+    );
+    let two_tables = write(vec![
+        (Table::Events, event.clone()),
+        (Table::Tasks, refused.clone()),
+    ])
+    .await;
+    assert!(
+        matches!(two_tables, Err(StoreError::Storage(_))),
+        "{two_tables:?}"
+    );
+    let after = super::keys::text_key(&["", "after"]);
+    write(vec![(Table::Tasks, after.clone())]).await.unwrap();
+    let found = store
+        .backend
+        .read(Box::new(move |tables| {
+            Ok([
+                tables.get(Table::Tasks, &beside)?,
+                tables.get(Table::Tasks, &refused)?,
+                tables.get(Table::Events, &event)?,
+                tables.get(Table::Tasks, &after)?,
+            ])
+        }))
+        .await
+        .unwrap();
+    assert_eq!(found, [None, None, None, Some(b"{}".to_vec())]);
+    schema.drop();
+}
+
 /// A schema of the test database made for one test, dropped by `drop`.
 struct Schema {
     url: String,

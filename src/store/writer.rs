@@ -161,9 +161,8 @@ impl Writer {
 
 /// Runs each job of a batch on `tables`; whether all succeeded, and their completions.
 pub fn run_jobs(tables: &dyn TablesMut, batch: Vec<Job>) -> (bool, Vec<Completion>) {
-    let reads: Vec<ReadAhead> = batch.iter().flat_map(|job| job.reads.clone()).collect();
     // A failed read-ahead only costs the round trips it would have saved.
-    if let Err(e) = tables.prefetch(&reads) {
+    if let Err(e) = tables.prefetch(&reads_of(&batch)) {
         tracing::debug!(error = %e, "read-ahead of a write batch failed");
     }
     let mut completions = Vec::with_capacity(batch.len());
@@ -174,6 +173,11 @@ pub fn run_jobs(tables: &dyn TablesMut, batch: Vec<Job>) -> (bool, Vec<Completio
         completions.push(completion);
     }
     (all_ok, completions)
+}
+
+/// What the jobs of `batch` declare they will read.
+pub fn reads_of(batch: &[Job]) -> Vec<ReadAhead> {
+    batch.iter().flat_map(|job| job.reads.clone()).collect()
 }
 
 /// The outcome of a batch in which some job failed: nothing of it may become visible.

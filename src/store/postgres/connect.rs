@@ -1,6 +1,10 @@
 //! Reaching the database: parsing the URL (with its TLS options, `tls.rs`), connecting with a
 //! timeout, and closing synchronous connections off the async runtime. Errors never repeat the
 //! URL (it may hold a password).
+//!
+//! Two kinds of connection: the blocking client of the `postgres` driver (reads of the pool,
+//! lanes, schema), and [`Pipelined`], the batch threads' (`pool.rs`), which sends statements
+//! that follow one another without waiting for each answer.
 
 use super::*;
 
@@ -8,15 +12,15 @@ use super::*;
 /// when the URL asks for TLS (`tls.rs`).
 #[derive(Clone)]
 pub struct Target {
-    config: Config,
-    tls: Option<MakeRustlsConnect>,
+    pub(super) config: tokio_postgres::Config,
+    pub(super) tls: Option<MakeRustlsConnect>,
 }
 
 /// Parses a connection URL (and reads its `sslrootcert`); the error never repeats the URL (it
 /// may hold a password).
 pub fn parse_url(url: &str) -> Result<Target, String> {
     let options = tls::take_tls_options(url);
-    let config = Config::from_str(&options.url)
+    let config = tokio_postgres::Config::from_str(&options.url)
         .map_err(|e| format!("not a PostgreSQL connection URL ({e})"))?;
     if config.get_hosts().is_empty() {
         return Err("names no host".to_string());
@@ -29,7 +33,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
 }
 
 /// Where a connection goes, for messages: host and port, never credentials.
-pub(super) fn describe(config: &Config) -> String {
+pub(super) fn describe(config: &tokio_postgres::Config) -> String {
     let host = match config.get_hosts().first() {
         Some(postgres::config::Host::Tcp(host)) => host.clone(),
         #[cfg(unix)]
@@ -48,22 +52,41 @@ pub(super) fn pg_error(e: postgres::Error) -> StoreError {
     }
 }
 
-/// Longest a statement may run (a lock wait included) before it fails: no store call waits
-/// for ever on a stuck database.
-pub(super) const STATEMENT_TIMEOUT: &str = "30s";
+/// What every connection of the hub sets at once: the longest a statement may run (a lock
+/// wait included) before it fails, so that no store call waits for ever on a stuck database.
+pub(super) const SESSION_SETTINGS: &str = "SET statement_timeout = '30s'";
 
-pub(super) fn connect(target: &Target, timeout: Duration) -> Result<Client, StoreError> {
+/// The driver's settings for a connection of the hub.
+pub(super) fn configured(target: &Target, timeout: Duration) -> tokio_postgres::Config {
     let mut config = target.config.clone();
     config
         .connect_timeout(timeout)
         .application_name("a2a-push-hub")
         // A connection whose peer vanished is noticed within about a minute.
         .keepalives_idle(Duration::from_secs(30));
+    config
+}
+
+/// A blocking client.
+pub(super) fn connect(target: &Target, timeout: Duration) -> Result<Client, StoreError> {
+    let config = configured(target, timeout);
+    let blocking = Config::from(config.clone());
     let connected = match &target.tls {
-        Some(tls) => config.connect(tls.clone()),
-        None => config.connect(NoTls),
+        Some(tls) => blocking.connect(tls.clone()),
+        None => blocking.connect(NoTls),
     };
-    let mut client = connected.map_err(|e| {
+    let mut client = connected.map_err(|e| unreachable(target, &config, e))?;
+    client.batch_execute(SESSION_SETTINGS).map_err(pg_error)?;
+    Ok(client)
+}
+
+/// The error of a connection that could not be opened.
+pub(super) fn unreachable(
+    target: &Target,
+    config: &tokio_postgres::Config,
+    e: postgres::Error,
+) -> StoreError {
+    {
         // The driver's message names the step that failed; its sources say why.
         let mut reason = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -78,13 +101,9 @@ pub(super) fn connect(target: &Target, timeout: Duration) -> Result<Client, Stor
         };
         StoreError::Unavailable(format!(
             "cannot reach the database at {}: {reason}{hint}",
-            describe(&config)
+            describe(config)
         ))
-    })?;
-    client
-        .batch_execute(&format!("SET statement_timeout = '{STATEMENT_TIMEOUT}'"))
-        .map_err(pg_error)?;
-    Ok(client)
+    }
 }
 
 /// happen on a thread that drives async tasks, so there it happens on a thread of its own.

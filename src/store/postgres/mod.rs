@@ -18,6 +18,7 @@ mod connect;
 mod lanes;
 mod pool;
 mod schema;
+mod sql;
 mod tables;
 mod tls;
 
@@ -28,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::config::SslMode;
-use postgres::{Client, Config, GenericClient, NoTls, Statement};
+use postgres::{Client, Config, NoTls, Statement};
 use tokio::sync::Semaphore;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -48,6 +49,7 @@ pub use schema::{
     create_schema, database_counters, drop_schema, in_schema, migrate, schema_for_folder,
     schema_version,
 };
+use sql::*;
 use tables::*;
 
 /// How to reach the database.
@@ -83,17 +85,16 @@ impl PostgresStore {
     ) -> Result<PostgresStore, StoreError> {
         let target = settings.target.clone();
         let mut client = connect(&target, settings.connect_timeout)?;
-        migrate_client(&mut client)?;
-        name_writer(&mut client, &settings.leases.node)?;
+        let migrated = migrate_client(&mut client);
+        close(client);
+        migrated?;
         let mut writer_connection = BatchConnection {
             target: target.clone(),
             timeout: settings.connect_timeout,
             node: settings.leases.node.clone(),
-            connection: Some(Connection {
-                client,
-                statements: HashMap::new(),
-            }),
+            connection: None,
         };
+        writer_connection.open()?;
         let writer = Writer::start("store-writer", Default::default(), move |batch, queued| {
             writer_connection.commit_batch(batch, queued)
         })?;

@@ -1,5 +1,5 @@
 //! Connections: the writer thread's and the batched reader thread's (each opened again after
-//! it fails), and a pool for the other reads.
+//! it fails, and pipelined: `sql.rs`), and a pool for the other reads.
 
 use super::*;
 
@@ -9,11 +9,11 @@ pub(super) struct BatchConnection {
     pub(super) timeout: Duration,
     /// This node's name, which its writes carry (see migration 2).
     pub(super) node: String,
-    pub(super) connection: Option<Connection>,
+    pub(super) connection: Option<Connection<Pipelined>>,
 }
 
 /// Names the node on a writer's connection.
-pub(super) fn name_writer(client: &mut Client, node: &str) -> Result<(), StoreError> {
+pub(super) fn name_writer(client: &mut impl Sql, node: &str) -> Result<(), StoreError> {
     let quoted = node.replace('\'', "''");
     client
         .batch_execute(&format!("SET a2a_push_hub.node = '{quoted}'"))
@@ -21,7 +21,12 @@ pub(super) fn name_writer(client: &mut Client, node: &str) -> Result<(), StoreEr
 }
 
 impl BatchConnection {
-    fn get(&mut self) -> Result<&mut Connection, StoreError> {
+    /// Opens the connection now, so that a database out of reach is an error at once.
+    pub(super) fn open(&mut self) -> Result<(), StoreError> {
+        self.get().map(drop)
+    }
+
+    fn get(&mut self) -> Result<&mut Connection<Pipelined>, StoreError> {
         if self
             .connection
             .as_ref()
@@ -30,7 +35,7 @@ impl BatchConnection {
             self.connection = None;
         }
         if self.connection.is_none() {
-            let mut client = connect(&self.target, self.timeout)?;
+            let mut client = Pipelined::connect(&self.target, self.timeout)?;
             name_writer(&mut client, &self.node)?;
             self.connection = Some(Connection {
                 client,
@@ -49,31 +54,33 @@ impl BatchConnection {
             return;
         }
         let Some(Connection {
-            mut client,
+            client,
             mut statements,
         }) = self.connection.take()
         else {
             return;
         };
-        if let Err(e) = client.batch_execute(BEGIN_WRITING) {
-            tracing::error!(error = %pg_error(e), jobs = batch.len(), "store write transaction could not start");
-            // The lock may have failed after the transaction began.
+        let tables = PgTables::new(client, &mut statements);
+        if let Err(e) = tables.begin_reading(BEGIN_WRITING, &writer::reads_of(&batch)) {
+            tracing::error!(error = %e, jobs = batch.len(), "store write transaction could not start");
+            let mut client = tables.into_inner();
+            // The lock or the read may have failed after the transaction began.
             let _ = client.batch_execute("ROLLBACK");
             self.give_back(client, statements);
             return;
         }
-        // The turn may have been a wait: what was queued meanwhile rides in this commit.
+        // The turn may have been a wait: what was queued meanwhile rides in this commit (what
+        // those jobs read is read ahead by `run_jobs`).
         queued.take(&mut batch);
-        let tables = PgTables::new(client, &mut statements);
         let (all_ok, completions) = writer::run_jobs(&tables, batch);
-        let flushed = if all_ok { tables.flush() } else { Ok(()) };
-        let mut client = tables.into_inner();
-        let outcome = match flushed {
-            Ok(()) if all_ok => client.batch_execute("COMMIT").map_err(pg_error),
-            Ok(()) => Err(writer::batch_failed()),
-            Err(e) => Err(e),
+        let outcome = if all_ok {
+            tables.commit()
+        } else {
+            Err(writer::batch_failed())
         };
+        let mut client = tables.into_inner();
         if outcome.is_err() {
+            // Not needed after a failed commit, which ended the transaction; harmless then.
             let _ = client.batch_execute("ROLLBACK");
         }
         if !matches!(outcome, Err(StoreError::Unavailable(_))) {
@@ -105,7 +112,7 @@ impl BatchConnection {
     }
 
     /// Keeps the connection for the next batch, unless it failed (it is opened again then).
-    fn give_back(&mut self, client: Client, statements: HashMap<String, Statement>) {
+    fn give_back(&mut self, client: Pipelined, statements: HashMap<String, Statement>) {
         if !client.is_closed() {
             self.connection = Some(Connection { client, statements });
         }

@@ -91,8 +91,8 @@ struct TableWrites {
 }
 
 /// A connection and the statements prepared on it.
-pub(super) struct Connection {
-    pub(super) client: Client,
+pub(super) struct Connection<C = Client> {
+    pub(super) client: C,
     /// By their SQL.
     pub(super) statements: HashMap<String, Statement>,
 }
@@ -125,7 +125,7 @@ pub(super) struct PgTables<'c, C> {
 /// Writes a transaction keeps before it sends them: bounds its memory whatever the batch.
 pub(super) const MAX_UNSENT: usize = 4096;
 
-impl<'c, C: GenericClient> PgTables<'c, C> {
+impl<'c, C: Sql> PgTables<'c, C> {
     pub(super) fn new(txn: C, statements: &'c mut HashMap<String, Statement>) -> Self {
         PgTables {
             txn: RefCell::new(txn),
@@ -170,10 +170,37 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
         self.send_writes(Some(table))
     }
 
+    /// Runs `query` with `before` and `after` around it (`Sql::run`).
+    fn run(
+        &self,
+        before: &str,
+        query: Query<'_>,
+        after: &str,
+    ) -> Result<Vec<postgres::Row>, StoreError> {
+        self.txn
+            .borrow_mut()
+            .run(before, query, after)
+            .map_err(pg_error)
+    }
+
+    /// Runs statements without parameters, if any.
+    fn batch_execute(&self, sql: &str) -> Result<(), StoreError> {
+        match sql {
+            "" => Ok(()),
+            sql => self.txn.borrow_mut().batch_execute(sql).map_err(pg_error),
+        }
+    }
+
+    /// Sends the writes not yet sent, of `only` that table or of every table.
+    fn send_writes(&self, only: Option<Table>) -> Result<(), StoreError> {
+        self.send_writes_then(only, "")
+    }
+
     /// Sends the writes not yet sent, of `only` that table or of every table, in one
     /// statement: a part per table and kind of write, so that a commit costs one round trip
-    /// for its writes whatever the number of tables they touch.
-    fn send_writes(&self, only: Option<Table>) -> Result<(), StoreError> {
+    /// for its writes whatever the number of tables they touch. `after` (statements without
+    /// parameters) follows them, in the same round trip.
+    fn send_writes_then(&self, only: Option<Table>, after: &str) -> Result<(), StoreError> {
         let mut writes: Vec<TableWrites> = Vec::new();
         for (table, entries) in self.known.borrow_mut().iter_mut() {
             if only.is_some_and(|only| only != *table) {
@@ -206,10 +233,8 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
         {
             // Puts to one table: the prepared statement.
             let statement = self.statement(only.table, Op::PutMany)?;
-            self.txn
-                .borrow_mut()
-                .execute(&statement, &[&only.put_keys, &only.put_values])
-                .map_err(pg_error)?;
+            let params: [&(dyn ToSql + Sync); 2] = [&only.put_keys, &only.put_values];
+            self.run("", Query::Prepared(&statement, &params), after)?;
             return Ok(());
         }
         let mut parts = Vec::new();
@@ -235,30 +260,50 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
             }
         }
         if parts.is_empty() {
-            return Ok(());
+            return self.batch_execute(after);
         }
         // Each part runs once whether or not the query reads it; no key is in two parts.
-        self.txn
-            .borrow_mut()
-            .query_typed(&format!("WITH {} SELECT 1", parts.join(", ")), &params)
-            .map_err(pg_error)?;
+        let sql = format!("WITH {} SELECT 1", parts.join(", "));
+        self.run("", Query::Typed(&sql, &params), after)?;
         Ok(())
     }
 
-    /// Sends every write not yet sent (then the transaction may commit) and forgets what it
-    /// read: the database has it all now.
-    pub(super) fn flush(&self) -> Result<(), StoreError> {
+    /// Sends every write not yet sent and forgets what it read: the database has it all now.
+    fn flush(&self) -> Result<(), StoreError> {
         self.send_writes(None)?;
+        self.forget();
+        Ok(())
+    }
+
+    /// Sends every write not yet sent and commits the transaction, in one round trip where the
+    /// connection pipelines.
+    pub(super) fn commit(&self) -> Result<(), StoreError> {
+        self.send_writes_then(None, "COMMIT")?;
+        self.forget();
+        Ok(())
+    }
+
+    fn forget(&self) {
         self.known.borrow_mut().clear();
         self.whole.borrow_mut().clear();
         self.unsent.set(0);
-        Ok(())
+    }
+
+    /// Runs `begin` (statements without parameters that open a transaction) and reads what
+    /// `reads` name, in one round trip where the connection pipelines.
+    pub(super) fn begin_reading(&self, begin: &str, reads: &[ReadAhead]) -> Result<(), StoreError> {
+        self.read_together_after(begin, reads)
+    }
+
+    fn read_together(&self, reads: &[ReadAhead]) -> Result<(), StoreError> {
+        self.read_together_after("", reads)
     }
 
     /// Reads in one statement what of `reads` this transaction does not know yet: each key
     /// (one the database lacks is remembered as absent) and every entry under each prefix
     /// (which is then known whole, so that a scan of it is answered here: `known_scan`).
-    fn read_together(&self, reads: &[ReadAhead]) -> Result<(), StoreError> {
+    /// `before` runs first, in the same round trip.
+    fn read_together_after(&self, before: &str, reads: &[ReadAhead]) -> Result<(), StoreError> {
         // A part of the statement per table and kind of read; each row names its part.
         let (mut key_parts, mut prefix_parts): (Parts, Parts) = (Vec::new(), Vec::new());
         for read in reads {
@@ -293,7 +338,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
             }
         }
         if key_parts.is_empty() && prefix_parts.is_empty() {
-            return Ok(());
+            return self.batch_execute(before);
         }
         let rows = if prefix_parts.is_empty() && key_parts.iter().all(|(_, keys)| keys.len() == 1) {
             // One key per table (an attempt's delivery, config and event): a prepared statement,
@@ -314,21 +359,19 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
                 .iter()
                 .map(|(_, keys)| &keys[0] as &(dyn ToSql + Sync))
                 .collect();
-            self.txn
-                .borrow_mut()
-                .query(&statement, &params)
-                .map_err(pg_error)?
+            self.run(before, Query::Prepared(&statement, &params), "")?
         } else {
-            self.query_together(&key_parts, &prefix_parts)?
+            self.query_together(before, &key_parts, &prefix_parts)?
         };
         self.absorb(rows, key_parts, prefix_parts);
         Ok(())
     }
 
     /// [`read_together`](Self::read_together)'s statement for any number of keys and prefixes,
-    /// planned at this use.
+    /// planned at this use, after `before`.
     fn query_together(
         &self,
+        before: &str,
         key_parts: &Parts,
         prefix_parts: &Parts,
     ) -> Result<Vec<postgres::Row>, StoreError> {
@@ -360,10 +403,11 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
                 table.name()
             ));
         }
-        self.txn
-            .borrow_mut()
-            .query_typed(&parts.join(" UNION ALL "), &params)
-            .map_err(pg_error)
+        self.run(
+            before,
+            Query::Typed(&parts.join(" UNION ALL "), &params),
+            "",
+        )
     }
 
     /// Remembers what [`read_together`](Self::read_together) read: each row as its part says,
@@ -458,7 +502,7 @@ impl<'c, C: GenericClient> PgTables<'c, C> {
     }
 }
 
-impl<C: GenericClient> Tables for PgTables<'_, C> {
+impl<C: Sql> Tables for PgTables<'_, C> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(known) = self.known.borrow().get(&table).and_then(|t| t.get(key)) {
             return Ok(known.value.clone());
@@ -468,10 +512,8 @@ impl<C: GenericClient> Tables for PgTables<'_, C> {
         }
         let statement = self.statement(table, Op::Get)?;
         let value: Option<Vec<u8>> = self
-            .txn
-            .borrow_mut()
-            .query_opt(&statement, &[&key])
-            .map_err(pg_error)?
+            .run("", Query::Prepared(&statement, &[&key]), "")?
+            .first()
             .map(|row| row.get(0));
         self.known.borrow_mut().entry(table).or_default().insert(
             key.to_vec(),
@@ -534,16 +576,8 @@ impl<C: GenericClient> Tables for PgTables<'_, C> {
         loop {
             // One page at a time, read before visiting, so that `visit` may read meanwhile.
             let rows = match &end {
-                Some(end) => self
-                    .txn
-                    .borrow_mut()
-                    .query(&statement, &[&from, end])
-                    .map_err(pg_error)?,
-                None => self
-                    .txn
-                    .borrow_mut()
-                    .query(&statement, &[&from])
-                    .map_err(pg_error)?,
+                Some(end) => self.run("", Query::Prepared(&statement, &[&from, end]), "")?,
+                None => self.run("", Query::Prepared(&statement, &[&from]), "")?,
             };
             let full = rows.len() as i64 == SCAN_PAGE;
             for row in &rows {
@@ -565,7 +599,7 @@ impl<C: GenericClient> Tables for PgTables<'_, C> {
     }
 }
 
-impl<C: GenericClient> TablesMut for PgTables<'_, C> {
+impl<C: Sql> TablesMut for PgTables<'_, C> {
     fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.write(table, key, Some(value.to_vec()))
     }
