@@ -9,14 +9,15 @@ use crate::store::keys::parse_text_key;
 /// Receipts kept per subscription; older ones are dropped.
 const MAX_RECEIPTS: u64 = 1000;
 /// Expired replay entries removed per pruning (bounds the work of one request).
-const REPLAY_PRUNE_BATCH: usize = 64;
+const REPLAY_PRUNE_BATCH: usize = 256;
 /// A subscription's expired replay entries are pruned once every this many of its receipts:
 /// a push adds at most three keys, so a pruning of `REPLAY_PRUNE_BATCH` keeps up, and the
-/// pushes between prunings skip a scan of the cache (on PostgreSQL also the round trip that
-/// sends the cache's new entries before that scan). Until then, an expired entry refuses
-/// nothing (its time is checked) and still counts toward `replay_max_entries`, where it is
-/// the first to go.
-const REPLAY_PRUNE_EVERY: u64 = 16;
+/// pushes between prunings skip a scan of the cache. On PostgreSQL that scan is a round trip
+/// inside the write turn (and another to send the cache's new entries before it, if any):
+/// every 16th push, it was a third of a turn's round trips in a run of (h) (docs/PERFORMANCE.md,
+/// "A write turn in two round trips"). Until then, an expired entry refuses nothing (its time
+/// is checked) and still counts toward `replay_max_entries`, where it is the first to go.
+const REPLAY_PRUNE_EVERY: u64 = 64;
 /// How many of a subscription's newest replay keys its counters hold before they move to the
 /// replay tables together. Every push rewrites the counters anyway, while a key written to the
 /// tables on its own lands on a page of its own in each commit (a key is a hash or a peer's id,
