@@ -1846,24 +1846,22 @@ async fn postgres_a_batch_whose_writes_the_database_refuses_commits_nothing() {
     let beside = super::keys::text_key(&["", "beside-the-refused"]);
     let event = super::keys::text_key(&["", "with-the-refused"]);
     // Puts to one table (a prepared statement), then to two (one statement of two parts).
-    let one_table = write(vec![
-        (Table::Tasks, beside.clone()),
-        (Table::Tasks, refused.clone()),
-    ])
-    .await;
-    assert!(
-        matches!(one_table, Err(StoreError::Storage(_))),
-        "{one_table:?}"
-    );
-    let two_tables = write(vec![
-        (Table::Events, event.clone()),
-        (Table::Tasks, refused.clone()),
-    ])
-    .await;
-    assert!(
-        matches!(two_tables, Err(StoreError::Storage(_))),
-        "{two_tables:?}"
-    );
+    for records in [
+        [
+            (Table::Tasks, beside.clone()),
+            (Table::Tasks, refused.clone()),
+        ],
+        [
+            (Table::Events, event.clone()),
+            (Table::Tasks, refused.clone()),
+        ],
+    ] {
+        let outcome = write(records.to_vec()).await;
+        assert!(
+            matches!(outcome, Err(StoreError::Storage(_))),
+            "{outcome:?}"
+        );
+    }
     let after = super::keys::text_key(&["", "after"]);
     write(vec![(Table::Tasks, after.clone())]).await.unwrap();
     let found = store
