@@ -68,6 +68,14 @@ impl Stored for Published {
 }
 
 /// An attempt the receiver answered with `status`: a failure unless it is 2xx.
+/// Asserts that an attempt's context is of a canceled delivery, its config gone.
+fn assert_canceled_without_config(handed: AttemptContext) {
+    assert_eq!(
+        (handed.delivery.state, handed.config),
+        (DeliveryState::Canceled, None)
+    );
+}
+
 fn answered(number: u32, started_at_ms: u64, status: u16) -> AttemptRecord {
     let ok = (200..300).contains(&status);
     AttemptRecord {
@@ -464,11 +472,7 @@ async fn a_first_attempt_sees_what_a_read_would_whatever_changed_since_the_publi
         .delete_config(String::new(), "t".into(), "a".into())
         .await
         .unwrap();
-    let handed = context(id, sequence).await.unwrap().unwrap();
-    assert_eq!(
-        (handed.delivery.state, handed.config),
-        (DeliveryState::Canceled, None)
-    );
+    assert_canceled_without_config(context(id, sequence).await.unwrap().unwrap());
 
     // A publisher declaring another owner removes the configs of the one before, in its own
     // publish: the delivery to such a config is canceled by then.
@@ -485,11 +489,7 @@ async fn a_first_attempt_sees_what_a_read_would_whatever_changed_since_the_publi
         }])
         .await
         .unwrap();
-    let handed = context(id, sequence).await.unwrap().unwrap();
-    assert_eq!(
-        (handed.delivery.state, handed.config),
-        (DeliveryState::Canceled, None)
-    );
+    assert_canceled_without_config(context(id, sequence).await.unwrap().unwrap());
 
     // A config suspended for failing holds its new events; enabling it again (a write that
     // announces the deliveries it resumes) is seen by an attempt of one published meanwhile.

@@ -161,10 +161,20 @@ impl Writer {
 
 /// Runs each job of a batch on `tables`; whether all succeeded, and their completions.
 pub fn run_jobs(tables: &dyn TablesMut, batch: Vec<Job>) -> (bool, Vec<Completion>) {
+    read_ahead(tables, &batch);
+    run_read_ahead(tables, batch)
+}
+
+/// Reads ahead what the jobs of `batch` declare they will read.
+pub fn read_ahead(tables: &dyn TablesMut, batch: &[Job]) {
     // A failed read-ahead only costs the round trips it would have saved.
-    if let Err(e) = tables.prefetch(&reads_of(&batch)) {
+    if let Err(e) = tables.prefetch(&reads_of(batch)) {
         tracing::debug!(error = %e, "read-ahead of a write batch failed");
     }
+}
+
+/// `run_jobs` for a batch whose reads were read ahead.
+pub fn run_read_ahead(tables: &dyn TablesMut, batch: Vec<Job>) -> (bool, Vec<Completion>) {
     let mut completions = Vec::with_capacity(batch.len());
     let mut all_ok = true;
     for job in batch {

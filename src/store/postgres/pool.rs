@@ -69,10 +69,12 @@ impl BatchConnection {
             self.give_back(client, statements);
             return;
         }
-        // The turn may have been a wait: what was queued meanwhile rides in this commit (what
-        // those jobs read is read ahead by `run_jobs`).
+        // The turn may have been a wait: what was queued meanwhile rides in this commit, with a
+        // read-ahead of its own.
+        let late = batch.len();
         queued.take(&mut batch);
-        let (all_ok, completions) = writer::run_jobs(&tables, batch);
+        writer::read_ahead(&tables, &batch[late..]);
+        let (all_ok, completions) = writer::run_read_ahead(&tables, batch);
         let outcome = if all_ok {
             tables.commit()
         } else {
